@@ -1,0 +1,32 @@
+"""The one error type of the codec: every failure to read bytes from an agent raises WireError with a reason."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.Enum):
+    """Why a frame or message was refused. The value is the words an operator reads in the log."""
+
+    TOO_BIG = "frame too big"
+    EMPTY = "empty message"
+    BAD_HEADER = "bad header"
+    UNKNOWN_AGENT = "unknown agent"
+    IP_NOT_ALLOWED = "source ip not allowed"
+    WRONG_KEY = "wrong key"
+    BAD_PADDING = "bad padding"
+    CORRUPT = "corrupt payload"
+    CHECKSUM_MISMATCH = "checksum mismatch"
+    DUPLICATE_COUNTER = "duplicate counter"
+    OLD_COUNTER = "counter older than the last one"
+    BAD_CONTROL = "invalid control message"
+    BAD_KEYS_LINE = "invalid client.keys line"
+
+
+class WireError(Exception):
+    """A message or frame that cannot be accepted. `reason` says why, `detail` gives the specifics."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
