@@ -78,7 +78,9 @@ class Transition:
 _LIVE = (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
 
 
-def transition(current: ConnectionStatus, event: Event, code: StatusCode = StatusCode.NONE) -> Transition | None:
+def transition(
+    current: ConnectionStatus, event: Event, code: StatusCode = StatusCode.NONE
+) -> Transition | None:
     """The status an event moves an agent to, or None when the event changes nothing.
 
     `code` is only read for VERSION_REFUSED (1 or 2). A refusal keeps the status and only sets the code, so

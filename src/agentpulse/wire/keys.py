@@ -195,7 +195,9 @@ class KeysFile:
         highest = max((entry.number for entry in self.entries), default=0)
         return f"{highest + 1:03d}"
 
-    def add(self, name: str, ip: str = ANY_IP, key: str | None = None, agent_id: str | None = None) -> AgentKey:
+    def add(
+        self, name: str, ip: str = ANY_IP, key: str | None = None, agent_id: str | None = None
+    ) -> AgentKey:
         validate_name(name)
         ip_range = parse_ip(ip)
         if any(entry.name == name for entry in self.active()):

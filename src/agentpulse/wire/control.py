@@ -1,0 +1,302 @@
+"""Control messages (reference section 4): what agent and manager say to each other inside secure messages.
+
+`parse_from_agent()` and `parse_from_manager()` turn a decrypted payload into one small immutable event;
+the `build_*` functions do the reverse. The two directions differ only for `#!-req`: the manager sends
+`#!-req <counter> <target> <payload>`, the agent answers `#!-req <counter> <response>`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from agentpulse.wire.errors import Reason, WireError
+
+CONTROL_HEADER = b"#!-"
+HC_STARTUP = b"agent startup "
+HC_SHUTDOWN = b"agent shutdown "
+HC_ACK = b"agent ack "
+HC_REQUEST = b"req "
+HC_ERROR = b"err "
+HC_FORCE_RECONNECT = b"force_reconnect"
+ACK = CONTROL_HEADER + HC_ACK
+SHUTDOWN = CONTROL_HEADER + HC_SHUTDOWN
+FORCE_RECONNECT = CONTROL_HEADER + HC_FORCE_RECONNECT
+MERGED_SUFFIX = " merged.mg"
+AGENT_IP_LABEL = '#"_agent_ip"'
+ERR_NEWER_VERSION = "Agent version must be lower or equal to manager version"
+ERR_NO_VERSION = "Couldn't retrieve version"
+GETSTATE = "getstate"
+
+# Agent-supplied text is stored and published: cap it so one agent cannot bloat every row and event.
+FIELD_CAP = 1024
+LABELS_CAP = 128
+ARCHITECTURES = (
+    "x86_64",
+    "i386",
+    "i686",
+    "sparc",
+    "amd64",
+    "i86pc",
+    "ia64",
+    "AIX",
+    "armv6",
+    "armv7",
+    "aarch64",
+    "arm64",
+)
+_MAJOR_MINOR = re.compile(r"^(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Startup:
+    """`version` is None for a bare (pre-4.6) startup; `version_missing` when JSON came without a version."""
+
+    version: str | None
+    version_missing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    uname: str | None = None  # the os_uname column: the uname text before " ["
+    version: str | None = None  # "Wazuh v4.14.7"
+    config_sum: str | None = None
+    merged_sum: str | None = None
+    agent_ip: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # keys keep their '#', '!' and quotes
+    os_name: str | None = None
+    os_platform: str | None = None
+    os_version: str | None = None
+    os_codename: str | None = None
+    os_major: str | None = None
+    os_minor: str | None = None
+    os_arch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Manager to agent: `#!-req <counter> <target> <payload>`."""
+
+    counter: str
+    target: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReply:
+    """Agent to manager: `#!-req <counter> <response>`."""
+
+    counter: str
+    response: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForceReconnect:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OtherControl:
+    """A control message this side does not act on (file pushes, active responses)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent:
+    """Not a control message: an event for analysis, `<queue char>:<location>:<text>`."""
+
+    payload: bytes
+
+
+FromAgent = Startup | Keepalive | Shutdown | RequestReply | OtherControl | AgentEvent
+FromManager = Ack | ErrorReply | Request | ForceReconnect | OtherControl | AgentEvent
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def parse_from_agent(payload: bytes) -> FromAgent:
+    """Classify a decrypted payload an agent sent. Raises WireError(BAD_CONTROL) for a keep-alive w/o newline."""
+    if not payload.startswith(CONTROL_HEADER):
+        return AgentEvent(payload)
+    body = payload[len(CONTROL_HEADER) :]
+    if body.startswith(HC_STARTUP.rstrip()):
+        return parse_startup(body[len(HC_STARTUP) :])
+    if body.startswith(HC_SHUTDOWN.rstrip()):
+        return Shutdown()
+    if body.startswith(HC_REQUEST):
+        counter, _, response = _text(body[len(HC_REQUEST) :]).partition(" ")
+        if not counter:
+            raise WireError(Reason.BAD_CONTROL, "request reply without a counter")
+        return RequestReply(counter, response)
+    if body.startswith((b"up file ", b"close file ")):
+        return OtherControl(_text(body))
+    return parse_keepalive(body)
+
+
+def parse_from_manager(payload: bytes) -> FromManager:
+    if not payload.startswith(CONTROL_HEADER):
+        return AgentEvent(payload)
+    body = payload[len(CONTROL_HEADER) :]
+    if body == HC_ACK:
+        return Ack()
+    if body.startswith(HC_ERROR):
+        text = _text(body[len(HC_ERROR) :])
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return ErrorReply(text)
+        message = decoded.get("message") if isinstance(decoded, dict) else None
+        return ErrorReply(message if isinstance(message, str) else text)
+    if body.startswith(HC_REQUEST):
+        counter, _, rest = _text(body[len(HC_REQUEST) :]).partition(" ")
+        target, _, request_payload = rest.partition(" ")
+        if not counter or not target:
+            raise WireError(Reason.BAD_CONTROL, "request without counter or target")
+        return Request(counter, target, request_payload)
+    if body.startswith(HC_FORCE_RECONNECT):
+        return ForceReconnect()
+    return OtherControl(_text(body))
+
+
+def parse_startup(rest: bytes) -> Startup:
+    """JSON with a string `version`, or anything else that counts as a plain (pre-4.6) startup."""
+    text = _text(rest).strip()
+    if not text.startswith("{"):
+        return Startup(None)
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return Startup(None)
+    version = decoded.get("version") if isinstance(decoded, dict) else None
+    if not isinstance(version, str):
+        return Startup(None, version_missing=True)
+    return Startup(version[:FIELD_CAP])
+
+
+def parse_keepalive(body: bytes) -> Keepalive:
+    """The text keep-alive of reference 4.2 (without its `#!-`)."""
+    if b"\n" not in body:
+        raise WireError(Reason.BAD_CONTROL, "keep-alive without a newline")
+    fields: dict[str, str | None] = {}
+    labels: list[tuple[str, str]] = []
+    for line in _text(body).split("\n"):
+        if not line:
+            continue
+        if line[0] in '#!"':
+            key, sep, value = line.partition(":")
+            if not sep:
+                continue
+            if key == AGENT_IP_LABEL:
+                fields["agent_ip"] = value[:FIELD_CAP]
+            elif len(labels) < LABELS_CAP:
+                labels.append((key[:FIELD_CAP], value[:FIELD_CAP]))
+        elif line.endswith(MERGED_SUFFIX):
+            fields["merged_sum"] = line[: -len(MERGED_SUFFIX)][:FIELD_CAP]
+        elif " - " in line and "uname" not in fields:
+            fields.update(parse_uname_line(line))
+    return Keepalive(labels=tuple(labels), **fields)
+
+
+def parse_uname_line(line: str) -> dict[str, str | None]:
+    """`<uname> [<os_name>|<os_platform>: <os_version>] - <version>[ / <config_sum>]` into columns."""
+    uname_part, _, version_part = line.partition(" - ")
+    version, _, config_sum = version_part.partition(" / ")
+    fields: dict[str, str | None] = {
+        "version": version[:FIELD_CAP] or None,
+        "config_sum": config_sum[:FIELD_CAP] or None,
+    }
+    uname, bracket, os_info = uname_part.partition(" [")
+    fields["uname"] = uname[:FIELD_CAP]
+    if bracket:
+        fields.update(_parse_os_info(os_info.rsplit("]", 1)[0], uname))
+    for arch in ARCHITECTURES:
+        if arch in uname:
+            fields["os_arch"] = arch
+            break
+    return fields
+
+
+def _parse_os_info(info: str, uname: str) -> dict[str, str | None]:
+    fields: dict[str, str | None] = {}
+    if "|" in info:
+        name, _, rest = info.partition("|")
+        platform, _, os_version = rest.partition(": ")
+        fields["os_name"], fields["os_platform"] = name[:FIELD_CAP], platform[:FIELD_CAP]
+    else:  # Windows: "<os_name> [Ver: <version>]"
+        os_version = info.removeprefix("Ver: ")
+        fields["os_name"] = uname.split(" |", 1)[0][:FIELD_CAP]
+    if os_version.endswith(")") and " (" in os_version:
+        os_version, _, codename = os_version[:-1].partition(" (")
+        fields["os_codename"] = codename[:FIELD_CAP]
+    fields["os_version"] = os_version[:FIELD_CAP]
+    match = _MAJOR_MINOR.match(os_version)
+    if match:
+        fields["os_major"], fields["os_minor"] = match.group(1), match.group(2)
+    return fields
+
+
+def build_startup(version: str | None) -> bytes:
+    if version is None:
+        return CONTROL_HEADER + HC_STARTUP
+    return CONTROL_HEADER + HC_STARTUP + json.dumps({"version": version}, separators=(",", ":")).encode()
+
+
+def build_keepalive(
+    uname: str,
+    *,
+    merged_sum: str | None,
+    labels: tuple[tuple[str, str], ...] = (),
+    agent_ip: str | None = None,
+    config_sum: str | None = None,
+) -> bytes:
+    """The keep-alive text exactly as run_notify() writes it."""
+    lines = [uname + (f" / {config_sum}" if config_sum else "")]
+    lines += [f"{key}:{value}" for key, value in labels]
+    lines.append(f"{merged_sum or 'x'}{MERGED_SUFFIX}")
+    if agent_ip:
+        lines.append(f"{AGENT_IP_LABEL}:{agent_ip}")
+    return CONTROL_HEADER + "".join(line + "\n" for line in lines).encode()
+
+
+def build_error(message: str) -> bytes:
+    return CONTROL_HEADER + HC_ERROR + json.dumps({"message": message}, separators=(",", ":")).encode()
+
+
+def build_request(counter: str, target: str, payload: str) -> bytes:
+    return CONTROL_HEADER + HC_REQUEST + f"{counter} {target} {payload}".encode()
+
+
+def build_request_reply(counter: str, response: str) -> bytes:
+    return CONTROL_HEADER + HC_REQUEST + f"{counter} {response}".encode()
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """`v4.14.7` or `Wazuh v4.14.7` to (4, 14, 7); None when there is no dotted number."""
+    match = re.search(r"v?(\d+(?:\.\d+)*)", text)
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def is_newer(agent_version: str, manager_version: str) -> bool:
+    agent, manager = parse_version(agent_version), parse_version(manager_version)
+    return agent is not None and manager is not None and agent > manager
