@@ -20,6 +20,7 @@ class Reason(enum.Enum):
     DUPLICATE_COUNTER = "duplicate counter"
     OLD_COUNTER = "counter older than the last one"
     BAD_CONTROL = "invalid control message"
+    KEY_IN_USE = "agent key already in use"
     BAD_KEYS_LINE = "invalid client.keys line"
 
 

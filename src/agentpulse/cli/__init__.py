@@ -1,0 +1,1 @@
+"""Command-line tools: agentpulse, agent_control and manage_agents."""

@@ -1,0 +1,456 @@
+"""`agent_control`: list agents and show one agent, byte for byte as Wazuh 4.x prints it (reference section 8).
+
+Operators and their scripts parse this output, so every space, blank line and missing trailing newline is
+part of the contract. The formatting functions are pure (rows in, text out); `main()` does the reading.
+
+The agent list comes from client.keys (ids as written, removed entries skipped) and each status from
+global.db, opened read-only so this works while a manager runs and after it stops. Where Wazuh would print
+"Unknown" because wazuh-db is down or has not yet copied an agent from client.keys, we print
+"Never connected": global.db is created at manager start, so a missing database or row means exactly that.
+"""
+
+from __future__ import annotations
+
+import enum
+import getopt
+import json
+import socket
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import closing
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from agentpulse import __version__
+from agentpulse.paths import Home, resolve_home
+from agentpulse.status import ConnectionStatus
+from agentpulse.store.schema import MANAGER_IP, connect
+from agentpulse.wire.keys import AgentKey, KeysFile
+
+PROG = "agent_control"
+TITLE = "Wazuh agent_control"  # scripts match on this banner, so it keeps Wazuh's name
+SERVER_ID = "000"
+UNKNOWN_STATUS = "Unknown"
+NULL_TEXT = "(null)"  # what glibc's printf prints for a NULL %s
+UNKNOWN_TIME = "Unknown"
+SCAN_IN_PROGRESS = " (Scan in progress)"
+OPTIONS = "VhdlLcsjarmu:i:b:f:Rng:"  # Wazuh's getopt string plus our -g
+LONG_OPTIONS = ("home=",)
+
+HELP = f"""
+Wazuh {PROG}: Control remote agents.
+Available options:
+\t-h                This help message.
+\t-l                List available (active or not) agents.
+\t-lc               List active agents only.
+\t-ln               List disconnected agents only.
+\t-i <id>           Extracts information from an agent.
+\t-R -a             Restart all agents.
+\t-R -u <id>        Restart the specified agent.
+\t-r -a             Runs the integrity/rootkit checking on all agents now.
+\t-r -u <id>        Runs the integrity/rootkit checking on one agent now.
+
+\t-s                Changes the output to CSV (comma delimited).
+\t-j                Changes the output to JSON .
+Available options for active response:
+\t-b <ip>           Blocks the specified ip address.
+\t-f <ar> -a        Used with -b, specifies which response to run. Apply AR on all agents.
+\t-f <ar> -u <id>   Used with -b, specifies which response to run. Apply AR on specified agent.
+\t-L                List available active responses.
+Available options (agentpulse):
+\t-l -g <group>     List only the agents that belong to <group>.
+\t--home <dir>      Manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec).
+\t-V                Version.
+"""
+
+
+class Output(enum.Enum):
+    TEXT = "text"
+    CSV = "csv"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class ListedAgent:
+    """One line of `agent_control -l`: the client.keys fields as written and the status words."""
+
+    id: str
+    name: str
+    ip: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What `agent_control -i` shows. None stands for a NULL column (or no row at all)."""
+
+    id: str
+    name: str
+    ip: str
+    status: str
+    local: bool = False
+    os: str | None = None
+    version: str | None = None
+    config_sum: str | None = None
+    merged_sum: str | None = None
+    last_keepalive: int | None = None
+    syscheck_start: int | None = None
+    syscheck_end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    list_agents: bool = False
+    active_only: bool = False
+    disconnected_only: bool = False
+    output: Output = Output.TEXT
+    agent_id: str | None = None
+    info: bool = False
+    group: str | None = None
+    home: str | None = None
+    list_responses: bool = False
+    remoted_action: bool = False  # -R, -r, -b/-f: they need remoted's active-response queue
+
+
+class UsageError(Exception):
+    """Bad command line: print the message and the help text, exit 1."""
+
+
+# ---- pure formatting ---------------------------------------------------------------------------------
+
+
+def _json(value: object) -> str:
+    # cJSON_PrintUnformatted: no spaces, UTF-8 kept as is, control characters escaped.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def status_words(connection_status: str | None) -> str:
+    """The word print_agent_status() prints; no row means the agent never connected."""
+    if connection_status is None:
+        return ConnectionStatus.NEVER_CONNECTED.words
+    try:
+        return ConnectionStatus(connection_status).words
+    except ValueError:
+        return UNKNOWN_STATUS
+
+
+def format_list(
+    host: str,
+    agents: Sequence[ListedAgent],
+    output: Output,
+    *,
+    show_server: bool = True,
+    agentless_section: bool = True,
+) -> str:
+    """`agent_control -l` in text, CSV or JSON.
+
+    `show_server` is False with -n; `agentless_section` is False with -c (and when client.keys is missing,
+    where Wazuh returns before reaching it). We have no agentless devices, so the section is its header only.
+    """
+    if output is Output.JSON:
+        data = [{"id": SERVER_ID, "name": host, "ip": MANAGER_IP, "status": "Active"}] if show_server else []
+        data += [{"id": a.id, "name": a.name, "ip": a.ip, "status": a.status} for a in agents]
+        return _json({"error": 0, "data": data})
+    parts: list[str] = []
+    if output is Output.CSV:
+        if show_server:
+            parts.append(f"{SERVER_ID},{host} (server),{MANAGER_IP},Active/Local,\n")
+        parts += [f"{a.id},{a.name},{a.ip},{a.status},\n" for a in agents]
+    else:
+        parts.append(f"\n{TITLE}. List of available agents:")
+        if show_server:
+            parts.append(f"\n   ID: {SERVER_ID}, Name: {host} (server), IP: {MANAGER_IP}, Active/Local\n")
+        else:
+            parts.append("\n")
+        parts += [f"   ID: {a.id}, Name: {a.name}, IP: {a.ip}, {a.status}\n" for a in agents]
+        if agentless_section:
+            parts.append("\nList of agentless devices:\n")
+    parts.append("\n")
+    return "".join(parts)
+
+
+def ctime(epoch: int) -> str:
+    """C's ctime(): local time as `Mon Nov  9 13:00:55 2020`, here without its trailing newline."""
+    return time.ctime(epoch)
+
+
+def syscheck_times(start: int | None, end: int | None) -> tuple[str, str]:
+    """The two Syscheck values from scan_info `fim`. The end keeps ctime()'s newline, as Wazuh prints it."""
+    start = start or 0
+    end = end or 0
+    if start <= 0:
+        started = UNKNOWN_TIME
+    elif start > end:
+        started = ctime(start) + SCAN_IN_PROGRESS
+    else:
+        started = ctime(start)
+    ended = UNKNOWN_TIME if end <= 0 else ctime(end) + "\n"
+    return started, ended
+
+
+def _text(value: str | int | None) -> str:
+    return NULL_TEXT if value is None else str(value)
+
+
+def format_info(info: AgentInfo, output: Output) -> str:
+    """`agent_control -i <id>` in text, CSV or JSON. The manager's record has `local=True`."""
+    agent_id, name, ip = info.id, info.name, info.ip
+    status = f"{info.status}/Local" if info.local else info.status
+    started, ended = syscheck_times(info.syscheck_start, info.syscheck_end)
+    keepalive = None if info.last_keepalive is None else str(info.last_keepalive)
+    if output is Output.JSON:
+        fields: dict[str, str | None] = {
+            "id": agent_id,
+            "name": name,
+            "ip": ip,
+            "status": info.status,
+            "os": info.os,
+            "version": info.version,
+            "configSum": info.config_sum,
+            "mergedSum": info.merged_sum,
+            "lastKeepAlive": keepalive,
+            "syscheckTime": started,
+            "syscheckEndTime": ended,
+        }
+        # cJSON_AddStringToObject() with a NULL string adds nothing.
+        data = {key: value for key, value in fields.items() if value is not None}
+        return _json({"error": 0, "data": data})
+    if output is Output.CSV:
+        return (
+            f"{agent_id},{name},{ip},{status},"
+            f"{_text(info.os)},{_text(info.version)},{_text(keepalive)},{started},\n"
+        )
+    local = " (local instance)" if info.local else ""
+    return (
+        f"\n{TITLE}. Agent information:"
+        f"\n   Agent ID:   {agent_id}{local}\n"
+        f"   Agent Name: {name}\n"
+        f"   IP address: {ip}\n"
+        f"   Status:     {status}\n\n"
+        f"   Operating system:    {_text(info.os)}\n"
+        f"   Client version:      {_text(info.version)}\n"
+        f"   Configuration hash:  {_text(info.config_sum)}\n"
+        f"   Shared file hash:    {_text(info.merged_sum)}\n"
+        f"   Last keep alive:     {_text(keepalive)}\n\n"
+        f"   Syscheck last started at:  {started}\n"
+        f"   Syscheck last ended at:    {ended}\n"
+    )
+
+
+def format_invalid_id(agent_id: str, output: Output) -> str:
+    if output is Output.JSON:
+        return _json({"error": 40, "message": "Invalid agent id"})
+    return f"\n** Invalid agent id '{agent_id}'.\n" + HELP
+
+
+def format_remoted_unreachable(output: Output) -> str:
+    if output is Output.JSON:
+        return _json({"error": 41, "message": "Unable to connect to remoted"})
+    return "\n** Unable to connect to remoted.\n"
+
+
+def format_version() -> str:
+    return f"\nagentpulse v{__version__} - {PROG} (Wazuh 4.x compatible)\n\n"
+
+
+# ---- command line ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> Options | str:
+    """Options, or the text to print and exit with (-h, -V). Raises UsageError for a bad command line.
+
+    GNU getopt, as Wazuh's glibc build uses: `-lc` is `-l -c`, and options may follow operands.
+    """
+    try:
+        pairs, _operands = getopt.gnu_getopt(list(argv), OPTIONS, list(LONG_OPTIONS))
+    except getopt.GetoptError as exc:
+        raise UsageError(f"{PROG}: {exc.msg}") from None
+    options = Options()
+    for flag, value in pairs:
+        match flag:
+            case "-V":
+                return format_version()
+            case "-h":
+                raise UsageError("")
+            case "-l":
+                options = replace(options, list_agents=True)
+            case "-c":
+                options = replace(options, active_only=True)
+            case "-n":
+                options = replace(options, disconnected_only=True)
+            case "-s":
+                options = replace(options, output=Output.CSV)
+            case "-j":
+                options = replace(options, output=Output.JSON)
+            case "-i":
+                options = replace(options, info=True, agent_id=value)
+            case "-u":
+                options = replace(options, agent_id=value)
+            case "-g":
+                options = replace(options, group=value)
+            case "--home":
+                options = replace(options, home=value)
+            case "-L":
+                options = replace(options, list_responses=True)
+            case "-R" | "-r" | "-b" | "-f":
+                options = replace(options, remoted_action=True)
+            # -d (debug), -a (all) and -m (agent limit) change nothing we print.
+    return options
+
+
+# ---- reading (I/O) -----------------------------------------------------------------------------------
+
+
+def _read_keys(home: Home) -> KeysFile | None:
+    try:
+        text = home.client_keys.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    return KeysFile.parse(text)
+
+
+def read_statuses(global_db: Path) -> dict[int, str]:
+    """agent id -> connection_status; empty when the manager never created global.db."""
+    if not global_db.exists():
+        return {}
+    with closing(connect(global_db, readonly=True)) as conn:
+        rows = conn.execute("SELECT id, connection_status FROM agent")
+        return {int(row["id"]): str(row["connection_status"]) for row in rows}
+
+
+def read_group_members(global_db: Path, group: str) -> set[int]:
+    if not global_db.exists():
+        return set()
+    with closing(connect(global_db, readonly=True)) as conn:
+        rows = conn.execute(
+            "SELECT b.id_agent FROM belongs AS b JOIN `group` AS g ON g.id = b.id_group WHERE g.name = ?",
+            (group,),
+        )
+        return {int(row[0]) for row in rows}
+
+
+def _agent_row(global_db: Path, number: int) -> sqlite3.Row | None:
+    if not global_db.exists():
+        return None
+    with closing(connect(global_db, readonly=True)) as conn:
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT connection_status, os_uname, version, config_sum, merged_sum, last_keepalive"
+            " FROM agent WHERE id = ?",
+            (number,),
+        ).fetchone()
+        return row
+
+
+def _fim_scan(agent_db: Path) -> tuple[int | None, int | None]:
+    if not agent_db.exists():
+        return None, None
+    with closing(connect(agent_db, readonly=True)) as conn:
+        row = conn.execute("SELECT start_scan, end_scan FROM scan_info WHERE module = 'fim'").fetchone()
+    if row is None:
+        return None, None
+    return row["start_scan"], row["end_scan"]
+
+
+def list_agents(
+    keys: Iterable[AgentKey], statuses: dict[int, str], options: Options, members: set[int] | None
+) -> list[ListedAgent]:
+    """The agents to print, in client.keys order, after the -c / -n / -g filters."""
+    listed = []
+    for key in keys:
+        if members is not None and key.number not in members:
+            continue
+        status = status_words(statuses.get(key.number))
+        if options.active_only and status != ConnectionStatus.ACTIVE.words:
+            continue
+        if options.disconnected_only and status != ConnectionStatus.DISCONNECTED.words:
+            continue
+        listed.append(ListedAgent(key.id, key.name, key.ip.text, status))
+    return listed
+
+
+def read_info(home: Home, key: AgentKey | None, host: str) -> AgentInfo:
+    """The -i record for an agent from client.keys, or for the manager when `key` is None."""
+    number = 0 if key is None else key.number
+    row = _agent_row(home.global_db, number)
+    start, end = _fim_scan(home.agent_db(number))
+    if key is None:
+        # The manager's row is always active; without a database the manager has simply not started yet.
+        status = status_words(row["connection_status"]) if row is not None else "Active"
+        info = AgentInfo(SERVER_ID, host, MANAGER_IP, status, local=True)
+    else:
+        status = status_words(row["connection_status"] if row is not None else None)
+        info = AgentInfo(key.id, key.name, key.ip.lookup_text, status)
+    info = replace(info, syscheck_start=start, syscheck_end=end)
+    if row is None:
+        return info
+    return replace(
+        info,
+        os=row["os_uname"],
+        version=row["version"],
+        config_sum=row["config_sum"],
+        merged_sum=row["merged_sum"],
+        last_keepalive=row["last_keepalive"],
+    )
+
+
+def run(options: Options, home: Home, host: str) -> tuple[str, int]:
+    """The text to print and the exit status, in Wazuh's order of precedence."""
+    if options.list_responses:
+        return "\n   No active response available.\n\n", 0  # agentpulse runs no active responses
+    keys = _read_keys(home)
+    active = list(keys.active()) if keys is not None else []
+    if options.list_agents:
+        members = None if options.group is None else read_group_members(home.global_db, options.group)
+        agents = list_agents(active, read_statuses(home.global_db), options, members)
+        text = format_list(
+            host,
+            agents,
+            options.output,
+            show_server=not options.disconnected_only,
+            agentless_section=not options.active_only and keys is not None,
+        )
+        return text, 0
+    key: AgentKey | None = None
+    if options.agent_id is not None and options.agent_id != SERVER_ID:
+        # Wazuh looks the id up as a string: `-i 1` does not find `001`.
+        key = next((entry for entry in active if entry.id == options.agent_id), None)
+        if key is None:
+            invalid = format_invalid_id(options.agent_id, options.output)
+            return invalid, 0 if options.output is Output.JSON else 1
+    if options.info:
+        return format_info(read_info(home, key, host), options.output), 0
+    if options.remoted_action:
+        return format_remoted_unreachable(options.output), 1
+    return "\n** Invalid argument combination.\n" + HELP, 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        sys.stdout.write(HELP)
+        return 1
+    try:
+        parsed = parse_args(args)
+    except UsageError as exc:
+        if str(exc):
+            sys.stderr.write(f"{exc}\n")
+        sys.stdout.write(HELP)
+        return 1
+    if isinstance(parsed, str):
+        sys.stdout.write(parsed)
+        return 0
+    home = resolve_home(parsed.home)
+    try:
+        text, status = run(parsed, home, socket.gethostname())
+    except (sqlite3.Error, OSError) as exc:
+        sys.stderr.write(f"{PROG}: cannot read the manager home {home.root}: {exc}\n")
+        return 1
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

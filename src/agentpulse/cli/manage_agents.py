@@ -1,0 +1,271 @@
+"""`manage_agents`: add, remove, list and extract client.keys entries, with Wazuh's flags and messages.
+
+Non-interactive only. Each run reads client.keys, edits it with `KeysFile` (which keeps every line it does
+not touch byte for byte, comments and removed entries included) and writes it back atomically: a temporary
+file in the same directory, fsync, `os.replace`, so remoted's reload (mtime/inode change) never sees half a
+file. Lines are split on `\\n` only, so nothing else in an untouched line changes.
+
+Wazuh flags: `-a <ip|any> -n <name>` add, `-r <id>` remove, `-l` list, `-e <id>` extract. Ours: `-i/--id`
+picks the id of a new agent (Wazuh's `-i` imports a key on an agent, which has no meaning on a manager),
+`--bulk N --prefix NAME` adds N agents for tests and simulations in one write, `--home` picks the home.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from agentpulse import __version__
+from agentpulse.paths import Home, resolve_home
+from agentpulse.wire.keys import (
+    ANY_IP,
+    FIELD_MAX,
+    AgentKey,
+    KeysFile,
+    generate_key,
+    parse_ip,
+    validate_name,
+)
+
+PROG = "manage_agents"
+KEYS_MODE = 0o640
+BULK_WIDTH = 5  # NAME-00001
+ENCODING, ERRORS = "utf-8", "surrogateescape"  # any bytes round-trip unchanged
+
+# Wazuh's strings (src/addagent/manage_agents.h), kept so scripts that parse them keep working.
+PRINT_AVAILABLE = "\nAvailable agents: \n"
+PRINT_AGENT = "   ID: {id}, Name: {name}, IP: {ip}\n"
+NO_AGENT = "\n** No agent available. You need to add one first.\n"
+EXTRACT_MSG = "\nAgent key information for '{id}' is: \n{key}\n"
+AGENT_ADD = "Agent added with ID {id}.\n"
+REMOVE_DONE = "Agent '{id}' removed.\n"
+
+
+class ManageError(Exception):
+    """A refused request: printed on stderr, exit status 1."""
+
+
+# ------------------------------------------------------------------------------------------ the keys file
+
+
+def read_keys(path: Path) -> KeysFile:
+    """client.keys split on `\\n` only (an empty file when it does not exist yet)."""
+    try:
+        text = path.read_bytes().decode(ENCODING, ERRORS)
+    except FileNotFoundError:
+        return KeysFile([])
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return KeysFile(lines)
+
+
+def write_keys(path: Path, keys: KeysFile) -> None:
+    """Replace `path` atomically with `keys.render()`, mode 0640, keeping the group of the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = keys.render().encode(ENCODING, ERRORS)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), KEYS_MODE)
+            with contextlib.suppress(OSError):  # no old file, or not allowed to chgrp: keep ours
+                os.fchown(handle.fileno(), -1, path.stat().st_gid)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# ------------------------------------------------------------------------------------------- the edits
+
+
+def add_agent(keys: KeysFile, name: str, ip: str = ANY_IP, agent_id: str | None = None) -> AgentKey:
+    """Add one agent as Wazuh's manage_agents does. Raises ManageError with the reason."""
+    if ip.lower() == ANY_IP:
+        ip = ANY_IP
+    try:
+        validate_name(name)
+        ip_range = parse_ip(ip)
+    except ValueError as exc:
+        raise ManageError(str(exc)) from None
+    if len(name) > FIELD_MAX:  # longer fields make the whole line unreadable (KEYSIZE buffer)
+        raise ManageError(f"invalid agent name {name!r}: at most {FIELD_MAX} characters")
+    if ip_range.network is not None:
+        for entry in keys.active():
+            if entry.ip.text == ip or (
+                ip_range.single_host and entry.ip.single_host and entry.ip.lookup_text == ip_range.lookup_text
+            ):
+                raise ManageError(f"duplicated IP {ip!r}: agent {entry.id} ({entry.name}) already has it")
+    if agent_id is not None:
+        agent_id = format_id(agent_id)
+    try:
+        return keys.add(name, ip, agent_id=agent_id)
+    except ValueError as exc:
+        raise ManageError(str(exc)) from None
+
+
+def format_id(text: str) -> str:
+    """Wazuh's FormatID(): decimal, written `%03d`. 0 is the manager's own id."""
+    if not text.isdigit() or int(text) == 0:
+        raise ManageError(f"invalid ID {text!r}: a positive decimal number is expected")
+    return f"{int(text):03d}"
+
+
+def bulk_add(keys: KeysFile, count: int, prefix: str) -> tuple[KeysFile, list[AgentKey]]:
+    """N agents `<prefix>-00001`… with ip any, in O(N): one new KeysFile instead of N calls to add()."""
+    if count < 1:
+        raise ManageError(f"--bulk needs a positive count, not {count}")
+    names = [f"{prefix}-{number:0{BULK_WIDTH}d}" for number in range(1, count + 1)]
+    for name in (names[0], names[-1]):  # same characters throughout; the last one is the longest
+        try:
+            validate_name(name)
+        except ValueError as exc:
+            raise ManageError(str(exc)) from None
+        if len(name) > FIELD_MAX:
+            raise ManageError(f"invalid agent name {name!r}: at most {FIELD_MAX} characters")
+    taken = {entry.name for entry in keys.active()}
+    clash = next((name for name in names if name in taken), None)
+    if clash is not None:
+        raise ManageError(f"an agent named {clash!r} already exists")
+    first = int(keys.next_id())
+    any_ip = parse_ip(ANY_IP)
+    new = [
+        AgentKey(f"{first + offset:03d}", name, any_ip, generate_key()) for offset, name in enumerate(names)
+    ]
+    lines = keys.render().split("\n")[:-1] + [entry.line() for entry in new]
+    return KeysFile(lines), new
+
+
+def remove_agent(keys: KeysFile, home: Home, agent_id: str) -> AgentKey:
+    """Mark the entry removed (`!` before the name, in place) and delete its `queue/rids/<id>` counter."""
+    entry = _find(keys, agent_id)
+    removed = keys.remove(entry.id)
+    with contextlib.suppress(FileNotFoundError):
+        home.rids_file(entry.id).unlink()
+    return removed
+
+
+def extract_key(keys: KeysFile, agent_id: str) -> str:
+    """The base64 line an agent imports (`manage_agents -i` on the agent side)."""
+    entry = _find(keys, agent_id)
+    if entry.key.endswith("\r"):  # a CRLF file: the agent's reader drops the \r as well
+        entry = dataclasses.replace(entry, key=entry.key.rstrip("\r"))
+    return entry.extract()
+
+
+def format_list(keys: KeysFile) -> str:
+    """`-l`: Wazuh's listing of the active agents."""
+    entries = list(keys.active())
+    if not entries:
+        return NO_AGENT
+    rows = (PRINT_AGENT.format(id=e.id, name=e.name, ip=e.ip.text) for e in entries)
+    return PRINT_AVAILABLE + "".join(rows)
+
+
+def _find(keys: KeysFile, agent_id: str) -> AgentKey:
+    entry = keys.by_id(agent_id) if agent_id.isdigit() else None
+    if entry is None:
+        raise ManageError(f"Invalid ID '{agent_id}' given. ID is not present.")
+    return entry
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Manage the agent keys of client.keys (agentpulse, Wazuh-compatible flags).",
+    )
+    parser.add_argument("-V", action="version", version=f"agentpulse {PROG} {__version__}")
+    parser.add_argument("-l", dest="list", action="store_true", help="list the available agents")
+    parser.add_argument(
+        "-a", dest="ip", metavar="IP", help="add an agent with this ip ('any', an address or a network)"
+    )
+    parser.add_argument("-n", dest="name", metavar="NAME", help="name of the agent to add (with -a)")
+    parser.add_argument("-i", "--id", dest="agent_id", metavar="ID", help="id of the agent to add (with -a)")
+    parser.add_argument("-r", dest="remove", metavar="ID", help="remove an agent")
+    parser.add_argument(
+        "-e", dest="extract", metavar="ID", help="print an agent's key for import on the agent"
+    )
+    parser.add_argument("--bulk", type=int, metavar="N", help="add N agents with ip any in one write")
+    parser.add_argument("--prefix", metavar="NAME", help="with --bulk: names are NAME-00001, NAME-00002, ...")
+    parser.add_argument("--home", metavar="DIR", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    actions = [
+        flag
+        for flag, given in (
+            ("-a/-n", args.ip is not None or args.name is not None),
+            ("-r", args.remove is not None),
+            ("-l", args.list),
+            ("-e", args.extract is not None),
+            ("--bulk", args.bulk is not None),
+        )
+        if given
+    ]
+    if args.agent_id is not None and (args.ip is None or args.name is None):
+        parser.error("-i/--id only chooses the id of an agent added with -a/-n")
+    if len(actions) != 1:
+        parser.error(
+            "give exactly one of -a/-n, -r, -l, -e, --bulk"
+            + (f" (got {', '.join(actions)})" if actions else "")
+        )
+    if actions == ["-a/-n"] and (args.ip is None or args.name is None):
+        parser.error("adding an agent needs both -a <ip|any> and -n <name>")
+    if (args.bulk is not None) != bool(args.prefix):
+        parser.error("--bulk N and --prefix NAME go together")
+    home = resolve_home(args.home)
+    try:
+        output = _run(args, home)
+    except ManageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(output)
+    return 0
+
+
+def _run(args: argparse.Namespace, home: Home) -> str:
+    path = home.client_keys
+    keys = read_keys(path)
+    if args.list:
+        return format_list(keys)
+    if args.extract is not None:
+        return EXTRACT_MSG.format(id=_find(keys, args.extract).id, key=extract_key(keys, args.extract))
+    if args.remove is not None:
+        removed = remove_agent(keys, home, args.remove)
+        write_keys(path, keys)
+        return REMOVE_DONE.format(id=removed.id)
+    if args.bulk is not None:
+        keys, new = bulk_add(keys, args.bulk, args.prefix)
+        write_keys(path, keys)
+        return f"{len(new)} agents added, ids {new[0].id} to {new[-1].id}.\n"
+    entry = add_agent(keys, args.name, args.ip, args.agent_id)
+    write_keys(path, keys)
+    return AGENT_ADD.format(id=entry.id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

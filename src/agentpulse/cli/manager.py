@@ -1,0 +1,81 @@
+"""`agentpulse init` and `agentpulse start`: lay out a manager home, then run the manager in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from agentpulse import logs
+from agentpulse.config import ConfigError, default_config_text, load_config
+from agentpulse.paths import Home, resolve_home
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = subparsers.add_parser(
+        "init", help="create a manager home (etc/ossec.conf, etc/client.keys, queue/)"
+    )
+    init.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    init.set_defaults(handler=run_init)
+    start = subparsers.add_parser("start", help="run the manager in the foreground")
+    start.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    start.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    start.set_defaults(handler=run_start)
+
+
+def init_home(home: Home) -> list[str]:
+    """Create what is missing; never overwrite. Returns what was created, for the user."""
+    created = []
+    home.create_layout()
+    if not home.ossec_conf.exists():
+        home.ossec_conf.write_text(default_config_text())
+        created.append(str(home.ossec_conf))
+    if not home.client_keys.exists():
+        home.client_keys.touch(mode=0o640)
+        created.append(str(home.client_keys))
+    return created
+
+
+def run_init(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home or "var/ossec")
+    created = init_home(home)
+    for path in created:
+        print(f"created {path}")
+    print(f"manager home ready: {home.root}")
+    return 0
+
+
+def run_start(args: argparse.Namespace) -> int:
+    from agentpulse.manager import AlreadyRunning, Manager
+
+    home = resolve_home(args.home or "var/ossec")
+    created = init_home(home)
+    logs.setup(args.log_level, home.log_file)
+    log = logging.getLogger("agentpulse")
+    for path in created:
+        log.info("Created %s", path)
+    try:
+        config = load_config(home.ossec_conf)
+    except ConfigError as error:
+        log.error("Configuration error: %s", error)
+        return 1
+    log.info(
+        "agentpulse manager starting: home %s, port %d/%s",
+        home.root,
+        config.remote.port,
+        ",".join(config.remote.protocols),
+    )
+    try:
+        import uvloop
+
+        uvloop.run(Manager(home, config).run())
+    except AlreadyRunning as error:
+        log.error("%s", error)
+        return 1
+    except OSError as error:
+        log.error("Cannot start: %s", error)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

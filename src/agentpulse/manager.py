@@ -1,0 +1,187 @@
+"""The manager process: remoted, the store, the sweeper and the keys watcher as tasks of one event loop.
+
+Start order matters: the store opens global.db and resets every live agent (code 5) before remoted accepts
+a connection, so no status from the previous run survives into this one. Stop order too: listeners close,
+then the store writes everything accepted, then the lock is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import IO
+
+from agentpulse.config import Config
+from agentpulse.paths import Home
+from agentpulse.remoted.scheduler import KeepaliveScheduler
+from agentpulse.remoted.server import Remoted
+from agentpulse.store.sweeper import Sweeper
+from agentpulse.store.writer import Store
+from agentpulse.wire.keys import KeysFile
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+class HomeLock:
+    """An exclusive lock on the pid file: a second manager on the same home refuses to start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the process
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            raise AlreadyRunning(
+                f"another agentpulse manager (pid {pid}) is running on this home ({self.path.parent.parent.parent})"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self._file.close()
+            self._file = None
+
+
+def read_keys(path: Path) -> KeysFile:
+    try:
+        return KeysFile.parse(path.read_text(errors="replace"))
+    except FileNotFoundError:
+        return KeysFile([])
+
+
+def _keys_signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+class Manager:
+    def __init__(self, home: Home, config: Config) -> None:
+        self.home = home
+        self.config = config
+        self.store = Store(
+            Path(config.database.path) if config.database.path else home.db_dir,
+            manager_host=config.global_.manager_host or socket.gethostname(),
+            node_name=config.global_.node_name,
+            flush_interval=config.database.flush_interval,
+        )
+        self.remoted = Remoted(config, self.store)
+        self.sweeper = Sweeper(self.store, config.global_.agents_disconnection_time)
+        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+        self.lock = HomeLock(home.pid_file)
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._keys_signature: tuple[int, int, int] | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        self.home.create_layout()
+        self.lock.acquire()
+        try:
+            await self._run()
+        finally:
+            self.lock.release()
+
+    async def _run(self) -> None:
+        self._keys_signature = _keys_signature(self.home.client_keys)
+        keys = await asyncio.to_thread(read_keys, self.home.client_keys)
+        await asyncio.to_thread(self.store.open, list(keys.active()))
+        reset = self.store.reset_connections()
+        await asyncio.to_thread(self.store.flush_wait)
+        log.info(
+            "Started: %d agents in client.keys, %d reset to disconnected (code 5)",
+            len(self.store.agents),
+            reset,
+        )
+        self.remoted.load_keys(keys)
+        await self.remoted.start()
+        await asyncio.to_thread(self._write_state)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        tasks = [
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(self._watch_keys(), name="keys-watcher"),
+        ]
+        if self.config.remote.manager_keepalive.enabled:
+            tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
+        self.ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("Stopping")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # The signal handlers stay until the loop closes: a second SIGTERM during the final flush
+            # must not kill the process with its default action.
+            await self.remoted.stop()
+            await asyncio.to_thread(self.store.close)
+            log.info("Stopped: every accepted status change is committed")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            self.remoted.flush_event_counts()
+            self.sweeper.sweep()
+
+    async def _watch_keys(self) -> None:
+        interval = self.config.remote.keyupdate_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload.wait(), interval)
+            forced = self._reload.is_set()
+            self._reload.clear()
+            signature = await asyncio.to_thread(_keys_signature, self.home.client_keys)
+            if signature == self._keys_signature and not forced:
+                continue
+            self._keys_signature = signature
+            keys = await asyncio.to_thread(read_keys, self.home.client_keys)
+            change = self.remoted.load_keys(keys)
+            added = self.store.add_agents(entry.key for entry in change.added)
+            log.info(
+                "client.keys reloaded: %d agents, %d new, %d changed or removed",
+                len(self.remoted.keys),
+                len(added),
+                len(change.removed),
+            )
+
+    def _write_state(self) -> None:
+        addresses = " ".join(f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses)
+        text = f"# State file for agentpulse-remoted\npid='{os.getpid()}'\nstarted='{int(time.time())}'\nlisten='{addresses}'\n"
+        path = self.home.remoted_state
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)

@@ -1,0 +1,92 @@
+"""The manager keep-alive: probe agents silent for `interval`, disconnect those silent for `timeout`.
+
+One heap for every connection, not a timer per agent. Each session has at most one entry, keyed by the
+moment it next needs a look; when it pops, the session's real `last_received` decides: still fresh, so it
+goes back with a later deadline; silent for `interval`, so it gets `#!-req <counter> agent getstate`;
+silent for `timeout`, so it is marked disconnected (code 4) and closed. Traffic costs nothing here: a
+message only moves `last_received`, and the heap catches up lazily, about once per interval per agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from agentpulse.config import ManagerKeepalive
+from agentpulse.status import Event
+from agentpulse.store.records import StatusUpdate
+from agentpulse.wire import control
+
+if TYPE_CHECKING:
+    from agentpulse.remoted.server import Remoted
+    from agentpulse.remoted.session import Session
+
+log = logging.getLogger(__name__)
+
+PROBE_TARGET = "agent"
+
+
+class KeepaliveScheduler:
+    def __init__(self, remoted: Remoted, settings: ManagerKeepalive, tick: float = 0.2) -> None:
+        self.remoted = remoted
+        self.interval = settings.interval
+        self.timeout = settings.timeout
+        self.tick = min(tick, settings.interval / 4)
+        self._heap: list[tuple[float, int, Session]] = []
+        self._order = itertools.count()
+        self.probes_sent = 0
+        self.timeouts = 0
+        remoted.on_session_opened.append(self.track)
+
+    def track(self, session: Session) -> None:
+        heapq.heappush(self._heap, (session.last_received + self.interval, next(self._order), session))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            self.check(self.remoted.monotonic())
+
+    def check(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, order, session = heapq.heappop(heap)
+            if session.closed:
+                continue
+            silence = now - session.last_received
+            if silence >= self.timeout:
+                self._expire(session, silence)
+                continue
+            if silence >= self.interval:
+                if session.probed_at < session.last_received:
+                    self._probe(session, now)
+                deadline = session.last_received + self.timeout
+            else:
+                deadline = session.last_received + self.interval
+            heapq.heappush(heap, (deadline, order, session))
+
+    def _probe(self, session: Session, now: float) -> None:
+        session.probed_at = now
+        entry = session.entry
+        if entry is None:
+            return
+        counter = f"{random.getrandbits(32):x}"
+        if self.remoted.send_on(session, control.build_request(counter, PROBE_TARGET, control.GETSTATE)):
+            self.probes_sent += 1
+
+    def _expire(self, session: Session, silence: float) -> None:
+        self.timeouts += 1
+        entry = session.entry
+        session.replaced = True  # the timeout is the status change; the close must not add another
+        session.close()
+        if entry is None:
+            log.debug("Closing a connection from '%s' that never authenticated", session.peer_ip)
+            return
+        log.info("Agent %s silent for %.1f s: disconnected (code 4)", entry.key.id, silence)
+        self.remoted.store.submit(StatusUpdate(entry.number, Event.TIMEOUT, self.remoted.clock()))
+
+    def __len__(self) -> int:
+        return len(self._heap)

@@ -1,0 +1,326 @@
+"""remoted: the listeners, and what each authenticated message means (reference sections 3.3 to 4.5).
+
+`handle()` is the hot path: authenticate, decrypt, classify, answer, and hand one record to the store.
+It does no I/O besides writing the reply, and no logging unless something is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+
+from agentpulse.config import Config
+from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
+from agentpulse.remoted.ratelimit import RateLimitedLog
+from agentpulse.remoted.session import Session, UdpEndpoint
+from agentpulse.status import Event, StatusCode
+from agentpulse.store.records import StatusUpdate
+from agentpulse.store.writer import Store
+from agentpulse.wire import control
+from agentpulse.wire.counters import SenderCounter
+from agentpulse.wire.errors import Reason, WireError
+from agentpulse.wire.keys import KeysFile
+from agentpulse.wire.secure import split_header
+
+log = logging.getLogger(__name__)
+
+MANAGER_VERSION = "v4.14.7"  # the Wazuh version agentpulse answers as, for the startup version check
+PING, PONG = b"#ping", b"#pong"
+LISTEN_BACKLOG = 4096
+
+
+class Remoted:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        manager_version: str = MANAGER_VERSION,
+    ) -> None:
+        self.config = config
+        self.remote = config.remote
+        self.store = store
+        self.clock = clock
+        self.monotonic = monotonic
+        self.manager_version = manager_version
+        self.keys = KeyStore()
+        self.sender = SenderCounter()
+        self.sessions: set[Session] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.udp: UdpEndpoint | None = None
+        self.udp_transport: asyncio.DatagramTransport | None = None
+        self.addresses: list[tuple[str, int, str]] = []  # (host, port, protocol) actually bound
+        self.warn = RateLimitedLog(log)
+        self._grace: dict[int, asyncio.TimerHandle] = {}
+        self._event_counts: dict[int, int] = {}
+        self.stopping = False
+        self.on_session_opened: list[Callable[[Session], None]] = []
+        self.stats = {"messages": 0, "keepalives": 0, "refused": 0, "replies_dropped": 0}
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host = self.remote.local_ip or ("::" if self.remote.ipv6 else "0.0.0.0")
+        if "tcp" in self.remote.protocols:
+            server = await loop.create_server(
+                lambda: Session(self),
+                host=host,
+                port=self.remote.port,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
+                reuse_port=self.remote.workers > 1,
+            )
+            self.servers.append(server)
+            for sock in server.sockets:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                name = sock.getsockname()
+                self.addresses.append((name[0], name[1], "tcp"))
+        if "udp" in self.remote.protocols:
+            udp_port = self.addresses[0][1] if self.addresses else self.remote.port
+            transport, endpoint = await loop.create_datagram_endpoint(
+                lambda: UdpEndpoint(self), local_addr=(host, udp_port)
+            )
+            self.udp, self.udp_transport = endpoint, transport
+            name = transport.get_extra_info("sockname")
+            self.addresses.append((name[0], name[1], "udp"))
+        for host_, port, protocol in self.addresses:
+            log.info("Listening on %s:%d/%s", host_, port, protocol)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for server in self.servers:
+            server.close()
+        for handle in self._grace.values():
+            handle.cancel()
+        self._grace.clear()
+        for session in list(self.sessions):
+            session.replaced = True
+            session.close()
+        if self.udp_transport is not None:
+            self.udp_transport.close()
+        for server in self.servers:
+            await server.wait_closed()
+        self.flush_event_counts()
+
+    @property
+    def tcp_port(self) -> int:
+        return next(port for _, port, protocol in self.addresses if protocol == "tcp")
+
+    # -- keys ---------------------------------------------------------------------------------------------
+
+    def load_keys(self, keys: KeysFile) -> KeysChange:
+        """Take a new client.keys: new agents are accepted, removed ones disconnected and refused."""
+        change = self.keys.load(keys)
+        for problem in keys.problems:
+            log.warning("client.keys line %d ignored: %s", problem.line_no, problem.reason)
+        now = self.clock()
+        for entry in change.removed:
+            if self.keys.by_number.get(entry.number) is not None:
+                continue  # the line changed (new key or name): same agent, new credentials
+            session = entry.session
+            if session is not None:
+                session.replaced = True
+                session.close()
+            self._cancel_grace(entry.number)
+            self.store.submit(StatusUpdate(entry.number, Event.CONNECTION_LOST, now))
+        return change
+
+    # -- the hot path -------------------------------------------------------------------------------------
+
+    def handle(
+        self,
+        data: bytes,
+        peer_ip: str,
+        session: Session | None,
+        udp_peer: tuple[str, int] | None = None,
+    ) -> None:
+        """One frame (TCP) or datagram (UDP). Raises WireError for anything refused."""
+        if data == PING:
+            self._send_plain(PONG, session, udp_peer)
+            return
+        envelope = split_header(data)
+        entry = self.keys.find(envelope.agent_id, peer_ip)
+        if session is not None and session.entry is not None and session.entry is not entry:
+            raise WireError(
+                Reason.BAD_HEADER, f"connection of agent {session.entry.key.id} sent as another agent"
+            )
+        message = entry.cipher.open(envelope)
+        entry.received.accept(message.global_counter, message.local_counter, verify=self.remote.verify_msg_id)
+        entry.reply_cipher = envelope.cipher
+        self.stats["messages"] += 1
+        parsed = control.parse_from_agent(message.payload)
+        now = self.clock()
+        number = entry.number
+        if isinstance(parsed, control.Keepalive):
+            self._bind(entry, session, udp_peer)
+            self._reply(entry, control.ACK)
+            self.stats["keepalives"] += 1
+            self.store.submit(StatusUpdate(number, Event.ALIVE, now, keepalive=parsed))
+        elif isinstance(parsed, control.AgentEvent):
+            self._event_counts[number] = self._event_counts.get(number, 0) + 1
+            self.store.submit(StatusUpdate(number, Event.ALIVE, now))
+        elif isinstance(parsed, control.Startup):
+            self._startup(entry, parsed, session, udp_peer, now)
+        elif isinstance(parsed, control.Shutdown):
+            self.store.submit(StatusUpdate(number, Event.SHUTDOWN, now))
+        elif isinstance(parsed, control.RequestReply):
+            self._request_reply(entry, parsed, now)
+        else:
+            self._bind(entry, session, udp_peer)
+            self.store.submit(StatusUpdate(number, Event.ALIVE, now))
+
+    def _startup(
+        self,
+        entry: AgentEntry,
+        startup: control.Startup,
+        session: Session | None,
+        udp_peer: tuple[str, int] | None,
+        now: float,
+    ) -> None:
+        refusal: tuple[StatusCode, str] | None = None
+        if startup.version_missing:
+            refusal = (StatusCode.VERSION_NOT_RECEIVED, control.ERR_NO_VERSION)
+        elif (
+            startup.version is not None
+            and not self.remote.allow_higher_versions
+            and control.is_newer(startup.version, self.manager_version)
+        ):
+            refusal = (StatusCode.INVALID_VERSION, control.ERR_NEWER_VERSION)
+        self._bind(entry, session, udp_peer)
+        if refusal is not None:
+            code, message = refusal
+            self.warn.warning(
+                f"version:{entry.number}",
+                "Agent %s (%s) refused: %s (version %s)",
+                entry.key.id,
+                entry.key.name,
+                message,
+                startup.version,
+            )
+            self._reply(entry, control.build_error(message))
+            version = f"Wazuh {startup.version}" if code is StatusCode.INVALID_VERSION else None
+            self.store.submit(
+                StatusUpdate(entry.number, Event.VERSION_REFUSED, now, code=code, version=version)
+            )
+            return
+        self._reply(entry, control.ACK)
+        self.store.submit(StatusUpdate(entry.number, Event.STARTUP, now))
+
+    def _request_reply(self, entry: AgentEntry, reply: control.RequestReply, now: float) -> None:
+        self.store.submit(StatusUpdate(entry.number, Event.ALIVE, now))
+        response = reply.response
+        if response.startswith("{"):
+            try:
+                decoded = json.loads(response)
+            except ValueError:
+                return
+            if isinstance(decoded, dict) and isinstance(decoded.get("data"), dict):
+                self.store.record_state(entry.number, json.dumps(decoded["data"])[: control.FIELD_CAP * 4])
+
+    def _bind(self, entry: AgentEntry, session: Session | None, udp_peer: tuple[str, int] | None) -> None:
+        """Tie the agent to this TCP session (or UDP peer). An older live session keeps the key unless it
+        has been silent for connection_overtake_time (reference 3.3, step 3)."""
+        if session is None:
+            entry.udp_peer = udp_peer
+            return
+        current = entry.session
+        if current is session:
+            return
+        if current is not None and not current.closed:
+            idle = self.monotonic() - current.last_received
+            if idle <= self.remote.connection_overtake_time:
+                raise WireError(Reason.KEY_IN_USE, f"agent {entry.key.id} is connected on another socket")
+            log.info("Agent %s: connection overtaken after %.0f s of silence", entry.key.id, idle)
+            current.replaced = True
+            current.close()
+        entry.session = session
+        session.entry = entry
+        self._cancel_grace(entry.number)
+
+    def _seal(self, entry: AgentEntry, payload: bytes) -> bytes:
+        global_counter, local_counter = self.sender.advance()
+        return entry.cipher.seal(
+            payload,
+            cipher=entry.reply_cipher,
+            rand=random.getrandbits(16),
+            global_counter=global_counter,
+            local_counter=local_counter,
+        )
+
+    def _reply(self, entry: AgentEntry, payload: bytes) -> None:
+        session = entry.session
+        if session is not None:
+            self.send_on(session, payload)
+        elif entry.udp_peer is not None and self.udp is not None:
+            self.udp.send(self._seal(entry, payload), entry.udp_peer)
+
+    def send_on(self, session: Session, payload: bytes) -> bool:
+        """Encrypt a message for the agent bound to this session and queue it; False when dropped."""
+        entry = session.entry
+        if entry is None or not session.send(self._seal(entry, payload)):
+            self.stats["replies_dropped"] += 1
+            return False
+        return True
+
+    def send_to_agent(self, agent_id: int, payload: bytes) -> bool:
+        """Send a control message (probe, force_reconnect) to a connected agent."""
+        entry = self.keys.by_number.get(agent_id)
+        if entry is None or (entry.session is None and entry.udp_peer is None):
+            return False
+        self._reply(entry, payload)
+        return True
+
+    def _send_plain(self, payload: bytes, session: Session | None, udp_peer: tuple[str, int] | None) -> None:
+        if session is not None:
+            session.send(payload)
+        elif udp_peer is not None and self.udp is not None:
+            self.udp.send(payload, udp_peer)
+
+    def refused(self, error: WireError, peer_ip: str, entry: AgentEntry | None) -> None:
+        self.stats["refused"] += 1
+        who = f"agent {entry.key.id}" if entry is not None else f"'{peer_ip}'"
+        self.warn.warning(f"refused:{error.reason.name}", "Connection from %s refused: %s", who, error)
+
+    # -- sessions -----------------------------------------------------------------------------------------
+
+    def session_opened(self, session: Session) -> None:
+        self.sessions.add(session)
+        for callback in self.on_session_opened:
+            callback(session)
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        entry = session.entry
+        if entry is None or entry.session is not session:
+            return
+        entry.session = None
+        if session.replaced or self.stopping:
+            return
+        number = entry.number
+        self._cancel_grace(number)
+        loop = asyncio.get_running_loop()
+        self._grace[number] = loop.call_later(self.remote.connection_grace, self._grace_expired, number)
+
+    def _grace_expired(self, number: int) -> None:
+        self._grace.pop(number, None)
+        entry = self.keys.by_number.get(number)
+        if entry is not None and entry.session is None:
+            self.store.submit(StatusUpdate(number, Event.CONNECTION_LOST, self.clock()))
+
+    def _cancel_grace(self, number: int) -> None:
+        handle = self._grace.pop(number, None)
+        if handle is not None:
+            handle.cancel()
+
+    def flush_event_counts(self) -> None:
+        if self._event_counts:
+            counts, self._event_counts = self._event_counts, {}
+            self.store.count_events(counts)

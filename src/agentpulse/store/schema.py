@@ -1,0 +1,288 @@
+"""The SQLite schemas: Wazuh's global.db (v7) and per-agent DB (v16), plus agentpulse's own tables.
+
+The Wazuh tables are kept column for column (reference section 6) so that tooling written for wazuh-db reads
+our files unchanged; agentpulse adds tables beside them and never alters theirs. Every statement is
+idempotent (`IF NOT EXISTS`, `INSERT OR IGNORE`), so creating a database that already exists is harmless.
+
+Danger: a read-only SQLite connection to a WAL database creates the `-wal` and `-shm` files when they are
+missing and cannot remove them afterwards. Run by another user (root running `agent_control`) those files
+would then belong to the wrong owner and the manager could no longer write. `connect()` avoids that.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+GLOBAL_DB_VERSION = 7
+AGENT_DB_VERSION = 16
+AGENTPULSE_SCHEMA_VERSION = 1
+
+MANAGER_ID = 0
+MANAGER_IP = "127.0.0.1"
+MANAGER_LAST_KEEPALIVE = 253402300799  # 9999-12-31T23:59:59Z: the manager is never swept
+BUSY_TIMEOUT_MS = 5000
+
+AGENT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "name",
+    "ip",
+    "register_ip",
+    "internal_key",
+    "os_name",
+    "os_version",
+    "os_major",
+    "os_minor",
+    "os_codename",
+    "os_build",
+    "os_platform",
+    "os_uname",
+    "os_arch",
+    "version",
+    "config_sum",
+    "merged_sum",
+    "manager_host",
+    "node_name",
+    "date_add",
+    "last_keepalive",
+    "group",
+    "group_hash",
+    "group_sync_status",
+    "sync_status",
+    "connection_status",
+    "disconnection_time",
+    "group_config_status",
+    "status_code",
+)
+
+GLOBAL_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS agent (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    ip TEXT,
+    register_ip TEXT,
+    internal_key TEXT,
+    os_name TEXT,
+    os_version TEXT,
+    os_major TEXT,
+    os_minor TEXT,
+    os_codename TEXT,
+    os_build TEXT,
+    os_platform TEXT,
+    os_uname TEXT,
+    os_arch TEXT,
+    version TEXT,
+    config_sum TEXT,
+    merged_sum TEXT,
+    manager_host TEXT,
+    node_name TEXT DEFAULT 'unknown',
+    date_add INTEGER NOT NULL,
+    last_keepalive INTEGER,
+    `group` TEXT DEFAULT 'default',
+    group_hash TEXT DEFAULT NULL,
+    group_sync_status TEXT NOT NULL CHECK (group_sync_status IN ('synced', 'syncreq')) DEFAULT 'synced',
+    sync_status TEXT NOT NULL
+        CHECK (sync_status IN ('synced', 'syncreq', 'syncreq_status', 'syncreq_keepalive')) DEFAULT 'synced',
+    connection_status TEXT NOT NULL
+        CHECK (connection_status IN ('pending', 'never_connected', 'active', 'disconnected'))
+        DEFAULT 'never_connected',
+    disconnection_time INTEGER DEFAULT 0,
+    group_config_status TEXT NOT NULL
+        CHECK (group_config_status IN ('synced', 'not synced')) DEFAULT 'not synced',
+    status_code INTEGER DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS agent_name ON agent (name);
+CREATE INDEX IF NOT EXISTS agent_ip ON agent (ip);
+CREATE INDEX IF NOT EXISTS agent_group_hash ON agent (group_hash);
+
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER REFERENCES agent (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (id, key)
+);
+
+CREATE TABLE IF NOT EXISTS info (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+
+CREATE TABLE IF NOT EXISTS `group` (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT,
+    UNIQUE (name)
+);
+CREATE INDEX IF NOT EXISTS group_name ON `group` (name);
+
+CREATE TABLE IF NOT EXISTS belongs (
+    id_agent INTEGER REFERENCES agent (id) ON DELETE CASCADE,
+    id_group INTEGER REFERENCES `group` (id) ON DELETE CASCADE,
+    priority INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (id_agent, priority),
+    PRIMARY KEY (id_agent, id_group)
+);
+CREATE INDEX IF NOT EXISTS belongs_id_agent ON belongs (id_agent);
+CREATE INDEX IF NOT EXISTS belongs_id_group ON belongs (id_group);
+
+CREATE TABLE IF NOT EXISTS metadata (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+INSERT OR IGNORE INTO metadata (key, value) VALUES ('db_version', '{GLOBAL_DB_VERSION}');
+
+-- agentpulse tables. No foreign key to agent: history must outlive a deleted agent.
+CREATE TABLE IF NOT EXISTS agent_status_history (
+    agent_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    from_status TEXT NOT NULL,
+    to_status TEXT NOT NULL,
+    status_code INTEGER NOT NULL,
+    at REAL NOT NULL,
+    alerted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE INDEX IF NOT EXISTS agent_status_history_at ON agent_status_history (at);
+
+CREATE TABLE IF NOT EXISTS event_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL
+);
+
+-- getstate answers and counters: written often, so kept out of the agent table Wazuh tools read.
+CREATE TABLE IF NOT EXISTS agent_runtime (
+    agent_id INTEGER PRIMARY KEY,
+    events_received INTEGER NOT NULL DEFAULT 0,
+    state_json TEXT,
+    state_at REAL,
+    status_seq INTEGER NOT NULL DEFAULT 0
+);
+
+INSERT OR IGNORE INTO metadata (key, value) VALUES ('agentpulse_schema', '{AGENTPULSE_SCHEMA_VERSION}');
+"""
+
+SCAN_MODULES: tuple[str, ...] = ("fim", "syscollector")
+SYNC_COMPONENTS: tuple[str, ...] = (
+    "fim",
+    "fim_file",
+    "fim_registry",
+    "fim_registry_key",
+    "fim_registry_value",
+    "syscollector-processes",
+    "syscollector-packages",
+    "syscollector-hotfixes",
+    "syscollector-ports",
+    "syscollector-netproto",
+    "syscollector-netaddress",
+    "syscollector-netinfo",
+    "syscollector-hwinfo",
+    "syscollector-osinfo",
+    "syscollector-users",
+    "syscollector-groups",
+    "syscollector-browser-extensions",
+    "syscollector-services",
+)
+
+
+def _values(names: tuple[str, ...]) -> str:
+    return ", ".join(f"('{name}')" for name in names)
+
+
+AGENT_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS metadata (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+INSERT OR IGNORE INTO metadata (key, value) VALUES ('db_version', '{AGENT_DB_VERSION}');
+
+CREATE TABLE IF NOT EXISTS scan_info (
+    module TEXT PRIMARY KEY,
+    first_start INTEGER DEFAULT 0,
+    first_end INTEGER DEFAULT 0,
+    start_scan INTEGER DEFAULT 0,
+    end_scan INTEGER DEFAULT 0,
+    fim_first_check INTEGER DEFAULT 0,
+    fim_second_check INTEGER DEFAULT 0,
+    fim_third_check INTEGER DEFAULT 0
+);
+INSERT OR IGNORE INTO scan_info (module) VALUES {_values(SCAN_MODULES)};
+
+CREATE TABLE IF NOT EXISTS sync_info (
+    component TEXT PRIMARY KEY,
+    last_attempt INTEGER DEFAULT 0,
+    last_completion INTEGER DEFAULT 0,
+    n_attempts INTEGER DEFAULT 0,
+    n_completions INTEGER DEFAULT 0,
+    last_manager_checksum TEXT NOT NULL DEFAULT '',
+    last_agent_checksum TEXT NOT NULL DEFAULT ''
+);
+INSERT OR IGNORE INTO sync_info (component) VALUES {_values(SYNC_COMPONENTS)};
+"""
+
+_WAL_HEADER_OFFSET = 18  # bytes 18-19 of the database header are 2 when the file is in WAL mode
+
+
+def _is_idle_wal_database(path: Path) -> bool:
+    """True when `path` is a WAL database that no connection has open (so it has no `-wal` file)."""
+    if Path(f"{path}-wal").exists():
+        return False
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(_WAL_HEADER_OFFSET + 2)
+    except OSError:
+        return False
+    return header[_WAL_HEADER_OFFSET : _WAL_HEADER_OFFSET + 2] == b"\x02\x02"
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open a database. Readers never write, not even the `-wal`/`-shm` files of an idle database.
+
+    A read-only open of an idle WAL database uses `immutable=1`: nothing is in a WAL to read, and SQLite then
+    creates no side files. A manager starting during that one read is the accepted (tiny) risk.
+    """
+    if readonly:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        if _is_idle_wal_database(Path(path)):
+            uri += "&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    else:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    if not readonly:
+        # WAL makes NORMAL durable against corruption; a power cut loses at most the last commits.
+        conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _create(path: Path, schema: str) -> bool:
+    """Apply `schema` in one transaction; True if the database had no schema before."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(connect(path)) as conn:
+        conn.isolation_level = None  # the script below manages its own transaction
+        # journal_mode cannot change inside a transaction, and it persists in the file.
+        conn.execute("PRAGMA journal_mode=WAL")
+        existed = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'metadata'")
+        created = existed.fetchone() is None
+        conn.executescript(f"BEGIN IMMEDIATE;\n{schema}\nCOMMIT;")
+    return created
+
+
+def create_global_db(path: Path, manager_name: str, now: int) -> None:
+    """Create `global.db` (or complete it) and insert the manager's row, id 0, if it is absent."""
+    _create(path, GLOBAL_SCHEMA)
+    with closing(connect(path)) as conn, conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO agent (id, name, ip, register_ip, date_add, last_keepalive, `group`,"
+            " connection_status) VALUES (?, ?, ?, ?, ?, ?, NULL, 'active')",
+            (MANAGER_ID, manager_name, MANAGER_IP, MANAGER_IP, now, MANAGER_LAST_KEEPALIVE),
+        )
+
+
+def create_agent_db(path: Path) -> bool:
+    """Create a per-agent database (`queue/db/<%03d id>.db`); True if it had to create the schema."""
+    return _create(path, AGENT_SCHEMA)

@@ -1,0 +1,213 @@
+"""A real manager process in a temporary home, on a free loopback port, and helpers to watch its database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentpulse.paths import Home
+from agentpulse.store import schema
+from agentpulse.wire.keys import AgentKey, KeysFile
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ManagerSettings:
+    protocols: str = "tcp"
+    connection_grace: float = 1.0
+    keepalive_enabled: bool = False
+    keepalive_interval: float = 60
+    keepalive_timeout: float = 180
+    disconnection_time: str = "15m"
+    overtake_time: int = 60
+    allow_higher_versions: bool = False
+    flush_interval: float = 0.1
+    extra_remote: str = ""
+    nats: str = "<nats><enabled>no</enabled></nats>"
+
+    def render(self, port: int) -> str:
+        yes = {True: "yes", False: "no"}
+        return f"""<ossec_config>
+  <remote>
+    <connection>secure</connection>
+    <port>{port}</port>
+    <protocol>{self.protocols}</protocol>
+    <local_ip>{LOOPBACK}</local_ip>
+    <connection_grace>{self.connection_grace}</connection_grace>
+    <connection_overtake_time>{self.overtake_time}</connection_overtake_time>
+    <keyupdate_interval>1</keyupdate_interval>
+    <agents><allow_higher_versions>{yes[self.allow_higher_versions]}</allow_higher_versions></agents>
+    <manager_keepalive>
+      <enabled>{yes[self.keepalive_enabled]}</enabled>
+      <interval>{self.keepalive_interval}</interval>
+      <timeout>{self.keepalive_timeout}</timeout>
+    </manager_keepalive>
+    {self.extra_remote}
+  </remote>
+  <global>
+    <agents_disconnection_time>{self.disconnection_time}</agents_disconnection_time>
+  </global>
+  {self.nats}
+  <database><flush_interval>{self.flush_interval}</flush_interval></database>
+</ossec_config>
+"""
+
+
+@dataclass
+class ManagerProcess:
+    root: Path
+    settings: ManagerSettings = field(default_factory=ManagerSettings)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def home(self) -> Home:
+        return Home(self.root)
+
+    def write_config(self) -> None:
+        self.home.create_layout()
+        self.home.ossec_conf.write_text(self.settings.render(self.port))
+
+    def add_agents(self, count: int, ip: str = "any", prefix: str = "agent") -> list[AgentKey]:
+        keys_path = self.home.client_keys
+        self.home.create_layout()
+        keys = KeysFile.parse(keys_path.read_text() if keys_path.exists() else "")
+        start = len(keys.entries)
+        added = [keys.add(f"{prefix}-{start + index + 1:05d}", ip) for index in range(count)]
+        tmp = keys_path.with_suffix(".tmp")
+        tmp.write_text(keys.render())
+        tmp.replace(keys_path)
+        return added
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.write_config()
+        log = open(self.root / "manager.out", "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agentpulse", "start", "--home", str(self.root), "--log-level", "debug"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        state = self.home.remoted_state
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"manager exited with {self.process.returncode}:\n{self.output()}")
+            if state.exists() and f":{self.port}/" in state.read_text():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"manager did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        path = self.root / "manager.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        with contextlib.suppress(FileNotFoundError):
+            self.home.remoted_state.unlink()
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+        with contextlib.suppress(FileNotFoundError):
+            self.home.remoted_state.unlink()
+
+    # -- reading global.db the way an operator's tool does ---------------------------------------------
+
+    def query(self, sql: str, *params: object) -> list[sqlite3.Row]:
+        db = schema.connect(self.home.global_db, readonly=True)
+        try:
+            return list(db.execute(sql, params))
+        finally:
+            db.close()
+
+    def status(self, agent_id: int) -> tuple[str, int]:
+        rows = self.query("SELECT connection_status, status_code FROM agent WHERE id = ?", agent_id)
+        return (rows[0][0], rows[0][1]) if rows else ("missing", -1)
+
+    def statuses(self) -> dict[int, tuple[str, int]]:
+        rows = self.query("SELECT id, connection_status, status_code FROM agent WHERE id != 0")
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def history(self, agent_id: int) -> list[tuple[str, str, int]]:
+        rows = self.query(
+            "SELECT from_status, to_status, status_code FROM agent_status_history WHERE agent_id = ? ORDER BY seq",
+            agent_id,
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def wait_for(self, agent_id: int, status: str, code: int | None = None, timeout: float = 10.0) -> float:
+        """Wait until the agent has that status (and code); returns the seconds it took.
+
+        Blocking: inside a test's event loop use `reach()`, or the loop's own sockets stand still.
+        """
+        return asyncio.run(self.reach(agent_id, status, code, timeout))
+
+    async def reach(
+        self, agent_id: int, status: str, code: int | None = None, timeout: float = 10.0
+    ) -> float:
+        start = time.monotonic()
+        seen: tuple[str, int] = ("missing", -1)
+        while time.monotonic() - start < timeout:
+            seen = self.status(agent_id)
+            if seen[0] == status and (code is None or seen[1] == code):
+                return time.monotonic() - start
+            await asyncio.sleep(0.05)
+        raise AssertionError(
+            f"agent {agent_id}: expected {status}/{code}, still {seen}\n{self.output()[-3000:]}"
+        )
+
+    def wait_for_all(self, status: str, count: int, timeout: float = 10.0) -> float:
+        return asyncio.run(self.reach_all(status, count, timeout))
+
+    async def reach_all(self, status: str, count: int, timeout: float = 10.0) -> float:
+        start = time.monotonic()
+        matching = 0
+        while time.monotonic() - start < timeout:
+            matching = sum(1 for seen in self.statuses().values() if seen[0] == status)
+            if matching >= count:
+                return time.monotonic() - start
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{matching} of {count} agents are {status}\n{self.output()[-3000:]}")
+
+
+def agentpulse_bin(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+def run_cli(name: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, AGENTPULSE_HOME=str(home))
+    return subprocess.run([agentpulse_bin(name), *args], capture_output=True, text=True, env=env, timeout=60)
