@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from agentpulse.config import Config
 from agentpulse.paths import Home
@@ -33,6 +33,14 @@ HOUSEKEEPING_INTERVAL = 1.0
 
 class AlreadyRunning(RuntimeError):
     pass
+
+
+class Service(Protocol):
+    """A part of the manager started after the store opens and before remoted listens (events, wdb)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class HomeLock:
@@ -94,13 +102,22 @@ class Manager:
             flush_interval=config.database.flush_interval,
         )
         self.remoted = Remoted(config, self.store)
-        self.sweeper = Sweeper(self.store, config.global_.agents_disconnection_time)
+        self.sweeper = Sweeper(
+            self.store,
+            config.global_.agents_disconnection_time,
+            config.global_.agents_disconnection_alert_time,
+        )
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._keys_signature: tuple[int, int, int] | None = None
         self.ready = asyncio.Event()
+        self.services: list[Service] = []
+        if config.nats.enabled:
+            from agentpulse.events.service import EventsService
+
+            self.services.append(EventsService(self))
 
     async def run(self) -> None:
         self.home.create_layout()
@@ -114,6 +131,18 @@ class Manager:
         self._keys_signature = _keys_signature(self.home.client_keys)
         keys = await asyncio.to_thread(read_keys, self.home.client_keys)
         await asyncio.to_thread(self.store.open, list(keys.active()))
+        started: list[Service] = []
+        try:
+            for service in self.services:
+                await service.start()
+                started.append(service)
+            await self._serve(keys)
+        finally:
+            await asyncio.to_thread(self.store.close)
+            for service in reversed(started):
+                await service.stop()
+
+    async def _serve(self, keys: KeysFile) -> None:
         reset = self.store.reset_connections()
         await asyncio.to_thread(self.store.flush_wait)
         log.info(
@@ -145,7 +174,7 @@ class Manager:
             # The signal handlers stay until the loop closes: a second SIGTERM during the final flush
             # must not kill the process with its default action.
             await self.remoted.stop()
-            await asyncio.to_thread(self.store.close)
+            await asyncio.to_thread(self.store.flush_wait)
             log.info("Stopped: every accepted status change is committed")
 
     def stop(self) -> None:

@@ -42,6 +42,8 @@ class AgentView:
     seen_monotonic: float = 0.0  # for the sweeper: immune to wall-clock jumps
     labels_written: tuple[tuple[str, str], ...] | None = None
     has_agent_db: bool = False
+    name: str = ""
+    register_ip: str = ""
 
 
 @dataclass(slots=True)
@@ -55,10 +57,16 @@ class _Batch:
     event_counts: dict[int, int] = field(default_factory=dict)
     agent_dbs: set[int] = field(default_factory=set)
     new_agents: list[AgentKey] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    outbox_acked: list[int] = field(default_factory=list)
+    alerted: list[tuple[int, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.new_agents
+            self.alerted
+            or self.new_agents
+            or self.outbox
+            or self.outbox_acked
             or self.keepalives
             or self.statuses
             or self.history
@@ -69,6 +77,9 @@ class _Batch:
 
 
 TransitionListener = Callable[[TransitionRow], None]
+KeepaliveListener = Callable[[int, float, Keepalive], None]
+OutboxRow = tuple[str, str, bytes]  # subject, Nats-Msg-Id, payload
+OutboxEncoder = Callable[[TransitionRow], OutboxRow]
 
 
 class Store:
@@ -98,6 +109,11 @@ class Store:
         self._db: sqlite3.Connection | None = None
         self._waiters: list[threading.Event] = []
         self.listeners: list[TransitionListener] = []
+        self.keepalive_listeners: list[KeepaliveListener] = []
+        # Set by the events module: each transition's status event, written to event_outbox in the same
+        # transaction as the status change, so a crash can lose neither without the other.
+        self.outbox_encoder: OutboxEncoder | None = None
+        self.on_commit: list[Callable[[int], None]] = []  # called from the writer thread with outbox rows
         self.flushes = 0
         self.write_errors = 0
 
@@ -173,7 +189,14 @@ class Store:
         """Loop side: accept agents that client.keys gained while running; the writer inserts them."""
         new = [a for a in agents if a.number not in self.agents and a.number != schema.MANAGER_ID]
         for agent in new:
-            self.agents[agent.number] = AgentView(ConnectionStatus.NEVER_CONNECTED, StatusCode.NONE, 0, None)
+            self.agents[agent.number] = AgentView(
+                ConnectionStatus.NEVER_CONNECTED,
+                StatusCode.NONE,
+                0,
+                None,
+                name=agent.name,
+                register_ip=agent.ip.text,
+            )
         if new:
             with self._lock:
                 self._batch.new_agents.extend(new)
@@ -188,8 +211,8 @@ class Store:
     def _load(self) -> None:
         db = self._require_db()
         seqs = dict(db.execute("SELECT agent_id, MAX(seq) FROM agent_status_history GROUP BY agent_id"))
-        for agent_id, status, code, last_keepalive in db.execute(
-            "SELECT id, connection_status, status_code, last_keepalive FROM agent WHERE id != ?",
+        for agent_id, status, code, last_keepalive, name, register_ip in db.execute(
+            "SELECT id, connection_status, status_code, last_keepalive, name, register_ip FROM agent WHERE id != ?",
             (schema.MANAGER_ID,),
         ):
             self.agents[agent_id] = AgentView(
@@ -198,6 +221,8 @@ class Store:
                 int(seqs.get(agent_id, 0)),
                 last_keepalive,
                 has_agent_db=self._agent_db_path(agent_id).exists(),
+                name=name,
+                register_ip=register_ip or "",
             )
 
     def _require_db(self) -> sqlite3.Connection:
@@ -224,6 +249,9 @@ class Store:
         if view is None:
             return None
         event = update.event
+        if update.keepalive is not None:
+            for keepalive_listener in self.keepalive_listeners:
+                keepalive_listener(update.agent_id, update.at, update.keepalive)
         if event is Event.STARTUP or event is Event.ALIVE:
             view.seen_monotonic = self.monotonic()
             if event is Event.STARTUP or update.keepalive is not None:
@@ -245,6 +273,8 @@ class Store:
             view.status, view.code = moved.new, moved.code
             batch.statuses[update.agent_id] = (moved.new, moved.code, update.at, update.version)
             batch.history.append(row)
+            if self.outbox_encoder is not None:
+                batch.outbox.append(self.outbox_encoder(row))
         for listener in self.listeners:
             listener(row)
         return row
@@ -260,6 +290,16 @@ class Store:
             batch = self._batch.event_counts
             for agent_id, count in counts.items():
                 batch[agent_id] = batch.get(agent_id, 0) + count
+
+    def mark_alerted(self, agent_id: int, seq: int) -> None:
+        """The disconnection alert for this transition was raised."""
+        with self._lock:
+            self._batch.alerted.append((agent_id, seq))
+
+    def ack_outbox(self, row_ids: Iterable[int]) -> None:
+        """Events acknowledged by NATS: the writer deletes their outbox rows (any thread may call this)."""
+        with self._lock:
+            self._batch.outbox_acked.extend(row_ids)
 
     def live_agents(self) -> Iterable[tuple[int, AgentView]]:
         return ((agent_id, view) for agent_id, view in self.agents.items() if view.status in _LIVE)
@@ -314,6 +354,9 @@ class Store:
             raise
         for waiter in waiters:
             waiter.set()
+        if batch.outbox:
+            for callback in self.on_commit:
+                callback(len(batch.outbox))
 
     def _write_batch(self, batch: _Batch) -> None:
         if not batch:
@@ -344,6 +387,9 @@ class Store:
                 failed.event_counts[agent_id] = failed.event_counts.get(agent_id, 0) + count
             failed.agent_dbs |= newer.agent_dbs
             failed.new_agents.extend(newer.new_agents)
+            failed.outbox.extend(newer.outbox)
+            failed.outbox_acked.extend(newer.outbox_acked)
+            failed.alerted.extend(newer.alerted)
             self._batch = failed
 
     def _write(self, db: sqlite3.Connection, batch: _Batch) -> None:
@@ -413,6 +459,20 @@ class Store:
                 "INSERT INTO agent_runtime (agent_id, status_seq) VALUES (?, ?) "
                 "ON CONFLICT(agent_id) DO UPDATE SET status_seq = excluded.status_seq",
                 list({r.agent_id: (r.agent_id, r.seq) for r in batch.history}.values()),
+            )
+        if batch.outbox:
+            now = self.clock()
+            db.executemany(
+                "INSERT INTO event_outbox (subject, msg_id, payload, created) VALUES (?, ?, ?, ?)",
+                [(subject, msg_id, payload, now) for subject, msg_id, payload in batch.outbox],
+            )
+        if batch.alerted:
+            db.executemany(
+                "UPDATE agent_status_history SET alerted = 1 WHERE agent_id = ? AND seq = ?", batch.alerted
+            )
+        if batch.outbox_acked:
+            db.executemany(
+                "DELETE FROM event_outbox WHERE id = ?", [(row_id,) for row_id in batch.outbox_acked]
             )
         if batch.runtime_states:
             db.executemany(

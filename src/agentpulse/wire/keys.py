@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 FIELD_MAX = 127  # each field is copied into a 128-byte buffer (KEYSIZE)
 LINE_MAX = 2047  # lines are read with a 2048-byte buffer (OS_BUFFER_SIZE)
-NAME_MIN, NAME_MAX = 2, 128
+NAME_MIN, NAME_MAX = 2, FIELD_MAX  # Wazuh allows 128, but a 128-byte field does not fit KEYSIZE
 ANY_IP = "any"
 REMOVED_MARKS = ("!", "#")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -192,27 +192,42 @@ class KeysFile:
 
     def next_id(self) -> str:
         """Highest id seen, removed lines included (ids are never reused), plus one, as %03d."""
-        highest = max((entry.number for entry in self.entries), default=0)
-        return f"{highest + 1:03d}"
+        return f"{self._highest_id() + 1:03d}"
+
+    def _highest_id(self) -> int:
+        return max((entry.number for entry in self.entries), default=0)
 
     def add(
         self, name: str, ip: str = ANY_IP, key: str | None = None, agent_id: str | None = None
     ) -> AgentKey:
-        validate_name(name)
-        ip_range = parse_ip(ip)
-        if any(entry.name == name for entry in self.active()):
-            raise ValueError(f"an agent named {name!r} already exists")
-        if agent_id is None:
-            agent_id = self.next_id()
-        elif not agent_id.isdigit() or any(e.number == int(agent_id) for e in self.entries):
+        if agent_id is not None and (
+            not agent_id.isdigit() or any(e.number == int(agent_id) for e in self.entries)
+        ):
             raise ValueError(f"agent id {agent_id!r} is invalid or already used")
-        entry = AgentKey(agent_id, name, ip_range, key or generate_key(), False, len(self._lines) + 1)
-        self._lines.append(entry.line())
-        self.entries.append(entry)
+        (entry,) = self.add_many([name], ip, key=key, first_id=int(agent_id) if agent_id else None)
         return entry
 
-    def add_many(self, names: Iterable[str], ip: str = ANY_IP) -> list[AgentKey]:
-        return [self.add(name, ip) for name in names]
+    def add_many(
+        self, names: Iterable[str], ip: str = ANY_IP, *, key: str | None = None, first_id: int | None = None
+    ) -> list[AgentKey]:
+        """Add agents with consecutive new ids, in O(existing + new): one scan, however many are added."""
+        ip_range = parse_ip(ip)
+        taken = {entry.name for entry in self.active()}
+        accepted: list[str] = []
+        for name in names:  # validate every name before the file changes
+            validate_name(name)
+            if name in taken:
+                raise ValueError(f"an agent named {name!r} already exists")
+            taken.add(name)
+            accepted.append(name)
+        number = first_id if first_id is not None else self._highest_id() + 1
+        added: list[AgentKey] = []
+        for offset, name in enumerate(accepted):
+            entry = AgentKey(f"{number + offset:03d}", name, ip_range, key or generate_key(), False)
+            self._lines.append(entry.line())
+            added.append(AgentKey(entry.id, name, ip_range, entry.key, False, len(self._lines)))
+        self.entries.extend(added)
+        return added
 
     def remove(self, agent_id: str | int) -> AgentKey:
         """Mark the entry removed the way manage_agents does: `!` in front of the name, in place."""

@@ -1,0 +1,128 @@
+"""`agentpulse status`: how the fleet is doing, at a glance. Reads global.db read-only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import time
+from contextlib import closing
+from dataclasses import dataclass
+
+from agentpulse.paths import resolve_home
+from agentpulse.status import ConnectionStatus, StatusCode
+from agentpulse.store.schema import MANAGER_ID, connect
+
+RECENT = 10
+_COLOURS = {
+    ConnectionStatus.ACTIVE: "\033[32m",
+    ConnectionStatus.PENDING: "\033[33m",
+    ConnectionStatus.DISCONNECTED: "\033[31m",
+    ConnectionStatus.NEVER_CONNECTED: "\033[90m",
+}
+_RESET = "\033[0m"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    agent_id: int
+    name: str
+    from_status: ConnectionStatus
+    to_status: ConnectionStatus
+    code: StatusCode
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    counts: dict[ConnectionStatus, int]
+    groups: dict[str, dict[ConnectionStatus, int]]
+    recent: list[Change]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("status", help="counts per status, per group, and the latest changes")
+    parser.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    parser.add_argument("--recent", type=int, default=RECENT, help="how many recent changes to show")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    parser.set_defaults(handler=run)
+
+
+def read_summary(db: sqlite3.Connection, recent: int) -> Summary:
+    counts = dict.fromkeys(ConnectionStatus, 0)
+    for status, count in db.execute(
+        "SELECT connection_status, COUNT(*) FROM agent WHERE id != ? GROUP BY connection_status",
+        (MANAGER_ID,),
+    ):
+        counts[ConnectionStatus(status)] = count
+    groups: dict[str, dict[ConnectionStatus, int]] = {}
+    for name, status, count in db.execute(
+        "SELECT g.name, a.connection_status, COUNT(*) FROM belongs b JOIN `group` g ON g.id = b.id_group "
+        "JOIN agent a ON a.id = b.id_agent GROUP BY g.name, a.connection_status ORDER BY g.name"
+    ):
+        groups.setdefault(name, dict.fromkeys(ConnectionStatus, 0))[ConnectionStatus(status)] = count
+    changes = [
+        Change(
+            row[0],
+            row[1] or "?",
+            ConnectionStatus(row[2]),
+            ConnectionStatus(row[3]),
+            StatusCode(row[4]),
+            row[5],
+        )
+        for row in db.execute(
+            "SELECT h.agent_id, a.name, h.from_status, h.to_status, h.status_code, h.at "
+            "FROM agent_status_history h LEFT JOIN agent a ON a.id = h.agent_id ORDER BY h.at DESC LIMIT ?",
+            (recent,),
+        )
+    ]
+    return Summary(counts, groups, changes)
+
+
+def render(summary: Summary, colour: bool) -> str:
+    def paint(status: ConnectionStatus, text: str) -> str:
+        return f"{_COLOURS[status]}{text}{_RESET}" if colour else text
+
+    total = sum(summary.counts.values())
+    lines = [f"Agents: {total}"]
+    for status in ConnectionStatus:
+        lines.append(f"  {paint(status, f'{status.words:<16}')} {summary.counts[status]:>8}")
+    if summary.groups:
+        lines.append("")
+        lines.append("Groups:")
+        for name, counts in summary.groups.items():
+            cells = ", ".join(f"{paint(s, s.words)} {counts[s]}" for s in ConnectionStatus if counts[s])
+            lines.append(f"  {name}: {cells}")
+    if summary.recent:
+        lines.append("")
+        lines.append("Latest changes:")
+        for change in summary.recent:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(change.at))
+            reason = f" ({change.code.reason})" if change.code else ""
+            lines.append(
+                f"  {when}  {change.agent_id:03d} {change.name}: {change.from_status.words} -> "
+                f"{paint(change.to_status, change.to_status.words)}{reason}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home)
+    if not home.global_db.exists():
+        print(
+            f"agentpulse status: no database at {home.global_db}: has the manager run on this home?",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        with closing(connect(home.global_db, readonly=True)) as db:
+            summary = read_summary(db, args.recent)
+    except sqlite3.Error as error:
+        print(f"agentpulse status: cannot read {home.global_db}: {error}", file=sys.stderr)
+        return 1
+    colour = args.color == "always" or (
+        args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    )
+    sys.stdout.write(render(summary, colour))
+    return 0

@@ -1,0 +1,194 @@
+"""The store: status rules applied in memory, written in batches to a real global.db."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentpulse.status import ConnectionStatus, Event, StatusCode
+from agentpulse.store import schema
+from agentpulse.store.records import StatusUpdate
+from agentpulse.store.writer import Store
+from agentpulse.wire import control
+from agentpulse.wire.keys import KeysFile
+
+KEEPALIVE = control.parse_keepalive(
+    b'Linux |h |6.1 |#1 |x86_64 [Debian GNU/Linux|debian: 12 (bookworm)] - Wazuh v4.14.7\n"env":prod\nx merged.mg\n'
+    b'#"_agent_ip":10.0.0.9\n'
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.mono = 100.0
+
+    def wall(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    keys = KeysFile.parse("".join(f"{n:03d} agent-{n:02d} any key{n}\n" for n in range(1, 6)))
+    store = Store(
+        tmp_path / "db",
+        manager_host="mgr",
+        node_name="node01",
+        flush_interval=0.05,
+        clock=clock.wall,
+        monotonic=clock.monotonic,
+    )
+    store.open(list(keys.active()))
+    yield store
+    store.close()
+
+
+def read(store: Store, sql: str, *params: object) -> list[sqlite3.Row]:
+    db = schema.connect(store.global_db, readonly=True)
+    try:
+        return list(db.execute(sql, params))
+    finally:
+        db.close()
+
+
+def test_agents_of_client_keys_start_never_connected_in_the_default_group(store: Store) -> None:
+    rows = read(
+        store, "SELECT id, name, register_ip, internal_key, connection_status FROM agent WHERE id > 0"
+    )
+    assert [tuple(row) for row in rows][0] == (1, "agent-01", "any", "key1", "never_connected")
+    assert len(rows) == 5
+    groups = read(
+        store, "SELECT COUNT(*) FROM belongs JOIN `group` g ON g.id = id_group WHERE g.name='default'"
+    )
+    assert groups[0][0] == 5
+
+
+def test_startup_then_keepalive_writes_pending_then_active_with_the_keepalive_columns(store: Store) -> None:
+    store.submit(StatusUpdate(1, Event.STARTUP, 1_700_000_001))
+    store.submit(StatusUpdate(1, Event.ALIVE, 1_700_000_002, keepalive=KEEPALIVE))
+    assert store.flush_wait()
+    row = read(store, "SELECT * FROM agent WHERE id = 1")[0]
+    assert (row["connection_status"], row["status_code"], row["last_keepalive"]) == (
+        "active",
+        0,
+        1_700_000_002,
+    )
+    assert (row["os_name"], row["os_codename"], row["ip"], row["node_name"]) == (
+        "Debian GNU/Linux",
+        "bookworm",
+        "10.0.0.9",
+        "node01",
+    )
+    history = read(store, "SELECT seq, from_status, to_status, status_code FROM agent_status_history")
+    assert [tuple(r) for r in history] == [(1, "never_connected", "pending", 0), (2, "pending", "active", 0)]
+    labels = dict(tuple(r) for r in read(store, "SELECT key, value FROM labels WHERE id = 1"))
+    assert labels == {
+        '"env"': "prod",
+        '#"_agent_ip"': "10.0.0.9",
+        '#"_manager_hostname"': "mgr",
+        '#"_node_name"': "node01",
+        '#"_wazuh_version"': "Wazuh v4.14.7",
+    }
+    assert (store.db_dir / "001.db").exists()
+
+
+def test_repeated_keepalives_are_one_write_and_no_transition(store: Store) -> None:
+    store.submit(StatusUpdate(2, Event.STARTUP, 1))
+    for second in range(2, 200):
+        store.submit(StatusUpdate(2, Event.ALIVE, second, keepalive=KEEPALIVE))
+    assert store.flush_wait()
+    assert read(store, "SELECT last_keepalive FROM agent WHERE id = 2")[0][0] == 199
+    assert read(store, "SELECT COUNT(*) FROM agent_status_history WHERE agent_id = 2")[0][0] == 2
+
+
+def test_shutdown_sets_code_3_and_the_disconnection_time(store: Store) -> None:
+    store.submit(StatusUpdate(3, Event.STARTUP, 10))
+    store.submit(StatusUpdate(3, Event.SHUTDOWN, 20))
+    assert store.flush_wait()
+    row = read(store, "SELECT connection_status, status_code, disconnection_time FROM agent WHERE id = 3")[0]
+    assert tuple(row) == ("disconnected", 3, 20)
+
+
+def test_manager_reset_disconnects_only_live_agents_with_code_5(store: Store) -> None:
+    store.submit(StatusUpdate(1, Event.STARTUP, 10))
+    store.submit(StatusUpdate(2, Event.STARTUP, 10))
+    store.submit(StatusUpdate(2, Event.ALIVE, 11, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(3, Event.STARTUP, 10))
+    store.submit(StatusUpdate(3, Event.SHUTDOWN, 12))
+    assert store.reset_connections() == 2
+    assert store.flush_wait()
+    statuses = {
+        r[0]: (r[1], r[2]) for r in read(store, "SELECT id, connection_status, status_code FROM agent")
+    }
+    assert statuses[1] == statuses[2] == ("disconnected", 5)
+    assert statuses[3] == ("disconnected", 3)
+    assert statuses[4] == ("never_connected", 0)
+
+
+def test_version_refusal_keeps_the_status_and_sets_the_code(store: Store) -> None:
+    store.submit(
+        StatusUpdate(4, Event.VERSION_REFUSED, 5, code=StatusCode.INVALID_VERSION, version="Wazuh v9.9.9")
+    )
+    assert store.flush_wait()
+    row = read(store, "SELECT connection_status, status_code, version FROM agent WHERE id = 4")[0]
+    assert tuple(row) == ("never_connected", 1, "Wazuh v9.9.9")
+
+
+def test_history_sequence_continues_after_a_reopen(tmp_path: Path, clock: Clock) -> None:
+    keys = list(KeysFile.parse("001 a1 any k\n").active())
+    for _ in range(2):
+        store = Store(
+            tmp_path / "db", manager_host="m", node_name="n", clock=clock.wall, monotonic=clock.monotonic
+        )
+        store.open(keys)
+        store.submit(StatusUpdate(1, Event.STARTUP, 1))
+        store.submit(StatusUpdate(1, Event.SHUTDOWN, 2))
+        store.close()
+    assert [r[0] for r in read(store, "SELECT seq FROM agent_status_history ORDER BY seq")] == [1, 2, 3, 4]
+
+
+def test_close_commits_what_was_submitted_even_with_a_long_flush_interval(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = Store(tmp_path / "db", manager_host="m", node_name="n", flush_interval=60, clock=clock.wall)
+    store.open(list(KeysFile.parse("001 a1 any k\n").active()))
+    store.submit(StatusUpdate(1, Event.STARTUP, 1))
+    store.close()
+    assert read(store, "SELECT connection_status FROM agent WHERE id = 1")[0][0] == "pending"
+
+
+def test_a_failed_write_is_retried_without_losing_the_batch(store: Store) -> None:
+    blocker = sqlite3.connect(store.global_db, timeout=0)
+    blocker.execute("PRAGMA busy_timeout = 0")
+    blocker.execute("BEGIN EXCLUSIVE")
+    store.submit(StatusUpdate(5, Event.STARTUP, 1))
+    store.flush_soon()
+    import time
+
+    deadline = time.monotonic() + 15
+    while store.write_errors == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.write_errors >= 1
+    blocker.rollback()
+    blocker.close()
+    store.submit(StatusUpdate(5, Event.ALIVE, 2, keepalive=KEEPALIVE))
+    assert store.flush_wait()
+    assert read(store, "SELECT connection_status FROM agent WHERE id = 5")[0][0] == "active"
+    history = read(store, "SELECT to_status FROM agent_status_history WHERE agent_id = 5 ORDER BY seq")
+    assert [r[0] for r in history] == ["pending", "active"]
+
+
+def test_unknown_agents_are_ignored(store: Store) -> None:
+    assert store.submit(StatusUpdate(99, Event.STARTUP, 1)) is None
+    assert ConnectionStatus.PENDING not in {view.status for view in store.agents.values()}
