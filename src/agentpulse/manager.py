@@ -20,8 +20,11 @@ from typing import IO, Protocol
 
 from agentpulse.config import Config
 from agentpulse.paths import Home
+from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
+from agentpulse.remoted.workers import WorkerPool
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.writer import Store
 from agentpulse.wire.keys import KeysFile
@@ -76,23 +79,8 @@ class HomeLock:
             self._file = None
 
 
-def read_keys(path: Path) -> KeysFile:
-    try:
-        return KeysFile.parse(path.read_text(errors="replace"))
-    except FileNotFoundError:
-        return KeysFile([])
-
-
-def _keys_signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-
 class Manager:
-    def __init__(self, home: Home, config: Config) -> None:
+    def __init__(self, home: Home, config: Config, log_level: str = "info") -> None:
         self.home = home
         self.config = config
         self.store = Store(
@@ -101,17 +89,22 @@ class Manager:
             node_name=config.global_.node_name,
             flush_interval=config.database.flush_interval,
         )
-        self.remoted = Remoted(config, self.store)
+        self.grace = GraceTracker(self.store.submit, config.remote.connection_grace)
+        # With one worker, remoted runs in this process. With several, they run in their own processes
+        # and this one keeps a remoted that never listens: it holds the keys, for lookups by id.
+        self.remoted = Remoted(config, self.store, self.grace)
+        self.pool: WorkerPool | None = None
+        if config.remote.workers > 1:
+            self.pool = WorkerPool(str(home.root), config.remote.workers, self.store, self.grace, log_level)
         self.sweeper = Sweeper(
             self.store,
             config.global_.agents_disconnection_time,
             config.global_.agents_disconnection_alert_time,
         )
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+        self.keys = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self._keys_changed)
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
-        self._keys_signature: tuple[int, int, int] | None = None
         self.ready = asyncio.Event()
         self.services: list[Service] = []
         if config.nats.enabled:
@@ -128,8 +121,7 @@ class Manager:
             self.lock.release()
 
     async def _run(self) -> None:
-        self._keys_signature = _keys_signature(self.home.client_keys)
-        keys = await asyncio.to_thread(read_keys, self.home.client_keys)
+        keys = await self.keys.load()
         await asyncio.to_thread(self.store.open, list(keys.active()))
         started: list[Service] = []
         try:
@@ -151,17 +143,20 @@ class Manager:
             reset,
         )
         self.remoted.load_keys(keys)
-        await self.remoted.start()
+        if self.pool is not None:
+            await self.pool.start()
+        else:
+            await self.remoted.start()
         await asyncio.to_thread(self._write_state)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        loop.add_signal_handler(signal.SIGHUP, self.keys.trigger)
         tasks = [
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(self._watch_keys(), name="keys-watcher"),
+            asyncio.create_task(self.keys.run(), name="keys-watcher"),
         ]
-        if self.config.remote.manager_keepalive.enabled:
+        if self.config.remote.manager_keepalive.enabled and self.pool is None:
             tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
         self.ready.set()
         try:
@@ -173,12 +168,23 @@ class Manager:
             await asyncio.gather(*tasks, return_exceptions=True)
             # The signal handlers stay until the loop closes: a second SIGTERM during the final flush
             # must not kill the process with its default action.
+            if self.pool is not None:
+                await self.pool.stop()
             await self.remoted.stop()
+            self.grace.cancel_all()
             await asyncio.to_thread(self.store.flush_wait)
             log.info("Stopped: every accepted status change is committed")
 
     def stop(self) -> None:
         self._stop.set()
+
+    def send_to_agents(self, agent_ids: list[int], payload: bytes) -> int:
+        """Send a control message to connected agents (wherever their connection is); returns how many
+        were sent here, or all of them when workers hold the connections (they send to those they hold)."""
+        if self.pool is not None:
+            self.pool.send_to_agents(agent_ids, payload)
+            return len(agent_ids)
+        return sum(self.remoted.send_to_agent(agent_id, payload) for agent_id in agent_ids)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -186,29 +192,22 @@ class Manager:
             self.remoted.flush_event_counts()
             self.sweeper.sweep()
 
-    async def _watch_keys(self) -> None:
-        interval = self.config.remote.keyupdate_interval
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reload.wait(), interval)
-            forced = self._reload.is_set()
-            self._reload.clear()
-            signature = await asyncio.to_thread(_keys_signature, self.home.client_keys)
-            if signature == self._keys_signature and not forced:
-                continue
-            self._keys_signature = signature
-            keys = await asyncio.to_thread(read_keys, self.home.client_keys)
-            change = self.remoted.load_keys(keys)
-            added = self.store.add_agents(entry.key for entry in change.added)
-            log.info(
-                "client.keys reloaded: %d agents, %d new, %d changed or removed",
-                len(self.remoted.keys),
-                len(added),
-                len(change.removed),
-            )
+    def _keys_changed(self, keys: KeysFile) -> None:
+        change = self.remoted.load_keys(keys)
+        added = self.store.add_agents(entry.key for entry in change.added)
+        log.info(
+            "client.keys reloaded: %d agents, %d new, %d changed or removed",
+            len(self.remoted.keys),
+            len(added),
+            len(change.removed),
+        )
 
     def _write_state(self) -> None:
-        addresses = " ".join(f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses)
+        if self.pool is not None:
+            host = self.config.remote.local_ip or "0.0.0.0"
+            addresses = " ".join(f"{host}:{self.pool.tcp_port}/{p}" for p in self.config.remote.protocols)
+        else:
+            addresses = " ".join(f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses)
         text = f"# State file for agentpulse-remoted\npid='{os.getpid()}'\nstarted='{int(time.time())}'\nlisten='{addresses}'\n"
         path = self.home.remoted_state
         tmp = path.with_suffix(".tmp")

@@ -39,6 +39,7 @@ class ManagerSettings:
     allow_higher_versions: bool = False
     flush_interval: float = 0.1
     extra_remote: str = ""
+    workers: int = 1
     nats: str = "<nats><enabled>no</enabled></nats>"
 
     def render(self, port: int) -> str:
@@ -52,6 +53,7 @@ class ManagerSettings:
     <connection_grace>{self.connection_grace}</connection_grace>
     <connection_overtake_time>{self.overtake_time}</connection_overtake_time>
     <keyupdate_interval>1</keyupdate_interval>
+    <workers>{self.workers}</workers>
     <agents><allow_higher_versions>{yes[self.allow_higher_versions]}</allow_higher_versions></agents>
     <manager_keepalive>
       <enabled>{yes[self.keepalive_enabled]}</enabled>

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.config import Config, ManagerKeepalive, RemoteConfig
+from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
 from agentpulse.store.writer import Store
@@ -25,7 +26,8 @@ async def _stack(tmp_path: Path, clock: Clock) -> tuple[Store, Remoted, Keepaliv
         tmp_path / "db", manager_host="m", node_name="n", clock=clock.wall, monotonic=clock.monotonic
     )
     await asyncio.to_thread(store.open, list(KEYS.active()))
-    remoted = Remoted(config, store, clock=clock.wall, monotonic=clock.monotonic)
+    grace = GraceTracker(store.submit, config.remote.connection_grace, clock.wall)
+    remoted = Remoted(config, store, grace, clock=clock.wall, monotonic=clock.monotonic)
     scheduler = KeepaliveScheduler(remoted, settings)
     remoted.load_keys(KEYS)
     await remoted.start()

@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
     start.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     start.set_defaults(handler=run_start)
+    worker = subparsers.add_parser("worker")  # no help: unlisted, it is started by the manager, not by people
+    worker.add_argument("--home", required=True)
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--fd", type=int, required=True)
+    worker.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    worker.set_defaults(handler=run_worker_command)
 
 
 def init_home(home: Home) -> list[str]:
@@ -69,7 +75,7 @@ def run_start(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        uvloop.run(Manager(home, config).run())
+        uvloop.run(Manager(home, config, args.log_level).run())
     except AlreadyRunning as error:
         log.error("%s", error)
         return 1
@@ -78,4 +84,18 @@ def run_start(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    from agentpulse.remoted.worker import run_worker
+
+    home = resolve_home(args.home)
+    logs.setup(args.log_level, home.log_file, process_name=f"agentpulse-remoted[{args.index}]")
+    try:
+        config = load_config(home.ossec_conf)
+    except ConfigError as error:
+        logging.getLogger("agentpulse").error("Configuration error: %s", error)
+        return 1
+    run_worker(home, config, args.index, args.fd)
     return 0

@@ -19,8 +19,7 @@ from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.ratelimit import RateLimitedLog
 from agentpulse.remoted.session import Session, UdpEndpoint
 from agentpulse.status import Event, StatusCode
-from agentpulse.store.records import StatusUpdate
-from agentpulse.store.writer import Store
+from agentpulse.store.records import ConnectionLinks, RecordSink, StatusUpdate
 from agentpulse.wire import control
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.errors import Reason, WireError
@@ -38,7 +37,8 @@ class Remoted:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: RecordSink,
+        links: ConnectionLinks,
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -47,6 +47,7 @@ class Remoted:
         self.config = config
         self.remote = config.remote
         self.store = store
+        self.links = links
         self.clock = clock
         self.monotonic = monotonic
         self.manager_version = manager_version
@@ -58,7 +59,6 @@ class Remoted:
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.addresses: list[tuple[str, int, str]] = []  # (host, port, protocol) actually bound
         self.warn = RateLimitedLog(log)
-        self._grace: dict[int, asyncio.TimerHandle] = {}
         self._event_counts: dict[int, int] = {}
         self.stopping = False
         self.on_session_opened: list[Callable[[Session], None]] = []
@@ -98,9 +98,6 @@ class Remoted:
         self.stopping = True
         for server in self.servers:
             server.close()
-        for handle in self._grace.values():
-            handle.cancel()
-        self._grace.clear()
         for session in list(self.sessions):
             session.replaced = True
             session.close()
@@ -129,7 +126,7 @@ class Remoted:
             if session is not None:
                 session.replaced = True
                 session.close()
-            self._cancel_grace(entry.number)
+            self.links.released(entry.number)
             self.store.submit(StatusUpdate(entry.number, Event.CONNECTION_LOST, now))
         return change
 
@@ -243,7 +240,7 @@ class Remoted:
             current.close()
         entry.session = session
         session.entry = entry
-        self._cancel_grace(entry.number)
+        self.links.bound(entry.number)
 
     def _seal(self, entry: AgentEntry, payload: bytes) -> bytes:
         global_counter, local_counter = self.sender.advance()
@@ -303,22 +300,9 @@ class Remoted:
             return
         entry.session = None
         if session.replaced or self.stopping:
-            return
-        number = entry.number
-        self._cancel_grace(number)
-        loop = asyncio.get_running_loop()
-        self._grace[number] = loop.call_later(self.remote.connection_grace, self._grace_expired, number)
-
-    def _grace_expired(self, number: int) -> None:
-        self._grace.pop(number, None)
-        entry = self.keys.by_number.get(number)
-        if entry is not None and entry.session is None:
-            self.store.submit(StatusUpdate(number, Event.CONNECTION_LOST, self.clock()))
-
-    def _cancel_grace(self, number: int) -> None:
-        handle = self._grace.pop(number, None)
-        if handle is not None:
-            handle.cancel()
+            self.links.released(entry.number)
+        else:
+            self.links.closed(entry.number)
 
     def flush_event_counts(self) -> None:
         if self._event_counts:

@@ -8,6 +8,7 @@ over a pipe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from agentpulse.status import ConnectionStatus, Event, StatusCode
 from agentpulse.wire.control import Keepalive
@@ -34,3 +35,23 @@ class TransitionRow:
     code: StatusCode
     at: float
     last_keepalive: float | None
+
+
+class RecordSink(Protocol):
+    """Where remoted sends what happened: the store itself, or a pipe to it from a worker process."""
+
+    def submit(self, update: StatusUpdate) -> object: ...
+
+    def record_state(self, agent_id: int, state_json: str) -> None: ...
+
+    def count_events(self, counts: dict[int, int]) -> None: ...
+
+
+class ConnectionLinks(Protocol):
+    """Which agents hold a connection: the grace tracker, or a pipe to it from a worker process."""
+
+    def bound(self, agent_id: int, holder: int = 0) -> None: ...
+
+    def closed(self, agent_id: int, holder: int = 0) -> None: ...
+
+    def released(self, agent_id: int, holder: int = 0) -> None: ...

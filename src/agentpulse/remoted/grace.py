@@ -1,0 +1,77 @@
+"""Connection grace (design section 4): an agent whose connection closed is disconnected (code 6) only if
+no connection of it is bound again within `connection_grace` seconds.
+
+Holders are counted per remoted process, so with several workers an agent that reconnected to another
+worker is not disconnected when its old connection on the first one finally closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from agentpulse.status import Event
+from agentpulse.store.records import StatusUpdate
+
+LOCAL = 0  # the holder id of an in-process remoted
+
+
+class GraceTracker:
+    def __init__(
+        self,
+        submit: Callable[[StatusUpdate], object],
+        grace: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.submit = submit
+        self.grace = grace
+        self.clock = clock
+        self._holders: dict[int, set[int]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+
+    def bound(self, agent_id: int, holder: int = LOCAL) -> None:
+        self._holders.setdefault(agent_id, set()).add(holder)
+        timer = self._timers.pop(agent_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def closed(self, agent_id: int, holder: int = LOCAL) -> None:
+        holders = self._holders.get(agent_id)
+        if holders is None or holder not in holders:
+            return
+        holders.discard(holder)
+        if holders:
+            return
+        del self._holders[agent_id]
+        if agent_id not in self._timers:
+            loop = asyncio.get_running_loop()
+            self._timers[agent_id] = loop.call_later(self.grace, self._expired, agent_id)
+
+    def released(self, agent_id: int, holder: int = LOCAL) -> None:
+        """The holder let the agent go without a connection loss (overtake, timeout, key removal)."""
+        holders = self._holders.get(agent_id)
+        if holders is not None:
+            holders.discard(holder)
+            if not holders:
+                del self._holders[agent_id]
+
+    def holder_lost(self, holder: int) -> list[int]:
+        """A worker died: every agent it held lost its connection now."""
+        lost = [agent_id for agent_id, holders in self._holders.items() if holder in holders]
+        for agent_id in lost:
+            self.closed(agent_id, holder)
+        return lost
+
+    def _expired(self, agent_id: int) -> None:
+        self._timers.pop(agent_id, None)
+        if agent_id not in self._holders:
+            self.submit(StatusUpdate(agent_id, Event.CONNECTION_LOST, self.clock()))
+
+    def cancel_all(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def is_held(self, agent_id: int) -> bool:
+        return agent_id in self._holders

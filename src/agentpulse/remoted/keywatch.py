@@ -1,0 +1,56 @@
+"""Re-read client.keys when it changes (inode, mtime or size), every `interval` seconds and on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from agentpulse.wire.keys import KeysFile
+
+Signature = tuple[int, int, int] | None
+
+
+def read_keys(path: Path) -> KeysFile:
+    try:
+        return KeysFile.parse(path.read_text(errors="replace"))
+    except FileNotFoundError:
+        return KeysFile([])
+
+
+def signature(path: Path) -> Signature:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+class KeysWatcher:
+    def __init__(self, path: Path, interval: float, on_change: Callable[[KeysFile], None]) -> None:
+        self.path = path
+        self.interval = interval
+        self.on_change = on_change
+        self.last: Signature = None
+        self._forced = asyncio.Event()
+
+    async def load(self) -> KeysFile:
+        """The first read, at start: remembers the signature so the watcher only reacts to changes."""
+        self.last = await asyncio.to_thread(signature, self.path)
+        return await asyncio.to_thread(read_keys, self.path)
+
+    def trigger(self) -> None:
+        self._forced.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._forced.wait(), self.interval)
+            forced = self._forced.is_set()
+            self._forced.clear()
+            current = await asyncio.to_thread(signature, self.path)
+            if current == self.last and not forced:
+                continue
+            self.last = current
+            self.on_change(await asyncio.to_thread(read_keys, self.path))

@@ -1,0 +1,133 @@
+"""The record pipe between remoted worker processes and the manager: batches of small tuples, framed.
+
+A worker holds the agents' connections; the manager holds the store. Everything a worker's remoted would
+hand to the store or to the grace tracker is appended to a batch here and sent at most every
+`flush_interval` seconds (or sooner when the batch is large), pickled, behind a 4-byte length. Both ends
+are our own processes on a private socketpair, so pickle is safe here and the cheapest codec at hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from agentpulse.status import Event, StatusCode
+from agentpulse.store.records import StatusUpdate
+from agentpulse.wire.control import Keepalive
+from agentpulse.wire.frames import LENGTH, FrameDecoder
+
+PIPE_FRAME_MAX = 64 * 1024 * 1024  # a batch of 10,000 keep-alives pickles to a few MB at most
+KEEPALIVE_FIELDS = Keepalive.__dataclass_fields__.keys()
+_EVENTS = {event.value: event for event in Event}
+
+# record kinds
+UPDATE, STATE, COUNTS, BOUND, CLOSED, RELEASED = "u", "s", "c", "b", "x", "r"
+# commands (manager -> worker) and notices (worker -> manager)
+READY, STOP, SEND = "ready", "stop", "send"
+
+Record = tuple[Any, ...]
+
+
+def keepalive_to_tuple(keepalive: Keepalive) -> tuple[object, ...]:
+    return tuple(getattr(keepalive, name) for name in KEEPALIVE_FIELDS)
+
+
+def update_to_record(update: StatusUpdate) -> Record:
+    keepalive = keepalive_to_tuple(update.keepalive) if update.keepalive is not None else None
+    return (
+        UPDATE,
+        update.agent_id,
+        update.event.value,
+        update.at,
+        keepalive,
+        int(update.code),
+        update.version,
+    )
+
+
+def record_to_update(record: Record) -> StatusUpdate:
+    _, agent_id, event, at, keepalive, code, version = record
+    return StatusUpdate(
+        agent_id,
+        _EVENTS[event],
+        at,
+        Keepalive(*keepalive) if keepalive is not None else None,
+        StatusCode(code),
+        version,
+    )
+
+
+def encode(records: list[Record]) -> bytes:
+    body = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+    return LENGTH.pack(len(body)) + body
+
+
+class PipeReader(asyncio.Protocol):
+    """Reads framed batches and hands each decoded list to `on_batch`; `on_lost` when the pipe closes."""
+
+    def __init__(self, on_batch: Callable[[list[Record]], None], on_lost: Callable[[], None]) -> None:
+        self.decoder = FrameDecoder(PIPE_FRAME_MAX)
+        self.on_batch = on_batch
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports duck-type Transport
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            self.on_batch(pickle.loads(frame))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_lost()
+
+    def send(self, records: list[Record]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode(records))
+
+
+class PipeSink:
+    """A worker's store and grace tracker: records go to the manager in batches (RecordSink + links)."""
+
+    def __init__(self, pipe: PipeReader, flush_interval: float = 0.05, max_batch: int = 5000) -> None:
+        self.pipe = pipe
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self._batch: list[Record] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _add(self, record: Record) -> None:
+        batch = self._batch
+        batch.append(record)
+        if len(batch) >= self.max_batch:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.pipe.send(batch)
+
+    def submit(self, update: StatusUpdate) -> None:
+        self._add(update_to_record(update))
+
+    def record_state(self, agent_id: int, state_json: str) -> None:
+        self._add((STATE, agent_id, state_json))
+
+    def count_events(self, counts: dict[int, int]) -> None:
+        self._add((COUNTS, counts))
+
+    def bound(self, agent_id: int, holder: int = 0) -> None:
+        self._add((BOUND, agent_id))
+
+    def closed(self, agent_id: int, holder: int = 0) -> None:
+        self._add((CLOSED, agent_id))
+
+    def released(self, agent_id: int, holder: int = 0) -> None:
+        self._add((RELEASED, agent_id))

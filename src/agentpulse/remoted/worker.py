@@ -1,0 +1,86 @@
+"""A remoted worker process: it holds agent connections on the shared port (SO_REUSEPORT) and sends what
+happens to the manager through the record pipe. The manager owns the store, the grace tracker, the sweeper,
+events and the query socket; a worker owns sessions, replies and the manager keep-alive of its agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+from agentpulse.config import Config
+from agentpulse.paths import Home
+from agentpulse.remoted import pipe
+from agentpulse.remoted.keywatch import KeysWatcher
+from agentpulse.remoted.scheduler import KeepaliveScheduler
+from agentpulse.remoted.server import Remoted
+from agentpulse.wire.keys import KeysFile
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, home: Home, config: Config, index: int, sock: socket.socket) -> None:
+        self.home = home
+        self.config = config
+        self.index = index
+        self.sock = sock
+        self._stop = asyncio.Event()
+        self.pipe = pipe.PipeReader(self._on_commands, self._stop.set)
+        self.sink = pipe.PipeSink(self.pipe)
+        self.remoted = Remoted(config, self.sink, self.sink)
+        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+        self.keys = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self._keys_changed)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: self.pipe, sock=self.sock)
+        self.remoted.load_keys(await self.keys.load())
+        await self.remoted.start()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.keys.trigger)
+        # Ctrl-C reaches the whole process group: the manager decides, and tells the workers.
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+        self.pipe.send([(pipe.READY, self.index, self.remoted.tcp_port if self.remoted.servers else 0)])
+        tasks = [asyncio.create_task(self.keys.run()), asyncio.create_task(self._housekeeping())]
+        if self.config.remote.manager_keepalive.enabled:
+            tasks.append(asyncio.create_task(self.scheduler.run()))
+        try:
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.remoted.stop()
+            self.sink.flush()
+            await asyncio.sleep(0)  # let the transport write the last batch
+            if self.pipe.transport is not None:
+                self.pipe.transport.close()
+
+    def _keys_changed(self, keys: KeysFile) -> None:
+        self.remoted.load_keys(keys)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.remoted.flush_event_counts()
+
+    def _on_commands(self, commands: list[pipe.Record]) -> None:
+        for command in commands:
+            if command[0] == pipe.STOP:
+                self._stop.set()
+            elif command[0] == pipe.SEND:
+                _, agent_ids, payload = command
+                for agent_id in agent_ids:
+                    self.remoted.send_to_agent(agent_id, payload)
+
+
+def run_worker(home: Home, config: Config, index: int, fd: int) -> None:
+    import uvloop
+
+    sock = socket.socket(fileno=fd)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(Worker(home, config, index, sock).run())

@@ -1,0 +1,160 @@
+"""The manager side of several remoted workers: start them, feed their records to the store, restart them.
+
+Each worker is `python -m agentpulse worker --index I --fd N`, given one end of a socketpair. What it
+sends is applied here exactly as an in-process remoted's calls would be: status updates to the store,
+connection bindings to the grace tracker (with the worker as holder). When a worker dies, every agent it
+held has lost its connection: the grace tracker starts their grace, the worker is restarted, and agents
+that reconnect (to any worker) in time never show disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from agentpulse.remoted import pipe
+from agentpulse.remoted.grace import GraceTracker
+from agentpulse.store.writer import Store
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 1.0
+STOP_TIMEOUT = 10.0
+READY_TIMEOUT = 30.0
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    reader: pipe.PipeReader | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    pipe_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    restarts: int = 0
+
+
+class WorkerPool:
+    def __init__(
+        self, home_root: str, count: int, store: Store, grace: GraceTracker, log_level: str = "info"
+    ) -> None:
+        self.home_root = home_root
+        self.store = store
+        self.grace = grace
+        self.log_level = log_level
+        self.workers = [WorkerHandle(index) for index in range(1, count + 1)]
+        self.stopping = False
+        self._supervisors: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for worker in self.workers:
+            await self._spawn(worker)
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in self.workers)), READY_TIMEOUT)
+        self._supervisors = [asyncio.create_task(self._supervise(worker)) for worker in self.workers]
+
+    @property
+    def tcp_port(self) -> int:
+        return self.workers[0].port
+
+    async def _spawn(self, worker: WorkerHandle) -> None:
+        ours, theirs = socket.socketpair()
+        worker.ready.clear()
+        worker.pipe_closed.clear()
+        try:
+            worker.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "agentpulse",
+                "worker",
+                "--home",
+                self.home_root,
+                "--index",
+                str(worker.index),
+                "--fd",
+                str(theirs.fileno()),
+                "--log-level",
+                self.log_level,
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        loop = asyncio.get_running_loop()
+        reader = pipe.PipeReader(lambda batch: self._on_batch(worker, batch), worker.pipe_closed.set)
+        await loop.connect_accepted_socket(lambda: reader, sock=ours)
+        worker.reader = reader
+
+    async def _supervise(self, worker: WorkerHandle) -> None:
+        while True:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self.stopping:
+                return
+            lost = self.grace.holder_lost(worker.index)
+            log.error(
+                "remoted worker %d exited with %s; %d agents lost their connection; restarting",
+                worker.index,
+                code,
+                len(lost),
+            )
+            worker.restarts += 1
+            await asyncio.sleep(RESTART_DELAY)
+            if self.stopping:
+                return
+            await self._spawn(worker)
+
+    def _on_batch(self, worker: WorkerHandle, records: list[pipe.Record]) -> None:
+        store, grace, holder = self.store, self.grace, worker.index
+        for record in records:
+            kind = record[0]
+            if kind == pipe.UPDATE:
+                store.submit(pipe.record_to_update(record))
+            elif kind == pipe.BOUND:
+                grace.bound(record[1], holder)
+            elif kind == pipe.CLOSED:
+                grace.closed(record[1], holder)
+            elif kind == pipe.RELEASED:
+                grace.released(record[1], holder)
+            elif kind == pipe.STATE:
+                store.record_state(record[1], record[2])
+            elif kind == pipe.COUNTS:
+                store.count_events(record[1])
+            elif kind == pipe.READY:
+                worker.port = record[2]
+                worker.ready.set()
+                log.info(
+                    "remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid
+                )
+
+    def send_to_agents(self, agent_ids: list[int], payload: bytes) -> None:
+        """Every worker gets the list; only the one holding an agent's connection sends."""
+        for worker in self.workers:
+            if worker.reader is not None:
+                worker.reader.send([(pipe.SEND, agent_ids, payload)])
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for worker in self.workers:
+            if worker.reader is not None:
+                worker.reader.send([(pipe.STOP,)])
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for worker in self.workers:
+            process = worker.process
+            if process is None:
+                continue
+            try:
+                await asyncio.wait_for(process.wait(), max(0.1, deadline - time.monotonic()))
+                # Its last batch is still in the pipe: read it to the end before the store closes.
+                await asyncio.wait_for(worker.pipe_closed.wait(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                log.warning("remoted worker %d did not stop in time; killing it", worker.index)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        for task in self._supervisors:
+            task.cancel()
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
