@@ -11,11 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentpulse.paths import Home
 from agentpulse.store import schema
+from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.keys import AgentKey, KeysFile
 
 LOOPBACK = "127.0.0.1"
@@ -99,12 +101,21 @@ class ManagerProcess:
 
     def start(self, timeout: float = 20.0) -> None:
         self.write_config()
-        log = open(self.root / "manager.out", "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "agentpulse", "start", "--home", str(self.root), "--log-level", "debug"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.root / "manager.out", "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "agentpulse",
+                    "start",
+                    "--home",
+                    str(self.root),
+                    "--log-level",
+                    "debug",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         state = self.home.remoted_state
         while time.monotonic() < deadline:
@@ -213,3 +224,48 @@ def agentpulse_bin(name: str) -> str:
 def run_cli(name: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, AGENTPULSE_HOME=str(home))
     return subprocess.run([agentpulse_bin(name), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+@dataclass
+class AgentProcess:
+    home: Home
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "agentpulse", "agent", "--home", str(self.home.root)]
+        with open(self.home.root / "agent.out", "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [*command, "--log-level", "debug"], stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def output(self) -> str:
+        path = self.home.root / "agent.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def counter(self) -> SenderCounter:
+        return SenderCounter.from_text(self.home.sender_counter.read_bytes())
+
+
+AgentFactory = Callable[..., AgentProcess]
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,429 @@
+"""How large a fleet one machine carries: a real manager, a real simulated fleet, figures and ratios.
+
+Starts a manager (own home under bench/out/, free loopback port, SQLite, the embedded NATS server or none)
+and `agentpulse simulate` in separate processes; ramps to N agents; holds the keep-alive rate for the set
+time; then prints sustained keep-alives/s acknowledged, ack latency, keep-alive-to-global.db and
+keep-alive-to-NATS latency (measured by a probe agent), manager CPU and RSS over all its processes, memory
+per connected agent, errors and disconnections. In the same run it measures the two baselines: the CPU
+limit of the message work without a server (bench/limit.py) and, with --baseline, the same fleet against
+a minimal echo-ack server (bench/echo_server.py).
+
+    .venv/bin/python bench/fleet.py --agents 10000 --interval 20          # the default preset (make bench)
+    .venv/bin/python bench/fleet.py --agents 50000 --interval 20 --workers 4
+    .venv/bin/python bench/fleet.py --peak --agents 2000                  # closed loop: as fast as acked
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import limit
+from agentpulse.agent.connection import AgentCodec, AgentConnection
+from agentpulse.wire import control
+from agentpulse.wire.keys import KeysFile
+
+OUT = Path(__file__).resolve().parent / "out"
+LOOPBACK = "127.0.0.1"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PROBES = 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def process_tree(root_pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+    pids, queue = [], [root_pid]
+    while queue:
+        pid = queue.pop()
+        pids.append(pid)
+        queue.extend(children.get(pid, []))
+    return pids
+
+
+def cpu_seconds_and_rss(pids: list[int]) -> tuple[float, int]:
+    cpu, rss = 0.0, 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            rss += int(fields[21]) * PAGE
+    return cpu, rss
+
+
+def tcp_kernel_memory() -> int:
+    """Bytes of kernel memory held by TCP sockets on this machine (both ends of loopback connections)."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            parts = line.split()
+            return int(parts[parts.index("mem") + 1]) * PAGE
+    return 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class Sampler:
+    """Samples the manager's CPU and RSS once a second in a thread."""
+
+    root_pid: int
+    samples: list[tuple[float, float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            cpu, rss = cpu_seconds_and_rss(process_tree(self.root_pid))
+            self.samples.append((time.monotonic(), cpu, rss))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def window(self, start: float, end: float) -> tuple[float, int]:
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return float("nan"), max((s[2] for s in self.samples), default=0)
+        cpu_percent = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]) * 100
+        return cpu_percent, max(s[2] for s in inside)
+
+
+def write_home(home: Path, port: int, workers: int, nats: str, interval: float, agents: int) -> KeysFile:
+    if home.exists():
+        shutil.rmtree(home)
+    (home / "etc").mkdir(parents=True)
+    nats_xml = {
+        "none": "<nats><enabled>no</enabled></nats>",
+        "embedded": "<nats><enabled>yes</enabled></nats>",
+    }.get(nats, f"<nats><enabled>yes</enabled><url>{nats}</url></nats>")
+    (home / "etc" / "ossec.conf").write_text(
+        f"""<ossec_config>
+  <remote>
+    <connection>secure</connection><port>{port}</port><protocol>tcp</protocol><local_ip>{LOOPBACK}</local_ip>
+    <workers>{workers}</workers>
+    <manager_keepalive><enabled>yes</enabled><interval>{max(60, interval * 3)}</interval>
+      <timeout>{max(180, interval * 9)}</timeout></manager_keepalive>
+  </remote>
+  <global><agents_disconnection_time>{max(900, int(interval * 10))}</agents_disconnection_time></global>
+  {nats_xml}
+</ossec_config>
+"""
+    )
+    keys = KeysFile([])
+    keys.add_many(f"fleet-{n:06d}" for n in range(1, agents + 1))
+    keys.add_many(["probe-agent"])
+    (home / "etc" / "client.keys").write_text(keys.render())
+    return keys
+
+
+def start_manager(home: Path, port: int) -> subprocess.Popen[bytes]:
+    log = open(home / "manager.out", "wb")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentpulse", "start", "--home", str(home), "--log-level", "warning"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    state = home / "var" / "run" / "agentpulse-remoted.state"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"manager exited: {(home / 'manager.out').read_text()[-2000:]}")
+        if state.exists() and f":{port}/" in state.read_text():
+            return process
+        time.sleep(0.1)
+    raise TimeoutError("manager did not start")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+async def probe_latencies(
+    home: Path, port: int, keys: KeysFile, nats_url: str | None, duration: float
+) -> tuple[list[float], list[float]]:
+    """A probe agent sends keep-alives with a fresh label; we time until global.db (and NATS) show it."""
+    entry = next(e for e in keys.active() if e.name == "probe-agent")
+    connection = await AgentConnection.open(AgentCodec(entry), LOOPBACK, port)
+    connection.send(control.build_startup("v4.14.7"))
+    await connection.receive(timeout=30)
+    nats_seen: dict[str, float] = {}
+    subscription_close = None
+    if nats_url:
+        import nats
+
+        client = await nats.connect(nats_url)
+
+        async def on_message(message: object) -> None:
+            nats_seen[str(len(nats_seen))] = time.monotonic()
+
+        subscription = await client.subscribe(f"agent.keepalive.{entry.id}", cb=on_message)  # type: ignore[arg-type]
+        subscription_close = (client, subscription)
+    db_latencies, nats_latencies = [], []
+    db = sqlite3.connect(f"file:{home / 'queue' / 'db' / 'global.db'}?mode=ro", uri=True, timeout=5)
+    gap = duration / PROBES
+    for index in range(PROBES):
+        marker = f"probe-{index}-{time.time_ns()}"
+        before_nats = len(nats_seen)
+        sent = time.monotonic()
+        connection.send(
+            control.build_keepalive(
+                limit.UNAME, merged_sum="x" * 32, labels=(('"probe"', marker),), agent_ip=LOOPBACK
+            )
+        )
+        deadline = sent + 10
+        while time.monotonic() < deadline:
+            row = db.execute(
+                "SELECT 1 FROM labels WHERE id = ? AND key = '\"probe\"' AND value = ?",
+                (entry.number, marker),
+            ).fetchone()
+            if row:
+                db_latencies.append(time.monotonic() - sent)
+                break
+            await asyncio.sleep(0.005)
+        if nats_url:
+            while len(nats_seen) == before_nats and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+            if len(nats_seen) > before_nats:
+                nats_latencies.append(max(nats_seen.values()) - sent)
+        await asyncio.sleep(max(0.0, gap - (time.monotonic() - sent)))
+    db.close()
+    connection.close()
+    if subscription_close is not None:
+        client_, subscription_ = subscription_close
+        await subscription_.unsubscribe()
+        await client_.close()
+    return db_latencies, nats_latencies
+
+
+def run_simulator(
+    args: argparse.Namespace, port: int, keys_path: Path, out: Path, agents: int
+) -> dict[str, object]:
+    command = [
+        sys.executable,
+        "-m",
+        "agentpulse",
+        "simulate",
+        "--manager",
+        f"{LOOPBACK}:{port}",
+        "--agents",
+        str(agents),
+        "--keys",
+        str(keys_path),
+        "--interval",
+        str(args.interval),
+        "--ramp",
+        str(args.ramp),
+        "--duration",
+        str(args.ramp + args.duration + 5),
+        "--json-out",
+        str(out),
+        "--progress",
+        "never",
+        "--precompute",
+    ]
+    if args.peak:
+        command.append("--peak")
+    if args.sim_processes:
+        command += ["--processes", str(args.sim_processes)]
+    subprocess.run(command, stdout=subprocess.DEVNULL, check=False, timeout=args.ramp + args.duration + 600)
+    result: dict[str, object] = json.loads(out.read_text())
+    return result
+
+
+def disconnections(home: Path) -> int:
+    db = sqlite3.connect(f"file:{home / 'queue' / 'db' / 'global.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute(
+            "SELECT COUNT(*) FROM agent_status_history WHERE to_status = 'disconnected' AND status_code != 5"
+        ).fetchone()
+        return int(row[0])
+    finally:
+        db.close()
+
+
+def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, object]:
+    home = OUT / ("echo-home" if baseline else "manager-home")
+    port = free_port()
+    keys = write_home(home, port, args.workers, "none" if baseline else args.nats, args.interval, args.agents)
+    if baseline:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve().parent / "echo_server.py"),
+                "--keys",
+                str(home / "etc" / "client.keys"),
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(2)
+    else:
+        server = start_manager(home, port)
+    sampler = Sampler(server.pid)
+    sampler.start()
+    idle_cpu, idle_rss = cpu_seconds_and_rss(process_tree(server.pid))
+    kernel_before = tcp_kernel_memory()
+    nats_url = None
+    url_file = home / "var" / "run" / "nats.url"
+    if not baseline and args.nats != "none":
+        nats_url = url_file.read_text().strip() if url_file.exists() else args.nats
+    summary_path = home / "simulate.json"
+    sim_thread_result: dict[str, object] = {}
+
+    def simulate() -> None:
+        sim_thread_result.update(
+            run_simulator(args, port, home / "etc" / "client.keys", summary_path, args.agents)
+        )
+
+    simulator = threading.Thread(target=simulate)
+    simulator.start()
+    time.sleep(args.ramp + 2)
+    steady_start = time.monotonic()
+    kernel_during = tcp_kernel_memory()
+    probes: tuple[list[float], list[float]] = ([], [])
+    if not baseline:
+        probes = asyncio.run(probe_latencies(home, port, keys, nats_url, args.duration * 0.8))
+    remaining = args.duration - (time.monotonic() - steady_start)
+    if remaining > 0:
+        time.sleep(remaining)
+    steady_end = time.monotonic()
+    cpu_percent, peak_rss = sampler.window(steady_start, steady_end)
+    simulator.join()
+    sampler.stop()
+    stop_process(server)
+    sim = sim_thread_result
+    connected = int(sim.get("connected", 0))  # type: ignore[call-overload]
+    kernel_per_side = max(0, kernel_during - kernel_before) / 2
+    memory_per_agent = ((peak_rss - idle_rss) + kernel_per_side) / max(1, connected)
+    result: dict[str, object] = {
+        "server": "echo-ack baseline" if baseline else f"agentpulse ({args.workers} worker(s))",
+        "agents": args.agents,
+        "connected": connected,
+        "keepalives_per_s": sim.get("keepalives_per_s"),
+        "ack_latency_ms": sim.get("ack_latency_ms"),
+        "errors": sim.get("errors"),
+        "cpu_percent": round(cpu_percent, 1),
+        "rss_mb": round(peak_rss / 2**20, 1),
+        "memory_per_agent_kib": round(memory_per_agent / 1024, 2),
+        "idle_cpu_s": round(idle_cpu, 2),
+    }
+    if not baseline:
+        db_latencies, nats_latencies = probes
+        result["keepalive_to_db_p99_ms"] = round(percentile(db_latencies, 0.99) * 1000, 1)
+        result["keepalive_to_db_p50_ms"] = (
+            round(statistics.median(db_latencies) * 1000, 1) if db_latencies else None
+        )
+        result["keepalive_to_nats_p99_ms"] = (
+            round(percentile(nats_latencies, 0.99) * 1000, 1) if nats_latencies else None
+        )
+        result["disconnections"] = disconnections(home)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=10000)
+    parser.add_argument("--interval", type=float, default=20.0, help="keep-alive interval of the fleet (s)")
+    parser.add_argument("--duration", type=float, default=60.0, help="steady phase (s)")
+    parser.add_argument("--ramp", type=float, default=20.0, help="time to connect every agent (s)")
+    parser.add_argument("--workers", type=int, default=1, help="remoted worker processes of the manager")
+    parser.add_argument("--nats", default="embedded", help="embedded | none | nats://URL")
+    parser.add_argument("--peak", action="store_true", help="closed loop: each agent sends again once acked")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also run the fleet against the echo-ack server"
+    )
+    parser.add_argument("--sim-processes", type=int, default=0)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    ceiling = limit.measure(1000, 3.0)
+    results = [run_fleet(args)]
+    if args.baseline:
+        results.append(run_fleet(args, baseline=True))
+    report = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "command": " ".join(sys.argv),
+        "limit_keepalives_per_s_one_core": round(ceiling["keepalives_per_s"]),
+        "results": results,
+    }
+    for result in results:
+        rate = float(result.get("keepalives_per_s") or 0)  # type: ignore[arg-type]
+        result["ratio_to_limit"] = round(rate / ceiling["keepalives_per_s"], 3)
+    if args.baseline:
+        manager_rate = float(results[0].get("keepalives_per_s") or 0)  # type: ignore[arg-type]
+        echo_rate = float(results[1].get("keepalives_per_s") or 1)  # type: ignore[arg-type]
+        report["ratio_to_echo_baseline"] = round(manager_rate / echo_rate, 3)
+    print(json.dumps(report, indent=2))
+    print()
+    print(
+        "| server | agents | connected | keep-alives/s | ack p50/p99/max ms | to DB p99 ms | to NATS p99 ms "
+        "| CPU % | RSS MB | KiB/agent | errors | disconnections | ratio to limit |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for result in results:
+        latency = result.get("ack_latency_ms") or {}
+        assert isinstance(latency, dict)
+        print(
+            f"| {result['server']} | {result['agents']} | {result['connected']} | "
+            f"{float(result.get('keepalives_per_s') or 0):,.0f} | "  # type: ignore[arg-type]
+            f"{latency.get('p50')}/{latency.get('p99')}/{latency.get('max')} | "
+            f"{result.get('keepalive_to_db_p99_ms', '-')} | {result.get('keepalive_to_nats_p99_ms', '-')} | "
+            f"{result['cpu_percent']} | {result['rss_mb']} | {result['memory_per_agent_kib']} | "
+            f"{result.get('errors')} | {result.get('disconnections', '-')} | {result['ratio_to_limit']} |"
+        )
+    print(f"\nlimit: {ceiling['keepalives_per_s']:,.0f} keep-alives/s on one core (bench/limit.py)")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2))
+    failed = any(r.get("errors") or r.get("disconnections") for r in results if isinstance(r, dict))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

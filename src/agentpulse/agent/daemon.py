@@ -1,0 +1,482 @@
+"""The agent's main loop: `agentpulse agent`, a Wazuh 4.x agentd that only keeps its connection alive.
+
+The plan (reference 4.4, 4.3, 9): connect and hand-shake (startup, wait for `#!-agent ack `), send the
+"Agent started" event once per process, then one keep-alive right away and one every `notify_time` on the
+monotonic clock; answer `#!-req` probes; reconnect (with a new startup) on `#!-force_reconnect`, on a
+dropped connection, or after `time-reconnect` seconds without a word from the manager. Servers are tried
+`max_retries` times `retry_interval` apart, then the next one; after a pass over all of them the agent
+backs off (doubling, capped, with jitter so a fleet does not come back in lock-step).
+
+One task does the work and waits on exactly one thing at a time (the next message, bounded by the next
+keep-alive or the silence deadline), so nothing polls. SIGTERM cancels that task wherever it is; `run()`
+then says `#!-agent shutdown ` if a handshake was done, and returns.
+
+The danger is the sender counter: it must grow across restarts or a manager with `verify_msg_id` locks
+the agent out (reference 3.4), so every sealed message is followed by a rewrite of `sender_counter`
+(one `pwrite()`, see `agentpulse.rids`). The state file (`wazuh-agentd.state`) is written off the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from xml.sax.saxutils import escape, quoteattr
+
+from agentpulse.agent.connection import AgentCodec, AgentConnection
+from agentpulse.agent.state import (
+    CONNECTED,
+    DISCONNECTED,
+    AgentState,
+    getstate_reply,
+    render_state_file,
+    write_state_file,
+)
+from agentpulse.agent.sysinfo import AGENT_VERSION, shared_sums, this_machine
+from agentpulse.config import ClientConfig, ConfigError, ServerAddress, load_config
+from agentpulse.paths import Home
+from agentpulse.rids import SenderCounterFile, read_sender_counter
+from agentpulse.wire import control
+from agentpulse.wire.errors import WireError
+from agentpulse.wire.keys import AgentKey, KeysFile, parse_line
+from agentpulse.wire.secure import CipherKind
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT: Final = 60.0  # agent.recv_timeout: how long a startup waits for its ack
+CONNECT_TIMEOUT: Final = 10.0
+BACKOFF_START: Final = 1.0  # after a pass over every server failed; doubles per failed pass
+BACKOFF_MAX: Final = 60.0
+BACKOFF_JITTER: Final = 0.2  # +-20 %
+RECONNECT_PAUSE: Final = 1.0  # after the manager closed the connection, as agentd's connect_server() sleeps
+SHUTDOWN_FLUSH: Final = 2.0  # how long the shutdown message may take to leave before the process exits
+STARTED_EVENT: Final = "1:wazuh-agent:ossec: Agent started: '{name}->{ip}'."  # OS_AG_STARTED, LOCALFILE_MQ
+REQUEST_TARGET: Final = "agent"  # requests for agentd itself (agcom); other targets are module sockets
+REQUEST_ACK: Final = "ack"  # UDP only: `#!-req <counter> ack` before the answer
+UNRECOGNIZED: Final = "err Unrecognized command"
+HIDDEN_ATTR: Final = ' hidden="yes"'
+
+
+class AgentSetupError(Exception):
+    """The agent home cannot run an agent: the message says which file and what is wrong."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading and writing an agent home
+
+
+def load_client_config(home: Home) -> ClientConfig:
+    try:
+        config = load_config(home.ossec_conf)
+    except ConfigError as error:
+        raise AgentSetupError(f"configuration error: {error}") from None
+    if config.client is None:
+        raise AgentSetupError(f"{home.ossec_conf}: no <client> section (an agent needs <client><server>)")
+    return config.client
+
+
+def load_agent_key(path: Path) -> AgentKey:
+    """The agent's own entry: client.keys must hold exactly one active line."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise AgentSetupError(f"{path}: file not found (import the agent's key first)") from None
+    except OSError as error:
+        raise AgentSetupError(f"{path}: cannot read: {error.strerror or error}") from None
+    keys = KeysFile.parse(text)
+    active = list(keys.active())
+    if len(active) == 1:
+        return active[0]
+    problems = "; ".join(f"line {problem.line_no}: {problem.reason}" for problem in keys.problems)
+    detail = f" ({problems})" if problems else ""
+    if not active:
+        raise AgentSetupError(f"{path}: no active agent key{detail}")
+    ids = ", ".join(entry.id for entry in active)
+    raise AgentSetupError(f"{path}: {len(active)} active keys (ids {ids}); an agent has exactly one")
+
+
+def load_agent_setup(home: Home) -> tuple[ClientConfig, AgentKey]:
+    """Everything the daemon needs from the home, or AgentSetupError. Blocking (file reads)."""
+    return load_client_config(home), load_agent_key(home.client_keys)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def init_agent_home(
+    home: Home | str | os.PathLike[str],
+    manager_host: str,
+    manager_port: int,
+    key_line: str,
+    protocol: str = "tcp",
+    *,
+    notify_time: float = 20.0,
+    time_reconnect: float | None = None,
+    crypto_method: str = "aes",
+    max_retries: int | None = None,
+    retry_interval: float | None = None,
+    state_interval: float | None = None,
+    labels: Iterable[tuple[str, str, bool]] = (),
+) -> Home:
+    """Write an agent home: etc/ossec.conf with `<client>` (and `<labels>`), etc/client.keys with one line.
+
+    `labels` are (key, value, hidden). Values left None keep Wazuh's defaults. Overwrites both files.
+    """
+    if not isinstance(home, Home):
+        home = Home(Path(home))
+    if protocol not in ("tcp", "udp"):
+        raise ValueError(f"protocol must be tcp or udp, not {protocol!r}")
+    entry = parse_line(key_line.strip())
+    if entry is None or entry.removed:
+        raise ValueError("key_line must be an active client.keys line: '<id> <name> <ip> <key>'")
+    server = [
+        f"      <address>{escape(manager_host)}</address>",
+        f"      <port>{int(manager_port)}</port>",
+        f"      <protocol>{protocol}</protocol>",
+    ]
+    if max_retries is not None:
+        server.append(f"      <max_retries>{int(max_retries)}</max_retries>")
+    if retry_interval is not None:
+        server.append(f"      <retry_interval>{_seconds(retry_interval)}</retry_interval>")
+    client = [
+        "    <server>",
+        *server,
+        "    </server>",
+        f"    <notify_time>{_seconds(notify_time)}</notify_time>",
+    ]
+    if time_reconnect is not None:
+        client.append(f"    <time-reconnect>{_seconds(time_reconnect)}</time-reconnect>")
+    client.append(f"    <crypto_method>{escape(crypto_method)}</crypto_method>")
+    if state_interval is not None:
+        client.append(f"    <state_interval>{_seconds(state_interval)}</state_interval>")
+    lines = ["<ossec_config>", "  <client>", *client, "  </client>"]
+    label_lines = [
+        f"    <label key={quoteattr(key)}{HIDDEN_ATTR if hidden else ''}>{escape(value)}</label>"
+        for key, value, hidden in labels
+    ]
+    if label_lines:
+        lines += ["  <labels>", *label_lines, "  </labels>"]
+    lines.append("</ossec_config>")
+
+    for directory in (home.etc, home.rids_dir, home.run_dir, home.logs_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    home.ossec_conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fd = os.open(home.client_keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(entry.line() + "\n")
+    return home
+
+
+def keepalive_labels(labels: Iterable[tuple[str, str, bool, bool]]) -> tuple[tuple[str, str], ...]:
+    """`labels_format()`: the key part of each line is `[#][!]"<key>"` (system, hidden)."""
+    return tuple(
+        (f'{"#" if system else ""}{"!" if hidden else ""}"{key}"', value)
+        for key, value, hidden, system in labels
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The daemon
+
+
+class _End(enum.Enum):
+    """Why a connected session ended."""
+
+    DROPPED = "connection lost"
+    SILENT = "nothing received for time-reconnect seconds"
+    FORCED = "force_reconnect received"
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    connection: AgentConnection
+    server: ServerAddress
+
+
+def _where(server: ServerAddress) -> str:
+    return f"{server.address}:{server.port}/{server.protocol}"
+
+
+class AgentDaemon:
+    """One agent. `run()` until `stop()`; `main()` adds the SIGTERM/SIGINT handlers."""
+
+    def __init__(
+        self,
+        home: Home,
+        config: ClientConfig,
+        key: AgentKey,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        uname: str | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.key = key
+        self.handshake_timeout = handshake_timeout
+        self.uname = uname
+        self.cipher = CipherKind(config.crypto_method)
+        self.labels = keepalive_labels(config.labels)
+        self.state = AgentState()
+        self.counter = read_sender_counter(home.sender_counter)
+        self._counter_file: SenderCounterFile | None = None
+        self._stop = asyncio.Event()
+        self._connection: AgentConnection | None = None  # the open one, handshaken or not
+        self._handshaken = False
+        self._started_sent = False
+        self._server_index = 0  # where the next connection attempt starts: the last server that worked
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def main(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        await self.run()
+
+    async def run(self) -> None:
+        if self.uname is None:
+            self.uname = await asyncio.to_thread(this_machine)
+        self.home.rids_dir.mkdir(parents=True, exist_ok=True)
+        self.home.run_dir.mkdir(parents=True, exist_ok=True)
+        self._counter_file = SenderCounterFile(self.home.sender_counter)
+        log.info(
+            "Agent %s (%s) starting, sender counter at %d:%d",
+            self.key.id,
+            self.key.name,
+            self.counter.global_counter,
+            self.counter.local_counter,
+        )
+        writer = None
+        if self.config.state_interval > 0:
+            writer = asyncio.create_task(self._write_states(), name="state-writer")
+        work = asyncio.create_task(self._work(), name="agent")
+        stopper = asyncio.create_task(self._stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                work.result()  # the work loop never ends by itself: this raises what killed it
+        finally:
+            self._stop.set()
+            for task in (work, stopper):
+                task.cancel()
+            await asyncio.gather(work, stopper, return_exceptions=True)
+            await self._say_goodbye()
+            if writer is not None:
+                # Not cancelled: a write in flight finishes first, so the last one below wins.
+                await asyncio.gather(writer, return_exceptions=True)
+                self.state.status = DISCONNECTED
+                await self._write_state()
+            self._counter_file.close()
+            log.info("Agent %s stopped", self.key.id)
+
+    # -- the connection life cycle ------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            link = await self._connect()
+            end = await self._session(link)
+            self.state.status = DISCONNECTED
+            self._handshaken = False
+            link.connection.close()
+            self._connection = None
+            log.warning("Disconnected from %s: %s; reconnecting", _where(link.server), end.value)
+            if end is _End.DROPPED:
+                await asyncio.sleep(RECONNECT_PAUSE)
+
+    async def _connect(self) -> _Link:
+        """Try every server in turn, starting with the last one that worked, until one acks a startup."""
+        servers = self.config.servers
+        failed_passes = 0
+        while True:
+            for offset in range(len(servers)):
+                index = (self._server_index + offset) % len(servers)
+                server = servers[index]
+                for attempt in range(server.max_retries):
+                    if attempt:
+                        await asyncio.sleep(server.retry_interval)
+                    connection = await self._handshake(server)
+                    if connection is not None:
+                        self._server_index = index
+                        return _Link(connection, server)
+                if len(servers) > 1:
+                    log.info(
+                        "Server %s failed %d attempts: trying the next one",
+                        _where(server),
+                        server.max_retries,
+                    )
+            failed_passes += 1
+            delay = min(BACKOFF_START * 2 ** (failed_passes - 1), BACKOFF_MAX)
+            delay *= 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
+            log.warning("Unable to connect to any server; trying again in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    async def _handshake(self, server: ServerAddress) -> AgentConnection | None:
+        """Connect, send startup, wait for the ack. The open connection, or None (already closed)."""
+        codec = AgentCodec(self.key, self.cipher, self.counter, tcp=server.protocol == "tcp")
+        log.info("Trying to connect to server (%s)", _where(server))
+        try:
+            connection = await AgentConnection.open(
+                codec, server.address, server.port, timeout=CONNECT_TIMEOUT
+            )
+        except (OSError, TimeoutError) as error:
+            log.error("Unable to connect to %s: %s", _where(server), str(error) or "timed out")
+            return None
+        self._connection = connection
+        reply: control.FromManager | WireError | str | None
+        try:
+            self._send(connection, control.build_startup(AGENT_VERSION))
+            reply = await connection.receive(self.handshake_timeout)
+        except ConnectionError:
+            reply = None
+        except TimeoutError:
+            reply = f"no reply within {self.handshake_timeout:g} s"
+        if isinstance(reply, control.Ack):
+            self._handshaken = True
+            log.info("Connected to the server (%s)", _where(server))
+            return connection
+        if isinstance(reply, control.ErrorReply):
+            log.error("Server %s refused the startup: %s", _where(server), reply.message)
+        elif reply is None:
+            log.warning("Server %s closed the connection during the handshake", _where(server))
+        elif isinstance(reply, WireError):
+            log.warning("Unreadable handshake reply from %s: %s", _where(server), reply)
+        elif isinstance(reply, str):
+            log.warning("Server %s: %s", _where(server), reply)
+        else:
+            log.warning("Server %s answered the startup with %s, not an ack", _where(server), reply)
+        connection.close()
+        self._connection = None
+        return None
+
+    async def _session(self, link: _Link) -> _End:
+        connection = link.connection
+        self.state.status = CONNECTED
+        loop = asyncio.get_running_loop()
+        notify_time = self.config.notify_time
+        time_reconnect = self.config.time_reconnect
+        last_received = loop.time()  # the ack counts (agentd's available_server)
+        next_keepalive = last_received
+        try:
+            if not self._started_sent:
+                self._send(connection, STARTED_EVENT.format(name=self.key.name, ip=self.key.ip.text).encode())
+                self._started_sent = True
+                self.state.msg_count += 1
+            while True:
+                now = loop.time()
+                if now >= next_keepalive:
+                    await self._send_keepalive(connection)
+                    next_keepalive += notify_time
+                    if next_keepalive <= now:  # the loop was held up: do not send a burst
+                        next_keepalive = now + notify_time
+                    continue
+                silent_until = last_received + time_reconnect
+                if now >= silent_until:
+                    return _End.SILENT
+                try:
+                    message = await connection.receive(min(next_keepalive, silent_until) - now)
+                except TimeoutError:
+                    continue
+                if message is None:
+                    return _End.DROPPED
+                if isinstance(message, WireError):
+                    log.warning("Unreadable message from the server (%s): %s", _where(link.server), message)
+                    continue
+                last_received = loop.time()
+                if not isinstance(message, control.AgentEvent):
+                    self.state.last_ack = time.time()
+                if isinstance(message, control.Request):
+                    self._answer(connection, message)
+                elif isinstance(message, control.ForceReconnect):
+                    return _End.FORCED
+                elif isinstance(message, control.ErrorReply):
+                    log.warning("Server %s says: %s", _where(link.server), message.message)
+                elif not isinstance(message, control.Ack):
+                    log.debug("Ignoring a message from the server: %s", message)
+        except ConnectionError:
+            return _End.DROPPED
+
+    # -- what the agent says ------------------------------------------------------------------------------
+
+    def _send(self, connection: AgentConnection, payload: bytes) -> None:
+        """Seal and send; persist the counter the message used. Raises ConnectionError when closed."""
+        connection.send(payload)
+        if self._counter_file is not None:
+            self._counter_file.store(self.counter)
+        self.state.msg_sent += 1
+
+    async def _send_keepalive(self, connection: AgentConnection) -> None:
+        sums = await asyncio.to_thread(shared_sums, self.home)
+        agent_ip = None
+        if connection.transport is not None:
+            sockname = connection.transport.get_extra_info("sockname")
+            if isinstance(sockname, tuple) and sockname:
+                agent_ip = str(sockname[0])
+        payload = control.build_keepalive(
+            self.uname or "",
+            merged_sum=sums.merged_sum,
+            labels=self.labels,
+            agent_ip=agent_ip,
+            config_sum=sums.config_sum,
+        )
+        self._send(connection, payload)
+        self.state.last_keepalive = time.time()
+
+    def _answer(self, connection: AgentConnection, request: control.Request) -> None:
+        """agcom_dispatch(): `getstate` for the agent itself; anything else is not something we run."""
+        if not connection.codec.tcp:
+            self._send(connection, control.build_request_reply(request.counter, REQUEST_ACK))
+        command = request.payload.split(" ", 1)[0]
+        if request.target == REQUEST_TARGET and command == control.GETSTATE:
+            response = getstate_reply(self.state)
+        else:
+            log.debug("Request %s %s %s: unrecognized", request.counter, request.target, command[:64])
+            response = UNRECOGNIZED
+        self._send(connection, control.build_request_reply(request.counter, response))
+
+    async def _say_goodbye(self) -> None:
+        """`#!-agent shutdown ` on a handshaken connection, then close it and let the bytes leave."""
+        connection = self._connection
+        if connection is None:
+            return
+        if self._handshaken:
+            try:
+                self._send(connection, control.SHUTDOWN)
+            except ConnectionError:
+                pass
+            else:
+                log.info("Sent the shutdown message to the server")
+        connection.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.closed.wait(), SHUTDOWN_FLUSH)
+        self._connection = None
+        self._handshaken = False
+
+    # -- the state file -----------------------------------------------------------------------------------
+
+    async def _write_states(self) -> None:
+        """Every state_interval seconds until stop() (Wazuh's state_main())."""
+        while True:
+            await self._write_state()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.state_interval)
+                return
+
+    async def _write_state(self) -> None:
+        text = render_state_file(
+            self.state, notify_time=self.config.notify_time, time_reconnect=self.config.time_reconnect
+        )
+        try:
+            await asyncio.to_thread(write_state_file, self.home.agentd_state, text)
+        except OSError as error:
+            log.error("Cannot write %s: %s", self.home.agentd_state, error)
