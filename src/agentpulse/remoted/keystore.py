@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agentpulse.wire.control import Keepalive
 from agentpulse.wire.counters import ReceiverCounter
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.keys import AgentKey, KeysFile
@@ -26,6 +27,10 @@ class AgentEntry:
     reply_cipher: CipherKind = CipherKind.AES  # the method of the agent's last message (reference 2)
     session: Session | None = None  # the TCP session the agent is bound to
     udp_peer: tuple[str, int] | None = None  # where UDP replies go: the peer of the last control message
+    # An agent repeats the same keep-alive text for hours: parse it once, and hand the store the same
+    # object, so it can tell "nothing changed" by identity.
+    last_keepalive_text: bytes = b""
+    last_keepalive: Keepalive | None = None
 
     @property
     def number(self) -> int:

@@ -153,7 +153,14 @@ class Remoted:
         entry.received.accept(message.global_counter, message.local_counter, verify=self.remote.verify_msg_id)
         entry.reply_cipher = envelope.cipher
         self.stats["messages"] += 1
-        parsed = control.parse_from_agent(message.payload)
+        payload = message.payload
+        parsed: control.FromAgent
+        if payload == entry.last_keepalive_text and entry.last_keepalive is not None:
+            parsed = entry.last_keepalive
+        else:
+            parsed = control.parse_from_agent(payload)
+            if isinstance(parsed, control.Keepalive):
+                entry.last_keepalive_text, entry.last_keepalive = payload, parsed
         now = self.clock()
         number = entry.number
         if isinstance(parsed, control.Keepalive):
