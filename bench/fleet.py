@@ -271,11 +271,13 @@ def run_simulator(
     return result
 
 
-def disconnections(home: Path) -> int:
+def disconnections(home: Path, start: float, end: float) -> int:
+    """Disconnections recorded between two wall-clock times: the steady phase, not the final teardown."""
     db = sqlite3.connect(f"file:{home / 'queue' / 'db' / 'global.db'}?mode=ro", uri=True, timeout=5)
     try:
         row = db.execute(
-            "SELECT COUNT(*) FROM agent_status_history WHERE to_status = 'disconnected' AND status_code != 5"
+            "SELECT COUNT(*) FROM agent_status_history WHERE to_status = 'disconnected' AND at BETWEEN ? AND ?",
+            (start, end),
         ).fetchone()
         return int(row[0])
     finally:
@@ -322,6 +324,7 @@ def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, obj
     simulator.start()
     time.sleep(args.ramp + 2)
     steady_start = time.monotonic()
+    steady_start_wall = time.time()
     kernel_during = tcp_kernel_memory()
     probes: tuple[list[float], list[float]] = ([], [])
     if not baseline:
@@ -330,6 +333,7 @@ def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, obj
     if remaining > 0:
         time.sleep(remaining)
     steady_end = time.monotonic()
+    steady_end_wall = time.time()
     cpu_percent, peak_rss = sampler.window(steady_start, steady_end)
     simulator.join()
     sampler.stop()
@@ -359,7 +363,7 @@ def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, obj
         result["keepalive_to_nats_p99_ms"] = (
             round(percentile(nats_latencies, 0.99) * 1000, 1) if nats_latencies else None
         )
-        result["disconnections"] = disconnections(home)
+        result["disconnections"] = disconnections(home, steady_start_wall, steady_end_wall)
     return result
 
 

@@ -1,8 +1,14 @@
 """The manager process: remoted, the store, the sweeper and the keys watcher as tasks of one event loop.
 
 Start order matters: the store opens global.db and resets every live agent (code 5) before remoted accepts
-a connection, so no status from the previous run survives into this one. Stop order too: listeners close,
-then the store writes everything accepted, then the lock is released.
+a connection, so no status from the previous run survives into this one. Stop order too: listeners close
+(remoted, then the query socket and the upkeep task, which write through the store), then the store writes
+everything accepted, then the services that drain what the store committed (events), then the lock is
+released.
+
+Agents gone from client.keys (at start, or on a reload) are purged when `<database><purge_removed>` is on:
+their rows leave global.db with a last status event (see `store/writer.py`), and their `<id>.db` and
+`queue/rids/<id>` files are deleted.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
 from agentpulse.remoted.workers import WorkerPool
 from agentpulse.store.sweeper import Sweeper
+from agentpulse.store.upkeep import Upkeep
+from agentpulse.store.wdb import WdbServer
 from agentpulse.store.writer import Store
 from agentpulse.wire.keys import KeysFile
 
@@ -39,7 +47,11 @@ class AlreadyRunning(RuntimeError):
 
 
 class Service(Protocol):
-    """A part of the manager started after the store opens and before remoted listens (events, wdb)."""
+    """A part of the manager started after the store opens and before remoted listens (events, wdb).
+
+    `Manager.services` stop after the store closed (they drain what it committed); `front_services`
+    write through the store and stop before its last flush, so what they accepted is committed.
+    """
 
     async def start(self) -> None: ...
 
@@ -105,8 +117,20 @@ class Manager:
         self.keys = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self._keys_changed)
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
+        self._purges: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.services: list[Service] = []
+        self.wdb = WdbServer(
+            self.store,
+            home.wdb_socket,
+            allow_sql=config.database.allow_sql,
+            send_to_agents=self.send_to_agents,
+        )
+        self.upkeep = Upkeep(
+            self.store, config.database.max_fragmentation, config.database.fragmentation_check_interval
+        )
+        self.front_services: list[Service] = [self.wdb, self.upkeep]
+        self._front_started: list[Service] = []
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
@@ -136,6 +160,11 @@ class Manager:
 
     async def _serve(self, keys: KeysFile) -> None:
         reset = self.store.reset_connections()
+        if self.config.database.purge_removed:
+            listed = {key.number for key in keys.active()}
+            await self._purge(
+                [(agent_id, f"{agent_id:03d}") for agent_id in self.store.agents if agent_id not in listed]
+            )
         await asyncio.to_thread(self.store.flush_wait)
         log.info(
             "Started: %d agents in client.keys, %d reset to disconnected (code 5)",
@@ -143,6 +172,20 @@ class Manager:
             reset,
         )
         self.remoted.load_keys(keys)
+        try:
+            for service in self.front_services:
+                await service.start()
+                self._front_started.append(service)
+            await self._listen()
+        finally:
+            await self._stop_front()
+
+    async def _stop_front(self) -> None:
+        """Stop the services that write through the store (the last flush then commits what they took)."""
+        while self._front_started:
+            await self._front_started.pop().stop()
+
+    async def _listen(self) -> None:
         if self.pool is not None:
             await self.pool.start()
         else:
@@ -172,6 +215,9 @@ class Manager:
                 await self.pool.stop()
             await self.remoted.stop()
             self.grace.cancel_all()
+            await self._stop_front()
+            for task in list(self._purges):
+                await task
             await asyncio.to_thread(self.store.flush_wait)
             log.info("Stopped: every accepted status change is committed")
 
@@ -201,6 +247,27 @@ class Manager:
             len(added),
             len(change.removed),
         )
+        if self.config.database.purge_removed:
+            gone = [
+                (entry.number, entry.key.id)
+                for entry in change.removed
+                if entry.number not in self.remoted.keys.by_number
+            ]
+            if gone:
+                task = asyncio.create_task(self._purge(gone), name="purge-removed")
+                self._purges.add(task)
+                task.add_done_callback(self._purges.discard)
+
+    async def _purge(self, agents: list[tuple[int, str]]) -> None:
+        """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted."""
+        if not agents:
+            return
+        removed = self.store.remove_agents(
+            [agent_id for agent_id, _ in agents], time.time(), purge_files=True
+        )
+        rids = [self.home.rids_file(text) for _, text in agents]
+        await asyncio.to_thread(_unlink_all, rids)
+        log.info("Purged %d agents removed from client.keys", len(removed))
 
     def _write_state(self) -> None:
         if self.pool is not None:
@@ -213,3 +280,13 @@ class Manager:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            log.warning("cannot remove %s: %s", path, error)

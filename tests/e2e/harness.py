@@ -43,6 +43,7 @@ class ManagerSettings:
     extra_remote: str = ""
     workers: int = 1
     nats: str = "<nats><enabled>no</enabled></nats>"
+    database: str = ""  # extra <database> options
 
     def render(self, port: int) -> str:
         yes = {True: "yes", False: "no"}
@@ -68,7 +69,7 @@ class ManagerSettings:
     <agents_disconnection_time>{self.disconnection_time}</agents_disconnection_time>
   </global>
   {self.nats}
-  <database><flush_interval>{self.flush_interval}</flush_interval></database>
+  <database><flush_interval>{self.flush_interval}</flush_interval>{self.database}</database>
 </ossec_config>
 """
 
@@ -93,7 +94,7 @@ class ManagerProcess:
         self.home.create_layout()
         keys = KeysFile.parse(keys_path.read_text() if keys_path.exists() else "")
         start = len(keys.entries)
-        added = [keys.add(f"{prefix}-{start + index + 1:05d}", ip) for index in range(count)]
+        added = keys.add_many((f"{prefix}-{start + index + 1:05d}" for index in range(count)), ip)
         tmp = keys_path.with_suffix(".tmp")
         tmp.write_text(keys.render())
         tmp.replace(keys_path)

@@ -10,7 +10,7 @@ from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.wire import control
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.keys import AgentKey, KeysFile, parse_ip
-from tests.e2e.harness import LOOPBACK, ManagerProcess
+from tests.e2e.harness import LOOPBACK, ManagerProcess, wait_until
 from tests.e2e.test_statuses import KEEPALIVE
 
 Attack = Callable[[ManagerProcess, AgentKey], Awaitable[AgentConnection]]
@@ -194,7 +194,9 @@ def test_removed_agent_is_disconnected_and_refused_after_the_keys_change(manager
 
     asyncio.run(scenario())
     assert "client.keys reloaded: 1 agents" in manager.output()
-    manager.wait_for(removed.number, "disconnected")
+    # Purged (the default): its row leaves global.db, its history ends disconnected.
+    wait_until(lambda: manager.status(removed.number) == ("missing", -1), "the removed agent purged")
+    assert manager.history(removed.number)[-1][1] == "disconnected"
 
 
 def test_new_agent_in_client_keys_is_accepted_without_restart(manager: ManagerProcess) -> None:

@@ -66,7 +66,7 @@ def test_agents_of_client_keys_start_never_connected_in_the_default_group(store:
     rows = read(
         store, "SELECT id, name, register_ip, internal_key, connection_status FROM agent WHERE id > 0"
     )
-    assert [tuple(row) for row in rows][0] == (1, "agent-01", "any", "key1", "never_connected")
+    assert tuple(rows[0]) == (1, "agent-01", "any", "key1", "never_connected")
     assert len(rows) == 5
     groups = read(
         store, "SELECT COUNT(*) FROM belongs JOIN `group` g ON g.id = id_group WHERE g.name='default'"

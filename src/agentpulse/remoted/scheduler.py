@@ -76,7 +76,9 @@ class KeepaliveScheduler:
         counter = f"{random.getrandbits(32):x}"
         if self.remoted.send_on(session, control.build_request(counter, PROBE_TARGET, control.GETSTATE)):
             self.probes_sent += 1
-            log.debug("Agent %s silent for %.1f s: probed with getstate", entry.key.id, now - session.last_received)
+            log.debug(
+                "Agent %s silent for %.1f s: probed with getstate", entry.key.id, now - session.last_received
+            )
 
     def _expire(self, session: Session, silence: float) -> None:
         self.timeouts += 1

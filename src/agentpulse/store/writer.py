@@ -4,19 +4,35 @@
 of the agent, and queues what must be written. A single writer thread swaps the queued batch out and
 writes it in one transaction at least every `flush_interval` seconds, so SQLite never runs on the event
 loop and thousands of keep-alives cost one commit. For keep-alives the latest record per agent wins;
-transitions are kept in order, each with its history row (and, later, its outbox row) in the same
-transaction as the status change.
+transitions are kept in order, each with its history row and its outbox row in the same transaction as
+the status change.
+
+The query socket (`store/wdb.py`) writes through the same door: its status commands become events for the
+status model, and its other writes (agents inserted or removed, groups, cluster sync columns) ride in the
+batch too, so every write keeps its order against the status changes around it. Jobs that need the write
+connection itself (vacuum) run on the writer thread right after the batch that was pending when they were
+queued, so they see everything accepted before them.
+
+Removal (delete-agent, or an agent purged from client.keys) is recorded as one last history row and status
+event to `disconnected`, the CHECK values of the Wazuh schema being the only statuses there are: an agent
+not yet disconnected goes `-> disconnected` with code 0, one already disconnected repeats its status and
+code. The status model never produces either (a disconnection always carries a reason code, and a real
+transition always changes something), so consumers can tell a removal from a disconnection; the agent's
+row is then gone from global.db, its history stays.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from agentpulse.status import ConnectionStatus, Event, StatusCode, transition
 from agentpulse.store import schema
@@ -27,8 +43,18 @@ from agentpulse.wire.keys import AgentKey
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "default"
+GROUP_HASH_SIZE = 8  # Wazuh's WDB_GROUP_HASH_SIZE: the first 8 hex digits of the SHA-1 of the group list
 STOP_RETRIES = 5
+SYNC_STATUSES = ("synced", "syncreq", "syncreq_status", "syncreq_keepalive")
+AGENT_DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
 _LIVE = (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
+T = TypeVar("T")
+
+
+def group_hash(groups: Iterable[str]) -> str | None:
+    """Wazuh's group_hash: SHA-1 of the comma-separated group list, first 8 hex digits; None for no group."""
+    csv = ",".join(groups)
+    return hashlib.sha1(csv.encode()).hexdigest()[:GROUP_HASH_SIZE] if csv else None
 
 
 @dataclass(slots=True)
@@ -46,6 +72,45 @@ class AgentView:
     register_ip: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class InsertedAgent:
+    """An agent row from `global insert-agent` (the agent may not be in client.keys)."""
+
+    id: int
+    name: str
+    ip: str | None
+    register_ip: str | None
+    internal_key: str | None
+    groups: tuple[str, ...]
+    date_add: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChange:
+    """One change of `group`/`belongs`, applied in order.
+
+    kind `create` and `delete` name a group (`groups[0]`); `set` gives an agent its groups by `mode`
+    (Wazuh's set-agent-groups: override, append, empty_only, remove). Priorities stay dense (0, 1, ...) in
+    the order given, `agent.group` is the comma-separated list in that order and `group_hash` its hash; an
+    agent left with no group goes back to `default`, as Wazuh does.
+    """
+
+    kind: str
+    groups: tuple[str, ...]
+    agent_id: int = 0
+    mode: str = "override"
+    sync_status: str = "synced"
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnUpdate:
+    """Descriptive columns of one agent from the cluster sync (`sync-agent-info-set`), labels optional."""
+
+    agent_id: int
+    columns: dict[str, Any]
+    labels: tuple[tuple[str, str], ...] | None
+
+
 @dataclass(slots=True)
 class _Batch:
     keepalives: dict[int, tuple[float, Keepalive | None]] = field(default_factory=dict)
@@ -60,10 +125,20 @@ class _Batch:
     outbox: list[OutboxRow] = field(default_factory=list)
     outbox_acked: list[int] = field(default_factory=list)
     alerted: list[tuple[int, int]] = field(default_factory=list)
+    inserted: dict[int, InsertedAgent] = field(default_factory=dict)
+    deleted: dict[int, bool] = field(default_factory=dict)  # agent -> also remove its files
+    group_changes: list[GroupChange] = field(default_factory=list)
+    column_updates: list[ColumnUpdate] = field(default_factory=list)
+    sync_statuses: dict[int, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(
             self.alerted
+            or self.inserted
+            or self.deleted
+            or self.group_changes
+            or self.column_updates
+            or self.sync_statuses
             or self.new_agents
             or self.outbox
             or self.outbox_acked
@@ -107,7 +182,10 @@ class Store:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
-        self._waiters: list[threading.Event] = []
+        self._waiters: list[Callable[[], None]] = []  # called once what was accepted before is committed
+        self._jobs: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+        self._retired: dict[int, int] = {}  # last history seq of removed agents, should their id come back
+        self._closed = False
         self.listeners: list[TransitionListener] = []
         self.keepalive_listeners: list[KeepaliveListener] = []
         # Set by the events module: each transition's status event, written to event_outbox in the same
@@ -158,6 +236,12 @@ class Store:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        with self._lock:
+            self._closed = True
+            jobs, self._jobs = self._jobs, []
+        for _, future in jobs:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError("the store is closed"))
 
     def sync_agents(self, agents: Iterable[AgentKey]) -> list[int]:
         """Insert agents of client.keys that global.db lacks, as never_connected. Returns the new ids.
@@ -175,9 +259,11 @@ class Store:
 
     def _insert_agents(self, db: sqlite3.Connection, agents: list[AgentKey]) -> None:
         now = int(self.clock())
+        default_hash = group_hash([DEFAULT_GROUP])
         db.executemany(
-            "INSERT OR IGNORE INTO agent (id, name, register_ip, internal_key, date_add) VALUES (?, ?, ?, ?, ?)",
-            [(a.number, a.name, a.ip.text, a.key, now) for a in agents],
+            "INSERT OR IGNORE INTO agent (id, name, register_ip, internal_key, date_add, group_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(a.number, a.name, a.ip.text, a.key, now, default_hash) for a in agents],
         )
         group_id = self._group_id(db, DEFAULT_GROUP)
         db.executemany(
@@ -192,7 +278,7 @@ class Store:
             self.agents[agent.number] = AgentView(
                 ConnectionStatus.NEVER_CONNECTED,
                 StatusCode.NONE,
-                0,
+                self._retired.pop(agent.number, 0),
                 None,
                 name=agent.name,
                 register_ip=agent.ip.text,
@@ -204,13 +290,15 @@ class Store:
         return [agent.number for agent in new]
 
     def _group_id(self, db: sqlite3.Connection, name: str) -> int:
-        db.execute("INSERT OR IGNORE INTO `group` (name) VALUES (?)", (name,))
         row = db.execute("SELECT id FROM `group` WHERE name = ?", (name,)).fetchone()
+        if row is None:  # not INSERT OR IGNORE: an ignored insert still uses up an AUTOINCREMENT id
+            return int(db.execute("INSERT INTO `group` (name) VALUES (?)", (name,)).lastrowid or 0)
         return int(row[0])
 
     def _load(self) -> None:
         db = self._require_db()
         seqs = dict(db.execute("SELECT agent_id, MAX(seq) FROM agent_status_history GROUP BY agent_id"))
+        self._retired = dict(seqs)  # what is left once the agents of global.db are taken out, below
         for agent_id, status, code, last_keepalive, name, register_ip in db.execute(
             "SELECT id, connection_status, status_code, last_keepalive, name, register_ip FROM agent WHERE id != ?",
             (schema.MANAGER_ID,),
@@ -224,6 +312,7 @@ class Store:
                 name=name,
                 register_ip=register_ip or "",
             )
+            self._retired.pop(agent_id, None)
 
     def _require_db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -308,6 +397,128 @@ class Store:
         for agent_id in agent_ids:
             self.agents.pop(agent_id, None)
 
+    # -- the loop side: writes from the query socket -----------------------------------------------------
+
+    def touch(self, agent_id: int, at: float) -> None:
+        """`update-keepalive`: last_keepalive = at, without the data of a keep-alive body."""
+        view = self.agents.get(agent_id)
+        if view is None:
+            return
+        view.last_keepalive = at
+        view.seen_monotonic = self.monotonic()
+        with self._lock:
+            current = self._batch.keepalives.get(agent_id)
+            if current is None or current[1] is None:
+                self._batch.keepalives[agent_id] = (at, None)
+
+    def set_sync_status(self, agent_id: int, sync_status: str) -> None:
+        """The cluster bookkeeping value a command asked for (never a downgrade, see `_write`)."""
+        if agent_id in self.agents:
+            with self._lock:
+                self._batch.sync_statuses[agent_id] = sync_status
+
+    def insert_agent(self, agent: InsertedAgent) -> bool:
+        """`insert-agent`: False when the id is taken (the manager's included)."""
+        if agent.id in self.agents or agent.id == schema.MANAGER_ID:
+            return False
+        self.agents[agent.id] = AgentView(
+            ConnectionStatus.NEVER_CONNECTED,
+            StatusCode.NONE,
+            self._retired.pop(agent.id, 0),
+            None,
+            name=agent.name,
+            register_ip=agent.register_ip or "",
+        )
+        with self._lock:
+            self._batch.inserted[agent.id] = agent
+        self._wake.set()
+        return True
+
+    def remove_agents(
+        self, agent_ids: Iterable[int], at: float, *, purge_files: bool = False
+    ) -> list[TransitionRow]:
+        """Delete agents from global.db (labels and groups go with them), each with its removal row and
+        status event (see the module docstring). With purge_files, its `<id>.db` goes too."""
+        rows: list[TransitionRow] = []
+        for agent_id in agent_ids:
+            view = self.agents.pop(agent_id, None)
+            if view is None:
+                continue
+            code = view.code if view.status is ConnectionStatus.DISCONNECTED else StatusCode.NONE
+            view.seq += 1
+            self._retired[agent_id] = view.seq
+            row = TransitionRow(
+                agent_id, view.seq, view.status, ConnectionStatus.DISCONNECTED, code, at, view.last_keepalive
+            )
+            with self._lock:
+                batch = self._batch
+                for pending in (
+                    batch.keepalives,
+                    batch.statuses,
+                    batch.runtime_states,
+                    batch.event_counts,
+                    batch.inserted,
+                    batch.sync_statuses,
+                ):
+                    pending.pop(agent_id, None)
+                batch.agent_dbs.discard(agent_id)
+                batch.new_agents = [a for a in batch.new_agents if a.number != agent_id]
+                batch.deleted[agent_id] = purge_files or batch.deleted.get(agent_id, False)
+                batch.history.append(row)
+                if self.outbox_encoder is not None:
+                    batch.outbox.append(self.outbox_encoder(row))
+            rows.append(row)
+            for listener in self.listeners:
+                listener(row)
+        if rows:
+            self._wake.set()
+        return rows
+
+    def change_groups(self, changes: Iterable[GroupChange]) -> None:
+        with self._lock:
+            self._batch.group_changes.extend(changes)
+        self._wake.set()
+
+    def update_columns(self, update: ColumnUpdate) -> None:
+        """`sync-agent-info-set`: the descriptive columns; statuses go through `submit()` separately."""
+        if update.agent_id in self.agents:
+            with self._lock:
+                self._batch.column_updates.append(update)
+
+    def committed(self) -> Future[None]:
+        """A future done once everything accepted before this call is committed (for the query socket)."""
+        future: Future[None] = Future()
+
+        def done() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        with self._lock:
+            if self._closed:
+                future.set_exception(RuntimeError("the store is closed"))
+                return future
+            self._waiters.append(done)
+        self._wake.set()
+        return future
+
+    def call(self, job: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Run `job(write_connection)` on the writer thread, after the batch pending now is committed.
+
+        For work that needs the write connection outside a transaction (VACUUM). The job owns its
+        transactions and must leave none open.
+        """
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                future.set_exception(RuntimeError("the store is closed"))
+                return future
+            self._jobs.append((job, future))
+        self._wake.set()
+        return future
+
+    def agent_db_path(self, agent_id: int) -> Path:
+        return self._agent_db_path(agent_id)
+
     # -- the writer thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -338,7 +549,7 @@ class Store:
         """Block until everything submitted before this call is committed (for start-up and tests)."""
         done = threading.Event()
         with self._lock:
-            self._waiters.append(done)
+            self._waiters.append(done.set)
         self._wake.set()
         return done.wait(timeout)
 
@@ -346,17 +557,31 @@ class Store:
         with self._lock:
             batch, self._batch = self._batch, _Batch()
             waiters, self._waiters = self._waiters, []
+            jobs, self._jobs = self._jobs, []
         try:
             self._write_batch(batch)
         except BaseException:
             with self._lock:
                 self._waiters[:0] = waiters
+                self._jobs[:0] = jobs
             raise
         for waiter in waiters:
-            waiter.set()
+            waiter()
         if batch.outbox:
             for callback in self.on_commit:
                 callback(len(batch.outbox))
+        db = self._require_db()
+        for job, future in jobs:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = job(db)
+            except BaseException as exc:
+                if db.in_transaction:
+                    db.rollback()
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
     def _write_batch(self, batch: _Batch) -> None:
         if not batch:
@@ -368,6 +593,9 @@ class Store:
         except sqlite3.Error:
             self._requeue(batch)
             raise
+        for agent_id, purge in batch.deleted.items():
+            if purge:
+                self._remove_agent_files(agent_id)
         for agent_id in batch.agent_dbs:
             try:
                 schema.create_agent_db(self._agent_db_path(agent_id))
@@ -375,10 +603,35 @@ class Store:
                 log.exception("cannot create the database of agent %03d", agent_id)
         self.flushes += 1
 
+    def _remove_agent_files(self, agent_id: int) -> None:
+        path = self._agent_db_path(agent_id)
+        for suffix in AGENT_DB_SUFFIXES:
+            try:
+                Path(f"{path}{suffix}").unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                log.warning("cannot remove %s%s of removed agent %03d: %s", path, suffix, agent_id, error)
+
     def _requeue(self, failed: _Batch) -> None:
         """Merge a batch that could not be written under what arrived since, keeping the newer values."""
         with self._lock:
             newer = self._batch
+            # Agents removed since: what the failed batch still held for them goes first (what the newer
+            # batch holds for them arrived after a re-insertion, and stays).
+            for agent_id, purge in newer.deleted.items():
+                for pending in (
+                    failed.keepalives,
+                    failed.statuses,
+                    failed.runtime_states,
+                    failed.event_counts,
+                    failed.inserted,
+                    failed.sync_statuses,
+                ):
+                    pending.pop(agent_id, None)
+                failed.new_agents = [a for a in failed.new_agents if a.number != agent_id]
+                failed.agent_dbs.discard(agent_id)
+                failed.deleted[agent_id] = purge or failed.deleted.get(agent_id, False)
             failed.keepalives.update(newer.keepalives)
             failed.statuses.update(newer.statuses)
             failed.history.extend(newer.history)
@@ -390,11 +643,23 @@ class Store:
             failed.outbox.extend(newer.outbox)
             failed.outbox_acked.extend(newer.outbox_acked)
             failed.alerted.extend(newer.alerted)
+            failed.inserted.update(newer.inserted)
+            failed.group_changes.extend(newer.group_changes)
+            failed.column_updates.extend(newer.column_updates)
+            failed.sync_statuses.update(newer.sync_statuses)
             self._batch = failed
 
     def _write(self, db: sqlite3.Connection, batch: _Batch) -> None:
+        # Deletions first, then insertions: an id removed and added again within one batch ends up added.
+        reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
+        if batch.deleted:
+            gone = [(agent_id,) for agent_id in batch.deleted]
+            db.executemany("DELETE FROM agent WHERE id = ?", gone)  # labels and belongs cascade
+            db.executemany("DELETE FROM agent_runtime WHERE agent_id = ?", gone)
         if batch.new_agents:
             self._insert_agents(db, batch.new_agents)
+        if batch.inserted:
+            self._insert_rows(db, list(batch.inserted.values()))
         data_rows, touch_rows, label_agents = [], [], []
         for agent_id, (at, keepalive) in batch.keepalives.items():
             if keepalive is None:
@@ -455,10 +720,15 @@ class Store:
                     for r in batch.history
                 ],
             )
+            removed = batch.deleted.keys() - reinserted
             db.executemany(
                 "INSERT INTO agent_runtime (agent_id, status_seq) VALUES (?, ?) "
                 "ON CONFLICT(agent_id) DO UPDATE SET status_seq = excluded.status_seq",
-                list({r.agent_id: (r.agent_id, r.seq) for r in batch.history}.values()),
+                list(
+                    {
+                        r.agent_id: (r.agent_id, r.seq) for r in batch.history if r.agent_id not in removed
+                    }.values()
+                ),
             )
         if batch.outbox:
             now = self.clock()
@@ -488,6 +758,121 @@ class Store:
                 "events_received = events_received + excluded.events_received",
                 list(batch.event_counts.items()),
             )
+        for change in batch.group_changes:
+            self._change_groups(db, change)
+        for update in batch.column_updates:
+            self._update_columns(db, update)
+        if batch.sync_statuses:
+            # wdb_global_validate_sync_status(): never downgrade what the cluster still has to send.
+            db.executemany(
+                "UPDATE agent SET sync_status = CASE "
+                "WHEN sync_status = 'syncreq' AND ?1 NOT IN ('synced', 'syncreq') THEN sync_status "
+                "WHEN sync_status = 'syncreq_status' AND ?1 = 'syncreq_keepalive' THEN sync_status "
+                "ELSE ?1 END WHERE id = ?2",
+                [(value, agent_id) for agent_id, value in batch.sync_statuses.items()],
+            )
+
+    def _insert_rows(self, db: sqlite3.Connection, agents: list[InsertedAgent]) -> None:
+        db.executemany(
+            "INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add, `group`, group_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    a.id,
+                    a.name,
+                    a.ip,
+                    a.register_ip,
+                    a.internal_key,
+                    a.date_add,
+                    ",".join(a.groups) or None,
+                    group_hash(a.groups),
+                )
+                for a in agents
+            ],
+        )
+        for agent in agents:
+            if agent.groups:
+                self._write_groups(db, agent.id, list(agent.groups), "synced")
+
+    # -- groups (writer thread) --------------------------------------------------------------------------
+
+    def _agent_groups(self, db: sqlite3.Connection, agent_id: int) -> list[str]:
+        return [
+            row[0]
+            for row in db.execute(
+                "SELECT g.name FROM belongs AS b JOIN `group` AS g ON g.id = b.id_group "
+                "WHERE b.id_agent = ? ORDER BY b.priority",
+                (agent_id,),
+            )
+        ]
+
+    def _write_groups(self, db: sqlite3.Connection, agent_id: int, groups: list[str], sync: str) -> None:
+        """Give an agent exactly these groups, in this priority order, and the matching agent columns."""
+        if not groups:
+            groups = [DEFAULT_GROUP]
+        db.execute("DELETE FROM belongs WHERE id_agent = ?", (agent_id,))
+        db.executemany(
+            "INSERT INTO belongs (id_agent, id_group, priority) VALUES (?, ?, ?)",
+            [(agent_id, self._group_id(db, name), priority) for priority, name in enumerate(groups)],
+        )
+        db.execute(
+            "UPDATE agent SET `group` = ?, group_hash = ?, group_sync_status = ? WHERE id = ?",
+            (",".join(groups), group_hash(groups), sync, agent_id),
+        )
+
+    def _change_groups(self, db: sqlite3.Connection, change: GroupChange) -> None:
+        if change.kind == "create":
+            self._group_id(db, change.groups[0])
+        elif change.kind == "delete":
+            name = change.groups[0]
+            members = [
+                row[0]
+                for row in db.execute(
+                    "SELECT b.id_agent FROM belongs AS b JOIN `group` AS g ON g.id = b.id_group "
+                    "WHERE g.name = ?",
+                    (name,),
+                )
+            ]
+            db.execute("DELETE FROM `group` WHERE name = ?", (name,))  # its belongs rows cascade
+            for agent_id in members:
+                self._write_groups(db, agent_id, self._agent_groups(db, agent_id), "syncreq")
+        elif change.kind == "set":
+            exists = db.execute("SELECT 1 FROM agent WHERE id = ?", (change.agent_id,)).fetchone()
+            if exists is None:
+                return
+            current = self._agent_groups(db, change.agent_id)
+            wanted = list(dict.fromkeys(change.groups))
+            if change.mode == "append":
+                groups = current + [name for name in wanted if name not in current]
+            elif change.mode == "empty_only":
+                if current:
+                    return
+                groups = wanted
+            elif change.mode == "remove":
+                groups = [name for name in current if name not in wanted]
+            else:
+                groups = wanted
+            self._write_groups(db, change.agent_id, groups, change.sync_status)
+        else:  # pragma: no cover - built by wdb.py only
+            raise ValueError(f"unknown group change {change.kind!r}")
+
+    def _update_columns(self, db: sqlite3.Connection, update: ColumnUpdate) -> None:
+        names = [name for name in update.columns if name in schema.AGENT_COLUMNS]  # identifiers: known only
+        if names:
+            assignments = ", ".join(f"`{name}` = ?" for name in names)
+            db.execute(
+                f"UPDATE agent SET {assignments}, sync_status = 'synced' WHERE id = ?",
+                [*(update.columns[name] for name in names), update.agent_id],
+            )
+        if update.labels is not None:
+            db.execute("DELETE FROM labels WHERE id = ?", (update.agent_id,))
+            db.executemany(
+                "INSERT OR REPLACE INTO labels (id, key, value) VALUES (?, ?, ?)",
+                [(update.agent_id, key, value) for key, value in update.labels],
+            )
+            view = self.agents.get(update.agent_id)
+            if view is not None:
+                view.labels_written = None  # the next keep-alive writes its own labels again
 
     def _write_labels(self, db: sqlite3.Connection, agent_id: int, keepalive: Keepalive) -> None:
         """Rewrite the labels table for one agent: its own labels plus the system labels Wazuh adds."""

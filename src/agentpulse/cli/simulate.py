@@ -1,0 +1,209 @@
+"""`agentpulse simulate`: a fleet of simulated agents against a manager on this machine, then a JSON summary.
+
+The agents come from an existing client.keys (`--keys`: its first N active entries) or are created for the
+run (`--create-keys`: N new `sim-NNNNNN` entries appended to the file, which a running manager loads within
+its keyupdate_interval; until then their startups are refused and retried with back-off).
+
+Output: a live progress line on stderr, the summary on stdout (and in `--json-out`). Exit codes: 0 when
+every agent connected and was acknowledged with no error, 1 otherwise, 2 for a bad command line or a run
+that cannot start (keys file, open-file limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from pathlib import Path
+
+PROGRAM = "agentpulse simulate"
+DEFAULT_RAMP = 5.0  # or a quarter of --duration when that is shorter
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="simulate a fleet of agents against a manager on this machine (load test)",
+        description=(
+            "Connect N simulated Wazuh agents to a manager on 127.0.0.0/8: startup, keep-alives every "
+            "--interval seconds, answers to getstate probes, reconnects. Prints a JSON summary."
+        ),
+    )
+    parser.add_argument("--manager", required=True, metavar="HOST:PORT", type=_manager_address)
+    parser.add_argument("--agents", required=True, type=_positive_int, metavar="N")
+    keys = parser.add_mutually_exclusive_group(required=True)
+    keys.add_argument(
+        "--keys", type=Path, metavar="FILE", help="use the first N active agents of this client.keys"
+    )
+    keys.add_argument(
+        "--create-keys",
+        type=Path,
+        metavar="FILE",
+        help="append N new agents (sim-NNNNNN, ip any) to this client.keys, e.g. the manager's etc/client.keys",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_positive_int,
+        metavar="P",
+        help="worker processes (default: one per 15,000 agents, at least 1)",
+    )
+    parser.add_argument(
+        "--interval", type=_positive_float, default=10.0, metavar="S", help="keep-alive interval"
+    )
+    parser.add_argument(
+        "--ramp",
+        type=_non_negative_float,
+        metavar="S",
+        help=f"spread connection starts over S seconds (default {DEFAULT_RAMP:g}, or duration/4 when shorter)",
+    )
+    parser.add_argument(
+        "--duration", type=_positive_float, default=60.0, metavar="S", help="length of the run (default 60)"
+    )
+    parser.add_argument(
+        "--cipher", choices=("aes", "blowfish", "mix"), default="aes", help="mix: half AES, half Blowfish"
+    )
+    parser.add_argument(
+        "--silent-share",
+        type=_share,
+        default=0.0,
+        metavar="F",
+        help="at --fail-at, this share of the agents stops sending and reading (socket left open)",
+    )
+    parser.add_argument(
+        "--shutdown-share",
+        type=_share,
+        default=0.0,
+        metavar="F",
+        help="at --fail-at, this share of the agents sends '#!-agent shutdown' and closes",
+    )
+    parser.add_argument("--fail-at", type=_non_negative_float, metavar="S", help="seconds into the run")
+    parser.add_argument("--protocol", choices=("tcp", "udp"), default="tcp")
+    parser.add_argument("--json-out", type=Path, metavar="FILE", help="also write the summary to FILE")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="auto: rewritten line on a terminal, a line every 5 s otherwise; always: rewritten line",
+    )
+    parser.add_argument(
+        "--precompute",
+        action="store_true",
+        help="seal each agent's keep-alive once per connection and resend it (needs verify_msg_id off)",
+    )
+    parser.add_argument(
+        "--peak", action="store_true", help="closed loop: each agent sends its next keep-alive once acked"
+    )
+    parser.add_argument(
+        "--sources",
+        type=_positive_int,
+        metavar="K",
+        help="source addresses 127.0.X.Y to spread connections over (default: one per 20,000 agents)",
+    )
+    parser.set_defaults(handler=run_simulate)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from agentpulse.agent import simulator
+
+    host, port = args.manager
+    ramp = args.ramp if args.ramp is not None else min(DEFAULT_RAMP, args.duration / 4)
+    try:
+        config = simulator.SimulatorConfig(
+            host=host,
+            port=port,
+            agents=args.agents,
+            protocol=args.protocol,
+            interval=args.interval,
+            ramp=ramp,
+            duration=args.duration,
+            cipher=args.cipher,
+            silent_share=args.silent_share,
+            shutdown_share=args.shutdown_share,
+            fail_at=args.fail_at,
+            precompute=args.precompute,
+            peak=args.peak,
+            processes=args.processes or simulator.default_processes(args.agents),
+            sources=args.sources or simulator.default_sources(args.agents),
+        )
+    except ValueError as error:
+        return _fail(str(error))
+    try:
+        if args.create_keys is not None:
+            keys = simulator.create_keys(args.create_keys, args.agents)
+        else:
+            keys = simulator.load_keys(args.keys, args.agents)
+        progress = simulator.Progress(args.progress, sys.stderr, args.agents)
+        summary = simulator.run(config, keys, progress)
+    except simulator.SimulatorError as error:
+        return _fail(str(error))
+    text = json.dumps(summary, indent=2)
+    print(text, flush=True)
+    if args.json_out is not None:
+        try:
+            args.json_out.write_text(text + "\n")
+        except OSError as error:
+            print(f"{PROGRAM}: cannot write {args.json_out}: {error.strerror or error}", file=sys.stderr)
+            return 1
+    return simulator.exit_code(summary)
+
+
+def _fail(message: str) -> int:
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _manager_address(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{host!r} is not an IP address") from None
+    if address not in ipaddress.ip_network("127.0.0.0/8"):
+        raise argparse.ArgumentTypeError(f"the manager must be on this machine (127.0.0.0/8), not {host}")
+    return host, int(port_text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, not {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, not {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, not {text}")
+    return value

@@ -1,0 +1,163 @@
+"""`agentpulse watch`: follow the events a manager publishes on NATS, one line each or the raw JSON.
+
+Where to connect: `--url`, else the URL the manager's embedded server wrote to `var/run/nats.url`, else
+`<nats><url>` of the home's ossec.conf. Credentials, TLS and the subject prefix come from that ossec.conf
+when it can be read. `--snapshot` prints the KV bucket first (the current status of every agent), then the
+live events; it subscribes before reading the snapshot, so no event falls between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from agentpulse.config import ConfigError, NatsConfig, load_config
+from agentpulse.paths import Home, resolve_home
+
+SUBJECTS = ("status", "keepalive", "all")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    watch = subparsers.add_parser("watch", help="print status and keep-alive events as NATS delivers them")
+    watch.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    watch.add_argument(
+        "--url", help="NATS server URL(s), comma-separated (default: var/run/nats.url, <nats><url>)"
+    )
+    watch.add_argument("--json", action="store_true", help="print each event's JSON as published")
+    watch.add_argument("--subjects", choices=SUBJECTS, default="all", help="which events (default: all)")
+    watch.add_argument(
+        "--snapshot", action="store_true", help="print the current status of every agent first"
+    )
+    watch.set_defaults(handler=run_watch)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    servers: list[str]
+    config: NatsConfig
+
+
+def resolve_target(home: Home, url: str | None) -> Target:
+    """The servers and the `<nats>` settings to use; raises ValueError when no URL can be found."""
+    try:
+        config = load_config(home.ossec_conf).nats if home.ossec_conf.exists() else NatsConfig()
+    except ConfigError as error:
+        print(f"agentpulse watch: ignoring {home.ossec_conf}: {error}", file=sys.stderr)
+        config = NatsConfig()
+    if url:
+        servers = [item.strip() for item in url.split(",") if item.strip()]
+    elif home.nats_url_file.exists():
+        servers = home.nats_url_file.read_text().split()
+    else:
+        servers = list(config.urls)
+    if not servers:
+        raise ValueError(
+            f"no NATS URL: pass --url, or point --home at a manager home with {home.nats_url_file.name} "
+            "(embedded server running) or <nats><url> in etc/ossec.conf"
+        )
+    return Target(servers, config)
+
+
+def format_event(event: dict[str, Any], *, snapshot: bool = False) -> str:
+    """One line per event, for a terminal."""
+    agent = f"{event.get('agent_id', '?')} {event.get('name') or '-'}"
+    if event.get("type") == "keepalive":
+        return (
+            f"{_when(event.get('last_keepalive'))}  {agent}  keepalive  {event.get('status')}  "
+            f"{event.get('ip') or '-'}  {event.get('version') or '-'}  seq {event.get('sequence')}"
+        )
+    kind = "snapshot " if snapshot else "status   "
+    return (
+        f"{event.get('at_iso') or _when(event.get('at'))}  {agent}  {kind} {event.get('previous')} -> "
+        f"{event.get('status')} ({event.get('status_code')}: {event.get('reason')})  seq {event.get('sequence')}"
+    )
+
+
+def _when(at: object) -> str:
+    from agentpulse.events.payloads import iso_utc
+
+    return iso_utc(float(at)) if isinstance(at, int | float) else "-"
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home)
+    try:
+        target = resolve_target(home, args.url)
+    except ValueError as error:
+        print(f"agentpulse watch: {error}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(watch(target, args.subjects, as_json=args.json, snapshot=args.snapshot))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def watch(target: Target, subjects: str, *, as_json: bool, snapshot: bool) -> int:
+    import nats
+    from nats.aio.msg import Msg
+    from nats.js.errors import NoKeysError, NotFoundError
+
+    from agentpulse.events.service import NatsUnavailable, connect_options, describe, redact
+
+    try:
+        options = await asyncio.to_thread(connect_options, target.config)
+    except NatsUnavailable as error:
+        print(f"agentpulse watch: {error}", file=sys.stderr)
+        return 1
+    options["name"] = "agentpulse-watch"
+    where = ", ".join(redact(url) for url in target.servers)
+    reported: set[str] = set()
+
+    async def on_error(error: Exception) -> None:
+        reason = describe(error)
+        if reason not in reported:
+            reported.add(reason)
+            print(f"agentpulse watch: NATS at {where}: {reason} (retrying)", file=sys.stderr)
+
+    nc = await nats.connect(
+        target.servers, **options, error_cb=on_error, max_reconnect_attempts=-1, reconnect_time_wait=2
+    )
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def enqueue(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    prefix = target.config.subject_prefix
+    tokens = ("status", "keepalive") if subjects == "all" else (subjects,)
+    try:
+        for token in tokens:
+            await nc.subscribe(f"{prefix}.{token}.*", cb=enqueue)
+        await nc.flush()
+        print(f"agentpulse watch: following {', '.join(tokens)} events on {where}", file=sys.stderr)
+        if snapshot:
+            try:
+                kv = await nc.jetstream().key_value(target.config.kv_bucket)
+                for key in sorted(await kv.keys()):
+                    with contextlib.suppress(NotFoundError):
+                        entry = await kv.get(key)
+                        if entry.value:
+                            _print(entry.value, as_json=as_json, snapshot=True)
+            except (NoKeysError, NotFoundError):
+                print(f"agentpulse watch: KV bucket {target.config.kv_bucket} is empty", file=sys.stderr)
+        while True:
+            msg = await queue.get()
+            _print(msg.data, as_json=as_json, snapshot=False)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2)
+
+
+def _print(data: bytes, *, as_json: bool, snapshot: bool) -> None:
+    if as_json:
+        line = data.decode("utf-8", "replace")
+    else:
+        try:
+            line = format_event(json.loads(data), snapshot=snapshot)
+        except (ValueError, AttributeError):
+            line = data.decode("utf-8", "replace")
+    print(line, flush=True)

@@ -1,0 +1,149 @@
+"""Subjects and JSON bodies of the events (docs/events.md is the schema a consumer reads).
+
+Pure: values in, bytes out. The danger here is agent-supplied text: a name, a version or an IP string comes
+from client.keys or from the agent's own keep-alive. None of it ever enters a subject (subjects are built
+from the numeric agent id alone, `%03d`), and every such string is cut to `TEXT_CAPS[0]` characters; if the
+encoded event still exceeds `MAX_EVENT_BYTES` (JSON escapes can make one character six bytes), the strings
+are cut harder until it fits. So no agent can make an event larger than 4 KiB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agentpulse.status import ConnectionStatus
+from agentpulse.store.records import TransitionRow
+
+MAX_EVENT_BYTES = 4096
+TEXT_CAPS = (256, 64, 16, 0)  # successive limits for free text until the event fits MAX_EVENT_BYTES
+STATUS_TOKEN = "status"
+KEEPALIVE_TOKEN = "keepalive"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an event comes from: the manager's node and host names (from ossec.conf, capped like the rest)."""
+
+    node: str
+    manager_host: str
+
+
+def agent_token(agent_id: int) -> str:
+    """The agent id as subjects, KV keys and msg ids write it: `%03d`, digits only."""
+    if agent_id < 0:
+        raise ValueError(f"agent id must not be negative: {agent_id}")
+    return f"{agent_id:03d}"
+
+
+def status_subject(prefix: str, agent_id: int) -> str:
+    return f"{prefix}.{STATUS_TOKEN}.{agent_token(agent_id)}"
+
+
+def keepalive_subject(prefix: str, agent_id: int) -> str:
+    return f"{prefix}.{KEEPALIVE_TOKEN}.{agent_token(agent_id)}"
+
+
+def status_msg_id(agent_id: int, sequence: int) -> str:
+    """`Nats-Msg-Id` of a status event: unique per transition, stable across retries and restarts."""
+    return f"{agent_token(agent_id)}:{sequence}"
+
+
+def kv_key(agent_id: int) -> str:
+    return agent_token(agent_id)
+
+
+def iso_utc(at: float) -> str:
+    """ISO-8601 UTC with milliseconds and a `Z`: 2025-01-31T12:00:00.250Z."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    return text[:limit]
+
+
+def _dump(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
+def _fit(build: Callable[[int], dict[str, Any]]) -> bytes:
+    """Encode `build(limit)` with the largest text limit that keeps the event within MAX_EVENT_BYTES."""
+    for limit in TEXT_CAPS:
+        data = _dump(build(limit))
+        if len(data) <= MAX_EVENT_BYTES:
+            return data
+    raise AssertionError("an event without free text exceeds MAX_EVENT_BYTES")  # pragma: no cover
+
+
+def status_event(row: TransitionRow, name: str | None, origin: Origin) -> bytes:
+    """The body of `<prefix>.status.<id>` and of the KV entry `<id>`."""
+
+    def build(limit: int) -> dict[str, Any]:
+        return {
+            "type": STATUS_TOKEN,
+            "agent_id": agent_token(row.agent_id),
+            "name": _cut(name, limit),
+            "previous": row.from_status.value,
+            "status": row.to_status.value,
+            "status_code": int(row.code),
+            "reason": row.code.reason,
+            "at": row.at,
+            "at_iso": iso_utc(row.at),
+            "last_keepalive": row.last_keepalive,
+            "sequence": row.seq,
+            "node": _cut(origin.node, limit),
+            "manager_host": _cut(origin.manager_host, limit),
+        }
+
+    return _fit(build)
+
+
+def outbox_row(prefix: str, row: TransitionRow, name: str | None, origin: Origin) -> tuple[str, str, bytes]:
+    """(subject, Nats-Msg-Id, payload): what the store writes to event_outbox with the transition."""
+    return (
+        status_subject(prefix, row.agent_id),
+        status_msg_id(row.agent_id, row.seq),
+        status_event(row, name, origin),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveFacts:
+    """One keep-alive as the events module keeps it between arrival and publication."""
+
+    agent_id: int
+    at: float
+    sequence: int
+    status: ConnectionStatus  # the status this keep-alive leaves the agent in
+    ip: str | None
+    version: str | None
+
+
+def keepalive_event(facts: KeepaliveFacts, name: str | None, run: int, origin: Origin) -> bytes:
+    """The body of `<prefix>.keepalive.<id>`.
+
+    `sequence` counts the agent's keep-alives since `run` (the manager start, epoch milliseconds) began,
+    from 1: a gap means events were dropped (keep-alive events are at-most-once).
+    """
+
+    def build(limit: int) -> dict[str, Any]:
+        return {
+            "type": KEEPALIVE_TOKEN,
+            "agent_id": agent_token(facts.agent_id),
+            "name": _cut(name, limit),
+            "ip": _cut(facts.ip, limit),
+            "version": _cut(facts.version, limit),
+            "status": facts.status.value,
+            "last_keepalive": facts.at,
+            "sequence": facts.sequence,
+            "run": run,
+            "node": _cut(origin.node, limit),
+        }
+
+    return _fit(build)

@@ -1,0 +1,478 @@
+"""The two publishers: status events from the outbox (JetStream), keep-alive events from memory (core NATS).
+
+Status events (at-least-once, deduplicated): the store writes each transition's event to `event_outbox` in
+the transaction that changes the status, so the outbox holds exactly the events not yet acknowledged by
+JetStream. `OutboxPublisher` reads it in id order, in batches, on its own thread with a read-only SQLite
+connection, publishes a whole batch with pipelined acks (`publish_async`), and has the store delete the
+rows JetStream acknowledged. Retries carry the same `Nats-Msg-Id`, so JetStream drops what it already has
+within the stream's duplicate window.
+
+The danger is order. Rows are only ever acknowledged as a prefix of the outbox (everything up to the first
+row that failed), so what is left after a failure, a crash or an outage is always a suffix: re-publishing it
+re-writes the KV snapshot oldest first and newest last, so each KV entry ends on the agent's newest status.
+Within a run the sequence each KV entry holds is remembered, so it never goes back. Rows JetStream accepted
+past the failed one are remembered too, so a retry does not publish them again (a retry may come after the
+duplicate window).
+
+Keep-alive events (at-most-once): appended to a list on the loop (the store calls us for every keep-alive),
+published every `KEEPALIVE_INTERVAL` as one batch and one flush. While NATS is away they are counted and
+dropped: a keep-alive is stale a minute later, and the status stream already says whether the agent lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+
+from agentpulse.events import payloads
+from agentpulse.status import ConnectionStatus, Event, transition
+from agentpulse.store import schema
+from agentpulse.store.writer import Store
+from agentpulse.wire.control import Keepalive
+
+log = logging.getLogger(__name__)
+
+OUTBOX_BATCH = 1000
+OUTBOX_POLL = 1.0  # seconds between looks at the outbox when no commit woke us
+ACK_TIMEOUT = 5.0  # for a whole batch's JetStream acks
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 10.0
+DUPLICATE_WINDOW = 120.0  # seconds: JetStream drops a repeated Nats-Msg-Id within this window
+KEEPALIVE_INTERVAL = 0.05
+KEEPALIVE_BUFFER_MAX = 200_000  # events waiting for the next batch; beyond that they are dropped
+FLUSH_TIMEOUT = 2  # seconds (nats-py wants an int)
+KV_SUBJECT = "$KV.{bucket}.{key}"
+
+
+class Link:
+    """The NATS connection as the publishers see it. `epoch` changes on every (re)connect."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.js: JetStreamContext | None = None
+        self.epoch = 0
+
+    @property
+    def up(self) -> bool:
+        return self.js is not None and self.nc.is_connected
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    row_id: int
+    subject: str
+    msg_id: str
+    payload: bytes
+
+    @property
+    def agent_and_seq(self) -> tuple[int, int] | None:
+        """From our own msg id, `<%03d id>:<sequence>`; None for a row this version did not write."""
+        agent, _, seq = self.msg_id.partition(":")
+        if not (agent.isdigit() and seq.isdigit()):
+            return None
+        return int(agent), int(seq)
+
+
+class Unavailable(Exception):
+    """NATS cannot take the events now; the reason is for the one log line per state change."""
+
+
+class OutboxReader:
+    """A read-only connection to global.db, used on one dedicated thread (sqlite3 objects stay on theirs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events-outbox")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = schema.connect(self.path, readonly=True)
+        return self._db
+
+    def _read(self, after: int, limit: int) -> list[OutboxEntry]:
+        rows = self._connection().execute(
+            "SELECT id, subject, msg_id, payload FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [OutboxEntry(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
+    def _count(self, after: int) -> int:
+        row = (
+            self._connection().execute("SELECT COUNT(*) FROM event_outbox WHERE id > ?", (after,)).fetchone()
+        )
+        return int(row[0])
+
+    async def read(self, after: int, limit: int) -> list[OutboxEntry]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._read, after, limit)
+
+    async def count(self, after: int) -> int:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._count, after)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=False)
+
+
+class OutboxPublisher:
+    def __init__(
+        self,
+        link: Link,
+        store: Store,
+        reader: OutboxReader,
+        *,
+        prefix: str,
+        stream: str,
+        kv_bucket: str,
+        batch: int = OUTBOX_BATCH,
+    ) -> None:
+        self.link = link
+        self.store = store
+        self.reader = reader
+        self.prefix = prefix
+        self.stream = stream
+        self.kv_bucket = kv_bucket
+        self.batch = batch
+        self.published = 0  # events acknowledged by JetStream in this run
+        self._acked_upto = 0  # every outbox id up to this one is acknowledged (ids only grow)
+        self._in_stream: set[int] = set()  # accepted by JetStream, not yet acknowledged as a prefix
+        self._kv_seq: dict[int, int] = {}  # the sequence of each agent's KV entry, as written by this run
+        self._setup_epoch = -1
+        self._wake = asyncio.Event()  # a commit added rows
+        self._kick = asyncio.Event()  # the connection came (back)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._away_since: float | None = None
+        self._state: str | None = None  # "up" or "away", for one log line per change
+
+    # -- wake-ups --------------------------------------------------------------------------------------
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def on_commit(self, count: int) -> None:
+        """Writer thread: a commit inserted outbox rows."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def kick(self) -> None:
+        """Loop side: the connection is (back) up; retry now rather than at the end of the back-off."""
+        self._kick.set()
+        self._wake.set()
+
+    # -- the task --------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        delay = 0.0
+        while True:
+            if self.link.epoch == 0:
+                # Never connected yet: the service logs why; nothing to retry before it connects.
+                await self._kick.wait()
+            event, timeout = (self._kick, delay) if self._state == "away" else (self._wake, OUTBOX_POLL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+            self._wake.clear()
+            self._kick.clear()
+            try:
+                await self.drain()
+            except (Unavailable, sqlite3.Error) as why:
+                # Set up again before the next try: the stream or the bucket may be what went away.
+                self._setup_epoch = -1
+                await self._went_away(
+                    str(why) if isinstance(why, Unavailable) else f"reading the outbox: {why}"
+                )
+                delay = min(max(delay * 2, BACKOFF_MIN), BACKOFF_MAX)
+            except Exception:
+                # A bug must not stop status events for good: report it, back off, try again.
+                self._setup_epoch = -1
+                log.exception("outbox publisher failed; retrying")
+                await self._went_away("an unexpected error, see the traceback above")
+                delay = BACKOFF_MAX
+            else:
+                delay = 0.0
+
+    async def drain(self) -> int:
+        """Publish everything in the outbox, batch after batch. Raises Unavailable at the first failure."""
+        if not self.link.up:
+            raise Unavailable("not connected")
+        if self._setup_epoch != self.link.epoch:
+            await self._setup()
+            self._setup_epoch = self.link.epoch
+        sent = 0
+        while True:
+            rows = await self.reader.read(self._acked_upto, self.batch)
+            if rows:
+                sent += await self._publish(rows)
+            if len(rows) < self.batch:
+                self._came_back(sent)
+                return sent
+
+    # -- JetStream -------------------------------------------------------------------------------------
+
+    async def _setup(self) -> None:
+        """Create the stream and the KV bucket, or bring an existing stream to our subject and a window of
+        at least DUPLICATE_WINDOW. Settings an operator gave an existing stream (limits, replicas, max age,
+        a longer window) are kept.
+        """
+        js = self._js()
+        subject = f"{self.prefix}.{payloads.STATUS_TOKEN}.>"
+        try:
+            try:
+                info = await js.stream_info(self.stream)
+            except NotFoundError:
+                await js.add_stream(
+                    js_api.StreamConfig(
+                        name=self.stream,
+                        subjects=[subject],
+                        duplicate_window=DUPLICATE_WINDOW,
+                        storage=js_api.StorageType.FILE,
+                        description="agentpulse status events (one per transition)",
+                    )
+                )
+                log.info("Created JetStream stream %s (subjects %s)", self.stream, subject)
+            else:
+                config = info.config
+                subjects = list(config.subjects or [])
+                window = max(config.duplicate_window or 0.0, DUPLICATE_WINDOW)  # a longer one only helps
+                if subject not in subjects or config.duplicate_window != window:
+                    if subject not in subjects:
+                        subjects.append(subject)
+                    await js.update_stream(config.evolve(subjects=subjects, duplicate_window=window))
+                    log.info("Updated JetStream stream %s (subjects %s)", self.stream, ", ".join(subjects))
+            try:
+                await js.key_value(self.kv_bucket)
+            except NotFoundError:
+                await js.create_key_value(bucket=self.kv_bucket, history=1, storage=js_api.StorageType.FILE)
+                log.info("Created KV bucket %s", self.kv_bucket)
+        except (NatsError, OSError, TimeoutError) as error:
+            raise Unavailable(
+                f"cannot set up stream {self.stream} and KV bucket {self.kv_bucket}: {error!r}"
+            ) from None
+
+    def _js(self) -> JetStreamContext:
+        js = self.link.js
+        if js is None or not self.link.nc.is_connected:
+            raise Unavailable("not connected")
+        return js
+
+    async def _publish(self, rows: list[OutboxEntry]) -> int:
+        """Publish one batch with pipelined acks; acknowledge the longest prefix that fully made it."""
+        js = self._js()
+        stream_acks: dict[int, asyncio.Future[Any]] = {}
+        kv_acks: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        latest: dict[int, tuple[int, OutboxEntry]] = {}  # agent -> its newest row in the batch
+        failure: str | None = None
+        try:
+            for row in rows:
+                if row.row_id not in self._in_stream:
+                    stream_acks[row.row_id] = await js.publish_async(
+                        row.subject,
+                        row.payload,
+                        headers={payloads.MSG_ID_HEADER: row.msg_id},
+                        wait_stall=ACK_TIMEOUT,
+                    )
+                ids = row.agent_and_seq
+                if ids is not None:
+                    latest[ids[0]] = (ids[1], row)
+            for agent_id, (seq, row) in latest.items():
+                if self._kv_seq.get(agent_id, 0) < seq:
+                    subject = KV_SUBJECT.format(bucket=self.kv_bucket, key=payloads.kv_key(agent_id))
+                    kv_acks[agent_id] = (
+                        seq,
+                        await js.publish_async(subject, row.payload, wait_stall=ACK_TIMEOUT),
+                    )
+        except (NatsError, OSError, TimeoutError) as error:
+            failure = f"publish failed: {error!r}"
+        futures = [*stream_acks.values(), *(future for _, future in kv_acks.values())]
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=ACK_TIMEOUT)
+            for future in pending:
+                future.cancel()
+            if pending and failure is None:
+                failure = f"no JetStream acknowledgement within {ACK_TIMEOUT:.0f} s"
+        for row_id, future in stream_acks.items():
+            if _succeeded(future):
+                self._in_stream.add(row_id)
+            elif failure is None:
+                failure = f"JetStream refused a status event: {_error_of(future)!r}"
+        for agent_id, (seq, future) in kv_acks.items():
+            if _succeeded(future):
+                self._kv_seq[agent_id] = max(seq, self._kv_seq.get(agent_id, 0))
+            elif failure is None:
+                failure = f"KV bucket {self.kv_bucket} refused an update: {_error_of(future)!r}"
+        done: list[int] = []
+        for row in rows:
+            ids = row.agent_and_seq
+            kv_ok = ids is None or self._kv_seq.get(ids[0], 0) >= ids[1]
+            if row.row_id not in self._in_stream or not kv_ok:
+                break
+            done.append(row.row_id)
+        if done:
+            self.store.ack_outbox(done)
+            self._acked_upto = done[-1]
+            self._in_stream.difference_update(done)
+            self.published += len(done)
+        if len(done) < len(rows):
+            raise Unavailable(failure or "not every event was acknowledged")
+        return len(done)
+
+    # -- one log line per state change ---------------------------------------------------------------
+
+    async def _went_away(self, why: str) -> None:
+        if self._state == "away":
+            log.debug("status events still held: %s", why)
+            return
+        self._state = "away"
+        self._away_since = time.monotonic()
+        try:
+            pending = await self.reader.count(self._acked_upto)
+        except sqlite3.Error:
+            pending = -1
+        log.warning(
+            "Status events held in the outbox: NATS is unavailable (%s); %s pending, retrying with back-off "
+            "up to %.0f s",
+            why,
+            pending if pending >= 0 else "some",
+            BACKOFF_MAX,
+        )
+
+    def _came_back(self, sent: int) -> None:
+        if self._state == "up":
+            return
+        if self._state == "away" and self._away_since is not None:
+            log.info(
+                "Status events flowing again to stream %s: %d held events sent after %.1f s",
+                self.stream,
+                sent,
+                time.monotonic() - self._away_since,
+            )
+        else:
+            log.info(
+                "Status events: publishing to JetStream stream %s and KV bucket %s",
+                self.stream,
+                self.kv_bucket,
+            )
+        self._state = "up"
+        self._away_since = None
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _error_of(future: asyncio.Future[Any]) -> BaseException | str:
+    if not future.done() or future.cancelled():
+        return "no acknowledgement"
+    return future.exception() or "unknown"
+
+
+class KeepalivePublisher:
+    """Keep-alive events: one cheap append per keep-alive on the loop, one batch per interval on core NATS."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        prefix: str,
+        origin: payloads.Origin,
+        run: int,
+        name_of: Callable[[int], str | None],
+        status_of: Callable[[int], ConnectionStatus],
+        interval: float = KEEPALIVE_INTERVAL,
+    ) -> None:
+        self.link = link
+        self.prefix = prefix
+        self.origin = origin
+        self.run_id = run
+        self.name_of = name_of
+        self.status_of = status_of
+        self.interval = interval
+        self.published = 0
+        self.dropped = 0
+        self._dropped_checked = 0
+        self._drops_before = 0
+        self._dropping = False
+        self._buffer: list[payloads.KeepaliveFacts] = []
+        self._sequences: dict[int, int] = {}
+
+    def on_keepalive(self, agent_id: int, at: float, keepalive: Keepalive) -> None:
+        """Store listener, on the loop: count the keep-alive and queue its event.
+
+        The store calls listeners before it applies the keep-alive, so the status reported is the one the
+        status model says the keep-alive leads to (the event must not show a later shutdown's status).
+        """
+        sequence = self._sequences.get(agent_id, 0) + 1
+        self._sequences[agent_id] = sequence
+        if not self.link.up or len(self._buffer) >= KEEPALIVE_BUFFER_MAX:
+            self.dropped += 1
+            return
+        current = self.status_of(agent_id)
+        moved = transition(current, Event.ALIVE)
+        status = current if moved is None else moved.new
+        self._buffer.append(
+            payloads.KeepaliveFacts(agent_id, at, sequence, status, keepalive.agent_ip, keepalive.version)
+        )
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("keep-alive events publisher failed; going on")  # at-most-once: drop, continue
+
+    async def flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if batch:
+            await self._send(batch)
+        self._note_drops()
+
+    async def _send(self, batch: list[payloads.KeepaliveFacts]) -> None:
+        nc = self.link.nc
+        sent = 0
+        try:
+            if not self.link.up:
+                raise Unavailable("not connected")
+            for facts in batch:
+                body = payloads.keepalive_event(facts, self.name_of(facts.agent_id), self.run_id, self.origin)
+                await nc.publish(payloads.keepalive_subject(self.prefix, facts.agent_id), body)
+                sent += 1
+            await nc.flush(FLUSH_TIMEOUT)
+        except (Unavailable, NatsError, OSError, TimeoutError):
+            self.dropped += len(batch) - sent
+        self.published += sent
+
+    def _note_drops(self) -> None:
+        """One warning when keep-alive events start being dropped, one when they flow again."""
+        new = self.dropped - self._dropped_checked
+        self._dropped_checked = self.dropped
+        if new and not self._dropping:
+            self._dropping = True
+            self._drops_before = self.dropped - new
+            log.warning("Keep-alive events dropped: NATS is unavailable (they are at-most-once by design)")
+        elif not new and self._dropping and self.link.up:
+            self._dropping = False
+            log.info(
+                "Keep-alive events flowing again; %d dropped while NATS was unavailable",
+                self.dropped - self._drops_before,
+            )

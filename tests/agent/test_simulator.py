@@ -1,0 +1,357 @@
+"""`agentpulse simulate`: its scheduling and measuring parts alone, then small fleets against a real manager."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from agentpulse.agent import simulator
+from agentpulse.agent.simulator import LatencyHistogram, SimulatorConfig, TimingWheel
+from agentpulse.cli.main import main
+from agentpulse.wire import control
+from agentpulse.wire.frames import FrameDecoder, encode_frame
+from agentpulse.wire.keys import AgentKey, KeysFile
+from agentpulse.wire.secure import AgentCipher, CipherKind, split_header
+from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings
+
+# -- the parts without a network ---------------------------------------------------------------------------
+
+
+class Item:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.gen = 0
+
+
+def test_timing_wheel_fires_due_items_in_deadline_order() -> None:
+    wheel: TimingWheel[Item] = TimingWheel(0.01, 16, now=100.0)
+    late, early, later = Item("late"), Item("early"), Item("later")
+    wheel.schedule(late, 100.05)
+    wheel.schedule(early, 100.02)
+    wheel.schedule(later, 100.50)  # beyond one revolution of 16 ticks: waits in its slot
+    assert wheel.advance(100.01) == []
+    assert [item.name for item in wheel.advance(100.06)] == ["early", "late"]
+    assert wheel.advance(100.30) == []
+    assert [item.name for item in wheel.advance(100.50)] == ["later"]
+
+
+def test_timing_wheel_rescheduling_or_cancelling_drops_the_old_deadline() -> None:
+    wheel: TimingWheel[Item] = TimingWheel(0.01, 16, now=0.0)
+    moved, cancelled = Item("moved"), Item("cancelled")
+    wheel.schedule(moved, 0.02)
+    wheel.schedule(moved, 0.08)
+    wheel.schedule(cancelled, 0.03)
+    wheel.cancel(cancelled)
+    assert wheel.advance(0.05) == []
+    assert [item.name for item in wheel.advance(0.08)] == ["moved"]
+
+
+def test_timing_wheel_never_fires_early_and_catches_up_after_a_stall() -> None:
+    wheel: TimingWheel[Item] = TimingWheel(0.01, 8, now=0.0)
+    items = [Item(str(n)) for n in range(50)]
+    for n, item in enumerate(items):
+        wheel.schedule(item, 0.013 * (n + 1))
+    assert [item.name for item in wheel.advance(0.0129)] == []
+    assert [item.name for item in wheel.advance(5.0)] == [str(n) for n in range(50)]
+
+
+def test_latency_histogram_percentiles_are_within_two_percent() -> None:
+    histogram = LatencyHistogram()
+    for n in range(1, 10_001):
+        histogram.record(n / 1_000_000 * 37)  # 37 us .. 370 ms, uniform
+    p50, p99 = histogram.percentile_ms(0.5), histogram.percentile_ms(0.99)
+    assert p50 is not None and p99 is not None
+    assert p50 == pytest.approx(185.0, rel=0.02)
+    assert p99 == pytest.approx(366.3, rel=0.02)
+    assert histogram.summary_ms()["max"] == 370.0
+
+
+def test_latency_histograms_merge_across_processes() -> None:
+    first, second = LatencyHistogram(), LatencyHistogram()
+    for _ in range(99):
+        first.record(0.001)
+    second.record(0.5)
+    first.merge(second)
+    assert first.total == 100
+    assert first.percentile_ms(0.99) == pytest.approx(1.0, rel=0.02)
+    assert first.percentile_ms(1.0) == 500.0
+
+
+def test_create_keys_appends_sim_agents_atomically_and_continues_the_numbering(tmp_path: Path) -> None:
+    path = tmp_path / "client.keys"
+    path.write_text("001 web-01 any " + "a" * 64 + "\n")
+    path.chmod(0o640)
+    first = simulator.create_keys(path, 3)
+    second = simulator.create_keys(path, 2)
+    assert [key.name for key in first + second] == [f"sim-{n:06d}" for n in range(1, 6)]
+    assert [key.id for key in first + second] == ["002", "003", "004", "005", "006"]
+    keys = KeysFile.parse(path.read_text())
+    assert next(entry.name for entry in keys.active()) == "web-01"
+    assert all(entry.ip.text == "any" for entry in keys.active())
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["client.keys"]  # no temp file left
+
+
+def test_agents_are_spread_round_robin_over_processes_and_loopback_sources() -> None:
+    keys = KeysFile([]).add_many(f"a-{n:03d}" for n in range(7))
+    parts = simulator.split_members(keys, 3)
+    assert [[index for index, _ in part] for part in parts] == [[0, 3, 6], [1, 4], [2, 5]]
+    sources = simulator.source_addresses(300)
+    assert len(set(sources)) == 300
+    assert sources[0] == "127.0.1.1" and sources[254] == "127.0.2.1"
+    assert all(simulator.is_loopback(address) and not address.endswith((".0", ".255")) for address in sources)
+    assert simulator.default_processes(15_000) == 1 and simulator.default_processes(15_001) == 2
+    assert simulator.default_sources(20_000) == 1 and simulator.default_sources(50_000) == 3
+
+
+def test_failure_shares_need_a_time_and_the_manager_must_be_local() -> None:
+    with pytest.raises(ValueError, match="need fail-at"):
+        SimulatorConfig(LOOPBACK, 1514, 10, silent_share=0.5)
+    with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
+        SimulatorConfig("192.0.2.1", 1514, 10)
+    assert SimulatorConfig(LOOPBACK, 1514, 40, silent_share=0.25, shutdown_share=0.3, fail_at=1).failing == (
+        10,
+        12,
+    )
+
+
+# -- against a real manager --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[ManagerProcess]:
+    process = ManagerProcess(tmp_path / "ossec", ManagerSettings(connection_grace=30))
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def simulate_args(manager: ManagerProcess, agents: int, *extra: str) -> list[str]:
+    return [
+        "simulate",
+        "--manager",
+        f"{LOOPBACK}:{manager.port}",
+        "--agents",
+        str(agents),
+        "--progress",
+        "never",
+        *extra,
+    ]
+
+
+def simulate_here(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, dict[str, object]]:
+    code = main(args)
+    summary: dict[str, object] = json.loads(capsys.readouterr().out)
+    return code, summary
+
+
+def simulate_process(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentpulse", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_small_fleet_with_created_keys_is_all_connected_acked_and_kept_alive(
+    manager: ManagerProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manager.start()  # the keys are created after the start: refused until the manager reloads them (1 s)
+    args = simulate_args(manager, 50, "--create-keys", str(manager.home.client_keys))
+    code, summary = simulate_here(
+        capsys,
+        [
+            *args,
+            "--interval",
+            "0.5",
+            "--ramp",
+            "0.5",
+            "--duration",
+            "3",
+            "--json-out",
+            str(tmp_path / "s.json"),
+        ],
+    )
+    assert code == 0, summary
+    assert (summary["agents"], summary["connected"], summary["acked"]) == (50, 50, 50)
+    assert summary["errors"] == 0 and summary["error_kinds"] == {}
+    assert isinstance(summary["keepalives_acked"], int) and summary["keepalives_acked"] > 50
+    assert summary["keepalives_acked"] == summary["keepalives_sent"]
+    latency = summary["ack_latency_ms"]
+    assert isinstance(latency, dict) and 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+    assert summary["processes"] == 1
+    assert json.loads((tmp_path / "s.json").read_text()) == summary
+    assert Counter(status for status, _ in manager.statuses().values()) == {"active": 50}
+
+
+def test_silent_and_shutdown_agents_end_disconnected_with_their_codes(manager: ManagerProcess) -> None:
+    manager.settings = ManagerSettings(
+        connection_grace=30, keepalive_enabled=True, keepalive_interval=0.5, keepalive_timeout=1.5
+    )
+    manager.home.create_layout()
+    simulator.create_keys(manager.home.client_keys, 40)
+    manager.start()
+    args = simulate_args(manager, 40, "--keys", str(manager.home.client_keys))
+    failures = ["--silent-share", "0.25", "--shutdown-share", "0.25", "--fail-at", "1.5"]
+    process = simulate_process([*args, *failures, "--interval", "1", "--ramp", "0.3", "--duration", "4.5"])
+    expected = {("active", 0): 20, ("disconnected", 3): 10, ("disconnected", 4): 10}
+    seen: Counter[tuple[str, int]] = Counter()
+    try:
+        deadline = time.monotonic() + 8  # the 30 s grace keeps the others active after the run ends
+        while time.monotonic() < deadline and seen != expected:
+            time.sleep(0.1)
+            seen = Counter(manager.statuses().values())
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert seen == expected, stderr
+    summary = json.loads(stdout)
+    assert process.returncode == 0, stderr
+    assert summary["failed"] == {"silent": 10, "shutdown": 10}
+    assert summary["errors"] == 0 and summary["acked"] == 40
+    assert summary["requests_answered"] > 0  # the manager probed agents silent for 0.5 s: getstate answered
+
+
+def test_two_processes_give_the_same_totals_as_one(
+    manager: ManagerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manager.home.create_layout()
+    simulator.create_keys(manager.home.client_keys, 60)
+    manager.start()
+    args = [*simulate_args(manager, 60, "--keys", str(manager.home.client_keys))]
+    timing = ["--interval", "0.5", "--ramp", "0.5", "--duration", "2.5"]
+    code_one, one = simulate_here(capsys, [*args, *timing, "--processes", "1"])
+    code_two, two = simulate_here(capsys, [*args, *timing, "--processes", "2"])
+    assert (code_one, code_two) == (0, 0)
+    for name in ("agents", "connected", "acked", "errors"):
+        assert one[name] == two[name], name
+    assert (one["processes"], two["processes"]) == (1, 2)
+    sent_one, sent_two = one["keepalives_sent"], two["keepalives_sent"]
+    assert isinstance(sent_one, int) and isinstance(sent_two, int)
+    assert abs(sent_one - sent_two) <= 0.15 * sent_one
+    assert two["keepalives_acked"] == sent_two
+
+
+def test_cipher_mix_is_half_aes_half_blowfish_and_all_acked(
+    manager: ManagerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manager.home.create_layout()
+    simulator.create_keys(manager.home.client_keys, 20)
+    manager.start()
+    args = simulate_args(manager, 20, "--keys", str(manager.home.client_keys), "--cipher", "mix")
+    code, summary = simulate_here(capsys, [*args, "--interval", "0.5", "--ramp", "0.2", "--duration", "1.5"])
+    assert code == 0, summary
+    assert summary["ciphers"] == {"aes": 10, "blowfish": 10}
+    assert summary["acked"] == 20 and summary["errors"] == 0
+    assert summary["keepalives_acked"] == summary["keepalives_sent"]
+
+
+def test_udp_fleet_with_precomputed_keepalives(
+    manager: ManagerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manager.settings = ManagerSettings(protocols="udp", connection_grace=30)
+    manager.home.create_layout()
+    simulator.create_keys(manager.home.client_keys, 10)
+    manager.start()
+    args = simulate_args(manager, 10, "--keys", str(manager.home.client_keys), "--protocol", "udp")
+    code, summary = simulate_here(
+        capsys, [*args, "--precompute", "--interval", "0.3", "--ramp", "0.2", "--duration", "1.5"]
+    )
+    assert code == 0, summary
+    assert summary["acked"] == 10 and summary["errors"] == 0
+    assert isinstance(summary["keepalives_acked"], int) and summary["keepalives_acked"] >= 30
+
+
+def test_nobody_listening_means_never_connected_errors_and_exit_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keys = tmp_path / "client.keys"
+    port = ManagerProcess(tmp_path).port  # a free port nobody listens on
+    args = ["simulate", "--manager", f"{LOOPBACK}:{port}", "--agents", "3", "--create-keys", str(keys)]
+    code, summary = simulate_here(capsys, [*args, "--duration", "1", "--ramp", "0", "--progress", "never"])
+    assert code == 1
+    assert summary["connected"] == 0 and summary["error_kinds"] == {"never_connected": 3}
+    assert isinstance(summary["retry_kinds"], dict) and summary["retry_kinds"].get("connect_refused", 0) >= 3
+
+
+class ScriptedManager(asyncio.Protocol):
+    """Acks startups; answers the first keep-alive with a getstate probe and `#!-force_reconnect`."""
+
+    def __init__(self, key: AgentKey, seen: list[tuple[str, str]]) -> None:
+        self.cipher = AgentCipher.for_key(key.id, key.name, key.key)
+        self.seen = seen
+        self.decoder = FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.sent = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def reply(self, payload: bytes) -> None:
+        assert self.transport is not None
+        self.sent += 1
+        sealed = self.cipher.seal(
+            payload, cipher=CipherKind.AES, rand=1, global_counter=0, local_counter=self.sent
+        )
+        self.transport.write(encode_frame(sealed))
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            message = control.parse_from_agent(self.cipher.open(split_header(frame)).payload)
+            if isinstance(message, control.Startup):
+                self.seen.append(("startup", message.version or ""))
+                self.reply(control.ACK)
+            elif isinstance(message, control.Keepalive):
+                self.seen.append(("keepalive", message.agent_ip or ""))
+                if sum(kind == "startup" for kind, _ in self.seen) == 1:
+                    self.reply(control.build_request("c0ffee", "agent", control.GETSTATE))
+                    self.reply(control.FORCE_RECONNECT)
+                else:
+                    self.reply(control.ACK)
+            elif isinstance(message, control.RequestReply):
+                self.seen.append(("reply", f"{message.counter} {message.response}"))
+
+
+def test_force_reconnect_starts_over_and_getstate_is_answered(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keys = tmp_path / "client.keys"
+    (key,) = simulator.create_keys(keys, 1)
+    seen: list[tuple[str, str]] = []
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(lambda: ScriptedManager(key, seen), LOOPBACK, 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        args = ["simulate", "--manager", f"{LOOPBACK}:{port}", "--agents", "1", "--keys", str(keys)]
+        code, summary = simulate_here(
+            capsys, [*args, "--interval", "0.3", "--ramp", "0", "--duration", "1.2", "--progress", "never"]
+        )
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        server.close()
+        loop.close()
+    assert code == 0, summary
+    assert summary["forced_reconnects"] == 1 and summary["requests_answered"] == 1
+    kinds = [kind for kind, _ in seen]
+    assert kinds[:4] == ["startup", "keepalive", "reply", "startup"]
+    assert seen[0] == ("startup", "v4.14.7")
+    assert seen[1][1].startswith("127.0.")  # #"_agent_ip" is the socket's own address
+    counter, _, response = seen[2][1].partition(" ")
+    assert counter == "c0ffee"
+    state = json.loads(response)
+    assert state["error"] == 0 and state["data"]["status"] == "connected"
+    assert kinds.count("keepalive") >= 3  # kept alive on the new connection

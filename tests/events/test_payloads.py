@@ -1,0 +1,119 @@
+"""Subjects and bodies of the events: numeric subjects only, capped sizes, the documented fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentpulse.events import payloads
+from agentpulse.status import ConnectionStatus, StatusCode
+from agentpulse.store.records import TransitionRow
+
+ORIGIN = payloads.Origin(node="node01", manager_host="manager.example")
+ROW = TransitionRow(
+    agent_id=7,
+    seq=3,
+    from_status=ConnectionStatus.ACTIVE,
+    to_status=ConnectionStatus.DISCONNECTED,
+    code=StatusCode.SHUTDOWN_RECEIVED,
+    at=1_700_000_000.25,
+    last_keepalive=1_699_999_990.0,
+)
+HOSTILE = 'agent.status.>*\x00 "\\\n\u202e' * 500  # subject wildcards, NUL, quotes, bidi override, long
+
+
+def keepalive_with_ip(ip: str) -> payloads.KeepaliveFacts:
+    return payloads.KeepaliveFacts(7, 1_700_000_000.5, 12, ConnectionStatus.ACTIVE, ip, "Wazuh v4.14.7")
+
+
+def test_subjects_and_ids_are_the_numeric_agent_id_formatted_03d() -> None:
+    assert payloads.status_subject("agent", 7) == "agent.status.007"
+    assert payloads.keepalive_subject("xdr.fleet", 12345) == "xdr.fleet.keepalive.12345"
+    assert payloads.status_msg_id(7, 3) == "007:3"
+    assert payloads.kv_key(0) == "000"
+    with pytest.raises(ValueError):
+        payloads.status_subject("agent", -1)
+
+
+def test_agent_text_never_reaches_the_subject() -> None:
+    subject, msg_id, body = payloads.outbox_row("agent", ROW, HOSTILE, ORIGIN)
+    assert subject == "agent.status.007"
+    assert msg_id == "007:3"
+    assert json.loads(body)["name"].startswith("agent.status.>*")
+
+
+def test_status_event_carries_the_documented_fields() -> None:
+    event = json.loads(payloads.status_event(ROW, "web-01", ORIGIN))
+    assert event == {
+        "type": "status",
+        "agent_id": "007",
+        "name": "web-01",
+        "previous": "active",
+        "status": "disconnected",
+        "status_code": 3,
+        "reason": "shutdown message received",
+        "at": 1_700_000_000.25,
+        "at_iso": "2023-11-14T22:13:20.250Z",
+        "last_keepalive": 1_699_999_990.0,
+        "sequence": 3,
+        "node": "node01",
+        "manager_host": "manager.example",
+    }
+
+
+def test_status_event_of_an_agent_without_name_or_keepalive() -> None:
+    row = TransitionRow(
+        1, 1, ConnectionStatus.NEVER_CONNECTED, ConnectionStatus.PENDING, StatusCode.NONE, 0.0, None
+    )
+    event = json.loads(payloads.status_event(row, None, ORIGIN))
+    assert (event["name"], event["last_keepalive"], event["at_iso"]) == (
+        None,
+        None,
+        "1970-01-01T00:00:00.000Z",
+    )
+
+
+def test_keepalive_event_carries_the_documented_fields() -> None:
+    facts = payloads.KeepaliveFacts(
+        7, 1_700_000_000.5, 12, ConnectionStatus.ACTIVE, "10.0.0.7", "Wazuh v4.14.7"
+    )
+    event = json.loads(payloads.keepalive_event(facts, "web-01", 1_700_000_000_000, ORIGIN))
+    assert event == {
+        "type": "keepalive",
+        "agent_id": "007",
+        "name": "web-01",
+        "ip": "10.0.0.7",
+        "version": "Wazuh v4.14.7",
+        "status": "active",
+        "last_keepalive": 1_700_000_000.5,
+        "sequence": 12,
+        "run": 1_700_000_000_000,
+        "node": "node01",
+    }
+
+
+def test_long_agent_strings_are_cut_to_the_text_cap() -> None:
+    event = json.loads(payloads.keepalive_event(keepalive_with_ip("1" * 10_000), "n" * 10_000, 1, ORIGIN))
+    assert len(event["ip"]) == len(event["name"]) == payloads.TEXT_CAPS[0]
+
+
+@pytest.mark.parametrize("text", ["x", "\x01", "\u202e", "\U0001f600", '"'])
+def test_no_event_exceeds_the_size_cap_whatever_the_strings(text: str) -> None:
+    huge = text * 100_000
+    origin = payloads.Origin(huge, huge)
+    bodies = [
+        payloads.status_event(ROW, huge, origin),
+        payloads.keepalive_event(
+            payloads.KeepaliveFacts(7, 1.0, 1, ConnectionStatus.ACTIVE, huge, huge), huge, 1, origin
+        ),
+    ]
+    for body in bodies:
+        assert len(body) <= payloads.MAX_EVENT_BYTES
+        assert json.loads(body)["agent_id"] == "007"
+
+
+def test_events_are_compact_json() -> None:
+    body = payloads.status_event(ROW, "web-01", ORIGIN)
+    assert b": " not in body and b", " not in body
+    assert len(body) < 400

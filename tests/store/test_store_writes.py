@@ -1,0 +1,190 @@
+"""The store's writes for the query socket: removals, re-insertions, groups, commit futures and jobs."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentpulse.status import ConnectionStatus, Event, StatusCode
+from agentpulse.store import schema
+from agentpulse.store.records import StatusUpdate
+from agentpulse.store.writer import GroupChange, InsertedAgent, Store, group_hash
+from agentpulse.wire.keys import KeysFile
+from tests.store.test_writer import Clock, read
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    clock = Clock()
+    keys = KeysFile.parse("".join(f"{n:03d} agent-{n:02d} any key{n}\n" for n in range(1, 6)))
+    store = Store(tmp_path / "db", manager_host="mgr", node_name="node01", flush_interval=5, clock=clock.wall)
+    store.open(list(keys.active()))
+    yield store
+    store.close()
+
+
+def keys(*numbers: int) -> list:  # type: ignore[type-arg]
+    return list(KeysFile.parse("".join(f"{n:03d} agent-{n:02d} any key{n}\n" for n in numbers)).active())
+
+
+def test_removal_is_a_last_transition_to_disconnected_and_the_row_goes(store: Store) -> None:
+    store.submit(StatusUpdate(1, Event.STARTUP, 1.0))
+    (row,) = store.remove_agents([1], 2.0)
+    assert (row.from_status, row.to_status, row.code) == (
+        ConnectionStatus.PENDING,
+        ConnectionStatus.DISCONNECTED,
+        StatusCode.NONE,
+    )
+    assert store.flush_wait()
+    assert read(store, "SELECT COUNT(*) FROM agent WHERE id = 1")[0][0] == 0
+    assert read(store, "SELECT COUNT(*) FROM belongs WHERE id_agent = 1")[0][0] == 0
+    assert read(store, "SELECT COUNT(*) FROM agent_runtime WHERE agent_id = 1")[0][0] == 0
+    rows = read(
+        store, "SELECT from_status, to_status, status_code FROM agent_status_history WHERE agent_id = 1"
+    )
+    assert [tuple(r) for r in rows] == [("never_connected", "pending", 0), ("pending", "disconnected", 0)]
+
+
+def test_removal_of_a_disconnected_agent_repeats_its_status_and_code(store: Store) -> None:
+    store.submit(StatusUpdate(2, Event.STARTUP, 1.0))
+    store.submit(StatusUpdate(2, Event.SHUTDOWN, 2.0))
+    (row,) = store.remove_agents([2], 3.0)
+    assert (row.from_status, row.to_status, row.code) == (
+        ConnectionStatus.DISCONNECTED,
+        ConnectionStatus.DISCONNECTED,
+        StatusCode.SHUTDOWN_RECEIVED,
+    )
+
+
+def test_removal_purges_the_agent_database_files(store: Store) -> None:
+    store.submit(StatusUpdate(3, Event.STARTUP, 1.0))
+    assert store.flush_wait()
+    path = store.agent_db_path(3)
+    assert path.exists()
+    store.remove_agents([3], 2.0, purge_files=True)
+    assert store.flush_wait()
+    assert not path.exists()
+    assert not Path(f"{path}-wal").exists()
+
+
+def test_agent_removed_then_added_again_in_one_batch_is_there_with_a_continued_sequence(store: Store) -> None:
+    store.submit(StatusUpdate(4, Event.STARTUP, 1.0))
+    assert store.flush_wait()
+    store.remove_agents([4], 2.0)
+    store.add_agents(keys(4))
+    store.submit(StatusUpdate(4, Event.STARTUP, 3.0))
+    assert store.flush_wait()
+    assert read(store, "SELECT connection_status FROM agent WHERE id = 4")[0][0] == "pending"
+    seqs = [r[0] for r in read(store, "SELECT seq FROM agent_status_history WHERE agent_id = 4 ORDER BY seq")]
+    assert seqs == [1, 2, 3]
+
+
+def test_agent_removed_in_a_previous_run_comes_back_without_a_sequence_clash(tmp_path: Path) -> None:
+    first = Store(tmp_path / "db", manager_host="mgr", node_name="n", flush_interval=5)
+    first.open(keys(1, 2))
+    first.submit(StatusUpdate(2, Event.STARTUP, 1.0))
+    first.remove_agents([2], 2.0)
+    first.close()
+    second = Store(tmp_path / "db", manager_host="mgr", node_name="n", flush_interval=5)
+    second.open(keys(1))
+    try:
+        second.add_agents(keys(2))
+        second.submit(StatusUpdate(2, Event.STARTUP, 3.0))
+        assert second.flush_wait()
+        assert second.write_errors == 0
+        assert read(second, "SELECT MAX(seq) FROM agent_status_history WHERE agent_id = 2")[0][0] == 3
+    finally:
+        second.close()
+
+
+def test_inserted_agent_then_removed_in_one_batch_is_not_written(store: Store) -> None:
+    assert store.insert_agent(InsertedAgent(50, "x", None, None, None, ("web",), 1))
+    assert not store.insert_agent(InsertedAgent(50, "x", None, None, None, (), 1))
+    store.remove_agents([50], 1.0)
+    assert store.flush_wait()
+    assert read(store, "SELECT COUNT(*) FROM agent WHERE id = 50")[0][0] == 0
+
+
+def test_group_changes_apply_in_order_with_dense_priorities(store: Store) -> None:
+    store.change_groups(
+        [
+            GroupChange("create", ("web",)),
+            GroupChange("set", ("web", "db"), 1, "append"),
+            GroupChange("set", ("default",), 1, "remove"),
+            GroupChange("delete", ("web",)),
+        ]
+    )
+    assert store.flush_wait()
+    rows = read(
+        store,
+        "SELECT g.name, b.priority FROM belongs b JOIN `group` g ON g.id = b.id_group WHERE id_agent = 1",
+    )
+    assert [tuple(r) for r in rows] == [("db", 0)]
+    assert tuple(read(store, "SELECT `group`, group_hash FROM agent WHERE id = 1")[0]) == (
+        "db",
+        group_hash(["db"]),
+    )
+
+
+def test_new_agents_start_in_default_with_its_hash(store: Store) -> None:
+    assert tuple(read(store, "SELECT `group`, group_hash FROM agent WHERE id = 5")[0]) == (
+        "default",
+        "7505d64a",
+    )
+
+
+def test_committed_future_waits_for_the_commit(store: Store) -> None:
+    store.submit(StatusUpdate(1, Event.STARTUP, 1.0))
+    future = store.committed()
+    future.result(10)
+    assert read(store, "SELECT connection_status FROM agent WHERE id = 1")[0][0] == "pending"
+
+
+def test_a_job_runs_on_the_writer_thread_after_the_pending_batch(store: Store) -> None:
+    store.submit(StatusUpdate(1, Event.STARTUP, 1.0))
+
+    def job(db: sqlite3.Connection) -> tuple[str, str]:
+        status = db.execute("SELECT connection_status FROM agent WHERE id = 1").fetchone()[0]
+        return status, threading.current_thread().name
+
+    assert store.call(job).result(10) == ("pending", "store-writer")
+
+
+def test_a_failing_job_fails_alone(store: Store) -> None:
+    def job(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO nowhere VALUES (1)")
+
+    with pytest.raises(sqlite3.OperationalError):
+        store.call(job).result(10)
+    store.submit(StatusUpdate(2, Event.STARTUP, 1.0))
+    assert store.flush_wait()
+    assert read(store, "SELECT connection_status FROM agent WHERE id = 2")[0][0] == "pending"
+
+
+def test_jobs_and_commit_futures_fail_once_the_store_is_closed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db", manager_host="mgr", node_name="n", flush_interval=5)
+    store.open(keys(1))
+    store.close()
+    with pytest.raises(RuntimeError):
+        store.call(lambda db: None).result(1)
+    with pytest.raises(RuntimeError):
+        store.committed().result(1)
+
+
+def test_sync_status_is_never_downgraded(store: Store) -> None:
+    store.set_sync_status(1, "syncreq")
+    assert store.flush_wait()
+    store.set_sync_status(1, "syncreq_keepalive")
+    assert store.flush_wait()
+    assert read(store, "SELECT sync_status FROM agent WHERE id = 1")[0][0] == "syncreq"
+    store.set_sync_status(1, "synced")
+    assert store.flush_wait()
+    assert read(store, "SELECT sync_status FROM agent WHERE id = 1")[0][0] == "synced"
+
+
+def test_manager_row_cannot_be_inserted_over(store: Store) -> None:
+    assert not store.insert_agent(InsertedAgent(schema.MANAGER_ID, "x", None, None, None, (), 1))
