@@ -154,9 +154,11 @@ class Manager:
                 started.append(service)
             await self._serve(keys)
         finally:
-            await asyncio.to_thread(self.store.close)
+            # Events drain the outbox last; the store's final flush then commits what they acknowledged,
+            # so a clean restart does not publish those events again.
             for service in reversed(started):
                 await service.stop()
+            await asyncio.to_thread(self.store.close)
 
     async def _serve(self, keys: KeysFile) -> None:
         reset = self.store.reset_connections()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def test_startup_then_keepalive_writes_pending_then_active_with_the_keepalive_co
         '#"_node_name"': "node01",
         '#"_wazuh_version"': "Wazuh v4.14.7",
     }
+    # The per-agent database is created off the writer thread, shortly after the commit.
+    deadline = time.monotonic() + 5
+    while not (store.db_dir / "001.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert (store.db_dir / "001.db").exists()
 
 
@@ -174,7 +179,6 @@ def test_a_failed_write_is_retried_without_losing_the_batch(store: Store) -> Non
     blocker.execute("BEGIN EXCLUSIVE")
     store.submit(StatusUpdate(5, Event.STARTUP, 1))
     store.flush_soon()
-    import time
 
     deadline = time.monotonic() + 15
     while store.write_errors == 0 and time.monotonic() < deadline:
