@@ -271,13 +271,14 @@ def run_simulator(
     return result
 
 
-def disconnections(home: Path, start: float, end: float) -> int:
-    """Disconnections recorded between two wall-clock times: the steady phase, not the final teardown."""
+def disconnections(home: Path, start: float, end: float, probe_id: int) -> int:
+    """Fleet disconnections recorded in the steady phase (not the teardown, not the probe agent leaving)."""
     db = sqlite3.connect(f"file:{home / 'queue' / 'db' / 'global.db'}?mode=ro", uri=True, timeout=5)
     try:
         row = db.execute(
-            "SELECT COUNT(*) FROM agent_status_history WHERE to_status = 'disconnected' AND at BETWEEN ? AND ?",
-            (start, end),
+            "SELECT COUNT(*) FROM agent_status_history WHERE to_status = 'disconnected' AND at BETWEEN ? AND ? "
+            "AND agent_id != ?",
+            (start, end, probe_id),
         ).fetchone()
         return int(row[0])
     finally:
@@ -348,6 +349,7 @@ def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, obj
         "connected": connected,
         "keepalives_per_s": sim.get("keepalives_per_s"),
         "ack_latency_ms": sim.get("ack_latency_ms"),
+        "steady_ack_latency_ms": sim.get("steady_ack_latency_ms"),
         "errors": sim.get("errors"),
         "cpu_percent": round(cpu_percent, 1),
         "rss_mb": round(peak_rss / 2**20, 1),
@@ -363,7 +365,8 @@ def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, obj
         result["keepalive_to_nats_p99_ms"] = (
             round(percentile(nats_latencies, 0.99) * 1000, 1) if nats_latencies else None
         )
-        result["disconnections"] = disconnections(home, steady_start_wall, steady_end_wall)
+        probe = next(e for e in keys.active() if e.name == "probe-agent")
+        result["disconnections"] = disconnections(home, steady_start_wall, steady_end_wall, probe.number)
     return result
 
 
@@ -412,7 +415,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
-        latency = result.get("ack_latency_ms") or {}
+        latency = result.get("steady_ack_latency_ms") or result.get("ack_latency_ms") or {}
         assert isinstance(latency, dict)
         print(
             f"| {result['server']} | {result['agents']} | {result['connected']} | "

@@ -376,7 +376,9 @@ class LatencyHistogram:
         window = LatencyHistogram()
         window.counts = [a - b for a, b in zip(self.counts, earlier.counts, strict=True)]
         window.total = self.total - earlier.total
-        window.max_us = self.max_us
+        top = next((index for index in range(len(window.counts) - 1, -1, -1) if window.counts[index]), None)
+        # The exact maximum of the window is not kept: its bucket's value, capped by the overall maximum.
+        window.max_us = 0 if top is None else min(int(_bucket_value(top)), self.max_us)
         return window
 
     def percentile_ms(self, fraction: float) -> float | None:
@@ -490,6 +492,7 @@ class Snapshot:
     shutdown: int = 0
     ciphers: dict[str, int] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    steady_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # after the ramp
     startup_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     elapsed: float = 0.0
     processes: int = 1
@@ -525,6 +528,7 @@ class Snapshot:
                 for kind, amount in theirs.items():
                     _count(mine, kind, amount)
             total.latency.merge(part.latency)
+            total.steady_latency.merge(part.steady_latency)
             total.startup_latency.merge(part.startup_latency)
             total.elapsed = max(total.elapsed, part.elapsed)
             total.steady_s = max(total.steady_s, part.steady_s)
@@ -550,6 +554,7 @@ def summarize(config: SimulatorConfig, snapshot: Snapshot) -> dict[str, object]:
         "keepalives_sent": snapshot.keepalives_sent,
         "keepalives_acked": snapshot.keepalives_acked,
         "ack_latency_ms": snapshot.latency.summary_ms(),
+        "steady_ack_latency_ms": snapshot.steady_latency.summary_ms(),
         "startup_latency_ms": snapshot.startup_latency.summary_ms(),
         "duration_s": round(snapshot.elapsed, 3),
         "steady_s": round(snapshot.steady_s, 3),
@@ -760,6 +765,7 @@ class Worker:
         self.connected = self.acked = 0
         self.keepalives_sent = self.keepalives_acked = 0
         self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
+        self.steady_latency_base: LatencyHistogram | None = None
         self.requests_answered = self.forced_reconnects = 0
         self.silent = self.shutdown = 0
         self.latency = LatencyHistogram()
@@ -790,6 +796,7 @@ class Worker:
                     break
                 if self.steady_base is None and now >= ramp_end:
                     self.steady_base = (self.keepalives_acked, now)
+                    self.steady_latency_base = self.latency.copy()
                 if fail_time is not None and now >= fail_time:
                     fail_time = None
                     self.inject_failures(now)
@@ -1100,6 +1107,11 @@ class Worker:
             shutdown=self.shutdown,
             ciphers=dict(self.ciphers),
             latency=self.latency.copy(),
+            steady_latency=(
+                self.latency.since(self.steady_latency_base)
+                if self.steady_latency_base is not None
+                else LatencyHistogram()
+            ),
             startup_latency=self.startup_latency.copy(),
             elapsed=now - self.t0 if self.t0 else 0.0,
             processes=1,
