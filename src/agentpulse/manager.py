@@ -242,7 +242,7 @@ class Manager:
 
     def _keys_changed(self, keys: KeysFile) -> None:
         change = self.remoted.load_keys(keys)
-        added = self.store.add_agents(entry.key for entry in change.added)
+        added = self.store.add_agents(change.added)
         log.info(
             "client.keys reloaded: %d agents, %d new, %d changed or removed",
             len(self.remoted.keys),
@@ -251,9 +251,9 @@ class Manager:
         )
         if self.config.database.purge_removed:
             gone = [
-                (entry.number, entry.key.id)
-                for entry in change.removed
-                if entry.number not in self.remoted.keys.by_number
+                (key.number, key.id)
+                for key in change.removed
+                if key.number not in self.remoted.keys.by_number
             ]
             if gone:
                 task = asyncio.create_task(self._purge(gone), name="purge-removed")

@@ -154,9 +154,9 @@ class EventsService:
     # -- names and statuses for the payloads (loop side, cheap) ------------------------------------------
 
     def name_of(self, agent_id: int) -> str | None:
-        entry = self.manager.remoted.keys.by_number.get(agent_id)
-        if entry is not None:
-            return entry.key.name
+        key = self.manager.remoted.keys.by_number.get(agent_id)
+        if key is not None:
+            return key.name
         return self._names.get(agent_id)
 
     def status_of(self, agent_id: int) -> ConnectionStatus:

@@ -39,45 +39,53 @@ class AgentEntry:
 
 @dataclass(frozen=True, slots=True)
 class KeysChange:
-    added: list[AgentEntry]
-    removed: list[AgentEntry]
+    added: list[AgentKey]  # new ids, or lines that changed (new key or name)
+    removed: list[AgentKey]  # ids gone, or lines that changed
+    dropped: list[AgentEntry]  # the live entries of removed or changed lines
 
 
 class KeyStore:
+    """Every key of client.keys, and an entry (ciphers, counters, session) for each agent that has talked
+    to this process. Entries are made on first contact: with several workers, each one would otherwise
+    hold cipher contexts for every agent of the fleet."""
+
     def __init__(self) -> None:
-        self.by_number: dict[int, AgentEntry] = {}
-        self.by_ip: dict[str, AgentEntry] = {}  # single-host IPv4 entries, by the exact address text
+        self.by_number: dict[int, AgentKey] = {}
+        self.entries: dict[int, AgentEntry] = {}
+        self.by_ip: dict[str, int] = {}  # single-host IPv4 keys, by the exact address text
 
     def __len__(self) -> int:
         return len(self.by_number)
 
     def load(self, keys: KeysFile) -> KeysChange:
         old = self.by_number
-        fresh: dict[int, AgentEntry] = {}
-        added: list[AgentEntry] = []
-        for key in keys.active():
-            previous = old.get(key.number)
-            if previous is not None and previous.key == key:
-                fresh[key.number] = previous
-                continue
-            entry = AgentEntry(key, AgentCipher.for_key(key.id, key.name, key.key))
-            fresh[key.number] = entry
-            added.append(entry)
-        removed = [entry for number, entry in old.items() if fresh.get(number) is not entry]
+        fresh = {key.number: key for key in keys.active()}
+        added = [key for number, key in fresh.items() if old.get(number) != key]
+        removed = [key for number, key in old.items() if fresh.get(number) != key]
+        dropped = [entry for key in removed if (entry := self.entries.pop(key.number, None)) is not None]
         self.by_number = fresh
-        self.by_ip = {entry.key.ip.lookup_text: entry for entry in fresh.values() if entry.key.ip.single_host}
-        return KeysChange(added, removed)
+        self.by_ip = {key.ip.lookup_text: key.number for key in fresh.values() if key.ip.single_host}
+        return KeysChange(added, removed, dropped)
 
     def find(self, agent_id: str | None, source_ip: str) -> AgentEntry:
         """By `!<id>!` prefix (the source must be inside the entry's range) or by exact source IP."""
         if agent_id is None:
-            entry = self.by_ip.get(source_ip)
-            if entry is None:
+            number = self.by_ip.get(source_ip)
+            if number is None:
                 raise WireError(Reason.UNKNOWN_AGENT, f"message from '{source_ip}' not allowed")
-            return entry
-        entry = self.by_number.get(int(agent_id))
-        if entry is None:
+            return self._entry(number)
+        number = int(agent_id)
+        key = self.by_number.get(number)
+        if key is None:
             raise WireError(Reason.UNKNOWN_AGENT, f"invalid id {agent_id} for source ip '{source_ip}'")
-        if not entry.key.ip.allows(source_ip):
+        if not key.ip.allows(source_ip):
             raise WireError(Reason.IP_NOT_ALLOWED, f"agent {agent_id} may not send from '{source_ip}'")
+        return self._entry(number)
+
+    def _entry(self, number: int) -> AgentEntry:
+        entry = self.entries.get(number)
+        if entry is None:
+            key = self.by_number[number]
+            entry = AgentEntry(key, AgentCipher.for_key(key.id, key.name, key.key))
+            self.entries[number] = entry
         return entry

@@ -119,15 +119,14 @@ class Remoted:
         for problem in keys.problems:
             log.warning("client.keys line %d ignored: %s", problem.line_no, problem.reason)
         now = self.clock()
-        for entry in change.removed:
-            if self.keys.by_number.get(entry.number) is not None:
-                continue  # the line changed (new key or name): same agent, new credentials
-            session = entry.session
-            if session is not None:
-                session.replaced = True
-                session.close()
+        for entry in change.dropped:  # old credentials: their connection goes
+            if entry.session is not None:
+                entry.session.replaced = True
+                entry.session.close()
             self.links.released(entry.number)
-            self.store.submit(StatusUpdate(entry.number, Event.CONNECTION_LOST, now))
+        for key in change.removed:
+            if key.number not in self.keys.by_number:  # gone, not just changed
+                self.store.submit(StatusUpdate(key.number, Event.CONNECTION_LOST, now))
         return change
 
     # -- the hot path -------------------------------------------------------------------------------------
@@ -276,7 +275,7 @@ class Remoted:
 
     def send_to_agent(self, agent_id: int, payload: bytes) -> bool:
         """Send a control message (probe, force_reconnect) to a connected agent."""
-        entry = self.keys.by_number.get(agent_id)
+        entry = self.keys.entries.get(agent_id)
         if entry is None or (entry.session is None and entry.udp_peer is None):
             return False
         self._reply(entry, payload)
