@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentpulse.wire.errors import Reason, WireError
-from agentpulse.wire.secure import MAX_MESSAGE, AgentCipher, CipherKind, split_header
+from agentpulse.wire.secure import MAX_MESSAGE, AgentCipher, CipherKind, compress_stored, split_header
 
 KEY = "9a1b8c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
 CIPHER = AgentCipher.for_key("001", "agent-01", KEY)
@@ -187,3 +187,21 @@ def test_empty_and_oversized_messages_cannot_be_sealed() -> None:
     with pytest.raises(ValueError):
         _seal(b"a" * (MAX_MESSAGE + 1))
     assert CIPHER.open(split_header(_seal(b"a" * MAX_MESSAGE))).payload == b"a" * MAX_MESSAGE
+
+
+@settings(max_examples=200, deadline=None)
+@given(block=st.binary(max_size=200_000))
+def test_stored_block_zlib_stream_inflates_to_its_input(block: bytes) -> None:
+    assert zlib.decompress(compress_stored(block)) == block
+
+
+def test_reply_sealed_with_stored_blocks_opens_like_any_other() -> None:
+    sealed = CIPHER.seal(
+        b"#!-agent ack ",
+        cipher=CipherKind.BLOWFISH,
+        rand=9,
+        global_counter=1,
+        local_counter=2,
+        compressor=compress_stored,
+    )
+    assert CIPHER.open(split_header(sealed)).payload == b"#!-agent ack "

@@ -34,8 +34,10 @@ def keepalive_to_tuple(keepalive: Keepalive) -> tuple[object, ...]:
     return tuple(getattr(keepalive, name) for name in KEEPALIVE_FIELDS)
 
 
-def update_to_record(update: StatusUpdate) -> Record:
-    keepalive = keepalive_to_tuple(update.keepalive) if update.keepalive is not None else None
+SAME_KEEPALIVE = 1  # in place of the fields: the agent repeated the keep-alive it sent last
+
+
+def update_to_record(update: StatusUpdate, keepalive: tuple[object, ...] | int | None) -> Record:
     return (
         UPDATE,
         update.agent_id,
@@ -47,16 +49,20 @@ def update_to_record(update: StatusUpdate) -> Record:
     )
 
 
-def record_to_update(record: Record) -> StatusUpdate:
-    _, agent_id, event, at, keepalive, code, version = record
-    return StatusUpdate(
-        agent_id,
-        _EVENTS[event],
-        at,
-        Keepalive(*keepalive) if keepalive is not None else None,
-        StatusCode(code),
-        version,
-    )
+class UpdateDecoder:
+    """The manager's end: rebuilds StatusUpdates, reusing an agent's last keep-alive when it repeats."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, Keepalive] = {}
+
+    def __call__(self, record: Record) -> StatusUpdate:
+        _, agent_id, event, at, fields, code, version = record
+        keepalive: Keepalive | None = None
+        if fields == SAME_KEEPALIVE:
+            keepalive = self._last.get(agent_id)
+        elif fields is not None:
+            keepalive = self._last[agent_id] = Keepalive(*fields)
+        return StatusUpdate(agent_id, _EVENTS[event], at, keepalive, StatusCode(code), version)
 
 
 def encode(records: list[Record]) -> bytes:
@@ -97,6 +103,7 @@ class PipeSink:
         self.max_batch = max_batch
         self._batch: list[Record] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._sent: dict[int, Keepalive] = {}
 
     def _add(self, record: Record) -> None:
         batch = self._batch
@@ -115,7 +122,16 @@ class PipeSink:
             self.pipe.send(batch)
 
     def submit(self, update: StatusUpdate) -> None:
-        self._add(update_to_record(update))
+        keepalive = update.keepalive
+        fields: tuple[object, ...] | int | None = None
+        if keepalive is not None:
+            # remoted hands over the same object while an agent repeats its keep-alive text
+            if self._sent.get(update.agent_id) is keepalive:
+                fields = SAME_KEEPALIVE
+            else:
+                self._sent[update.agent_id] = keepalive
+                fields = keepalive_to_tuple(keepalive)
+        self._add(update_to_record(update, fields))
 
     def record_state(self, agent_id: int, state_json: str) -> None:
         self._add((STATE, agent_id, state_json))

@@ -24,7 +24,7 @@ from agentpulse.wire import control
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.keys import KeysFile
-from agentpulse.wire.secure import split_header
+from agentpulse.wire.secure import compress_stored, split_header
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,7 @@ class Remoted:
             rand=random.getrandbits(16),
             global_counter=global_counter,
             local_counter=local_counter,
+            compressor=compress_stored,
         )
 
     def _reply(self, entry: AgentEntry, payload: bytes) -> None:

@@ -35,6 +35,7 @@ class WorkerHandle:
     reader: pipe.PipeReader | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     pipe_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    decoder: pipe.UpdateDecoder = field(default_factory=pipe.UpdateDecoder)
     port: int = 0
     restarts: int = 0
 
@@ -65,6 +66,7 @@ class WorkerPool:
         ours, theirs = socket.socketpair()
         worker.ready.clear()
         worker.pipe_closed.clear()
+        worker.decoder = pipe.UpdateDecoder()  # a new process sends every keep-alive in full first
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -108,11 +110,11 @@ class WorkerPool:
             await self._spawn(worker)
 
     def _on_batch(self, worker: WorkerHandle, records: list[pipe.Record]) -> None:
-        store, grace, holder = self.store, self.grace, worker.index
+        store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
         for record in records:
             kind = record[0]
             if kind == pipe.UPDATE:
-                store.submit(pipe.record_to_update(record))
+                store.submit(decode(record))
             elif kind == pipe.BOUND:
                 grace.bound(record[1], holder)
             elif kind == pipe.CLOSED:
