@@ -202,7 +202,10 @@ async def probe_latencies(
     db_latencies, nats_latencies = [], []
     db = sqlite3.connect(f"file:{home / 'queue' / 'db' / 'global.db'}?mode=ro", uri=True, timeout=5)
     gap = duration / PROBES
+    probing_ends = time.monotonic() + duration
     for index in range(PROBES):
+        if time.monotonic() > probing_ends:
+            break
         marker = f"probe-{index}-{time.time_ns()}"
         before_nats = len(nats_seen)
         sent = time.monotonic()
@@ -211,7 +214,7 @@ async def probe_latencies(
                 limit.UNAME, merged_sum="x" * 32, labels=(('"probe"', marker),), agent_ip=LOOPBACK
             )
         )
-        deadline = sent + 10
+        deadline = min(sent + 10, probing_ends + 10)
         while time.monotonic() < deadline:
             row = db.execute(
                 "SELECT 1 FROM labels WHERE id = ? AND key = '\"probe\"' AND value = ?",
@@ -307,6 +310,23 @@ def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, obj
         server = start_manager(home, port)
     sampler = Sampler(server.pid)
     sampler.start()
+    try:
+        measured = _measure(args, home, port, keys, server, sampler, baseline)
+    finally:
+        sampler.stop()
+        stop_process(server)
+    return measured
+
+
+def _measure(
+    args: argparse.Namespace,
+    home: Path,
+    port: int,
+    keys: KeysFile,
+    server: subprocess.Popen[bytes],
+    sampler: Sampler,
+    baseline: bool,
+) -> dict[str, object]:
     idle_cpu, idle_rss = cpu_seconds_and_rss(process_tree(server.pid))
     kernel_before = tcp_kernel_memory()
     nats_url = None
@@ -337,8 +357,6 @@ def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, obj
     steady_end_wall = time.time()
     cpu_percent, peak_rss = sampler.window(steady_start, steady_end)
     simulator.join()
-    sampler.stop()
-    stop_process(server)
     sim = sim_thread_result
     connected = int(sim.get("connected", 0))  # type: ignore[call-overload]
     kernel_per_side = max(0, kernel_during - kernel_before) / 2

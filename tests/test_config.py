@@ -309,7 +309,7 @@ def test_agentpulse_remote_defaults() -> None:
     assert remote.connection_grace == 10.0
     assert remote.verify_msg_id is False
     assert remote.keyupdate_interval == 10.0
-    assert remote.workers == 1
+    assert remote.workers == 0  # auto: one remoted process per core
     assert remote.manager_keepalive == ManagerKeepalive(enabled=True, interval=60.0, timeout=180.0)
 
 
@@ -834,7 +834,7 @@ def test_sections_agentpulse_does_not_know_are_ignored() -> None:
         ("<remote><port>", "65536", "expected an integer 1-65535"),
         ("<remote><port>", "-1", "expected an integer 1-65535"),
         ("<remote><queue_size>", "0", "expected an integer >= 1"),
-        ("<remote><workers>", "65", "expected an integer 1-64"),
+        ("<remote><workers>", "65", "expected auto or an integer 1-64"),
         ("<remote><protocol>", "sctp", "expected tcp, udp or tcp,udp"),
         ("<remote><local_ip>", "10.0.0.300", "expected an IP address"),
         ("<remote><connection_overtake_time>", "3601", "expected a time from 0 to 3600 seconds"),

@@ -84,8 +84,12 @@ class RemoteConfig:
     connection_grace: float = 10.0
     verify_msg_id: bool = False
     keyupdate_interval: float = 10.0
-    workers: int = 1
+    workers: int = 0  # remoted processes; 0 ("auto") means one per core, 1 keeps remoted in the manager
     manager_keepalive: ManagerKeepalive = ManagerKeepalive()
+
+    @property
+    def worker_processes(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +379,16 @@ def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
     return convert
 
 
+def _workers(value: str) -> int:
+    """`auto` (one remoted process per core) or 1-64."""
+    if value.strip().lower() == "auto":
+        return 0
+    try:
+        return _integer(1, 64)(value)
+    except _Invalid:
+        raise _Invalid("expected auto or an integer 1-64") from None
+
+
 def _number(low: float, high: float) -> Callable[[str], float]:
     expected = f"expected a number {low:g}-{high:g}"
 
@@ -524,7 +538,7 @@ _REMOTE_FIELDS: Final[_Fields] = {
     "connection_grace": ("connection_grace", _time(0, 3600)),
     "verify_msg_id": ("verify_msg_id", _bool),
     "keyupdate_interval": ("keyupdate_interval", _time(0, above=True)),
-    "workers": ("workers", _integer(1, 64)),
+    "workers": ("workers", _workers),
 }
 # Wazuh options of <remote> that only matter to syslog connections.
 _REMOTE_IGNORED: Final = frozenset({"connection", "allowed-ips", "denied-ips"})

@@ -106,8 +106,10 @@ class Manager:
         # and this one keeps a remoted that never listens: it holds the keys, for lookups by id.
         self.remoted = Remoted(config, self.store, self.grace)
         self.pool: WorkerPool | None = None
-        if config.remote.workers > 1:
-            self.pool = WorkerPool(str(home.root), config.remote.workers, self.store, self.grace, log_level)
+        if config.remote.worker_processes > 1:
+            self.pool = WorkerPool(
+                str(home.root), config.remote.worker_processes, self.store, self.grace, log_level
+            )
         self.sweeper = Sweeper(
             self.store,
             config.global_.agents_disconnection_time,

@@ -76,7 +76,7 @@ class Remoted:
                 port=self.remote.port,
                 backlog=LISTEN_BACKLOG,
                 reuse_address=True,
-                reuse_port=self.remote.workers > 1,
+                reuse_port=self.remote.worker_processes > 1,
             )
             self.servers.append(server)
             for sock in server.sockets:
