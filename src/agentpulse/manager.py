@@ -252,11 +252,7 @@ class Manager:
             len(change.removed),
         )
         if self.config.database.purge_removed:
-            gone = [
-                (key.number, key.id)
-                for key in change.removed
-                if key.number not in self.remoted.keys.by_number
-            ]
+            gone = [(key.number, key.id) for key in change.removed if key.number not in self.remoted.keys]
             if gone:
                 task = asyncio.create_task(self._purge(gone), name="purge-removed")
                 self._purges.add(task)

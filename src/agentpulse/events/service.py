@@ -154,9 +154,9 @@ class EventsService:
     # -- names and statuses for the payloads (loop side, cheap) ------------------------------------------
 
     def name_of(self, agent_id: int) -> str | None:
-        key = self.manager.remoted.keys.by_number.get(agent_id)
-        if key is not None:
-            return key.name
+        name = self.manager.remoted.keys.name_of(agent_id)
+        if name is not None:
+            return name
         return self._names.get(agent_id)
 
     def status_of(self, agent_id: int) -> ConnectionStatus:

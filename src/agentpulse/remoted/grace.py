@@ -27,38 +27,44 @@ class GraceTracker:
         self.submit = submit
         self.grace = grace
         self.clock = clock
-        self._holders: dict[int, set[int]] = {}
+        # agent -> bit mask of the processes holding a connection of it: small ints, no set per agent
+        self._holders: dict[int, int] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
 
     def bound(self, agent_id: int, holder: int = LOCAL) -> None:
-        self._holders.setdefault(agent_id, set()).add(holder)
+        self._holders[agent_id] = self._holders.get(agent_id, 0) | (1 << holder)
         timer = self._timers.pop(agent_id, None)
         if timer is not None:
             timer.cancel()
 
     def closed(self, agent_id: int, holder: int = LOCAL) -> None:
-        holders = self._holders.get(agent_id)
-        if holders is None or holder not in holders:
+        holders = self._holders.get(agent_id, 0)
+        if not holders & (1 << holder):
             return
-        holders.discard(holder)
-        if holders:
+        if self._drop(agent_id, holder):
             return
-        del self._holders[agent_id]
         if agent_id not in self._timers:
             loop = asyncio.get_running_loop()
             self._timers[agent_id] = loop.call_later(self.grace, self._expired, agent_id)
 
     def released(self, agent_id: int, holder: int = LOCAL) -> None:
         """The holder let the agent go without a connection loss (overtake, timeout, key removal)."""
-        holders = self._holders.get(agent_id)
-        if holders is not None:
-            holders.discard(holder)
-            if not holders:
-                del self._holders[agent_id]
+        if agent_id in self._holders:
+            self._drop(agent_id, holder)
+
+    def _drop(self, agent_id: int, holder: int) -> bool:
+        """Forget one holder; True if others still hold the agent."""
+        remaining = self._holders[agent_id] & ~(1 << holder)
+        if remaining:
+            self._holders[agent_id] = remaining
+            return True
+        del self._holders[agent_id]
+        return False
 
     def holder_lost(self, holder: int) -> list[int]:
         """A worker died: every agent it held lost its connection now."""
-        lost = [agent_id for agent_id, holders in self._holders.items() if holder in holders]
+        bit = 1 << holder
+        lost = [agent_id for agent_id, holders in self._holders.items() if holders & bit]
         for agent_id in lost:
             self.closed(agent_id, holder)
         return lost

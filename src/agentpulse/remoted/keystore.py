@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.counters import ReceiverCounter
 from agentpulse.wire.errors import Reason, WireError
-from agentpulse.wire.keys import AgentKey, KeysFile
+from agentpulse.wire.keys import AgentKey, KeysFile, parse_line
 from agentpulse.wire.secure import AgentCipher, CipherKind
 
 if TYPE_CHECKING:
@@ -46,25 +46,42 @@ class KeysChange:
 
 class KeyStore:
     """Every key of client.keys, and an entry (ciphers, counters, session) for each agent that has talked
-    to this process. Entries are made on first contact: with several workers, each one would otherwise
-    hold cipher contexts for every agent of the fleet."""
+    to this process. Keys are kept as their line of text and parsed on first contact, and entries are
+    made then too: with several workers, each holds the whole keys file, and 200,000 parsed keys (or
+    cipher contexts) per process would cost more than the connections themselves."""
 
     def __init__(self) -> None:
-        self.by_number: dict[int, AgentKey] = {}
+        self.lines: dict[int, str] = {}
         self.entries: dict[int, AgentEntry] = {}
         self.by_ip: dict[str, int] = {}  # single-host IPv4 keys, by the exact address text
 
     def __len__(self) -> int:
-        return len(self.by_number)
+        return len(self.lines)
+
+    def __contains__(self, number: int) -> bool:
+        return number in self.lines
+
+    def key(self, number: int) -> AgentKey | None:
+        line = self.lines.get(number)
+        return parse_line(line) if line is not None else None
+
+    def name_of(self, number: int) -> str | None:
+        line = self.lines.get(number)
+        return line.split(" ", 2)[1] if line is not None else None
 
     def load(self, keys: KeysFile) -> KeysChange:
-        old = self.by_number
-        fresh = {key.number: key for key in keys.active()}
-        added = [key for number, key in fresh.items() if old.get(number) != key]
-        removed = [key for number, key in old.items() if fresh.get(number) != key]
+        old = self.lines
+        active = list(keys.active())
+        fresh = {key.number: key.line() for key in active}
+        added = [key for key in active if old.get(key.number) != fresh[key.number]]
+        removed = [
+            key
+            for number, line in old.items()
+            if fresh.get(number) != line and (key := parse_line(line)) is not None
+        ]
         dropped = [entry for key in removed if (entry := self.entries.pop(key.number, None)) is not None]
-        self.by_number = fresh
-        self.by_ip = {key.ip.lookup_text: key.number for key in fresh.values() if key.ip.single_host}
+        self.lines = fresh
+        self.by_ip = {key.ip.lookup_text: key.number for key in active if key.ip.single_host}
         return KeysChange(added, removed, dropped)
 
     def find(self, agent_id: str | None, source_ip: str) -> AgentEntry:
@@ -75,17 +92,19 @@ class KeyStore:
                 raise WireError(Reason.UNKNOWN_AGENT, f"message from '{source_ip}' not allowed")
             return self._entry(number)
         number = int(agent_id)
-        key = self.by_number.get(number)
+        entry = self.entries.get(number)
+        key = entry.key if entry is not None else self.key(number)
         if key is None:
             raise WireError(Reason.UNKNOWN_AGENT, f"invalid id {agent_id} for source ip '{source_ip}'")
         if not key.ip.allows(source_ip):
             raise WireError(Reason.IP_NOT_ALLOWED, f"agent {agent_id} may not send from '{source_ip}'")
-        return self._entry(number)
+        return entry if entry is not None else self._entry(number, key)
 
-    def _entry(self, number: int) -> AgentEntry:
+    def _entry(self, number: int, key: AgentKey | None = None) -> AgentEntry:
         entry = self.entries.get(number)
         if entry is None:
-            key = self.by_number[number]
+            key = key or self.key(number)
+            assert key is not None  # callers looked it up
             entry = AgentEntry(key, AgentCipher.for_key(key.id, key.name, key.key))
             self.entries[number] = entry
         return entry

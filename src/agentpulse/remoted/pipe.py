@@ -15,7 +15,7 @@ from typing import Any
 
 from agentpulse.status import Event, StatusCode
 from agentpulse.store.records import StatusUpdate
-from agentpulse.wire.control import Keepalive
+from agentpulse.wire.control import Keepalive, interned
 from agentpulse.wire.frames import LENGTH, FrameDecoder
 
 PIPE_FRAME_MAX = 64 * 1024 * 1024  # a batch of 10,000 keep-alives pickles to a few MB at most
@@ -61,7 +61,7 @@ class UpdateDecoder:
         if fields == SAME_KEEPALIVE:
             keepalive = self._last.get(agent_id)
         elif fields is not None:
-            keepalive = self._last[agent_id] = Keepalive(*fields)
+            keepalive = self._last[agent_id] = interned(Keepalive(*fields))
         return StatusUpdate(agent_id, _EVENTS[event], at, keepalive, StatusCode(code), version)
 
 

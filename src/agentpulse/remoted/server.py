@@ -125,7 +125,7 @@ class Remoted:
                 entry.session.close()
             self.links.released(entry.number)
         for key in change.removed:
-            if key.number not in self.keys.by_number:  # gone, not just changed
+            if key.number not in self.keys:  # gone, not just changed
                 self.store.submit(StatusUpdate(key.number, Event.CONNECTION_LOST, now))
         return change
 

@@ -44,6 +44,7 @@ from agentpulse.wire.keys import AgentKey
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "default"
+AGENT_DB_TEMPLATE = ".agent-template.db"  # an empty per-agent database, copied for each new agent
 GROUP_HASH_SIZE = 8  # Wazuh's WDB_GROUP_HASH_SIZE: the first 8 hex digits of the SHA-1 of the group list
 STOP_RETRIES = 5
 SYNC_STATUSES = ("synced", "syncreq", "syncreq_status", "syncreq_keepalive")
@@ -198,7 +199,7 @@ class Store:
         self.write_errors = 0
         # Creating a per-agent database costs about 2 ms: on the writer thread, 5,000 first startups
         # would hold every status write back by 10 s. A thread of its own takes them in the background.
-        self._agent_dbs: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._agent_dbs: queue.SimpleQueue[int | Callable[[], object] | None] = queue.SimpleQueue()
         self._agent_db_thread: threading.Thread | None = None
 
     # -- start and stop (called from a thread, never from the event loop) -------------------------------
@@ -579,8 +580,13 @@ class Store:
                 self._waiters[:0] = waiters
                 self._jobs[:0] = jobs
             raise
-        for waiter in waiters:
-            waiter()
+        if batch.agent_dbs and self._agent_db_thread is not None:
+            # Those waiting for this commit also wait for the databases it asked for: the creation
+            # thread calls them after it has made them.
+            self._agent_dbs.put(lambda: [waiter() for waiter in waiters])
+        else:
+            for waiter in waiters:
+                waiter()
         if batch.outbox:
             for callback in self.on_commit:
                 callback(len(batch.outbox))
@@ -615,11 +621,20 @@ class Store:
         self.flushes += 1
 
     def _create_agent_dbs(self) -> None:
+        template = self.db_dir / AGENT_DB_TEMPLATE
+        try:
+            template.unlink(missing_ok=True)  # made afresh by this version of the schema
+            schema.create_agent_db(template)
+        except (sqlite3.Error, OSError):
+            log.exception("cannot create the per-agent database template %s", template)
         while (agent_id := self._agent_dbs.get()) is not None:
+            if callable(agent_id):
+                agent_id()
+                continue
             if agent_id not in self.agents:
                 continue  # removed since its first startup
             try:
-                schema.create_agent_db(self._agent_db_path(agent_id))
+                schema.create_agent_db(self._agent_db_path(agent_id), template if template.exists() else None)
             except (sqlite3.Error, OSError):
                 log.exception("cannot create the database of agent %03d", agent_id)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 
 from agentpulse.wire.errors import Reason, WireError
@@ -72,6 +73,9 @@ class Keepalive:
     os_major: str | None = None
     os_minor: str | None = None
     os_arch: str | None = None
+
+
+_KEEPALIVE_FIELDS = tuple(Keepalive.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +217,19 @@ def parse_keepalive(body: bytes) -> Keepalive:
             fields["merged_sum"] = line[: -len(MERGED_SUFFIX)][:FIELD_CAP]
         elif " - " in line and "uname" not in fields:
             fields.update(parse_uname_line(line))
-    return Keepalive(labels=tuple(labels), **fields)
+    return interned(Keepalive(labels=tuple(labels), **fields))
+
+
+def interned(keepalive: Keepalive) -> Keepalive:
+    """The same keep-alive with its shared texts interned: a fleet runs a handful of OS builds and agent
+    versions, and a manager holds one keep-alive per agent, so 200,000 agents share those strings."""
+    fields = {
+        name: sys.intern(value) if isinstance(value, str) and name != "agent_ip" else value
+        for name in _KEEPALIVE_FIELDS
+        if (value := getattr(keepalive, name)) is not None
+    }
+    fields["labels"] = tuple((sys.intern(key), sys.intern(value)) for key, value in keepalive.labels)
+    return Keepalive(**fields)  # type: ignore[arg-type]
 
 
 def parse_uname_line(line: str) -> dict[str, str | None]:
