@@ -420,18 +420,29 @@ def main() -> int:
     }
     for result in results:
         rate = float(result.get("keepalives_per_s") or 0)  # type: ignore[arg-type]
+        cpu = float(result.get("cpu_percent") or 0) / 100  # type: ignore[arg-type]
         result["ratio_to_limit"] = round(rate / ceiling["keepalives_per_s"], 3)
+        # What a keep-alive costs the server, all its processes included, against the bare message work.
+        result["cpu_us_per_keepalive"] = round(cpu / rate * 1e6, 1) if rate else None
+        result["efficiency_vs_limit"] = (
+            round(rate / cpu / ceiling["keepalives_per_s"], 3) if cpu and rate else None
+        )
     if args.baseline:
         manager_rate = float(results[0].get("keepalives_per_s") or 0)  # type: ignore[arg-type]
         echo_rate = float(results[1].get("keepalives_per_s") or 1)  # type: ignore[arg-type]
         report["ratio_to_echo_baseline"] = round(manager_rate / echo_rate, 3)
+        # At a fixed offered rate both keep up; what differs is the CPU each spends for it.
+        manager_cpu = float(results[0].get("cpu_us_per_keepalive") or 0)  # type: ignore[arg-type]
+        echo_cpu = float(results[1].get("cpu_us_per_keepalive") or 0)  # type: ignore[arg-type]
+        report["cpu_ratio_to_echo_baseline"] = round(manager_cpu / echo_cpu, 2) if echo_cpu else None
     print(json.dumps(report, indent=2))
     print()
     print(
-        "| server | agents | connected | keep-alives/s | ack p50/p99/max ms | to DB p99 ms | to NATS p99 ms "
-        "| CPU % | RSS MB | KiB/agent | errors | disconnections | ratio to limit |"
+        "| server | agents | connected | keep-alives/s | steady ack p50/p99/max ms | to DB p99 ms | to NATS p99 ms "
+        "| CPU % | CPU us/keep-alive | RSS MB | KiB/agent | errors | disconnections | rate / limit "
+        "| efficiency vs limit |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         latency = result.get("steady_ack_latency_ms") or result.get("ack_latency_ms") or {}
         assert isinstance(latency, dict)
@@ -440,8 +451,9 @@ def main() -> int:
             f"{float(result.get('keepalives_per_s') or 0):,.0f} | "  # type: ignore[arg-type]
             f"{latency.get('p50')}/{latency.get('p99')}/{latency.get('max')} | "
             f"{result.get('keepalive_to_db_p99_ms', '-')} | {result.get('keepalive_to_nats_p99_ms', '-')} | "
-            f"{result['cpu_percent']} | {result['rss_mb']} | {result['memory_per_agent_kib']} | "
-            f"{result.get('errors')} | {result.get('disconnections', '-')} | {result['ratio_to_limit']} |"
+            f"{result['cpu_percent']} | {result.get('cpu_us_per_keepalive')} | {result['rss_mb']} | "
+            f"{result['memory_per_agent_kib']} | {result.get('errors')} | {result.get('disconnections', '-')} | "
+            f"{result['ratio_to_limit']} | {result.get('efficiency_vs_limit')} |"
         )
     print(f"\nlimit: {ceiling['keepalives_per_s']:,.0f} keep-alives/s on one core (bench/limit.py)")
     if args.json_out:
