@@ -60,9 +60,6 @@ BACKOFF_JITTER: Final = 0.2  # +-20 %
 RECONNECT_PAUSE: Final = 1.0  # after the manager closed the connection, as agentd's connect_server() sleeps
 SHUTDOWN_FLUSH: Final = 2.0  # how long the shutdown message may take to leave before the process exits
 STARTED_EVENT: Final = "1:wazuh-agent:ossec: Agent started: '{name}->{ip}'."  # OS_AG_STARTED, LOCALFILE_MQ
-REQUEST_TARGET: Final = "agent"  # requests for agentd itself (agcom); other targets are module sockets
-REQUEST_ACK: Final = "ack"  # UDP only: `#!-req <counter> ack` before the answer
-UNRECOGNIZED: Final = "err Unrecognized command"
 HIDDEN_ATTR: Final = ' hidden="yes"'
 
 
@@ -435,13 +432,12 @@ class AgentDaemon:
     def _answer(self, connection: AgentConnection, request: control.Request) -> None:
         """agcom_dispatch(): `getstate` for the agent itself; anything else is not something we run."""
         if not connection.codec.tcp:
-            self._send(connection, control.build_request_reply(request.counter, REQUEST_ACK))
-        command = request.payload.split(" ", 1)[0]
-        if request.target == REQUEST_TARGET and command == control.GETSTATE:
+            self._send(connection, control.build_request_reply(request.counter, control.REQUEST_ACK))
+        if control.is_getstate(request):
             response = getstate_reply(self.state)
         else:
-            log.debug("Request %s %s %s: unrecognized", request.counter, request.target, command[:64])
-            response = UNRECOGNIZED
+            log.debug("Request %s %s %s: unrecognized", request.counter, request.target, request.payload[:64])
+            response = control.ERR_UNRECOGNIZED
         self._send(connection, control.build_request_reply(request.counter, response))
 
     async def _say_goodbye(self) -> None:

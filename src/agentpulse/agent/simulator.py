@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import IO, Any, Final, Generic, Protocol, TypeVar, cast
 
 from agentpulse.agent.connection import AgentCodec
-from agentpulse.agent.daemon import REQUEST_ACK, REQUEST_TARGET, UNRECOGNIZED
 from agentpulse.agent.state import CONNECTED, AgentState, getstate_reply
 from agentpulse.agent.sysinfo import AGENT_VERSION, OsInfo, uname_line
 from agentpulse.wire import control
@@ -1032,14 +1031,13 @@ class Worker:
     def answer(self, agent: SimAgent, request: control.Request) -> None:
         """agcom: `getstate` gets the state JSON, anything else `err Unrecognized command`."""
         if not self.tcp:
-            self.send(agent, control.build_request_reply(request.counter, REQUEST_ACK))
-        command = request.payload.split(" ", 1)[0]
-        if request.target == REQUEST_TARGET and command == control.GETSTATE:
+            self.send(agent, control.build_request_reply(request.counter, control.REQUEST_ACK))
+        if control.is_getstate(request):
             wall = time.time()
             state = AgentState(CONNECTED, last_keepalive=wall, last_ack=wall, msg_sent=agent.messages_sent)
             response = getstate_reply(state)
         else:
-            response = UNRECOGNIZED
+            response = control.ERR_UNRECOGNIZED
         if self.send(agent, control.build_request_reply(request.counter, response)):
             self.requests_answered += 1
 

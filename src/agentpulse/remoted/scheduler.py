@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROBE_TARGET = "agent"
-
 
 class KeepaliveScheduler:
     def __init__(self, remoted: Remoted, settings: ManagerKeepalive, tick: float = 0.2) -> None:
@@ -74,7 +72,9 @@ class KeepaliveScheduler:
         if entry is None:
             return
         counter = f"{random.getrandbits(32):x}"
-        if self.remoted.send_on(session, control.build_request(counter, PROBE_TARGET, control.GETSTATE)):
+        if self.remoted.send_on(
+            session, control.build_request(counter, control.AGENT_TARGET, control.GETSTATE)
+        ):
             self.probes_sent += 1
             log.debug(
                 "Agent %s silent for %.1f s: probed with getstate", entry.key.id, now - session.last_received

@@ -29,6 +29,9 @@ AGENT_IP_LABEL = '#"_agent_ip"'
 ERR_NEWER_VERSION = "Agent version must be lower or equal to manager version"
 ERR_NO_VERSION = "Couldn't retrieve version"
 GETSTATE = "getstate"
+AGENT_TARGET = "agent"  # `#!-req` target handled by agentd itself (agcom); other targets are module sockets
+REQUEST_ACK = "ack"  # UDP only: `#!-req <counter> ack` before the answer
+ERR_UNRECOGNIZED = "err Unrecognized command"
 
 # Agent-supplied text is stored and published: cap it so one agent cannot bloat every row and event.
 FIELD_CAP = 1024
@@ -299,6 +302,11 @@ def build_error(message: str) -> bytes:
 
 def build_request(counter: str, target: str, payload: str) -> bytes:
     return CONTROL_HEADER + HC_REQUEST + f"{counter} {target} {payload}".encode()
+
+
+def is_getstate(request: Request) -> bool:
+    """The manager keep-alive probe: `#!-req <counter> agent getstate`."""
+    return request.target == AGENT_TARGET and request.payload.split(" ", 1)[0] == GETSTATE
 
 
 def build_request_reply(counter: str, response: str) -> bytes:
