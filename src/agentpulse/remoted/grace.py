@@ -78,6 +78,3 @@ class GraceTracker:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-
-    def is_held(self, agent_id: int) -> bool:
-        return agent_id in self._holders

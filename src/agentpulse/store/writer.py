@@ -408,10 +408,6 @@ class Store:
     def live_agents(self) -> Iterable[tuple[int, AgentView]]:
         return ((agent_id, view) for agent_id, view in self.agents.items() if view.status in _LIVE)
 
-    def forget(self, agent_ids: Iterable[int]) -> None:
-        for agent_id in agent_ids:
-            self.agents.pop(agent_id, None)
-
     # -- the loop side: writes from the query socket -----------------------------------------------------
 
     def touch(self, agent_id: int, at: float) -> None:
