@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,7 +241,12 @@ async def probe_latencies(
 
 
 def run_simulator(
-    args: argparse.Namespace, port: int, keys_path: Path, out: Path, agents: int
+    args: argparse.Namespace,
+    port: int,
+    keys_path: Path,
+    out: Path,
+    agents: int,
+    on_start: Callable[[int], None] | None = None,
 ) -> dict[str, object]:
     command = [
         sys.executable,
@@ -269,7 +275,14 @@ def run_simulator(
         command.append("--peak")
     if args.sim_processes:
         command += ["--processes", str(args.sim_processes)]
-    subprocess.run(command, stdout=subprocess.DEVNULL, check=False, timeout=args.ramp + args.duration + 600)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    if on_start is not None:
+        on_start(process.pid)
+    try:
+        process.wait(timeout=args.ramp + args.duration + 600)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
     result: dict[str, object] = json.loads(out.read_text())
     return result
 
@@ -335,10 +348,17 @@ def _measure(
         nats_url = url_file.read_text().strip() if url_file.exists() else args.nats
     summary_path = home / "simulate.json"
     sim_thread_result: dict[str, object] = {}
+    generator: list[Sampler] = []
+
+    def sample_generator(pid: int) -> None:
+        generator.append(Sampler(pid))
+        generator[0].start()
 
     def simulate() -> None:
         sim_thread_result.update(
-            run_simulator(args, port, home / "etc" / "client.keys", summary_path, args.agents)
+            run_simulator(
+                args, port, home / "etc" / "client.keys", summary_path, args.agents, sample_generator
+            )
         )
 
     simulator = threading.Thread(target=simulate)
@@ -356,7 +376,10 @@ def _measure(
     steady_end = time.monotonic()
     steady_end_wall = time.time()
     cpu_percent, peak_rss = sampler.window(steady_start, steady_end)
+    generator_cpu = generator[0].window(steady_start, steady_end)[0] if generator else float("nan")
     simulator.join()
+    for sampler_ in generator:
+        sampler_.stop()
     sim = sim_thread_result
     connected = int(sim.get("connected", 0))  # type: ignore[call-overload]
     kernel_per_side = max(0, kernel_during - kernel_before) / 2
@@ -370,6 +393,7 @@ def _measure(
         "steady_ack_latency_ms": sim.get("steady_ack_latency_ms"),
         "errors": sim.get("errors"),
         "cpu_percent": round(cpu_percent, 1),
+        "generator_cpu_percent": round(generator_cpu, 1),
         "rss_mb": round(peak_rss / 2**20, 1),
         "memory_per_agent_kib": round(memory_per_agent / 1024, 2),
         "idle_cpu_s": round(idle_cpu, 2),
@@ -439,10 +463,10 @@ def main() -> int:
     print()
     print(
         "| server | agents | connected | keep-alives/s | steady ack p50/p99/max ms | to DB p99 ms | to NATS p99 ms "
-        "| CPU % | CPU us/keep-alive | RSS MB | KiB/agent | errors | disconnections | rate / limit "
+        "| CPU % | generator CPU % | CPU us/keep-alive | RSS MB | KiB/agent | errors | disconnections | rate / limit "
         "| efficiency vs limit |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         latency = result.get("steady_ack_latency_ms") or result.get("ack_latency_ms") or {}
         assert isinstance(latency, dict)
@@ -451,7 +475,7 @@ def main() -> int:
             f"{float(result.get('keepalives_per_s') or 0):,.0f} | "  # type: ignore[arg-type]
             f"{latency.get('p50')}/{latency.get('p99')}/{latency.get('max')} | "
             f"{result.get('keepalive_to_db_p99_ms', '-')} | {result.get('keepalive_to_nats_p99_ms', '-')} | "
-            f"{result['cpu_percent']} | {result.get('cpu_us_per_keepalive')} | {result['rss_mb']} | "
+            f"{result['cpu_percent']} | {result.get('generator_cpu_percent')} | {result.get('cpu_us_per_keepalive')} | {result['rss_mb']} | "
             f"{result['memory_per_agent_kib']} | {result.get('errors')} | {result.get('disconnections', '-')} | "
             f"{result['ratio_to_limit']} | {result.get('efficiency_vs_limit')} |"
         )

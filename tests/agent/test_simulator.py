@@ -111,7 +111,7 @@ def test_agents_are_spread_round_robin_over_processes_and_loopback_sources() -> 
     assert sources[0] == "127.0.1.1" and sources[254] == "127.0.2.1"
     assert all(simulator.is_loopback(address) and not address.endswith((".0", ".255")) for address in sources)
     assert simulator.default_processes(15_000) == 1 and simulator.default_processes(15_001) == 2
-    assert simulator.default_sources(20_000) == 1 and simulator.default_sources(50_000) == 3
+    assert simulator.default_sources(4_000) == 1 and simulator.default_sources(50_000) == 13
 
 
 def test_failure_shares_need_a_time_and_the_manager_must_be_local() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentpulse.events import payloads
 from agentpulse.status import ConnectionStatus, StatusCode
@@ -117,3 +119,58 @@ def test_events_are_compact_json() -> None:
     body = payloads.status_event(ROW, "web-01", ORIGIN)
     assert b": " not in body and b", " not in body
     assert len(body) < 400
+
+
+def reference_keepalive_event(facts: payloads.KeepaliveFacts, name: str | None, run: int, node: str) -> bytes:
+    """What the hand-written encoding must equal: the documented dict, dumped compact."""
+    cap = payloads.TEXT_CAPS[0]
+
+    def cut(text: str | None) -> str | None:
+        return None if text is None else text[:cap]
+
+    body = {
+        "type": "keepalive",
+        "agent_id": f"{facts.agent_id:03d}",
+        "name": cut(name),
+        "ip": cut(facts.ip),
+        "version": cut(facts.version),
+        "status": facts.status.value,
+        "last_keepalive": facts.at,
+        "sequence": facts.sequence,
+        "run": run,
+        "node": cut(node),
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
+texts = st.none() | st.text(max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    agent_id=st.integers(0, 10**6),
+    at=st.floats(0, 4e9, allow_nan=False),
+    sequence=st.integers(1, 2**63),
+    status=st.sampled_from(list(ConnectionStatus)),
+    ip=texts,
+    version=texts,
+    name=texts,
+    node=st.text(max_size=300),
+)
+def test_keepalive_event_bytes_equal_the_documented_dict(
+    agent_id: int,
+    at: float,
+    sequence: int,
+    status: ConnectionStatus,
+    ip: str | None,
+    version: str | None,
+    name: str | None,
+    node: str,
+) -> None:
+    facts = payloads.KeepaliveFacts(agent_id, at, sequence, status, ip, version)
+    body = payloads.keepalive_event(facts, name, 1_700_000_000_000, payloads.Origin(node, "host"))
+    expected = reference_keepalive_event(facts, name, 1_700_000_000_000, node)
+    if len(expected) <= payloads.MAX_EVENT_BYTES:
+        assert body == expected
+    else:
+        assert len(body) <= payloads.MAX_EVENT_BYTES

@@ -294,3 +294,19 @@ def test_create_agent_db_is_idempotent(tmp_path: Path) -> None:
     with closing(schema.connect(path)) as conn:
         assert conn.execute("SELECT start_scan FROM scan_info WHERE module = 'fim'").fetchone()[0] == 42
         assert conn.execute("SELECT count(*) FROM sync_info").fetchone()[0] == 18
+
+
+def test_agent_db_from_template_bytes(tmp_path: Path) -> None:
+    template_path = tmp_path / ".agent-template.db"
+    schema.create_agent_db(template_path)
+    template = template_path.read_bytes()
+    path = tmp_path / "004.db"
+    assert schema.create_agent_db(path, template) is True
+    with closing(schema.connect(path)) as conn, conn:
+        assert conn.execute("SELECT count(*) FROM sync_info").fetchone()[0] == 18
+        conn.execute("UPDATE scan_info SET start_scan = 7 WHERE module = 'fim'")
+    # An existing database is never replaced by the template, and no temporary file is left behind.
+    assert schema.create_agent_db(path, template) is False
+    with closing(schema.connect(path)) as conn:
+        assert conn.execute("SELECT start_scan FROM scan_info WHERE module = 'fim'").fetchone()[0] == 7
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []

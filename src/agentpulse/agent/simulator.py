@@ -56,6 +56,7 @@ from agentpulse.wire.secure import CipherKind
 TICK: Final = 0.01  # the scheduling loop's period (s)
 WHEEL_SLOTS: Final = 4096  # 41 s per revolution at 10 ms: most deadlines land in the current one
 REPORT_INTERVAL: Final = 0.5  # how often a worker hands a Snapshot to its reporter (s)
+COUNT_INTERVAL: Final = 5.0  # how often a report walks every agent for the live counts (s)
 CONNECTS_IN_FLIGHT: Final = 512  # per process: more would only queue in the manager's listen backlog
 CONNECT_TIMEOUT: Final = 10.0
 HANDSHAKE_TIMEOUT: Final = {"tcp": 15.0, "udp": 3.0}  # startup sent, no ack: start over (UDP may lose it)
@@ -70,7 +71,7 @@ CLOSE_GRACE: Final = 2.0  # at the end, how long closed sockets may take to flus
 SETUP_TIMEOUT: Final = 120.0  # spawning a worker and preparing its agents' ciphers
 STOP_TIMEOUT: Final = 15.0  # after `duration`, how long workers may take to report before being killed
 CONNECTIONS_PER_PROCESS: Final = 15_000  # default split: well under the 20,000 open files of a process
-CONNECTIONS_PER_SOURCE: Final = 20_000  # default spread: under the ~28,000 ephemeral ports per address
+CONNECTIONS_PER_SOURCE: Final = 4_000  # connect() scans the used ports of an address for a free one
 PORTS_PER_SOURCE: Final = 28_000
 FD_HEADROOM: Final = 64  # files a worker needs besides its sockets
 SOURCE_BASE: Final = (127, 0)  # sources are 127.0.X.Y, X 1..255, Y 1..254
@@ -770,6 +771,7 @@ class Worker:
         self.latency = LatencyHistogram()
         self.startup_latency = LatencyHistogram()
         self.ended_at: float | None = None
+        self._counted = (-math.inf, 0, 0)  # (when, connected_now, acked_now) of the last walk
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -1068,13 +1070,20 @@ class Worker:
 
     # -- reporting ----------------------------------------------------------------------------------------
 
-    def snapshot(self, now: float, final: bool = False) -> Snapshot:
+    def _count_live(self) -> tuple[int, int]:
+        """Agents connected and acked right now: a walk over every agent, so not at every report."""
         connected_now = acked_now = 0
         for agent in self.agents:
             if agent.link is not None and agent.link.up:
                 connected_now += 1
                 if agent.state == RUNNING:
                     acked_now += 1
+        return connected_now, acked_now
+
+    def snapshot(self, now: float, final: bool = False) -> Snapshot:
+        if final or now - self._counted[0] >= COUNT_INTERVAL:
+            self._counted = (now, *self._count_live())
+        _, connected_now, acked_now = self._counted
         errors = dict(self.errors)
         if final:
             never_connected = sum(1 for agent in self.agents if not agent.connected_once)
@@ -1143,13 +1152,14 @@ class Progress:
         self._previous: Snapshot | None = None
         self._width = 0
 
+    def due(self) -> bool:
+        """Whether a line is to be written now: merging the workers' snapshots is only worth it then."""
+        return self.enabled and time.monotonic() - self._last >= self.every
+
     def update(self, snapshot: Snapshot) -> None:
-        if not self.enabled:
+        if not self.due():
             return
-        now = time.monotonic()
-        if now - self._last < self.every:
-            return
-        self._last = now
+        self._last = time.monotonic()
         line = self.render(snapshot, self._previous)
         self._previous = snapshot.copy()
         with contextlib.suppress(OSError, ValueError):
@@ -1380,7 +1390,7 @@ def _run_spawned(
                     with contextlib.suppress(OSError):
                         conn.send(("stop", None))
             receive(0.2)
-            if progress is not None and latest:
+            if progress is not None and latest and progress.due():
                 progress.update(Snapshot.merged(list(latest.values())))
     finally:
         for signum, handler in previous.items():

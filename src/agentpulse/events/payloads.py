@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 from agentpulse.status import ConnectionStatus
@@ -66,6 +67,11 @@ def _cut(text: str | None, limit: int) -> str | None:
     if text is None:
         return None
     return text[:limit]
+
+
+def _text(text: str | None, limit: int) -> str:
+    """A JSON string (or null) exactly as `_dump` writes it, cut to `limit` characters."""
+    return "null" if text is None else encode_basestring(text[:limit])
 
 
 def _dump(body: dict[str, Any]) -> bytes:
@@ -130,7 +136,20 @@ def keepalive_event(facts: KeepaliveFacts, name: str | None, run: int, origin: O
 
     `sequence` counts the agent's keep-alives since `run` (the manager start, epoch milliseconds) began,
     from 1: a gap means events were dropped (keep-alive events are at-most-once).
+
+    One is encoded per keep-alive, so the usual case is written out by hand: the same bytes as
+    `_fit(build)` gives (tests/events/test_payloads.py holds them equal), at a third of the cost. Only an
+    event that would exceed MAX_EVENT_BYTES with the first text cap takes the general path.
     """
+    limit = TEXT_CAPS[0]
+    data = (
+        f'{{"type":"{KEEPALIVE_TOKEN}","agent_id":"{agent_token(facts.agent_id)}",'
+        f'"name":{_text(name, limit)},"ip":{_text(facts.ip, limit)},"version":{_text(facts.version, limit)},'
+        f'"status":"{facts.status.value}","last_keepalive":{facts.at!r},"sequence":{facts.sequence},'
+        f'"run":{run},"node":{_text(origin.node, limit)}}}'
+    ).encode("utf-8", "replace")
+    if len(data) <= MAX_EVENT_BYTES:
+        return data
 
     def build(limit: int) -> dict[str, Any]:
         return {

@@ -12,7 +12,6 @@ would then belong to the wrong owner and the manager could no longer write. `con
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -285,21 +284,27 @@ def create_global_db(path: Path, manager_name: str, now: int) -> None:
         )
 
 
-def create_agent_db(path: Path, template: Path | None = None) -> bool:
+def create_agent_db(path: Path, template: bytes | None = None) -> bool:
     """Create a per-agent database (`queue/db/<%03d id>.db`); True if it had to create the schema.
 
-    With `template` (an empty per-agent database made once by `create_agent_db`), a new file is a copy of
-    it: some 50 us instead of 2 ms of SQLite work, which is what lets thousands of agents make their first
-    startup in the same second.
+    With `template` (the bytes of an empty per-agent database made once by `create_agent_db`), a new file is
+    a copy of it written with three system calls: some 45 us instead of 2 ms of SQLite work, which is what
+    lets thousands of agents make their first startup in the same second.
     """
     if template is not None and not path.exists():
         tmp = path.with_name(f".{path.name}.tmp")
-        shutil.copyfile(template, tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with memoryview(template) as rest:
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
+        finally:
+            os.close(fd)
         try:
             os.link(tmp, path)  # never replaces a database that appeared meanwhile
         except FileExistsError:
             pass
         finally:
-            tmp.unlink()
+            os.unlink(tmp)
         return True
     return _create(path, AGENT_SCHEMA)
