@@ -355,3 +355,21 @@ def test_force_reconnect_starts_over_and_getstate_is_answered(
     state = json.loads(response)
     assert state["error"] == 0 and state["data"]["status"] == "connected"
     assert kinds.count("keepalive") >= 3  # kept alive on the new connection
+
+
+def test_batched_reads_still_ack_every_keepalive_within_a_tick_of_latency(
+    manager: ManagerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manager.home.create_layout()
+    simulator.create_keys(manager.home.client_keys, 30)
+    manager.start()
+    args = simulate_args(manager, 30, "--keys", str(manager.home.client_keys), "--batch-reads")
+    code, summary = simulate_here(capsys, [*args, "--interval", "0.5", "--ramp", "0.3", "--duration", "3"])
+    assert code == 0, summary
+    assert summary["batch_reads"] is True
+    assert summary["acked"] == 30 and summary["errors"] == 0
+    assert isinstance(summary["keepalives_acked"], int) and summary["keepalives_acked"] >= 120
+    assert summary["keepalives_acked"] == summary["keepalives_sent"]
+    latency = summary["ack_latency_ms"]
+    # Replies wait for the next tick (10 ms) to be read: never much less than nothing, never far more.
+    assert isinstance(latency, dict) and 0 < latency["p50"] <= latency["p99"] < 500

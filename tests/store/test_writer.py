@@ -117,6 +117,20 @@ def test_repeated_keepalives_are_one_write_and_no_transition(store: Store) -> No
     assert read(store, "SELECT COUNT(*) FROM agent_status_history WHERE agent_id = 2")[0][0] == 2
 
 
+def test_repeated_keepalives_of_many_agents_touch_each_its_own_second(store: Store) -> None:
+    for agent_id in (1, 2, 3):
+        store.submit(StatusUpdate(agent_id, Event.STARTUP, 10))
+        store.submit(StatusUpdate(agent_id, Event.ALIVE, 11, keepalive=KEEPALIVE))
+    assert store.flush_wait()
+    # Same keep-alive text again: only last_keepalive moves, grouped by second in one statement each.
+    store.submit(StatusUpdate(1, Event.ALIVE, 40.2, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(2, Event.ALIVE, 41.9, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(3, Event.ALIVE, 40.7, keepalive=KEEPALIVE))
+    assert store.flush_wait()
+    rows = read(store, "SELECT id, last_keepalive FROM agent WHERE id IN (1, 2, 3) ORDER BY id")
+    assert [tuple(row) for row in rows] == [(1, 40), (2, 41), (3, 40)]
+
+
 def test_shutdown_sets_code_3_and_the_disconnection_time(store: Store) -> None:
     store.submit(StatusUpdate(3, Event.STARTUP, 10))
     store.submit(StatusUpdate(3, Event.SHUTDOWN, 20))

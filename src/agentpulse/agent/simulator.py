@@ -131,6 +131,7 @@ class SimulatorConfig:
     fail_at: float | None = None
     precompute: bool = False
     peak: bool = False  # closed loop: the next keep-alive leaves as soon as the last one is acked
+    batch_reads: bool = False  # sleep between ticks, so each tick reads every reply that came meanwhile
     processes: int = 1
     sources: int = 1
     version: str = AGENT_VERSION
@@ -570,6 +571,7 @@ def summarize(config: SimulatorConfig, snapshot: Snapshot) -> dict[str, object]:
         "interval_s": config.interval,
         "ramp_s": config.ramp,
         "precompute": config.precompute,
+        "batch_reads": config.batch_reads,
         "peak": config.peak,
     }
 
@@ -807,7 +809,16 @@ class Worker:
                 if self.report is not None and now >= next_report:
                     next_report = now + REPORT_INTERVAL
                     self.report(self.snapshot(now))
-                await asyncio.sleep(TICK)
+                if config.batch_reads:
+                    # One loop iteration for the sockets that became readable during the last tick, then
+                    # a blocking sleep: one wake-up per tick instead of one per reply. A reply is timed
+                    # when read, so its latency is overstated by up to one tick.
+                    await asyncio.sleep(0)
+                    time.sleep(max(0.0, now + TICK - time.monotonic()))
+                else:
+                    await asyncio.sleep(TICK)
+            if config.batch_reads:
+                await asyncio.sleep(TICK)  # the replies to the last tick's keep-alives, read as they come
         finally:
             self.ended_at = time.monotonic()
             final = self.snapshot(self.ended_at, final=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 
@@ -20,6 +21,8 @@ from agentpulse.remoted.server import Remoted
 from agentpulse.wire.keys import KeysFile
 
 log = logging.getLogger(__name__)
+
+WORKER_NICE = 5  # weight 335 against the manager's 1024
 
 
 class Worker:
@@ -81,6 +84,9 @@ class Worker:
 def run_worker(home: Home, config: Config, index: int, fd: int) -> None:
     import uvloop
 
+    # The manager process is one and the workers are many: under CFS's equal shares a saturated machine
+    # would give the store, the sweeper and the events a twelfth of what they need. Workers yield to it.
+    os.nice(WORKER_NICE)
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(Worker(home, config, index, sock).run())

@@ -24,6 +24,7 @@ row is then gone from global.db, its history stays.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import sqlite3
@@ -702,12 +703,13 @@ class Store:
             self._insert_agents(db, batch.new_agents)
         if batch.inserted:
             self._insert_rows(db, list(batch.inserted.values()))
-        data_rows, touch_rows, label_agents = [], [], []
+        data_rows, label_agents = [], []
+        touched: dict[int, list[int]] = {}  # last_keepalive (whole seconds) -> agents
         for agent_id, (at, keepalive) in batch.keepalives.items():
             view = self.agents.get(agent_id)
             # Most keep-alives repeat the last one: then only last_keepalive moves, a narrow update.
             if keepalive is None or (view is not None and keepalive == view.data_written):
-                touch_rows.append((int(at), agent_id))
+                touched.setdefault(int(at), []).append(agent_id)
                 continue
             if view is not None:
                 view.data_written = keepalive
@@ -742,8 +744,14 @@ class Store:
                 "last_keepalive = ?, sync_status = 'synced' WHERE id = ?",
                 data_rows,
             )
-        if touch_rows:
-            db.executemany("UPDATE agent SET last_keepalive = ? WHERE id = ?", touch_rows)
+        for second, agent_ids in touched.items():
+            # One statement per second instead of one per agent: a flush usually spans one or two seconds,
+            # and sqlite3 lets go of the GIL once per statement, not 10,000 times (each time the event
+            # loop may keep it for a whole switch interval).
+            db.execute(
+                "UPDATE agent SET last_keepalive = ? WHERE id IN (SELECT value FROM json_each(?))",
+                (second, json.dumps(agent_ids)),
+            )
         for agent_id, keepalive in label_agents:
             self._write_labels(db, agent_id, keepalive)
         if batch.statuses:
