@@ -23,7 +23,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    keys = KeysFile.parse("001 web-01 any k1\n002 web-02 10.0.0.2 k2\n")
+    keys = KeysFile.parse("001 web-01 any k1\n002 web-02 10.0.0.2 k2\n003 web-03 any k3\n004 web-04 any k4\n")
     store = Store(
         tmp_path / "db", manager_host="m", node_name="n", clock=clock.wall, monotonic=clock.monotonic
     )
@@ -58,6 +58,25 @@ def test_agent_that_keeps_talking_is_never_swept(store: Store, clock: Clock) -> 
         _alive(store, clock, 1)
         clock.mono += 5
         assert sweeper.sweep() == []
+
+
+def test_only_the_silent_go_whatever_order_the_agents_last_spoke_in(store: Store, clock: Clock) -> None:
+    sweeper = Sweeper(store, timeout=10)
+    for agent_id in (1, 2, 3, 4):
+        _alive(store, clock, agent_id)
+        clock.mono += 1
+    _alive(store, clock, 1)  # first to start, last heard: now the most recent
+    store.submit(StatusUpdate(3, Event.SHUTDOWN, clock.now))  # silent but already disconnected
+    clock.mono += 8.5  # at 12.5: 2 (heard at 1) silent for 11.5 s, 4 (at 3) 9.5 s, 1 (at 4) 8.5 s
+    assert sweeper.sweep() == [2]
+    clock.mono += 1
+    assert sweeper.sweep() == [4]
+    clock.mono += 1
+    assert sweeper.sweep() == [1]
+    assert sweeper.sweep() == []
+    _alive(store, clock, 2)  # back: swept again only after a new silence
+    clock.mono += 10.5
+    assert sweeper.sweep() == [2]
 
 
 def test_a_wall_clock_jump_disconnects_nobody(store: Store, clock: Clock) -> None:

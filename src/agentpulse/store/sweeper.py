@@ -3,7 +3,8 @@
 Every second, live agents silent for `agents_disconnection_time` go disconnected (code 4). It covers UDP
 agents and anything the keep-alive scheduler did not see. Silence is measured on the monotonic clock (the
 time the store last heard from the agent), so a jump of the wall clock never disconnects anyone; Wazuh
-sweeps once per timeout, so it detects between T and 2T, this sweep between T and T + 1 s.
+sweeps once per timeout, so it detects between T and 2T, this sweep between T and T + 1 s. The store keeps
+its agents in the order it last heard from them, so a sweep reads the silent ones and one more, not all.
 
 An agent that went away unexpectedly (codes 4 and 6) and is still disconnected
 `agents_disconnection_alert_time` later raises Wazuh's "Agent disconnected" line, and its history row is
@@ -21,6 +22,7 @@ from agentpulse.store.writer import Store
 log = logging.getLogger(__name__)
 
 ALERTED_CODES = (StatusCode.NO_KEEPALIVE, StatusCode.CONNECTION_LOST)
+LIVE = (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
 
 
 class Sweeper:
@@ -40,7 +42,16 @@ class Sweeper:
     def sweep(self) -> list[int]:
         now_monotonic = self.store.monotonic()
         threshold = now_monotonic - self.timeout
-        stale = [agent_id for agent_id, view in self.store.live_agents() if view.seen_monotonic < threshold]
+        stale = []
+        agents = self.store.agents
+        for agent_id in self.store.heard:  # the longest silent first
+            view = agents.get(agent_id)
+            if view is None:
+                continue
+            if view.seen_monotonic >= threshold:
+                break
+            if view.status in LIVE:
+                stale.append(agent_id)
         now = self.store.clock()
         for agent_id in stale:
             self.store.submit(StatusUpdate(agent_id, Event.TIMEOUT, now))

@@ -30,6 +30,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -181,6 +182,9 @@ class Store:
         self.clock = clock
         self.monotonic = monotonic
         self.agents: dict[int, AgentView] = {}
+        # Agents the store heard from, the longest silent first (loop thread only): the sweeper reads
+        # from the front and stops at the first recent one, instead of walking every agent each second.
+        self.heard: OrderedDict[int, None] = OrderedDict()
         self._batch = _Batch()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -323,7 +327,7 @@ class Store:
             "SELECT id, connection_status, status_code, last_keepalive, name, register_ip FROM agent WHERE id != ?",
             (schema.MANAGER_ID,),
         ):
-            self.agents[agent_id] = AgentView(
+            view = self.agents[agent_id] = AgentView(
                 ConnectionStatus(status),
                 StatusCode(code or 0),
                 int(seqs.get(agent_id, 0)),
@@ -332,6 +336,8 @@ class Store:
                 name=name,
                 register_ip=register_ip or "",
             )
+            if view.status in _LIVE:  # not heard from in this run: the first the sweeper looks at
+                self.heard[agent_id] = None
             self._retired.pop(agent_id, None)
 
     def _require_db(self) -> sqlite3.Connection:
@@ -362,7 +368,7 @@ class Store:
             for keepalive_listener in self.keepalive_listeners:
                 keepalive_listener(update.agent_id, update.at, update.keepalive)
         if event is Event.STARTUP or event is Event.ALIVE:
-            view.seen_monotonic = self.monotonic()
+            self._heard_from(update.agent_id, view)
             if event is Event.STARTUP or update.keepalive is not None:
                 view.last_keepalive = update.at
         with self._lock:
@@ -380,6 +386,8 @@ class Store:
                 update.agent_id, view.seq, view.status, moved.new, moved.code, update.at, view.last_keepalive
             )
             view.status, view.code = moved.new, moved.code
+            if moved.new is ConnectionStatus.DISCONNECTED:
+                self.heard.pop(update.agent_id, None)
             batch.statuses[update.agent_id] = (moved.new, moved.code, update.at, update.version)
             batch.history.append(row)
             if self.outbox_encoder is not None:
@@ -410,6 +418,12 @@ class Store:
         with self._lock:
             self._batch.outbox_acked.extend(row_ids)
 
+    def _heard_from(self, agent_id: int, view: AgentView) -> None:
+        view.seen_monotonic = self.monotonic()
+        heard = self.heard
+        heard[agent_id] = None
+        heard.move_to_end(agent_id)
+
     def live_agents(self) -> Iterable[tuple[int, AgentView]]:
         return ((agent_id, view) for agent_id, view in self.agents.items() if view.status in _LIVE)
 
@@ -421,7 +435,7 @@ class Store:
         if view is None:
             return
         view.last_keepalive = at
-        view.seen_monotonic = self.monotonic()
+        self._heard_from(agent_id, view)
         with self._lock:
             current = self._batch.keepalives.get(agent_id)
             if current is None or current[1] is None:
@@ -458,6 +472,7 @@ class Store:
         rows: list[TransitionRow] = []
         for agent_id in agent_ids:
             view = self.agents.pop(agent_id, None)
+            self.heard.pop(agent_id, None)
             if view is None:
                 continue
             code = view.code if view.status is ConnectionStatus.DISCONNECTED else StatusCode.NONE
