@@ -43,11 +43,32 @@ def test_records_cross_a_socketpair_and_repeated_keepalives_go_by_reference() ->
         return received
 
     records = asyncio.run(scenario())
-    assert [record[0] for record in records] == ["u", "u", "u", "u", "u", "b", "x", "s", "c"]
-    assert records[2][4] == pipe.SAME_KEEPALIVE and records[3][4] == pipe.SAME_KEEPALIVE
+    assert [record[0] for record in records] == ["u", "u", "k", "u", "b", "x", "s", "c"]
+    assert records[2] == (pipe.REPEATS, [7, 7], [3.0, 4.0])  # the repeats, in order, before what follows
     decode = pipe.UpdateDecoder()
-    updates = [decode(record) for record in records[:5]]
-    assert updates[0] == StatusUpdate(7, Event.STARTUP, 1.0)
-    assert [update.keepalive for update in updates[1:4]] == [KEEPALIVE] * 3
-    assert updates[2].keepalive is updates[1].keepalive
-    assert updates[4] == StatusUpdate(7, Event.VERSION_REFUSED, 5.0, None, StatusCode.INVALID_VERSION, "v9")
+    first = [decode(record) for record in records[:2]]
+    assert first[0] == StatusUpdate(7, Event.STARTUP, 1.0)
+    assert first[1].keepalive == KEEPALIVE and decode.last[7] is first[1].keepalive
+    assert decode(records[3]) == StatusUpdate(
+        7, Event.VERSION_REFUSED, 5.0, None, StatusCode.INVALID_VERSION, "v9"
+    )
+
+
+def test_a_repeated_keepalive_with_a_version_is_a_record_by_reference_not_a_repeat() -> None:
+    sent: list[list[pipe.Record]] = []
+
+    class Collect(pipe.PipeReader):
+        def send(self, records: list[pipe.Record]) -> None:
+            sent.append(records)
+
+    async def scenario() -> None:
+        sink = pipe.PipeSink(Collect(lambda batch: None, lambda: None))
+        sink.submit(StatusUpdate(3, Event.ALIVE, 1.0, keepalive=KEEPALIVE))
+        sink.submit(StatusUpdate(3, Event.ALIVE, 2.0, keepalive=KEEPALIVE, version="v4.14.7"))
+        sink.submit(StatusUpdate(3, Event.ALIVE, 3.0, keepalive=KEEPALIVE))
+        sink.flush()
+
+    asyncio.run(scenario())
+    [records] = sent
+    assert [record[0] for record in records] == ["u", "u", "k"]
+    assert records[1][4] == pipe.SAME_KEEPALIVE and records[2] == (pipe.REPEATS, [3], [3.0])

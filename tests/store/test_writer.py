@@ -131,6 +131,30 @@ def test_repeated_keepalives_of_many_agents_touch_each_its_own_second(store: Sto
     assert [tuple(row) for row in rows] == [(1, 40), (2, 41), (3, 40)]
 
 
+def test_repeats_apply_like_submit_in_order_with_transitions_where_due(store: Store) -> None:
+    heard: list[tuple[int, float]] = []
+    store.keepalive_listeners.append(lambda agent_id, at, keepalive: heard.append((agent_id, at)))
+    for agent_id in (1, 2):
+        store.submit(StatusUpdate(agent_id, Event.STARTUP, 10))
+    store.submit(StatusUpdate(1, Event.ALIVE, 11, keepalive=KEEPALIVE))  # 1 active, 2 still pending
+    assert store.flush_wait()
+    # 3 never sent a keep-alive body: nothing to repeat, so it is skipped.
+    store.submit_repeats([1, 2, 3, 1], [20.0, 21.0, 22.0, 23.0], {1: KEEPALIVE, 2: KEEPALIVE})
+    assert heard == [(1, 11), (1, 20.0), (2, 21.0), (1, 23.0)]
+    assert store.flush_wait()
+    rows = read(
+        store, "SELECT id, connection_status, last_keepalive FROM agent WHERE id IN (1, 2, 3) ORDER BY id"
+    )
+    assert [tuple(row) for row in rows] == [
+        (1, "active", 23),
+        (2, "active", 21),
+        (3, "never_connected", None),
+    ]
+    history = read(store, "SELECT to_status FROM agent_status_history WHERE agent_id = 2 ORDER BY seq")
+    assert [row[0] for row in history] == ["pending", "active"]
+    assert list(store.heard) == [2, 1]  # the longest silent first: 2 (at 21), then 1 (at 23)
+
+
 def test_shutdown_sets_code_3_and_the_disconnection_time(store: Store) -> None:
     store.submit(StatusUpdate(3, Event.STARTUP, 10))
     store.submit(StatusUpdate(3, Event.SHUTDOWN, 20))

@@ -113,7 +113,9 @@ class WorkerPool:
         store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
         for record in records:
             kind = record[0]
-            if kind == pipe.UPDATE:
+            if kind == pipe.REPEATS:
+                store.submit_repeats(record[1], record[2], decode.last)
+            elif kind == pipe.UPDATE:
                 store.submit(decode(record))
             elif kind == pipe.BOUND:
                 grace.bound(record[1], holder)
