@@ -102,6 +102,7 @@ class Sampler:
 
     root_pid: int
     samples: list[tuple[float, float, int]] = field(default_factory=list)
+    root_cpu: list[float] = field(default_factory=list)  # the root process alone, at the same times
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -110,10 +111,20 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(1.0):
             cpu, rss = cpu_seconds_and_rss(process_tree(self.root_pid))
+            self.root_cpu.append(cpu_seconds_and_rss([self.root_pid])[0])
             self.samples.append((time.monotonic(), cpu, rss))
 
     def stop(self) -> None:
         self._stop.set()
+
+    def root_window(self, start: float, end: float) -> float:
+        """CPU % of the root process alone (the manager process, without its workers and nats-server)."""
+        inside = [i for i, s in enumerate(self.samples) if start <= s[0] <= end]
+        if len(inside) < 2:
+            return float("nan")
+        first, last = inside[0], inside[-1]
+        elapsed = self.samples[last][0] - self.samples[first][0]
+        return (self.root_cpu[last] - self.root_cpu[first]) / elapsed * 100
 
     def window(self, start: float, end: float) -> tuple[float, int]:
         inside = [s for s in self.samples if start <= s[0] <= end]
@@ -277,6 +288,8 @@ def run_simulator(
         command.append("--batch-reads")
     if args.sim_processes:
         command += ["--processes", str(args.sim_processes)]
+    if args.sim_nice:
+        command = ["nice", "-n", str(args.sim_nice), *command]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     if on_start is not None:
         on_start(process.pid)
@@ -396,6 +409,7 @@ def _measure(
         "errors": sim.get("errors"),
         "cpu_percent": round(cpu_percent, 1),
         "generator_cpu_percent": round(generator_cpu, 1),
+        "manager_process_cpu_percent": round(sampler.root_window(steady_start, steady_end), 1),
         "rss_mb": round(peak_rss / 2**20, 1),
         "memory_per_agent_kib": round(memory_per_agent / 1024, 2),
         "idle_cpu_s": round(idle_cpu, 2),
@@ -427,6 +441,12 @@ def main() -> int:
         "--baseline", action="store_true", help="also run the fleet against the echo-ack server"
     )
     parser.add_argument("--sim-processes", type=int, default=0)
+    parser.add_argument(
+        "--sim-nice",
+        type=int,
+        default=0,
+        help="niceness of the simulator: on a shared machine, let the manager's processes come first",
+    )
     parser.add_argument(
         "--sim-batch-reads",
         action="store_true",

@@ -150,6 +150,14 @@ def simulate_args(manager: ManagerProcess, agents: int, *extra: str) -> list[str
     ]
 
 
+def started_with_keys(manager: ManagerProcess, agents: int, *extra: str) -> list[str]:
+    """Register `agents` simulated agents, start the manager, and give the `simulate` arguments for them."""
+    manager.home.create_layout()
+    simulator.create_keys(manager.home.client_keys, agents)
+    manager.start()
+    return simulate_args(manager, agents, "--keys", str(manager.home.client_keys), *extra)
+
+
 def simulate_here(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, dict[str, object]]:
     code = main(args)
     summary: dict[str, object] = json.loads(capsys.readouterr().out)
@@ -197,10 +205,7 @@ def test_silent_and_shutdown_agents_end_disconnected_with_their_codes(manager: M
     manager.settings = ManagerSettings(
         connection_grace=30, keepalive_enabled=True, keepalive_interval=0.5, keepalive_timeout=1.5
     )
-    manager.home.create_layout()
-    simulator.create_keys(manager.home.client_keys, 40)
-    manager.start()
-    args = simulate_args(manager, 40, "--keys", str(manager.home.client_keys))
+    args = started_with_keys(manager, 40)
     failures = ["--silent-share", "0.25", "--shutdown-share", "0.25", "--fail-at", "1.5"]
     process = simulate_process([*args, *failures, "--interval", "1", "--ramp", "0.3", "--duration", "4.5"])
     expected = {("active", 0): 20, ("disconnected", 3): 10, ("disconnected", 4): 10}
@@ -226,10 +231,7 @@ def test_silent_and_shutdown_agents_end_disconnected_with_their_codes(manager: M
 def test_two_processes_give_the_same_totals_as_one(
     manager: ManagerProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manager.home.create_layout()
-    simulator.create_keys(manager.home.client_keys, 60)
-    manager.start()
-    args = [*simulate_args(manager, 60, "--keys", str(manager.home.client_keys))]
+    args = started_with_keys(manager, 60)
     timing = ["--interval", "0.5", "--ramp", "0.5", "--duration", "2.5"]
     code_one, one = simulate_here(capsys, [*args, *timing, "--processes", "1"])
     code_two, two = simulate_here(capsys, [*args, *timing, "--processes", "2"])
@@ -246,10 +248,7 @@ def test_two_processes_give_the_same_totals_as_one(
 def test_cipher_mix_is_half_aes_half_blowfish_and_all_acked(
     manager: ManagerProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manager.home.create_layout()
-    simulator.create_keys(manager.home.client_keys, 20)
-    manager.start()
-    args = simulate_args(manager, 20, "--keys", str(manager.home.client_keys), "--cipher", "mix")
+    args = started_with_keys(manager, 20, "--cipher", "mix")
     code, summary = simulate_here(capsys, [*args, "--interval", "0.5", "--ramp", "0.2", "--duration", "1.5"])
     assert code == 0, summary
     assert summary["ciphers"] == {"aes": 10, "blowfish": 10}
@@ -261,10 +260,7 @@ def test_udp_fleet_with_precomputed_keepalives(
     manager: ManagerProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manager.settings = ManagerSettings(protocols="udp", connection_grace=30)
-    manager.home.create_layout()
-    simulator.create_keys(manager.home.client_keys, 10)
-    manager.start()
-    args = simulate_args(manager, 10, "--keys", str(manager.home.client_keys), "--protocol", "udp")
+    args = started_with_keys(manager, 10, "--protocol", "udp")
     code, summary = simulate_here(
         capsys, [*args, "--precompute", "--interval", "0.3", "--ramp", "0.2", "--duration", "1.5"]
     )
@@ -360,10 +356,7 @@ def test_force_reconnect_starts_over_and_getstate_is_answered(
 def test_batched_reads_still_ack_every_keepalive_within_a_tick_of_latency(
     manager: ManagerProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manager.home.create_layout()
-    simulator.create_keys(manager.home.client_keys, 30)
-    manager.start()
-    args = simulate_args(manager, 30, "--keys", str(manager.home.client_keys), "--batch-reads")
+    args = started_with_keys(manager, 30, "--batch-reads")
     code, summary = simulate_here(capsys, [*args, "--interval", "0.5", "--ramp", "0.3", "--duration", "3"])
     assert code == 0, summary
     assert summary["batch_reads"] is True
