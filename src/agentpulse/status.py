@@ -75,7 +75,7 @@ class Transition:
     code: StatusCode
 
 
-_LIVE = (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
+LIVE = (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)  # connected, or about to be
 
 
 def transition(
@@ -111,6 +111,6 @@ def transition(
 
 
 def _disconnect_live(current: ConnectionStatus, code: StatusCode) -> Transition | None:
-    if current in _LIVE:
+    if current in LIVE:
         return Transition(ConnectionStatus.DISCONNECTED, code)
     return None

@@ -287,9 +287,9 @@ def create_global_db(path: Path, manager_name: str, now: int) -> None:
 def create_agent_db(path: Path, template: bytes | None = None) -> bool:
     """Create a per-agent database (`queue/db/<%03d id>.db`); True if it had to create the schema.
 
-    With `template` (the bytes of an empty per-agent database made once by `create_agent_db`), a new file is
-    a copy of it written with three system calls: some 45 us instead of 2 ms of SQLite work, which is what
-    lets thousands of agents make their first startup in the same second.
+    With `template` (the bytes of an empty per-agent database made once by `create_agent_db`), a new file
+    is a copy of it written with a handful of system calls: some 45 us instead of 2 ms of SQLite work,
+    which is what lets thousands of agents make their first startup in the same second.
     """
     if template is not None and not path.exists():
         tmp = path.with_name(f".{path.name}.tmp")

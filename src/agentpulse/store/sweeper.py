@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import logging
 
-from agentpulse.status import ConnectionStatus, Event, StatusCode
+from agentpulse.status import LIVE, ConnectionStatus, Event, StatusCode
 from agentpulse.store.records import StatusUpdate, TransitionRow
 from agentpulse.store.writer import Store
 
 log = logging.getLogger(__name__)
 
 ALERTED_CODES = (StatusCode.NO_KEEPALIVE, StatusCode.CONNECTION_LOST)
-LIVE = (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
 
 
 class Sweeper:

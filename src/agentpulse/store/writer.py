@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentpulse.status import ConnectionStatus, Event, StatusCode, transition
+from agentpulse.status import LIVE, ConnectionStatus, Event, StatusCode, transition
 from agentpulse.store import schema
 from agentpulse.store.records import StatusUpdate, TransitionRow
 from agentpulse.wire.control import Keepalive
@@ -52,7 +52,6 @@ GROUP_HASH_SIZE = 8  # Wazuh's WDB_GROUP_HASH_SIZE: the first 8 hex digits of th
 STOP_RETRIES = 5
 SYNC_STATUSES = ("synced", "syncreq", "syncreq_status", "syncreq_keepalive")
 AGENT_DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
-_LIVE = (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
 T = TypeVar("T")
 
 
@@ -336,7 +335,7 @@ class Store:
                 name=name,
                 register_ip=register_ip or "",
             )
-            if view.status in _LIVE:  # not heard from in this run: the first the sweeper looks at
+            if view.status in LIVE:  # not heard from in this run: the first the sweeper looks at
                 self.heard[agent_id] = None
             self._retired.pop(agent_id, None)
 
@@ -353,7 +352,7 @@ class Store:
     def reset_connections(self) -> int:
         """Manager start: every pending or active agent becomes disconnected with code 5."""
         now = self.clock()
-        live = [agent_id for agent_id, view in self.agents.items() if view.status in _LIVE]
+        live = [agent_id for agent_id, view in self.agents.items() if view.status in LIVE]
         for agent_id in live:
             self.submit(StatusUpdate(agent_id, Event.MANAGER_RESET, now))
         return len(live)
@@ -368,7 +367,7 @@ class Store:
             for keepalive_listener in self.keepalive_listeners:
                 keepalive_listener(update.agent_id, update.at, update.keepalive)
         if event is Event.STARTUP or event is Event.ALIVE:
-            self._heard_from(update.agent_id, view)
+            self._heard_from(update.agent_id, view, self.monotonic())
             if event is Event.STARTUP or update.keepalive is not None:
                 view.last_keepalive = update.at
         with self._lock:
@@ -402,7 +401,7 @@ class Store:
         """Keep-alives that repeat each agent's last one (`keepalives`), in arrival order: what `submit`
         does for each, with one lock and no record objects for the common case, an agent already active.
         """
-        agents, heard, listeners = self.agents, self.heard, self.keepalive_listeners
+        agents, listeners = self.agents, self.keepalive_listeners
         monotonic = self.monotonic()
         others: list[StatusUpdate] = []
         with self._lock:
@@ -418,9 +417,7 @@ class Store:
                     continue
                 for listener in listeners:
                     listener(agent_id, at, keepalive)
-                view.seen_monotonic = monotonic
-                heard[agent_id] = None
-                heard.move_to_end(agent_id)
+                self._heard_from(agent_id, view, monotonic)
                 view.last_keepalive = at
                 pending[agent_id] = (at, keepalive)
         for update in others:
@@ -448,14 +445,14 @@ class Store:
         with self._lock:
             self._batch.outbox_acked.extend(row_ids)
 
-    def _heard_from(self, agent_id: int, view: AgentView) -> None:
-        view.seen_monotonic = self.monotonic()
+    def _heard_from(self, agent_id: int, view: AgentView, monotonic: float) -> None:
+        view.seen_monotonic = monotonic
         heard = self.heard
         heard[agent_id] = None
         heard.move_to_end(agent_id)
 
     def live_agents(self) -> Iterable[tuple[int, AgentView]]:
-        return ((agent_id, view) for agent_id, view in self.agents.items() if view.status in _LIVE)
+        return ((agent_id, view) for agent_id, view in self.agents.items() if view.status in LIVE)
 
     # -- the loop side: writes from the query socket -----------------------------------------------------
 
@@ -465,7 +462,7 @@ class Store:
         if view is None:
             return
         view.last_keepalive = at
-        self._heard_from(agent_id, view)
+        self._heard_from(agent_id, view, self.monotonic())
         with self._lock:
             current = self._batch.keepalives.get(agent_id)
             if current is None or current[1] is None:
