@@ -100,7 +100,9 @@ class ManagerProcess:
         tmp.replace(keys_path)
         return added
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 20.0, *, own_group: bool = False) -> None:
+        """Start and wait until it listens. `own_group`: the manager leads a process group of its own, as
+        in a terminal, where Ctrl-C goes to the whole group (see `interrupt_group`)."""
         self.write_config()
         with open(self.root / "manager.out", "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
@@ -116,6 +118,7 @@ class ManagerProcess:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=own_group,
             )
         deadline = time.monotonic() + timeout
         state = self.home.remoted_state
@@ -134,6 +137,14 @@ class ManagerProcess:
     def signal(self, signum: int) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
+
+    def interrupt_group(self, timeout: float = 20.0) -> int:
+        """Ctrl-C in the manager's terminal: SIGINT to its whole process group (started with own_group)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.process is None:

@@ -89,6 +89,23 @@ def test_embedded_server_dies_with_a_killed_manager(manager: ManagerProcess) -> 
     assert accepts(manager.home.nats_url_file.read_text().strip())
 
 
+def test_ctrl_c_stops_the_embedded_server_after_the_manager_not_before(manager: ManagerProcess) -> None:
+    manager.settings = EMBEDDED
+    manager.start(own_group=True)
+    url = manager.home.nats_url_file.read_text().strip()
+    assert accepts(url)
+    assert manager.interrupt_group() == 0
+    output = manager.output()
+    # The server is not in the terminal's group: only the manager stops it (SIGTERM), after its last events.
+    server_log = (manager.home.logs_dir / "nats-server.log").read_text()
+    assert 'Trapped "terminated" signal' in server_log and 'Trapped "interrupt" signal' not in server_log
+    assert "NATS connection lost" not in output
+    assert output.index("Stopped: every accepted status change is committed") < output.index(
+        "Embedded nats-server stopped"
+    )
+    assert not accepts(url)
+
+
 def test_watch_one_liners_read_like_the_statuses() -> None:
     status = {
         "type": "status",

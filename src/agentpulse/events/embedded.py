@@ -129,6 +129,9 @@ class EmbeddedNats:
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
                 preexec_fn=_die_with_parent(),
+                # Ctrl-C reaches the terminal's whole process group: the manager stops the server itself,
+                # after the last events, instead of losing its connection first.
+                start_new_session=True,
             )
         finally:
             output.close()
