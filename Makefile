@@ -29,7 +29,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/fleet.py --agents 10000 --interval 20
+	$(BIN)/python bench/fleet.py --agents 10000 --interval 20 --ramp 20
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
