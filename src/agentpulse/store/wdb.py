@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agentpulse.remoted.ratelimit import RateLimitedLog
-from agentpulse.status import ConnectionStatus, Event, StatusCode
+from agentpulse.status import LIVE, ConnectionStatus, Event, StatusCode
 from agentpulse.store import schema, upkeep
 from agentpulse.store.records import StatusUpdate
 from agentpulse.store.writer import (
@@ -689,12 +689,7 @@ class WdbServer:
                 f"Cannot execute Global database query; connection_status '{near(status)}' cannot come "
                 "with a keep-alive (pending or active)"
             )
-        if self._known(agent_id):
-            now = self.clock()
-            self.store.submit(StatusUpdate(agent_id, event, now))
-            self.store.touch(agent_id, now)
-            self.store.set_sync_status(agent_id, sync)
-            await self._committed()
+        await self._change_status(StatusUpdate(agent_id, event, self.clock()), sync, touch=True)
         return "ok"
 
     async def _update_connection_status(self, argument: str) -> Reply:
@@ -718,13 +713,9 @@ class WdbServer:
                 f"Cannot execute Global database query; the status model has no transition to "
                 f"'{near(status)}' with status_code {code}"
             )
-        if self._known(agent_id):
-            now = self.clock()
-            self.store.submit(StatusUpdate(agent_id, event, now))
-            if event is Event.STARTUP:
-                self.store.touch(agent_id, now)
-            self.store.set_sync_status(agent_id, sync)
-            await self._committed()
+        await self._change_status(
+            StatusUpdate(agent_id, event, self.clock()), sync, touch=event is Event.STARTUP
+        )
         return "ok"
 
     async def _update_status_code(self, argument: str) -> Reply:
@@ -746,13 +737,21 @@ class WdbServer:
             status_code = StatusCode(code)
         except ValueError:
             raise WdbError(f"Cannot execute Global database query; unknown status_code {code}") from None
-        if self._known(agent_id):
-            self.store.submit(
-                StatusUpdate(agent_id, Event.VERSION_REFUSED, self.clock(), code=status_code, version=version)
-            )
-            self.store.set_sync_status(agent_id, sync)
-            await self._committed()
+        refused = StatusUpdate(
+            agent_id, Event.VERSION_REFUSED, self.clock(), code=status_code, version=version
+        )
+        await self._change_status(refused, sync)
         return "ok"
+
+    async def _change_status(self, update: StatusUpdate, sync: str, *, touch: bool = False) -> None:
+        """A status command: the status model (and last_keepalive with `touch`), then sync_status, answered
+        once committed. An agent global.db does not know changes nothing."""
+        if self._known(update.agent_id):
+            self.store.submit(update)
+            if touch:
+                self.store.touch(update.agent_id, update.at)
+            self.store.set_sync_status(update.agent_id, sync)
+            await self._committed()
 
     async def _disconnect_agents(self, argument: str) -> Reply:
         words = argument.split()
@@ -769,8 +768,7 @@ class WdbServer:
         stale = (
             {"id": agent_id}
             for agent_id in sorted(a for a in agents if a > last_id)
-            if agents[agent_id].status in (ConnectionStatus.ACTIVE, ConnectionStatus.PENDING)
-            and (agents[agent_id].last_keepalive or 0) < threshold
+            if agents[agent_id].status in LIVE and (agents[agent_id].last_keepalive or 0) < threshold
         )
         status, text, taken = page(stale)
         now = self.clock()
