@@ -298,19 +298,23 @@ class Store:
         """Loop side: accept agents that client.keys gained while running; the writer inserts them."""
         new = [a for a in agents if a.number not in self.agents and a.number != schema.MANAGER_ID]
         for agent in new:
-            self.agents[agent.number] = AgentView(
-                ConnectionStatus.NEVER_CONNECTED,
-                StatusCode.NONE,
-                self._retired.pop(agent.number, 0),
-                None,
-                name=agent.name,
-                register_ip=agent.ip.text,
-            )
+            self._add_view(agent.number, agent.name, agent.ip.text)
         if new:
             with self._lock:
                 self._batch.new_agents.extend(new)
             self._wake.set()
         return [agent.number for agent in new]
+
+    def _add_view(self, agent_id: int, name: str, register_ip: str) -> None:
+        """A new agent, never connected; its history goes on from a removed agent with the same id."""
+        self.agents[agent_id] = AgentView(
+            ConnectionStatus.NEVER_CONNECTED,
+            StatusCode.NONE,
+            self._retired.pop(agent_id, 0),
+            None,
+            name=name,
+            register_ip=register_ip,
+        )
 
     def _group_id(self, db: sqlite3.Connection, name: str) -> int:
         row = db.execute("SELECT id FROM `group` WHERE name = ?", (name,)).fetchone()
@@ -478,14 +482,7 @@ class Store:
         """`insert-agent`: False when the id is taken (the manager's included)."""
         if agent.id in self.agents or agent.id == schema.MANAGER_ID:
             return False
-        self.agents[agent.id] = AgentView(
-            ConnectionStatus.NEVER_CONNECTED,
-            StatusCode.NONE,
-            self._retired.pop(agent.id, 0),
-            None,
-            name=agent.name,
-            register_ip=agent.register_ip or "",
-        )
+        self._add_view(agent.id, agent.name, agent.register_ip or "")
         with self._lock:
             self._batch.inserted[agent.id] = agent
         self._wake.set()
