@@ -1,5 +1,5 @@
-"""Fixtures for end-to-end tests: a real manager process and real agent processes, stopped whatever the
-test does."""
+"""Fixtures for end-to-end tests: real agent processes, stopped whatever the test does (the manager
+fixture is shared, in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,6 @@ import pytest
 from agentpulse.agent.daemon import init_agent_home
 from agentpulse.wire.keys import AgentKey
 from tests.e2e.harness import LOOPBACK, AgentFactory, AgentProcess, ManagerProcess
-
-
-@pytest.fixture
-def manager(tmp_path: Path) -> Iterator[ManagerProcess]:
-    process = ManagerProcess(tmp_path / "ossec")
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

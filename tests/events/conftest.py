@@ -1,4 +1,4 @@
-"""Fixtures for the events tests: a real nats-server (JetStream, loopback, a tmp store) and a real manager."""
+"""Fixtures for the events tests: a real nats-server (JetStream, loopback, a tmp store)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ManagerProcess
 from tests.events.natsserver import NatsServer
 
 
@@ -19,12 +18,3 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def manager(tmp_path: Path) -> Iterator[ManagerProcess]:
-    process = ManagerProcess(tmp_path / "ossec")
-    try:
-        yield process
-    finally:
-        process.stop()
