@@ -57,8 +57,8 @@ _REASONS = {
 }
 
 
-class Event(enum.Enum):
-    """What can happen to an agent, as remoted, the sweeper and the manager report it."""
+class Trigger(enum.Enum):
+    """What happened to an agent, as remoted, the sweeper and the manager report it: the input of `transition()`."""
 
     STARTUP = "startup"  # startup accepted
     VERSION_REFUSED = "version_refused"  # startup refused: code 1 or 2, status unchanged
@@ -79,35 +79,35 @@ LIVE = (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)  # connected, or abou
 
 
 def transition(
-    current: ConnectionStatus, event: Event, code: StatusCode = StatusCode.NONE
+    current: ConnectionStatus, trigger: Trigger, code: StatusCode = StatusCode.NONE
 ) -> Transition | None:
     """The status an event moves an agent to, or None when the event changes nothing.
 
     `code` is only read for VERSION_REFUSED (1 or 2). A refusal keeps the status and only sets the code, so
     it comes back as a Transition to the same status.
     """
-    match event:
-        case Event.STARTUP:
+    match trigger:
+        case Trigger.STARTUP:
             return Transition(ConnectionStatus.PENDING, StatusCode.NONE)
-        case Event.VERSION_REFUSED:
+        case Trigger.VERSION_REFUSED:
             return Transition(current, code)
-        case Event.ALIVE:
+        case Trigger.ALIVE:
             # From never_connected too: a UDP agent keeps sending keep-alives across a manager restart
             # without a new startup.
             if current is ConnectionStatus.ACTIVE:
                 return None
             return Transition(ConnectionStatus.ACTIVE, StatusCode.NONE)
-        case Event.SHUTDOWN:
+        case Trigger.SHUTDOWN:
             if current is ConnectionStatus.DISCONNECTED:
                 return None
             return Transition(ConnectionStatus.DISCONNECTED, StatusCode.SHUTDOWN_RECEIVED)
-        case Event.CONNECTION_LOST:
+        case Trigger.CONNECTION_LOST:
             return _disconnect_live(current, StatusCode.CONNECTION_LOST)
-        case Event.TIMEOUT:
+        case Trigger.TIMEOUT:
             return _disconnect_live(current, StatusCode.NO_KEEPALIVE)
-        case Event.MANAGER_RESET:
+        case Trigger.MANAGER_RESET:
             return _disconnect_live(current, StatusCode.RESET_BY_MANAGER)
-    raise AssertionError(event)  # pragma: no cover
+    raise AssertionError(trigger)  # pragma: no cover
 
 
 def _disconnect_live(current: ConnectionStatus, code: StatusCode) -> Transition | None:

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentpulse.events import payloads
+from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode
-from agentpulse.store.records import TransitionRow
 
 ORIGIN = payloads.Origin(node="node01", manager_host="manager.example")
 ROW = TransitionRow(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from agentpulse.records import StatusUpdate
 from agentpulse.remoted import pipe
-from agentpulse.status import Event, StatusCode
-from agentpulse.store.records import StatusUpdate
+from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import control
 
 KEEPALIVE = control.parse_keepalive(b"Linux |h |6.1 |#1 |x86_64 - Wazuh v4.14.7\nx merged.mg\n")
@@ -25,11 +25,11 @@ def test_records_cross_a_socketpair_and_repeated_keepalives_go_by_reference() ->
         writer = pipe.PipeReader(lambda batch: None, lambda: None)
         await loop.connect_accepted_socket(lambda: writer, sock=theirs)
         sink = pipe.PipeSink(writer, flush_interval=0.01)
-        sink.submit(StatusUpdate(7, Event.STARTUP, 1.0))
+        sink.submit(StatusUpdate(7, Trigger.STARTUP, 1.0))
         for second in range(2, 5):
-            sink.submit(StatusUpdate(7, Event.ALIVE, float(second), keepalive=KEEPALIVE))
+            sink.submit(StatusUpdate(7, Trigger.ALIVE, float(second), keepalive=KEEPALIVE))
         sink.submit(
-            StatusUpdate(7, Event.VERSION_REFUSED, 5.0, code=StatusCode.INVALID_VERSION, version="v9")
+            StatusUpdate(7, Trigger.VERSION_REFUSED, 5.0, code=StatusCode.INVALID_VERSION, version="v9")
         )
         sink.bound(7)
         sink.closed(7)
@@ -47,10 +47,10 @@ def test_records_cross_a_socketpair_and_repeated_keepalives_go_by_reference() ->
     assert records[2] == (pipe.REPEATS, [7, 7], [3.0, 4.0])  # the repeats, in order, before what follows
     decode = pipe.UpdateDecoder()
     first = [decode(record) for record in records[:2]]
-    assert first[0] == StatusUpdate(7, Event.STARTUP, 1.0)
+    assert first[0] == StatusUpdate(7, Trigger.STARTUP, 1.0)
     assert first[1].keepalive == KEEPALIVE and decode.last[7] is first[1].keepalive
     assert decode(records[3]) == StatusUpdate(
-        7, Event.VERSION_REFUSED, 5.0, None, StatusCode.INVALID_VERSION, "v9"
+        7, Trigger.VERSION_REFUSED, 5.0, None, StatusCode.INVALID_VERSION, "v9"
     )
 
 
@@ -63,9 +63,9 @@ def test_a_repeated_keepalive_with_a_version_is_a_record_by_reference_not_a_repe
 
     async def scenario() -> None:
         sink = pipe.PipeSink(Collect(lambda batch: None, lambda: None))
-        sink.submit(StatusUpdate(3, Event.ALIVE, 1.0, keepalive=KEEPALIVE))
-        sink.submit(StatusUpdate(3, Event.ALIVE, 2.0, keepalive=KEEPALIVE, version="v4.14.7"))
-        sink.submit(StatusUpdate(3, Event.ALIVE, 3.0, keepalive=KEEPALIVE))
+        sink.submit(StatusUpdate(3, Trigger.ALIVE, 1.0, keepalive=KEEPALIVE))
+        sink.submit(StatusUpdate(3, Trigger.ALIVE, 2.0, keepalive=KEEPALIVE, version="v4.14.7"))
+        sink.submit(StatusUpdate(3, Trigger.ALIVE, 3.0, keepalive=KEEPALIVE))
         sink.flush()
 
     asyncio.run(scenario())

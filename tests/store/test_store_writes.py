@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.status import ConnectionStatus, Event, StatusCode
+from agentpulse.records import StatusUpdate
+from agentpulse.status import ConnectionStatus, StatusCode, Trigger
 from agentpulse.store import schema
-from agentpulse.store.records import StatusUpdate
 from agentpulse.store.writer import GroupChange, InsertedAgent, Store, group_hash
 from agentpulse.wire.keys import KeysFile
 from tests.store.test_writer import Clock, read
@@ -32,7 +32,7 @@ def keys(*numbers: int) -> list:  # type: ignore[type-arg]
 
 
 def test_removal_is_a_last_transition_to_disconnected_and_the_row_goes(store: Store) -> None:
-    store.submit(StatusUpdate(1, Event.STARTUP, 1.0))
+    store.submit(StatusUpdate(1, Trigger.STARTUP, 1.0))
     (row,) = store.remove_agents([1], 2.0)
     assert (row.from_status, row.to_status, row.code) == (
         ConnectionStatus.PENDING,
@@ -50,8 +50,8 @@ def test_removal_is_a_last_transition_to_disconnected_and_the_row_goes(store: St
 
 
 def test_removal_of_a_disconnected_agent_repeats_its_status_and_code(store: Store) -> None:
-    store.submit(StatusUpdate(2, Event.STARTUP, 1.0))
-    store.submit(StatusUpdate(2, Event.SHUTDOWN, 2.0))
+    store.submit(StatusUpdate(2, Trigger.STARTUP, 1.0))
+    store.submit(StatusUpdate(2, Trigger.SHUTDOWN, 2.0))
     (row,) = store.remove_agents([2], 3.0)
     assert (row.from_status, row.to_status, row.code) == (
         ConnectionStatus.DISCONNECTED,
@@ -61,7 +61,7 @@ def test_removal_of_a_disconnected_agent_repeats_its_status_and_code(store: Stor
 
 
 def test_removal_purges_the_agent_database_files(store: Store) -> None:
-    store.submit(StatusUpdate(3, Event.STARTUP, 1.0))
+    store.submit(StatusUpdate(3, Trigger.STARTUP, 1.0))
     assert store.flush_wait()
     path = store.agent_db_path(3)
     assert path.exists()
@@ -72,11 +72,11 @@ def test_removal_purges_the_agent_database_files(store: Store) -> None:
 
 
 def test_agent_removed_then_added_again_in_one_batch_is_there_with_a_continued_sequence(store: Store) -> None:
-    store.submit(StatusUpdate(4, Event.STARTUP, 1.0))
+    store.submit(StatusUpdate(4, Trigger.STARTUP, 1.0))
     assert store.flush_wait()
     store.remove_agents([4], 2.0)
     store.add_agents(keys(4))
-    store.submit(StatusUpdate(4, Event.STARTUP, 3.0))
+    store.submit(StatusUpdate(4, Trigger.STARTUP, 3.0))
     assert store.flush_wait()
     assert read(store, "SELECT connection_status FROM agent WHERE id = 4")[0][0] == "pending"
     seqs = [r[0] for r in read(store, "SELECT seq FROM agent_status_history WHERE agent_id = 4 ORDER BY seq")]
@@ -86,14 +86,14 @@ def test_agent_removed_then_added_again_in_one_batch_is_there_with_a_continued_s
 def test_agent_removed_in_a_previous_run_comes_back_without_a_sequence_clash(tmp_path: Path) -> None:
     first = Store(tmp_path / "db", manager_host="mgr", node_name="n", flush_interval=5)
     first.open(keys(1, 2))
-    first.submit(StatusUpdate(2, Event.STARTUP, 1.0))
+    first.submit(StatusUpdate(2, Trigger.STARTUP, 1.0))
     first.remove_agents([2], 2.0)
     first.close()
     second = Store(tmp_path / "db", manager_host="mgr", node_name="n", flush_interval=5)
     second.open(keys(1))
     try:
         second.add_agents(keys(2))
-        second.submit(StatusUpdate(2, Event.STARTUP, 3.0))
+        second.submit(StatusUpdate(2, Trigger.STARTUP, 3.0))
         assert second.flush_wait()
         assert second.write_errors == 0
         assert read(second, "SELECT MAX(seq) FROM agent_status_history WHERE agent_id = 2")[0][0] == 3
@@ -138,14 +138,14 @@ def test_new_agents_start_in_default_with_its_hash(store: Store) -> None:
 
 
 def test_committed_future_waits_for_the_commit(store: Store) -> None:
-    store.submit(StatusUpdate(1, Event.STARTUP, 1.0))
+    store.submit(StatusUpdate(1, Trigger.STARTUP, 1.0))
     future = store.committed()
     future.result(10)
     assert read(store, "SELECT connection_status FROM agent WHERE id = 1")[0][0] == "pending"
 
 
 def test_a_job_runs_on_the_writer_thread_after_the_pending_batch(store: Store) -> None:
-    store.submit(StatusUpdate(1, Event.STARTUP, 1.0))
+    store.submit(StatusUpdate(1, Trigger.STARTUP, 1.0))
 
     def job(db: sqlite3.Connection) -> tuple[str, str]:
         status = db.execute("SELECT connection_status FROM agent WHERE id = 1").fetchone()[0]
@@ -160,7 +160,7 @@ def test_a_failing_job_fails_alone(store: Store) -> None:
 
     with pytest.raises(sqlite3.OperationalError):
         store.call(job).result(10)
-    store.submit(StatusUpdate(2, Event.STARTUP, 1.0))
+    store.submit(StatusUpdate(2, Trigger.STARTUP, 1.0))
     assert store.flush_wait()
     assert read(store, "SELECT connection_status FROM agent WHERE id = 2")[0][0] == "pending"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.status import Event
-from agentpulse.store.records import StatusUpdate
+from agentpulse.records import StatusUpdate
+from agentpulse.status import Trigger
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.writer import Store
 from agentpulse.wire.keys import KeysFile
@@ -33,7 +33,7 @@ def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
 
 
 def _alive(store: Store, clock: Clock, agent_id: int) -> None:
-    store.submit(StatusUpdate(agent_id, Event.ALIVE, clock.now, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(agent_id, Trigger.ALIVE, clock.now, keepalive=KEEPALIVE))
 
 
 def test_silent_agent_is_disconnected_with_code_4_at_the_timeout_and_not_before(
@@ -66,7 +66,7 @@ def test_only_the_silent_go_whatever_order_the_agents_last_spoke_in(store: Store
         _alive(store, clock, agent_id)
         clock.mono += 1
     _alive(store, clock, 1)  # first to start, last heard: now the most recent
-    store.submit(StatusUpdate(3, Event.SHUTDOWN, clock.now))  # silent but already disconnected
+    store.submit(StatusUpdate(3, Trigger.SHUTDOWN, clock.now))  # silent but already disconnected
     clock.mono += 8.5  # at 12.5: 2 (heard at 1) silent for 11.5 s, 4 (at 3) 9.5 s, 1 (at 4) 8.5 s
     assert sweeper.sweep() == [2]
     clock.mono += 1

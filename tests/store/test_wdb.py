@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.status import ConnectionStatus, Event, StatusCode
-from agentpulse.store.records import StatusUpdate, TransitionRow
+from agentpulse.records import StatusUpdate, TransitionRow
+from agentpulse.status import ConnectionStatus, StatusCode, Trigger
 from agentpulse.store.wdb import (
     HEADER,
     OS_MAXSTR,
@@ -275,8 +275,8 @@ def test_get_all_agents_pages_with_due_under_the_response_cap(tmp_path: Path) ->
 
 
 def test_get_agents_by_connection_status_with_node_and_limit(served: Served) -> None:
-    served.on_loop(lambda: served.store.submit(StatusUpdate(2, Event.STARTUP, time.time())))
-    served.on_loop(lambda: served.store.submit(StatusUpdate(4, Event.STARTUP, time.time())))
+    served.on_loop(lambda: served.store.submit(StatusUpdate(2, Trigger.STARTUP, time.time())))
+    served.on_loop(lambda: served.store.submit(StatusUpdate(4, Trigger.STARTUP, time.time())))
     served.store.flush_wait()
     assert served.query("global get-agents-by-connection-status 0 pending") == 'ok [{"id":2},{"id":4}]'
     assert served.query("global get-agents-by-connection-status 2 pending") == 'ok [{"id":4}]'
@@ -305,7 +305,7 @@ def test_get_labels_lists_what_the_keepalive_wrote(served: Served) -> None:
     from tests.store.test_writer import KEEPALIVE
 
     served.on_loop(
-        lambda: served.store.submit(StatusUpdate(1, Event.ALIVE, time.time(), keepalive=KEEPALIVE))
+        lambda: served.store.submit(StatusUpdate(1, Trigger.ALIVE, time.time(), keepalive=KEEPALIVE))
     )
     served.store.flush_wait()
     labels = json.loads(served.query("global get-labels 1").removeprefix("ok "))

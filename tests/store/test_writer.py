@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.status import ConnectionStatus, Event, StatusCode
+from agentpulse.records import StatusUpdate
+from agentpulse.status import ConnectionStatus, StatusCode, Trigger
 from agentpulse.store import schema
-from agentpulse.store.records import StatusUpdate
 from agentpulse.store.writer import Store
 from agentpulse.wire import control
 from agentpulse.wire.keys import KeysFile
@@ -76,8 +76,8 @@ def test_agents_of_client_keys_start_never_connected_in_the_default_group(store:
 
 
 def test_startup_then_keepalive_writes_pending_then_active_with_the_keepalive_columns(store: Store) -> None:
-    store.submit(StatusUpdate(1, Event.STARTUP, 1_700_000_001))
-    store.submit(StatusUpdate(1, Event.ALIVE, 1_700_000_002, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(1, Trigger.STARTUP, 1_700_000_001))
+    store.submit(StatusUpdate(1, Trigger.ALIVE, 1_700_000_002, keepalive=KEEPALIVE))
     assert store.flush_wait()
     row = read(store, "SELECT * FROM agent WHERE id = 1")[0]
     assert (row["connection_status"], row["status_code"], row["last_keepalive"]) == (
@@ -109,9 +109,9 @@ def test_startup_then_keepalive_writes_pending_then_active_with_the_keepalive_co
 
 
 def test_repeated_keepalives_are_one_write_and_no_transition(store: Store) -> None:
-    store.submit(StatusUpdate(2, Event.STARTUP, 1))
+    store.submit(StatusUpdate(2, Trigger.STARTUP, 1))
     for second in range(2, 200):
-        store.submit(StatusUpdate(2, Event.ALIVE, second, keepalive=KEEPALIVE))
+        store.submit(StatusUpdate(2, Trigger.ALIVE, second, keepalive=KEEPALIVE))
     assert store.flush_wait()
     assert read(store, "SELECT last_keepalive FROM agent WHERE id = 2")[0][0] == 199
     assert read(store, "SELECT COUNT(*) FROM agent_status_history WHERE agent_id = 2")[0][0] == 2
@@ -119,13 +119,13 @@ def test_repeated_keepalives_are_one_write_and_no_transition(store: Store) -> No
 
 def test_repeated_keepalives_of_many_agents_touch_each_its_own_second(store: Store) -> None:
     for agent_id in (1, 2, 3):
-        store.submit(StatusUpdate(agent_id, Event.STARTUP, 10))
-        store.submit(StatusUpdate(agent_id, Event.ALIVE, 11, keepalive=KEEPALIVE))
+        store.submit(StatusUpdate(agent_id, Trigger.STARTUP, 10))
+        store.submit(StatusUpdate(agent_id, Trigger.ALIVE, 11, keepalive=KEEPALIVE))
     assert store.flush_wait()
     # Same keep-alive text again: only last_keepalive moves, grouped by second in one statement each.
-    store.submit(StatusUpdate(1, Event.ALIVE, 40.2, keepalive=KEEPALIVE))
-    store.submit(StatusUpdate(2, Event.ALIVE, 41.9, keepalive=KEEPALIVE))
-    store.submit(StatusUpdate(3, Event.ALIVE, 40.7, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(1, Trigger.ALIVE, 40.2, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(2, Trigger.ALIVE, 41.9, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(3, Trigger.ALIVE, 40.7, keepalive=KEEPALIVE))
     assert store.flush_wait()
     rows = read(store, "SELECT id, last_keepalive FROM agent WHERE id IN (1, 2, 3) ORDER BY id")
     assert [tuple(row) for row in rows] == [(1, 40), (2, 41), (3, 40)]
@@ -135,8 +135,8 @@ def test_repeats_apply_like_submit_in_order_with_transitions_where_due(store: St
     heard: list[tuple[int, float]] = []
     store.keepalive_listeners.append(lambda agent_id, at, keepalive: heard.append((agent_id, at)))
     for agent_id in (1, 2):
-        store.submit(StatusUpdate(agent_id, Event.STARTUP, 10))
-    store.submit(StatusUpdate(1, Event.ALIVE, 11, keepalive=KEEPALIVE))  # 1 active, 2 still pending
+        store.submit(StatusUpdate(agent_id, Trigger.STARTUP, 10))
+    store.submit(StatusUpdate(1, Trigger.ALIVE, 11, keepalive=KEEPALIVE))  # 1 active, 2 still pending
     assert store.flush_wait()
     # 3 never sent a keep-alive body: nothing to repeat, so it is skipped.
     store.submit_repeats([1, 2, 3, 1], [20.0, 21.0, 22.0, 23.0], {1: KEEPALIVE, 2: KEEPALIVE})
@@ -156,19 +156,19 @@ def test_repeats_apply_like_submit_in_order_with_transitions_where_due(store: St
 
 
 def test_shutdown_sets_code_3_and_the_disconnection_time(store: Store) -> None:
-    store.submit(StatusUpdate(3, Event.STARTUP, 10))
-    store.submit(StatusUpdate(3, Event.SHUTDOWN, 20))
+    store.submit(StatusUpdate(3, Trigger.STARTUP, 10))
+    store.submit(StatusUpdate(3, Trigger.SHUTDOWN, 20))
     assert store.flush_wait()
     row = read(store, "SELECT connection_status, status_code, disconnection_time FROM agent WHERE id = 3")[0]
     assert tuple(row) == ("disconnected", 3, 20)
 
 
 def test_manager_reset_disconnects_only_live_agents_with_code_5(store: Store) -> None:
-    store.submit(StatusUpdate(1, Event.STARTUP, 10))
-    store.submit(StatusUpdate(2, Event.STARTUP, 10))
-    store.submit(StatusUpdate(2, Event.ALIVE, 11, keepalive=KEEPALIVE))
-    store.submit(StatusUpdate(3, Event.STARTUP, 10))
-    store.submit(StatusUpdate(3, Event.SHUTDOWN, 12))
+    store.submit(StatusUpdate(1, Trigger.STARTUP, 10))
+    store.submit(StatusUpdate(2, Trigger.STARTUP, 10))
+    store.submit(StatusUpdate(2, Trigger.ALIVE, 11, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(3, Trigger.STARTUP, 10))
+    store.submit(StatusUpdate(3, Trigger.SHUTDOWN, 12))
     assert store.reset_connections() == 2
     assert store.flush_wait()
     statuses = {
@@ -181,7 +181,7 @@ def test_manager_reset_disconnects_only_live_agents_with_code_5(store: Store) ->
 
 def test_version_refusal_keeps_the_status_and_sets_the_code(store: Store) -> None:
     store.submit(
-        StatusUpdate(4, Event.VERSION_REFUSED, 5, code=StatusCode.INVALID_VERSION, version="Wazuh v9.9.9")
+        StatusUpdate(4, Trigger.VERSION_REFUSED, 5, code=StatusCode.INVALID_VERSION, version="Wazuh v9.9.9")
     )
     assert store.flush_wait()
     row = read(store, "SELECT connection_status, status_code, version FROM agent WHERE id = 4")[0]
@@ -195,8 +195,8 @@ def test_history_sequence_continues_after_a_reopen(tmp_path: Path, clock: Clock)
             tmp_path / "db", manager_host="m", node_name="n", clock=clock.wall, monotonic=clock.monotonic
         )
         store.open(keys)
-        store.submit(StatusUpdate(1, Event.STARTUP, 1))
-        store.submit(StatusUpdate(1, Event.SHUTDOWN, 2))
+        store.submit(StatusUpdate(1, Trigger.STARTUP, 1))
+        store.submit(StatusUpdate(1, Trigger.SHUTDOWN, 2))
         store.close()
     assert [r[0] for r in read(store, "SELECT seq FROM agent_status_history ORDER BY seq")] == [1, 2, 3, 4]
 
@@ -206,7 +206,7 @@ def test_close_commits_what_was_submitted_even_with_a_long_flush_interval(
 ) -> None:
     store = Store(tmp_path / "db", manager_host="m", node_name="n", flush_interval=60, clock=clock.wall)
     store.open(list(KeysFile.parse("001 a1 any k\n").active()))
-    store.submit(StatusUpdate(1, Event.STARTUP, 1))
+    store.submit(StatusUpdate(1, Trigger.STARTUP, 1))
     store.close()
     assert read(store, "SELECT connection_status FROM agent WHERE id = 1")[0][0] == "pending"
 
@@ -215,7 +215,7 @@ def test_a_failed_write_is_retried_without_losing_the_batch(store: Store) -> Non
     blocker = sqlite3.connect(store.global_db, timeout=0)
     blocker.execute("PRAGMA busy_timeout = 0")
     blocker.execute("BEGIN EXCLUSIVE")
-    store.submit(StatusUpdate(5, Event.STARTUP, 1))
+    store.submit(StatusUpdate(5, Trigger.STARTUP, 1))
     store.flush_soon()
 
     deadline = time.monotonic() + 15
@@ -224,7 +224,7 @@ def test_a_failed_write_is_retried_without_losing_the_batch(store: Store) -> Non
     assert store.write_errors >= 1
     blocker.rollback()
     blocker.close()
-    store.submit(StatusUpdate(5, Event.ALIVE, 2, keepalive=KEEPALIVE))
+    store.submit(StatusUpdate(5, Trigger.ALIVE, 2, keepalive=KEEPALIVE))
     assert store.flush_wait()
     assert read(store, "SELECT connection_status FROM agent WHERE id = 5")[0][0] == "active"
     history = read(store, "SELECT to_status FROM agent_status_history WHERE agent_id = 5 ORDER BY seq")
@@ -232,5 +232,5 @@ def test_a_failed_write_is_retried_without_losing_the_batch(store: Store) -> Non
 
 
 def test_unknown_agents_are_ignored(store: Store) -> None:
-    assert store.submit(StatusUpdate(99, Event.STARTUP, 1)) is None
+    assert store.submit(StatusUpdate(99, Trigger.STARTUP, 1)) is None
     assert ConnectionStatus.PENDING not in {view.status for view in store.agents.values()}

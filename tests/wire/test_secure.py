@@ -131,10 +131,10 @@ def test_message_shorter_than_the_overhead_is_corrupt() -> None:
 
 
 def test_bytes_after_the_zlib_stream_are_tolerated() -> None:
-    from agentpulse.wire.secure import clear_text, md5hex
+    from agentpulse.wire.secure import checksum, clear_text
 
     clear = clear_text(b"#!-agent ack ", 1, 0, 1)
-    compressed = zlib.compress(md5hex(clear) + clear, 9) + b"trailing"
+    compressed = zlib.compress(checksum(clear) + clear, 9) + b"trailing"
     data = _seal_raw_compressed(compressed)
     assert CIPHER.open(split_header(data)).payload == b"#!-agent ack "
 
@@ -150,10 +150,10 @@ def _seal_raw_compressed(compressed: bytes) -> bytes:
 
 
 def test_decompression_bomb_is_refused_as_corrupt() -> None:
-    from agentpulse.wire.secure import clear_text, md5hex
+    from agentpulse.wire.secure import checksum, clear_text
 
     clear = clear_text(b"#!-" + b"a" * 200_000, 1, 0, 1)
-    data = _seal_raw_compressed(zlib.compress(md5hex(clear) + clear, 9))
+    data = _seal_raw_compressed(zlib.compress(checksum(clear) + clear, 9))
     assert _reason(data) is Reason.CORRUPT
 
 

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
+from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
-from agentpulse.store.records import TransitionRow
 
 MAX_EVENT_BYTES = 4096
 TEXT_CAPS = (256, 64, 16, 0)  # successive limits for free text until the event fits MAX_EVENT_BYTES

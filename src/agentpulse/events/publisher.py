@@ -39,7 +39,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from agentpulse.events import payloads
-from agentpulse.status import ConnectionStatus, Event, transition
+from agentpulse.status import ConnectionStatus, Trigger, transition
 from agentpulse.store import schema
 from agentpulse.store.writer import Store
 from agentpulse.wire.control import Keepalive
@@ -427,7 +427,7 @@ class KeepalivePublisher:
             self.dropped += 1
             return
         current = self.status_of(agent_id)
-        moved = transition(current, Event.ALIVE)
+        moved = transition(current, Trigger.ALIVE)
         status = current if moved is None else moved.new
         self._buffer.append(
             payloads.KeepaliveFacts(agent_id, at, sequence, status, keepalive.agent_ip, keepalive.version)

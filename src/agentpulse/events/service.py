@@ -32,9 +32,9 @@ from agentpulse.config import NatsConfig
 from agentpulse.events import payloads
 from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
 from agentpulse.events.publisher import KeepalivePublisher, Link, OutboxPublisher, OutboxReader
+from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
 from agentpulse.store import schema
-from agentpulse.store.records import TransitionRow
 
 if TYPE_CHECKING:
     from agentpulse.manager import Manager

@@ -11,8 +11,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from agentpulse.status import Event
-from agentpulse.store.records import StatusUpdate
+from agentpulse.records import StatusUpdate
+from agentpulse.status import Trigger
 
 LOCAL = 0  # the holder id of an in-process remoted
 
@@ -72,7 +72,7 @@ class GraceTracker:
     def _expired(self, agent_id: int) -> None:
         self._timers.pop(agent_id, None)
         if agent_id not in self._holders:
-            self.submit(StatusUpdate(agent_id, Event.CONNECTION_LOST, self.clock()))
+            self.submit(StatusUpdate(agent_id, Trigger.CONNECTION_LOST, self.clock()))
 
     def cancel_all(self) -> None:
         for timer in self._timers.values():

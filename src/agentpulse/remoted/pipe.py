@@ -13,14 +13,14 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from agentpulse.status import Event, StatusCode
-from agentpulse.store.records import StatusUpdate
+from agentpulse.records import StatusUpdate
+from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire.control import Keepalive, interned
 from agentpulse.wire.frames import LENGTH, FrameDecoder
 
 PIPE_FRAME_MAX = 64 * 1024 * 1024  # a batch of 10,000 keep-alives pickles to a few MB at most
 KEEPALIVE_FIELDS = Keepalive.__dataclass_fields__.keys()
-_EVENTS = {event.value: event for event in Event}
+_EVENTS = {event.value: event for event in Trigger}
 
 # record kinds
 UPDATE, STATE, COUNTS, BOUND, CLOSED, RELEASED = "u", "s", "c", "b", "x", "r"
@@ -42,7 +42,7 @@ def update_to_record(update: StatusUpdate, keepalive: tuple[object, ...] | int |
     return (
         UPDATE,
         update.agent_id,
-        update.event.value,
+        update.trigger.value,
         update.at,
         keepalive,
         int(update.code),
@@ -142,7 +142,11 @@ class PipeSink:
         if keepalive is not None:
             # remoted hands over the same object while an agent repeats its keep-alive text
             if self._sent.get(update.agent_id) is keepalive:
-                if update.event is Event.ALIVE and update.code is StatusCode.NONE and update.version is None:
+                if (
+                    update.trigger is Trigger.ALIVE
+                    and update.code is StatusCode.NONE
+                    and update.version is None
+                ):
                     self._repeat_ids.append(update.agent_id)
                     self._repeat_ats.append(update.at)
                     self._added()

@@ -17,8 +17,8 @@ import random
 from typing import TYPE_CHECKING
 
 from agentpulse.config import ManagerKeepalive
-from agentpulse.status import Event
-from agentpulse.store.records import StatusUpdate
+from agentpulse.records import StatusUpdate
+from agentpulse.status import Trigger
 from agentpulse.wire import control
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class KeepaliveScheduler:
             log.debug("Closing a connection from '%s' that never authenticated", session.peer_ip)
             return
         log.info("Agent %s silent for %.1f s: disconnected (code 4)", entry.key.id, silence)
-        self.remoted.store.submit(StatusUpdate(entry.number, Event.TIMEOUT, self.remoted.clock()))
+        self.remoted.store.submit(StatusUpdate(entry.number, Trigger.TIMEOUT, self.remoted.clock()))
 
     def __len__(self) -> int:
         return len(self._heap)

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 
 from agentpulse.config import Config
+from agentpulse.records import ConnectionLinks, RecordSink, StatusUpdate
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.ratelimit import RateLimitedLog
 from agentpulse.remoted.session import Session, UdpEndpoint
-from agentpulse.status import Event, StatusCode
-from agentpulse.store.records import ConnectionLinks, RecordSink, StatusUpdate
+from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import control
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.errors import Reason, WireError
@@ -126,7 +126,7 @@ class Remoted:
             self.links.released(entry.number)
         for key in change.removed:
             if key.number not in self.keys:  # gone, not just changed
-                self.store.submit(StatusUpdate(key.number, Event.CONNECTION_LOST, now))
+                self.store.submit(StatusUpdate(key.number, Trigger.CONNECTION_LOST, now))
         return change
 
     # -- the hot path -------------------------------------------------------------------------------------
@@ -166,19 +166,19 @@ class Remoted:
             self._bind(entry, session, udp_peer)
             self._reply(entry, control.ACK)
             self.stats["keepalives"] += 1
-            self.store.submit(StatusUpdate(number, Event.ALIVE, now, keepalive=parsed))
+            self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
             self._event_counts[number] = self._event_counts.get(number, 0) + 1
-            self.store.submit(StatusUpdate(number, Event.ALIVE, now))
+            self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
         elif isinstance(parsed, control.Startup):
             self._startup(entry, parsed, session, udp_peer, now)
         elif isinstance(parsed, control.Shutdown):
-            self.store.submit(StatusUpdate(number, Event.SHUTDOWN, now))
+            self.store.submit(StatusUpdate(number, Trigger.SHUTDOWN, now))
         elif isinstance(parsed, control.RequestReply):
             self._request_reply(entry, parsed, now)
         else:
             self._bind(entry, session, udp_peer)
-            self.store.submit(StatusUpdate(number, Event.ALIVE, now))
+            self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
 
     def _startup(
         self,
@@ -211,14 +211,14 @@ class Remoted:
             self._reply(entry, control.build_error(message))
             version = f"Wazuh {startup.version}" if code is StatusCode.INVALID_VERSION else None
             self.store.submit(
-                StatusUpdate(entry.number, Event.VERSION_REFUSED, now, code=code, version=version)
+                StatusUpdate(entry.number, Trigger.VERSION_REFUSED, now, code=code, version=version)
             )
             return
         self._reply(entry, control.ACK)
-        self.store.submit(StatusUpdate(entry.number, Event.STARTUP, now))
+        self.store.submit(StatusUpdate(entry.number, Trigger.STARTUP, now))
 
     def _request_reply(self, entry: AgentEntry, reply: control.RequestReply, now: float) -> None:
-        self.store.submit(StatusUpdate(entry.number, Event.ALIVE, now))
+        self.store.submit(StatusUpdate(entry.number, Trigger.ALIVE, now))
         response = reply.response
         if response.startswith("{"):
             try:

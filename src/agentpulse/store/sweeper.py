@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 
-from agentpulse.status import LIVE, ConnectionStatus, Event, StatusCode
-from agentpulse.store.records import StatusUpdate, TransitionRow
+from agentpulse.records import StatusUpdate, TransitionRow
+from agentpulse.status import LIVE, ConnectionStatus, StatusCode, Trigger
 from agentpulse.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Sweeper:
                 stale.append(agent_id)
         now = self.store.clock()
         for agent_id in stale:
-            self.store.submit(StatusUpdate(agent_id, Event.TIMEOUT, now))
+            self.store.submit(StatusUpdate(agent_id, Trigger.TIMEOUT, now))
         if stale:
             log.info("Sweeper: %d agents silent for %.0f s marked disconnected", len(stale), self.timeout)
         self._raise_alerts(now_monotonic)

@@ -37,10 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agentpulse.records import StatusUpdate
 from agentpulse.remoted.ratelimit import RateLimitedLog
-from agentpulse.status import LIVE, ConnectionStatus, Event, StatusCode
+from agentpulse.status import LIVE, ConnectionStatus, StatusCode, Trigger
 from agentpulse.store import schema, upkeep
-from agentpulse.store.records import StatusUpdate
 from agentpulse.store.writer import (
     DEFAULT_GROUP,
     SYNC_STATUSES,
@@ -72,15 +72,18 @@ ALLOW_SQL_READ_ONLY = "read-only"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # update-connection-status: the (status, code) pairs the status model can produce, and the event for each.
-STATUS_EVENTS: dict[tuple[str, int], Event] = {
-    (ConnectionStatus.PENDING.value, StatusCode.NONE): Event.STARTUP,
-    (ConnectionStatus.ACTIVE.value, StatusCode.NONE): Event.ALIVE,
-    (ConnectionStatus.DISCONNECTED.value, StatusCode.SHUTDOWN_RECEIVED): Event.SHUTDOWN,
-    (ConnectionStatus.DISCONNECTED.value, StatusCode.NO_KEEPALIVE): Event.TIMEOUT,
-    (ConnectionStatus.DISCONNECTED.value, StatusCode.RESET_BY_MANAGER): Event.MANAGER_RESET,
-    (ConnectionStatus.DISCONNECTED.value, StatusCode.CONNECTION_LOST): Event.CONNECTION_LOST,
+STATUS_EVENTS: dict[tuple[str, int], Trigger] = {
+    (ConnectionStatus.PENDING.value, StatusCode.NONE): Trigger.STARTUP,
+    (ConnectionStatus.ACTIVE.value, StatusCode.NONE): Trigger.ALIVE,
+    (ConnectionStatus.DISCONNECTED.value, StatusCode.SHUTDOWN_RECEIVED): Trigger.SHUTDOWN,
+    (ConnectionStatus.DISCONNECTED.value, StatusCode.NO_KEEPALIVE): Trigger.TIMEOUT,
+    (ConnectionStatus.DISCONNECTED.value, StatusCode.RESET_BY_MANAGER): Trigger.MANAGER_RESET,
+    (ConnectionStatus.DISCONNECTED.value, StatusCode.CONNECTION_LOST): Trigger.CONNECTION_LOST,
 }
-KEEPALIVE_EVENTS = {ConnectionStatus.PENDING.value: Event.STARTUP, ConnectionStatus.ACTIVE.value: Event.ALIVE}
+KEEPALIVE_EVENTS = {
+    ConnectionStatus.PENDING.value: Trigger.STARTUP,
+    ConnectionStatus.ACTIVE.value: Trigger.ALIVE,
+}
 # sync-agent-info-set: what it may write directly; statuses go through the status model.
 SYNC_COLUMNS = (
     "name",
@@ -714,7 +717,7 @@ class WdbServer:
                 f"'{near(status)}' with status_code {code}"
             )
         await self._change_status(
-            StatusUpdate(agent_id, event, self.clock()), sync, touch=event is Event.STARTUP
+            StatusUpdate(agent_id, event, self.clock()), sync, touch=event is Trigger.STARTUP
         )
         return "ok"
 
@@ -738,7 +741,7 @@ class WdbServer:
         except ValueError:
             raise WdbError(f"Cannot execute Global database query; unknown status_code {code}") from None
         refused = StatusUpdate(
-            agent_id, Event.VERSION_REFUSED, self.clock(), code=status_code, version=version
+            agent_id, Trigger.VERSION_REFUSED, self.clock(), code=status_code, version=version
         )
         await self._change_status(refused, sync)
         return "ok"
@@ -773,7 +776,7 @@ class WdbServer:
         status, text, taken = page(stale)
         now = self.clock()
         for item in taken:
-            self.store.submit(StatusUpdate(item["id"], Event.TIMEOUT, now))
+            self.store.submit(StatusUpdate(item["id"], Trigger.TIMEOUT, now))
             self.store.set_sync_status(item["id"], sync)
         await self._committed()
         return f"{status} {text}"
@@ -828,7 +831,7 @@ class WdbServer:
         data = self._json(argument)
         if not isinstance(data, list):
             raise WdbError(f"Invalid JSON data, near '{near(argument)}'")
-        updates: list[tuple[ColumnUpdate, Event | None]] = []
+        updates: list[tuple[ColumnUpdate, Trigger | None]] = []
         for item in data:
             agent_id = _json_int(item.get("id")) if isinstance(item, dict) else None
             if agent_id is None or not isinstance(item, dict):

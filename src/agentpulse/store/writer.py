@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentpulse.status import LIVE, ConnectionStatus, Event, StatusCode, transition
+from agentpulse.records import StatusUpdate, TransitionRow
+from agentpulse.status import LIVE, ConnectionStatus, StatusCode, Trigger, transition
 from agentpulse.store import schema
-from agentpulse.store.records import StatusUpdate, TransitionRow
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
@@ -358,7 +358,7 @@ class Store:
         now = self.clock()
         live = [agent_id for agent_id, view in self.agents.items() if view.status in LIVE]
         for agent_id in live:
-            self.submit(StatusUpdate(agent_id, Event.MANAGER_RESET, now))
+            self.submit(StatusUpdate(agent_id, Trigger.MANAGER_RESET, now))
         return len(live)
 
     def submit(self, update: StatusUpdate) -> TransitionRow | None:
@@ -366,19 +366,19 @@ class Store:
         view = self.agents.get(update.agent_id)
         if view is None:
             return None
-        event = update.event
+        event = update.trigger
         if update.keepalive is not None:
             for keepalive_listener in self.keepalive_listeners:
                 keepalive_listener(update.agent_id, update.at, update.keepalive)
-        if event is Event.STARTUP or event is Event.ALIVE:
+        if event is Trigger.STARTUP or event is Trigger.ALIVE:
             self._heard_from(update.agent_id, view, self.monotonic())
-            if event is Event.STARTUP or update.keepalive is not None:
+            if event is Trigger.STARTUP or update.keepalive is not None:
                 view.last_keepalive = update.at
         with self._lock:
             batch = self._batch
-            if (event is Event.ALIVE and update.keepalive is not None) or event is Event.STARTUP:
+            if (event is Trigger.ALIVE and update.keepalive is not None) or event is Trigger.STARTUP:
                 batch.keepalives[update.agent_id] = (update.at, update.keepalive)
-            if event is Event.STARTUP and not view.has_agent_db:
+            if event is Trigger.STARTUP and not view.has_agent_db:
                 view.has_agent_db = True
                 batch.agent_dbs.add(update.agent_id)
             moved = transition(view.status, event, update.code)
@@ -417,7 +417,7 @@ class Store:
                     continue
                 if view.status is not ConnectionStatus.ACTIVE or others:
                     # a transition (or anything after one, to keep the order): the general path
-                    others.append(StatusUpdate(agent_id, Event.ALIVE, at, keepalive=keepalive))
+                    others.append(StatusUpdate(agent_id, Trigger.ALIVE, at, keepalive=keepalive))
                     continue
                 for listener in listeners:
                     listener(agent_id, at, keepalive)

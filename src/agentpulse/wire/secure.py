@@ -1,7 +1,7 @@
 """Secure messages (reference section 3): build and read the encrypted payload of one frame or datagram.
 
 Layout of a payload: `[!<id>!]` + (`#AES:` | `:`) + ciphertext. The plaintext of the ciphertext is 1-8 `!`
-bytes of padding + zlib(level 9) of `md5hex(clear) + clear`, where clear = `%05u%010u:%04u:` (random,
+bytes of padding + zlib(level 9) of `checksum(clear) + clear`, where clear = `%05u%010u:%04u:` (random,
 global counter, local counter) + the message.
 
 Everything an unauthenticated peer sends passes through `split_header()` and `AgentCipher.open()`, so both
@@ -117,7 +117,8 @@ def compress_stored(block: bytes) -> bytes:
     return b"".join(parts)
 
 
-def md5hex(data: bytes) -> bytes:
+def checksum(data: bytes) -> bytes:
+    """The message checksum: MD5 of `data` as 32 ASCII hex bytes (`keys.md5hex` is the text form)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest().encode("ascii")
 
 
@@ -161,7 +162,7 @@ class AgentCipher:
         if not payload or len(payload) > MAX_MESSAGE:
             raise ValueError(f"message length {len(payload)} outside 1..{MAX_MESSAGE}")
         clear = clear_text(payload, rand, global_counter, local_counter)
-        buffer = pad(compressor(md5hex(clear) + clear))
+        buffer = pad(compressor(checksum(clear) + clear))
         if cipher is CipherKind.AES:
             padding = 16 - len(buffer) % 16  # PKCS#7 adds 1..16 bytes
             buffer += bytes((padding,)) * padding
@@ -182,7 +183,7 @@ class AgentCipher:
         block = _inflate(clear.lstrip(b"!"))
         if len(block) < MSG_OVERHEAD:
             raise WireError(Reason.CORRUPT, f"message of {len(block)} bytes is shorter than {MSG_OVERHEAD}")
-        if md5hex(block[CHECKSUM_LEN:]) != block[:CHECKSUM_LEN]:
+        if checksum(block[CHECKSUM_LEN:]) != block[:CHECKSUM_LEN]:
             raise WireError(Reason.CHECKSUM_MISMATCH)
         header = block[CHECKSUM_LEN:MSG_OVERHEAD]
         if header[15:16] != b":" or header[20:21] != b":":

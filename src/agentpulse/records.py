@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from agentpulse.status import ConnectionStatus, Event, StatusCode
+from agentpulse.status import ConnectionStatus, StatusCode, Trigger
 from agentpulse.wire.control import Keepalive
 
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:
     agent_id: int
-    event: Event
+    trigger: Trigger
     at: float  # wall-clock epoch seconds, as stored
     keepalive: Keepalive | None = None  # the parsed keep-alive body, for ALIVE from a keep-alive
     code: StatusCode = StatusCode.NONE  # for VERSION_REFUSED
