@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 
 from agentpulse.config import Config
+from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import ConnectionLinks, RecordSink, StatusUpdate
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
-from agentpulse.remoted.ratelimit import RateLimitedLog
 from agentpulse.remoted.session import Session, UdpEndpoint
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import control

@@ -37,8 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import StatusUpdate
-from agentpulse.remoted.ratelimit import RateLimitedLog
 from agentpulse.status import LIVE, ConnectionStatus, StatusCode, Trigger
 from agentpulse.store import schema, upkeep
 from agentpulse.store.writer import (
