@@ -31,10 +31,10 @@ from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
 from agentpulse.remoted.workers import WorkerPool
+from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
 from agentpulse.store.wdb import WdbServer
-from agentpulse.store.writer import Store
 from agentpulse.wire.keys import KeysFile
 
 log = logging.getLogger(__name__)

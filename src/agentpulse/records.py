@@ -13,6 +13,8 @@ from typing import Protocol
 from agentpulse.status import ConnectionStatus, StatusCode, Trigger
 from agentpulse.wire.control import Keepalive
 
+MANAGER_ID = 0  # agent 000 is the manager itself: never in client.keys, never swept
+
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:

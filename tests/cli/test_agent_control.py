@@ -16,7 +16,7 @@ import pytest
 from agentpulse.cli import agent_control
 from agentpulse.cli.agent_control import HELP, AgentInfo, ListedAgent, Output
 from agentpulse.paths import Home
-from agentpulse.store import schema
+from agentpulse.store.sqlite import schema
 
 HOST = "mgr-host"
 REAL_HOST = socket.gethostname()  # read before the fixture below replaces it

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from agentpulse.paths import Home
-from agentpulse.store import schema
+from agentpulse.store.sqlite import schema
 
 
 def _home(tmp_path: Path) -> Home:

@@ -14,7 +14,7 @@ import pytest
 from agentpulse.cli.group import GroupCommandError, group_requests, parse_agents
 from agentpulse.cli.main import main
 from agentpulse.paths import Home
-from agentpulse.store import schema
+from agentpulse.store.sqlite import schema
 from tests.store.served import Served
 
 

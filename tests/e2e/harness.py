@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentpulse.paths import Home
-from agentpulse.store import schema
+from agentpulse.store.sqlite import schema
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.keys import AgentKey, KeysFile
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agentpulse.store import upkeep
+from agentpulse.store.sqlite import maintenance as upkeep
 from tests.e2e.harness import ManagerProcess, run_cli
 from tests.e2e.wdb_tools import FleetStats, ask, keep_only, run_agent, write_keys
 

@@ -10,11 +10,11 @@ from agentpulse.config import Config, ManagerKeepalive, RemoteConfig
 from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
-from agentpulse.store.writer import Store
+from agentpulse.store.facade import Store
 from agentpulse.wire import control
 from agentpulse.wire.keys import KeysFile
 from tests.e2e.harness import LOOPBACK, free_port
-from tests.store.test_writer import Clock, read
+from tests.store.test_facade import Clock, read
 
 KEYS = KeysFile.parse("001 web-01 any k1\n002 web-02 any k2\n")
 

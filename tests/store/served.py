@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agentpulse.paths import Home
-from agentpulse.store import schema
+from agentpulse.store.facade import Store
+from agentpulse.store.sqlite import schema
 from agentpulse.store.wdb import HEADER, WdbClient, WdbServer
-from agentpulse.store.writer import Store
 from agentpulse.wire.keys import KeysFile
 
 T = TypeVar("T")

@@ -11,10 +11,12 @@ import pytest
 
 from agentpulse.records import StatusUpdate
 from agentpulse.status import ConnectionStatus, StatusCode, Trigger
-from agentpulse.store import schema
-from agentpulse.store.writer import GroupChange, InsertedAgent, Store, group_hash
+from agentpulse.store.batch import GroupChange, GroupChangeKind, GroupMode, InsertedAgent
+from agentpulse.store.facade import Store
+from agentpulse.store.groups import group_hash
+from agentpulse.store.sqlite import schema
 from agentpulse.wire.keys import KeysFile
-from tests.store.test_writer import Clock, read
+from tests.store.test_facade import Clock, read
 
 
 @pytest.fixture
@@ -112,10 +114,10 @@ def test_inserted_agent_then_removed_in_one_batch_is_not_written(store: Store) -
 def test_group_changes_apply_in_order_with_dense_priorities(store: Store) -> None:
     store.change_groups(
         [
-            GroupChange("create", ("web",)),
-            GroupChange("set", ("web", "db"), 1, "append"),
-            GroupChange("set", ("default",), 1, "remove"),
-            GroupChange("delete", ("web",)),
+            GroupChange(GroupChangeKind.CREATE, ("web",)),
+            GroupChange(GroupChangeKind.SET, ("web", "db"), 1, GroupMode.APPEND),
+            GroupChange(GroupChangeKind.SET, ("default",), 1, GroupMode.REMOVE),
+            GroupChange(GroupChangeKind.DELETE, ("web",)),
         ]
     )
     assert store.flush_wait()
@@ -144,22 +146,28 @@ def test_committed_future_waits_for_the_commit(store: Store) -> None:
     assert read(store, "SELECT connection_status FROM agent WHERE id = 1")[0][0] == "pending"
 
 
-def test_a_job_runs_on_the_writer_thread_after_the_pending_batch(store: Store) -> None:
+def test_a_vacuum_runs_on_the_writer_thread_after_the_pending_batch(store: Store) -> None:
     store.submit(StatusUpdate(1, Trigger.STARTUP, 1.0))
+    seen: list[tuple[str, str]] = []
+    vacuum = store.backend.vacuum
 
-    def job(db: sqlite3.Connection) -> tuple[str, str]:
-        status = db.execute("SELECT connection_status FROM agent WHERE id = 1").fetchone()[0]
-        return status, threading.current_thread().name
+    def watched(now: float) -> int:
+        seen.append(
+            (
+                read(store, "SELECT connection_status FROM agent WHERE id = 1")[0][0],
+                threading.current_thread().name,
+            )
+        )
+        return vacuum(now)
 
-    assert store.call(job).result(10) == ("pending", "store-writer")
+    store.backend.vacuum = watched  # type: ignore[method-assign]
+    assert store.vacuum().result(10) >= 0
+    assert seen == [("pending", "store-writer")]
 
 
 def test_a_failing_job_fails_alone(store: Store) -> None:
-    def job(db: sqlite3.Connection) -> None:
-        db.execute("INSERT INTO nowhere VALUES (1)")
-
     with pytest.raises(sqlite3.OperationalError):
-        store.call(job).result(10)
+        store.vacuum(3).result(10)  # agent 3 never started: an empty file, no metadata table to record in
     store.submit(StatusUpdate(2, Trigger.STARTUP, 1.0))
     assert store.flush_wait()
     assert read(store, "SELECT connection_status FROM agent WHERE id = 2")[0][0] == "pending"
@@ -170,7 +178,7 @@ def test_jobs_and_commit_futures_fail_once_the_store_is_closed(tmp_path: Path) -
     store.open(keys(1))
     store.close()
     with pytest.raises(RuntimeError):
-        store.call(lambda db: None).result(1)
+        store.vacuum().result(1)
     with pytest.raises(RuntimeError):
         store.committed().result(1)
 

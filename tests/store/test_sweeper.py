@@ -10,10 +10,10 @@ import pytest
 
 from agentpulse.records import StatusUpdate
 from agentpulse.status import Trigger
+from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
-from agentpulse.store.writer import Store
 from agentpulse.wire.keys import KeysFile
-from tests.store.test_writer import KEEPALIVE, Clock, read
+from tests.store.test_facade import KEEPALIVE, Clock, read
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.store import schema, upkeep
-from agentpulse.store.writer import Store
+from agentpulse.store import upkeep
+from agentpulse.store.facade import Store
+from agentpulse.store.sqlite import maintenance, schema
 from agentpulse.wire.keys import KeysFile
 
 
@@ -38,14 +39,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def test_fresh_database_is_not_fragmented(store: Store) -> None:
-    state = upkeep.measure(store.global_db)
+    state = maintenance.measure(store.global_db)
     assert state.free_pages_percentage == 0
 
 
 def test_fragmentation_and_free_pages_of_a_fragmented_file(tmp_path: Path) -> None:
     path = tmp_path / "f.db"
     fragmented(path)
-    state = upkeep.measure(path)
+    state = maintenance.measure(path)
     assert state.fragmentation > 30
     assert state.free_pages_percentage > 30
 
@@ -56,10 +57,10 @@ def test_vacuum_file_shrinks_it_and_records_metadata(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT)")
         db.commit()
-    before = upkeep.database_size(path)
-    after = upkeep.vacuum_file(path)
+    before = maintenance.database_size(path)
+    after = maintenance.vacuum_file(path)
     assert after <= 5
-    assert upkeep.database_size(path) < before / 1.5
+    assert maintenance.database_size(path) < before / 1.5
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert dict(db.execute("SELECT key, value FROM metadata"))["last_vacuum_value"] == str(after)
 
@@ -75,8 +76,9 @@ def test_automatic_vacuum_runs_only_above_the_limit(store: Store) -> None:
         with db:
             db.execute("DELETE FROM filler")
 
-    store.call(fragment).result(10)
-    state = upkeep.measure(store.global_db)
+    with contextlib.closing(schema.connect(store.global_db)) as db:  # a second writer, as a test may
+        fragment(db)
+    state = maintenance.measure(store.global_db)
     assert state.fragmentation > 10
     patient = upkeep.Upkeep(store, max_fragmentation=100, interval=3600)
     assert asyncio.run(patient.check()) is None
@@ -84,7 +86,7 @@ def test_automatic_vacuum_runs_only_above_the_limit(store: Store) -> None:
     strict = upkeep.Upkeep(store, max_fragmentation=5, interval=3600)
     assert asyncio.run(strict.check()) is not None
     assert strict.vacuums == 1
-    assert upkeep.measure(store.global_db).free_pages_percentage == 0
+    assert maintenance.measure(store.global_db).free_pages_percentage == 0
 
 
 def test_upkeep_task_checks_every_interval(store: Store) -> None:
@@ -99,7 +101,7 @@ def test_upkeep_task_checks_every_interval(store: Store) -> None:
 
 
 def test_integrity_check_of_a_sound_and_of_a_damaged_file(tmp_path: Path, store: Store) -> None:
-    assert upkeep.integrity_check(store.global_db) == ["ok"]
+    assert maintenance.integrity_check(store.global_db) == ["ok"]
     damaged = tmp_path / "damaged.db"
     fragmented(damaged)
     data = bytearray(damaged.read_bytes())
@@ -108,7 +110,7 @@ def test_integrity_check_of_a_sound_and_of_a_damaged_file(tmp_path: Path, store:
         data[offset] = 0xFF
     damaged.write_bytes(bytes(data))
     try:
-        result = upkeep.integrity_check(damaged)
+        result = maintenance.integrity_check(damaged)
     except sqlite3.DatabaseError as error:  # damaged beyond what integrity_check can walk
         result = [str(error)]
     assert result != ["ok"]
@@ -117,5 +119,5 @@ def test_integrity_check_of_a_sound_and_of_a_damaged_file(tmp_path: Path, store:
 def test_measure_never_writes_side_files_of_an_idle_database(tmp_path: Path) -> None:
     path = tmp_path / "idle.db"
     schema.create_agent_db(path)
-    upkeep.measure(path)
+    maintenance.measure(path)
     assert not Path(f"{path}-wal").exists()

@@ -15,6 +15,7 @@ import pytest
 
 from agentpulse.records import StatusUpdate, TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode, Trigger
+from agentpulse.store.subscriber import Subscriber
 from agentpulse.store.wdb import (
     HEADER,
     OS_MAXSTR,
@@ -302,7 +303,7 @@ def test_select_name_group_find_agent_and_labels(served: Served) -> None:
 
 
 def test_get_labels_lists_what_the_keepalive_wrote(served: Served) -> None:
-    from tests.store.test_writer import KEEPALIVE
+    from tests.store.test_facade import KEEPALIVE
 
     served.on_loop(
         lambda: served.store.submit(StatusUpdate(1, Trigger.ALIVE, time.time(), keepalive=KEEPALIVE))
@@ -398,10 +399,10 @@ def test_reset_agents_connection_is_code_5_for_live_agents(served: Served) -> No
 
 def test_every_socket_transition_has_its_outbox_row_in_the_same_commit(tmp_path: Path) -> None:
     served = Served(tmp_path / "ossec")
-    served.store.outbox_encoder = lambda row: (
-        f"agent.status.{row.agent_id}",
-        f"{row.agent_id}:{row.seq}",
-        b"{}",
+    served.store.subscribe(
+        Subscriber(
+            outbox_encoder=lambda row: (f"agent.status.{row.agent_id}", f"{row.agent_id}:{row.seq}", b"{}")
+        )
     )
     try:
         served.query('global update-keepalive {"id":1,"connection_status":"pending","sync_status":"synced"}')
@@ -641,7 +642,7 @@ def test_page_stops_before_the_cap() -> None:
 
 def test_store_listeners_see_socket_transitions(served: Served) -> None:
     seen: list[TransitionRow] = []
-    served.on_loop(lambda: served.store.listeners.append(seen.append))
+    served.on_loop(lambda: served.store.subscribe(Subscriber(on_transition=seen.append)))
     served.query('global update-keepalive {"id":5,"connection_status":"pending","sync_status":"synced"}')
     assert [(r.agent_id, r.to_status) for r in seen] == [(5, ConnectionStatus.PENDING)]
 

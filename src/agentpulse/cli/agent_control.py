@@ -26,7 +26,7 @@ from pathlib import Path
 from agentpulse import __version__
 from agentpulse.paths import Home, resolve_home
 from agentpulse.status import ConnectionStatus
-from agentpulse.store.schema import MANAGER_IP, connect
+from agentpulse.store.sqlite.schema import MANAGER_IP, connect
 from agentpulse.wire.keys import AgentKey, KeysFile
 
 PROG = "agent_control"

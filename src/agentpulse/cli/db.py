@@ -37,7 +37,7 @@ def _path(home: Home, agent: int | None) -> Path:
 
 
 def vacuum(home: Home, agent: int | None) -> tuple[int, str]:
-    from agentpulse.store import upkeep
+    from agentpulse.store.sqlite import maintenance as upkeep
     from agentpulse.store.wdb import WdbClient, WdbUnavailable
 
     path = _path(home, agent)
@@ -57,7 +57,7 @@ def vacuum(home: Home, agent: int | None) -> tuple[int, str]:
 
 def _vacuum_offline(home: Home, path: Path, before: int) -> tuple[int, str]:
     from agentpulse.manager import AlreadyRunning, HomeLock
-    from agentpulse.store import upkeep
+    from agentpulse.store.sqlite import maintenance as upkeep
 
     if not path.exists():
         return 1, f"{PROG}: no database at {path}\n"
@@ -83,7 +83,7 @@ def _report(path: Path, before: int, after: int, fragmentation: object, how: str
 
 
 def check(home: Home, agent: int | None) -> tuple[int, str]:
-    from agentpulse.store import upkeep
+    from agentpulse.store.sqlite import maintenance as upkeep
 
     path = _path(home, agent)
     if not path.exists():

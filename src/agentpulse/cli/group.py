@@ -100,8 +100,8 @@ def _members(client: WdbClient, name: str) -> list[int]:
 
 
 def execute(client: WdbClient, args: argparse.Namespace) -> str:
+    from agentpulse.store.groups import DEFAULT_GROUP
     from agentpulse.store.wdb import valid_group
-    from agentpulse.store.writer import DEFAULT_GROUP
 
     name = args.name
     if name is not None and not valid_group(name):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from agentpulse.paths import resolve_home
 from agentpulse.status import ConnectionStatus, StatusCode
-from agentpulse.store.schema import MANAGER_ID, connect
+from agentpulse.store.sqlite.schema import MANAGER_ID, connect
 
 RECENT = 10
 _COLOURS = {

@@ -40,8 +40,8 @@ from nats.js.errors import NotFoundError
 
 from agentpulse.events import payloads
 from agentpulse.status import ConnectionStatus, Trigger, transition
-from agentpulse.store import schema
-from agentpulse.store.writer import Store
+from agentpulse.store.facade import Store
+from agentpulse.store.sqlite import schema
 from agentpulse.wire.control import Keepalive
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
 from agentpulse.events.publisher import KeepalivePublisher, Link, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
-from agentpulse.store import schema
+from agentpulse.store.sqlite import schema
+from agentpulse.store.subscriber import Subscriber
 
 if TYPE_CHECKING:
     from agentpulse.manager import Manager
@@ -150,6 +151,7 @@ class EventsService:
         self._unavailable_since: float | None = None
         self._reminded_at = 0.0
         self._connect_started = False
+        self._subscriber: Subscriber | None = None
 
     # -- names and statuses for the payloads (loop side, cheap) ------------------------------------------
 
@@ -195,8 +197,6 @@ class EventsService:
             await self._probe(options, where)
         loop = asyncio.get_running_loop()
         self.outbox.bind(loop)
-        self.store.outbox_encoder = self.encode
-        self.store.on_commit.append(self.outbox.on_commit)
         if self.config.keepalive_events:
             self.keepalives = KeepalivePublisher(
                 self.link,
@@ -206,7 +206,12 @@ class EventsService:
                 name_of=self.name_of,
                 status_of=self.status_of,
             )
-            self.store.keepalive_listeners.append(self.keepalives.on_keepalive)
+        self._subscriber = Subscriber(
+            on_keepalive=self.keepalives.on_keepalive if self.keepalives is not None else None,
+            on_outbox_committed=self.outbox.on_commit,
+            outbox_encoder=self.encode,
+        )
+        self.store.subscribe(self._subscriber)
         connected = asyncio.Event()
         if self.servers:
             self._tasks.append(
@@ -358,13 +363,9 @@ class EventsService:
         await self._shutdown(drain=True)
 
     async def _shutdown(self, *, drain: bool) -> None:
-        with contextlib.suppress(ValueError):
-            self.store.on_commit.remove(self.outbox.on_commit)
-        if self.keepalives is not None:
-            with contextlib.suppress(ValueError):
-                self.store.keepalive_listeners.remove(self.keepalives.on_keepalive)
-        if self.store.outbox_encoder == self.encode:
-            self.store.outbox_encoder = None
+        if self._subscriber is not None:
+            self.store.unsubscribe(self._subscriber)
+            self._subscriber = None
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

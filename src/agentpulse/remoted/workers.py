@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from agentpulse.remoted import pipe
 from agentpulse.remoted.grace import GraceTracker
-from agentpulse.store.writer import Store
+from agentpulse.store.facade import Store
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 
 from agentpulse.records import StatusUpdate, TransitionRow
-from agentpulse.status import LIVE, ConnectionStatus, StatusCode, Trigger
-from agentpulse.store.writer import Store
+from agentpulse.status import ConnectionStatus, StatusCode, Trigger
+from agentpulse.store.facade import Store
+from agentpulse.store.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class Sweeper:
         self.timeout = timeout
         self.alert_time = alert_time
         self._alerts: dict[int, tuple[int, float]] = {}  # agent -> (history seq, monotonic due time)
-        store.listeners.append(self._on_transition)
+        store.subscribe(Subscriber(on_transition=self._on_transition))
 
     def _on_transition(self, row: TransitionRow) -> None:
         if row.to_status is ConnectionStatus.DISCONNECTED and row.code in ALERTED_CODES:
@@ -41,16 +42,7 @@ class Sweeper:
     def sweep(self) -> list[int]:
         now_monotonic = self.store.monotonic()
         threshold = now_monotonic - self.timeout
-        stale = []
-        agents = self.store.agents
-        for agent_id in self.store.heard:  # the longest silent first
-            view = agents.get(agent_id)
-            if view is None:
-                continue
-            if view.seen_monotonic >= threshold:
-                break
-            if view.status in LIVE:
-                stale.append(agent_id)
+        stale = self.store.view.silent_since(threshold)
         now = self.store.clock()
         for agent_id in stale:
             self.store.submit(StatusUpdate(agent_id, Trigger.TIMEOUT, now))

@@ -40,16 +40,10 @@ from typing import Any, TypeVar
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import StatusUpdate
 from agentpulse.status import LIVE, ConnectionStatus, StatusCode, Trigger
-from agentpulse.store import schema, upkeep
-from agentpulse.store.writer import (
-    DEFAULT_GROUP,
-    SYNC_STATUSES,
-    ColumnUpdate,
-    GroupChange,
-    InsertedAgent,
-    Store,
-    group_hash,
-)
+from agentpulse.store.batch import ColumnUpdate, GroupChange, GroupChangeKind, GroupMode, InsertedAgent
+from agentpulse.store.facade import Store
+from agentpulse.store.groups import DEFAULT_GROUP, SYNC_STATUSES, group_hash
+from agentpulse.store.sqlite import maintenance, schema
 from agentpulse.wire.control import FORCE_RECONNECT
 
 log = logging.getLogger(__name__)
@@ -876,7 +870,7 @@ class WdbServer:
         name = argument.strip()
         if not valid_group(name):
             raise WdbError("Error inserting group in global.db.")
-        self.store.change_groups([GroupChange("create", (name,))])
+        self.store.change_groups([GroupChange(GroupChangeKind.CREATE, (name,))])
         await self._committed()
         return "ok"
 
@@ -884,7 +878,7 @@ class WdbServer:
         name = argument.strip()
         if name == DEFAULT_GROUP or not valid_group(name):
             raise WdbError("Error deleting group in global.db.")
-        self.store.change_groups([GroupChange("delete", (name,))])
+        self.store.change_groups([GroupChange(GroupChangeKind.DELETE, (name,))])
         await self._committed()
         return "ok"
 
@@ -911,7 +905,7 @@ class WdbServer:
                 or not all(isinstance(g, str) and valid_group(g) for g in groups)
             ):
                 raise WdbError("An error occurred during the set of the groups")
-            changes.append(GroupChange("set", tuple(groups), agent_id, mode, sync))
+            changes.append(GroupChange(GroupChangeKind.SET, tuple(groups), agent_id, GroupMode(mode), sync))
         self.store.change_groups(changes)
         await self._committed()
         return "ok"
@@ -919,11 +913,11 @@ class WdbServer:
     # -- upkeep ------------------------------------------------------------------------------------------
 
     async def _vacuum(self, argument: str) -> Reply:
-        after = await asyncio.wrap_future(self.store.call(upkeep.vacuum))
+        after = await asyncio.wrap_future(self.store.vacuum())
         return "ok " + dumps({"fragmentation_after_vacuum": after})
 
     async def _get_fragmentation(self, argument: str) -> Reply:
-        state = await self._read(upkeep.fragmentation)
+        state = await self._read(maintenance.fragmentation)
         return "ok " + dumps(state.as_json())
 
     async def _agent(self, rest: str) -> Reply:
@@ -942,9 +936,9 @@ class WdbServer:
         if not await asyncio.to_thread(path.exists):
             return f"err Couldn't open DB for agent {agent_id}"
         if command == "vacuum":
-            after = await asyncio.wrap_future(self.store.call(lambda _db: upkeep.vacuum_file(path)))
+            after = await asyncio.wrap_future(self.store.vacuum(agent_id))
             return "ok " + dumps({"fragmentation_after_vacuum": after})
-        state = await self._read(upkeep.fragmentation, path)
+        state = await self._read(maintenance.fragmentation, path)
         return "ok " + dumps(state.as_json())
 
     # -- sql ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.store import schema
+from agentpulse.store.sqlite import schema
 
 NOW = 1_700_000_000
 

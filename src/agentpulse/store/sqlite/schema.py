@@ -16,11 +16,12 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+from agentpulse.records import MANAGER_ID as MANAGER_ID
+
 GLOBAL_DB_VERSION = 7
 AGENT_DB_VERSION = 16
 AGENTPULSE_SCHEMA_VERSION = 1
 
-MANAGER_ID = 0
 MANAGER_IP = "127.0.0.1"
 MANAGER_LAST_KEEPALIVE = 253402300799  # 9999-12-31T23:59:59Z: the manager is never swept
 BUSY_TIMEOUT_MS = 5000

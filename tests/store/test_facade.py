@@ -11,8 +11,9 @@ import pytest
 
 from agentpulse.records import StatusUpdate
 from agentpulse.status import ConnectionStatus, StatusCode, Trigger
-from agentpulse.store import schema
-from agentpulse.store.writer import Store
+from agentpulse.store.facade import Store
+from agentpulse.store.sqlite import schema
+from agentpulse.store.subscriber import Subscriber
 from agentpulse.wire import control
 from agentpulse.wire.keys import KeysFile
 
@@ -133,7 +134,7 @@ def test_repeated_keepalives_of_many_agents_touch_each_its_own_second(store: Sto
 
 def test_repeats_apply_like_submit_in_order_with_transitions_where_due(store: Store) -> None:
     heard: list[tuple[int, float]] = []
-    store.keepalive_listeners.append(lambda agent_id, at, keepalive: heard.append((agent_id, at)))
+    store.subscribe(Subscriber(on_keepalive=lambda agent_id, at, keepalive: heard.append((agent_id, at))))
     for agent_id in (1, 2):
         store.submit(StatusUpdate(agent_id, Trigger.STARTUP, 10))
     store.submit(StatusUpdate(1, Trigger.ALIVE, 11, keepalive=KEEPALIVE))  # 1 active, 2 still pending
@@ -152,7 +153,7 @@ def test_repeats_apply_like_submit_in_order_with_transitions_where_due(store: St
     ]
     history = read(store, "SELECT to_status FROM agent_status_history WHERE agent_id = 2 ORDER BY seq")
     assert [row[0] for row in history] == ["pending", "active"]
-    assert list(store.heard) == [2, 1]  # the longest silent first: 2 (at 21), then 1 (at 23)
+    assert list(store.view.heard) == [2, 1]  # the longest silent first: 2 (at 21), then 1 (at 23)
 
 
 def test_shutdown_sets_code_3_and_the_disconnection_time(store: Store) -> None:

@@ -1,0 +1,64 @@
+"""What a database behind the store implements, and the plain data it answers with.
+
+The facade (`store/facade.py`) owns the status view, the batch and the writer thread; a backend owns the
+database: its schema, the statements that turn a `Batch` into one transaction, reading the view back at
+start, and maintenance. SQLite (`store/sqlite/`) is the one backend today; PostgreSQL comes next behind this
+same protocol. Every method runs on the writer thread, except `fragmentation`, which callers run in a thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from agentpulse.store.batch import Batch
+from agentpulse.store.view import LoadedAgent
+from agentpulse.wire.keys import AgentKey
+
+
+@dataclass(frozen=True, slots=True)
+class Fragmentation:
+    fragmentation: int  # 0-100
+    free_pages_percentage: int  # 0-100
+
+    def as_json(self) -> dict[str, int]:
+        return {"fragmentation": self.fragmentation, "free_pages_percentage": self.free_pages_percentage}
+
+
+class WriteFailed(Exception):
+    """A batch could not be committed (full disk, locked file...); it was rolled back and will be retried."""
+
+
+class Backend(Protocol):
+    def open(self, now: float) -> None:
+        """Create the database if it is missing, then connect (writer thread)."""
+
+    def close(self) -> None: ...
+
+    def insert_missing(self, agents: list[AgentKey], now: float) -> list[int]:
+        """Agents of client.keys that the database lacks, inserted never connected; returns their ids."""
+
+    def load(self) -> tuple[list[LoadedAgent], dict[int, int]]:
+        """Every agent but the manager, and the last history sequence of every agent that has history."""
+
+    def write(self, batch: Batch, now: float) -> None:
+        """One transaction; raises WriteFailed after rolling back."""
+
+    def prepare_agent_dbs(self) -> None:
+        """Called once on the agent-database thread before the first `create_agent_db`."""
+
+    def create_agent_db(self, agent_id: int) -> None:
+        """The per-agent database of an agent's first startup (its own thread: it is slow)."""
+
+    def remove_agent_files(self, agent_id: int) -> None: ...
+
+    def vacuum(self, now: float) -> int:
+        """Compact the global database; returns the fragmentation after it."""
+
+    def vacuum_agent_db(self, agent_id: int) -> int: ...
+
+    def fragmentation(self, agent_id: int | None = None) -> Fragmentation:
+        """Measured read-only, on the global database or one agent's."""
+
+    def agent_db_path(self, agent_id: int) -> Path: ...

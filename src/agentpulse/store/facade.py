@@ -1,0 +1,344 @@
+"""The store: what every other component calls to change or read agent statuses. Backend-neutral.
+
+`submit()` runs on the event loop and costs a dict update: it applies the status model to the view
+(`store/view.py`) and adds what must be written to the pending batch, which the writer thread
+(`store/writer.py`) commits through the backend (`store/sqlite/` today). Writes from the query socket and the
+CLI's peers (agents inserted or removed, groups, cluster columns) ride in the same batch, so every write keeps
+its order against the status changes around it. Subscribers (`store/subscriber.py`) are told outside the lock.
+
+Removal (delete-agent, or an agent purged from client.keys) is recorded as one last history row and status
+event to `disconnected`: an agent not yet disconnected goes `-> disconnected` with code 0, one already
+disconnected repeats its status and code. The status model never produces either, so consumers can tell a
+removal from a disconnection; the agent's row is then gone, its history stays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from pathlib import Path
+
+from agentpulse.records import MANAGER_ID, StatusUpdate, TransitionRow
+from agentpulse.status import ConnectionStatus, Trigger
+from agentpulse.store.backend import Backend, Fragmentation
+from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
+from agentpulse.store.sqlite.backend import SqliteBackend
+from agentpulse.store.subscriber import KeepaliveListener, OutboxEncoder, Subscriber, TransitionListener
+from agentpulse.store.view import AgentView, StatusView
+from agentpulse.store.writer import BatchWriter, StoreClosed
+from agentpulse.wire.control import Keepalive
+from agentpulse.wire.keys import AgentKey
+
+
+class Store:
+    def __init__(
+        self,
+        db_dir: Path,
+        *,
+        manager_host: str,
+        node_name: str,
+        flush_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        backend: Backend | None = None,
+    ) -> None:
+        self.db_dir = db_dir
+        self.global_db = db_dir / "global.db"
+        self.manager_host = manager_host
+        self.node_name = node_name
+        self.clock = clock
+        self.monotonic = monotonic
+        self.backend: Backend = backend or SqliteBackend(
+            db_dir, manager_host=manager_host, node_name=node_name
+        )
+        self.view = StatusView()
+        self._writer = BatchWriter(
+            self.backend,
+            flush_interval=flush_interval,
+            clock=clock,
+            known=self.view.__contains__,
+            committed=self._committed,
+        )
+        self._subscribers: list[Subscriber] = []
+        self._transition_listeners: tuple[TransitionListener, ...] = ()
+        self._keepalive_listeners: tuple[KeepaliveListener, ...] = ()
+        self._outbox_encoder: OutboxEncoder | None = None
+
+    # -- start and stop (called from a thread, never from the event loop) -------------------------------
+
+    def open(self, agents: Iterable[AgentKey]) -> None:
+        """Create or open the database, register the agents of client.keys, load the view, start writing."""
+        agent_list = list(agents)
+
+        def opening() -> None:
+            self.backend.open(self.clock())
+            self.backend.insert_missing(agent_list, self.clock())
+            self.view.load(*self.backend.load())
+
+        self._writer.start(opening)
+
+    def close(self) -> None:
+        """Write everything accepted so far, then stop the writer thread."""
+        self._writer.close()
+
+    # -- subscribers -------------------------------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        if subscriber.outbox_encoder is not None and self._outbox_encoder is not None:
+            raise ValueError("the store already has an outbox encoder")
+        self._subscribers.append(subscriber)
+        self._resubscribe()
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+            self._resubscribe()
+
+    def _resubscribe(self) -> None:
+        subs = self._subscribers
+        self._transition_listeners = tuple(s.on_transition for s in subs if s.on_transition is not None)
+        self._keepalive_listeners = tuple(s.on_keepalive for s in subs if s.on_keepalive is not None)
+        self._outbox_encoder = next((s.outbox_encoder for s in subs if s.outbox_encoder is not None), None)
+
+    def _committed(self, batch: Batch) -> None:
+        if batch.outbox:
+            for subscriber in list(self._subscribers):
+                if subscriber.on_outbox_committed is not None:
+                    subscriber.on_outbox_committed(len(batch.outbox))
+
+    # -- what the store knows (loop thread) ---------------------------------------------------------------
+
+    @property
+    def agents(self) -> Mapping[int, AgentView]:
+        return self.view.agents
+
+    def status_of(self, agent_id: int) -> ConnectionStatus | None:
+        view = self.view.agents.get(agent_id)
+        return None if view is None else view.status
+
+    def live_agents(self) -> Iterator[tuple[int, AgentView]]:
+        return self.view.live()
+
+    # -- status records (loop thread: cheap, in memory) ----------------------------------------------------
+
+    def reset_connections(self) -> int:
+        """Manager start: every pending or active agent becomes disconnected with code 5."""
+        now = self.clock()
+        live = [agent_id for agent_id, _ in self.view.live()]
+        for agent_id in live:
+            self.submit(StatusUpdate(agent_id, Trigger.MANAGER_RESET, now))
+        return len(live)
+
+    def submit(self, update: StatusUpdate) -> TransitionRow | None:
+        """Apply one record. Returns the transition it caused, if any. Unknown agents are ignored."""
+        view = self.view.agents.get(update.agent_id)
+        if view is None:
+            return None
+        trigger, keepalive = update.trigger, update.keepalive
+        if keepalive is not None:
+            for keepalive_listener in self._keepalive_listeners:
+                keepalive_listener(update.agent_id, update.at, keepalive)
+        starting = trigger is Trigger.STARTUP
+        if starting or trigger is Trigger.ALIVE:
+            self.view.heard_from(update.agent_id, view, self.monotonic())
+            if starting or keepalive is not None:
+                view.last_keepalive = update.at
+        writes_keepalive = starting or (trigger is Trigger.ALIVE and keepalive is not None)
+        new_db = starting and not view.has_agent_db
+        view.has_agent_db = view.has_agent_db or starting
+        row = self.view.apply(view, update)
+        outbox = self._outbox_row(row)
+        if writes_keepalive or new_db or row is not None:
+            with self._writer.lock:
+                batch = self._writer.batch
+                if writes_keepalive:
+                    batch.keepalives[update.agent_id] = (update.at, keepalive)
+                if new_db:
+                    batch.agent_dbs.add(update.agent_id)
+                if row is not None:
+                    batch.statuses[update.agent_id] = (row.to_status, row.code, update.at, update.version)
+                    batch.history.append(row)
+                    if outbox is not None:
+                        batch.outbox.append(outbox)
+        if row is not None:
+            for listener in self._transition_listeners:
+                listener(row)
+        return row
+
+    def _outbox_row(self, row: TransitionRow | None) -> OutboxRow | None:
+        encoder = self._outbox_encoder
+        return None if row is None or encoder is None else encoder(row)
+
+    def submit_repeats(
+        self, agent_ids: list[int], ats: list[float], keepalives: dict[int, Keepalive]
+    ) -> None:
+        """Keep-alives that repeat each agent's last one (`keepalives`), in arrival order: what `submit`
+        does for each, with one lock and no record objects for the common case, an agent already active.
+        """
+        agents, view_of = self.view.agents, self.view
+        monotonic = self.monotonic()
+        accepted: list[tuple[int, float, Keepalive]] = []
+        others: list[StatusUpdate] = []
+        for agent_id, at in zip(agent_ids, ats, strict=True):
+            view = agents.get(agent_id)
+            keepalive = keepalives.get(agent_id)
+            if view is None or keepalive is None:
+                continue
+            if view.status is not ConnectionStatus.ACTIVE or others:
+                # a transition (or anything after one, to keep the order): the general path
+                others.append(StatusUpdate(agent_id, Trigger.ALIVE, at, keepalive=keepalive))
+                continue
+            view_of.heard_from(agent_id, view, monotonic)
+            view.last_keepalive = at
+            accepted.append((agent_id, at, keepalive))
+        with self._writer.lock:
+            pending = self._writer.batch.keepalives
+            for agent_id, at, keepalive in accepted:
+                pending[agent_id] = (at, keepalive)
+        for listener in self._keepalive_listeners:
+            for agent_id, at, keepalive in accepted:
+                listener(agent_id, at, keepalive)
+        for update in others:
+            self.submit(update)
+
+    def record_state(self, agent_id: int, state_json: str) -> None:
+        """An agent's answer to `getstate`, shown by agent_control -i."""
+        if agent_id in self.view:
+            with self._writer.lock:
+                self._writer.batch.runtime_states[agent_id] = (state_json, self.clock())
+
+    def count_events(self, counts: dict[int, int]) -> None:
+        with self._writer.lock:
+            batch = self._writer.batch.event_counts
+            for agent_id, count in counts.items():
+                batch[agent_id] = batch.get(agent_id, 0) + count
+
+    def mark_alerted(self, agent_id: int, seq: int) -> None:
+        """The disconnection alert for this transition was raised."""
+        with self._writer.lock:
+            self._writer.batch.alerted.append((agent_id, seq))
+
+    def ack_outbox(self, row_ids: Iterable[int]) -> None:
+        """Events acknowledged by NATS: the writer deletes their outbox rows (any thread may call this)."""
+        with self._writer.lock:
+            self._writer.batch.outbox_acked.extend(row_ids)
+
+    # -- agents, groups and columns (loop thread; the query socket, key reloads) --------------------------
+
+    def add_agents(self, agents: Iterable[AgentKey]) -> list[int]:
+        """Accept agents that client.keys gained while running; the writer inserts them."""
+        new = [a for a in agents if a.number not in self.view and a.number != MANAGER_ID]
+        for agent in new:
+            self.view.add(agent.number, agent.name, agent.ip.text)
+        if new:
+            with self._writer.lock:
+                self._writer.batch.new_agents.extend(new)
+            self._writer.wake()
+        return [agent.number for agent in new]
+
+    def touch(self, agent_id: int, at: float) -> None:
+        """`update-keepalive`: last_keepalive = at, without the data of a keep-alive body."""
+        view = self.view.agents.get(agent_id)
+        if view is None:
+            return
+        view.last_keepalive = at
+        self.view.heard_from(agent_id, view, self.monotonic())
+        with self._writer.lock:
+            pending = self._writer.batch.keepalives
+            current = pending.get(agent_id)
+            if current is None or current[1] is None:
+                pending[agent_id] = (at, None)
+
+    def set_sync_status(self, agent_id: int, sync_status: str) -> None:
+        """The cluster bookkeeping value a command asked for (never a downgrade, see the backend)."""
+        if agent_id in self.view:
+            with self._writer.lock:
+                self._writer.batch.sync_statuses[agent_id] = sync_status
+
+    def insert_agent(self, agent: InsertedAgent) -> bool:
+        """`insert-agent`: False when the id is taken (the manager's included)."""
+        if agent.id in self.view or agent.id == MANAGER_ID:
+            return False
+        self.view.add(agent.id, agent.name, agent.register_ip or "")
+        with self._writer.lock:
+            self._writer.batch.inserted[agent.id] = agent
+        self._writer.wake()
+        return True
+
+    def remove_agents(
+        self, agent_ids: Iterable[int], at: float, *, purge_files: bool = False
+    ) -> list[TransitionRow]:
+        """Delete agents (labels and groups go with them), each with its removal row and status event
+        (see the module docstring). With purge_files, its per-agent database goes too."""
+        rows: list[TransitionRow] = []
+        for agent_id in agent_ids:
+            row = self.view.remove(agent_id, at)
+            if row is None:
+                continue
+            outbox = self._outbox_row(row)
+            with self._writer.lock:
+                batch = self._writer.batch
+                batch.forget(agent_id, purge_files=purge_files)
+                batch.history.append(row)
+                if outbox is not None:
+                    batch.outbox.append(outbox)
+            rows.append(row)
+            for listener in self._transition_listeners:
+                listener(row)
+        if rows:
+            self._writer.wake()
+        return rows
+
+    def change_groups(self, changes: Iterable[GroupChange]) -> None:
+        with self._writer.lock:
+            self._writer.batch.group_changes.extend(changes)
+        self._writer.wake()
+
+    def update_columns(self, update: ColumnUpdate) -> None:
+        """`sync-agent-info-set`: the descriptive columns; statuses go through `submit()` separately."""
+        if update.agent_id in self.view:
+            with self._writer.lock:
+                self._writer.batch.column_updates.append(update)
+
+    # -- commits and maintenance ----------------------------------------------------------------------------
+
+    def committed(self) -> Future[None]:
+        """A future done once everything accepted before this call is committed (for the query socket)."""
+        future: Future[None] = Future()
+
+        def done() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        if not self._writer.when_committed(done):
+            future.set_exception(StoreClosed())
+        return future
+
+    def flush_soon(self) -> None:
+        self._writer.wake()
+
+    def flush_wait(self, timeout: float = 30.0) -> bool:
+        """Block until everything submitted before this call is committed (for start-up and tests)."""
+        return self._writer.flush_wait(timeout)
+
+    @property
+    def flushes(self) -> int:
+        return self._writer.flushes
+
+    @property
+    def write_errors(self) -> int:
+        return self._writer.write_errors
+
+    def vacuum(self, agent_id: int | None = None) -> Future[int]:
+        """Compact the global database (or one agent's) on the writer thread, after the pending batch."""
+        if agent_id is None:
+            return self._writer.run_job(lambda backend: backend.vacuum(self.clock()))
+        return self._writer.run_job(lambda backend: backend.vacuum_agent_db(agent_id))
+
+    def fragmentation(self, agent_id: int | None = None) -> Fragmentation:
+        """Blocking, read-only: call it from a thread."""
+        return self.backend.fragmentation(agent_id)
+
+    def agent_db_path(self, agent_id: int) -> Path:
+        return self.backend.agent_db_path(agent_id)

@@ -1,0 +1,308 @@
+"""Every write to global.db: one accepted `Batch` becomes the statements of one transaction.
+
+Runs on the writer thread only. It keeps what global.db already holds of each agent's keep-alive and labels
+(`_data_written`, `_labels_written`), since most keep-alives repeat the last one: then only `last_keepalive`
+moves, and it moves with one statement per second of arrival instead of one per agent (sqlite3 lets go of the
+GIL once per statement, and the event loop may then keep it for a whole switch interval).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, GroupChangeKind, GroupMode, InsertedAgent
+from agentpulse.store.groups import DEFAULT_GROUP, group_hash
+from agentpulse.store.sqlite import schema
+from agentpulse.wire.control import Keepalive
+from agentpulse.wire.keys import AgentKey
+
+MEMBERS_OF_GROUP = (
+    "SELECT b.id_agent FROM belongs AS b JOIN `group` AS g ON g.id = b.id_group WHERE g.name = ?"
+)
+GROUPS_OF_AGENT = (
+    "SELECT g.name FROM belongs AS b JOIN `group` AS g ON g.id = b.id_group "
+    "WHERE b.id_agent = ? ORDER BY b.priority"
+)
+_UPDATE_KEEPALIVE = (
+    "UPDATE agent SET version = ?, config_sum = ?, merged_sum = ?, manager_host = ?, "
+    "node_name = ?, ip = COALESCE(?, ip), os_uname = ?, os_name = ?, os_platform = ?, "
+    "os_version = ?, os_codename = ?, os_major = ?, os_minor = ?, os_arch = ?, "
+    "last_keepalive = ?, sync_status = 'synced' WHERE id = ?"
+)
+
+
+class SqliteWrites:
+    def __init__(self, manager_host: str, node_name: str) -> None:
+        self.manager_host = manager_host
+        self.node_name = node_name
+        self._data_written: dict[int, Keepalive] = {}  # the keep-alive whose columns global.db holds
+        self._labels_written: dict[int, tuple[tuple[str, str], ...]] = {}
+
+    def rolled_back(self, batch: Batch) -> None:
+        """What `write` thought it wrote for these agents was rolled back."""
+        for agent_id in batch.keepalives:
+            self._data_written.pop(agent_id, None)
+            self._labels_written.pop(agent_id, None)
+
+    def write(self, db: sqlite3.Connection, batch: Batch, now: float) -> None:
+        # Deletions first, then insertions: an id removed and added again within one batch ends up added.
+        reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
+        if batch.deleted:
+            gone = [(agent_id,) for agent_id in batch.deleted]
+            db.executemany("DELETE FROM agent WHERE id = ?", gone)  # labels and belongs cascade
+            db.executemany("DELETE FROM agent_runtime WHERE agent_id = ?", gone)
+            for agent_id in batch.deleted:
+                self._data_written.pop(agent_id, None)
+                self._labels_written.pop(agent_id, None)
+        if batch.new_agents:
+            insert_agents(db, batch.new_agents, int(now))
+        if batch.inserted:
+            self._insert_rows(db, list(batch.inserted.values()))
+        self._write_keepalives(db, batch)
+        self._write_statuses(db, batch, batch.deleted.keys() - reinserted)
+        self._write_outbox(db, batch, now)
+        self._write_runtime(db, batch)
+        for change in batch.group_changes:
+            change_groups(db, change)
+        for update in batch.column_updates:
+            self._update_columns(db, update)
+        if batch.sync_statuses:
+            # wdb_global_validate_sync_status(): never downgrade what the cluster still has to send.
+            db.executemany(
+                "UPDATE agent SET sync_status = CASE "
+                "WHEN sync_status = 'syncreq' AND ?1 NOT IN ('synced', 'syncreq') THEN sync_status "
+                "WHEN sync_status = 'syncreq_status' AND ?1 = 'syncreq_keepalive' THEN sync_status "
+                "ELSE ?1 END WHERE id = ?2",
+                [(value, agent_id) for agent_id, value in batch.sync_statuses.items()],
+            )
+
+    def _write_keepalives(self, db: sqlite3.Connection, batch: Batch) -> None:
+        data_rows, label_agents = [], []
+        touched: dict[int, list[int]] = {}  # last_keepalive (whole seconds) -> agents
+        for agent_id, (at, keepalive) in batch.keepalives.items():
+            if keepalive is None or keepalive == self._data_written.get(agent_id):
+                touched.setdefault(int(at), []).append(agent_id)
+                continue
+            self._data_written[agent_id] = keepalive
+            data_rows.append(self._keepalive_row(agent_id, at, keepalive))
+            if self._labels_written.get(agent_id) != keepalive.labels:
+                self._labels_written[agent_id] = keepalive.labels
+                label_agents.append((agent_id, keepalive))
+        if data_rows:
+            db.executemany(_UPDATE_KEEPALIVE, data_rows)
+        for second, agent_ids in touched.items():
+            db.execute(
+                "UPDATE agent SET last_keepalive = ? WHERE id IN (SELECT value FROM json_each(?))",
+                (second, json.dumps(agent_ids)),
+            )
+        for agent_id, keepalive in label_agents:
+            self._write_labels(db, agent_id, keepalive)
+
+    def _keepalive_row(self, agent_id: int, at: float, k: Keepalive) -> tuple[object, ...]:
+        return (
+            k.version,
+            k.config_sum,
+            k.merged_sum,
+            self.manager_host,
+            self.node_name,
+            k.agent_ip,
+            k.uname,
+            k.os_name,
+            k.os_platform,
+            k.os_version,
+            k.os_codename,
+            k.os_major,
+            k.os_minor,
+            k.os_arch,
+            int(at),
+            agent_id,
+        )
+
+    @staticmethod
+    def _write_statuses(db: sqlite3.Connection, batch: Batch, removed: set[int]) -> None:
+        if batch.statuses:
+            db.executemany(
+                "UPDATE agent SET connection_status = ?, status_code = ?, "
+                "disconnection_time = CASE WHEN ? = 'disconnected' THEN ? ELSE 0 END, "
+                "version = COALESCE(?, version) WHERE id = ?",
+                [
+                    (status.value, int(code), status.value, int(at or 0), version, agent_id)
+                    for agent_id, (status, code, at, version) in batch.statuses.items()
+                ],
+            )
+        if not batch.history:
+            return
+        db.executemany(
+            "INSERT INTO agent_status_history (agent_id, seq, from_status, to_status, status_code, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at)
+                for r in batch.history
+            ],
+        )
+        last_seqs = {r.agent_id: (r.agent_id, r.seq) for r in batch.history if r.agent_id not in removed}
+        db.executemany(
+            "INSERT INTO agent_runtime (agent_id, status_seq) VALUES (?, ?) "
+            "ON CONFLICT(agent_id) DO UPDATE SET status_seq = excluded.status_seq",
+            list(last_seqs.values()),
+        )
+
+    @staticmethod
+    def _write_outbox(db: sqlite3.Connection, batch: Batch, now: float) -> None:
+        if batch.outbox:
+            db.executemany(
+                "INSERT INTO event_outbox (subject, msg_id, payload, created) VALUES (?, ?, ?, ?)",
+                [(subject, msg_id, payload, now) for subject, msg_id, payload in batch.outbox],
+            )
+        if batch.alerted:
+            db.executemany(
+                "UPDATE agent_status_history SET alerted = 1 WHERE agent_id = ? AND seq = ?", batch.alerted
+            )
+        if batch.outbox_acked:
+            db.executemany(
+                "DELETE FROM event_outbox WHERE id = ?", [(row_id,) for row_id in batch.outbox_acked]
+            )
+
+    @staticmethod
+    def _write_runtime(db: sqlite3.Connection, batch: Batch) -> None:
+        if batch.runtime_states:
+            db.executemany(
+                "INSERT INTO agent_runtime (agent_id, state_json, state_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(agent_id) DO UPDATE SET state_json = excluded.state_json, "
+                "state_at = excluded.state_at",
+                [(agent_id, text, at) for agent_id, (text, at) in batch.runtime_states.items()],
+            )
+        if batch.event_counts:
+            db.executemany(
+                "INSERT INTO agent_runtime (agent_id, events_received) VALUES (?, ?) "
+                "ON CONFLICT(agent_id) DO UPDATE SET "
+                "events_received = events_received + excluded.events_received",
+                list(batch.event_counts.items()),
+            )
+
+    @staticmethod
+    def _insert_rows(db: sqlite3.Connection, agents: list[InsertedAgent]) -> None:
+        db.executemany(
+            "INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add, `group`, group_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    a.id,
+                    a.name,
+                    a.ip,
+                    a.register_ip,
+                    a.internal_key,
+                    a.date_add,
+                    ",".join(a.groups) or None,
+                    group_hash(a.groups),
+                )
+                for a in agents
+            ],
+        )
+        for agent in agents:
+            if agent.groups:
+                write_groups(db, agent.id, list(agent.groups), "synced")
+
+    def _update_columns(self, db: sqlite3.Connection, update: ColumnUpdate) -> None:
+        names = [name for name in update.columns if name in schema.AGENT_COLUMNS]  # identifiers: known only
+        self._data_written.pop(update.agent_id, None)  # the next keep-alive writes its columns again
+        if names:
+            assignments = ", ".join(f"`{name}` = ?" for name in names)
+            db.execute(
+                f"UPDATE agent SET {assignments}, sync_status = 'synced' WHERE id = ?",
+                [*(update.columns[name] for name in names), update.agent_id],
+            )
+        if update.labels is not None:
+            db.execute("DELETE FROM labels WHERE id = ?", (update.agent_id,))
+            db.executemany(
+                "INSERT OR REPLACE INTO labels (id, key, value) VALUES (?, ?, ?)",
+                [(update.agent_id, key, value) for key, value in update.labels],
+            )
+            self._labels_written.pop(update.agent_id, None)  # the next keep-alive writes its own again
+
+    def _write_labels(self, db: sqlite3.Connection, agent_id: int, keepalive: Keepalive) -> None:
+        """Rewrite the labels table for one agent: its own labels plus the system labels Wazuh adds."""
+        labels = dict(keepalive.labels)
+        labels['#"_manager_hostname"'] = self.manager_host
+        labels['#"_node_name"'] = self.node_name
+        if keepalive.agent_ip:
+            labels['#"_agent_ip"'] = keepalive.agent_ip
+        if keepalive.version:
+            labels['#"_wazuh_version"'] = keepalive.version
+        db.execute("DELETE FROM labels WHERE id = ?", (agent_id,))
+        db.executemany(
+            "INSERT INTO labels (id, key, value) VALUES (?, ?, ?)",
+            [(agent_id, key, value) for key, value in labels.items()],
+        )
+
+
+def insert_agents(db: sqlite3.Connection, agents: list[AgentKey], now: int) -> None:
+    """Agents of client.keys, never connected, in the default group (ids already there are left alone)."""
+    db.executemany(
+        "INSERT OR IGNORE INTO agent (id, name, register_ip, internal_key, date_add, group_hash) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(a.number, a.name, a.ip.text, a.key, now, group_hash([DEFAULT_GROUP])) for a in agents],
+    )
+    group_id = group_id_of(db, DEFAULT_GROUP)
+    db.executemany(
+        "INSERT OR IGNORE INTO belongs (id_agent, id_group, priority) VALUES (?, ?, 0)",
+        [(a.number, group_id) for a in agents],
+    )
+
+
+def group_id_of(db: sqlite3.Connection, name: str) -> int:
+    row = db.execute("SELECT id FROM `group` WHERE name = ?", (name,)).fetchone()
+    if row is None:  # not INSERT OR IGNORE: an ignored insert still uses up an AUTOINCREMENT id
+        return int(db.execute("INSERT INTO `group` (name) VALUES (?)", (name,)).lastrowid or 0)
+    return int(row[0])
+
+
+def agent_groups(db: sqlite3.Connection, agent_id: int) -> list[str]:
+    return [row[0] for row in db.execute(GROUPS_OF_AGENT, (agent_id,))]
+
+
+def write_groups(db: sqlite3.Connection, agent_id: int, groups: list[str], sync: str) -> None:
+    """Give an agent exactly these groups, in this priority order, and the matching agent columns."""
+    if not groups:
+        groups = [DEFAULT_GROUP]
+    db.execute("DELETE FROM belongs WHERE id_agent = ?", (agent_id,))
+    db.executemany(
+        "INSERT INTO belongs (id_agent, id_group, priority) VALUES (?, ?, ?)",
+        [(agent_id, group_id_of(db, name), priority) for priority, name in enumerate(groups)],
+    )
+    db.execute(
+        "UPDATE agent SET `group` = ?, group_hash = ?, group_sync_status = ? WHERE id = ?",
+        (",".join(groups), group_hash(groups), sync, agent_id),
+    )
+
+
+def change_groups(db: sqlite3.Connection, change: GroupChange) -> None:
+    if change.kind is GroupChangeKind.CREATE:
+        group_id_of(db, change.groups[0])
+    elif change.kind is GroupChangeKind.DELETE:
+        name = change.groups[0]
+        members = [row[0] for row in db.execute(MEMBERS_OF_GROUP, (name,))]
+        db.execute("DELETE FROM `group` WHERE name = ?", (name,))  # its belongs rows cascade
+        for agent_id in members:
+            write_groups(db, agent_id, agent_groups(db, agent_id), "syncreq")
+    elif db.execute("SELECT 1 FROM agent WHERE id = ?", (change.agent_id,)).fetchone() is not None:
+        groups = _regrouped(
+            agent_groups(db, change.agent_id), list(dict.fromkeys(change.groups)), change.mode
+        )
+        if groups is not None:
+            write_groups(db, change.agent_id, groups, change.sync_status)
+
+
+def _regrouped(current: list[str], wanted: list[str], mode: GroupMode) -> list[str] | None:
+    """An agent's groups after a SET in this mode; None when the mode leaves them as they are."""
+    match mode:
+        case GroupMode.APPEND:
+            return current + [name for name in wanted if name not in current]
+        case GroupMode.EMPTY_ONLY:
+            return None if current else wanted
+        case GroupMode.REMOVE:
+            return [name for name in current if name not in wanted]
+        case GroupMode.OVERRIDE:
+            return wanted
+    raise AssertionError(mode)  # pragma: no cover

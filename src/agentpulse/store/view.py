@@ -1,0 +1,137 @@
+"""The store's in-memory view of every agent: status, code, history sequence, when it was last heard from.
+
+The view is the truth between flushes: the status model (`status.transition`) is applied to it, on the event
+loop only, and what changed is handed to the batch. It keeps agents in the order it last heard from them
+(`heard`, the longest silent first), so the sweeper reads the silent ones and stops, instead of walking every
+agent each second. Silence is measured on the monotonic clock. No locks, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from agentpulse.records import StatusUpdate, TransitionRow
+from agentpulse.status import LIVE, ConnectionStatus, StatusCode, transition
+
+
+@dataclass(slots=True)
+class AgentView:
+    """What the store knows of one agent between flushes."""
+
+    status: ConnectionStatus
+    code: StatusCode
+    seq: int
+    last_keepalive: float | None
+    seen_monotonic: float = 0.0  # for the sweeper: immune to wall-clock jumps
+    has_agent_db: bool = False
+    name: str = ""
+    register_ip: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedAgent:
+    """One agent as a backend reads it back at start."""
+
+    agent_id: int
+    status: ConnectionStatus
+    code: StatusCode
+    last_keepalive: float | None
+    name: str
+    register_ip: str
+    has_agent_db: bool
+
+
+class StatusView:
+    def __init__(self) -> None:
+        self.agents: dict[int, AgentView] = {}
+        self.heard: OrderedDict[int, None] = OrderedDict()
+        self._retired: dict[int, int] = {}  # last history seq of removed agents, should their id come back
+
+    def __contains__(self, agent_id: int) -> bool:
+        return agent_id in self.agents
+
+    def __len__(self) -> int:
+        return len(self.agents)
+
+    def get(self, agent_id: int) -> AgentView | None:
+        return self.agents.get(agent_id)
+
+    def load(self, agents: Iterable[LoadedAgent], last_seqs: dict[int, int]) -> None:
+        """The view at start; agents live in the last run are the first the sweeper looks at."""
+        self._retired = dict(last_seqs)  # what is left once the agents of global.db are taken out, below
+        for agent in agents:
+            self.agents[agent.agent_id] = AgentView(
+                agent.status,
+                agent.code,
+                int(last_seqs.get(agent.agent_id, 0)),
+                agent.last_keepalive,
+                has_agent_db=agent.has_agent_db,
+                name=agent.name,
+                register_ip=agent.register_ip,
+            )
+            if agent.status in LIVE:
+                self.heard[agent.agent_id] = None
+            self._retired.pop(agent.agent_id, None)
+
+    def add(self, agent_id: int, name: str, register_ip: str) -> None:
+        """A new agent, never connected; its history goes on from a removed agent with the same id."""
+        self.agents[agent_id] = AgentView(
+            ConnectionStatus.NEVER_CONNECTED,
+            StatusCode.NONE,
+            self._retired.pop(agent_id, 0),
+            None,
+            name=name,
+            register_ip=register_ip,
+        )
+
+    def heard_from(self, agent_id: int, view: AgentView, monotonic: float) -> None:
+        view.seen_monotonic = monotonic
+        heard = self.heard
+        heard[agent_id] = None
+        heard.move_to_end(agent_id)
+
+    def apply(self, view: AgentView, update: StatusUpdate) -> TransitionRow | None:
+        """The status model applied to one agent: the transition row, or None when nothing changed."""
+        moved = transition(view.status, update.trigger, update.code)
+        if moved is None or (moved.new is view.status and moved.code is view.code):
+            return None
+        view.seq += 1
+        row = TransitionRow(
+            update.agent_id, view.seq, view.status, moved.new, moved.code, update.at, view.last_keepalive
+        )
+        view.status, view.code = moved.new, moved.code
+        if moved.new is ConnectionStatus.DISCONNECTED:
+            self.heard.pop(update.agent_id, None)
+        return row
+
+    def remove(self, agent_id: int, at: float) -> TransitionRow | None:
+        """The agent's last row: `-> disconnected`, code 0 (or its disconnection code if already there)."""
+        view = self.agents.pop(agent_id, None)
+        self.heard.pop(agent_id, None)
+        if view is None:
+            return None
+        code = view.code if view.status is ConnectionStatus.DISCONNECTED else StatusCode.NONE
+        view.seq += 1
+        self._retired[agent_id] = view.seq
+        return TransitionRow(
+            agent_id, view.seq, view.status, ConnectionStatus.DISCONNECTED, code, at, view.last_keepalive
+        )
+
+    def live(self) -> Iterator[tuple[int, AgentView]]:
+        return ((agent_id, view) for agent_id, view in self.agents.items() if view.status in LIVE)
+
+    def silent_since(self, threshold: float) -> list[int]:
+        """Live agents not heard from since `threshold` (monotonic), the longest silent first."""
+        stale = []
+        agents = self.agents
+        for agent_id in self.heard:
+            view = agents.get(agent_id)
+            if view is None:
+                continue
+            if view.seen_monotonic >= threshold:
+                break
+            if view.status in LIVE:
+                stale.append(agent_id)
+        return stale
