@@ -277,49 +277,15 @@ class OutboxPublisher:
 
     async def _publish(self, rows: list[OutboxEntry]) -> int:
         """Publish one batch with pipelined acks; acknowledge the longest prefix that fully made it."""
-        js = self._js()
         stream_acks: dict[int, asyncio.Future[Any]] = {}
         kv_acks: dict[int, tuple[int, asyncio.Future[Any]]] = {}
-        latest: dict[int, tuple[int, OutboxEntry]] = {}  # agent -> its newest row in the batch
         failure: str | None = None
         try:
-            for row in rows:
-                if row.row_id not in self._in_stream:
-                    stream_acks[row.row_id] = await js.publish_async(
-                        row.subject,
-                        row.payload,
-                        headers={payloads.MSG_ID_HEADER: row.msg_id},
-                        wait_stall=ACK_TIMEOUT,
-                    )
-                ids = row.agent_and_seq
-                if ids is not None:
-                    latest[ids[0]] = (ids[1], row)
-            for agent_id, (seq, row) in latest.items():
-                if self._kv_seq.get(agent_id, 0) < seq:
-                    subject = KV_SUBJECT.format(bucket=self.kv_bucket, key=payloads.kv_key(agent_id))
-                    kv_acks[agent_id] = (
-                        seq,
-                        await js.publish_async(subject, row.payload, wait_stall=ACK_TIMEOUT),
-                    )
+            await self._send(rows, stream_acks, kv_acks)
         except (NatsError, OSError, TimeoutError) as error:
             failure = f"publish failed: {error!r}"
-        futures = [*stream_acks.values(), *(future for _, future in kv_acks.values())]
-        if futures:
-            _, pending = await asyncio.wait(futures, timeout=ACK_TIMEOUT)
-            for future in pending:
-                future.cancel()
-            if pending and failure is None:
-                failure = f"no JetStream acknowledgement within {ACK_TIMEOUT:.0f} s"
-        for row_id, future in stream_acks.items():
-            if _succeeded(future):
-                self._in_stream.add(row_id)
-            elif failure is None:
-                failure = f"JetStream refused a status event: {_error_of(future)!r}"
-        for agent_id, (seq, future) in kv_acks.items():
-            if _succeeded(future):
-                self._kv_seq[agent_id] = max(seq, self._kv_seq.get(agent_id, 0))
-            elif failure is None:
-                failure = f"KV bucket {self.kv_bucket} refused an update: {_error_of(future)!r}"
+        settled = await self._settle(stream_acks, kv_acks)  # also for what was sent before a failure
+        failure = failure or settled
         done: list[int] = []
         for row in rows:
             ids = row.agent_and_seq
@@ -335,6 +301,60 @@ class OutboxPublisher:
         if len(done) < len(rows):
             raise Unavailable(failure or "not every event was acknowledged")
         return len(done)
+
+    async def _send(
+        self,
+        rows: list[OutboxEntry],
+        stream_acks: dict[int, asyncio.Future[Any]],
+        kv_acks: dict[int, tuple[int, asyncio.Future[Any]]],
+    ) -> None:
+        """Each row not yet in the stream, then each agent's newest row to the KV bucket, acks pipelined."""
+        js = self._js()
+        latest: dict[int, tuple[int, OutboxEntry]] = {}  # agent -> its newest row in the batch
+        for row in rows:
+            if row.row_id not in self._in_stream:
+                stream_acks[row.row_id] = await js.publish_async(
+                    row.subject,
+                    row.payload,
+                    headers={payloads.MSG_ID_HEADER: row.msg_id},
+                    wait_stall=ACK_TIMEOUT,
+                )
+            ids = row.agent_and_seq
+            if ids is not None:
+                latest[ids[0]] = (ids[1], row)
+        for agent_id, (seq, row) in latest.items():
+            if self._kv_seq.get(agent_id, 0) < seq:
+                subject = KV_SUBJECT.format(bucket=self.kv_bucket, key=payloads.kv_key(agent_id))
+                kv_acks[agent_id] = (
+                    seq,
+                    await js.publish_async(subject, row.payload, wait_stall=ACK_TIMEOUT),
+                )
+
+    async def _settle(
+        self,
+        stream_acks: dict[int, asyncio.Future[Any]],
+        kv_acks: dict[int, tuple[int, asyncio.Future[Any]]],
+    ) -> str | None:
+        """Wait for the acks, record what made it; the first reason something did not, if any."""
+        failure: str | None = None
+        futures = [*stream_acks.values(), *(future for _, future in kv_acks.values())]
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=ACK_TIMEOUT)
+            for future in pending:
+                future.cancel()
+            if pending:
+                failure = f"no JetStream acknowledgement within {ACK_TIMEOUT:.0f} s"
+        for row_id, future in stream_acks.items():
+            if _succeeded(future):
+                self._in_stream.add(row_id)
+            elif failure is None:
+                failure = f"JetStream refused a status event: {_error_of(future)!r}"
+        for agent_id, (seq, future) in kv_acks.items():
+            if _succeeded(future):
+                self._kv_seq[agent_id] = max(seq, self._kv_seq.get(agent_id, 0))
+            elif failure is None:
+                failure = f"KV bucket {self.kv_bucket} refused an update: {_error_of(future)!r}"
+        return failure
 
     # -- one log line per state change ---------------------------------------------------------------
 
