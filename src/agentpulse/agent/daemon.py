@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 from xml.sax.saxutils import escape, quoteattr
 
+from agentpulse.agent.config import ClientConfig, ServerAddress, load_agent_config
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.agent.state import (
     CONNECTED,
@@ -42,7 +43,7 @@ from agentpulse.agent.state import (
     write_state_file,
 )
 from agentpulse.agent.sysinfo import AGENT_VERSION, shared_sums, this_machine
-from agentpulse.config import ClientConfig, ConfigError, ServerAddress, load_config
+from agentpulse.config import ConfigError
 from agentpulse.paths import Home
 from agentpulse.rids import SenderCounterFile, read_sender_counter
 from agentpulse.wire import control
@@ -73,12 +74,12 @@ class AgentSetupError(Exception):
 
 def load_client_config(home: Home) -> ClientConfig:
     try:
-        config = load_config(home.ossec_conf)
+        client = load_agent_config(home.ossec_conf)
     except ConfigError as error:
         raise AgentSetupError(f"configuration error: {error}") from None
-    if config.client is None:
+    if client is None:
         raise AgentSetupError(f"{home.ossec_conf}: no <client> section (an agent needs <client><server>)")
-    return config.client
+    return client
 
 
 def load_agent_key(path: Path) -> AgentKey:
