@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agentpulse import __version__
-from agentpulse.paths import Home, resolve_home
+from agentpulse.cli.home import HOME_HELP, resolve_home
+from agentpulse.paths import Home
 from agentpulse.status import ConnectionStatus
 from agentpulse.store.schema import MANAGER_IP, connect
 from agentpulse.wire.keys import AgentKey, KeysFile
@@ -61,7 +62,7 @@ Available options for active response:
 \t-L                List available active responses.
 Available options (agentpulse):
 \t-l -g <group>     List only the agents that belong to <group>.
-\t--home <dir>      Manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec).
+\t--home <dir>      {HOME_HELP[0].upper()}{HOME_HELP[1:]}.
 \t-V                Version.
 """
 
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(parsed, str):
         sys.stdout.write(parsed)
         return 0
-    home = resolve_home(parsed.home)
+    home = resolve_home(parsed)
     try:
         text, status = run(parsed, home, socket.gethostname())
     except (sqlite3.Error, OSError) as exc:

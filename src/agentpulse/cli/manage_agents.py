@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentpulse import __version__
-from agentpulse.paths import Home, resolve_home
+from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.paths import Home
 from agentpulse.wire.keys import (
     ANY_IP,
     FIELD_MAX,
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bulk", type=int, metavar="N", help="add N agents with ip any in one write")
     parser.add_argument("--prefix", metavar="NAME", help="with --bulk: names are NAME-00001, NAME-00002, ...")
-    parser.add_argument("--home", metavar="DIR", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec)")
+    add_home_option(parser)
     return parser
 
 
@@ -234,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("adding an agent needs both -a <ip|any> and -n <name>")
     if (args.bulk is not None) != bool(args.prefix):
         parser.error("--bulk N and --prefix NAME go together")
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     try:
         output = _run(args, home)
     except ManageError as exc:
