@@ -44,11 +44,12 @@ from agentpulse.agent.state import (
 )
 from agentpulse.agent.sysinfo import AGENT_VERSION, shared_sums, this_machine
 from agentpulse.config import ConfigError
+from agentpulse.keysfile import read_keys_file
 from agentpulse.paths import Home
 from agentpulse.rids import SenderCounterFile, read_sender_counter
 from agentpulse.wire import control
 from agentpulse.wire.errors import WireError
-from agentpulse.wire.keys import AgentKey, KeysFile, parse_line
+from agentpulse.wire.keys import AgentKey, parse_line
 from agentpulse.wire.secure import CipherKind
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,11 @@ def load_client_config(home: Home) -> ClientConfig:
 def load_agent_key(path: Path) -> AgentKey:
     """The agent's own entry: client.keys must hold exactly one active line."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        keys = read_keys_file(path)
     except FileNotFoundError:
         raise AgentSetupError(f"{path}: file not found (import the agent's key first)") from None
     except OSError as error:
         raise AgentSetupError(f"{path}: cannot read: {error.strerror or error}") from None
-    keys = KeysFile.parse(text)
     active = list(keys.active())
     if len(active) == 1:
         return active[0]
