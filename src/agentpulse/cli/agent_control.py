@@ -18,7 +18,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -113,6 +113,18 @@ class Options:
     home: str | None = None
     list_responses: bool = False
     remoted_action: bool = False  # -R, -r, -b/-f: they need remoted's active-response queue
+
+
+# The flags without a value, and what each sets. -R, -r, -b and -f need remoted's active-response queue.
+SWITCHES: dict[str, Callable[[Options], Options]] = {
+    "-l": lambda options: replace(options, list_agents=True),
+    "-c": lambda options: replace(options, active_only=True),
+    "-n": lambda options: replace(options, disconnected_only=True),
+    "-s": lambda options: replace(options, output=Output.CSV),
+    "-j": lambda options: replace(options, output=Output.JSON),
+    "-L": lambda options: replace(options, list_responses=True),
+    **{flag: lambda options: replace(options, remoted_action=True) for flag in ("-R", "-r", "-b", "-f")},
+}
 
 
 class UsageError(Exception):
@@ -275,16 +287,6 @@ def parse_args(argv: Sequence[str]) -> Options | str:
                 return format_version()
             case "-h":
                 raise UsageError("")
-            case "-l":
-                options = replace(options, list_agents=True)
-            case "-c":
-                options = replace(options, active_only=True)
-            case "-n":
-                options = replace(options, disconnected_only=True)
-            case "-s":
-                options = replace(options, output=Output.CSV)
-            case "-j":
-                options = replace(options, output=Output.JSON)
             case "-i":
                 options = replace(options, info=True, agent_id=value)
             case "-u":
@@ -293,10 +295,8 @@ def parse_args(argv: Sequence[str]) -> Options | str:
                 options = replace(options, group=value)
             case "--home":
                 options = replace(options, home=value)
-            case "-L":
-                options = replace(options, list_responses=True)
-            case "-R" | "-r" | "-b" | "-f":
-                options = replace(options, remoted_action=True)
+            case _ if flag in SWITCHES:
+                options = SWITCHES[flag](options)
             # -d (debug), -a (all) and -m (agent limit) change nothing we print.
     return options
 
