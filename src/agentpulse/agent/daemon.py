@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Final
 from xml.sax.saxutils import escape, quoteattr
 
+from agentpulse.agent.config import ClientConfig, ServerAddress, load_agent_config
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.agent.state import (
     CONNECTED,
@@ -42,12 +43,13 @@ from agentpulse.agent.state import (
     write_state_file,
 )
 from agentpulse.agent.sysinfo import AGENT_VERSION, shared_sums, this_machine
-from agentpulse.config import ClientConfig, ConfigError, ServerAddress, load_config
+from agentpulse.config import ConfigError
+from agentpulse.keysfile import read_keys_file
 from agentpulse.paths import Home
 from agentpulse.rids import SenderCounterFile, read_sender_counter
 from agentpulse.wire import control
 from agentpulse.wire.errors import WireError
-from agentpulse.wire.keys import AgentKey, KeysFile, parse_line
+from agentpulse.wire.keys import AgentKey, parse_line
 from agentpulse.wire.secure import CipherKind
 
 log = logging.getLogger(__name__)
@@ -73,23 +75,22 @@ class AgentSetupError(Exception):
 
 def load_client_config(home: Home) -> ClientConfig:
     try:
-        config = load_config(home.ossec_conf)
+        client = load_agent_config(home.ossec_conf)
     except ConfigError as error:
         raise AgentSetupError(f"configuration error: {error}") from None
-    if config.client is None:
+    if client is None:
         raise AgentSetupError(f"{home.ossec_conf}: no <client> section (an agent needs <client><server>)")
-    return config.client
+    return client
 
 
 def load_agent_key(path: Path) -> AgentKey:
     """The agent's own entry: client.keys must hold exactly one active line."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        keys = read_keys_file(path)
     except FileNotFoundError:
         raise AgentSetupError(f"{path}: file not found (import the agent's key first)") from None
     except OSError as error:
         raise AgentSetupError(f"{path}: cannot read: {error.strerror or error}") from None
-    keys = KeysFile.parse(text)
     active = list(keys.active())
     if len(active) == 1:
         return active[0]

@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from agentpulse import logs
-from agentpulse.paths import resolve_home
+from agentpulse.cli.home import add_home_option, resolve_home
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROCESS_NAME = "agentpulse-agentd"
@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     agent = subparsers.add_parser(
         "agent", help="run an agent in the foreground (etc/ossec.conf <client>, etc/client.keys)"
     )
-    agent.add_argument(
-        "--home", required=True, help="agent home: etc/ossec.conf with <client>, etc/client.keys with one key"
+    add_home_option(
+        agent, required=True, help="agent home: etc/ossec.conf with <client>, etc/client.keys with one key"
     )
     agent.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     agent.set_defaults(handler=run_agent)
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_agent(args: argparse.Namespace) -> int:
     from agentpulse.agent.daemon import AgentDaemon, AgentSetupError, load_agent_setup
 
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     logs.setup(args.log_level, home.log_file, process_name=PROCESS_NAME)
     log = logging.getLogger("agentpulse")
     try:

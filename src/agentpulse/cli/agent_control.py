@@ -18,13 +18,14 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agentpulse import __version__
-from agentpulse.paths import Home, resolve_home
+from agentpulse.cli.home import HOME_HELP, resolve_home
+from agentpulse.paths import Home
 from agentpulse.status import ConnectionStatus
 from agentpulse.store.sqlite.schema import MANAGER_IP, connect
 from agentpulse.wire.keys import AgentKey, KeysFile
@@ -61,7 +62,7 @@ Available options for active response:
 \t-L                List available active responses.
 Available options (agentpulse):
 \t-l -g <group>     List only the agents that belong to <group>.
-\t--home <dir>      Manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec).
+\t--home <dir>      {HOME_HELP[0].upper()}{HOME_HELP[1:]}.
 \t-V                Version.
 """
 
@@ -112,6 +113,18 @@ class Options:
     home: str | None = None
     list_responses: bool = False
     remoted_action: bool = False  # -R, -r, -b/-f: they need remoted's active-response queue
+
+
+# The flags without a value, and what each sets. -R, -r, -b and -f need remoted's active-response queue.
+SWITCHES: dict[str, Callable[[Options], Options]] = {
+    "-l": lambda options: replace(options, list_agents=True),
+    "-c": lambda options: replace(options, active_only=True),
+    "-n": lambda options: replace(options, disconnected_only=True),
+    "-s": lambda options: replace(options, output=Output.CSV),
+    "-j": lambda options: replace(options, output=Output.JSON),
+    "-L": lambda options: replace(options, list_responses=True),
+    **{flag: lambda options: replace(options, remoted_action=True) for flag in ("-R", "-r", "-b", "-f")},
+}
 
 
 class UsageError(Exception):
@@ -274,16 +287,6 @@ def parse_args(argv: Sequence[str]) -> Options | str:
                 return format_version()
             case "-h":
                 raise UsageError("")
-            case "-l":
-                options = replace(options, list_agents=True)
-            case "-c":
-                options = replace(options, active_only=True)
-            case "-n":
-                options = replace(options, disconnected_only=True)
-            case "-s":
-                options = replace(options, output=Output.CSV)
-            case "-j":
-                options = replace(options, output=Output.JSON)
             case "-i":
                 options = replace(options, info=True, agent_id=value)
             case "-u":
@@ -292,10 +295,8 @@ def parse_args(argv: Sequence[str]) -> Options | str:
                 options = replace(options, group=value)
             case "--home":
                 options = replace(options, home=value)
-            case "-L":
-                options = replace(options, list_responses=True)
-            case "-R" | "-r" | "-b" | "-f":
-                options = replace(options, remoted_action=True)
+            case _ if flag in SWITCHES:
+                options = SWITCHES[flag](options)
             # -d (debug), -a (all) and -m (agent limit) change nothing we print.
     return options
 
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(parsed, str):
         sys.stdout.write(parsed)
         return 0
-    home = resolve_home(parsed.home)
+    home = resolve_home(parsed)
     try:
         text, status = run(parsed, home, socket.gethostname())
     except (sqlite3.Error, OSError) as exc:

@@ -14,14 +14,15 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from agentpulse.paths import Home, resolve_home
+from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.paths import Home
 
 PROG = "agentpulse db"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("db", help="vacuum and check global.db and the per-agent databases")
-    parser.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    add_home_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in (
         ("vacuum", "rebuild a database to give its free pages back to the disk"),
@@ -98,7 +99,7 @@ def check(home: Home, agent: int | None) -> tuple[int, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     code, text = (vacuum if args.action == "vacuum" else check)(home, args.agent)
     (sys.stdout if code == 0 else sys.stderr).write(text)
     return code

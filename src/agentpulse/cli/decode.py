@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from agentpulse.paths import resolve_home
+from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.wire import control
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.frames import LENGTH, FrameDecoder
@@ -188,7 +188,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="CLIENT_KEYS",
         help="the client.keys to use (default: etc/client.keys of --home or $AGENTPULSE_HOME)",
     )
-    parser.add_argument("--home", metavar="DIR", help="manager home, used only to find client.keys")
+    add_home_option(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("hex", nargs="?", metavar="HEX", help="the capture as hex (spaces and 0x allowed)")
     source.add_argument("--file", metavar="RAW", help="a file holding the raw capture ('-' for stdin)")
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         data = _read_capture(args)
     except (OSError, ValueError) as exc:
         return _fail("invalid input", str(exc))
-    keys_path = Path(args.keys) if args.keys else resolve_home(args.home).client_keys
+    keys_path = Path(args.keys) if args.keys else resolve_home(args).client_keys
     try:
         keys = KeysFile.parse(keys_path.read_text(encoding="utf-8", errors="surrogateescape"))
     except OSError as exc:

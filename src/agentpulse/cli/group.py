@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from agentpulse.paths import resolve_home
+from agentpulse.cli.home import add_home_option, resolve_home
 
 if TYPE_CHECKING:
     from agentpulse.store.wdb import WdbClient
@@ -30,7 +30,7 @@ class GroupCommandError(Exception):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("group", help="manage agent groups through the running manager")
-    parser.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    add_home_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a group")
     create.add_argument("name")
@@ -154,7 +154,7 @@ def execute(client: WdbClient, args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from agentpulse.store.wdb import WdbClient, WdbError, WdbUnavailable
 
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     try:
         with WdbClient(home.wdb_socket) as client:
             sys.stdout.write(execute(client, args))

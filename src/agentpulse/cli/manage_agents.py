@@ -1,9 +1,9 @@
 """`manage_agents`: add, remove, list and extract client.keys entries, with Wazuh's flags and messages.
 
 Non-interactive only. Each run reads client.keys, edits it with `KeysFile` (which keeps every line it does
-not touch byte for byte, comments and removed entries included) and writes it back atomically: a temporary
-file in the same directory, fsync, `os.replace`, so remoted's reload (mtime/inode change) never sees half a
-file. Lines are split on `\\n` only, so nothing else in an untouched line changes.
+not touch byte for byte, comments and removed entries included) and writes it back atomically
+(`agentpulse.keysfile`: a temporary file, fsync, `os.replace`), so remoted's reload (mtime/inode change)
+never sees half a file. Lines are split on `\\n` only, so nothing else in an untouched line changes.
 
 Wazuh flags: `-a <ip|any> -n <name>` add, `-r <id>` remove, `-l` list, `-e <id>` extract. Ours: `-i/--id`
 picks the id of a new agent (Wazuh's `-i` imports a key on an agent, which has no meaning on a manager),
@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from agentpulse import __version__
-from agentpulse.paths import Home, resolve_home
+from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.keysfile import KeysRead, read_keys_file, write_keys_file
+from agentpulse.paths import Home
 from agentpulse.wire.keys import (
     ANY_IP,
     FIELD_MAX,
@@ -34,9 +33,7 @@ from agentpulse.wire.keys import (
 )
 
 PROG = "manage_agents"
-KEYS_MODE = 0o640
 BULK_WIDTH = 5  # NAME-00001
-ENCODING, ERRORS = "utf-8", "surrogateescape"  # any bytes round-trip unchanged
 
 # Wazuh's strings (src/addagent/manage_agents.h), kept so scripts that parse them keep working.
 PRINT_AVAILABLE = "\nAvailable agents: \n"
@@ -49,46 +46,6 @@ REMOVE_DONE = "Agent '{id}' removed.\n"
 
 class ManageError(Exception):
     """A refused request: printed on stderr, exit status 1."""
-
-
-# ------------------------------------------------------------------------------------------ the keys file
-
-
-def read_keys(path: Path) -> KeysFile:
-    """client.keys split on `\\n` only (an empty file when it does not exist yet)."""
-    try:
-        text = path.read_bytes().decode(ENCODING, ERRORS)
-    except FileNotFoundError:
-        return KeysFile([])
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return KeysFile(lines)
-
-
-def write_keys(path: Path, keys: KeysFile) -> None:
-    """Replace `path` atomically with `keys.render()`, mode 0640, keeping the group of the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = keys.render().encode(ENCODING, ERRORS)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), KEYS_MODE)
-            with contextlib.suppress(OSError):  # no old file, or not allowed to chgrp: keep ours
-                os.fchown(handle.fileno(), -1, path.stat().st_gid)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 # ------------------------------------------------------------------------------------------- the edits
@@ -205,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bulk", type=int, metavar="N", help="add N agents with ip any in one write")
     parser.add_argument("--prefix", metavar="NAME", help="with --bulk: names are NAME-00001, NAME-00002, ...")
-    parser.add_argument("--home", metavar="DIR", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec)")
+    add_home_option(parser)
     return parser
 
 
@@ -234,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("adding an agent needs both -a <ip|any> and -n <name>")
     if (args.bulk is not None) != bool(args.prefix):
         parser.error("--bulk N and --prefix NAME go together")
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     try:
         output = _run(args, home)
     except ManageError as exc:
@@ -249,21 +206,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, home: Home) -> str:
     path = home.client_keys
-    keys = read_keys(path)
+    keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
     if args.list:
         return format_list(keys)
     if args.extract is not None:
         return EXTRACT_MSG.format(id=_find(keys, args.extract).id, key=extract_key(keys, args.extract))
     if args.remove is not None:
         removed = remove_agent(keys, home, args.remove)
-        write_keys(path, keys)
+        write_keys_file(path, keys)
         return REMOVE_DONE.format(id=removed.id)
     if args.bulk is not None:
         keys, new = bulk_add(keys, args.bulk, args.prefix)
-        write_keys(path, keys)
+        write_keys_file(path, keys)
         return f"{len(new)} agents added, ids {new[0].id} to {new[-1].id}.\n"
     entry = add_agent(keys, args.name, args.ip, args.agent_id)
-    write_keys(path, keys)
+    write_keys_file(path, keys)
     return AGENT_ADD.format(id=entry.id)
 
 

@@ -6,8 +6,9 @@ import argparse
 import logging
 
 from agentpulse import logs
+from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config import ConfigError, default_config_text, load_config
-from agentpulse.paths import Home, resolve_home
+from agentpulse.paths import Home
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -16,14 +17,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init = subparsers.add_parser(
         "init", help="create a manager home (etc/ossec.conf, etc/client.keys, queue/)"
     )
-    init.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    add_home_option(init)
     init.set_defaults(handler=run_init)
     start = subparsers.add_parser("start", help="run the manager in the foreground")
-    start.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    add_home_option(start)
     start.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     start.set_defaults(handler=run_start)
     worker = subparsers.add_parser("worker")  # no help: unlisted, it is started by the manager, not by people
-    worker.add_argument("--home", required=True)
+    add_home_option(worker, required=True)
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--fd", type=int, required=True)
     worker.add_argument("--log-level", choices=LOG_LEVELS, default="info")
@@ -44,7 +45,7 @@ def init_home(home: Home) -> list[str]:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    home = resolve_home(args.home or "var/ossec")
+    home = resolve_home(args, creating=True)
     created = init_home(home)
     for path in created:
         print(f"created {path}")
@@ -55,7 +56,7 @@ def run_init(args: argparse.Namespace) -> int:
 def run_start(args: argparse.Namespace) -> int:
     from agentpulse.manager import AlreadyRunning, Manager
 
-    home = resolve_home(args.home or "var/ossec")
+    home = resolve_home(args, creating=True)
     created = init_home(home)
     logs.setup(args.log_level, home.log_file)
     log = logging.getLogger("agentpulse")
@@ -90,7 +91,7 @@ def run_start(args: argparse.Namespace) -> int:
 def run_worker_command(args: argparse.Namespace) -> int:
     from agentpulse.remoted.worker import run_worker
 
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     logs.setup(args.log_level, home.log_file, process_name=f"agentpulse-remoted[{args.index}]")
     try:
         config = load_config(home.ossec_conf)

@@ -10,7 +10,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 
-from agentpulse.paths import resolve_home
+from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.sqlite.schema import MANAGER_ID, connect
 
@@ -43,7 +43,7 @@ class Summary:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("status", help="counts per status, per group, and the latest changes")
-    parser.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    add_home_option(parser)
     parser.add_argument("--recent", type=int, default=RECENT, help="how many recent changes to show")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     parser.set_defaults(handler=run)
@@ -108,7 +108,7 @@ def render(summary: Summary, colour: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     if not home.global_db.exists():
         print(
             f"agentpulse status: no database at {home.global_db}: has the manager run on this home?",

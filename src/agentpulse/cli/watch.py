@@ -16,15 +16,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config import ConfigError, NatsConfig, load_config
-from agentpulse.paths import Home, resolve_home
+from agentpulse.paths import Home
 
 SUBJECTS = ("status", "keepalive", "all")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     watch = subparsers.add_parser("watch", help="print status and keep-alive events as NATS delivers them")
-    watch.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    add_home_option(watch)
     watch.add_argument(
         "--url", help="NATS server URL(s), comma-separated (default: var/run/nats.url, <nats><url>)"
     )
@@ -85,7 +86,7 @@ def _when(at: object) -> str:
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     try:
         target = resolve_target(home, args.url)
     except ValueError as error:

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from agentpulse.paths import resolve_home
+from agentpulse.cli.home import add_home_option, resolve_home
 
 NO_MANAGER = 2
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "wdb", help="send one wazuh-db query to the manager's queue/db/wdb socket and print the answer"
     )
     parser.add_argument("query", help="e.g. 'global get-agent-info 1' or 'global get-all-agents last_id 0'")
-    parser.add_argument("--home", help="manager home (default: $AGENTPULSE_HOME, ./var/ossec, /var/ossec)")
+    add_home_option(parser)
     parser.add_argument("--pretty", action="store_true", help="indent the JSON payload")
     parser.set_defaults(handler=run)
 
@@ -40,7 +40,7 @@ def render(answer: str, pretty: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     from agentpulse.store.wdb import OS_MAXSTR, WdbClient, WdbUnavailable
 
-    home = resolve_home(args.home)
+    home = resolve_home(args)
     if len(args.query.encode()) > OS_MAXSTR:
         print(f"agentpulse wdb: a query holds at most {OS_MAXSTR} bytes", file=sys.stderr)
         return 1

@@ -7,16 +7,15 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+from agentpulse.keysfile import read_keys_file
 from agentpulse.wire.keys import KeysFile
 
 Signature = tuple[int, int, int] | None
 
 
 def read_keys(path: Path) -> KeysFile:
-    try:
-        return KeysFile.parse(path.read_text(errors="replace"))
-    except FileNotFoundError:
-        return KeysFile([])
+    """client.keys as remoted sees it: no file yet is no agent yet."""
+    return read_keys_file(path, missing_ok=True)
 
 
 def signature(path: Path) -> Signature:

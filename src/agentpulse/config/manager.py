@@ -1,0 +1,357 @@
+"""The manager's `ossec.conf` sections as frozen dataclasses: `<remote>` (with `<manager_keepalive>`),
+`<global>` (and `<cluster><node_name>`), `<nats>` and `<database>` (design section 2, reference section 10).
+
+Every error is one `ConfigError` naming the file, the line, the element path and the value, and nothing is
+ever partially configured: the first error raises. Sections the manager does not use (`<syscheck>`,
+`<wodle>`, `<ruleset>`, the agent's `<client>`, ...) are skipped so a real Wazuh manager's file loads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final
+
+from agentpulse.config import convert as cv
+from agentpulse.config.sections import (
+    Fields,
+    SectionReader,
+    Sections,
+    Values,
+    parse_sections,
+    read_config_text,
+)
+from agentpulse.config.xmltree import Node, show
+
+__all__ = [
+    "DEFAULT_CONFIG_TEXT",
+    "Config",
+    "DatabaseConfig",
+    "GlobalConfig",
+    "ManagerKeepalive",
+    "NatsConfig",
+    "RemoteConfig",
+    "build_config",
+    "default_config_text",
+    "load_config",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerKeepalive:
+    """`<remote><manager_keepalive>`: probe an agent silent for `interval`, drop it after `timeout`."""
+
+    enabled: bool = True
+    interval: float = 60.0
+    timeout: float = 180.0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfig:
+    """The secure `<remote>` block (Wazuh's defaults, plus agentpulse's own options)."""
+
+    connection: str = "secure"
+    port: int = 1514
+    protocols: tuple[str, ...] = ("tcp",)
+    queue_size: int = 131072
+    local_ip: str | None = None
+    ipv6: bool = False
+    rids_closing_time: float = 300.0
+    connection_overtake_time: float = 60.0
+    allow_higher_versions: bool = False
+    connection_grace: float = 10.0
+    verify_msg_id: bool = False
+    keyupdate_interval: float = 10.0
+    workers: int = 0  # remoted processes; 0 ("auto") means one per core, 1 keeps remoted in the manager
+    manager_keepalive: ManagerKeepalive = ManagerKeepalive()
+
+    @property
+    def worker_processes(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalConfig:
+    """`<global>`: the disconnection sweeper's timeout, and who this manager is."""
+
+    agents_disconnection_time: float = 900.0
+    agents_disconnection_alert_time: float = 0.0
+    node_name: str = "node01"
+    manager_host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NatsConfig:
+    """`<nats>`: where events go. No URL means the embedded nats-server."""
+
+    enabled: bool = False
+    urls: tuple[str, ...] = ()
+    subject_prefix: str = "agent"
+    stream: str = "AGENT_STATUS"
+    kv_bucket: str = "agent_status"
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    keepalive_events: bool = True
+    start_without_nats: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """`<database>`: the store's backend and its maintenance knobs."""
+
+    backend: str = "sqlite"
+    path: str | None = None
+    allow_sql: str = "no"
+    max_fragmentation: float = 90.0
+    fragmentation_check_interval: float = 7200.0
+    purge_removed: bool = True
+    flush_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The manager's whole configuration."""
+
+    remote: RemoteConfig = RemoteConfig()
+    global_: GlobalConfig = GlobalConfig()
+    nats: NatsConfig = NatsConfig()
+    database: DatabaseConfig = DatabaseConfig()
+
+
+def parse_config(text: str, source: str = "ossec.conf") -> Config:
+    """Parse and validate the text of an `ossec.conf`; `source` names it in error messages."""
+    return build_config(parse_sections(text, source), source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and parse an `ossec.conf` file; a missing or unreadable file is a `ConfigError` too."""
+    text, source = read_config_text(path)
+    return parse_config(text, source)
+
+
+def build_config(sections: Sections, source: str) -> Config:
+    """The manager's configuration from the file's sections (see `sections.parse_sections`)."""
+    return _ManagerReader(source).build(sections)
+
+
+def default_config_text() -> str:
+    """The commented manager configuration `agentpulse init` writes (`default_ossec.conf`)."""
+    return resources.files("agentpulse").joinpath("default_ossec.conf").read_text(encoding="utf-8")
+
+
+DEFAULT_CONFIG_TEXT: Final[str] = default_config_text()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Which element sets which field, and how it is checked
+
+_REMOTE_FIELDS: Final[Fields] = {
+    "port": ("port", cv.integer(1, 65535)),
+    "protocol": ("protocols", cv.protocols),
+    "queue_size": ("queue_size", cv.integer(1)),
+    "local_ip": ("local_ip", cv.ip_address),
+    "ipv6": ("ipv6", cv.boolean),
+    "rids_closing_time": ("rids_closing_time", cv.time(0, above=True)),
+    "connection_overtake_time": ("connection_overtake_time", cv.time(0, 3600)),
+    "connection_grace": ("connection_grace", cv.time(0, 3600)),
+    "verify_msg_id": ("verify_msg_id", cv.boolean),
+    "keyupdate_interval": ("keyupdate_interval", cv.time(0, above=True)),
+    "workers": ("workers", cv.workers),
+}
+# Wazuh options of <remote> that only matter to syslog connections.
+_REMOTE_IGNORED: Final = frozenset({"connection", "allowed-ips", "denied-ips"})
+
+_AGENTS_FIELDS: Final[Fields] = {"allow_higher_versions": ("allow_higher_versions", cv.boolean)}
+
+_KEEPALIVE_FIELDS: Final[Fields] = {
+    "enabled": ("enabled", cv.boolean),
+    "interval": ("interval", cv.time(0, above=True)),
+    "timeout": ("timeout", cv.time(0, above=True)),
+}
+
+_GLOBAL_FIELDS: Final[Fields] = {
+    "agents_disconnection_time": ("agents_disconnection_time", cv.time(1)),
+    "agents_disconnection_alert_time": ("agents_disconnection_alert_time", cv.time(0)),
+    "node_name": ("node_name", cv.node_name),
+    "manager_host": ("manager_host", cv.host),
+}
+# Wazuh's other <global> options (analysisd, maild, ...): allowed so a Wazuh file loads, never read.
+_WAZUH_GLOBAL_OPTIONS: Final = frozenset(
+    {
+        "alerts_log",
+        "compress_alerts",
+        "cti-url",
+        "custom_alert_output",
+        "email_from",
+        "email_idsname",
+        "email_log_source",
+        "email_maxperhour",
+        "email_notification",
+        "email_reply_to",
+        "email_to",
+        "forward_to",
+        "geoip_db_path",
+        "geoipdb",
+        "helo_server",
+        "host_information",
+        "integrity_checking",
+        "jsonout_output",
+        "limits",
+        "logall",
+        "logall_json",
+        "max_output_size",
+        "memory_size",
+        "picviz_output",
+        "picviz_socket",
+        "prelude_log_level",
+        "prelude_output",
+        "prelude_profile",
+        "queue_size",
+        "rootkit_detection",
+        "rotate_interval",
+        "smtp_server",
+        "stats",
+        "update_check",
+        "white_list",
+        "zeromq_client_cert",
+        "zeromq_output",
+        "zeromq_server_cert",
+        "zeromq_uri",
+    }
+)
+
+_NATS_FIELDS: Final[Fields] = {
+    "enabled": ("enabled", cv.boolean),
+    "subject_prefix": ("subject_prefix", cv.subject_prefix),
+    "stream": ("stream", cv.nats_name),
+    "kv_bucket": ("kv_bucket", cv.nats_name),
+    "user": ("user", cv.nonempty),
+    "password": ("password", cv.nonempty),
+    "token": ("token", cv.nonempty),
+    "creds_file": ("creds_file", cv.nonempty),
+    "tls_ca": ("tls_ca", cv.nonempty),
+    "tls_cert": ("tls_cert", cv.nonempty),
+    "tls_key": ("tls_key", cv.nonempty),
+    "keepalive_events": ("keepalive_events", cv.keepalive_events),
+    "start_without_nats": ("start_without_nats", cv.boolean),
+}
+
+_DATABASE_FIELDS: Final[Fields] = {
+    "backend": ("backend", cv.backend),
+    "path": ("path", cv.nonempty),
+    "allow_sql": ("allow_sql", cv.choice("no", "read-only")),
+    "max_fragmentation": ("max_fragmentation", cv.number(0, 100)),
+    "fragmentation_check_interval": ("fragmentation_check_interval", cv.time(1)),
+    "purge_removed": ("purge_removed", cv.boolean),
+    "flush_interval": ("flush_interval", cv.time(0.05, 10)),
+}
+
+
+class _ManagerReader(SectionReader):
+    def build(self, sections: Sections) -> Config:
+        return Config(
+            remote=self.remote(sections.get("remote", [])),
+            global_=self.global_(sections.get("global", []), sections.get("cluster", [])),
+            nats=self.nats(sections.get("nats", [])),
+            database=self.database(sections.get("database", [])),
+        )
+
+    # -- <remote> -----------------------------------------------------------------------------------------
+
+    def secure_remote(self, nodes: list[Node]) -> Node | None:
+        """The one `<remote>` block with a secure connection (syslog ones are not agentpulse's business)."""
+        secure: Node | None = None
+        for node in nodes:
+            connections = [child for child in node.children if child.tag == "connection"]
+            if not connections:
+                raise self.error(node, "<remote>", "missing <connection> (secure or syslog)")
+            connection = self.value(connections[-1], "<remote><connection>", cv.choice("secure", "syslog"))
+            if connection != "secure":
+                continue
+            if secure is not None:
+                raise self.error(
+                    node, "<remote>", f"a second secure <remote> block (the first is at line {secure.line})"
+                )
+            secure = node
+        return secure
+
+    def remote(self, nodes: list[Node]) -> RemoteConfig:
+        secure = self.secure_remote(nodes)
+        if secure is None:
+            return RemoteConfig()
+
+        values = Values()
+        keepalive = Values()
+
+        def agents(node: Node, path: str) -> None:
+            self.read(node, path, _AGENTS_FIELDS, values)
+
+        def manager_keepalive(node: Node, path: str) -> None:
+            self.read(node, path, _KEEPALIVE_FIELDS, keepalive)
+
+        self.read(
+            secure,
+            "<remote>",
+            _REMOTE_FIELDS,
+            values,
+            nested={"agents": agents, "manager_keepalive": manager_keepalive},
+            ignored=_REMOTE_IGNORED,
+        )
+        settings = ManagerKeepalive(**keepalive.kwargs)
+        if settings.timeout <= settings.interval:
+            # The defaults are consistent, so at least one of the two was set.
+            name = "timeout" if "timeout" in keepalive.origin else "interval"
+            node, path = keepalive.origin[name]
+            rule = (
+                f"must be greater than <interval> ({settings.interval:g} s)"
+                if name == "timeout"
+                else f"must be less than <timeout> ({settings.timeout:g} s)"
+            )
+            raise self.error(node, path, f"invalid value {show(node.text)}: {rule}")
+        return RemoteConfig(**values.kwargs, manager_keepalive=settings)
+
+    # -- <global> (and <cluster><node_name>, where Wazuh keeps the node name) -----------------------------
+
+    def global_(self, nodes: list[Node], clusters: list[Node]) -> GlobalConfig:
+        values = Values()
+        for cluster in clusters:
+            for child in cluster.children:
+                if child.tag == "node_name":
+                    values.kwargs["node_name"] = self.value(child, "<cluster><node_name>", cv.node_name)
+        for node in nodes:
+            self.read(node, "<global>", _GLOBAL_FIELDS, values, ignored=_WAZUH_GLOBAL_OPTIONS)
+        return GlobalConfig(**values.kwargs)
+
+    # -- <nats> -------------------------------------------------------------------------------------------
+
+    def nats(self, nodes: list[Node]) -> NatsConfig:
+        values = Values()
+        urls: list[str] = []
+
+        def url(node: Node, path: str) -> None:
+            urls.extend(self.value(node, path, cv.nats_urls))
+
+        for node in nodes:
+            self.read(node, "<nats>", _NATS_FIELDS, values, nested={"url": url})
+        kwargs = values.kwargs
+        pairs = (("user", "password"), ("password", "user"), ("tls_cert", "tls_key"), ("tls_key", "tls_cert"))
+        for present, missing in pairs:
+            if present in kwargs and missing not in kwargs:
+                node, path = values.origin[present]
+                raise self.error(node, path, f"set without <nats><{missing}>")
+        return NatsConfig(**kwargs, urls=tuple(urls))
+
+    # -- <database> ---------------------------------------------------------------------------------------
+
+    def database(self, nodes: list[Node]) -> DatabaseConfig:
+        values = Values()
+        for node in nodes:
+            self.read(node, "<database>", _DATABASE_FIELDS, values)
+        return DatabaseConfig(**values.kwargs)

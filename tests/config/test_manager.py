@@ -1,0 +1,388 @@
+"""The manager's sections of ossec.conf: Wazuh's defaults, agentpulse's options, and errors across options."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from xml.sax.saxutils import escape as xml_escape
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentpulse.config import (
+    DEFAULT_CONFIG_TEXT,
+    Config,
+    ConfigError,
+    DatabaseConfig,
+    GlobalConfig,
+    ManagerKeepalive,
+    NatsConfig,
+    RemoteConfig,
+    default_config_text,
+    parse_config,
+)
+from tests.config.helpers import SECURE, WAZUH_MANAGER_CONF, assert_error, conf, in_sections
+
+# ---------------------------------------------------------------------------------------------------------
+# Defaults
+
+
+def test_remote_defaults_are_wazuhs() -> None:
+    remote = dataclasses.asdict(RemoteConfig())
+    assert {key: remote[key] for key in ("connection", "port", "protocols", "queue_size")} == {
+        "connection": "secure",
+        "port": 1514,
+        "protocols": ("tcp",),
+        "queue_size": 131072,
+    }
+    assert {
+        key: remote[key] for key in ("local_ip", "ipv6", "rids_closing_time", "connection_overtake_time")
+    } == {
+        "local_ip": None,
+        "ipv6": False,
+        "rids_closing_time": 300.0,
+        "connection_overtake_time": 60.0,
+    }
+    assert remote["allow_higher_versions"] is False
+
+
+def test_agentpulse_remote_defaults() -> None:
+    remote = RemoteConfig()
+    assert remote.connection_grace == 10.0
+    assert remote.verify_msg_id is False
+    assert remote.keyupdate_interval == 10.0
+    assert remote.workers == 0  # auto: one remoted process per core
+    assert remote.manager_keepalive == ManagerKeepalive(enabled=True, interval=60.0, timeout=180.0)
+
+
+def test_global_defaults_are_wazuhs() -> None:
+    assert GlobalConfig() == GlobalConfig(
+        agents_disconnection_time=900.0,
+        agents_disconnection_alert_time=0.0,
+        node_name="node01",
+        manager_host=None,
+    )
+
+
+def test_nats_defaults_to_disabled_embedded_server_with_agent_subjects() -> None:
+    nats = NatsConfig()
+    assert (nats.enabled, nats.urls, nats.subject_prefix) == (False, (), "agent")
+    assert (nats.stream, nats.kv_bucket) == ("AGENT_STATUS", "agent_status")
+    assert (nats.user, nats.password, nats.token, nats.creds_file) == (None, None, None, None)
+    assert (nats.keepalive_events, nats.start_without_nats) == (True, True)
+
+
+def test_database_defaults() -> None:
+    assert DatabaseConfig() == DatabaseConfig(
+        backend="sqlite",
+        path=None,
+        allow_sql="no",
+        max_fragmentation=90.0,
+        fragmentation_check_interval=7200.0,
+        purge_removed=True,
+        flush_interval=1.0,
+    )
+
+
+def test_empty_ossec_config_gives_all_defaults() -> None:
+    assert parse_config("<ossec_config></ossec_config>") == Config()
+
+
+def test_the_manager_leaves_client_and_labels_to_the_agent() -> None:
+    # <client> and <labels> are the agent's (agentpulse.agent.config): the manager skips them unread.
+    assert "client" not in {field.name for field in dataclasses.fields(Config)}
+    text = conf("<client><made_up>x</made_up></client><labels><made_up/></labels>")
+    assert parse_config(text) == Config()
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config(conf(""))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.remote = RemoteConfig()  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shipped default configuration
+
+
+def test_default_config_text_is_the_packaged_file() -> None:
+    assert default_config_text() == DEFAULT_CONFIG_TEXT
+    assert "<ossec_config>" in DEFAULT_CONFIG_TEXT
+
+
+def test_default_config_parses_to_the_documented_manager_settings() -> None:
+    config = parse_config(default_config_text())
+    assert config.remote == RemoteConfig()
+    assert config.global_.agents_disconnection_time == 900.0
+    assert config.global_.agents_disconnection_alert_time == 0.0
+    assert config.nats.enabled is True
+    assert config.nats.urls == ()
+    assert config.nats.subject_prefix == "agent"
+    assert config.database.backend == "sqlite"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sections
+
+
+def test_remote_section_is_parsed() -> None:
+    config = parse_config(
+        conf(
+            f"""<remote>
+  {SECURE}
+  <port>11514</port>
+  <protocol>tcp,udp</protocol>
+  <queue_size>1000</queue_size>
+  <local_ip>10.0.0.1</local_ip>
+  <ipv6>yes</ipv6>
+  <rids_closing_time>10m</rids_closing_time>
+  <connection_overtake_time>30</connection_overtake_time>
+  <agents><allow_higher_versions>yes</allow_higher_versions></agents>
+  <connection_grace>5</connection_grace>
+  <verify_msg_id>yes</verify_msg_id>
+  <keyupdate_interval>30s</keyupdate_interval>
+  <workers>4</workers>
+  <manager_keepalive>
+    <enabled>no</enabled>
+    <interval>30</interval>
+    <timeout>2m</timeout>
+  </manager_keepalive>
+</remote>"""
+        )
+    )
+    assert config.remote == RemoteConfig(
+        connection="secure",
+        port=11514,
+        protocols=("tcp", "udp"),
+        queue_size=1000,
+        local_ip="10.0.0.1",
+        ipv6=True,
+        rids_closing_time=600.0,
+        connection_overtake_time=30.0,
+        allow_higher_versions=True,
+        connection_grace=5.0,
+        verify_msg_id=True,
+        keyupdate_interval=30.0,
+        workers=4,
+        manager_keepalive=ManagerKeepalive(enabled=False, interval=30.0, timeout=120.0),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "protocols"),
+    [("tcp", ("tcp",)), ("udp", ("udp",)), ("tcp,udp", ("tcp", "udp")), ("UDP, TCP", ("tcp", "udp"))],
+)
+def test_remote_protocol_is_a_comma_list_of_tcp_and_udp(text: str, protocols: tuple[str, ...]) -> None:
+    config = parse_config(conf(f"<remote>{SECURE}<protocol>{text}</protocol></remote>"))
+    assert config.remote.protocols == protocols
+
+
+def test_syslog_remote_is_ignored_even_with_options_of_its_own() -> None:
+    config = parse_config(
+        conf(
+            """<remote>
+  <connection>syslog</connection>
+  <port>514</port>
+  <protocol>udp</protocol>
+  <allowed-ips>192.168.0.0/24</allowed-ips>
+</remote>
+<remote><connection>secure</connection><port>1515</port></remote>"""
+        )
+    )
+    assert config.remote.port == 1515
+    assert config.remote.protocols == ("tcp",)
+
+
+def test_global_section_is_parsed() -> None:
+    config = parse_config(
+        conf(
+            """<global>
+  <agents_disconnection_time>1h</agents_disconnection_time>
+  <agents_disconnection_alert_time>2h</agents_disconnection_alert_time>
+  <node_name>worker-2</node_name>
+  <manager_host>manager.example.com</manager_host>
+</global>"""
+        )
+    )
+    assert config.global_ == GlobalConfig(3600.0, 7200.0, "worker-2", "manager.example.com")
+
+
+def test_wazuh_global_options_agentpulse_does_not_use_are_ignored() -> None:
+    config = parse_config(
+        conf(
+            """<global>
+  <jsonout_output>yes</jsonout_output>
+  <logall>no</logall>
+  <email_notification>no</email_notification>
+  <smtp_server>smtp.example.com</smtp_server>
+  <white_list>127.0.0.1</white_list>
+  <limits><eps><maximum>500</maximum></eps></limits>
+</global>"""
+        )
+    )
+    assert config.global_ == GlobalConfig()
+
+
+def test_node_name_is_read_from_cluster_when_global_does_not_set_it() -> None:
+    config = parse_config(conf("<cluster><name>wazuh</name><node_name>master-a</node_name></cluster>"))
+    assert config.global_.node_name == "master-a"
+
+
+def test_global_node_name_wins_over_cluster_node_name() -> None:
+    text = conf(
+        "<global><node_name>mine</node_name></global><cluster><node_name>theirs</node_name></cluster>"
+    )
+    assert parse_config(text).global_.node_name == "mine"
+
+
+def test_nats_section_is_parsed() -> None:
+    config = parse_config(
+        conf(
+            """<nats>
+  <enabled>yes</enabled>
+  <url>nats://nats-1:4222</url>
+  <subject_prefix>xdr.agent</subject_prefix>
+  <stream>XDR_STATUS</stream>
+  <kv_bucket>xdr_status</kv_bucket>
+  <user>agentpulse</user>
+  <password>s3cret</password>
+  <token>tok</token>
+  <creds_file>/etc/nats/agentpulse.creds</creds_file>
+  <tls_ca>/etc/nats/ca.pem</tls_ca>
+  <tls_cert>/etc/nats/cert.pem</tls_cert>
+  <tls_key>/etc/nats/key.pem</tls_key>
+  <keepalive_events>none</keepalive_events>
+  <start_without_nats>no</start_without_nats>
+</nats>"""
+        )
+    )
+    assert config.nats == NatsConfig(
+        enabled=True,
+        urls=("nats://nats-1:4222",),
+        subject_prefix="xdr.agent",
+        stream="XDR_STATUS",
+        kv_bucket="xdr_status",
+        user="agentpulse",
+        password="s3cret",
+        token="tok",
+        creds_file="/etc/nats/agentpulse.creds",
+        tls_ca="/etc/nats/ca.pem",
+        tls_cert="/etc/nats/cert.pem",
+        tls_key="/etc/nats/key.pem",
+        keepalive_events=False,
+        start_without_nats=False,
+    )
+
+
+def test_nats_urls_come_from_repeated_url_elements_and_comma_lists() -> None:
+    config = parse_config(
+        conf("<nats><url>nats://a:4222, tls://b:4222</url><url>c:4222</url><url>wss://d</url></nats>")
+    )
+    assert config.nats.urls == ("nats://a:4222", "tls://b:4222", "c:4222", "wss://d")
+
+
+def test_nats_without_url_means_the_embedded_server() -> None:
+    assert parse_config(conf("<nats><enabled>yes</enabled></nats>")).nats.urls == ()
+
+
+def test_database_section_is_parsed() -> None:
+    config = parse_config(
+        conf(
+            """<database>
+  <backend>sqlite</backend>
+  <path>/srv/agentpulse/db</path>
+  <allow_sql>read-only</allow_sql>
+  <max_fragmentation>75.5</max_fragmentation>
+  <fragmentation_check_interval>1d</fragmentation_check_interval>
+  <purge_removed>no</purge_removed>
+  <flush_interval>0.25</flush_interval>
+</database>"""
+        )
+    )
+    assert config.database == DatabaseConfig(
+        "sqlite", "/srv/agentpulse/db", "read-only", 75.5, 86400.0, False, 0.25
+    )
+
+
+def test_a_real_wazuh_manager_file_loads() -> None:
+    config = parse_config(WAZUH_MANAGER_CONF)
+    assert config.remote == RemoteConfig()
+    assert config.global_.agents_disconnection_time == 600.0
+    assert config.global_.node_name == "node01"
+    assert config.nats == NatsConfig()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Any value of any option
+
+
+LEAF_PATHS = [
+    *(
+        f"<remote><{tag}>"
+        for tag in ("port", "protocol", "queue_size", "local_ip", "ipv6", "rids_closing_time")
+    ),
+    *(f"<remote><{tag}>" for tag in ("connection_overtake_time", "connection_grace", "verify_msg_id")),
+    *(f"<remote><{tag}>" for tag in ("keyupdate_interval", "workers", "connection")),
+    *(f"<remote><manager_keepalive><{tag}>" for tag in ("enabled", "interval", "timeout")),
+    "<remote><agents><allow_higher_versions>",
+    *(f"<global><{tag}>" for tag in ("agents_disconnection_time", "agents_disconnection_alert_time")),
+    *(f"<global><{tag}>" for tag in ("node_name", "manager_host")),
+    *(
+        f"<nats><{tag}>"
+        for tag in ("enabled", "url", "subject_prefix", "stream", "kv_bucket", "user", "token")
+    ),
+    *(f"<nats><{tag}>" for tag in ("keepalive_events", "start_without_nats")),
+    *(f"<database><{tag}>" for tag in ("backend", "path", "allow_sql", "max_fragmentation")),
+    *(f"<database><{tag}>" for tag in ("fragmentation_check_interval", "purge_removed", "flush_interval")),
+]
+
+
+@given(st.sampled_from(LEAF_PATHS), st.text(max_size=30))
+def test_any_value_of_any_option_gives_a_config_or_a_config_error(path: str, value: str) -> None:
+    with contextlib.suppress(ConfigError):
+        parse_config(in_sections(path, xml_escape(value)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors across options
+
+
+def test_keepalive_timeout_not_above_interval_is_an_error_at_the_timeout() -> None:
+    text = conf(
+        f"<remote>{SECURE}<manager_keepalive>\n<interval>1m</interval>\n<timeout>60</timeout>"
+        "</manager_keepalive></remote>"
+    )
+    assert_error(text, "<timeout>", "<remote><manager_keepalive><timeout>", "'60'", "greater than <interval>")
+
+
+def test_keepalive_interval_above_the_default_timeout_is_an_error_at_the_interval() -> None:
+    text = conf(f"<remote>{SECURE}<manager_keepalive>\n<interval>5m</interval></manager_keepalive></remote>")
+    assert_error(
+        text, "<interval>", "<remote><manager_keepalive><interval>", "'5m'", "less than <timeout> (180 s)"
+    )
+
+
+def test_keepalive_interval_of_zero_is_an_error() -> None:
+    text = conf(f"<remote>{SECURE}<manager_keepalive>\n<interval>0</interval></manager_keepalive></remote>")
+    assert_error(text, "<interval>", "<remote><manager_keepalive><interval>", "'0'", "greater than 0")
+
+
+def test_two_secure_remote_blocks_are_an_error_at_the_second() -> None:
+    text = conf(f"<remote>{SECURE}</remote>\n<remote>{SECURE}<port>1600</port></remote>")
+    assert_error(text, f"<remote>{SECURE}<port>", "<remote>", "second secure", "the first is at line 2")
+
+
+def test_remote_without_connection_is_an_error() -> None:
+    text = conf("\n<remote><port>1514</port></remote>")
+    assert_error(text, "<remote>", "<remote>", "missing <connection>")
+
+
+def test_nats_user_without_password_is_an_error() -> None:
+    text = conf("<nats>\n<user>agentpulse</user></nats>")
+    assert_error(text, "<user>", "<nats><user>", "without <nats><password>")
+
+
+def test_nats_tls_key_without_certificate_is_an_error() -> None:
+    text = conf("<nats>\n<tls_key>/k.pem</tls_key></nats>")
+    assert_error(text, "<tls_key>", "<nats><tls_key>", "without <nats><tls_cert>")
