@@ -33,8 +33,8 @@ from agentpulse.remoted.server import Remoted
 from agentpulse.remoted.workers import WorkerPool
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
-from agentpulse.store.wdb import WdbServer
 from agentpulse.store.writer import Store
+from agentpulse.wdb.server import WdbServer
 from agentpulse.wire.keys import KeysFile
 
 log = logging.getLogger(__name__)
