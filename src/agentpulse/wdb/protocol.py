@@ -1,10 +1,9 @@
-"""The wazuh-db protocol, both ends: framing, request text, answer shapes and paging (reference section 7).
+"""The wazuh-db protocol, both ends (reference section 7): framing, request text, answers, paging.
 
-Wire: wire/frames' 4-byte little-endian length, then the body, at most OS_MAXSTR (65536) bytes, both ways.
-A request is read up to its first NUL (the C client sends one at the end); if it then ends in `\\n`, the
-`\\n` is stripped and added back to the answer. Requests are `<actor> <command> [args]`; answers are
-`ok|due|err <payload>`, with Wazuh's error texts. Paged answers (`due`: ask again from the last id) stop at
-WDB_MAX_RESPONSE_SIZE = 65536 - 512 bytes.
+Wire: wire/frames' 4-byte little-endian length, then at most OS_MAXSTR bytes, both ways. A request is read up
+to its first NUL (the C client sends one); a trailing `\\n` is stripped and added back to the answer.
+Requests are `<actor> <command> [args]`; answers `ok|due|err <payload>` with Wazuh's error texts; a paged
+answer (`due`: ask again from the last id) stops at WDB_MAX_RESPONSE_SIZE = 65536 - 512 bytes.
 """
 
 from __future__ import annotations

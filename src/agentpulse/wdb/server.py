@@ -1,14 +1,9 @@
-"""`WdbServer`: the query socket `queue/db/wdb` as a manager service, started after the store opened and
-stopped before it closes.
+"""`WdbServer`: the query socket `queue/db/wdb` as a manager service: one task per client, one request at a
+time, handlers from `commands/`; reads on a small pool, ad-hoc `sql` on a thread of its own.
 
-One task per client (this is not the agents' hot path: a few local tools and daemons), each request answered
-before the next is read. Reads run on a small thread pool, ad-hoc `sql` on a thread of its own with a time
-limit, writes go through the Store and are answered once committed (`commands/`).
-
-The danger: whoever can open the socket controls the length header and the pacing. A header above the
-maximum or of zero closes that connection at once, a frame that stops arriving closes it after
-FRAME_TIMEOUT, an idle one after IDLE_TIMEOUT, a reader too slow to take its answer after FRAME_TIMEOUT,
-clients past MAX_CLIENTS are turned away, and nothing a client sends runs SQL on the event loop.
+The danger: whoever can open the socket controls the length header and the pacing. A header of zero or above
+OS_MAXSTR closes the connection at once; a stalled frame, or an answer not taken, after FRAME_TIMEOUT; an idle
+one after IDLE_TIMEOUT; past MAX_CLIENTS clients are turned away; nothing a client sends runs on the loop.
 """
 
 from __future__ import annotations

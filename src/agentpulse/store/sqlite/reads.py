@@ -1,12 +1,9 @@
-"""`SqliteReader`: every read of the store's databases made outside the writer, as named operations.
+"""`SqliteReader`: every read of the store's databases made outside the writer, as named operations that
+return plain data (rows as dicts without their NULL columns, ints, dataclasses): the query socket's, the
+CLIs', the events'. Each opens a read-only connection for the call (never a side file on an idle database).
 
-The query socket runs these on its read pool, the CLIs call them directly, the events read names and the
-outbox. Each returns plain data (dicts with NULL columns left out, ints, dataclasses), on a read-only
-connection (`schema.connect(readonly=True)`: never a side file on an idle database) opened for the call.
-
-The danger is a kept connection: with `keep_open` each thread keeps its own, and one opened on an idle WAL
-database is immutable and never sees a later commit, so `keep_open` is only for readers that run while the
-store has global.db open (the events' outbox reader).
+The danger: with `keep_open` each thread keeps its connection, and one opened on an idle WAL database is
+immutable, blind to later commits: only for readers running while the store has global.db open (the outbox).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ ID_ITEM_SIZE = len('{"id":0}')  # the smallest item of an id list
 
 
 def _column(row: Row | None, key: str) -> list[Row]:
-    """`SELECT <key> FROM agent WHERE id = ?` as wdb answers it: no row, or the column unless NULL."""
+    """One column of an agent as select-agent-name/-group answer it: no row, or the column unless NULL."""
     return [] if row is None else [{key: row[key]} if key in row else {}]
 
 
