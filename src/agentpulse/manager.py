@@ -34,7 +34,7 @@ from agentpulse.remoted.workers import WorkerPool
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
-from agentpulse.store.wdb import WdbServer
+from agentpulse.wdb.server import WdbServer
 from agentpulse.wire.keys import KeysFile
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from agentpulse.cli.group import GroupCommandError, group_requests, parse_agents
 from agentpulse.cli.main import main
 from agentpulse.paths import Home
 from agentpulse.store.sqlite import schema
-from tests.store.served import Served
+from tests.wdb.served import Served
 
 
 @pytest.fixture

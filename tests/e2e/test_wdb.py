@@ -8,7 +8,8 @@ import json
 import time
 from typing import Any
 
-from agentpulse.store.wdb import HEADER, OS_MAXSTR, WDB_MAX_RESPONSE_SIZE
+from agentpulse.wdb.protocol import OS_MAXSTR, WDB_MAX_RESPONSE_SIZE
+from agentpulse.wire.frames import LENGTH
 from tests.e2e.harness import ManagerProcess
 from tests.e2e.wdb_tools import FleetStats, answer, ask, frame, raw_socket, run_agent, write_keys
 
@@ -43,13 +44,13 @@ def _malformed_cases(manager: ManagerProcess) -> None:
     )
     assert ask(manager, b"wazuh get 1") == b"err Invalid DB query actor: 'wazuh'"
     with raw_socket(manager) as sock:  # a length past the maximum: closed, nothing read
-        sock.sendall(HEADER.pack(OS_MAXSTR + 1) + b"global get-agent-info 1")
+        sock.sendall(LENGTH.pack(OS_MAXSTR + 1) + b"global get-agent-info 1")
         assert answer(sock) is None
     with raw_socket(manager) as sock:
-        sock.sendall(HEADER.pack(0xFFFFFFFF))
+        sock.sendall(LENGTH.pack(0xFFFFFFFF))
         assert answer(sock) is None
     with raw_socket(manager, timeout=15) as stalled:  # a frame cut short, then silence: closed in time
-        stalled.sendall(HEADER.pack(64) + b"global get-")
+        stalled.sendall(LENGTH.pack(64) + b"global get-")
         started = time.monotonic()
         assert ask(manager, b"global select-agent-name 1") == b'ok [{"name":"agent-00001"}]'
         assert answer(stalled) is None

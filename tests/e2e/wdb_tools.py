@@ -8,8 +8,9 @@ import socket
 from dataclasses import dataclass, field
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
-from agentpulse.store.wdb import HEADER, unix_address
+from agentpulse.wdb.protocol import unix_address
 from agentpulse.wire import control
+from agentpulse.wire.frames import LENGTH
 from agentpulse.wire.keys import AgentKey, KeysFile
 from tests.e2e.harness import LOOPBACK, ManagerProcess
 from tests.e2e.test_statuses import KEEPALIVE
@@ -44,7 +45,7 @@ def raw_socket(manager: ManagerProcess, timeout: float = 15.0) -> socket.socket:
 
 
 def frame(body: bytes) -> bytes:
-    return HEADER.pack(len(body)) + body
+    return LENGTH.pack(len(body)) + body
 
 
 def answer(sock: socket.socket) -> bytes | None:
@@ -52,7 +53,7 @@ def answer(sock: socket.socket) -> bytes | None:
     data = b""
     length: int | None = None
     while True:
-        want = HEADER.size if length is None else length
+        want = LENGTH.size if length is None else length
         while len(data) < want:
             try:
                 chunk = sock.recv(want - len(data))
@@ -63,7 +64,7 @@ def answer(sock: socket.socket) -> bytes | None:
             data += chunk
         if length is not None:
             return data
-        (length,) = HEADER.unpack(data)
+        (length,) = LENGTH.unpack(data)
         data = b""
         if length == 0:
             return b""

@@ -19,15 +19,16 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from agentpulse import __version__
 from agentpulse.cli.home import HOME_HELP, resolve_home
 from agentpulse.paths import Home
 from agentpulse.status import ConnectionStatus
-from agentpulse.store.sqlite.schema import MANAGER_IP, connect
+from agentpulse.store.sqlite.reads import SqliteReader
+from agentpulse.store.sqlite.schema import MANAGER_IP
 from agentpulse.wire.keys import AgentKey, KeysFile
 
 PROG = "agent_control"
@@ -316,42 +317,27 @@ def read_statuses(global_db: Path) -> dict[int, str]:
     """agent id -> connection_status; empty when the manager never created global.db."""
     if not global_db.exists():
         return {}
-    with closing(connect(global_db, readonly=True)) as conn:
-        rows = conn.execute("SELECT id, connection_status FROM agent")
-        return {int(row["id"]): str(row["connection_status"]) for row in rows}
+    return SqliteReader(global_db).statuses()
 
 
 def read_group_members(global_db: Path, group: str) -> set[int]:
     if not global_db.exists():
         return set()
-    with closing(connect(global_db, readonly=True)) as conn:
-        rows = conn.execute(
-            "SELECT b.id_agent FROM belongs AS b JOIN `group` AS g ON g.id = b.id_group WHERE g.name = ?",
-            (group,),
-        )
-        return {int(row[0]) for row in rows}
+    return set(SqliteReader(global_db).group_members(group) or ())
 
 
-def _agent_row(global_db: Path, number: int) -> sqlite3.Row | None:
+def _agent_row(global_db: Path, number: int) -> dict[str, Any] | None:
+    """The agent's global.db row, NULL columns left out."""
     if not global_db.exists():
         return None
-    with closing(connect(global_db, readonly=True)) as conn:
-        row: sqlite3.Row | None = conn.execute(
-            "SELECT connection_status, os_uname, version, config_sum, merged_sum, last_keepalive"
-            " FROM agent WHERE id = ?",
-            (number,),
-        ).fetchone()
-        return row
+    return SqliteReader(global_db).agent(number)
 
 
-def _fim_scan(agent_db: Path) -> tuple[int | None, int | None]:
+def _fim_scan(home: Home, number: int) -> tuple[int | None, int | None]:
+    agent_db = home.agent_db(number)
     if not agent_db.exists():
         return None, None
-    with closing(connect(agent_db, readonly=True)) as conn:
-        row = conn.execute("SELECT start_scan, end_scan FROM scan_info WHERE module = 'fim'").fetchone()
-    if row is None:
-        return None, None
-    return row["start_scan"], row["end_scan"]
+    return SqliteReader(home.global_db).fim_scan(agent_db)
 
 
 def list_agents(
@@ -375,24 +361,24 @@ def read_info(home: Home, key: AgentKey | None, host: str) -> AgentInfo:
     """The -i record for an agent from client.keys, or for the manager when `key` is None."""
     number = 0 if key is None else key.number
     row = _agent_row(home.global_db, number)
-    start, end = _fim_scan(home.agent_db(number))
+    start, end = _fim_scan(home, number)
     if key is None:
         # The manager's row is always active; without a database the manager has simply not started yet.
-        status = status_words(row["connection_status"]) if row is not None else "Active"
+        status = status_words(row.get("connection_status")) if row is not None else "Active"
         info = AgentInfo(SERVER_ID, host, MANAGER_IP, status, local=True)
     else:
-        status = status_words(row["connection_status"] if row is not None else None)
+        status = status_words(row.get("connection_status") if row is not None else None)
         info = AgentInfo(key.id, key.name, key.ip.lookup_text, status)
     info = replace(info, syscheck_start=start, syscheck_end=end)
     if row is None:
         return info
     return replace(
         info,
-        os=row["os_uname"],
-        version=row["version"],
-        config_sum=row["config_sum"],
-        merged_sum=row["merged_sum"],
-        last_keepalive=row["last_keepalive"],
+        os=row.get("os_uname"),
+        version=row.get("version"),
+        config_sum=row.get("config_sum"),
+        merged_sum=row.get("merged_sum"),
+        last_keepalive=row.get("last_keepalive"),
     )
 
 

@@ -39,7 +39,7 @@ def _path(home: Home, agent: int | None) -> Path:
 
 def vacuum(home: Home, agent: int | None) -> tuple[int, str]:
     from agentpulse.store.sqlite import maintenance as upkeep
-    from agentpulse.store.wdb import WdbClient, WdbUnavailable
+    from agentpulse.wdb.client import WdbClient, WdbUnavailable
 
     path = _path(home, agent)
     query = "global vacuum" if agent is None else f"agent {agent} vacuum"

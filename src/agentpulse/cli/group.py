@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from agentpulse.cli.home import add_home_option, resolve_home
 
 if TYPE_CHECKING:
-    from agentpulse.store.wdb import WdbClient
+    from agentpulse.wdb.client import WdbClient
 
 PROG = "agentpulse group"
 REQUEST_BUDGET = 60_000  # bytes of set-agent-groups JSON per request, under the 65536-byte frame
@@ -101,7 +101,7 @@ def _members(client: WdbClient, name: str) -> list[int]:
 
 def execute(client: WdbClient, args: argparse.Namespace) -> str:
     from agentpulse.store.groups import DEFAULT_GROUP
-    from agentpulse.store.wdb import valid_group
+    from agentpulse.wdb.commands.groups import valid_group
 
     name = args.name
     if name is not None and not valid_group(name):
@@ -152,7 +152,8 @@ def execute(client: WdbClient, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agentpulse.store.wdb import WdbClient, WdbError, WdbUnavailable
+    from agentpulse.wdb.client import WdbClient, WdbUnavailable
+    from agentpulse.wdb.protocol import WdbError
 
     home = resolve_home(args)
     try:

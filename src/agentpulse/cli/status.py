@@ -7,12 +7,11 @@ import os
 import sqlite3
 import sys
 import time
-from contextlib import closing
 from dataclasses import dataclass
 
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.status import ConnectionStatus, StatusCode
-from agentpulse.store.sqlite.schema import MANAGER_ID, connect
+from agentpulse.store.sqlite.reads import SqliteReader
 
 RECENT = 10
 _COLOURS = {
@@ -49,33 +48,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-def read_summary(db: sqlite3.Connection, recent: int) -> Summary:
+def read_summary(reader: SqliteReader, recent: int) -> Summary:
     counts = dict.fromkeys(ConnectionStatus, 0)
-    for status, count in db.execute(
-        "SELECT connection_status, COUNT(*) FROM agent WHERE id != ? GROUP BY connection_status",
-        (MANAGER_ID,),
-    ):
+    for status, count in reader.status_counts().items():
         counts[ConnectionStatus(status)] = count
     groups: dict[str, dict[ConnectionStatus, int]] = {}
-    for name, status, count in db.execute(
-        "SELECT g.name, a.connection_status, COUNT(*) FROM belongs b JOIN `group` g ON g.id = b.id_group "
-        "JOIN agent a ON a.id = b.id_agent GROUP BY g.name, a.connection_status ORDER BY g.name"
-    ):
-        groups.setdefault(name, dict.fromkeys(ConnectionStatus, 0))[ConnectionStatus(status)] = count
+    for name, by_status in reader.group_status_counts().items():
+        group = groups[name] = dict.fromkeys(ConnectionStatus, 0)
+        for status, count in by_status.items():
+            group[ConnectionStatus(status)] = count
     changes = [
         Change(
-            row[0],
-            row[1] or "?",
-            ConnectionStatus(row[2]),
-            ConnectionStatus(row[3]),
-            StatusCode(row[4]),
-            row[5],
+            entry.agent_id,
+            entry.name or "?",
+            ConnectionStatus(entry.from_status),
+            ConnectionStatus(entry.to_status),
+            StatusCode(entry.status_code),
+            entry.at,
         )
-        for row in db.execute(
-            "SELECT h.agent_id, a.name, h.from_status, h.to_status, h.status_code, h.at "
-            "FROM agent_status_history h LEFT JOIN agent a ON a.id = h.agent_id ORDER BY h.at DESC LIMIT ?",
-            (recent,),
-        )
+        for entry in reader.recent_changes(recent)
     ]
     return Summary(counts, groups, changes)
 
@@ -116,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        with closing(connect(home.global_db, readonly=True)) as db:
-            summary = read_summary(db, args.recent)
+        summary = read_summary(SqliteReader(home.global_db), args.recent)
     except sqlite3.Error as error:
         print(f"agentpulse status: cannot read {home.global_db}: {error}", file=sys.stderr)
         return 1

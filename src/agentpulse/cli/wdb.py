@@ -38,7 +38,8 @@ def render(answer: str, pretty: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agentpulse.store.wdb import OS_MAXSTR, WdbClient, WdbUnavailable
+    from agentpulse.wdb.client import WdbClient, WdbUnavailable
+    from agentpulse.wdb.protocol import OS_MAXSTR
 
     home = resolve_home(args)
     if len(args.query.encode()) > OS_MAXSTR:

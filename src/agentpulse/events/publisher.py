@@ -41,7 +41,7 @@ from nats.js.errors import NotFoundError
 from agentpulse.events import payloads
 from agentpulse.status import ConnectionStatus, Trigger, transition
 from agentpulse.store.facade import Store
-from agentpulse.store.sqlite import schema
+from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.wire.control import Keepalive
 
 log = logging.getLogger(__name__)
@@ -92,30 +92,20 @@ class Unavailable(Exception):
 
 
 class OutboxReader:
-    """A read-only connection to global.db, used on one dedicated thread (sqlite3 objects stay on theirs)."""
+    """Outbox reads on one dedicated thread, over the read-only connection it keeps (sqlite3 objects stay
+    on the thread that made them)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
+        self._reader = SqliteReader(path, keep_open=True)  # opened once the store has global.db open
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events-outbox")
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = schema.connect(self.path, readonly=True)
-        return self._db
-
     def _read(self, after: int, limit: int) -> list[OutboxEntry]:
-        rows = self._connection().execute(
-            "SELECT id, subject, msg_id, payload FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit),
-        )
-        return [OutboxEntry(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+        rows = self._reader.outbox_after(after, limit)
+        return [OutboxEntry(row.row_id, row.subject, row.msg_id, row.payload) for row in rows]
 
     def _count(self, after: int) -> int:
-        row = (
-            self._connection().execute("SELECT COUNT(*) FROM event_outbox WHERE id > ?", (after,)).fetchone()
-        )
-        return int(row[0])
+        return self._reader.outbox_count(after)
 
     async def read(self, after: int, limit: int) -> list[OutboxEntry]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._read, after, limit)
@@ -124,9 +114,7 @@ class OutboxReader:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._count, after)
 
     def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._reader.close()
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)

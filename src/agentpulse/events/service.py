@@ -34,7 +34,7 @@ from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
 from agentpulse.events.publisher import KeepalivePublisher, Link, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
-from agentpulse.store.sqlite import schema
+from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.store.subscriber import Subscriber
 
 if TYPE_CHECKING:
@@ -114,14 +114,6 @@ def describe(error: BaseException) -> str:
     return text
 
 
-def _load_names(path: Path) -> dict[int, str]:
-    db = schema.connect(path, readonly=True)
-    try:
-        return {int(row[0]): str(row[1]) for row in db.execute("SELECT id, name FROM agent WHERE id != 0")}
-    finally:
-        db.close()
-
-
 class EventsService:
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
@@ -191,7 +183,7 @@ class EventsService:
                     "a working NATS (or set <nats><url>)",
                     error,
                 )
-        self._names = await asyncio.to_thread(_load_names, self.store.global_db)
+        self._names = await asyncio.to_thread(SqliteReader(self.store.global_db).names)
         where = ", ".join(redact(url) for url in self.servers)
         if not self.config.start_without_nats:
             await self._probe(options, where)

@@ -22,6 +22,12 @@ def encode_frame(payload: bytes) -> bytes:
     return LENGTH.pack(len(payload)) + payload
 
 
+def decode_length(header: bytes) -> int:
+    """The payload length a 4-byte header announces; the caller checks it against its own maximum."""
+    (size,) = LENGTH.unpack(header)
+    return int(size)
+
+
 class FrameDecoder:
     """Incremental decoder: feed it any chunking of the stream, get back whole payloads in order."""
 

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 from agentpulse.paths import Home
 from agentpulse.store.facade import Store
 from agentpulse.store.sqlite import schema
-from agentpulse.store.wdb import HEADER, WdbClient, WdbServer
+from agentpulse.wdb.client import WdbClient
+from agentpulse.wdb.server import WdbServer
+from agentpulse.wire.frames import LENGTH
 from agentpulse.wire.keys import KeysFile
 
 T = TypeVar("T")
@@ -92,16 +94,26 @@ class Served:
         self.loop.close()
 
 
+def history(served: Served, agent_id: int) -> list[tuple[str, str, int]]:
+    return [
+        (row[0], row[1], row[2])
+        for row in served.rows(
+            "SELECT from_status, to_status, status_code FROM agent_status_history WHERE agent_id = ? ORDER BY seq",
+            agent_id,
+        )
+    ]
+
+
 def frame(body: bytes) -> bytes:
-    return HEADER.pack(len(body)) + body
+    return LENGTH.pack(len(body)) + body
 
 
 def read_answer(sock: socket.socket) -> bytes | None:
     """One framed answer, or None when the server closed the connection."""
-    header = _exactly(sock, HEADER.size)
+    header = _exactly(sock, LENGTH.size)
     if header is None:
         return None
-    (length,) = HEADER.unpack(header)
+    (length,) = LENGTH.unpack(header)
     return _exactly(sock, length)
 
 
