@@ -1,11 +1,9 @@
 """`FleetProcess`: the agents of one OS process, their connections and the one loop that drives them.
 
-Nothing runs per agent between messages: a tick loop (every 10 ms) advances a `TimingWheel` and acts for
-the agents whose deadline came: start a connection (spread over `ramp`, at most CONNECTS_IN_FLIGHT at a
-time), give up on a handshake, send a keep-alive (each agent at its own phase of the interval). Replies are
-handled as they arrive: the startup ack starts the keep-alives, a keep-alive ack is timed, `getstate` is
-answered, `#!-force_reconnect` starts over. The danger is measuring the simulator instead of the manager:
-no task, timer or log line per agent on the hot path, and every wait has a deadline.
+A tick loop (10 ms) advances a `TimingWheel` and acts for the agents whose deadline came: connect (spread
+over `ramp`, CONNECTS_IN_FLIGHT at most), give up on a handshake, send a keep-alive (each agent at its own
+phase). Replies are handled as they arrive: acks are timed, `getstate` answered, `#!-force_reconnect`
+obeyed. The danger is measuring the simulator, not the manager: no task, timer or log line per agent.
 """
 
 from __future__ import annotations
