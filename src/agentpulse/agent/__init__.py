@@ -1,1 +1,1 @@
-"""The Python agent that speaks the Wazuh 4.x protocol, and the fleet simulator built on it."""
+"""The Python agent that speaks the Wazuh 4.x protocol (the fleet simulator, `agentpulse.simulator`, builds on it)."""

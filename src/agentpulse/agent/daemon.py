@@ -23,7 +23,6 @@ import contextlib
 import enum
 import logging
 import os
-import random
 import signal
 import time
 from collections.abc import Iterable
@@ -43,6 +42,7 @@ from agentpulse.agent.state import (
     write_state_file,
 )
 from agentpulse.agent.sysinfo import AGENT_VERSION, shared_sums, this_machine
+from agentpulse.backoff import backoff_delay
 from agentpulse.config import ConfigError
 from agentpulse.keysfile import read_keys_file
 from agentpulse.paths import Home
@@ -314,8 +314,7 @@ class AgentDaemon:
                         server.max_retries,
                     )
             failed_passes += 1
-            delay = min(BACKOFF_START * 2 ** (failed_passes - 1), BACKOFF_MAX)
-            delay *= 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
+            delay = backoff_delay(failed_passes, base=BACKOFF_START, cap=BACKOFF_MAX, jitter=BACKOFF_JITTER)
             log.warning("Unable to connect to any server; trying again in %.1f s", delay)
             await asyncio.sleep(delay)
 

@@ -110,39 +110,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from agentpulse.agent import simulator
+    from agentpulse.simulator.keys import create_keys, load_keys
+    from agentpulse.simulator.plan import (
+        CipherMode,
+        SimulatorConfig,
+        SimulatorError,
+        Transport,
+        default_processes,
+        default_sources,
+    )
+    from agentpulse.simulator.report import Progress, exit_code
+    from agentpulse.simulator.runner import run
 
     host, port = args.manager
     ramp = args.ramp if args.ramp is not None else min(DEFAULT_RAMP, args.duration / 4)
     try:
-        config = simulator.SimulatorConfig(
+        config = SimulatorConfig(
             host=host,
             port=port,
             agents=args.agents,
-            protocol=args.protocol,
+            protocol=Transport(args.protocol),
             interval=args.interval,
             ramp=ramp,
             duration=args.duration,
-            cipher=args.cipher,
+            cipher=CipherMode(args.cipher),
             silent_share=args.silent_share,
             shutdown_share=args.shutdown_share,
             fail_at=args.fail_at,
             precompute=args.precompute,
             peak=args.peak,
             batch_reads=args.batch_reads,
-            processes=args.processes or simulator.default_processes(args.agents),
-            sources=args.sources or simulator.default_sources(args.agents),
+            processes=args.processes or default_processes(args.agents),
+            sources=args.sources or default_sources(args.agents),
         )
     except ValueError as error:
         return _fail(str(error))
     try:
         if args.create_keys is not None:
-            keys = simulator.create_keys(args.create_keys, args.agents)
+            keys = create_keys(args.create_keys, args.agents)
         else:
-            keys = simulator.load_keys(args.keys, args.agents)
-        progress = simulator.Progress(args.progress, sys.stderr, args.agents)
-        summary = simulator.run(config, keys, progress)
-    except simulator.SimulatorError as error:
+            keys = load_keys(args.keys, args.agents)
+        progress = Progress(args.progress, sys.stderr, args.agents)
+        summary = run(config, keys, progress)
+    except SimulatorError as error:
         return _fail(str(error))
     text = json.dumps(summary, indent=2)
     print(text, flush=True)
@@ -152,7 +162,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         except OSError as error:
             print(f"{PROGRAM}: cannot write {args.json_out}: {error.strerror or error}", file=sys.stderr)
             return 1
-    return simulator.exit_code(summary)
+    return exit_code(summary)
 
 
 def _fail(message: str) -> int:

@@ -38,6 +38,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from agentpulse.backoff import SATURATED, backoff_delay
 from agentpulse.events import payloads
 from agentpulse.status import ConnectionStatus, Trigger, transition
 from agentpulse.store.facade import Store
@@ -171,7 +172,7 @@ class OutboxPublisher:
     # -- the task --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        delay = 0.0
+        delay, failures = 0.0, 0
         while True:
             if self.link.epoch == 0:
                 # Never connected yet: the service logs why; nothing to retry before it connects.
@@ -189,15 +190,17 @@ class OutboxPublisher:
                 await self._went_away(
                     str(why) if isinstance(why, Unavailable) else f"reading the outbox: {why}"
                 )
-                delay = min(max(delay * 2, BACKOFF_MIN), BACKOFF_MAX)
+                failures += 1
+                delay = backoff_delay(failures, base=BACKOFF_MIN, cap=BACKOFF_MAX)
             except Exception:
                 # A bug must not stop status events for good: report it, back off, try again.
                 self._setup_epoch = -1
                 log.exception("outbox publisher failed; retrying")
                 await self._went_away("an unexpected error, see the traceback above")
-                delay = BACKOFF_MAX
+                failures = SATURATED  # the longest wait, now and after each failure that follows
+                delay = backoff_delay(failures, base=BACKOFF_MIN, cap=BACKOFF_MAX)
             else:
-                delay = 0.0
+                delay, failures = 0.0, 0
 
     async def drain(self) -> int:
         """Publish everything in the outbox, batch after batch. Raises Unavailable at the first failure."""

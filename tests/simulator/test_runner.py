@@ -1,4 +1,4 @@
-"""`agentpulse simulate`: its scheduling and measuring parts alone, then small fleets against a real manager."""
+"""`agentpulse simulate` end to end: small fleets against a real manager, or a scripted one."""
 
 from __future__ import annotations
 
@@ -15,117 +15,13 @@ from typing import cast
 
 import pytest
 
-from agentpulse.agent import simulator
-from agentpulse.agent.simulator import LatencyHistogram, SimulatorConfig, TimingWheel
 from agentpulse.cli.main import main
+from agentpulse.simulator.keys import create_keys
 from agentpulse.wire import control
 from agentpulse.wire.frames import FrameDecoder, encode_frame
-from agentpulse.wire.keys import AgentKey, KeysFile
+from agentpulse.wire.keys import AgentKey
 from agentpulse.wire.secure import AgentCipher, CipherKind, split_header
 from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings
-
-# -- the parts without a network ---------------------------------------------------------------------------
-
-
-class Item:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.gen = 0
-
-
-def test_timing_wheel_fires_due_items_in_deadline_order() -> None:
-    wheel: TimingWheel[Item] = TimingWheel(0.01, 16, now=100.0)
-    late, early, later = Item("late"), Item("early"), Item("later")
-    wheel.schedule(late, 100.05)
-    wheel.schedule(early, 100.02)
-    wheel.schedule(later, 100.50)  # beyond one revolution of 16 ticks: waits in its slot
-    assert wheel.advance(100.01) == []
-    assert [item.name for item in wheel.advance(100.06)] == ["early", "late"]
-    assert wheel.advance(100.30) == []
-    assert [item.name for item in wheel.advance(100.50)] == ["later"]
-
-
-def test_timing_wheel_rescheduling_or_cancelling_drops_the_old_deadline() -> None:
-    wheel: TimingWheel[Item] = TimingWheel(0.01, 16, now=0.0)
-    moved, cancelled = Item("moved"), Item("cancelled")
-    wheel.schedule(moved, 0.02)
-    wheel.schedule(moved, 0.08)
-    wheel.schedule(cancelled, 0.03)
-    wheel.cancel(cancelled)
-    assert wheel.advance(0.05) == []
-    assert [item.name for item in wheel.advance(0.08)] == ["moved"]
-
-
-def test_timing_wheel_never_fires_early_and_catches_up_after_a_stall() -> None:
-    wheel: TimingWheel[Item] = TimingWheel(0.01, 8, now=0.0)
-    items = [Item(str(n)) for n in range(50)]
-    for n, item in enumerate(items):
-        wheel.schedule(item, 0.013 * (n + 1))
-    assert [item.name for item in wheel.advance(0.0129)] == []
-    assert [item.name for item in wheel.advance(5.0)] == [str(n) for n in range(50)]
-
-
-def test_latency_histogram_percentiles_are_within_two_percent() -> None:
-    histogram = LatencyHistogram()
-    for n in range(1, 10_001):
-        histogram.record(n / 1_000_000 * 37)  # 37 us .. 370 ms, uniform
-    p50, p99 = histogram.percentile_ms(0.5), histogram.percentile_ms(0.99)
-    assert p50 is not None and p99 is not None
-    assert p50 == pytest.approx(185.0, rel=0.02)
-    assert p99 == pytest.approx(366.3, rel=0.02)
-    assert histogram.summary_ms()["max"] == 370.0
-
-
-def test_latency_histograms_merge_across_processes() -> None:
-    first, second = LatencyHistogram(), LatencyHistogram()
-    for _ in range(99):
-        first.record(0.001)
-    second.record(0.5)
-    first.merge(second)
-    assert first.total == 100
-    assert first.percentile_ms(0.99) == pytest.approx(1.0, rel=0.02)
-    assert first.percentile_ms(1.0) == 500.0
-
-
-def test_create_keys_appends_sim_agents_atomically_and_continues_the_numbering(tmp_path: Path) -> None:
-    path = tmp_path / "client.keys"
-    path.write_text("001 web-01 any " + "a" * 64 + "\n")
-    path.chmod(0o640)
-    first = simulator.create_keys(path, 3)
-    second = simulator.create_keys(path, 2)
-    assert [key.name for key in first + second] == [f"sim-{n:06d}" for n in range(1, 6)]
-    assert [key.id for key in first + second] == ["002", "003", "004", "005", "006"]
-    keys = KeysFile.parse(path.read_text())
-    assert next(entry.name for entry in keys.active()) == "web-01"
-    assert all(entry.ip.text == "any" for entry in keys.active())
-    assert path.stat().st_mode & 0o777 == 0o640
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["client.keys"]  # no temp file left
-
-
-def test_agents_are_spread_round_robin_over_processes_and_loopback_sources() -> None:
-    keys = KeysFile([]).add_many(f"a-{n:03d}" for n in range(7))
-    parts = simulator.split_members(keys, 3)
-    assert [[index for index, _ in part] for part in parts] == [[0, 3, 6], [1, 4], [2, 5]]
-    sources = simulator.source_addresses(300)
-    assert len(set(sources)) == 300
-    assert sources[0] == "127.0.1.1" and sources[254] == "127.0.2.1"
-    assert all(simulator.is_loopback(address) and not address.endswith((".0", ".255")) for address in sources)
-    assert simulator.default_processes(15_000) == 1 and simulator.default_processes(15_001) == 2
-    assert simulator.default_sources(4_000) == 1 and simulator.default_sources(50_000) == 13
-
-
-def test_failure_shares_need_a_time_and_the_manager_must_be_local() -> None:
-    with pytest.raises(ValueError, match="need fail-at"):
-        SimulatorConfig(LOOPBACK, 1514, 10, silent_share=0.5)
-    with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
-        SimulatorConfig("192.0.2.1", 1514, 10)
-    assert SimulatorConfig(LOOPBACK, 1514, 40, silent_share=0.25, shutdown_share=0.3, fail_at=1).failing == (
-        10,
-        12,
-    )
-
-
-# -- against a real manager --------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -153,7 +49,7 @@ def simulate_args(manager: ManagerProcess, agents: int, *extra: str) -> list[str
 def started_with_keys(manager: ManagerProcess, agents: int, *extra: str) -> list[str]:
     """Register `agents` simulated agents, start the manager, and give the `simulate` arguments for them."""
     manager.home.create_layout()
-    simulator.create_keys(manager.home.client_keys, agents)
+    create_keys(manager.home.client_keys, agents)
     manager.start()
     return simulate_args(manager, agents, "--keys", str(manager.home.client_keys), *extra)
 
@@ -323,7 +219,7 @@ def test_force_reconnect_starts_over_and_getstate_is_answered(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     keys = tmp_path / "client.keys"
-    (key,) = simulator.create_keys(keys, 1)
+    (key,) = create_keys(keys, 1)
     seen: list[tuple[str, str]] = []
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(loop.create_server(lambda: ScriptedManager(key, seen), LOOPBACK, 0))

@@ -1,0 +1,463 @@
+"""`FleetProcess`: the agents of one OS process, their connections and the one loop that drives them.
+
+A tick loop (10 ms) advances a `TimingWheel` and acts for the agents whose deadline came: connect (spread
+over `ramp`, CONNECTS_IN_FLIGHT at most), give up on a handshake, send a keep-alive (each agent at its own
+phase). Replies are handled as they arrive: acks are timed, `getstate` answered, `#!-force_reconnect`
+obeyed. The danger is measuring the simulator, not the manager: no task, timer or log line per agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from agentpulse.agent.connection import AgentCodec
+from agentpulse.agent.state import CONNECTED, AgentState, getstate_reply
+from agentpulse.backoff import backoff_delay, jittered
+from agentpulse.simulator.agents import (
+    CONNECTING,
+    HANDSHAKE,
+    QUEUED,
+    RUNNING,
+    SILENT,
+    STOPPED,
+    WAITING,
+    SimAgent,
+    keepalive_payload,
+)
+from agentpulse.simulator.connections import SimConnection, TcpConnection, UdpConnection, connect_error
+from agentpulse.simulator.histogram import LatencyHistogram
+from agentpulse.simulator.plan import (
+    FD_HEADROOM,
+    Role,
+    SimulatorConfig,
+    Transport,
+    cipher_for,
+    raise_fd_limit,
+    role_for,
+    source_addresses,
+    source_for,
+)
+from agentpulse.simulator.snapshot import REPORT_INTERVAL, Snapshot, add_count
+from agentpulse.simulator.wheel import TimingWheel
+from agentpulse.wire import control
+from agentpulse.wire.counters import U32_MAX, SenderCounter
+from agentpulse.wire.errors import WireError
+from agentpulse.wire.keys import AgentKey
+
+TICK: Final = 0.01  # the scheduling loop's period (s)
+WHEEL_SLOTS: Final = 4096  # 41 s per revolution at 10 ms: most deadlines land in the current one
+COUNT_INTERVAL: Final = 5.0  # how often a report walks every agent for the live counts (s)
+CONNECTS_IN_FLIGHT: Final = 512  # per process: more would only queue in the manager's listen backlog
+CONNECT_TIMEOUT: Final = 10.0
+# Startup sent, no ack: start over (UDP may lose it).
+HANDSHAKE_TIMEOUT: Final = {Transport.TCP: 15.0, Transport.UDP: 3.0}
+BACKOFF_START: Final = 0.5  # after a refused or failed attempt; doubles per failure
+BACKOFF_MAX: Final = 8.0
+BACKOFF_JITTER: Final = 0.2  # +-20 %, so refused agents do not come back in lock-step
+RECONNECT_PAUSE: Final = 1.0  # after the manager dropped an acked connection, as agentd sleeps
+RECONNECT_JITTER: Final = 0.2
+ACK_TIMEOUT_MIN: Final = 10.0  # a keep-alive unacked for max(this, 2 x interval) is an error
+MAX_PENDING: Final = 8  # keep-alives awaiting their ack, per agent
+CLOSE_GRACE: Final = 2.0  # at the end, how long closed sockets may take to flush
+
+
+class FleetProcess:
+    """The agents of one process and its scheduling loop. `run()` once; `stop()` from anywhere on the loop."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        members: Sequence[tuple[int, AgentKey]],
+        report: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.tcp = config.protocol == Transport.TCP
+        self.report = report
+        self.handshake_timeout = HANDSHAKE_TIMEOUT[config.protocol]
+        self.ack_timeout = max(ACK_TIMEOUT_MIN, 2 * config.interval)
+        self.startup = control.build_startup(config.version)
+        sources = source_addresses(config.sources)
+        failing = config.failing
+        # A global counter from the clock: a later run's messages count as newer with verify_msg_id.
+        first_global = int(time.time()) & U32_MAX
+        self.agents = [
+            SimAgent(
+                index,
+                key,
+                AgentCodec(key, cipher_for(index, config.cipher), SenderCounter(first_global, 0), self.tcp),
+                source_for(key, index, sources),
+                config.interval * index / config.agents,
+                role_for(index, failing),
+            )
+            for index, key in members
+        ]
+        self.ciphers: dict[str, int] = {}
+        for agent in self.agents:
+            add_count(self.ciphers, agent.codec.cipher_kind.value)
+        self.wheel: TimingWheel[SimAgent] = TimingWheel(TICK, WHEEL_SLOTS, time.monotonic())
+        self.queue: list[SimAgent] = []  # QUEUED agents, oldest first (consumed from `queue_head`)
+        self.queue_head = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self.t0 = 0.0
+        self.errors: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
+        self.connected = self.acked = 0
+        self.keepalives_sent = self.keepalives_acked = 0
+        self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
+        self.steady_latency_base: LatencyHistogram | None = None
+        self.requests_answered = self.forced_reconnects = 0
+        self.silent = self.shutdown = 0
+        self.latency = LatencyHistogram()
+        self.startup_latency = LatencyHistogram()
+        self.ended_at: float | None = None
+        self._counted = (-math.inf, 0, 0)  # (when, connected_now, acked_now) of the last walk
+
+    # -- the loop -----------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    async def run(self) -> Snapshot:
+        config = self.config
+        raise_fd_limit(len(self.agents) + FD_HEADROOM)
+        now = time.monotonic()
+        self.t0 = now
+        self.wheel = TimingWheel(TICK, WHEEL_SLOTS, now)
+        for agent in self.agents:
+            self.wheel.schedule(agent, now + config.ramp * agent.index / config.agents)
+        deadline = now + config.duration
+        fail_time = now + config.fail_at if config.fail_at is not None else None
+        ramp_end = now + config.ramp
+        next_report = now + REPORT_INTERVAL
+        try:
+            while not self.stopping:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if self.steady_base is None and now >= ramp_end:
+                    self.steady_base = (self.keepalives_acked, now)
+                    self.steady_latency_base = self.latency.copy()
+                if fail_time is not None and now >= fail_time:
+                    fail_time = None
+                    self.inject_failures(now)
+                for agent in self.wheel.advance(now):
+                    self.on_timer(agent, now)
+                self.start_connects()
+                if self.report is not None and now >= next_report:
+                    next_report = now + REPORT_INTERVAL
+                    self.report(self.snapshot(now))
+                if config.batch_reads:
+                    # One loop iteration for the sockets that became readable during the last tick, then
+                    # a blocking sleep: one wake-up per tick instead of one per reply. A reply is timed
+                    # when read, so its latency is overstated by up to one tick.
+                    await asyncio.sleep(0)
+                    time.sleep(max(0.0, now + TICK - time.monotonic()))
+                else:
+                    await asyncio.sleep(TICK)
+            if config.batch_reads:
+                await asyncio.sleep(TICK)  # the replies to the last tick's keep-alives, read as they come
+        finally:
+            self.ended_at = time.monotonic()
+            final = self.snapshot(self.ended_at, final=True)
+            await self.close_all()
+        return final
+
+    async def close_all(self) -> None:
+        """Cancel connection attempts and close every socket; wait (bounded) for them to go."""
+        self.stopping = True
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=CLOSE_GRACE)
+        connections = [agent.connection for agent in self.agents if agent.connection is not None]
+        for connection in connections:
+            connection.close()
+        deadline = time.monotonic() + CLOSE_GRACE
+        while any(connection.up for connection in connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    def on_timer(self, agent: SimAgent, now: float) -> None:
+        state = agent.state
+        if state == WAITING:
+            agent.state = QUEUED
+            self.queue.append(agent)
+        elif state == CONNECTING:
+            if agent.task is not None:
+                agent.task.cancel()  # the task reports the timeout
+        elif state == HANDSHAKE:
+            self.retry(agent, "handshake_timeout", now)
+        elif state == RUNNING:
+            # --peak: acks drive the sending; the timer only restarts an agent whose ack never came.
+            if not self.config.peak or not agent.pending or now - agent.pending[0] > self.ack_timeout:
+                self.send_keepalive(agent)
+            self.wheel.schedule(agent, self.next_keepalive(agent, now))
+
+    def start_connects(self) -> None:
+        queue = self.queue
+        while self.queue_head < len(queue) and len(self.tasks) < CONNECTS_IN_FLIGHT and not self.stopping:
+            agent = queue[self.queue_head]
+            self.queue_head += 1
+            if agent.state == QUEUED:
+                self.connect(agent)
+        if self.queue_head == len(queue):
+            queue.clear()
+            self.queue_head = 0
+
+    def next_keepalive(self, agent: SimAgent, now: float) -> float:
+        """The agent's next slot after `now`: t0 + phase + k * interval.
+
+        The slot may come soon after the keep-alive sent with the ack; skipping it instead would leave a
+        hole in the fleet's rate for a whole interval after the ramp.
+        """
+        interval = self.config.interval
+        base = self.t0 + agent.phase
+        return base + (math.floor((now - base) / interval) + 1) * interval
+
+    # -- connecting ---------------------------------------------------------------------------------------
+
+    def connect(self, agent: SimAgent) -> None:
+        connection: SimConnection = TcpConnection(self, agent) if self.tcp else UdpConnection(self, agent)
+        agent.connection = connection
+        agent.state = CONNECTING
+        task = asyncio.get_running_loop().create_task(self._open(agent, connection))
+        agent.task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        self.wheel.schedule(agent, time.monotonic() + CONNECT_TIMEOUT)
+
+    async def _open(self, agent: SimAgent, connection: SimConnection) -> None:
+        try:
+            await connection.open((self.config.host, self.config.port))
+        except asyncio.CancelledError:
+            self._connect_ended(agent, connection, "connect_timeout")
+            raise
+        except OSError as error:
+            self._connect_ended(agent, connection, connect_error(error))
+            return
+        self._connect_ended(agent, connection, None)
+        self.on_connected(agent, connection)
+
+    def _connect_ended(self, agent: SimAgent, connection: SimConnection, failure: str | None) -> None:
+        if agent.connection is not connection:
+            return
+        agent.task = None
+        if failure is not None and not self.stopping:
+            self.retry(agent, failure, time.monotonic())
+
+    def on_connected(self, agent: SimAgent, connection: SimConnection) -> None:
+        if agent.connection is not connection or self.stopping or agent.state == STOPPED:
+            connection.close()
+            return
+        if not agent.connected_once:
+            agent.connected_once = True
+            self.connected += 1
+        if agent.state == SILENT:  # stopped while connecting: the kernel finished the connect anyway
+            connection.pause()
+            return
+        self.send(agent, self.startup)
+        agent.startup_at = time.monotonic()
+        agent.state = HANDSHAKE
+        self.wheel.schedule(agent, agent.startup_at + self.handshake_timeout)
+
+    def drop_connection(self, agent: SimAgent) -> None:
+        if agent.task is not None:
+            agent.task.cancel()
+            agent.task = None
+        connection, agent.connection = agent.connection, None
+        if connection is not None:
+            connection.close()
+        agent.pending.clear()
+        agent.keepalive_frame = None
+
+    def retry(self, agent: SimAgent, kind: str, now: float, delay: float | None = None) -> None:
+        """This attempt failed (refused, timed out, dropped): try again after a back-off."""
+        self.drop_connection(agent)
+        if agent.state in (SILENT, STOPPED):
+            return
+        add_count(self.retries, kind)
+        agent.failures += 1
+        agent.state = WAITING
+        if delay is None:
+            delay = backoff_delay(agent.failures, base=BACKOFF_START, cap=BACKOFF_MAX, jitter=BACKOFF_JITTER)
+        self.wheel.schedule(agent, now + delay)
+
+    def on_connection_lost(self, connection: SimConnection) -> None:
+        agent = connection.agent
+        if connection.closing or agent.connection is not connection or self.stopping:
+            return
+        state = agent.state
+        if state == HANDSHAKE:  # closed without an ack: an unknown key (not loaded yet) or a refusal
+            self.retry(agent, "refused", time.monotonic())
+        elif state == RUNNING:
+            self.error("connection_lost")
+            self.retry(agent, "reconnect", time.monotonic(), jittered(RECONNECT_PAUSE, RECONNECT_JITTER))
+
+    def bad_stream(self, connection: SimConnection) -> None:
+        self.error("bad_frame")
+        self.retry(connection.agent, "reconnect", time.monotonic(), RECONNECT_PAUSE)
+
+    # -- messages -----------------------------------------------------------------------------------------
+
+    def send(self, agent: SimAgent, payload: bytes) -> bool:
+        connection = agent.connection
+        if connection is None or not connection.write(agent.codec.seal(payload)):
+            return False
+        agent.messages_sent += 1
+        return True
+
+    def send_keepalive(self, agent: SimAgent) -> None:
+        connection = agent.connection
+        if connection is None:
+            return
+        now = time.monotonic()
+        pending = agent.pending
+        while pending and (now - pending[0] > self.ack_timeout or len(pending) >= MAX_PENDING):
+            pending.pop(0)
+            self.error("ack_timeout")
+        data = agent.keepalive_frame or agent.codec.seal(agent.keepalive)
+        if connection.write(data):
+            pending.append(now)
+            agent.messages_sent += 1
+            self.keepalives_sent += 1
+
+    def on_message(self, connection: SimConnection, data: bytes) -> None:
+        agent = connection.agent
+        if agent.state in (SILENT, STOPPED):
+            return
+        try:
+            message = agent.codec.open(data)
+        except WireError:
+            self.error("bad_message")
+            return
+        now = time.monotonic()
+        if isinstance(message, control.Ack):
+            if agent.state == RUNNING:
+                if agent.pending:
+                    self.latency.record(now - agent.pending.pop(0))
+                    self.keepalives_acked += 1
+                    if self.config.peak and not self.stopping:
+                        self.send_keepalive(agent)
+            elif agent.state == HANDSHAKE:
+                self.handshake_done(agent, connection, now)
+        elif isinstance(message, control.Request):
+            self.answer(agent, message)
+        elif isinstance(message, control.ForceReconnect):
+            if agent.state in (HANDSHAKE, RUNNING):
+                self.forced_reconnects += 1
+                self.drop_connection(agent)
+                agent.state = WAITING
+                self.wheel.schedule(agent, now)
+        elif isinstance(message, control.ErrorReply):
+            self.error("manager_error")  # e.g. a refused version: no ack follows, the handshake times out
+
+    def handshake_done(self, agent: SimAgent, connection: SimConnection, now: float) -> None:
+        self.startup_latency.record(now - agent.startup_at)
+        agent.state = RUNNING
+        agent.failures = 0
+        if not agent.acked_once:
+            agent.acked_once = True
+            self.acked += 1
+        agent.keepalive = keepalive_payload(agent.index, agent.key.name, connection.local_ip())
+        if self.config.precompute:
+            agent.keepalive_frame = agent.codec.seal(agent.keepalive)
+        self.send_keepalive(agent)  # at once, as agentd does after its startup
+        self.wheel.schedule(agent, self.next_keepalive(agent, now))
+
+    def answer(self, agent: SimAgent, request: control.Request) -> None:
+        """agcom: `getstate` gets the state JSON, anything else `err Unrecognized command`."""
+        if not self.tcp:
+            self.send(agent, control.build_request_reply(request.counter, control.REQUEST_ACK))
+        if control.is_getstate(request):
+            wall = time.time()
+            state = AgentState(CONNECTED, last_keepalive=wall, last_ack=wall, msg_sent=agent.messages_sent)
+            response = getstate_reply(state)
+        else:
+            response = control.ERR_UNRECOGNIZED
+        if self.send(agent, control.build_request_reply(request.counter, response)):
+            self.requests_answered += 1
+
+    def error(self, kind: str) -> None:
+        add_count(self.errors, kind)
+
+    # -- failure injection --------------------------------------------------------------------------------
+
+    def inject_failures(self, now: float) -> None:
+        for agent in self.agents:
+            if agent.role == Role.GO_SILENT:
+                self.silent += 1
+                self.wheel.cancel(agent)
+                if agent.state == QUEUED:
+                    agent.state = STOPPED
+                    continue
+                agent.state = SILENT
+                agent.pending.clear()
+                if agent.connection is not None:
+                    agent.connection.pause()  # a connect in progress finishes and pauses too
+            elif agent.role == Role.GO_SHUTDOWN:
+                self.shutdown += 1
+                self.wheel.cancel(agent)
+                if agent.state in (HANDSHAKE, RUNNING):
+                    self.send(agent, control.SHUTDOWN)
+                agent.state = STOPPED
+                self.drop_connection(agent)
+
+    # -- reporting ----------------------------------------------------------------------------------------
+
+    def _count_live(self) -> tuple[int, int]:
+        """Agents connected and acked right now: a walk over every agent, so not at every report."""
+        connected_now = acked_now = 0
+        for agent in self.agents:
+            if agent.connection is not None and agent.connection.up:
+                connected_now += 1
+                if agent.state == RUNNING:
+                    acked_now += 1
+        return connected_now, acked_now
+
+    def snapshot(self, now: float, final: bool = False) -> Snapshot:
+        if final or now - self._counted[0] >= COUNT_INTERVAL:
+            self._counted = (now, *self._count_live())
+        _, connected_now, acked_now = self._counted
+        errors = dict(self.errors)
+        if final:
+            never_connected = sum(1 for agent in self.agents if not agent.connected_once)
+            never_acked = sum(1 for agent in self.agents if agent.connected_once and not agent.acked_once)
+            if never_connected:
+                add_count(errors, "never_connected", never_connected)
+            if never_acked:
+                add_count(errors, "never_acked", never_acked)
+        steady_acked, steady_s = 0, 0.0
+        if self.steady_base is not None:
+            steady_acked = self.keepalives_acked - self.steady_base[0]
+            steady_s = now - self.steady_base[1]
+        return Snapshot(
+            agents=len(self.agents),
+            connected=self.connected,
+            acked=self.acked,
+            connected_now=connected_now,
+            acked_now=acked_now,
+            errors=errors,
+            retries=dict(self.retries),
+            keepalives_sent=self.keepalives_sent,
+            keepalives_acked=self.keepalives_acked,
+            steady_acked=steady_acked,
+            steady_s=steady_s,
+            requests_answered=self.requests_answered,
+            forced_reconnects=self.forced_reconnects,
+            silent=self.silent,
+            shutdown=self.shutdown,
+            ciphers=dict(self.ciphers),
+            latency=self.latency.copy(),
+            steady_latency=(
+                self.latency.since(self.steady_latency_base)
+                if self.steady_latency_base is not None
+                else LatencyHistogram()
+            ),
+            startup_latency=self.startup_latency.copy(),
+            elapsed=now - self.t0 if self.t0 else 0.0,
+            processes=1,
+        )
