@@ -1,4 +1,5 @@
-"""The manager side of several remoted workers: start them, feed their records to the store, restart them.
+"""The manager side of several remoted worker processes: start them, feed their records to the store and
+the grace tracker, restart them. (`worker_process.py` is the other side: the main of one worker.)
 
 Each worker is `python -m agentpulse worker --index I --fd N`, given one end of a socketpair. What it
 sends is applied here exactly as an in-process remoted's calls would be: status updates to the store,
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from agentpulse.remoted import pipe
 from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.pipe import Command, Tag
 from agentpulse.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -112,22 +114,22 @@ class WorkerPool:
     def _on_batch(self, worker: WorkerHandle, records: list[pipe.Record]) -> None:
         store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
         for record in records:
-            kind = record[0]
-            if kind == pipe.REPEATS:
+            tag = record[0]
+            if tag is Tag.REPEATS:
                 store.submit_repeats(record[1], record[2], decode.last)
-            elif kind == pipe.UPDATE:
+            elif tag is Tag.UPDATE:
                 store.submit(decode(record))
-            elif kind == pipe.BOUND:
+            elif tag is Tag.BOUND:
                 grace.bound(record[1], holder)
-            elif kind == pipe.CLOSED:
+            elif tag is Tag.CLOSED:
                 grace.closed(record[1], holder)
-            elif kind == pipe.RELEASED:
+            elif tag is Tag.RELEASED:
                 grace.released(record[1], holder)
-            elif kind == pipe.STATE:
+            elif tag is Tag.STATE:
                 store.record_state(record[1], record[2])
-            elif kind == pipe.COUNTS:
+            elif tag is Tag.COUNTS:
                 store.count_events(record[1])
-            elif kind == pipe.READY:
+            elif tag is Tag.READY:
                 worker.port = record[2]
                 worker.ready.set()
                 log.info(
@@ -138,13 +140,13 @@ class WorkerPool:
         """Every worker gets the list; only the one holding an agent's connection sends."""
         for worker in self.workers:
             if worker.reader is not None:
-                worker.reader.send([(pipe.SEND, agent_ids, payload)])
+                worker.reader.send([(Command.SEND, agent_ids, payload)])
 
     async def stop(self) -> None:
         self.stopping = True
         for worker in self.workers:
             if worker.reader is not None:
-                worker.reader.send([(pipe.STOP,)])
+                worker.reader.send([(Command.STOP,)])
         deadline = time.monotonic() + STOP_TIMEOUT
         for worker in self.workers:
             process = worker.process
