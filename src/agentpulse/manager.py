@@ -198,10 +198,11 @@ class Manager:
             await self._front_started.pop().stop()
 
     async def _listen(self) -> None:
-        if self.pool is not None:
-            await self.pool.start()
         if self.remoted is not None:
             await self.remoted.start()
+        else:
+            assert self.pool is not None
+            await self.pool.start()
         await asyncio.to_thread(self._write_state)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

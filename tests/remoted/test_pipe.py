@@ -20,9 +20,9 @@ def test_records_cross_a_socketpair_and_repeated_keepalives_go_by_reference() ->
         ours, theirs = socket.socketpair()
         received: list[pipe.Record] = []
         done = asyncio.Event()
-        reader = pipe.PipeReader(received.extend, done.set)
+        reader = pipe.PipeEnd(received.extend, done.set)
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
-        writer = pipe.PipeReader(lambda batch: None, lambda: None)
+        writer = pipe.PipeEnd(lambda batch: None, lambda: None)
         await loop.connect_accepted_socket(lambda: writer, sock=theirs)
         sink = pipe.PipeSink(writer, flush_interval=0.01)
         sink.submit(StatusUpdate(7, Trigger.STARTUP, 1.0))
@@ -67,7 +67,7 @@ def test_records_cross_a_socketpair_and_repeated_keepalives_go_by_reference() ->
 def test_a_repeated_keepalive_with_a_version_is_a_record_by_reference_not_a_repeat() -> None:
     sent: list[list[pipe.Record]] = []
 
-    class Collect(pipe.PipeReader):
+    class Collect(pipe.PipeEnd):
         def send(self, records: list[pipe.Record]) -> None:
             sent.append(records)
 

@@ -12,12 +12,10 @@ import logging
 from collections.abc import Callable
 
 from agentpulse.remoted.grace import GraceEvents
-from agentpulse.remoted.session import CloseReason, Session
+from agentpulse.remoted.session import CloseReason, Session, UdpPeer
 from agentpulse.wire.errors import Reason, WireError
 
 log = logging.getLogger(__name__)
-
-UdpPeer = tuple[str, int]
 
 
 class Bindings:

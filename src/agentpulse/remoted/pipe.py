@@ -88,8 +88,9 @@ def encode(records: list[Record]) -> bytes:
     return LENGTH.pack(len(body)) + body
 
 
-class PipeReader(asyncio.Protocol):
-    """Reads framed batches and hands each decoded list to `on_batch`; `on_lost` when the pipe closes."""
+class PipeEnd(asyncio.Protocol):
+    """One end of the pipe (either process): sends batches, and hands each batch read to `on_batch`;
+    `on_lost` when the pipe closes."""
 
     def __init__(self, on_batch: Callable[[list[Record]], None], on_lost: Callable[[], None]) -> None:
         self.decoder = FrameDecoder(PIPE_FRAME_MAX)
@@ -115,7 +116,7 @@ class PipeReader(asyncio.Protocol):
 class PipeSink:
     """A worker's store and grace tracker: records go to the manager in batches (RecordSink + GraceEvents)."""
 
-    def __init__(self, pipe: PipeReader, flush_interval: float = 0.05, max_batch: int = 5000) -> None:
+    def __init__(self, pipe: PipeEnd, flush_interval: float = 0.05, max_batch: int = 5000) -> None:
         self.pipe = pipe
         self.flush_interval = flush_interval
         self.max_batch = max_batch

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from agentpulse.config import Config
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
-from agentpulse.remoted.bindings import Bindings, UdpPeer
+from agentpulse.remoted.bindings import Bindings
 from agentpulse.remoted.grace import GraceEvents
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
-from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint
+from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import control
 from agentpulse.wire.counters import SenderCounter
@@ -134,7 +134,7 @@ class Remoted:
         data: bytes,
         peer_ip: str,
         session: Session | None,
-        udp_peer: tuple[str, int] | None = None,
+        udp_peer: UdpPeer | None = None,
     ) -> None:
         """One frame (TCP) or datagram (UDP). Raises WireError for anything refused."""
         if data == PING:
@@ -183,7 +183,7 @@ class Remoted:
         entry: AgentEntry,
         startup: control.Startup,
         session: Session | None,
-        udp_peer: tuple[str, int] | None,
+        udp_peer: UdpPeer | None,
         now: float,
     ) -> None:
         refusal: tuple[StatusCode, str] | None = None
@@ -272,7 +272,7 @@ class Remoted:
         self._reply(entry, payload)
         return True
 
-    def _send_plain(self, payload: bytes, session: Session | None, udp_peer: tuple[str, int] | None) -> None:
+    def _send_plain(self, payload: bytes, session: Session | None, udp_peer: UdpPeer | None) -> None:
         if session is not None:
             session.send(payload)
         elif udp_peer is not None and self.udp is not None:
@@ -298,7 +298,7 @@ class Remoted:
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
         reason = session.close_reason or CloseReason.PEER_CLOSED
-        if self.stopping:  # whatever closed it last, the manager is going down
+        if self.stopping:  # however it closed, it goes with the manager: the next start resets it
             reason = CloseReason.MANAGER_STOPPING
         self.bindings.unbind(session, reason)
 

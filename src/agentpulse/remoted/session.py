@@ -16,6 +16,7 @@ from agentpulse.wire.errors import WireError
 from agentpulse.wire.frames import LENGTH, FrameDecoder
 
 SEND_BUFFER_SIZE = 131072  # remoted.send_buffer_size: replies beyond this for one socket are dropped
+UdpPeer = tuple[str, int]  # (host, port) as the datagram came from
 
 
 class CloseReason(enum.Enum):
@@ -49,7 +50,7 @@ class Dispatcher(Protocol):
     monotonic: Callable[[], float]
 
     def handle(
-        self, data: bytes, peer_ip: str, session: Session | None, udp_peer: tuple[str, int] | None = None
+        self, data: bytes, peer_ip: str, session: Session | None, udp_peer: UdpPeer | None = None
     ) -> None: ...
 
     def refused(self, error: WireError, peer_ip: str, session: Session | None) -> None: ...
@@ -143,6 +144,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         except WireError as error:
             self.dispatcher.refused(error, host, None)
 
-    def send(self, payload: bytes, addr: tuple[str, int]) -> None:
+    def send(self, payload: bytes, addr: UdpPeer) -> None:
         if self.transport is not None:
             self.transport.sendto(payload, addr)

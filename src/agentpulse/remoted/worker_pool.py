@@ -34,7 +34,7 @@ READY_TIMEOUT = 30.0
 class WorkerHandle:
     index: int
     process: asyncio.subprocess.Process | None = None
-    reader: pipe.PipeReader | None = None
+    reader: pipe.PipeEnd | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     pipe_closed: asyncio.Event = field(default_factory=asyncio.Event)
     decoder: pipe.UpdateDecoder = field(default_factory=pipe.UpdateDecoder)
@@ -88,7 +88,7 @@ class WorkerPool:
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
-        reader = pipe.PipeReader(lambda batch: self._on_batch(worker, batch), worker.pipe_closed.set)
+        reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), worker.pipe_closed.set)
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
         worker.reader = reader
 

@@ -35,7 +35,7 @@ class WorkerProcess:
         self.index = index
         self.sock = sock
         self._stop = asyncio.Event()
-        self.pipe = pipe.PipeReader(self._on_commands, self._stop.set)
+        self.pipe = pipe.PipeEnd(self._on_commands, self._stop.set)
         self.sink = pipe.PipeSink(self.pipe)
         self.keys = KeyStore()
         self.remoted = Remoted(config, self.keys, self.sink, self.sink)
