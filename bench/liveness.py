@@ -171,8 +171,6 @@ class _Session:
     last_received: float
     probed_at: float = -1.0
     closed: bool = False
-    entry: None = None
-    replaced: bool = False
     peer_ip: str = "127.0.0.1"
 
 

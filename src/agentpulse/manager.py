@@ -27,10 +27,11 @@ from typing import IO, Protocol
 from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.keystore import KeysChange, KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.scheduler import KeepaliveScheduler
-from agentpulse.remoted.server import Remoted
-from agentpulse.remoted.workers import WorkerPool
+from agentpulse.remoted.server import Remoted, disconnect_gone
+from agentpulse.remoted.worker_pool import WorkerPool
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
@@ -102,21 +103,28 @@ class Manager:
             flush_interval=config.database.flush_interval,
         )
         self.grace = GraceTracker(self.store.submit, config.remote.connection_grace)
-        # With one worker, remoted runs in this process. With several, they run in their own processes
-        # and this one keeps a remoted that never listens: it holds the keys, for lookups by id.
-        self.remoted = Remoted(config, self.store, self.grace)
+        # client.keys in memory: remoted authenticates against it, events read names from it. With
+        # several workers each holds its own copy, and this one serves the lookups by id.
+        self.keys = KeyStore()
+        # With one worker, remoted runs in this process. With several, they run in their own processes.
+        self.remoted: Remoted | None = None
+        self.scheduler: KeepaliveScheduler | None = None
         self.pool: WorkerPool | None = None
         if config.remote.worker_processes > 1:
             self.pool = WorkerPool(
                 str(home.root), config.remote.worker_processes, self.store, self.grace, log_level
             )
+        else:
+            self.remoted = Remoted(config, self.keys, self.store, self.grace)
+            self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
         self.sweeper = Sweeper(
             self.store,
             config.global_.agents_disconnection_time,
             config.global_.agents_disconnection_alert_time,
         )
-        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
-        self.keys = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self._keys_changed)
+        self.keys_watcher = KeysWatcher(
+            home.client_keys, config.remote.keyupdate_interval, self._keys_changed
+        )
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
         self._purges: set[asyncio.Task[None]] = set()
@@ -136,7 +144,7 @@ class Manager:
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
-            self.services.append(EventsService(self))
+            self.services.append(EventsService(self, self.keys.name_of))
 
     async def run(self) -> None:
         self.home.create_layout()
@@ -147,7 +155,7 @@ class Manager:
             self.lock.release()
 
     async def _run(self) -> None:
-        keys = await self.keys.load()
+        keys = await self.keys_watcher.load()
         await asyncio.to_thread(self.store.open, list(keys.active()))
         started: list[Service] = []
         try:
@@ -175,7 +183,7 @@ class Manager:
             len(self.store.agents),
             reset,
         )
-        self.remoted.load_keys(keys)
+        self._load_keys(keys)
         try:
             for service in self.front_services:
                 await service.start()
@@ -190,20 +198,21 @@ class Manager:
             await self._front_started.pop().stop()
 
     async def _listen(self) -> None:
-        if self.pool is not None:
-            await self.pool.start()
-        else:
+        if self.remoted is not None:
             await self.remoted.start()
+        else:
+            assert self.pool is not None
+            await self.pool.start()
         await asyncio.to_thread(self._write_state)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.keys.trigger)
+        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
         tasks = [
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(self.keys.run(), name="keys-watcher"),
+            asyncio.create_task(self.keys_watcher.run(), name="keys-watcher"),
         ]
-        if self.config.remote.manager_keepalive.enabled and self.pool is None:
+        if self.config.remote.manager_keepalive.enabled and self.scheduler is not None:
             tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
         self.ready.set()
         try:
@@ -217,7 +226,8 @@ class Manager:
             # must not kill the process with its default action.
             if self.pool is not None:
                 await self.pool.stop()
-            await self.remoted.stop()
+            if self.remoted is not None:
+                await self.remoted.stop()
             self.grace.cancel_all()
             await self._stop_front()
             for task in list(self._purges):
@@ -231,7 +241,8 @@ class Manager:
     def send_to_agents(self, agent_ids: list[int], payload: bytes) -> int:
         """Send a control message to connected agents (wherever their connection is); returns how many
         were sent here, or all of them when workers hold the connections (they send to those they hold)."""
-        if self.pool is not None:
+        if self.remoted is None:
+            assert self.pool is not None
             self.pool.send_to_agents(agent_ids, payload)
             return len(agent_ids)
         return sum(self.remoted.send_to_agent(agent_id, payload) for agent_id in agent_ids)
@@ -239,20 +250,31 @@ class Manager:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            self.remoted.flush_event_counts()
+            if self.remoted is not None:
+                self.remoted.flush_event_counts()
             self.sweeper.sweep()
 
+    def _load_keys(self, keys: KeysFile) -> KeysChange:
+        """client.keys into the key store; remoted here (or the workers, from their own copy) lets the
+        connections of removed or changed keys go, and agents gone from the file are disconnected."""
+        change = self.keys.load(keys)
+        if self.remoted is not None:
+            self.remoted.keys_changed(change)
+        else:
+            disconnect_gone(change, self.store, time.time())
+        return change
+
     def _keys_changed(self, keys: KeysFile) -> None:
-        change = self.remoted.load_keys(keys)
+        change = self._load_keys(keys)
         added = self.store.add_agents(change.added)
         log.info(
             "client.keys reloaded: %d agents, %d new, %d changed or removed",
-            len(self.remoted.keys),
+            len(self.keys),
             len(added),
             len(change.removed),
         )
         if self.config.database.purge_removed:
-            gone = [(key.number, key.id) for key in change.removed if key.number not in self.remoted.keys]
+            gone = [(key.number, key.id) for key in change.gone]
             if gone:
                 task = asyncio.create_task(self._purge(gone), name="purge-removed")
                 self._purges.add(task)
@@ -270,7 +292,8 @@ class Manager:
         log.info("Purged %d agents removed from client.keys", len(removed))
 
     def _write_state(self) -> None:
-        if self.pool is not None:
+        if self.remoted is None:
+            assert self.pool is not None
             host = self.config.remote.local_ip or "0.0.0.0"
             addresses = " ".join(f"{host}:{self.pool.tcp_port}/{p}" for p in self.config.remote.protocols)
         else:

@@ -49,11 +49,10 @@ class RecordSink(Protocol):
     def count_events(self, counts: dict[int, int]) -> None: ...
 
 
-class ConnectionLinks(Protocol):
-    """Which agents hold a connection: the grace tracker, or a pipe to it from a worker process."""
+class RepeatSink(RecordSink, Protocol):
+    """The store as the manager side of worker processes sees it: also the repeated keep-alives, whose
+    texts cross the pipe once and are then sent by reference."""
 
-    def bound(self, agent_id: int, holder: int = 0) -> None: ...
-
-    def closed(self, agent_id: int, holder: int = 0) -> None: ...
-
-    def released(self, agent_id: int, holder: int = 0) -> None: ...
+    def submit_repeats(
+        self, agent_ids: list[int], ats: list[float], keepalives: dict[int, Keepalive]
+    ) -> None: ...

@@ -20,9 +20,9 @@ def test_records_cross_a_socketpair_and_repeated_keepalives_go_by_reference() ->
         ours, theirs = socket.socketpair()
         received: list[pipe.Record] = []
         done = asyncio.Event()
-        reader = pipe.PipeReader(received.extend, done.set)
+        reader = pipe.PipeEnd(received.extend, done.set)
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
-        writer = pipe.PipeReader(lambda batch: None, lambda: None)
+        writer = pipe.PipeEnd(lambda batch: None, lambda: None)
         await loop.connect_accepted_socket(lambda: writer, sock=theirs)
         sink = pipe.PipeSink(writer, flush_interval=0.01)
         sink.submit(StatusUpdate(7, Trigger.STARTUP, 1.0))
@@ -43,8 +43,18 @@ def test_records_cross_a_socketpair_and_repeated_keepalives_go_by_reference() ->
         return received
 
     records = asyncio.run(scenario())
-    assert [record[0] for record in records] == ["u", "u", "k", "u", "b", "x", "s", "c"]
-    assert records[2] == (pipe.REPEATS, [7, 7], [3.0, 4.0])  # the repeats, in order, before what follows
+    Tag = pipe.Tag
+    assert [record[0] for record in records] == [
+        Tag.UPDATE,
+        Tag.UPDATE,
+        Tag.REPEATS,
+        Tag.UPDATE,
+        Tag.BOUND,
+        Tag.CLOSED,
+        Tag.STATE,
+        Tag.COUNTS,
+    ]
+    assert records[2] == (Tag.REPEATS, [7, 7], [3.0, 4.0])  # the repeats, in order, before what follows
     decode = pipe.UpdateDecoder()
     first = [decode(record) for record in records[:2]]
     assert first[0] == StatusUpdate(7, Trigger.STARTUP, 1.0)
@@ -57,7 +67,7 @@ def test_records_cross_a_socketpair_and_repeated_keepalives_go_by_reference() ->
 def test_a_repeated_keepalive_with_a_version_is_a_record_by_reference_not_a_repeat() -> None:
     sent: list[list[pipe.Record]] = []
 
-    class Collect(pipe.PipeReader):
+    class Collect(pipe.PipeEnd):
         def send(self, records: list[pipe.Record]) -> None:
             sent.append(records)
 
@@ -70,5 +80,5 @@ def test_a_repeated_keepalive_with_a_version_is_a_record_by_reference_not_a_repe
 
     asyncio.run(scenario())
     [records] = sent
-    assert [record[0] for record in records] == ["u", "u", "k"]
-    assert records[1][4] == pipe.SAME_KEEPALIVE and records[2] == (pipe.REPEATS, [3], [3.0])
+    assert [record[0] for record in records] == [pipe.Tag.UPDATE, pipe.Tag.UPDATE, pipe.Tag.REPEATS]
+    assert records[1][4] == pipe.SAME_KEEPALIVE and records[2] == (pipe.Tag.REPEATS, [3], [3.0])

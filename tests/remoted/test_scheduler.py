@@ -8,6 +8,7 @@ from pathlib import Path
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.config import Config, ManagerKeepalive, RemoteConfig
 from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
 from agentpulse.store.facade import Store
@@ -27,9 +28,10 @@ async def _stack(tmp_path: Path, clock: Clock) -> tuple[Store, Remoted, Keepaliv
     )
     await asyncio.to_thread(store.open, list(KEYS.active()))
     grace = GraceTracker(store.submit, config.remote.connection_grace, clock.wall)
-    remoted = Remoted(config, store, grace, clock=clock.wall, monotonic=clock.monotonic)
+    keys = KeyStore()
+    remoted = Remoted(config, keys, store, grace, clock=clock.wall, monotonic=clock.monotonic)
     scheduler = KeepaliveScheduler(remoted, settings)
-    remoted.load_keys(KEYS)
+    remoted.keys_changed(keys.load(KEYS))
     await remoted.start()
     return store, remoted, scheduler
 

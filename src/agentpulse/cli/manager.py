@@ -89,7 +89,7 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
-    from agentpulse.remoted.worker import run_worker
+    from agentpulse.remoted.worker_process import run_worker
 
     home = resolve_home(args)
     logs.setup(args.log_level, home.log_file, process_name=f"agentpulse-remoted[{args.index}]")

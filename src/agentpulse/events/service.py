@@ -18,7 +18,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,8 +115,9 @@ def describe(error: BaseException) -> str:
 
 
 class EventsService:
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: Manager, name_of: Callable[[int], str | None]) -> None:
         self.manager = manager
+        self.key_name = name_of  # client.keys, by agent id
         self.config: NatsConfig = manager.config.nats
         self.store = manager.store
         self.origin = payloads.Origin(self.store.node_name, self.store.manager_host)
@@ -148,7 +149,7 @@ class EventsService:
     # -- names and statuses for the payloads (loop side, cheap) ------------------------------------------
 
     def name_of(self, agent_id: int) -> str | None:
-        name = self.manager.remoted.keys.name_of(agent_id)
+        name = self.key_name(agent_id)
         if name is not None:
             return name
         return self._names.get(agent_id)

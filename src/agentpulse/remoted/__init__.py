@@ -1,1 +1,7 @@
-"""remoted: the asyncio server agents connect to, their sessions and the manager keep-alive."""
+"""remoted: the asyncio server agents connect to (reference sections 3 and 4).
+
+`server.Remoted` dispatches messages; `session` frames TCP connections; `bindings` knows which connection
+carries which agent; `keystore` holds client.keys and each agent's cipher and counters; `grace` and
+`scheduler` decide when an agent is disconnected; `worker_process`, `worker_pool` and `pipe` run it all
+in several processes.
+"""

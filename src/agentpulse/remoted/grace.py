@@ -2,7 +2,8 @@
 no connection of it is bound again within `connection_grace` seconds.
 
 Holders are counted per remoted process, so with several workers an agent that reconnected to another
-worker is not disconnected when its old connection on the first one finally closes.
+worker is not disconnected when its old connection on the first one finally closes. `GraceEvents` is what
+the bindings report to: this tracker in-process, or the record pipe to it from a worker.
 """
 
 from __future__ import annotations
@@ -10,11 +11,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from agentpulse.records import StatusUpdate
 from agentpulse.status import Trigger
 
 LOCAL = 0  # the holder id of an in-process remoted
+
+
+class GraceEvents(Protocol):
+    """Which agents a remoted process holds a connection of, as its bindings change."""
+
+    def bound(self, agent_id: int, holder: int = LOCAL) -> None: ...
+
+    def closed(self, agent_id: int, holder: int = LOCAL) -> None: ...
+
+    def released(self, agent_id: int, holder: int = LOCAL) -> None: ...
 
 
 class GraceTracker:
@@ -23,28 +35,32 @@ class GraceTracker:
         submit: Callable[[StatusUpdate], object],
         grace: float,
         clock: Callable[[], float] = time.time,
+        loop: asyncio.AbstractEventLoop | None = None,  # None: the running loop (tests pass their own)
     ) -> None:
         self.submit = submit
         self.grace = grace
         self.clock = clock
+        self.loop = loop
         # agent -> bit mask of the processes holding a connection of it: small ints, no set per agent
         self._holders: dict[int, int] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
 
     def bound(self, agent_id: int, holder: int = LOCAL) -> None:
+        """A connection of the agent is bound in `holder`: any grace running for it stops."""
         self._holders[agent_id] = self._holders.get(agent_id, 0) | (1 << holder)
         timer = self._timers.pop(agent_id, None)
         if timer is not None:
             timer.cancel()
 
     def closed(self, agent_id: int, holder: int = LOCAL) -> None:
+        """The holder's connection of the agent was lost: grace starts when no other holder has one."""
         holders = self._holders.get(agent_id, 0)
         if not holders & (1 << holder):
             return
         if self._drop(agent_id, holder):
             return
         if agent_id not in self._timers:
-            loop = asyncio.get_running_loop()
+            loop = self.loop or asyncio.get_running_loop()
             self._timers[agent_id] = loop.call_later(self.grace, self._expired, agent_id)
 
     def released(self, agent_id: int, holder: int = LOCAL) -> None:

@@ -1,13 +1,15 @@
-"""The agents remoted accepts: client.keys in memory, with each agent's prepared cipher and counters.
+"""The agents remoted accepts: client.keys in memory, found by id and source IP, with each agent's
+prepared cipher and receive counter.
 
-A reload keeps the entry (cipher contexts, counters, session) of every agent whose line did not change, so
-re-reading a keys file of 100,000 agents rebuilds only what changed.
+A reload keeps the entry (cipher contexts, counters) of every agent whose line did not change, so
+re-reading a keys file of 100,000 agents rebuilds only what changed. Which connection an agent is on is
+not kept here (see `bindings.py`). The manager reads names here even when workers hold the connections.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.counters import ReceiverCounter
@@ -15,8 +17,7 @@ from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.keys import AgentKey, KeysFile, parse_line
 from agentpulse.wire.secure import AgentCipher, CipherKind
 
-if TYPE_CHECKING:
-    from agentpulse.remoted.session import Session
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False, slots=True)
@@ -25,8 +26,6 @@ class AgentEntry:
     cipher: AgentCipher
     received: ReceiverCounter = field(default_factory=ReceiverCounter)
     reply_cipher: CipherKind = CipherKind.AES  # the method of the agent's last message (reference 2)
-    session: Session | None = None  # the TCP session the agent is bound to
-    udp_peer: tuple[str, int] | None = None  # where UDP replies go: the peer of the last control message
     # An agent repeats the same keep-alive text for hours: parse it once, and hand the store the same
     # object, so it can tell "nothing changed" by identity.
     last_keepalive_text: bytes = b""
@@ -42,10 +41,11 @@ class KeysChange:
     added: list[AgentKey]  # new ids, or lines that changed (new key or name)
     removed: list[AgentKey]  # ids gone, or lines that changed
     dropped: list[AgentEntry]  # the live entries of removed or changed lines
+    gone: list[AgentKey]  # removed ids that are not in the file any more (not just changed)
 
 
 class KeyStore:
-    """Every key of client.keys, and an entry (ciphers, counters, session) for each agent that has talked
+    """Every key of client.keys, and an entry (ciphers, counters) for each agent that has talked
     to this process. Keys are kept as their line of text and parsed on first contact, and entries are
     made then too: with several workers, each holds the whole keys file, and 200,000 parsed keys (or
     cipher contexts) per process would cost more than the connections themselves."""
@@ -70,6 +70,9 @@ class KeyStore:
         return line.split(" ", 2)[1] if line is not None else None
 
     def load(self, keys: KeysFile) -> KeysChange:
+        """Take a new client.keys; the change says whose entries (and so connections) must go."""
+        for problem in keys.problems:
+            log.warning("client.keys line %d ignored: %s", problem.line_no, problem.reason)
         old = self.lines
         active = list(keys.active())
         fresh = {key.number: key.line() for key in active}
@@ -82,7 +85,8 @@ class KeyStore:
         dropped = [entry for key in removed if (entry := self.entries.pop(key.number, None)) is not None]
         self.lines = fresh
         self.by_ip = {key.ip.lookup_text: key.number for key in active if key.ip.single_host}
-        return KeysChange(added, removed, dropped)
+        gone = [key for key in removed if key.number not in fresh]
+        return KeysChange(added, removed, dropped, gone)
 
     def find(self, agent_id: str | None, source_ip: str) -> AgentEntry:
         """By `!<id>!` prefix (the source must be inside the entry's range) or by exact source IP."""

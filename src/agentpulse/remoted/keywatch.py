@@ -1,4 +1,8 @@
-"""Re-read client.keys when it changes (inode, mtime or size), every `interval` seconds and on demand."""
+"""Re-read client.keys when it changes (inode, mtime or size), every `interval` seconds and on demand.
+
+The watcher only reads the file and hands the parsed `KeysFile` on; the key store (`keystore.py`) decides
+what changed. A missing file reads as empty: every agent is then removed.
+"""
 
 from __future__ import annotations
 

@@ -9,24 +9,41 @@ are our own processes on a private socketpair, so pickle is safe here and the ch
 from __future__ import annotations
 
 import asyncio
+import enum
 import pickle
 from collections.abc import Callable
 from typing import Any
 
 from agentpulse.records import StatusUpdate
+from agentpulse.remoted.grace import LOCAL
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire.control import Keepalive, interned
 from agentpulse.wire.frames import LENGTH, FrameDecoder
 
 PIPE_FRAME_MAX = 64 * 1024 * 1024  # a batch of 10,000 keep-alives pickles to a few MB at most
 KEEPALIVE_FIELDS = Keepalive.__dataclass_fields__.keys()
-_EVENTS = {event.value: event for event in Trigger}
+_TRIGGERS = {trigger.value: trigger for trigger in Trigger}
 
-# record kinds
-UPDATE, STATE, COUNTS, BOUND, CLOSED, RELEASED = "u", "s", "c", "b", "x", "r"
-REPEATS = "k"  # (REPEATS, agent ids, times): keep-alives that repeat each agent's last one, in order
-# commands (manager -> worker) and notices (worker -> manager)
-READY, STOP, SEND = "ready", "stop", "send"
+
+class Tag(enum.StrEnum):
+    """The first field of a record from a worker to the manager: what the rest of the tuple is."""
+
+    UPDATE = enum.auto()  # (UPDATE, agent, trigger, at, keep-alive fields or SAME_KEEPALIVE, code, version)
+    REPEATS = enum.auto()  # (REPEATS, agent ids, times): agents repeating their last keep-alive, in order
+    STATE = enum.auto()  # (STATE, agent, state json): a getstate reply
+    COUNTS = enum.auto()  # (COUNTS, {agent: events})
+    BOUND = enum.auto()  # (BOUND, agent): for the grace tracker, with the worker as holder
+    CLOSED = enum.auto()  # (CLOSED, agent)
+    RELEASED = enum.auto()  # (RELEASED, agent)
+    READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
+
+
+class Command(enum.StrEnum):
+    """The first field of a command from the manager to a worker."""
+
+    STOP = enum.auto()  # (STOP,)
+    SEND = enum.auto()  # (SEND, agent ids, payload): the worker holding an agent sends it the payload
+
 
 Record = tuple[Any, ...]
 
@@ -40,7 +57,7 @@ SAME_KEEPALIVE = 1  # in place of the fields: the agent repeated the keep-alive 
 
 def update_to_record(update: StatusUpdate, keepalive: tuple[object, ...] | int | None) -> Record:
     return (
-        UPDATE,
+        Tag.UPDATE,
         update.agent_id,
         update.trigger.value,
         update.at,
@@ -57,13 +74,13 @@ class UpdateDecoder:
         self.last: dict[int, Keepalive] = {}  # each agent's last keep-alive, which REPEATS refer to
 
     def __call__(self, record: Record) -> StatusUpdate:
-        _, agent_id, event, at, fields, code, version = record
+        _, agent_id, trigger, at, fields, code, version = record
         keepalive: Keepalive | None = None
         if fields == SAME_KEEPALIVE:
             keepalive = self.last.get(agent_id)
         elif fields is not None:
             keepalive = self.last[agent_id] = interned(Keepalive(*fields))
-        return StatusUpdate(agent_id, _EVENTS[event], at, keepalive, StatusCode(code), version)
+        return StatusUpdate(agent_id, _TRIGGERS[trigger], at, keepalive, StatusCode(code), version)
 
 
 def encode(records: list[Record]) -> bytes:
@@ -71,8 +88,9 @@ def encode(records: list[Record]) -> bytes:
     return LENGTH.pack(len(body)) + body
 
 
-class PipeReader(asyncio.Protocol):
-    """Reads framed batches and hands each decoded list to `on_batch`; `on_lost` when the pipe closes."""
+class PipeEnd(asyncio.Protocol):
+    """One end of the pipe (either process): sends batches, and hands each batch read to `on_batch`;
+    `on_lost` when the pipe closes."""
 
     def __init__(self, on_batch: Callable[[list[Record]], None], on_lost: Callable[[], None]) -> None:
         self.decoder = FrameDecoder(PIPE_FRAME_MAX)
@@ -96,9 +114,9 @@ class PipeReader(asyncio.Protocol):
 
 
 class PipeSink:
-    """A worker's store and grace tracker: records go to the manager in batches (RecordSink + links)."""
+    """A worker's store and grace tracker: records go to the manager in batches (RecordSink + GraceEvents)."""
 
-    def __init__(self, pipe: PipeReader, flush_interval: float = 0.05, max_batch: int = 5000) -> None:
+    def __init__(self, pipe: PipeEnd, flush_interval: float = 0.05, max_batch: int = 5000) -> None:
         self.pipe = pipe
         self.flush_interval = flush_interval
         self.max_batch = max_batch
@@ -123,7 +141,7 @@ class PipeSink:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
 
     def _close_repeats(self) -> None:
-        self._batch.append((REPEATS, self._repeat_ids, self._repeat_ats))
+        self._batch.append((Tag.REPEATS, self._repeat_ids, self._repeat_ats))
         self._repeat_ids, self._repeat_ats = [], []
 
     def flush(self) -> None:
@@ -158,16 +176,16 @@ class PipeSink:
         self._add(update_to_record(update, fields))
 
     def record_state(self, agent_id: int, state_json: str) -> None:
-        self._add((STATE, agent_id, state_json))
+        self._add((Tag.STATE, agent_id, state_json))
 
     def count_events(self, counts: dict[int, int]) -> None:
-        self._add((COUNTS, counts))
+        self._add((Tag.COUNTS, counts))
 
-    def bound(self, agent_id: int, holder: int = 0) -> None:
-        self._add((BOUND, agent_id))
+    def bound(self, agent_id: int, holder: int = LOCAL) -> None:
+        self._add((Tag.BOUND, agent_id))
 
-    def closed(self, agent_id: int, holder: int = 0) -> None:
-        self._add((CLOSED, agent_id))
+    def closed(self, agent_id: int, holder: int = LOCAL) -> None:
+        self._add((Tag.CLOSED, agent_id))
 
-    def released(self, agent_id: int, holder: int = 0) -> None:
-        self._add((RELEASED, agent_id))
+    def released(self, agent_id: int, holder: int = LOCAL) -> None:
+        self._add((Tag.RELEASED, agent_id))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from agentpulse.config import ManagerKeepalive
 from agentpulse.records import StatusUpdate
+from agentpulse.remoted.session import CloseReason
 from agentpulse.status import Trigger
 from agentpulse.wire import control
 
@@ -68,12 +69,12 @@ class KeepaliveScheduler:
 
     def _probe(self, session: Session, now: float) -> None:
         session.probed_at = now
-        entry = session.entry
+        entry = self.remoted.agent_on(session)
         if entry is None:
             return
         counter = f"{random.getrandbits(32):x}"
         if self.remoted.send_on(
-            session, control.build_request(counter, control.AGENT_TARGET, control.GETSTATE)
+            session, entry, control.build_request(counter, control.AGENT_TARGET, control.GETSTATE)
         ):
             self.probes_sent += 1
             log.debug(
@@ -82,9 +83,8 @@ class KeepaliveScheduler:
 
     def _expire(self, session: Session, silence: float) -> None:
         self.timeouts += 1
-        entry = session.entry
-        session.replaced = True  # the timeout is the status change; the close must not add another
-        session.close()
+        entry = self.remoted.agent_on(session)
+        session.close(CloseReason.TIMEOUT)  # the timeout is the status change; the close adds none
         if entry is None:
             log.debug("Closing a connection from '%s' that never authenticated", session.peer_ip)
             return

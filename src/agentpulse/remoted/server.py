@@ -1,7 +1,8 @@
 """remoted: the listeners, and what each authenticated message means (reference sections 3.3 to 4.5).
 
-`handle()` is the hot path: authenticate, decrypt, classify, answer, and hand one record to the store.
-It does no I/O besides writing the reply, and no logging unless something is wrong.
+`Remoted` is the dispatcher. `handle()` is the hot path: authenticate (against the `KeyStore` it is given),
+decrypt, classify, bind (`Bindings`), answer, and hand one record to the store. It does no I/O besides
+writing the reply, and no logging unless something is wrong.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from collections.abc import Callable
 
 from agentpulse.config import Config
 from agentpulse.ratelimit import RateLimitedLog
-from agentpulse.records import ConnectionLinks, RecordSink, StatusUpdate
+from agentpulse.records import RecordSink, StatusUpdate
+from agentpulse.remoted.bindings import Bindings
+from agentpulse.remoted.grace import GraceEvents
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
-from agentpulse.remoted.session import Session, UdpEndpoint
+from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import control
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.errors import Reason, WireError
-from agentpulse.wire.keys import KeysFile
 from agentpulse.wire.secure import compress_stored, split_header
 
 log = logging.getLogger(__name__)
@@ -33,12 +35,19 @@ PING, PONG = b"#ping", b"#pong"
 LISTEN_BACKLOG = 4096
 
 
+def disconnect_gone(change: KeysChange, store: RecordSink, now: float) -> None:
+    """Agents gone from client.keys are disconnected (their connections, if any, were let go)."""
+    for key in change.gone:
+        store.submit(StatusUpdate(key.number, Trigger.CONNECTION_LOST, now))
+
+
 class Remoted:
     def __init__(
         self,
         config: Config,
+        keys: KeyStore,
         store: RecordSink,
-        links: ConnectionLinks,
+        grace: GraceEvents,
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -47,11 +56,11 @@ class Remoted:
         self.config = config
         self.remote = config.remote
         self.store = store
-        self.links = links
         self.clock = clock
         self.monotonic = monotonic
         self.manager_version = manager_version
-        self.keys = KeyStore()
+        self.keys = keys
+        self.bindings = Bindings(grace, config.remote.connection_overtake_time, monotonic)
         self.sender = SenderCounter()
         self.sessions: set[Session] = set()
         self.servers: list[asyncio.AbstractServer] = []
@@ -62,7 +71,6 @@ class Remoted:
         self._event_counts: dict[int, int] = {}
         self.stopping = False
         self.on_session_opened: list[Callable[[Session], None]] = []
-        self.stats = {"messages": 0, "keepalives": 0, "refused": 0, "replies_dropped": 0}
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -99,8 +107,7 @@ class Remoted:
         for server in self.servers:
             server.close()
         for session in list(self.sessions):
-            session.replaced = True
-            session.close()
+            session.close(CloseReason.MANAGER_STOPPING)
         if self.udp_transport is not None:
             self.udp_transport.close()
         for server in self.servers:
@@ -113,21 +120,12 @@ class Remoted:
 
     # -- keys ---------------------------------------------------------------------------------------------
 
-    def load_keys(self, keys: KeysFile) -> KeysChange:
-        """Take a new client.keys: new agents are accepted, removed ones disconnected and refused."""
-        change = self.keys.load(keys)
-        for problem in keys.problems:
-            log.warning("client.keys line %d ignored: %s", problem.line_no, problem.reason)
-        now = self.clock()
-        for entry in change.dropped:  # old credentials: their connection goes
-            if entry.session is not None:
-                entry.session.replaced = True
-                entry.session.close()
-            self.links.released(entry.number)
-        for key in change.removed:
-            if key.number not in self.keys:  # gone, not just changed
-                self.store.submit(StatusUpdate(key.number, Trigger.CONNECTION_LOST, now))
-        return change
+    def keys_changed(self, change: KeysChange) -> None:
+        """The key store took a new client.keys: connections on old credentials go, agents gone from
+        the file are disconnected. New agents are accepted from now on."""
+        for entry in change.dropped:
+            self.bindings.drop(entry.number)
+        disconnect_gone(change, self.store, self.clock())
 
     # -- the hot path -------------------------------------------------------------------------------------
 
@@ -136,7 +134,7 @@ class Remoted:
         data: bytes,
         peer_ip: str,
         session: Session | None,
-        udp_peer: tuple[str, int] | None = None,
+        udp_peer: UdpPeer | None = None,
     ) -> None:
         """One frame (TCP) or datagram (UDP). Raises WireError for anything refused."""
         if data == PING:
@@ -144,14 +142,15 @@ class Remoted:
             return
         envelope = split_header(data)
         entry = self.keys.find(envelope.agent_id, peer_ip)
-        if session is not None and session.entry is not None and session.entry is not entry:
-            raise WireError(
-                Reason.BAD_HEADER, f"connection of agent {session.entry.key.id} sent as another agent"
-            )
+        if session is not None:
+            bound = self.bindings.agent_of(session)
+            if bound is not None and bound != entry.number:
+                raise WireError(
+                    Reason.AGENT_MISMATCH, f"connection of agent {self._id_text(bound)} sent as another agent"
+                )
         message = entry.cipher.open(envelope)
         entry.received.accept(message.global_counter, message.local_counter, verify=self.remote.verify_msg_id)
         entry.reply_cipher = envelope.cipher
-        self.stats["messages"] += 1
         payload = message.payload
         parsed: control.FromAgent
         if payload == entry.last_keepalive_text and entry.last_keepalive is not None:
@@ -165,7 +164,6 @@ class Remoted:
         if isinstance(parsed, control.Keepalive):
             self._bind(entry, session, udp_peer)
             self._reply(entry, control.ACK)
-            self.stats["keepalives"] += 1
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
             self._event_counts[number] = self._event_counts.get(number, 0) + 1
@@ -185,7 +183,7 @@ class Remoted:
         entry: AgentEntry,
         startup: control.Startup,
         session: Session | None,
-        udp_peer: tuple[str, int] | None,
+        udp_peer: UdpPeer | None,
         now: float,
     ) -> None:
         refusal: tuple[StatusCode, str] | None = None
@@ -228,25 +226,12 @@ class Remoted:
             if isinstance(decoded, dict) and isinstance(decoded.get("data"), dict):
                 self.store.record_state(entry.number, json.dumps(decoded["data"])[: control.FIELD_CAP * 4])
 
-    def _bind(self, entry: AgentEntry, session: Session | None, udp_peer: tuple[str, int] | None) -> None:
-        """Tie the agent to this TCP session (or UDP peer). An older live session keeps the key unless it
-        has been silent for connection_overtake_time (reference 3.3, step 3)."""
+    def _bind(self, entry: AgentEntry, session: Session | None, udp_peer: UdpPeer | None) -> None:
+        """Tie the agent to this TCP session (or UDP peer); raises KEY_IN_USE (see `Bindings.bind`)."""
         if session is None:
-            entry.udp_peer = udp_peer
-            return
-        current = entry.session
-        if current is session:
-            return
-        if current is not None and not current.closed:
-            idle = self.monotonic() - current.last_received
-            if idle <= self.remote.connection_overtake_time:
-                raise WireError(Reason.KEY_IN_USE, f"agent {entry.key.id} is connected on another socket")
-            log.info("Agent %s: connection overtaken after %.0f s of silence", entry.key.id, idle)
-            current.replaced = True
-            current.close()
-        entry.session = session
-        session.entry = entry
-        self.links.bound(entry.number)
+            self.bindings.bind_udp(entry.number, udp_peer)
+        else:
+            self.bindings.bind(entry.number, session, entry.key.id)
 
     def _seal(self, entry: AgentEntry, payload: bytes) -> bytes:
         global_counter, local_counter = self.sender.advance()
@@ -260,38 +245,48 @@ class Remoted:
         )
 
     def _reply(self, entry: AgentEntry, payload: bytes) -> None:
-        session = entry.session
+        session = self.bindings.session_of(entry.number)
         if session is not None:
-            self.send_on(session, payload)
-        elif entry.udp_peer is not None and self.udp is not None:
-            self.udp.send(self._seal(entry, payload), entry.udp_peer)
+            session.send(self._seal(entry, payload))
+            return
+        udp_peer = self.bindings.udp_peer_of(entry.number)
+        if udp_peer is not None and self.udp is not None:
+            self.udp.send(self._seal(entry, payload), udp_peer)
 
-    def send_on(self, session: Session, payload: bytes) -> bool:
+    def agent_on(self, session: Session) -> AgentEntry | None:
+        """The entry of the agent bound to this session, if any."""
+        agent_id = self.bindings.agent_of(session)
+        return self.keys.entries.get(agent_id) if agent_id is not None else None
+
+    def send_on(self, session: Session, entry: AgentEntry, payload: bytes) -> bool:
         """Encrypt a message for the agent bound to this session and queue it; False when dropped."""
-        entry = session.entry
-        if entry is None or not session.send(self._seal(entry, payload)):
-            self.stats["replies_dropped"] += 1
-            return False
-        return True
+        return session.send(self._seal(entry, payload))
 
     def send_to_agent(self, agent_id: int, payload: bytes) -> bool:
         """Send a control message (probe, force_reconnect) to a connected agent."""
         entry = self.keys.entries.get(agent_id)
-        if entry is None or (entry.session is None and entry.udp_peer is None):
+        if entry is None:
+            return False
+        if self.bindings.session_of(agent_id) is None and self.bindings.udp_peer_of(agent_id) is None:
             return False
         self._reply(entry, payload)
         return True
 
-    def _send_plain(self, payload: bytes, session: Session | None, udp_peer: tuple[str, int] | None) -> None:
+    def _send_plain(self, payload: bytes, session: Session | None, udp_peer: UdpPeer | None) -> None:
         if session is not None:
             session.send(payload)
         elif udp_peer is not None and self.udp is not None:
             self.udp.send(payload, udp_peer)
 
-    def refused(self, error: WireError, peer_ip: str, entry: AgentEntry | None) -> None:
-        self.stats["refused"] += 1
-        who = f"agent {entry.key.id}" if entry is not None else f"'{peer_ip}'"
+    def refused(self, error: WireError, peer_ip: str, session: Session | None) -> None:
+        agent_id = self.bindings.agent_of(session) if session is not None else None
+        who = f"agent {self._id_text(agent_id)}" if agent_id is not None else f"'{peer_ip}'"
         self.warn.warning(f"refused:{error.reason.name}", "Connection from %s refused: %s", who, error)
+
+    def _id_text(self, agent_id: int) -> str:
+        """The id as client.keys writes it (`001`), for the log."""
+        entry = self.keys.entries.get(agent_id)
+        return entry.key.id if entry is not None else f"{agent_id:03d}"
 
     # -- sessions -----------------------------------------------------------------------------------------
 
@@ -302,14 +297,10 @@ class Remoted:
 
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
-        entry = session.entry
-        if entry is None or entry.session is not session:
-            return
-        entry.session = None
-        if session.replaced or self.stopping:
-            self.links.released(entry.number)
-        else:
-            self.links.closed(entry.number)
+        reason = session.close_reason or CloseReason.PEER_CLOSED
+        if self.stopping:  # however it closed, it goes with the manager: the next start resets it
+            reason = CloseReason.MANAGER_STOPPING
+        self.bindings.unbind(session, reason)
 
     def flush_event_counts(self) -> None:
         if self._event_counts:

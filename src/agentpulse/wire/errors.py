@@ -21,6 +21,7 @@ class Reason(enum.Enum):
     OLD_COUNTER = "counter older than the last one"
     BAD_CONTROL = "invalid control message"
     KEY_IN_USE = "agent key already in use"
+    AGENT_MISMATCH = "agent mismatch"  # a connection bound to one agent sent as another
     BAD_KEYS_LINE = "invalid client.keys line"
 
 

@@ -1,6 +1,7 @@
-"""A remoted worker process: it holds agent connections on the shared port (SO_REUSEPORT) and sends what
-happens to the manager through the record pipe. The manager owns the store, the grace tracker, the sweeper,
-events and the query socket; a worker owns sessions, replies and the manager keep-alive of its agents.
+"""The main of one remoted worker process: it holds agent connections on the shared port (SO_REUSEPORT)
+and sends what happens to the manager through the record pipe. The manager owns the store, the grace
+tracker, the sweeper, events and the query socket; a worker owns its own key store, sessions, replies and
+the manager keep-alive of its agents. (`worker_pool.py` is the manager's side.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import socket
 from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.remoted import pipe
+from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher
+from agentpulse.remoted.pipe import Command, Tag
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
 from agentpulse.wire.keys import KeysFile
@@ -25,30 +28,33 @@ log = logging.getLogger(__name__)
 WORKER_NICE = 5  # weight 335 against the manager's 1024
 
 
-class Worker:
+class WorkerProcess:
     def __init__(self, home: Home, config: Config, index: int, sock: socket.socket) -> None:
         self.home = home
         self.config = config
         self.index = index
         self.sock = sock
         self._stop = asyncio.Event()
-        self.pipe = pipe.PipeReader(self._on_commands, self._stop.set)
+        self.pipe = pipe.PipeEnd(self._on_commands, self._stop.set)
         self.sink = pipe.PipeSink(self.pipe)
-        self.remoted = Remoted(config, self.sink, self.sink)
+        self.keys = KeyStore()
+        self.remoted = Remoted(config, self.keys, self.sink, self.sink)
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
-        self.keys = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self._keys_changed)
+        self.keys_watcher = KeysWatcher(
+            home.client_keys, config.remote.keyupdate_interval, self._keys_changed
+        )
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.connect_accepted_socket(lambda: self.pipe, sock=self.sock)
-        self.remoted.load_keys(await self.keys.load())
+        self._keys_changed(await self.keys_watcher.load())
         await self.remoted.start()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.keys.trigger)
+        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
         # Ctrl-C reaches the whole process group: the manager decides, and tells the workers.
         loop.add_signal_handler(signal.SIGINT, lambda: None)
-        self.pipe.send([(pipe.READY, self.index, self.remoted.tcp_port if self.remoted.servers else 0)])
-        tasks = [asyncio.create_task(self.keys.run()), asyncio.create_task(self._housekeeping())]
+        self.pipe.send([(Tag.READY, self.index, self.remoted.tcp_port if self.remoted.servers else 0)])
+        tasks = [asyncio.create_task(self.keys_watcher.run()), asyncio.create_task(self._housekeeping())]
         if self.config.remote.manager_keepalive.enabled:
             tasks.append(asyncio.create_task(self.scheduler.run()))
         try:
@@ -64,7 +70,7 @@ class Worker:
                 self.pipe.transport.close()
 
     def _keys_changed(self, keys: KeysFile) -> None:
-        self.remoted.load_keys(keys)
+        self.remoted.keys_changed(self.keys.load(keys))
 
     async def _housekeeping(self) -> None:
         while True:
@@ -73,9 +79,9 @@ class Worker:
 
     def _on_commands(self, commands: list[pipe.Record]) -> None:
         for command in commands:
-            if command[0] == pipe.STOP:
+            if command[0] is Command.STOP:
                 self._stop.set()
-            elif command[0] == pipe.SEND:
+            elif command[0] is Command.SEND:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:
                     self.remoted.send_to_agent(agent_id, payload)
@@ -89,4 +95,4 @@ def run_worker(home: Home, config: Config, index: int, fd: int) -> None:
     os.nice(WORKER_NICE)
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(Worker(home, config, index, sock).run())
+        uvloop.run(WorkerProcess(home, config, index, sock).run())

@@ -1,4 +1,5 @@
-"""The manager side of several remoted workers: start them, feed their records to the store, restart them.
+"""The manager side of several remoted worker processes: start them, feed their records to the store and
+the grace tracker, restart them. (`worker_process.py` is the other side: the main of one worker.)
 
 Each worker is `python -m agentpulse worker --index I --fd N`, given one end of a socketpair. What it
 sends is applied here exactly as an in-process remoted's calls would be: status updates to the store,
@@ -17,9 +18,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from agentpulse.records import RepeatSink
 from agentpulse.remoted import pipe
 from agentpulse.remoted.grace import GraceTracker
-from agentpulse.store.facade import Store
+from agentpulse.remoted.pipe import Command, Tag
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ READY_TIMEOUT = 30.0
 class WorkerHandle:
     index: int
     process: asyncio.subprocess.Process | None = None
-    reader: pipe.PipeReader | None = None
+    reader: pipe.PipeEnd | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     pipe_closed: asyncio.Event = field(default_factory=asyncio.Event)
     decoder: pipe.UpdateDecoder = field(default_factory=pipe.UpdateDecoder)
@@ -42,7 +44,7 @@ class WorkerHandle:
 
 class WorkerPool:
     def __init__(
-        self, home_root: str, count: int, store: Store, grace: GraceTracker, log_level: str = "info"
+        self, home_root: str, count: int, store: RepeatSink, grace: GraceTracker, log_level: str = "info"
     ) -> None:
         self.home_root = home_root
         self.store = store
@@ -86,7 +88,7 @@ class WorkerPool:
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
-        reader = pipe.PipeReader(lambda batch: self._on_batch(worker, batch), worker.pipe_closed.set)
+        reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), worker.pipe_closed.set)
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
         worker.reader = reader
 
@@ -112,22 +114,22 @@ class WorkerPool:
     def _on_batch(self, worker: WorkerHandle, records: list[pipe.Record]) -> None:
         store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
         for record in records:
-            kind = record[0]
-            if kind == pipe.REPEATS:
+            tag = record[0]
+            if tag is Tag.REPEATS:
                 store.submit_repeats(record[1], record[2], decode.last)
-            elif kind == pipe.UPDATE:
+            elif tag is Tag.UPDATE:
                 store.submit(decode(record))
-            elif kind == pipe.BOUND:
+            elif tag is Tag.BOUND:
                 grace.bound(record[1], holder)
-            elif kind == pipe.CLOSED:
+            elif tag is Tag.CLOSED:
                 grace.closed(record[1], holder)
-            elif kind == pipe.RELEASED:
+            elif tag is Tag.RELEASED:
                 grace.released(record[1], holder)
-            elif kind == pipe.STATE:
+            elif tag is Tag.STATE:
                 store.record_state(record[1], record[2])
-            elif kind == pipe.COUNTS:
+            elif tag is Tag.COUNTS:
                 store.count_events(record[1])
-            elif kind == pipe.READY:
+            elif tag is Tag.READY:
                 worker.port = record[2]
                 worker.ready.set()
                 log.info(
@@ -138,13 +140,13 @@ class WorkerPool:
         """Every worker gets the list; only the one holding an agent's connection sends."""
         for worker in self.workers:
             if worker.reader is not None:
-                worker.reader.send([(pipe.SEND, agent_ids, payload)])
+                worker.reader.send([(Command.SEND, agent_ids, payload)])
 
     async def stop(self) -> None:
         self.stopping = True
         for worker in self.workers:
             if worker.reader is not None:
-                worker.reader.send([(pipe.STOP,)])
+                worker.reader.send([(Command.STOP,)])
         deadline = time.monotonic() + STOP_TIMEOUT
         for worker in self.workers:
             process = worker.process
