@@ -144,7 +144,7 @@ class Manager:
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
-            self.services.append(EventsService(self, self.keys.name_of))
+            self.services.append(EventsService(config.nats, self.store, home, self.keys.name_of))
 
     async def run(self) -> None:
         self.home.create_layout()

@@ -29,7 +29,6 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -96,9 +95,8 @@ class OutboxReader:
     """Outbox reads on one dedicated thread, over the read-only connection it keeps (sqlite3 objects stay
     on the thread that made them)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._reader = SqliteReader(path, keep_open=True)  # opened once the store has global.db open
+    def __init__(self, reader: SqliteReader) -> None:
+        self._reader = reader  # keep_open: opened once the store has global.db open
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events-outbox")
 
     def _read(self, after: int, limit: int) -> list[OutboxEntry]:

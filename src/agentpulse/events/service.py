@@ -34,11 +34,11 @@ from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
 from agentpulse.events.publisher import KeepalivePublisher, Link, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
-from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.store.subscriber import Subscriber
 
 if TYPE_CHECKING:
-    from agentpulse.manager import Manager
+    from agentpulse.paths import Home
+    from agentpulse.store.facade import Store
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,19 @@ def describe(error: BaseException) -> str:
 
 
 class EventsService:
-    def __init__(self, manager: Manager, name_of: Callable[[int], str | None]) -> None:
-        self.manager = manager
-        self.key_name = name_of  # client.keys, by agent id
-        self.config: NatsConfig = manager.config.nats
-        self.store = manager.store
+    def __init__(
+        self, config: NatsConfig, store: Store, home: Home, key_name: Callable[[int], str | None]
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.home = home
+        self.key_name = key_name  # client.keys, by agent id
         self.origin = payloads.Origin(self.store.node_name, self.store.manager_host)
         self.embedded: EmbeddedNats | None = None
         self.servers: list[str] = list(self.config.urls)
         self.nc = NATS()
         self.link = Link(self.nc)
-        self.reader = OutboxReader(self.store.global_db)
+        self.reader = OutboxReader(store.reader(keep_open=True))
         self.outbox = OutboxPublisher(
             self.link,
             self.store,
@@ -135,7 +137,6 @@ class EventsService:
             kv_bucket=self.config.kv_bucket,
         )
         self.keepalives: KeepalivePublisher | None = None
-        self._names: dict[int, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error: str | None = None
         self._disconnected_at: float | None = None
@@ -150,9 +151,7 @@ class EventsService:
 
     def name_of(self, agent_id: int) -> str | None:
         name = self.key_name(agent_id)
-        if name is not None:
-            return name
-        return self._names.get(agent_id)
+        return name if name is not None else self.store.name_of(agent_id)
 
     def status_of(self, agent_id: int) -> ConnectionStatus:
         view = self.store.agents.get(agent_id)
@@ -173,7 +172,7 @@ class EventsService:
     async def _start(self) -> None:
         options = await asyncio.to_thread(connect_options, self.config)
         if not self.servers:
-            self.embedded = EmbeddedNats(self.manager.home)
+            self.embedded = EmbeddedNats(self.home)
             try:
                 self.servers = [await self.embedded.start()]
             except EmbeddedNatsError as error:
@@ -184,7 +183,6 @@ class EventsService:
                     "a working NATS (or set <nats><url>)",
                     error,
                 )
-        self._names = await asyncio.to_thread(SqliteReader(self.store.global_db).names)
         where = ", ".join(redact(url) for url in self.servers)
         if not self.config.start_without_nats:
             await self._probe(options, where)

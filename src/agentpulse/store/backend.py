@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agentpulse.store.batch import Batch
 from agentpulse.store.view import LoadedAgent
 from agentpulse.wire.keys import AgentKey
+
+if TYPE_CHECKING:  # the reader answers with this module's data
+    from agentpulse.store.sqlite.reads import SqliteReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +65,7 @@ class Backend(Protocol):
         """Measured read-only, on the global database or one agent's."""
 
     def agent_db_path(self, agent_id: int) -> Path: ...
+
+    def reader(self, *, keep_open: bool = False) -> SqliteReader:
+        """Named reads on connections of their own, for any thread but the writer's. (The PostgreSQL
+        backend will make `SqliteReader`'s public methods a protocol of their own.)"""

@@ -24,6 +24,7 @@ from agentpulse.status import ConnectionStatus, Trigger
 from agentpulse.store.backend import Backend, Fragmentation
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
 from agentpulse.store.sqlite.backend import SqliteBackend
+from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.store.subscriber import KeepaliveListener, OutboxEncoder, Subscriber, TransitionListener
 from agentpulse.store.view import AgentView, StatusView
 from agentpulse.store.writer import BatchWriter, StoreClosed
@@ -116,6 +117,10 @@ class Store:
     def status_of(self, agent_id: int) -> ConnectionStatus | None:
         view = self.view.agents.get(agent_id)
         return None if view is None else view.status
+
+    def name_of(self, agent_id: int) -> str | None:
+        """The name global.db has for this agent (or had, for one removed in this run)."""
+        return self.view.name_of(agent_id)
 
     def live_agents(self) -> Iterator[tuple[int, AgentView]]:
         return self.view.live()
@@ -339,6 +344,10 @@ class Store:
     def fragmentation(self, agent_id: int | None = None) -> Fragmentation:
         """Blocking, read-only: call it from a thread."""
         return self.backend.fragmentation(agent_id)
+
+    def reader(self, *, keep_open: bool = False) -> SqliteReader:
+        """Named reads that never touch the writer's connection (wdb, the events' outbox, the API)."""
+        return self.backend.reader(keep_open=keep_open)
 
     def agent_db_path(self, agent_id: int) -> Path:
         return self.backend.agent_db_path(agent_id)

@@ -48,6 +48,7 @@ class StatusView:
         self.agents: dict[int, AgentView] = {}
         self.heard: OrderedDict[int, None] = OrderedDict()
         self._retired: dict[int, int] = {}  # last history seq of removed agents, should their id come back
+        self._retired_names: dict[int, str] = {}  # for the events that follow a removal
 
     def __contains__(self, agent_id: int) -> bool:
         return agent_id in self.agents
@@ -57,6 +58,10 @@ class StatusView:
 
     def get(self, agent_id: int) -> AgentView | None:
         return self.agents.get(agent_id)
+
+    def name_of(self, agent_id: int) -> str | None:
+        view = self.agents.get(agent_id)
+        return view.name if view is not None else self._retired_names.get(agent_id)
 
     def load(self, agents: Iterable[LoadedAgent], last_seqs: dict[int, int]) -> None:
         """The view at start; agents live in the last run are the first the sweeper looks at."""
@@ -115,6 +120,7 @@ class StatusView:
         code = view.code if view.status is ConnectionStatus.DISCONNECTED else StatusCode.NONE
         view.seq += 1
         self._retired[agent_id] = view.seq
+        self._retired_names[agent_id] = view.name
         return TransitionRow(
             agent_id, view.seq, view.status, ConnectionStatus.DISCONNECTED, code, at, view.last_keepalive
         )

@@ -14,6 +14,7 @@ from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.backend import Fragmentation, WriteFailed
 from agentpulse.store.batch import Batch
 from agentpulse.store.sqlite import maintenance, schema
+from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.store.sqlite.writes import SqliteWrites, insert_agents
 from agentpulse.store.view import LoadedAgent
 from agentpulse.wire.keys import AgentKey
@@ -129,6 +130,9 @@ class SqliteBackend:
 
     def vacuum_agent_db(self, agent_id: int) -> int:
         return maintenance.vacuum_file(self.agent_db_path(agent_id))
+
+    def reader(self, *, keep_open: bool = False) -> SqliteReader:
+        return SqliteReader(self.global_db, keep_open=keep_open)
 
     def fragmentation(self, agent_id: int | None = None) -> Fragmentation:
         return maintenance.measure(self.global_db if agent_id is None else self.agent_db_path(agent_id))

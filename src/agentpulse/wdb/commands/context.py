@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from agentpulse.store.facade import Store
-from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.wdb.protocol import Reply, dumps, page
 
 T = TypeVar("T")
@@ -33,7 +32,7 @@ class Context:
         clock: Callable[[], float],
     ) -> None:
         self.store = store
-        self.reader = SqliteReader(store.global_db)
+        self.reader = store.reader()
         self.allow_sql = allow_sql
         self.sql_time_limit = sql_time_limit
         self.send_to_agents = send_to_agents
