@@ -1,8 +1,8 @@
-"""The record stream between remoted (and the sweeper, and the query socket) and the store.
+"""The record contract between remoted (and the sweeper, and the query socket) and the store, below both.
 
-Remoted says what happened to an agent; the store decides what that means for its status (`status.py`)
-and writes it. Records are small and plain so that remoted can later run in other processes and send them
-over a pipe.
+Remoted says what happened to an agent (`StatusUpdate`); the store decides what that means for its status
+(`status.py`), writes it and answers with `TransitionRow`s. Records are small and plain because remoted's
+worker processes send them over a pipe; `RecordSink` and `RepeatSink` are the store as remoted sees it.
 """
 
 from __future__ import annotations
