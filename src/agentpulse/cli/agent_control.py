@@ -25,6 +25,7 @@ from typing import Any
 
 from agentpulse import __version__
 from agentpulse.cli.home import HOME_HELP, resolve_home
+from agentpulse.keysfile import read_keys_file
 from agentpulse.paths import Home
 from agentpulse.status import ConnectionStatus
 from agentpulse.store.sqlite.reads import SqliteReader
@@ -307,10 +308,9 @@ def parse_args(argv: Sequence[str]) -> Options | str:
 
 def _read_keys(home: Home) -> KeysFile | None:
     try:
-        text = home.client_keys.read_text(encoding="utf-8", errors="replace")
+        return read_keys_file(home.client_keys)
     except FileNotFoundError:
         return None
-    return KeysFile.parse(text)
 
 
 def read_statuses(global_db: Path) -> dict[int, str]:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.keysfile import read_keys_file
 from agentpulse.wire import control
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.frames import LENGTH, FrameDecoder
@@ -218,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail("invalid input", str(exc))
     keys_path = Path(args.keys) if args.keys else resolve_home(args).client_keys
     try:
-        keys = KeysFile.parse(keys_path.read_text(encoding="utf-8", errors="surrogateescape"))
+        keys = read_keys_file(keys_path)
     except OSError as exc:
         return _fail("cannot read client.keys", str(exc))
     try:

@@ -19,8 +19,7 @@ from agentpulse.store.backend import Fragmentation
 from agentpulse.store.sqlite import maintenance, schema
 from agentpulse.store.sqlite.sandbox import Row, read_only_query, row_object
 
-# The group-members JOIN, written once: `b` is the membership row, `g` its group.
-MEMBERSHIP = "belongs AS b JOIN `group` AS g ON g.id = b.id_group"
+MEMBERSHIP = schema.MEMBERSHIP
 # sync_status of an agent of which only these columns wait for the cluster; any other, the whole row
 PARTIAL_SYNCS = ("syncreq_keepalive", "syncreq_status")
 NO_LIMIT = -1  # SQLite's LIMIT -1

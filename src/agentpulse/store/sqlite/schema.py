@@ -25,6 +25,8 @@ AGENTPULSE_SCHEMA_VERSION = 1
 MANAGER_IP = "127.0.0.1"
 MANAGER_LAST_KEEPALIVE = 253402300799  # 9999-12-31T23:59:59Z: the manager is never swept
 BUSY_TIMEOUT_MS = 5000
+# The group-members JOIN, written once: `b` is the membership row, `g` its group.
+MEMBERSHIP = "belongs AS b JOIN `group` AS g ON g.id = b.id_group"
 
 AGENT_COLUMNS: tuple[str, ...] = (
     "id",

@@ -17,13 +17,8 @@ from agentpulse.store.sqlite import schema
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
-MEMBERS_OF_GROUP = (
-    "SELECT b.id_agent FROM belongs AS b JOIN `group` AS g ON g.id = b.id_group WHERE g.name = ?"
-)
-GROUPS_OF_AGENT = (
-    "SELECT g.name FROM belongs AS b JOIN `group` AS g ON g.id = b.id_group "
-    "WHERE b.id_agent = ? ORDER BY b.priority"
-)
+MEMBERS_OF_GROUP = f"SELECT b.id_agent FROM {schema.MEMBERSHIP} WHERE g.name = ?"
+GROUPS_OF_AGENT = f"SELECT g.name FROM {schema.MEMBERSHIP} WHERE b.id_agent = ? ORDER BY b.priority"
 _UPDATE_KEEPALIVE = (
     "UPDATE agent SET version = ?, config_sum = ?, merged_sum = ?, manager_host = ?, "
     "node_name = ?, ip = COALESCE(?, ip), os_uname = ?, os_name = ?, os_platform = ?, "
