@@ -363,7 +363,7 @@ def test_tcp_agent_reconnects_on_force_reconnect_silence_and_a_dropped_connectio
             connection, _, startup = await fake.hear_past_keepalives()
             silent = time.monotonic() - acked
             assert (connection, startup) == (3, control.Startup("v4.14.7"))
-            assert 1.9 <= silent <= 3.0
+            assert 1.9 <= silent <= 4.0  # time-reconnect is 2 s; the rest is room for a loaded machine
             fake.send(control.ACK)
 
             fake.drop()

@@ -25,7 +25,9 @@ def test_frozen_agent_is_probed_then_disconnected_with_code_4_and_returns_after_
     try:
         manager.wait_for(key.number, "disconnected", 4, timeout=manager.settings.keepalive_timeout + 3)
         took = time.monotonic() - stopped
-        assert took <= manager.settings.keepalive_timeout + 1.0
+        # Not before the timeout (less the last keep-alive's age), and after it only the probe's second,
+        # the flush and the polling, with room for a loaded machine.
+        assert manager.settings.keepalive_timeout - 0.5 <= took <= manager.settings.keepalive_timeout + 2.5
         output = manager.output()
         assert f"Agent {key.id} silent for " in output and "probed with getstate" in output
         assert re.search(rf"Agent {key.id} silent for 3\.\d s: disconnected \(code 4\)", output)
@@ -55,7 +57,8 @@ def test_silent_udp_agent_is_swept_within_the_disconnection_time(
     stopped = time.monotonic()
     try:
         manager.wait_for(key.number, "disconnected", 4, timeout=6)
-        assert time.monotonic() - stopped <= 2 + 1.0
+        # The sweep runs each second and the flush each second: T - the keep-alive age <= took <= T + 2.5.
+        assert 2 - 0.5 <= time.monotonic() - stopped <= 2 + 2.5
     finally:
         agent.process.send_signal(signal.SIGCONT)
     wait_until(lambda: manager.status(key.number) == ("active", 0), "the UDP agent active again", timeout=10)
