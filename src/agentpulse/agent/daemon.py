@@ -196,7 +196,7 @@ class _End(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class _Link:
+class _ServerConnection:
     connection: AgentConnection
     server: ServerAddress
 
@@ -292,7 +292,7 @@ class AgentDaemon:
             if end is _End.DROPPED:
                 await asyncio.sleep(RECONNECT_PAUSE)
 
-    async def _connect(self) -> _Link:
+    async def _connect(self) -> _ServerConnection:
         """Try every server in turn, starting with the last one that worked, until one acks a startup."""
         servers = self.config.servers
         failed_passes = 0
@@ -306,7 +306,7 @@ class AgentDaemon:
                     connection = await self._handshake(server)
                     if connection is not None:
                         self._server_index = index
-                        return _Link(connection, server)
+                        return _ServerConnection(connection, server)
                 if len(servers) > 1:
                     log.info(
                         "Server %s failed %d attempts: trying the next one",
@@ -356,7 +356,7 @@ class AgentDaemon:
         self._connection = None
         return None
 
-    async def _session(self, link: _Link) -> _End:
+    async def _session(self, link: _ServerConnection) -> _End:
         connection = link.connection
         self.state.status = CONNECTED
         loop = asyncio.get_running_loop()

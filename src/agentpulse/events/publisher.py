@@ -58,7 +58,7 @@ FLUSH_TIMEOUT = 2  # seconds (nats-py wants an int)
 KV_SUBJECT = "$KV.{bucket}.{key}"
 
 
-class Link:
+class NatsLink:
     """The NATS connection as the publishers see it. `epoch` changes on every (re)connect."""
 
     def __init__(self, nc: NATS) -> None:
@@ -123,7 +123,7 @@ class OutboxReader:
 class OutboxPublisher:
     def __init__(
         self,
-        link: Link,
+        link: NatsLink,
         store: Store,
         reader: OutboxReader,
         *,
@@ -400,7 +400,7 @@ class KeepalivePublisher:
 
     def __init__(
         self,
-        link: Link,
+        link: NatsLink,
         *,
         prefix: str,
         origin: payloads.Origin,

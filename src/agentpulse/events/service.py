@@ -31,7 +31,7 @@ from nats.errors import Error as NatsError
 from agentpulse.config import NatsConfig
 from agentpulse.events import payloads
 from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
-from agentpulse.events.publisher import KeepalivePublisher, Link, OutboxPublisher, OutboxReader
+from agentpulse.events.publisher import KeepalivePublisher, NatsLink, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
 from agentpulse.store.subscriber import Subscriber
@@ -126,7 +126,7 @@ class EventsService:
         self.embedded: EmbeddedNats | None = None
         self.servers: list[str] = list(self.config.urls)
         self.nc = NATS()
-        self.link = Link(self.nc)
+        self.link = NatsLink(self.nc)
         self.reader = OutboxReader(store.reader(keep_open=True))
         self.outbox = OutboxPublisher(
             self.link,
