@@ -1,8 +1,6 @@
 """client.keys on disk: the one reader (`read_keys_file`) and the one atomic writer (`write_keys_file`).
 
-Parsing is `wire.keys`; this module only moves the file's bytes. Readers that look keys up (remoted, the
-agent) decode UTF-8 with errors replaced; an editor (manage_agents) reads with `KeysRead.EDIT`, so any
-byte round-trips and lines split on `\\n` only, and a rewrite leaves every untouched line as it was.
+Parsing is `wire.keys`; this module only moves the file's bytes (`KeysRead` says how a reader takes them).
 The danger is a half-written file: remoted reloads client.keys on an mtime or inode change, so the writer
 goes through a temporary file in the same directory, fsync and `os.replace`.
 """
@@ -26,7 +24,12 @@ EXACT: Final = "surrogateescape"  # undecodable bytes survive a read and a write
 
 
 class KeysRead(enum.Enum):
-    """How a reader takes the file's text."""
+    """How a reader takes the file's text.
+
+    Readers that look keys up (remoted, the agent) decode UTF-8 with errors replaced; an editor
+    (manage_agents) reads with `EDIT`, so any byte round-trips and lines split on `\\n` only, and a rewrite
+    leaves every untouched line as it was.
+    """
 
     LOOKUP = enum.auto()  # errors replaced, lines as str.splitlines(): for finding keys
     EDIT = enum.auto()  # every byte kept, lines split on "\n" only: for writing the file back

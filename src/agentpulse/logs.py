@@ -1,4 +1,8 @@
-"""Logging in Wazuh's one-line shape: `2024/05/01 12:00:00 agentpulse-remoted: INFO: message`."""
+"""Logging in Wazuh's one-line shape: `2024/05/01 12:00:00 agentpulse-remoted: INFO: message`.
+
+`setup()` sends every record to stderr and, when given, to the home's `logs/ossec.log`, tagged with the
+process name (`agentpulse-remoted` by default; the agent and each remoted worker pass their own).
+"""
 
 from __future__ import annotations
 

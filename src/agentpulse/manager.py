@@ -1,14 +1,8 @@
 """The manager process: remoted, the store, the sweeper and the keys watcher as tasks of one event loop.
 
-Start order matters: the store opens global.db and resets every live agent (code 5) before remoted accepts
-a connection, so no status from the previous run survives into this one. Stop order too: listeners close
-(remoted, then the query socket and the upkeep task, which write through the store), then the store writes
-everything accepted, then the services that drain what the store committed (events), then the lock is
-released.
-
-Agents gone from client.keys (at start, or on a reload) are purged when `<database><purge_removed>` is on:
-their rows leave global.db with a last status event (see `store/writer.py`), and their `<id>.db` and
-`queue/rids/<id>` files are deleted.
+The danger is order (see `Manager`): the store resets every live agent (code 5) before remoted accepts a
+connection, so no status from the previous run survives into this one, and on the way out everything
+that writes through the store stops before its last flush.
 """
 
 from __future__ import annotations
@@ -93,6 +87,15 @@ class HomeLock:
 
 
 class Manager:
+    """One manager home served until `stop()`.
+
+    Start order matters: the store opens global.db and resets every live agent (code 5) before remoted
+    accepts a connection, so no status from the previous run survives into this one. Stop order too:
+    listeners close (remoted, then the query socket and the upkeep task, which write through the store),
+    then the store writes everything accepted, then the services that drain what the store committed
+    (events), then the lock is released.
+    """
+
     def __init__(self, home: Home, config: Config, log_level: str = "info") -> None:
         self.home = home
         self.config = config
@@ -281,7 +284,12 @@ class Manager:
                 task.add_done_callback(self._purges.discard)
 
     async def _purge(self, agents: list[tuple[int, str]]) -> None:
-        """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted."""
+        """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted.
+
+        Run at start and on a reload when `<database><purge_removed>` is on. Their rows leave global.db with
+        a last status event (see `Store.remove_agents`), and their `<id>.db` and `queue/rids/<id>` files
+        are deleted.
+        """
         if not agents:
             return
         removed = self.store.remove_agents(

@@ -1,4 +1,8 @@
-"""The layout of a manager (or agent) home, design section 7. Every path is named here once."""
+"""The layout of a manager (or agent) home, as in a Wazuh install. Every path is named here once.
+
+`Home` names each file and directory under the root; `resolve_home` finds the root (`--home`,
+`$AGENTPULSE_HOME`, `./var/ossec`, `/var/ossec`).
+"""
 
 from __future__ import annotations
 
@@ -88,7 +92,7 @@ class Home:
     def create_layout(self) -> None:
         for directory in (self.etc, self.db_dir, self.rids_dir, self.run_dir, self.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        # The query socket lives in queue/db: only the manager's user may enter it (design section 9).
+        # The query socket lives in queue/db: only the manager's user may enter it.
         self.db_dir.chmod(0o750)
 
 

@@ -1,4 +1,8 @@
-"""Rate-limited warnings: anything an attacker can trigger is logged at most once per interval per kind."""
+"""Rate-limited warnings: anything an attacker can trigger is logged at most once per interval per kind.
+
+`RateLimitedLog.warning` counts what it suppresses and says how many with the next line of that kind, so
+a flood of bad frames costs one log line per interval, not one per frame.
+"""
 
 from __future__ import annotations
 

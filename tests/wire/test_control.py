@@ -1,4 +1,4 @@
-"""Control messages in both directions, per reference section 4."""
+"""Control messages in both directions, as the Wazuh 4.x protocol has them (docs/protocol.md)."""
 
 from __future__ import annotations
 

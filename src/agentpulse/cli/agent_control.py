@@ -1,12 +1,8 @@
-"""`agent_control`: list agents and show one agent, byte for byte as Wazuh 4.x prints it (reference section 8).
+"""`agent_control`: list agents and show one agent, byte for byte as Wazuh 4.x prints it.
 
 Operators and their scripts parse this output, so every space, blank line and missing trailing newline is
-part of the contract. The formatting functions are pure (rows in, text out); `main()` does the reading.
-
-The agent list comes from client.keys (ids as written, removed entries skipped) and each status from
-global.db, opened read-only so this works while a manager runs and after it stops. Where Wazuh would print
-"Unknown" because wazuh-db is down or has not yet copied an agent from client.keys, we print
-"Never connected": global.db is created at manager start, so a missing database or row means exactly that.
+part of the contract. The formatting functions are pure (rows in, text out); `main()` does the reading:
+agents from client.keys, statuses from global.db opened read-only (see `list_agents` and `status_words`).
 """
 
 from __future__ import annotations
@@ -142,7 +138,12 @@ def _json(value: object) -> str:
 
 
 def status_words(connection_status: str | None) -> str:
-    """The word print_agent_status() prints; no row means the agent never connected."""
+    """The word print_agent_status() prints; no row means the agent never connected.
+
+    Where Wazuh would print "Unknown" because wazuh-db is down or has not yet copied an agent from
+    client.keys, we print "Never connected": global.db is created at manager start, so a missing database
+    or row means exactly that.
+    """
     if connection_status is None:
         return ConnectionStatus.NEVER_CONNECTED.words
     try:
@@ -343,7 +344,11 @@ def _fim_scan(home: Home, number: int) -> tuple[int | None, int | None]:
 def list_agents(
     keys: Iterable[AgentKey], statuses: dict[int, str], options: Options, members: set[int] | None
 ) -> list[ListedAgent]:
-    """The agents to print, in client.keys order, after the -c / -n / -g filters."""
+    """The agents to print, in client.keys order, after the -c / -n / -g filters.
+
+    Ids are as written in client.keys, removed entries skipped; each status comes from global.db, opened
+    read-only so this works while a manager runs and after it stops.
+    """
     listed = []
     for key in keys:
         if members is not None and key.number not in members:

@@ -1,10 +1,8 @@
 """`agentpulse group`: create, delete, list groups; assign and unassign agents; reconnect a whole group.
 
-Everything goes through the running manager's query socket (Wazuh's commands: insert-agent-group,
-delete-group, select-groups, get-group-agents, set-agent-groups; plus `remoted force-reconnect`), so the
-store stays the only writer of global.db. An agent's groups keep Wazuh's priority order: the group it was
-given first has priority 0, each later one the next number; an agent left with none goes back to
-`default`, which cannot be deleted.
+Everything goes through the running manager's query socket with Wazuh's wazuh-db commands (see `execute`),
+so the store stays the only writer of global.db. An agent's groups keep Wazuh's priority order; an agent
+left with none goes back to `default`, which cannot be deleted.
 """
 
 from __future__ import annotations
@@ -100,6 +98,12 @@ def _members(client: WdbClient, name: str) -> list[int]:
 
 
 def execute(client: WdbClient, args: argparse.Namespace) -> str:
+    """One action as query-socket requests; the text to print. Raises GroupCommandError.
+
+    The commands are Wazuh's (insert-agent-group, delete-group, select-groups, get-group-agents,
+    set-agent-groups; plus `remoted force-reconnect`). An agent's groups keep Wazuh's priority order: the
+    group it was given first has priority 0, each later one the next number.
+    """
     from agentpulse.store.groups import DEFAULT_GROUP
     from agentpulse.wdb.commands.groups import valid_group
 

@@ -1,5 +1,8 @@
-"""`agentpulse`: one command, one sub-command per job. Each job lives in its own module of this package
-and exposes `register(subparsers)`; heavy imports stay inside the handlers so `--help` is fast."""
+"""`agentpulse`: one command, one sub-command per job.
+
+Each job lives in its own module of this package (`COMMAND_MODULES`) and exposes `register(subparsers)`;
+heavy imports stay inside the handlers so `--help` is fast.
+"""
 
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
 """`manage_agents`: add, remove, list and extract client.keys entries, with Wazuh's flags and messages.
 
-Non-interactive only. Each run reads client.keys, edits it with `KeysFile` (which keeps every line it does
-not touch byte for byte, comments and removed entries included) and writes it back atomically
-(`agentpulse.keysfile`: a temporary file, fsync, `os.replace`), so remoted's reload (mtime/inode change)
-never sees half a file. Lines are split on `\\n` only, so nothing else in an untouched line changes.
-
-Wazuh flags: `-a <ip|any> -n <name>` add, `-r <id>` remove, `-l` list, `-e <id>` extract. Ours: `-i/--id`
-picks the id of a new agent (Wazuh's `-i` imports a key on an agent, which has no meaning on a manager),
-`--bulk N --prefix NAME` adds N agents for tests and simulations in one write, `--home` picks the home.
+Non-interactive only. Each run reads client.keys, edits it with `KeysFile` (every line it does not touch
+stays byte for byte, comments and removed entries included) and writes it back atomically through
+`agentpulse.keysfile`, so remoted's reload never sees half a file. The flags are listed at `build_parser`.
 """
 
 from __future__ import annotations
@@ -145,6 +140,13 @@ def _find(keys: KeysFile, agent_id: str) -> AgentKey:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Wazuh's flags and ours.
+
+    Wazuh's: `-a <ip|any> -n <name>` add, `-r <id>` remove, `-l` list, `-e <id>` extract. Ours: `-i/--id`
+    picks the id of a new agent (Wazuh's `-i` imports a key on an agent, which has no meaning on a
+    manager), `--bulk N --prefix NAME` adds N agents for tests and simulations in one write, `--home` picks
+    the home.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Manage the agent keys of client.keys (agentpulse, Wazuh-compatible flags).",
@@ -205,6 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, home: Home) -> str:
+    """Read client.keys, do the one action, write the file back when it changed.
+
+    The file is read with `KeysRead.EDIT` (lines split on `\\n` only, so nothing else in an untouched line
+    changes) and written with `write_keys_file` (a temporary file, fsync, `os.replace`), so remoted's reload
+    (on an mtime or inode change) never sees half a file.
+    """
     path = home.client_keys
     keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
     if args.list:

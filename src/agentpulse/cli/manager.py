@@ -1,4 +1,8 @@
-"""`agentpulse init` and `agentpulse start`: lay out a manager home, then run the manager in the foreground."""
+"""`agentpulse init` and `agentpulse start`: lay out a manager home, then run the manager in the foreground.
+
+`init` and `start` create what is missing and never overwrite; `agentpulse worker` (unlisted) is one remoted
+worker process, started by the manager itself.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`agentpulse status`: how the fleet is doing, at a glance. Reads global.db read-only."""
+"""`agentpulse status`: how the fleet is doing, at a glance.
+
+Counts per status, per group, and the latest changes, from global.db opened read-only, so it works while a
+manager runs and after it stops.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The manager's `ossec.conf` sections as frozen dataclasses: `<remote>` (with `<manager_keepalive>`),
-`<global>` (and `<cluster><node_name>`), `<nats>` and `<database>` (design section 2, reference section 10).
+`<global>` (and `<cluster><node_name>`), `<nats>` and `<database>` (README.md lists the options).
 
 Every error is one `ConfigError` naming the file, the line, the element path and the value, and nothing is
 ever partially configured: the first error raises. Sections the manager does not use (`<syscheck>`,

@@ -1,4 +1,4 @@
-"""remoted: the listeners, and what each authenticated message means (reference sections 3.3 to 4.5).
+"""remoted: the listeners, and what each authenticated message means (the Wazuh 4.x protocol, docs/protocol.md).
 
 `Remoted` is the dispatcher. `handle()` is the hot path: authenticate (against the `KeyStore` it is given),
 decrypt, classify, bind (`Bindings`), answer, and hand one record to the store. It does no I/O besides

@@ -1,11 +1,8 @@
 """The manager side of several remoted worker processes: start them, feed their records to the store and
 the grace tracker, restart them. (`worker_process.py` is the other side: the main of one worker.)
 
-Each worker is `python -m agentpulse worker --index I --fd N`, given one end of a socketpair. What it
-sends is applied here exactly as an in-process remoted's calls would be: status updates to the store,
-connection bindings to the grace tracker (with the worker as holder). When a worker dies, every agent it
-held has lost its connection: the grace tracker starts their grace, the worker is restarted, and agents
-that reconnect (to any worker) in time never show disconnected.
+The danger is a dying worker: every agent it held has lost its connection, and the grace tracker must
+learn so before the worker is restarted (see `WorkerPool._supervise`).
 """
 
 from __future__ import annotations
@@ -65,6 +62,7 @@ class WorkerPool:
         return self.workers[0].port
 
     async def _spawn(self, worker: WorkerHandle) -> None:
+        """Start `python -m agentpulse worker --index I --fd N`, given one end of a socketpair."""
         ours, theirs = socket.socketpair()
         worker.ready.clear()
         worker.pipe_closed.clear()
@@ -93,6 +91,12 @@ class WorkerPool:
         worker.reader = reader
 
     async def _supervise(self, worker: WorkerHandle) -> None:
+        """Restart the worker whenever it exits, unless the pool is stopping.
+
+        When a worker dies, every agent it held has lost its connection: the grace tracker starts their
+        grace, the worker is restarted, and agents that reconnect (to any worker) in time never show
+        disconnected.
+        """
         while True:
             assert worker.process is not None
             code = await worker.process.wait()
@@ -112,6 +116,8 @@ class WorkerPool:
             await self._spawn(worker)
 
     def _on_batch(self, worker: WorkerHandle, records: list[pipe.Record]) -> None:
+        """Apply what a worker sent exactly as an in-process remoted's calls would be: status updates to
+        the store, connection bindings to the grace tracker (with the worker as holder)."""
         store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
         for record in records:
             tag = record[0]

@@ -1,15 +1,8 @@
 """The store: what every other component calls to change or read agent statuses. Backend-neutral.
 
-`submit()` runs on the event loop and costs a dict update: it applies the status model to the view
-(`store/view.py`) and adds what must be written to the pending batch, which the writer thread
-(`store/writer.py`) commits through the backend (`store/sqlite/` today). Writes from the query socket and the
-CLI's peers (agents inserted or removed, groups, cluster columns) ride in the same batch, so every write keeps
-its order against the status changes around it. Subscribers (`store/subscriber.py`) are told outside the lock.
-
-Removal (delete-agent, or an agent purged from client.keys) is recorded as one last history row and status
-event to `disconnected`: an agent not yet disconnected goes `-> disconnected` with code 0, one already
-disconnected repeats its status and code. The status model never produces either, so consumers can tell a
-removal from a disconnection; the agent's row is then gone, its history stays.
+`Store.submit()` runs on the event loop and costs a dict update; the writer thread (`store/writer.py`)
+commits the pending batch through the backend (`store/sqlite/` today). Every write rides in that one
+batch, so it keeps its order against the status changes around it.
 """
 
 from __future__ import annotations
@@ -33,6 +26,15 @@ from agentpulse.wire.keys import AgentKey
 
 
 class Store:
+    """Agent statuses in memory (the view) and on their way to the database (the pending batch).
+
+    `submit()` applies the status model to the view (`store/view.py`) and adds what must be written to the
+    pending batch, which the writer thread (`store/writer.py`) commits through the backend. Writes from
+    the query socket and the CLI's peers (agents inserted or removed, groups, cluster columns) ride in the
+    same batch, so every write keeps its order against the status changes around it. Subscribers
+    (`store/subscriber.py`) are told outside the lock.
+    """
+
     def __init__(
         self,
         db_dir: Path,
@@ -274,8 +276,14 @@ class Store:
     def remove_agents(
         self, agent_ids: Iterable[int], at: float, *, purge_files: bool = False
     ) -> list[TransitionRow]:
-        """Delete agents (labels and groups go with them), each with its removal row and status event
-        (see the module docstring). With purge_files, its per-agent database goes too."""
+        """Delete agents (labels and groups go with them), each with its removal row and status event.
+        With purge_files, its per-agent database goes too.
+
+        Removal (delete-agent, or an agent purged from client.keys) is recorded as one last history row and
+        status event to `disconnected`: an agent not yet disconnected goes `-> disconnected` with code 0, one
+        already disconnected repeats its status and code. The status model never produces either, so
+        consumers can tell a removal from a disconnection; the agent's row is then gone, its history stays.
+        """
         rows: list[TransitionRow] = []
         for agent_id in agent_ids:
             row = self.view.remove(agent_id, at)

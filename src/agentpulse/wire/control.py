@@ -1,4 +1,4 @@
-"""Control messages (reference section 4): what agent and manager say to each other inside secure messages.
+"""Control messages (docs/protocol.md): what agent and manager say to each other inside secure messages.
 
 `parse_from_agent()` and `parse_from_manager()` turn a decrypted payload into one small immutable event;
 the `build_*` functions do the reverse. The two directions differ only for `#!-req`: the manager sends
@@ -200,7 +200,7 @@ def parse_startup(rest: bytes) -> Startup:
 
 
 def parse_keepalive(body: bytes) -> Keepalive:
-    """The text keep-alive of reference 4.2 (without its `#!-`)."""
+    """The text keep-alive an agent sends every notify_time (without its `#!-`)."""
     if b"\n" not in body:
         raise WireError(Reason.BAD_CONTROL, "keep-alive without a newline")
     fields: dict[str, str | None] = {}

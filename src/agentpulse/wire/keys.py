@@ -33,7 +33,7 @@ def md5hex(data: bytes | str) -> str:
 
 
 def encryption_key(agent_id: str, name: str, raw_key: str) -> str:
-    """The 47-character key of reference section 2: md5(key) followed by 15 chars of md5(md5(name)+md5(id))."""
+    """The 47-character key of the Wazuh 4.x protocol: md5(key) followed by 15 chars of md5(md5(name)+md5(id))."""
     name_id = md5hex(md5hex(name) + md5hex(agent_id))[:15]
     return md5hex(raw_key) + name_id
 
