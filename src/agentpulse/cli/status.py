@@ -1,4 +1,7 @@
-"""`agentpulse status`: how the fleet is doing, at a glance. Reads global.db read-only."""
+"""`agentpulse status`: how the fleet is doing, at a glance. Reads global.db read-only.
+
+Agent and group names are printed through `for_terminal`: the colours are the only escape sequences ours.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.escape import for_terminal
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.sqlite.reads import SqliteReader
 
@@ -84,7 +88,7 @@ def render(summary: Summary, colour: bool) -> str:
         lines.append("Groups:")
         for name, counts in summary.groups.items():
             cells = ", ".join(f"{paint(s, s.words)} {counts[s]}" for s in ConnectionStatus if counts[s])
-            lines.append(f"  {name}: {cells}")
+            lines.append(f"  {for_terminal(name)}: {cells}")
     if summary.recent:
         lines.append("")
         lines.append("Latest changes:")
@@ -92,7 +96,7 @@ def render(summary: Summary, colour: bool) -> str:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(change.at))
             reason = f" ({change.code.reason})" if change.code else ""
             lines.append(
-                f"  {when}  {change.agent_id:03d} {change.name}: {change.from_status.words} -> "
+                f"  {when}  {change.agent_id:03d} {for_terminal(change.name)}: {change.from_status.words} -> "
                 f"{paint(change.to_status, change.to_status.words)}{reason}"
             )
     return "\n".join(lines) + "\n"
