@@ -204,7 +204,8 @@ def test_agent_control_shows_the_escaped_text(seen: Seen) -> None:
         "   Client version:      Wazuh v4.14.7\\x1b[2J\\x1b]0;owned\\x07\\r\\x00\\x7f\\x9b31m\\u202e\n"
         in info
     )
-    assert "   ID: 001, Name: evil\\x1b[2J\\x07\\x9b31m, IP: any, Active\n" in seen.outputs["-l"]
+    # Active, or Disconnected once the closed connection's grace ran out on a loaded machine.
+    assert "   ID: 001, Name: evil\\x1b[2J\\x07\\x9b31m, IP: any, " in seen.outputs["-l"]
     assert (
         "Client version:      Wazuh v99.0.0\\nagentpulse-remoted: ERROR: FORGED" in seen.outputs["-i forger"]
     )
