@@ -26,14 +26,24 @@ def idle_clients(manager: ManagerProcess, count: int) -> Iterator[list[socket.so
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(10)
-            sock.connect(str(manager.home.wdb_socket))
-            sockets.append(sock)
+            sockets.append(connect(manager))
         yield sockets
     finally:
         for sock in sockets:
             sock.close()
+
+
+def connect(manager: ManagerProcess) -> socket.socket:
+    for _ in range(500):  # bounded: a full listen backlog (EAGAIN) clears as the manager accepts
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        try:
+            sock.connect(str(manager.home.wdb_socket))
+            return sock
+        except BlockingIOError:
+            sock.close()
+            time.sleep(0.01)
+    raise AssertionError("the query socket's backlog never cleared")
 
 
 def closed_by_server(sock: socket.socket, timeout: float) -> bool:
