@@ -138,6 +138,8 @@ class Manager:
             home.wdb_socket,
             allow_sql=config.database.allow_sql,
             send_to_agents=self.send_to_agents,
+            max_clients=config.database.wdb_max_clients,
+            idle_timeout=config.database.wdb_idle_timeout,
         )
         self.upkeep = Upkeep(
             self.store, config.database.max_fragmentation, config.database.fragmentation_check_interval

@@ -82,6 +82,8 @@ def test_database_defaults() -> None:
         fragmentation_check_interval=7200.0,
         purge_removed=True,
         flush_interval=1.0,
+        wdb_max_clients=64,
+        wdb_idle_timeout=5.0,
     )
 
 
@@ -305,6 +307,29 @@ def test_database_section_is_parsed() -> None:
     )
 
 
+def test_query_socket_limits_are_parsed() -> None:
+    config = parse_config(
+        conf(
+            "<database><wdb_max_clients>8</wdb_max_clients><wdb_idle_timeout>2m</wdb_idle_timeout></database>"
+        )
+    )
+    assert (config.database.wdb_max_clients, config.database.wdb_idle_timeout) == (8, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "expected"),
+    [
+        ("wdb_max_clients", "0", "expected an integer 1-4096"),
+        ("wdb_max_clients", "5000", "expected an integer 1-4096"),
+        ("wdb_idle_timeout", "0.1", "expected a time from 0.5 to 3600 seconds"),
+        ("wdb_idle_timeout", "2h", "expected a time from 0.5 to 3600 seconds"),
+    ],
+)
+def test_query_socket_limits_out_of_range_are_errors(element: str, value: str, expected: str) -> None:
+    text = conf(f"<database>\n<{element}>{value}</{element}></database>")
+    assert_error(text, f"<{element}>", f"<database><{element}>", f"'{value}'", expected)
+
+
 def test_a_real_wazuh_manager_file_loads() -> None:
     config = parse_config(WAZUH_MANAGER_CONF)
     assert config.remote == RemoteConfig()
@@ -335,6 +360,7 @@ LEAF_PATHS = [
     *(f"<nats><{tag}>" for tag in ("keepalive_events", "start_without_nats")),
     *(f"<database><{tag}>" for tag in ("backend", "path", "allow_sql", "max_fragmentation")),
     *(f"<database><{tag}>" for tag in ("fragmentation_check_interval", "purge_removed", "flush_interval")),
+    *(f"<database><{tag}>" for tag in ("wdb_max_clients", "wdb_idle_timeout")),
 ]
 
 

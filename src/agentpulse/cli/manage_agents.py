@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from agentpulse import __version__
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.escape import for_terminal
 from agentpulse.keysfile import KeysRead, read_keys_file, write_keys_file
 from agentpulse.paths import Home
 from agentpulse.wire.keys import (
@@ -125,7 +126,11 @@ def format_list(keys: KeysFile) -> str:
     entries = list(keys.active())
     if not entries:
         return NO_AGENT
-    rows = (PRINT_AGENT.format(id=e.id, name=e.name, ip=e.ip.text) for e in entries)
+    # A hand-edited client.keys can hold anything (undecodable bytes arrive as lone surrogates).
+    rows = (
+        PRINT_AGENT.format(id=for_terminal(e.id), name=for_terminal(e.name), ip=for_terminal(e.ip.text))
+        for e in entries
+    )
     return PRINT_AVAILABLE + "".join(rows)
 
 

@@ -1,7 +1,7 @@
 """`agentpulse status`: how the fleet is doing, at a glance.
 
 Counts per status, per group, and the latest changes, from global.db opened read-only, so it works while a
-manager runs and after it stops.
+manager runs and after it stops. Agent and group names print via `for_terminal`: the colours are ours alone.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.escape import for_terminal
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.sqlite.reads import SqliteReader
 
@@ -88,7 +89,7 @@ def render(summary: Summary, colour: bool) -> str:
         lines.append("Groups:")
         for name, counts in summary.groups.items():
             cells = ", ".join(f"{paint(s, s.words)} {counts[s]}" for s in ConnectionStatus if counts[s])
-            lines.append(f"  {name}: {cells}")
+            lines.append(f"  {for_terminal(name)}: {cells}")
     if summary.recent:
         lines.append("")
         lines.append("Latest changes:")
@@ -96,7 +97,7 @@ def render(summary: Summary, colour: bool) -> str:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(change.at))
             reason = f" ({change.code.reason})" if change.code else ""
             lines.append(
-                f"  {when}  {change.agent_id:03d} {change.name}: {change.from_status.words} -> "
+                f"  {when}  {change.agent_id:03d} {for_terminal(change.name)}: {change.from_status.words} -> "
                 f"{paint(change.to_status, change.to_status.words)}{reason}"
             )
     return "\n".join(lines) + "\n"

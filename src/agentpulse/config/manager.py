@@ -104,7 +104,7 @@ class NatsConfig:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
-    """`<database>`: the store's backend and its maintenance knobs."""
+    """`<database>`: the store's backend, its maintenance knobs and its query socket's limits."""
 
     backend: str = "sqlite"
     path: str | None = None
@@ -113,6 +113,9 @@ class DatabaseConfig:
     fragmentation_check_interval: float = 7200.0
     purge_removed: bool = True
     flush_interval: float = 1.0
+    # queue/db/wdb (wdb.server's defaults): clients at once, and how long one may wait between requests.
+    wdb_max_clients: int = 64
+    wdb_idle_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +254,8 @@ _DATABASE_FIELDS: Final[Fields] = {
     "fragmentation_check_interval": ("fragmentation_check_interval", cv.time(1)),
     "purge_removed": ("purge_removed", cv.boolean),
     "flush_interval": ("flush_interval", cv.time(0.05, 10)),
+    "wdb_max_clients": ("wdb_max_clients", cv.integer(1, 4096)),
+    "wdb_idle_timeout": ("wdb_idle_timeout", cv.time(0.5, 3600)),
 }
 
 

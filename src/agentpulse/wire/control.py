@@ -51,6 +51,8 @@ ARCHITECTURES = (
     "arm64",
 )
 _MAJOR_MINOR = re.compile(r"^(\d+)(?:\.(\d+))?")
+# What JSON's `\ud800` escapes can leave in a string: no UTF-8 writer (SQLite, a log) accepts one.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +198,8 @@ def parse_startup(rest: bytes) -> Startup:
     version = decoded.get("version") if isinstance(decoded, dict) else None
     if not isinstance(version, str):
         return Startup(None, version_missing=True)
-    return Startup(version[:FIELD_CAP])
+    # U+FFFD for a lone surrogate, as _text() gives for undecodable bytes: the rest is kept as sent.
+    return Startup(_LONE_SURROGATE.sub("\ufffd", version[:FIELD_CAP]))
 
 
 def parse_keepalive(body: bytes) -> Keepalive:
