@@ -31,6 +31,7 @@ REASON_MAX = 160  # a problem's text, cut: it goes to the log and to `keys reloa
 # NUL, control characters (a tab aside; \x85, \u2028 and \u2029 too: str.splitlines() breaks lines
 # there that Wazuh reads as one) and U+FFFD, which decoding puts where the bytes are not UTF-8.
 _BAD_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029\ufffd]")
+_BAD_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029\ufffd]")  # the same, but \n
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -289,16 +290,19 @@ def check_keys(data: bytes) -> CheckedKeys:
     """
     if len(data) > FILE_MAX:
         return CheckedKeys(KeysFile([]), (KeysProblem(0, f"file larger than {FILE_MAX} bytes"),))
-    lines = data.decode("utf-8", "replace").split("\n")
+    text = data.decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")  # an \r left is a control character inside a line
+    lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     keys = KeysFile(lines)
     reasons: dict[int, str] = {}
-    for number, line in enumerate(lines, start=1):
-        reason = _text_problem(line)
-        if reason is not None:
-            reasons[number] = reason
+    if _BAD_IN_TEXT.search(text) is not None or max(map(len, lines), default=0) > LINE_MAX:
+        for number, line in enumerate(lines, start=1):  # only a file with a problem is read line by line
+            reason = _text_problem(line)
+            if reason is not None:
+                reasons[number] = reason
     for problem in keys.problems:
         reasons.setdefault(problem.line_no, problem.reason)
     _entry_problems(keys.entries, reasons)
@@ -320,12 +324,12 @@ def _text_problem(line: str) -> str | None:
     return f"control character {char!a}"
 
 
-def _entry_problem(entry: AgentKey) -> str | None:
+def _entry_problem(entry: AgentKey, number: int) -> str | None:
     if not _KEY_RE.fullmatch(entry.key):
         return f"key of {len(entry.key)} characters, expected {KEY_LENGTH} hex characters"
-    if entry.number == 0:
+    if number == 0:
         return f"agent id {entry.id} is the manager's"
-    if entry.number > ID_MAX:
+    if number > ID_MAX:
         return f"agent id {entry.id[:20]}... above {ID_MAX}"
     name = entry.name[1:] if entry.removed else entry.name
     try:
@@ -341,19 +345,21 @@ def _entry_problems(entries: list[AgentKey], reasons: dict[int, str]) -> None:
     ids: dict[int, int] = {}
     names: dict[str, int] = {}
     for entry in entries:
-        if entry.line_no in reasons:
+        line_no = entry.line_no
+        if line_no in reasons:
             continue
-        reason = _entry_problem(entry)
+        number = int(entry.id)
+        reason = _entry_problem(entry, number)
         if reason is None and not entry.removed:
-            if entry.number in ids:
-                reason = f"agent id {entry.id} already on line {ids[entry.number]}"
+            if number in ids:
+                reason = f"agent id {entry.id} already on line {ids[number]}"
             elif entry.name in names:
                 reason = f"agent name {entry.name!r} already on line {names[entry.name]}"
         if reason is not None:
-            reasons[entry.line_no] = reason
+            reasons[line_no] = reason
         elif not entry.removed:
-            ids[entry.number] = entry.line_no
-            names[entry.name] = entry.line_no
+            ids[number] = line_no
+            names[entry.name] = line_no
 
 
 def _printable(reason: str) -> str:
