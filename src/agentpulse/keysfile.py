@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from agentpulse.wire.keys import FILE_MAX, CheckedKeys, KeysFile, check_keys
+from agentpulse.wire.keys import FILE_MAX, CheckedKeys, KeysFile, KeysProblem, check_keys
 
 __all__ = ["KEYS_MODE", "KeysRead", "check_keys_file", "read_keys_file", "write_keys_file"]
 
@@ -52,12 +52,15 @@ def read_keys_file(path: Path, *, mode: KeysRead = KeysRead.LOOKUP, missing_ok: 
 
 def check_keys_file(path: Path) -> CheckedKeys:
     """The file read strictly (`wire.keys.check_keys`); a missing one is an empty, valid file (no agent
-    yet). At most FILE_MAX + 1 bytes are read: a larger file is refused without holding it in memory."""
+    yet), one that cannot be read is refused as a whole (line 0). At most FILE_MAX + 1 bytes are read:
+    a larger file is refused without holding it in memory."""
     try:
         with path.open("rb") as handle:
             data = handle.read(FILE_MAX + 1)
     except FileNotFoundError:
         return CheckedKeys(KeysFile([]), ())
+    except OSError as error:
+        return CheckedKeys(KeysFile([]), (KeysProblem(0, f"cannot read {path}: {error.strerror or error}"),))
     return check_keys(data)
 
 

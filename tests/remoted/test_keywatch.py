@@ -25,6 +25,14 @@ def test_bytes_that_are_not_utf8_are_an_invalid_line(tmp_path: Path) -> None:
     assert [(p.line_no, p.reason) for p in checked.problems] == [(2, "bytes that are not UTF-8")]
 
 
+def test_a_file_that_cannot_be_read_is_refused_whole(tmp_path: Path) -> None:
+    path = tmp_path / "client.keys"
+    path.mkdir()  # reading a directory fails as an unreadable file would
+    checked = check_keys_file(path)
+    assert [p.line_no for p in checked.problems] == [0]
+    assert checked.problems[0].reason.startswith(f"cannot read {path}: ")
+
+
 def test_the_watcher_reloads_on_a_change_and_on_trigger_only(tmp_path: Path) -> None:
     path = tmp_path / "client.keys"
     path.write_text(f"001 web-01 any {KEY}\n")

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from agentpulse.keysfile import check_keys_file
 from agentpulse.wire.keys import CheckedKeys
+
+log = logging.getLogger(__name__)
 
 Signature = tuple[int, int, int] | None
 
@@ -53,4 +56,7 @@ class KeysWatcher:
             if current == self.last and not forced:
                 continue
             self.last = current
-            await self.on_change()
+            try:
+                await self.on_change()
+            except Exception:  # the next change, or SIGHUP, must still be noticed
+                log.exception("client.keys reload failed")
