@@ -1,6 +1,8 @@
-"""client.keys on disk: the one reader (`read_keys_file`) and the one atomic writer (`write_keys_file`).
+"""client.keys on disk: the one reader (`read_keys_file`), the strict one a reload is judged by
+(`check_keys_file`) and the one atomic writer (`write_keys_file`).
 
 Parsing is `wire.keys`; this module only moves the file's bytes (`KeysRead` says how a reader takes them).
+The manager reads with `check_keys_file`: every line valid, or the reasons it is not.
 The danger is a half-written file: remoted reloads client.keys on an mtime or inode change, so the writer
 goes through a temporary file in the same directory, fsync and `os.replace`.
 """
@@ -14,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from agentpulse.wire.keys import KeysFile
+from agentpulse.wire.keys import FILE_MAX, CheckedKeys, KeysFile, KeysProblem, check_keys
 
-__all__ = ["KEYS_MODE", "KeysRead", "read_keys_file", "write_keys_file"]
+__all__ = ["KEYS_MODE", "KeysRead", "check_keys_file", "read_keys_file", "write_keys_file"]
 
 KEYS_MODE: Final = 0o640
 ENCODING: Final = "utf-8"
@@ -49,6 +51,20 @@ def read_keys_file(path: Path, *, mode: KeysRead = KeysRead.LOOKUP, missing_ok: 
     if lines[-1] == "":
         lines.pop()
     return KeysFile(lines)
+
+
+def check_keys_file(path: Path) -> CheckedKeys:
+    """The file read strictly (`wire.keys.check_keys`); a missing one is an empty, valid file (no agent
+    yet), one that cannot be read is refused as a whole (line 0). At most FILE_MAX + 1 bytes are read:
+    a larger file is refused without holding it in memory."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(FILE_MAX + 1)
+    except FileNotFoundError:
+        return CheckedKeys(KeysFile([]), ())
+    except OSError as error:
+        return CheckedKeys(KeysFile([]), (KeysProblem(0, f"cannot read {path}: {error.strerror or error}"),))
+    return check_keys(data)
 
 
 def write_keys_file(path: Path, keys: KeysFile) -> None:

@@ -1,8 +1,9 @@
 """The manager process: remoted, the store, the sweeper and the keys watcher as tasks of one event loop.
 
 The danger is order (see `Manager`): the store resets every live agent (code 5) before remoted accepts a
-connection, so no status from the previous run survives into this one, and on the way out everything
-that writes through the store stops before its last flush.
+connection, and on the way out everything that writes through the store stops before its last flush. And
+reloads: a broken client.keys must not purge the fleet, so every reload is judged once (`keyguard.py`) and
+applied whole, here and in every worker, or not at all.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ import time
 from pathlib import Path
 from typing import IO, Protocol
 
+from agentpulse import filemodes
 from agentpulse.config import Config
 from agentpulse.paths import Home
+from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.records import MANAGER_ID
+from agentpulse.remoted import keyguard
 from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.scheduler import KeepaliveScheduler
@@ -30,11 +36,12 @@ from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
 from agentpulse.wdb.server import WdbServer
-from agentpulse.wire.keys import KeysFile
+from agentpulse.wire.keys import CheckedKeys, KeysFile
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 1.0
+KEYS_APPLY_TIMEOUT = 10.0  # seconds an accepted reload waits for every worker to use the new keys
 
 
 class AlreadyRunning(RuntimeError):
@@ -125,9 +132,14 @@ class Manager:
             config.global_.agents_disconnection_time,
             config.global_.agents_disconnection_alert_time,
         )
-        self.keys_watcher = KeysWatcher(
-            home.client_keys, config.remote.keyupdate_interval, self._keys_changed
+        self.keys_watcher = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self.reload_keys)
+        self.reload_limits = ReloadLimits(
+            config.remote.keys_reload_max_removed, config.remote.keys_reload_max_removed_percent
         )
+        self.reloads = ReloadCounters()
+        self._reloading = asyncio.Lock()  # one reload at a time: the watcher's, SIGHUP's and the CLI's
+        self.refusals = RateLimitedLog(log)
+        self._started = 0
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
         self._purges: set[asyncio.Task[None]] = set()
@@ -140,6 +152,7 @@ class Manager:
             send_to_agents=self.send_to_agents,
             max_clients=config.database.wdb_max_clients,
             idle_timeout=config.database.wdb_idle_timeout,
+            reload_keys=self.reload_keys,
         )
         self.upkeep = Upkeep(
             self.store, config.database.max_fragmentation, config.database.fragmentation_check_interval
@@ -152,6 +165,9 @@ class Manager:
             self.services.append(EventsService(config.nats, self.store, home, self.keys.name_of))
 
     async def run(self) -> None:
+        self._started = int(time.time())
+        filemodes.set_manager_umask()
+        self._warn_exposed_files()
         self.home.create_layout()
         self.lock.acquire()
         try:
@@ -159,15 +175,27 @@ class Manager:
         finally:
             self.lock.release()
 
+    def _warn_exposed_files(self) -> None:
+        """One warning line per existing file that holds keys (or passwords) and every user may read."""
+        db_dir = Path(self.config.database.path) if self.config.database.path else self.home.db_dir
+        db = db_dir / "global.db"
+        paths = [self.home.client_keys, db, db.with_name("global.db-wal"), db.with_name("global.db-shm")]
+        nats = self.config.nats
+        if nats.password or nats.token:
+            paths.append(self.home.ossec_conf)
+        paths.extend(Path(name) for name in (nats.creds_file, nats.tls_key) if name)
+        for exposed in filemodes.world_readable(paths):
+            log.warning("%s", exposed.warning())
+
     async def _run(self) -> None:
-        keys = await self.keys_watcher.load()
-        await asyncio.to_thread(self.store.open, list(keys.active()))
+        checked = await self.keys_watcher.load()
+        await asyncio.to_thread(self.store.open, list(checked.usable().active()))
         started: list[Service] = []
         try:
             for service in self.services:
                 await service.start()
                 started.append(service)
-            await self._serve(keys)
+            await self._serve(checked)
         finally:
             # Events drain the outbox last; the store's final flush then commits what they acknowledged,
             # so a clean restart does not publish those events again.
@@ -175,20 +203,18 @@ class Manager:
                 await service.stop()
             await asyncio.to_thread(self.store.close)
 
-    async def _serve(self, keys: KeysFile) -> None:
+    async def _serve(self, checked: CheckedKeys) -> None:
         reset = self.store.reset_connections()
-        if self.config.database.purge_removed:
-            listed = {key.number for key in keys.active()}
-            await self._purge(
-                [(agent_id, f"{agent_id:03d}") for agent_id in self.store.agents if agent_id not in listed]
-            )
+        self._load_keys(checked.usable())
+        decision = keyguard.decide({}, checked, self.reload_limits, also_known=self._stored_agents())
+        if decision.accepted:
+            await self._purge([(agent_id, f"{agent_id:03d}") for agent_id in decision.removed])
+        else:
+            self._refused_at_start(decision)
         await asyncio.to_thread(self.store.flush_wait)
         log.info(
-            "Started: %d agents in client.keys, %d reset to disconnected (code 5)",
-            len(self.store.agents),
-            reset,
+            "Started: %d agents in client.keys, %d reset to disconnected (code 5)", len(self.keys), reset
         )
-        self._load_keys(keys)
         try:
             for service in self.front_services:
                 await service.start()
@@ -259,31 +285,79 @@ class Manager:
                 self.remoted.flush_event_counts()
             self.sweeper.sweep()
 
+    # -- client.keys ----------------------------------------------------------------------------------
+
+    def _stored_agents(self) -> set[int]:
+        """The agents a reload removes besides those of the keys in use: with purge_removed, every agent
+        global.db holds (a start that refused to purge leaves some there), else none."""
+        if not self.config.database.purge_removed:
+            return set()
+        return {agent_id for agent_id in self.store.agents if agent_id != MANAGER_ID}
+
+    def _refused_at_start(self, decision: ReloadDecision) -> None:
+        if decision.problems:
+            what = (
+                f"client.keys has {decision.problems_text()}; started with its {len(self.keys)} valid "
+                "entries and purged nothing; fix the file (it is reloaded when it changes)"
+            )
+        else:
+            what = (
+                f"client.keys lacks {len(decision.removed)} of the {decision.known} agents global.db has, "
+                f"more than the {decision.allowed} a reload may remove at once: started with the "
+                f"{len(self.keys)} agents of the file; the others stay in global.db, disconnected, NOT "
+                "purged; `agentpulse keys reload --force` purges them, or restore client.keys"
+            )
+        self.reloads.count(decision, time.time(), what)
+        log.error("%s", what)
+
+    async def reload_keys(self, force: bool = False) -> ReloadDecision:
+        """Read client.keys and apply it if the guard accepts it: the keyupdate_interval check, SIGHUP,
+        and `agentpulse keys reload [--force]` (through the query socket) all come here."""
+        async with self._reloading:
+            checked = await self.keys_watcher.load()
+            # Off the loop: 200,000 keys take a second. The key store's lines are replaced, never changed
+            # in place, and the reload lock keeps any other reload away meanwhile.
+            decision = await asyncio.to_thread(
+                keyguard.decide,
+                self.keys.lines,
+                checked,
+                self.reload_limits,
+                also_known=self._stored_agents(),
+                force=force,
+            )
+            self.reloads.count(decision, time.time())
+            if decision.accepted:
+                await self._apply_keys(checked.keys, decision)
+            else:
+                self.refusals.error("keys-refused", "client.keys reload %s", decision.message())
+            if self.ready.is_set():
+                await asyncio.to_thread(self._write_state)
+            return decision
+
+    async def _apply_keys(self, keys: KeysFile, decision: ReloadDecision) -> None:
+        change = self._load_keys(keys)
+        self.store.add_agents(change.added)
+        if self.pool is not None and not await self.pool.keys_applied(KEYS_APPLY_TIMEOUT):
+            log.warning("client.keys reload: not every remoted worker confirmed the new keys in time")
+        log.info("client.keys reload %s", decision.message())
+        if self.config.database.purge_removed and decision.removed:
+            ids = {key.number: key.id for key in change.gone}
+            gone = [(number, ids.get(number, f"{number:03d}")) for number in decision.removed]
+            task = asyncio.create_task(self._purge(gone), name="purge-removed")
+            self._purges.add(task)
+            task.add_done_callback(self._purges.discard)
+
     def _load_keys(self, keys: KeysFile) -> KeysChange:
-        """client.keys into the key store; remoted here (or the workers, from their own copy) lets the
+        """Accepted keys into the key store; remoted here (or every worker, sent the same lines) lets the
         connections of removed or changed keys go, and agents gone from the file are disconnected."""
         change = self.keys.load(keys)
         if self.remoted is not None:
             self.remoted.keys_changed(change)
         else:
+            assert self.pool is not None
+            self.pool.load_keys("".join(line + "\n" for line in self.keys.lines.values()))
             disconnect_gone(change, self.store, time.time())
         return change
-
-    def _keys_changed(self, keys: KeysFile) -> None:
-        change = self._load_keys(keys)
-        added = self.store.add_agents(change.added)
-        log.info(
-            "client.keys reloaded: %d agents, %d new, %d changed or removed",
-            len(self.keys),
-            len(added),
-            len(change.removed),
-        )
-        if self.config.database.purge_removed:
-            gone = [(key.number, key.id) for key in change.gone]
-            if gone:
-                task = asyncio.create_task(self._purge(gone), name="purge-removed")
-                self._purges.add(task)
-                task.add_done_callback(self._purges.discard)
 
     async def _purge(self, agents: list[tuple[int, str]]) -> None:
         """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted.
@@ -308,7 +382,14 @@ class Manager:
             addresses = " ".join(f"{host}:{self.pool.tcp_port}/{p}" for p in self.config.remote.protocols)
         else:
             addresses = " ".join(f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses)
-        text = f"# State file for agentpulse-remoted\npid='{os.getpid()}'\nstarted='{int(time.time())}'\nlisten='{addresses}'\n"
+        reloads = self.reloads
+        text = (
+            f"# State file for agentpulse-remoted\npid='{os.getpid()}'\nstarted='{self._started}'\n"
+            f"listen='{addresses}'\n"
+            f"keys_reloads_accepted='{reloads.accepted}'\nkeys_reloads_refused='{reloads.refused}'\n"
+            f"keys_last_refused='{int(reloads.last_refused_at)}'\n"
+            f"keys_last_refusal='{reloads.last_refusal.replace(chr(39), chr(34))}'\n"
+        )
         path = self.home.remoted_state
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)

@@ -46,6 +46,9 @@ def test_purge_of_50000_removed_agents_then_vacuum_with_the_manager_running(mana
     size_full = maintenance.database_size(manager.home.global_db)
 
     keep_only(manager, {key.number for key in keys[:KEPT]})
+    # Removing nearly everyone at once is refused unless forced (tests/security/test_keys_reload.py).
+    forced = run_cli("agentpulse", "keys", "reload", "--force", home=manager.root)
+    assert forced.returncode == 0 and "+0 -50000 (forced)" in forced.stdout, forced
     purge_seconds = _wait_for_count(manager, KEPT, timeout=60)
     assert not agent_db.exists() and not rids.exists()
     assert manager.history(gone.number)[-1][1] == "disconnected"

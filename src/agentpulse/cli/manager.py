@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from agentpulse import logs
+from agentpulse import filemodes, logs
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config import ConfigError, default_config_text, load_config
 from agentpulse.paths import Home
@@ -49,6 +49,7 @@ def init_home(home: Home) -> list[str]:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    filemodes.set_manager_umask()
     home = resolve_home(args, creating=True)
     created = init_home(home)
     for path in created:
@@ -60,6 +61,8 @@ def run_init(args: argparse.Namespace) -> int:
 def run_start(args: argparse.Namespace) -> int:
     from agentpulse.manager import AlreadyRunning, Manager
 
+    # Before anything is created (the log, global.db, client.keys): nothing of the home is for others.
+    filemodes.set_manager_umask()
     home = resolve_home(args, creating=True)
     created = init_home(home)
     logs.setup(args.log_level, home.log_file)

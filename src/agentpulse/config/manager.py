@@ -64,6 +64,9 @@ class RemoteConfig:
     connection_grace: float = 10.0
     verify_msg_id: bool = False
     keyupdate_interval: float = 10.0
+    # A client.keys reload that removes more agents than either limit is refused (`keys reload --force`).
+    keys_reload_max_removed: int = 100
+    keys_reload_max_removed_percent: float = 10.0
     workers: int = 0  # remoted processes; 0 ("auto") means one per core, 1 keeps remoted in the manager
     manager_keepalive: ManagerKeepalive = ManagerKeepalive()
 
@@ -166,6 +169,8 @@ _REMOTE_FIELDS: Final[Fields] = {
     "connection_grace": ("connection_grace", cv.time(0, 3600)),
     "verify_msg_id": ("verify_msg_id", cv.boolean),
     "keyupdate_interval": ("keyupdate_interval", cv.time(0, above=True)),
+    "keys_reload_max_removed": ("keys_reload_max_removed", cv.integer(0)),
+    "keys_reload_max_removed_percent": ("keys_reload_max_removed_percent", cv.number(0, 100)),
     "workers": ("workers", cv.workers),
 }
 # Wazuh options of <remote> that only matter to syslog connections.

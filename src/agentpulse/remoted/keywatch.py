@@ -1,25 +1,25 @@
-"""Re-read client.keys when it changes (inode, mtime or size), every `interval` seconds and on demand.
+"""Notice when client.keys changes (inode, mtime or size), checked every `interval` seconds and on demand
+(SIGHUP), and read it strictly for a reload.
 
-The watcher only reads the file and hands the parsed `KeysFile` on; the key store (`keystore.py`) decides
-what changed. A missing file reads as empty: every agent is then removed.
+The watcher only reads the file (`keysfile.check_keys_file`: the entries and every invalid line) and says
+when to reload; whether the new file is accepted is `keyguard.py`'s decision, taken by the manager.
+A missing file reads as an empty one: the guard then sees every agent removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from agentpulse.keysfile import read_keys_file
-from agentpulse.wire.keys import KeysFile
+from agentpulse.keysfile import check_keys_file
+from agentpulse.wire.keys import CheckedKeys
+
+log = logging.getLogger(__name__)
 
 Signature = tuple[int, int, int] | None
-
-
-def read_keys(path: Path) -> KeysFile:
-    """client.keys as remoted sees it: no file yet is no agent yet."""
-    return read_keys_file(path, missing_ok=True)
 
 
 def signature(path: Path) -> Signature:
@@ -31,17 +31,17 @@ def signature(path: Path) -> Signature:
 
 
 class KeysWatcher:
-    def __init__(self, path: Path, interval: float, on_change: Callable[[KeysFile], None]) -> None:
+    def __init__(self, path: Path, interval: float, on_change: Callable[[], Awaitable[object]]) -> None:
         self.path = path
         self.interval = interval
-        self.on_change = on_change
+        self.on_change = on_change  # reads the file through `load()` and decides
         self.last: Signature = None
         self._forced = asyncio.Event()
 
-    async def load(self) -> KeysFile:
-        """The first read, at start: remembers the signature so the watcher only reacts to changes."""
+    async def load(self) -> CheckedKeys:
+        """Read the file now; remembers its signature, so the watcher reacts to the next change only."""
         self.last = await asyncio.to_thread(signature, self.path)
-        return await asyncio.to_thread(read_keys, self.path)
+        return await asyncio.to_thread(check_keys_file, self.path)
 
     def trigger(self) -> None:
         self._forced.set()
@@ -56,4 +56,7 @@ class KeysWatcher:
             if current == self.last and not forced:
                 continue
             self.last = current
-            self.on_change(await asyncio.to_thread(read_keys, self.path))
+            try:
+                await self.on_change()
+            except Exception:  # the next change, or SIGHUP, must still be noticed
+                log.exception("client.keys reload failed")

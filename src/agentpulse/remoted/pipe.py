@@ -20,7 +20,9 @@ from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire.control import Keepalive, interned
 from agentpulse.wire.frames import LENGTH, FrameDecoder
 
-PIPE_FRAME_MAX = 64 * 1024 * 1024  # a batch of 10,000 keep-alives pickles to a few MB at most
+# A batch of 10,000 keep-alives pickles to a few MB at most; a KEYS command carries up to
+# wire.keys.FILE_MAX (48 MB) of client.keys text.
+PIPE_FRAME_MAX = 64 * 1024 * 1024
 KEEPALIVE_FIELDS = Keepalive.__dataclass_fields__.keys()
 _TRIGGERS = {trigger.value: trigger for trigger in Trigger}
 
@@ -36,6 +38,7 @@ class Tag(enum.StrEnum):
     CLOSED = enum.auto()  # (CLOSED, agent)
     RELEASED = enum.auto()  # (RELEASED, agent)
     READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
+    KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
 
 
 class Command(enum.StrEnum):
@@ -43,6 +46,9 @@ class Command(enum.StrEnum):
 
     STOP = enum.auto()  # (STOP,)
     SEND = enum.auto()  # (SEND, agent ids, payload): the worker holding an agent sends it the payload
+    # (KEYS, generation, text): the client.keys lines the manager accepted; the worker's only source of
+    # keys (it never reads the file), first thing after it starts and after every accepted reload
+    KEYS = enum.auto()
 
 
 Record = tuple[Any, ...]

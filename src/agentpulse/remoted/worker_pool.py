@@ -2,7 +2,8 @@
 the grace tracker, restart them. (`worker_process.py` is the other side: the main of one worker.)
 
 The danger is a dying worker: every agent it held has lost its connection, and the grace tracker must
-learn so before the worker is restarted (see `WorkerPool._supervise`).
+learn so before the worker is restarted (see `WorkerPool._supervise`). Workers never read client.keys: the
+manager sends each the accepted lines (`Command.KEYS`), a restarted one before it listens.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class WorkerHandle:
     decoder: pipe.UpdateDecoder = field(default_factory=pipe.UpdateDecoder)
     port: int = 0
     restarts: int = 0
+    keys_generation: int = 0  # the last KEYS command this process said it applied
 
 
 class WorkerPool:
@@ -50,6 +52,9 @@ class WorkerPool:
         self.workers = [WorkerHandle(index) for index in range(1, count + 1)]
         self.stopping = False
         self._supervisors: list[asyncio.Task[None]] = []
+        self.keys_text = ""  # the lines of client.keys the manager accepted last
+        self.keys_generation = 0
+        self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
 
     async def start(self) -> None:
         for worker in self.workers:
@@ -67,6 +72,7 @@ class WorkerPool:
         worker.ready.clear()
         worker.pipe_closed.clear()
         worker.decoder = pipe.UpdateDecoder()  # a new process sends every keep-alive in full first
+        worker.keys_generation = 0
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -86,9 +92,16 @@ class WorkerPool:
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
-        reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), worker.pipe_closed.set)
+        reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), lambda: self._pipe_lost(worker))
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
         worker.reader = reader
+        # Its keys before anything else: it listens only once it has them.
+        reader.send([(Command.KEYS, self.keys_generation, self.keys_text)])
+
+    def _pipe_lost(self, worker: WorkerHandle) -> None:
+        worker.pipe_closed.set()
+        worker.ready.clear()  # whatever it acknowledged, it holds no keys now; its restart gets them
+        self._keys_acked.set()
 
     async def _supervise(self, worker: WorkerHandle) -> None:
         """Restart the worker whenever it exits, unless the pool is stopping.
@@ -135,12 +148,36 @@ class WorkerPool:
                 store.record_state(record[1], record[2])
             elif tag is Tag.COUNTS:
                 store.count_events(record[1])
+            elif tag is Tag.KEYS_LOADED:
+                worker.keys_generation = record[2]
+                self._keys_acked.set()
             elif tag is Tag.READY:
                 worker.port = record[2]
                 worker.ready.set()
                 log.info(
                     "remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid
                 )
+
+    def load_keys(self, text: str) -> None:
+        """The keys the manager accepted: to every worker now, and to every worker started later."""
+        self.keys_generation += 1
+        self.keys_text = text
+        for worker in self.workers:
+            if worker.reader is not None:
+                worker.reader.send([(Command.KEYS, self.keys_generation, text)])
+
+    async def keys_applied(self, timeout: float) -> bool:
+        """Wait until every running worker uses the keys of the last `load_keys`; False after `timeout`."""
+        deadline = time.monotonic() + timeout
+        generation = self.keys_generation
+        while any(w.ready.is_set() and w.keys_generation < generation for w in self.workers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._keys_acked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keys_acked.wait(), remaining)
+        return True
 
     def send_to_agents(self, agent_ids: list[int], payload: bytes) -> None:
         """Every worker gets the list; only the one holding an agent's connection sends."""

@@ -2,6 +2,10 @@
 and sends what happens to the manager through the record pipe. The manager owns the store, the grace
 tracker, the sweeper, events and the query socket; a worker owns its own key store, sessions, replies and
 the manager keep-alive of its agents. (`worker_pool.py` is the manager's side.)
+
+Its keys come from the manager only (`Command.KEYS`, the lines the manager accepted): it never reads
+client.keys, so it can neither accept a file the manager refused nor keep old keys after the manager took
+new ones. It listens once it has its first keys; SIGHUP is the manager's business and is ignored here.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.remoted import pipe
 from agentpulse.remoted.keystore import KeyStore
-from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.pipe import Command, Tag
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
@@ -40,21 +43,22 @@ class WorkerProcess:
         self.keys = KeyStore()
         self.remoted = Remoted(config, self.keys, self.sink, self.sink)
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
-        self.keys_watcher = KeysWatcher(
-            home.client_keys, config.remote.keyupdate_interval, self._keys_changed
-        )
+        self._has_keys = asyncio.Event()
+        self._keys_generation = -1  # of the keys in use
+        self._keys_tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(lambda: self.pipe, sock=self.sock)
-        self._keys_changed(await self.keys_watcher.load())
-        await self.remoted.start()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
-        # Ctrl-C reaches the whole process group: the manager decides, and tells the workers.
+        # Ctrl-C and a hang-up reach the whole process group: the manager decides, and tells the workers.
         loop.add_signal_handler(signal.SIGINT, lambda: None)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        await loop.connect_accepted_socket(lambda: self.pipe, sock=self.sock)
+        if not await self._first_keys():
+            return
+        await self.remoted.start()
         self.pipe.send([(Tag.READY, self.index, self.remoted.tcp_port if self.remoted.servers else 0)])
-        tasks = [asyncio.create_task(self.keys_watcher.run()), asyncio.create_task(self._housekeeping())]
+        tasks = [asyncio.create_task(self._housekeeping())]
         if self.config.remote.manager_keepalive.enabled:
             tasks.append(asyncio.create_task(self.scheduler.run()))
         try:
@@ -69,8 +73,30 @@ class WorkerProcess:
             if self.pipe.transport is not None:
                 self.pipe.transport.close()
 
-    def _keys_changed(self, keys: KeysFile) -> None:
+    async def _first_keys(self) -> bool:
+        """Wait for the manager's first KEYS command; False when told to stop (or the pipe closed) first."""
+        keys = asyncio.create_task(self._has_keys.wait())
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait((keys, stop), return_when=asyncio.FIRST_COMPLETED)
+        keys.cancel()
+        stop.cancel()
+        if self._has_keys.is_set():
+            return True
+        if self.pipe.transport is not None:
+            self.pipe.transport.close()
+        return False
+
+    async def _load_keys(self, generation: int, text: str) -> None:
+        """The keys the manager accepted: connections on removed or changed keys go at once. Parsed off
+        the loop (200,000 lines take a second); of two reloads parsed at once, the newer one wins."""
+        keys = await asyncio.to_thread(KeysFile.parse, text)
+        if generation < self._keys_generation:
+            return
+        self._keys_generation = generation
         self.remoted.keys_changed(self.keys.load(keys))
+        self.sink.flush()  # the disconnections first, then the acknowledgement
+        self.pipe.send([(Tag.KEYS_LOADED, self.index, generation)])
+        self._has_keys.set()
 
     async def _housekeeping(self) -> None:
         while True:
@@ -81,6 +107,11 @@ class WorkerProcess:
         for command in commands:
             if command[0] is Command.STOP:
                 self._stop.set()
+            elif command[0] is Command.KEYS:
+                _, generation, text = command
+                task = asyncio.create_task(self._load_keys(generation, text))
+                self._keys_tasks.add(task)
+                task.add_done_callback(self._keys_tasks.discard)
             elif command[0] is Command.SEND:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:

@@ -23,8 +23,8 @@ from typing import Any
 
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.store.facade import Store
-from agentpulse.wdb.commands import agents, groups, maintenance, sql, status, sync
-from agentpulse.wdb.commands.context import Command, Context
+from agentpulse.wdb.commands import agents, groups, maintenance, remoted, sql, status, sync
+from agentpulse.wdb.commands.context import Command, Context, KeysReload
 from agentpulse.wdb.protocol import OS_MAXSTR, Reply, WdbError, answer_body, near, split_request, unix_address
 from agentpulse.wire.frames import LENGTH_SIZE, decode_length, encode_frame
 
@@ -49,7 +49,7 @@ GLOBAL_COMMANDS: dict[str, Command] = {
 # The other actors: `<actor> <rest>`
 ACTORS: dict[str, Callable[[Context, str], Awaitable[Reply]]] = {
     "agent": maintenance.agent,
-    "remoted": groups.remoted,
+    "remoted": remoted.remoted,
 }
 
 
@@ -73,6 +73,7 @@ class WdbServer:
         *,
         allow_sql: str = "no",
         send_to_agents: Callable[[list[int], bytes], int] | None = None,
+        reload_keys: KeysReload | None = None,
         max_clients: int = MAX_CLIENTS,
         frame_timeout: float = FRAME_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -90,6 +91,7 @@ class WdbServer:
             sql_time_limit=sql_time_limit,
             send_to_agents=send_to_agents,
             clock=clock,
+            reload_keys=reload_keys,
         )
         self.warn = RateLimitedLog(log)
         self.stats = {"requests": 0, "errors": 0, "refused_clients": 0, "evicted_clients": 0, "closed": 0}
