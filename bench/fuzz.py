@@ -2,6 +2,10 @@
 inputs run, crashes (exception type, where, a minimised reproducer in bench/out/fuzz/), hangs (an input over
 --hang seconds), the slowest input and its time, and inputs/s. Exit status 1 when anything crashed.
 
+`--engine atheris` runs each target under atheris instead (libFuzzer, coverage-guided; `pip install atheris`,
+the `fuzz` extra), one process per target, with the same seeds, the format's words as its dictionary and the
+same report; a crash does not stop a target there either.
+
 The targets are tests/fuzz/targets.py's: each feeds one decoder and lets through only the error that decoder
 documents, so any exception out of a target is a crash. Inputs start from valid seeds (the protocol
 reference's worked examples and the tests' fixtures) and are round-robined across targets, so a slow target
@@ -9,6 +13,7 @@ cannot starve the others before --seconds runs out. An input still running after
 interrupted (SIGALRM) and counted as a hang; its time is then the abort time.
 
     .venv/bin/python bench/fuzz.py [--inputs 1000000] [--seconds 900] [--target keys ...] [--seed 1]
+                                   [--engine mutate|atheris]
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import signal
+import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -181,6 +188,129 @@ def fuzz(selected: list[Stats], rng: random.Random, deadline: float, hang: float
                 return
 
 
+# --------------------------------------------------------------------------------------------------------
+# --engine atheris: a process per target, libFuzzer's coverage guiding the mutations
+
+
+def _dict_entry(token: bytes) -> str:
+    return (
+        '"' + "".join(chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\x{b:02x}" for b in token) + '"'
+    )
+
+
+def _stats_json(stats: Stats) -> dict[str, object]:
+    return {
+        "inputs": stats.inputs,
+        "busy": stats.busy,
+        "crash_inputs": stats.crash_inputs,
+        "crashes": [
+            {
+                "signature": c.signature,
+                "error": c.error,
+                "trace": c.trace,
+                "count": c.count,
+                "data": c.data.hex(),
+            }
+            for c in stats.crashes.values()
+        ],
+        "hang_count": stats.hang_count,
+        "hangs": [(seconds, data.hex()) for seconds, data in stats.hangs],
+        "slowest": (stats.slowest[0], stats.slowest[1].hex()),
+    }
+
+
+def _load_stats(stats: Stats, data: dict[str, object]) -> None:
+    stats.inputs = int(data["inputs"])  # type: ignore[call-overload]
+    stats.busy = float(data["busy"])  # type: ignore[arg-type]
+    stats.crash_inputs = int(data["crash_inputs"])  # type: ignore[call-overload]
+    for item in data["crashes"]:  # type: ignore[attr-defined]
+        crash = Crash(
+            item["signature"], item["error"], item["trace"], bytes.fromhex(item["data"]), item["count"]
+        )
+        stats.crashes[crash.signature] = crash
+    stats.hang_count = int(data["hang_count"])  # type: ignore[call-overload]
+    stats.hangs = [(seconds, bytes.fromhex(text)) for seconds, text in data["hangs"]]  # type: ignore[attr-defined]
+    seconds, text = data["slowest"]  # type: ignore[misc]
+    stats.slowest = (seconds, bytes.fromhex(text))
+
+
+def atheris_child(name: str, quota: int, seconds: float, hang: float, abort_after: float) -> int:
+    """Run one target under atheris until `quota` inputs or `seconds`; stats go to OUT/atheris-<name>.json.
+    Started through bench/fuzz_atheris.py, which imports agentpulse under atheris' instrumentation."""
+    import atheris  # type: ignore[import-not-found]
+
+    stats = Stats(TARGETS[name], quota)
+    corpus = OUT / "corpus" / name
+    corpus.mkdir(parents=True, exist_ok=True)
+    for index, seed in enumerate(stats.target.seeds):
+        (corpus / f"seed-{index}").write_bytes(seed)
+    dictionary = OUT / "corpus" / f"{name}.dict"
+    dictionary.write_text("".join(_dict_entry(token) + "\n" for token in stats.target.tokens))
+    stats_path = OUT / f"atheris-{name}.json"
+    began = time.perf_counter()
+
+    def write() -> None:
+        stats.busy = time.perf_counter() - began
+        stats_path.write_text(json.dumps(_stats_json(stats)))
+
+    def one(data: bytes) -> None:
+        start = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            stats.target.run(data)
+        except BaseException as exc:  # recorded, not raised: a crash must not end the target's run
+            error = exc
+        record(stats, data, Outcome(time.perf_counter() - start, error), hang)
+        stats.inputs += 1
+        if stats.inputs % 1000 == 0 or stats.done:
+            write()
+        if stats.done:
+            os._exit(0)
+
+    libfuzzer = [
+        sys.argv[0],
+        f"-max_total_time={max(1, int(seconds))}",
+        f"-timeout={max(1, int(abort_after))}",
+        f"-runs={quota + len(stats.target.seeds) + 1}",
+        "-max_len=65540",
+        "-rss_limit_mb=3072",
+        f"-dict={dictionary}",
+        f"-artifact_prefix={OUT}/atheris-{name}-",
+        str(corpus),
+    ]
+    atheris.Setup(libfuzzer, one)
+    try:
+        atheris.Fuzz()
+    finally:
+        write()
+    return 0
+
+
+def run_atheris(selected: list[Stats], args: argparse.Namespace, deadline: float) -> None:
+    """Each target in a process of its own, the time left shared by the targets not run yet."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    for index, stats in enumerate(selected):
+        name = stats.target.name
+        seconds = (deadline - time.monotonic()) / (len(selected) - index)
+        if seconds < 1:
+            break
+        child = Path(__file__).with_name("fuzz_atheris.py")
+        command = [sys.executable, str(child), "--atheris-child", name, "--inputs", str(stats.quota)]
+        command += ["--seconds", f"{seconds:.0f}", "--hang", str(args.hang), "--abort", str(args.abort)]
+        (OUT / f"atheris-{name}.json").unlink(missing_ok=True)
+        with open(OUT / f"atheris-{name}.log", "wb") as log:
+            result = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, timeout=seconds + 120, check=False
+            )
+        stats_path = OUT / f"atheris-{name}.json"
+        if stats_path.exists():
+            _load_stats(stats, json.loads(stats_path.read_text()))
+        if result.returncode != 0:
+            print(
+                f"bench/fuzz.py: atheris on {name} exited {result.returncode}; see {OUT}/atheris-{name}.log"
+            )
+
+
 def minimise(target: Target, data: bytes, wanted: str, abort_after: float) -> bytes:
     """Drop chunks (halves, then quarters, ... then single bytes) while the same crash still happens."""
     runs = 0
@@ -281,6 +411,7 @@ def crash_list(selected: list[Stats]) -> str:
 def report_json(selected: list[Stats], args: argparse.Namespace, wall: float) -> dict[str, object]:
     return {
         "command": sys.argv,
+        "engine": args.engine,
         "seed": args.seed,
         "wall_seconds": round(wall, 1),
         "targets": {
@@ -308,21 +439,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--hang", type=float, default=1.0, help="an input slower than this is a hang")
     parser.add_argument("--abort", type=float, default=10.0, help="interrupt an input after this long")
+    parser.add_argument("--engine", choices=("mutate", "atheris"), default="mutate")
+    parser.add_argument("--atheris-child", metavar="TARGET", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.atheris_child:
+        return atheris_child(args.atheris_child, args.inputs, args.seconds, args.hang, args.abort)
     names = args.target or list(TARGETS)
     share, extra = divmod(args.inputs, len(names))
     selected = [Stats(TARGETS[name], share + (index < extra)) for index, name in enumerate(names)]
     signal.signal(signal.SIGALRM, _alarm)
     started = time.monotonic()
-    fuzz(selected, random.Random(args.seed), started + args.seconds, args.hang, args.abort)
+    engine: Callable[[], None] = (
+        (lambda: run_atheris(selected, args, started + args.seconds))
+        if args.engine == "atheris"
+        else (lambda: fuzz(selected, random.Random(args.seed), started + args.seconds, args.hang, args.abort))
+    )
+    engine()
     wall = time.monotonic() - started
     write_artifacts(selected, args.abort)
     total = sum(stats.inputs for stats in selected)
-    print(f"bench/fuzz.py: {total:,} of {args.inputs:,} inputs in {wall:.0f} s (seed {args.seed})\n")
+    print(
+        f"bench/fuzz.py: {total:,} of {args.inputs:,} inputs in {wall:.0f} s ({args.engine}, seed {args.seed})\n"
+    )
     print(table(selected, args.hang))
     print("\nCrashes (one line per distinct exception and place; reproducers minimised):")
     print(crash_list(selected))

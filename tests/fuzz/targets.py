@@ -190,10 +190,17 @@ def manager_error(data: bytes) -> None:
         return
 
 
+def _raw(char: str) -> bool:
+    """A character that must not reach a log line as it is: it could end the line or drive a terminal."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
+
+
 class RemotedHarness:
     """A real `Remoted` (not listening) over a real store in a temporary home, holding the reference's agent
     001: each input is a message the agent sends, sealed with its key and handed to `Remoted.handle` as a
-    UDP datagram from 127.0.0.1 (so no session; replies have no socket to go to and are dropped)."""
+    UDP datagram from 127.0.0.1 (so no session; replies have no socket to go to and are dropped). Every
+    line remoted logs is checked: nothing the agent sent may reach it with its control characters."""
 
     PEER = ("127.0.0.1", 40000)
 
@@ -211,7 +218,12 @@ class RemotedHarness:
         self.keys = KeyStore()
         self.remoted = Remoted(config, self.keys, self.store, grace)
         self.remoted.keys_changed(self.keys.load(keys_file))
+        self.remoted.warn.interval = 0.0  # every refusal logged, so every log line is checked
         self.counter = 0
+        self.lines = _Failures()
+        logger = logging.getLogger("agentpulse.remoted")
+        logger.addHandler(self.lines)
+        logger.propagate = False  # refusals are expected here: checked, not printed
 
     def handle(self, message: bytes) -> None:
         self.counter += 1
@@ -224,10 +236,13 @@ class RemotedHarness:
             local_counter=local_counter + 1,
             agent_id=AGENT_ID,
         )
-        try:
+        self.lines.records.clear()
+        with contextlib.suppress(WireError):
             self.remoted.handle(sealed, self.PEER[0], None, self.PEER)
-        except WireError:
-            return
+        for record in self.lines.records:
+            text = record.getMessage()
+            if any(_raw(char) for char in text):
+                raise Unexpected(f"a log line carries the agent's control characters: {text[:120]!r}")
 
     def close(self) -> None:
         self.store.close()
@@ -335,7 +350,7 @@ def wdb_request(data: bytes) -> None:
 
 
 class _Failures(logging.Handler):
-    """What the query socket's dispatch logged: it logs only failures it did not expect."""
+    """The records a logger emitted (the query socket logs only failures it did not expect)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)

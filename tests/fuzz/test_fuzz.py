@@ -262,3 +262,13 @@ def test_keys_id_of_unicode_digits_is_a_problem_not_an_entry() -> None:
 )
 def test_wdb_agent_actor_with_an_id_of_5000_digits_gets_an_err_answer() -> None:
     targets.wdb_dispatch(b"agent " + b"9" * 5000 + b" vacuum")
+
+
+@pytest.mark.xfail(
+    raises=targets.Unexpected,
+    strict=True,
+    reason="not fixed yet: remoted/server.py _startup logs a refused agent's version with %s, its ESC and "
+    "newlines included (a forged log line)",
+)
+def test_remoted_log_line_of_a_refused_version_escapes_the_agents_text() -> None:
+    targets.remoted_message(b'#!-agent startup {"version":"v9.0\\u001b[2J\\nagent 002 connected"}')
