@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from agentpulse.agent.config import parse_agent_config
 from agentpulse.config import Config, ConfigError, default_config_text, parse_config
+from agentpulse.logs import LineFormatter
 from agentpulse.paths import Home
 from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.keystore import KeyStore
@@ -239,8 +240,10 @@ class RemotedHarness:
         self.lines.records.clear()
         with contextlib.suppress(WireError):
             self.remoted.handle(sealed, self.PEER[0], None, self.PEER)
+        formatter = LineFormatter()  # what every sink writes: ossec.log and stderr
         for record in self.lines.records:
-            text = record.getMessage()
+            record.process_name = "agentpulse-remoted"
+            text = formatter.format(record)
             if any(_raw(char) for char in text):
                 raise Unexpected(f"a log line carries the agent's control characters: {text[:120]!r}")
 

@@ -244,31 +244,13 @@ def test_request_reply_json_of_any_depth_is_a_reply(opener: str, depth: int) -> 
     targets.request_reply(b"3a2b1c " + (opener * depth).encode())
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="not fixed yet: wire/keys.py takes an id that str.isdigit() accepts ('²') and AgentKey.number's "
-    "int() refuses, so by_id() and next_id() raise for every agent of the file",
-)
 def test_keys_id_of_unicode_digits_is_a_problem_not_an_entry() -> None:
     targets.keys("² ab any k\n001 cd any k2\n".encode())
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="not fixed yet: wdb/commands/maintenance.py agent() calls int() on an id of any length; past "
-    "4300 digits that raises, and the query socket answers 'err Internal error' with a logged traceback",
-)
 def test_wdb_agent_actor_with_an_id_of_5000_digits_gets_an_err_answer() -> None:
     targets.wdb_dispatch(b"agent " + b"9" * 5000 + b" vacuum")
 
 
-@pytest.mark.xfail(
-    raises=targets.Unexpected,
-    strict=True,
-    reason="not fixed yet: remoted/server.py _startup logs a refused agent's version with %s, its ESC and "
-    "newlines included (a forged log line)",
-)
 def test_remoted_log_line_of_a_refused_version_escapes_the_agents_text() -> None:
     targets.remoted_message(b'#!-agent startup {"version":"v9.0\\u001b[2J\\nagent 002 connected"}')

@@ -158,7 +158,7 @@ def parse_line(text: str, line_no: int = 0) -> AgentKey | None:
     if len(parts) < 4 or not parts[3]:
         raise ValueError("expected '<id> <name> <ip> <key>'")
     agent_id, name, ip_text, key = parts
-    if not agent_id.isdigit():
+    if not (agent_id.isascii() and agent_id.isdigit()):  # int() refuses other digits, like "²"
         raise ValueError(f"invalid agent id {agent_id!r}")
     if any(len(part) > FIELD_MAX for part in parts):
         raise ValueError(f"a field is longer than {FIELD_MAX} characters")
@@ -215,7 +215,8 @@ class KeysFile:
         self, name: str, ip: str = ANY_IP, key: str | None = None, agent_id: str | None = None
     ) -> AgentKey:
         if agent_id is not None and (
-            not agent_id.isdigit() or any(e.number == int(agent_id) for e in self.entries)
+            not (agent_id.isascii() and agent_id.isdigit())
+            or any(e.number == int(agent_id) for e in self.entries)
         ):
             raise ValueError(f"agent id {agent_id!r} is invalid or already used")
         (entry,) = self.add_many([name], ip, key=key, first_id=int(agent_id) if agent_id else None)
