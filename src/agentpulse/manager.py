@@ -1,10 +1,12 @@
 """The manager process: remoted, the store, the sweeper and the keys watcher as tasks of one event loop.
 
-Start order matters: the store opens global.db and resets every live agent (code 5) before remoted accepts
-a connection, so no status from the previous run survives into this one. Stop order too: listeners close
-(remoted, then the query socket and the upkeep task, which write through the store), then the store writes
-everything accepted, then the services that drain what the store committed (events), then the lock is
-released.
+Start order matters: the store opens global.db, replays what remoted acknowledged in the last run and
+never committed (the acknowledgement journal, `remoted/journal.py`), and resets every live agent (code 5)
+before remoted accepts a connection, so no status from the previous run survives into this one. Stop
+order too: listeners close (remoted, then the query socket and the upkeep task, which write through the
+store), then the store writes everything accepted, then the services that drain what the store committed
+(events), then the lock is released. SIGTERM is handled from the first moment, so a stop during the start
+takes the same way out.
 
 Agents gone from client.keys (at start, or on a reload) are purged when `<database><purge_removed>` is on:
 their rows leave global.db with a last status event (see `store/writer.py`), and their `<id>.db` and
@@ -26,7 +28,9 @@ from typing import IO, Protocol
 
 from agentpulse.config import Config
 from agentpulse.paths import Home
-from agentpulse.remoted.grace import GraceTracker
+from agentpulse.records import StatusUpdate
+from agentpulse.remoted.grace import LOCAL, GraceTracker
+from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
 from agentpulse.remoted.keystore import KeysChange, KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.scheduler import KeepaliveScheduler
@@ -110,12 +114,14 @@ class Manager:
         self.remoted: Remoted | None = None
         self.scheduler: KeepaliveScheduler | None = None
         self.pool: WorkerPool | None = None
+        self.journal: AckJournal | None = None  # this process's, when remoted runs here
         if config.remote.worker_processes > 1:
             self.pool = WorkerPool(
                 str(home.root), config.remote.worker_processes, self.store, self.grace, log_level
             )
         else:
-            self.remoted = Remoted(config, self.keys, self.store, self.grace)
+            self.journal = AckJournal(home.ack_journal_dir, LOCAL, keep_for(config.database.flush_interval))
+            self.remoted = Remoted(config, self.keys, self.store, self.grace, journal=self.journal)
             self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
         self.sweeper = Sweeper(
             self.store,
@@ -149,6 +155,12 @@ class Manager:
     async def run(self) -> None:
         self.home.create_layout()
         self.lock.acquire()
+        # From the first moment, not once listening: a SIGTERM during the start (a long store open, a
+        # worker that never comes up) takes the normal way out, Stopping to Stopped, exit 0.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
         try:
             await self._run()
         finally:
@@ -171,13 +183,22 @@ class Manager:
             await asyncio.to_thread(self.store.close)
 
     async def _serve(self, keys: KeysFile) -> None:
+        acks = await asyncio.to_thread(read_journals, self.home.ack_journal_dir)
+        restored = self.store.restore_acks(StatusUpdate(ack.agent_id, ack.trigger, ack.at) for ack in acks)
         reset = self.store.reset_connections()
         if self.config.database.purge_removed:
             listed = {key.number for key in keys.active()}
             await self._purge(
                 [(agent_id, f"{agent_id:03d}") for agent_id in self.store.agents if agent_id not in listed]
             )
-        await asyncio.to_thread(self.store.flush_wait)
+        if await asyncio.to_thread(self.store.flush_wait):
+            await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
+        if restored:
+            log.warning(
+                "%d agents were acknowledged in the last run but not stored (the manager stopped "
+                "without its last commit): restored from the acknowledgement journal",
+                restored,
+            )
         log.info(
             "Started: %d agents in client.keys, %d reset to disconnected (code 5)",
             len(self.store.agents),
@@ -198,24 +219,20 @@ class Manager:
             await self._front_started.pop().stop()
 
     async def _listen(self) -> None:
-        if self.remoted is not None:
-            await self.remoted.start()
-        else:
-            assert self.pool is not None
-            await self.pool.start()
-        await asyncio.to_thread(self._write_state)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
-        tasks = [
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(self.keys_watcher.run(), name="keys-watcher"),
-        ]
-        if self.config.remote.manager_keepalive.enabled and self.scheduler is not None:
-            tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
-        self.ready.set()
+        tasks: list[asyncio.Task[None]] = []
         try:
+            if not await self._start_listeners():
+                return
+            await asyncio.to_thread(self._write_state)
+            tasks = [
+                asyncio.create_task(self._housekeeping(), name="housekeeping"),
+                asyncio.create_task(self.keys_watcher.run(), name="keys-watcher"),
+            ]
+            if self.config.remote.manager_keepalive.enabled and self.scheduler is not None:
+                tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
+            if self.journal is not None:
+                tasks.append(asyncio.create_task(self.journal.run(), name="ack-journal"))
+            self.ready.set()
             await self._stop.wait()
         finally:
             log.info("Stopping")
@@ -232,8 +249,37 @@ class Manager:
             await self._stop_front()
             for task in list(self._purges):
                 await task
-            await asyncio.to_thread(self.store.flush_wait)
+            if self.journal is not None:
+                self.journal.close()
+            if await asyncio.to_thread(self.store.flush_wait):
+                # Everything acknowledged is committed: the next start has nothing to restore.
+                await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
             log.info("Stopped: every accepted status change is committed")
+
+    async def _start_listeners(self) -> bool:
+        """remoted listens, here or in its workers; False when a stop came first (the start is undone).
+        A worker that cannot start raises WorkerStartError, the others stopped."""
+        if self._stop.is_set():
+            return False
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.open)
+        starting = asyncio.ensure_future(
+            self.remoted.start() if self.remoted is not None else self._require_pool().start()
+        )
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()  # the pool stops the workers it started
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return False
+        starting.result()
+        return True
+
+    def _require_pool(self) -> WorkerPool:
+        assert self.pool is not None
+        return self.pool
 
     def stop(self) -> None:
         self._stop.set()
@@ -295,7 +341,7 @@ class Manager:
         if self.remoted is None:
             assert self.pool is not None
             host = self.config.remote.local_ip or "0.0.0.0"
-            addresses = " ".join(f"{host}:{self.pool.tcp_port}/{p}" for p in self.config.remote.protocols)
+            addresses = " ".join(f"{host}:{self.pool.port}/{p}" for p in self.config.remote.protocols)
         else:
             addresses = " ".join(f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses)
         text = f"# State file for agentpulse-remoted\npid='{os.getpid()}'\nstarted='{int(time.time())}'\nlisten='{addresses}'\n"

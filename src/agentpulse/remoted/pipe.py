@@ -35,7 +35,8 @@ class Tag(enum.StrEnum):
     BOUND = enum.auto()  # (BOUND, agent): for the grace tracker, with the worker as holder
     CLOSED = enum.auto()  # (CLOSED, agent)
     RELEASED = enum.auto()  # (RELEASED, agent)
-    READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
+    READY = enum.auto()  # (READY, worker index, port): the worker listens
+    FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
 
 
 class Command(enum.StrEnum):
