@@ -105,7 +105,9 @@ def syncs(directory: Path, lines: int, rounds: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=20000)
-    parser.add_argument("--dir", type=Path, help="where to write the journal (default: a temporary directory)")
+    parser.add_argument(
+        "--dir", type=Path, help="where to write the journal (default: a temporary directory)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

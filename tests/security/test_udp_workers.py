@@ -5,6 +5,7 @@ worker behind holding the port."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ from pathlib import Path
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.wire import control
 from agentpulse.wire.keys import AgentKey
-from tests.e2e.harness import LOOPBACK, ManagerProcess, wait_until
+from tests.e2e.harness import LOOPBACK, ManagerProcess, agentpulse_bin, wait_until
 from tests.e2e.test_statuses import KEEPALIVE
 
 AGENTS = 24
@@ -95,6 +96,30 @@ def test_udp_agents_become_active_on_two_workers_and_stay_active(manager: Manage
         assert manager.history(key.number) == [("never_connected", "pending", 0), ("pending", "active", 0)]
     assert "refused" not in manager.output()
     assert manager.stop() == 0
+
+
+def test_a_simulated_udp_fleet_on_two_workers_is_acked_and_stays_active(
+    manager: ManagerProcess, tmp_path: Path
+) -> None:
+    keys = _udp_manager(manager)
+    (tmp_path / "fleet.keys").write_text("".join(key.line() + "\n" for key in keys))
+    manager.start()
+    summary_path = tmp_path / "fleet.json"
+    command = [
+        *("simulate", "--manager", f"{LOOPBACK}:{manager.port}", "--protocol", "udp"),
+        *("--agents", str(AGENTS), "--keys", str(tmp_path / "fleet.keys"), "--processes", "1"),
+        *("--interval", "1", "--ramp", "1", "--duration", "6", "--progress", "never"),
+        *("--json-out", str(summary_path)),
+    ]
+    simulate = subprocess.run(
+        [agentpulse_bin("agentpulse"), *command], capture_output=True, text=True, timeout=60
+    )
+    assert simulate.returncode == 0, simulate.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert (summary["acked"], summary["errors"]) == (AGENTS, 0), summary
+    assert summary["keepalives_acked"] >= AGENTS * 3
+    assert all(seen == ("active", 0) for seen in manager.statuses().values()), manager.statuses()
+    assert manager.query("SELECT agent_id FROM agent_status_history WHERE to_status = 'disconnected'") == []
 
 
 def test_sigterm_stops_udp_workers_and_frees_the_port(manager: ManagerProcess) -> None:
