@@ -70,7 +70,7 @@ def test_kill_9_during_a_ramp_loses_no_acknowledged_startup(manager: ManagerProc
     assert len(acked) == RAMP
     statuses = manager.statuses()
     unstored = [agent for agent in acked if statuses[agent] == ("never_connected", 0)]
-    assert len(unstored) > RAMP // 2  # the kill did land between the acks and the commit
+    assert unstored  # the kill did land between the acks and the commit (all of them, unless very slow)
 
     manager.settings.flush_interval = 0.1
     manager.start()
