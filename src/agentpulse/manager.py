@@ -1,9 +1,9 @@
 """The manager process: remoted, the store, the sweeper and the keys watcher as tasks of one event loop.
 
-The danger is order (see `Manager`): the store resets every live agent (code 5) before remoted accepts a
-connection, and on the way out everything that writes through the store stops before its last flush. And
-reloads: a broken client.keys must not purge the fleet, so every reload is judged once (`keyguard.py`) and
-applied whole, here and in every worker, or not at all.
+The danger is order (see `Manager`): the store replays what remoted acknowledged and never committed (the
+acknowledgement journal) and resets every live agent (code 5) before remoted accepts a connection, and on
+the way out everything that writes through the store stops before its last flush. And reloads: a broken
+client.keys must not purge the fleet, so every reload is judged once (`keyguard.py`) and applied whole.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from agentpulse import filemodes
 from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.ratelimit import RateLimitedLog
-from agentpulse.records import MANAGER_ID
+from agentpulse.records import MANAGER_ID, StatusUpdate
 from agentpulse.remoted import keyguard
-from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.grace import LOCAL, GraceTracker
+from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
 from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher
@@ -120,12 +121,14 @@ class Manager:
         self.remoted: Remoted | None = None
         self.scheduler: KeepaliveScheduler | None = None
         self.pool: WorkerPool | None = None
+        self.journal: AckJournal | None = None  # this process's, when remoted runs here
         if config.remote.worker_processes > 1:
             self.pool = WorkerPool(
                 str(home.root), config.remote.worker_processes, self.store, self.grace, log_level
             )
         else:
-            self.remoted = Remoted(config, self.keys, self.store, self.grace)
+            self.journal = AckJournal(home.ack_journal_dir, LOCAL, keep_for(config.database.flush_interval))
+            self.remoted = Remoted(config, self.keys, self.store, self.grace, journal=self.journal)
             self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
         self.sweeper = Sweeper(
             self.store,
@@ -170,6 +173,12 @@ class Manager:
         self._warn_exposed_files()
         self.home.create_layout()
         self.lock.acquire()
+        # From the first moment, not once listening: a SIGTERM during the start (a long store open, a
+        # worker that never comes up) takes the normal way out, Stopping to Stopped, exit 0.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
         try:
             await self._run()
         finally:
@@ -204,6 +213,8 @@ class Manager:
             await asyncio.to_thread(self.store.close)
 
     async def _serve(self, checked: CheckedKeys) -> None:
+        acks = await asyncio.to_thread(read_journals, self.home.ack_journal_dir)
+        restored = self.store.restore_acks(StatusUpdate(ack.agent_id, ack.trigger, ack.at) for ack in acks)
         reset = self.store.reset_connections()
         self._load_keys(checked.usable())
         decision = keyguard.decide({}, checked, self.reload_limits, also_known=self._stored_agents())
@@ -211,7 +222,14 @@ class Manager:
             await self._purge([(agent_id, f"{agent_id:03d}") for agent_id in decision.removed])
         else:
             self._refused_at_start(decision)
-        await asyncio.to_thread(self.store.flush_wait)
+        if await asyncio.to_thread(self.store.flush_wait):
+            await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
+        if restored:
+            log.warning(
+                "%d agents were acknowledged in the last run but not stored (the manager stopped "
+                "without its last commit): restored from the acknowledgement journal",
+                restored,
+            )
         log.info(
             "Started: %d agents in client.keys, %d reset to disconnected (code 5)", len(self.keys), reset
         )
@@ -229,24 +247,20 @@ class Manager:
             await self._front_started.pop().stop()
 
     async def _listen(self) -> None:
-        if self.remoted is not None:
-            await self.remoted.start()
-        else:
-            assert self.pool is not None
-            await self.pool.start()
-        await asyncio.to_thread(self._write_state)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
-        tasks = [
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(self.keys_watcher.run(), name="keys-watcher"),
-        ]
-        if self.config.remote.manager_keepalive.enabled and self.scheduler is not None:
-            tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
-        self.ready.set()
+        tasks: list[asyncio.Task[None]] = []
         try:
+            if not await self._start_listeners():
+                return
+            await asyncio.to_thread(self._write_state)
+            tasks = [
+                asyncio.create_task(self._housekeeping(), name="housekeeping"),
+                asyncio.create_task(self.keys_watcher.run(), name="keys-watcher"),
+            ]
+            if self.config.remote.manager_keepalive.enabled and self.scheduler is not None:
+                tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
+            if self.journal is not None:
+                tasks.append(asyncio.create_task(self.journal.run(), name="ack-journal"))
+            self.ready.set()
             await self._stop.wait()
         finally:
             log.info("Stopping")
@@ -263,8 +277,37 @@ class Manager:
             await self._stop_front()
             for task in list(self._purges):
                 await task
-            await asyncio.to_thread(self.store.flush_wait)
+            if self.journal is not None:
+                self.journal.close()
+            if await asyncio.to_thread(self.store.flush_wait):
+                # Everything acknowledged is committed: the next start has nothing to restore.
+                await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
             log.info("Stopped: every accepted status change is committed")
+
+    async def _start_listeners(self) -> bool:
+        """remoted listens, here or in its workers; False when a stop came first (the start is undone).
+        A worker that cannot start raises WorkerStartError, the others stopped."""
+        if self._stop.is_set():
+            return False
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.open)
+        starting = asyncio.ensure_future(
+            self.remoted.start() if self.remoted is not None else self._require_pool().start()
+        )
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()  # the pool stops the workers it started
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return False
+        starting.result()
+        return True
+
+    def _require_pool(self) -> WorkerPool:
+        assert self.pool is not None
+        return self.pool
 
     def stop(self) -> None:
         self._stop.set()
@@ -379,7 +422,7 @@ class Manager:
         if self.remoted is None:
             assert self.pool is not None
             host = self.config.remote.local_ip or "0.0.0.0"
-            addresses = " ".join(f"{host}:{self.pool.tcp_port}/{p}" for p in self.config.remote.protocols)
+            addresses = " ".join(f"{host}:{self.pool.port}/{p}" for p in self.config.remote.protocols)
         else:
             addresses = " ".join(f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses)
         reloads = self.reloads

@@ -82,6 +82,11 @@ class Home:
         return self.root / "var" / "nats"
 
     @property
+    def ack_journal_dir(self) -> Path:
+        """remoted's acknowledgement journals, one per remoted process (see remoted/journal.py)."""
+        return self.root / "queue" / "acks"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_home_option(worker, required=True)
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--fd", type=int, required=True)
+    worker.add_argument("--manager-pid", type=int, required=True)
     worker.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     worker.set_defaults(handler=run_worker_command)
 
@@ -60,6 +61,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_start(args: argparse.Namespace) -> int:
     from agentpulse.manager import AlreadyRunning, Manager
+    from agentpulse.remoted.worker_pool import WorkerStartError
 
     # Before anything is created (the log, global.db, client.keys): nothing of the home is for others.
     filemodes.set_manager_umask()
@@ -87,6 +89,9 @@ def run_start(args: argparse.Namespace) -> int:
     except AlreadyRunning as error:
         log.error("%s", error)
         return 1
+    except WorkerStartError as error:
+        log.error("Cannot start: %s", error)
+        return 1
     except OSError as error:
         log.error("Cannot start: %s", error)
         return 1
@@ -96,8 +101,9 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
-    from agentpulse.remoted.worker_process import run_worker
+    from agentpulse.remoted.worker_process import die_with_parent, run_worker
 
+    die_with_parent(args.manager_pid)  # first: the manager may die while this worker reads its config
     home = resolve_home(args)
     logs.setup(args.log_level, home.log_file, process_name=f"agentpulse-remoted[{args.index}]")
     try:
@@ -105,5 +111,4 @@ def run_worker_command(args: argparse.Namespace) -> int:
     except ConfigError as error:
         logging.getLogger("agentpulse").error("Configuration error: %s", error)
         return 1
-    run_worker(home, config, args.index, args.fd)
-    return 0
+    return run_worker(home, config, args.index, args.fd)

@@ -30,6 +30,7 @@ class AgentEntry:
     # object, so it can tell "nothing changed" by identity.
     last_keepalive_text: bytes = b""
     last_keepalive: Keepalive | None = None
+    journaled: bool = False  # this process wrote an acknowledgement of it to the journal
 
     @property
     def number(self) -> int:

@@ -39,6 +39,7 @@ class Tag(enum.StrEnum):
     RELEASED = enum.auto()  # (RELEASED, agent)
     READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
     KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
+    FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
 
 
 class Command(enum.StrEnum):

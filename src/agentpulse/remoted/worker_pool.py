@@ -3,7 +3,7 @@ the grace tracker, restart them. (`worker_process.py` is the other side: the mai
 
 The danger is a dying worker: every agent it held has lost its connection, and the grace tracker must
 learn so before the worker is restarted (see `WorkerPool._supervise`). Workers never read client.keys: the
-manager sends each the accepted lines (`Command.KEYS`), a restarted one before it listens.
+manager sends each the accepted lines (`Command.KEYS`). Start is all or nothing (`WorkerStartError`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 import time
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
 STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
+FAILURE_READ_TIMEOUT = 1.0  # after a worker exited at start: time to read the reason it sent
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start (a port it cannot bind, a bad home): the manager does not start."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"remoted worker {index}: {reason}")
+        self.index = index
+        self.reason = reason
 
 
 @dataclass
@@ -39,6 +50,7 @@ class WorkerHandle:
     port: int = 0
     restarts: int = 0
     keys_generation: int = 0  # the last KEYS command this process said it applied
+    failure: str | None = None  # why it could not start, as it said before exiting
 
 
 class WorkerPool:
@@ -57,13 +69,44 @@ class WorkerPool:
         self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
 
     async def start(self) -> None:
-        for worker in self.workers:
-            await self._spawn(worker)
-        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in self.workers)), READY_TIMEOUT)
+        """Start every worker and wait until each listens. Raises WorkerStartError when one cannot;
+        cancelled or failed, it stops every worker it started before it returns."""
+        try:
+            for worker in self.workers:
+                await self._spawn(worker)
+            deadline = time.monotonic() + READY_TIMEOUT
+            for worker in self.workers:
+                await self._wait_ready(worker, deadline)
+        except BaseException:
+            await self.stop()
+            raise
         self._supervisors = [asyncio.create_task(self._supervise(worker)) for worker in self.workers]
 
+    async def _wait_ready(self, worker: WorkerHandle, deadline: float) -> None:
+        process = worker.process
+        assert process is not None
+        ready = asyncio.ensure_future(worker.ready.wait())
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            await asyncio.wait(
+                (ready, exited),
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+            exited.cancel()
+        if worker.ready.is_set():
+            return
+        if process.returncode is None:
+            raise WorkerStartError(worker.index, f"not listening after {READY_TIMEOUT:.0f} s")
+        with contextlib.suppress(TimeoutError):  # its last words are still in the pipe
+            await asyncio.wait_for(worker.pipe_closed.wait(), FAILURE_READ_TIMEOUT)
+        raise WorkerStartError(worker.index, worker.failure or f"exited with status {process.returncode}")
+
     @property
-    def tcp_port(self) -> int:
+    def port(self) -> int:
+        """The port the workers listen on (TCP and UDP share it)."""
         return self.workers[0].port
 
     async def _spawn(self, worker: WorkerHandle) -> None:
@@ -71,6 +114,7 @@ class WorkerPool:
         ours, theirs = socket.socketpair()
         worker.ready.clear()
         worker.pipe_closed.clear()
+        worker.failure = None
         worker.decoder = pipe.UpdateDecoder()  # a new process sends every keep-alive in full first
         worker.keys_generation = 0
         try:
@@ -85,6 +129,8 @@ class WorkerPool:
                 str(worker.index),
                 "--fd",
                 str(theirs.fileno()),
+                "--manager-pid",
+                str(os.getpid()),
                 "--log-level",
                 self.log_level,
                 pass_fds=(theirs.fileno(),),
@@ -117,9 +163,10 @@ class WorkerPool:
                 return
             lost = self.grace.holder_lost(worker.index)
             log.error(
-                "remoted worker %d exited with %s; %d agents lost their connection; restarting",
+                "remoted worker %d exited with %s%s; %d agents lost their connection; restarting",
                 worker.index,
                 code,
+                f" ({worker.failure})" if worker.failure else "",
                 len(lost),
             )
             worker.restarts += 1
@@ -151,6 +198,8 @@ class WorkerPool:
             elif tag is Tag.KEYS_LOADED:
                 worker.keys_generation = record[2]
                 self._keys_acked.set()
+            elif tag is Tag.FAILED:
+                worker.failure = str(record[2])
             elif tag is Tag.READY:
                 worker.port = record[2]
                 worker.ready.set()

@@ -3,23 +3,26 @@ and sends what happens to the manager through the record pipe. The manager owns 
 tracker, the sweeper, events and the query socket; a worker owns its own key store, sessions, replies and
 the manager keep-alive of its agents. (`worker_pool.py` is the manager's side.)
 
-Its keys come from the manager only (`Command.KEYS`, the lines the manager accepted): it never reads
-client.keys, so it can neither accept a file the manager refused nor keep old keys after the manager took
-new ones. It listens once it has its first keys; SIGHUP is the manager's business and is ignored here.
+Its keys come from the manager only (`Command.KEYS`, the lines it accepted): it never reads client.keys. It
+never outlives its manager: the kernel kills it when the manager dies (PR_SET_PDEATHSIG), and a closed pipe
+stops it too; a worker left behind would hold the port, and the agents, with nobody to tell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 
 from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.remoted import pipe
+from agentpulse.remoted.journal import AckJournal, keep_for
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.pipe import Command, Tag
 from agentpulse.remoted.scheduler import KeepaliveScheduler
@@ -29,6 +32,7 @@ from agentpulse.wire.keys import KeysFile
 log = logging.getLogger(__name__)
 
 WORKER_NICE = 5  # weight 335 against the manager's 1024
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class WorkerProcess:
@@ -41,13 +45,15 @@ class WorkerProcess:
         self.pipe = pipe.PipeEnd(self._on_commands, self._stop.set)
         self.sink = pipe.PipeSink(self.pipe)
         self.keys = KeyStore()
-        self.remoted = Remoted(config, self.keys, self.sink, self.sink)
+        self.journal = AckJournal(home.ack_journal_dir, index, keep_for(config.database.flush_interval))
+        self.remoted = Remoted(config, self.keys, self.sink, self.sink, journal=self.journal)
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
         self._has_keys = asyncio.Event()
         self._keys_generation = -1  # of the keys in use
         self._keys_tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Serve until told to stop; 1 when the worker could not start (the manager was told why)."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         # Ctrl-C and a hang-up reach the whole process group: the manager decides, and tells the workers.
@@ -55,10 +61,30 @@ class WorkerProcess:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         await loop.connect_accepted_socket(lambda: self.pipe, sock=self.sock)
         if not await self._first_keys():
-            return
-        await self.remoted.start()
-        self.pipe.send([(Tag.READY, self.index, self.remoted.tcp_port if self.remoted.servers else 0)])
-        tasks = [asyncio.create_task(self._housekeeping())]
+            return 0
+        try:
+            await asyncio.to_thread(self.journal.open)
+            await self.remoted.start()
+        except OSError as error:
+            # One line, from the manager, for the operator: no traceback per worker here.
+            self.pipe.send([(Tag.FAILED, self.index, str(error))])
+            await self._close_pipe()
+            return 1
+        await self._serve()
+        return 0
+
+    async def _close_pipe(self) -> None:
+        await asyncio.sleep(0)  # let the transport write the last batch
+        if self.pipe.transport is not None:
+            self.pipe.transport.close()
+        await asyncio.sleep(0)
+
+    async def _serve(self) -> None:
+        self.pipe.send([(Tag.READY, self.index, self.remoted.port)])
+        tasks = [
+            asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(self.journal.run()),
+        ]
         if self.config.remote.manager_keepalive.enabled:
             tasks.append(asyncio.create_task(self.scheduler.run()))
         try:
@@ -68,10 +94,9 @@ class WorkerProcess:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.remoted.stop()
+            self.journal.close()
             self.sink.flush()
-            await asyncio.sleep(0)  # let the transport write the last batch
-            if self.pipe.transport is not None:
-                self.pipe.transport.close()
+            await self._close_pipe()
 
     async def _first_keys(self) -> bool:
         """Wait for the manager's first KEYS command; False when told to stop (or the pipe closed) first."""
@@ -118,7 +143,24 @@ class WorkerProcess:
                     self.remoted.send_to_agent(agent_id, payload)
 
 
-def run_worker(home: Home, config: Config, index: int, fd: int) -> None:
+def die_with_parent(manager_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when the manager dies, however it dies (kill -9 included).
+
+    SIGKILL, not SIGTERM: with the manager gone nothing a worker still holds can be committed, and the
+    port must be free for the next manager at once. If the manager died before this call, exit now.
+    Linux only (prctl); elsewhere the closed record pipe still stops the worker, more slowly.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    if os.getppid() != manager_pid:
+        os._exit(1)
+
+
+def run_worker(home: Home, config: Config, index: int, fd: int) -> int:
+    """The worker's main: 0 after a stop, 1 when it could not start."""
     import uvloop
 
     # The manager process is one and the workers are many: under CFS's equal shares a saturated machine
@@ -126,4 +168,5 @@ def run_worker(home: Home, config: Config, index: int, fd: int) -> None:
     os.nice(WORKER_NICE)
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(WorkerProcess(home, config, index, sock).run())
+        return uvloop.run(WorkerProcess(home, config, index, sock).run())
+    return 0

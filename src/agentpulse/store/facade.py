@@ -7,13 +7,14 @@ batch, so it keeps its order against the status changes around it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 
 from agentpulse.records import MANAGER_ID, StatusUpdate, TransitionRow
-from agentpulse.status import ConnectionStatus, Trigger
+from agentpulse.status import LIVE, ConnectionStatus, Trigger
 from agentpulse.store.backend import Backend, Fragmentation
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
 from agentpulse.store.sqlite.backend import SqliteBackend
@@ -128,6 +129,25 @@ class Store:
         return self.view.live()
 
     # -- status records (loop thread: cheap, in memory) ----------------------------------------------------
+
+    def restore_acks(self, acks: Iterable[StatusUpdate]) -> int:
+        """Manager start, before `reset_connections`: acknowledgements of the last run (startups, a first
+        keep-alive) that the database does not show, because the manager died before its commit, are
+        applied now, oldest first, as they would have been; the reset then marks those agents (code 5).
+
+        An ack is shown when the agent is live in the database (the reset marks it anyway) or its
+        last_keepalive (whole seconds) is not older than the ack. Returns how many agents were restored.
+        """
+        restored: set[int] = set()
+        for update in sorted(acks, key=lambda ack: ack.at):
+            view = self.view.agents.get(update.agent_id)
+            if view is None or view.status in LIVE:
+                continue
+            if view.last_keepalive is not None and view.last_keepalive >= math.floor(update.at):
+                continue
+            if self.submit(update) is not None:
+                restored.add(update.agent_id)
+        return len(restored)
 
     def reset_connections(self) -> int:
         """Manager start: every pending or active agent becomes disconnected with code 5."""
