@@ -1,0 +1,206 @@
+"""Before authentication: which connections a remoted process keeps, and how long a frame may take.
+
+A connection is unauthenticated until a message on it opens with an agent's key. The danger is that
+anyone can open thousands, send nothing or a byte at a time, and hold memory and file descriptors. So
+unauthenticated connections are capped per source address (the excess is refused at once) and in total,
+all connections are capped under the open-file limit (the oldest unauthenticated go first), and each
+must authenticate within `frame_timeout`; after that, any frame begun must end within the same time.
+Every check on connect is O(1), and the deadlines live in one heap visited by one periodic sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import resource
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from agentpulse.config import RemoteConfig
+from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.remoted.session import CloseReason, Session
+from agentpulse.wire.secure import OS_MAXSTR
+
+log = logging.getLogger(__name__)
+
+RESERVED_FILES_SHARE = 10  # auto max_connections leaves a tenth of the open-file limit ...
+RESERVED_FILES_MIN = 64  # ... and at least this many, for global.db, the pipes, NATS and the logs
+SWEEP_MAX = 1.0  # seconds between two sweeps at most (a tenth of frame_timeout when that is shorter)
+SWEEP_MIN = 0.05
+
+
+def auto_connection_cap() -> int:
+    """The open-file limit of this process less its reserve; 0 (no cap) when the limit is infinite."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(1, soft - max(RESERVED_FILES_MIN, soft // RESERVED_FILES_SHARE))
+
+
+class Admission:
+    def __init__(
+        self,
+        remote: RemoteConfig,
+        who: Callable[[Session], str],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.frame_timeout = remote.frame_timeout
+        self.per_ip_cap = remote.max_unauthenticated_per_ip
+        self.unauthenticated_cap = remote.max_unauthenticated
+        self.connection_cap = remote.max_connections or auto_connection_cap()  # 0: none
+        self.first_frame_max = remote.max_unauthenticated_frame
+        self.tick = min(SWEEP_MAX, max(SWEEP_MIN, self.frame_timeout / 10))
+        self.who = who
+        self.monotonic = monotonic
+        self.warn = RateLimitedLog(log, monotonic=monotonic)
+        self.connections = 0  # admitted and not yet released
+        self._unauthenticated: OrderedDict[Session, None] = OrderedDict()  # oldest first
+        self._per_ip: dict[str, int] = {}  # unauthenticated connections per source address
+        self._deadlines: list[tuple[float, int, Session]] = []  # at most one entry per session
+        self._order = itertools.count()
+        self.refused = 0  # refused at connect (per-address cap, or every connection authenticated)
+        self.evicted = 0  # oldest unauthenticated closed to make room
+        self.timed_out = 0  # closed by frame_timeout
+
+    @property
+    def unauthenticated(self) -> int:
+        return len(self._unauthenticated)
+
+    # -- connect, authenticate, close ---------------------------------------------------------------------
+
+    def admit(self, session: Session) -> bool:
+        """A new connection: counted and given its deadline, or refused (closed) when a cap says so."""
+        ip = session.peer_ip
+        waiting = self._per_ip.get(ip, 0)
+        if waiting >= self.per_ip_cap:
+            return self._refuse(
+                session,
+                "per_ip",
+                f"{waiting} unauthenticated connections from that address (max_unauthenticated_per_ip)",
+            )
+        if len(self._unauthenticated) >= self.unauthenticated_cap:
+            self._evict_oldest("max_unauthenticated", self.unauthenticated_cap)
+        if self.connection_cap and self.connections >= self.connection_cap:
+            if not self._unauthenticated:
+                return self._refuse(
+                    session,
+                    "connections",
+                    f"{self.connections} connections, all authenticated (max_connections)",
+                )
+            self._evict_oldest("max_connections", self.connection_cap)
+        self.connections += 1
+        session.admitted = True
+        self._unauthenticated[session] = None
+        self._per_ip[ip] = waiting + 1
+        self._watch(session, session.opened_at + self.frame_timeout)
+        return True
+
+    def authenticated(self, session: Session) -> None:
+        """Its first message opened with an agent's key: full-size frames, and no longer counted as waiting."""
+        session.authenticated = True
+        session.decoder.max_size = OS_MAXSTR
+        self._stop_waiting(session)
+
+    def closed(self, session: Session) -> None:
+        """The connection is gone (whoever closed it); its heap entry goes at its next visit."""
+        if session.admitted:
+            session.admitted = False
+            self.connections -= 1
+        self._stop_waiting(session)
+
+    def _stop_waiting(self, session: Session) -> None:
+        if session in self._unauthenticated:
+            del self._unauthenticated[session]
+            self._uncount(session.peer_ip)
+
+    def _uncount(self, ip: str) -> None:
+        left = self._per_ip[ip] - 1
+        if left:
+            self._per_ip[ip] = left
+        else:
+            del self._per_ip[ip]
+
+    def _refuse(self, session: Session, kind: str, why: str) -> bool:
+        self.refused += 1
+        self.warn.warning(f"limit:{kind}", "Connection from '%s' refused: %s", session.peer_ip, why)
+        session.close(CloseReason.LIMIT)
+        return False
+
+    def _evict_oldest(self, option: str, cap: int) -> None:
+        oldest, _ = self._unauthenticated.popitem(last=False)
+        self._uncount(oldest.peer_ip)  # out of the waiting list already: closed() below only releases it
+        self.evicted += 1
+        age = self.monotonic() - oldest.opened_at
+        self.warn.warning(
+            f"limit:{option}",
+            "Closed the oldest unauthenticated connection (from '%s', open %.1f s): %s %d reached",
+            oldest.peer_ip,
+            age,
+            option,
+            cap,
+        )
+        self.closed(oldest)  # released now: its connection_lost comes on a later turn of the loop
+        oldest.close(CloseReason.LIMIT)
+
+    # -- deadlines ----------------------------------------------------------------------------------------
+
+    def frame_begun(self, session: Session) -> None:
+        """A frame began on a session without a heap entry (`Session.data_received` checks `watched`)."""
+        self._watch(session, session.frame_started + self.frame_timeout)
+
+    def _watch(self, session: Session, deadline: float) -> None:
+        session.watched = True
+        heapq.heappush(self._deadlines, (deadline, next(self._order), session))
+
+    def deadline(self, session: Session) -> float | None:
+        """When this session must have authenticated, or finished the frame it began; None: no deadline."""
+        if not session.authenticated:
+            return session.opened_at + self.frame_timeout
+        if session.frame_started >= 0:
+            return session.frame_started + self.frame_timeout
+        return None
+
+    def sweep(self, now: float) -> None:
+        """Close every session past its deadline. An entry is only a hint: the session's own state
+        decides, so a frame that ended (or a connection that authenticated) costs nothing until here."""
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, order, session = heapq.heappop(heap)
+            deadline = None if session.closed else self.deadline(session)
+            if deadline is None:
+                session.watched = False
+            elif deadline > now:
+                heapq.heappush(heap, (deadline, order, session))
+            else:
+                session.watched = False
+                self._expire(session, now)
+
+    def _expire(self, session: Session, now: float) -> None:
+        self.timed_out += 1
+        buffered = session.decoder.buffered
+        if buffered:
+            kind, what = (
+                "frame",
+                f"a frame begun {now - session.frame_started:.1f} s ago has only {buffered} bytes",
+            )
+        else:
+            kind, what = "auth", f"no authenticated message {now - session.opened_at:.1f} s after connecting"
+        self.warn.warning(
+            f"deadline:{kind}:{session.authenticated}",
+            "Connection from %s closed: %s (frame_timeout %g s)",
+            self.who(session),
+            what,
+            self.frame_timeout,
+        )
+        session.close(CloseReason.FRAME_TIMEOUT)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            self.sweep(self.monotonic())
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
