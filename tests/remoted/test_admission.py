@@ -3,7 +3,10 @@ connection closed first, the frame deadline and the small buffers of a connectio
 
 from __future__ import annotations
 
+import logging
 import os
+
+import pytest
 
 from agentpulse.agent.connection import AgentCodec
 from agentpulse.config import Config, RemoteConfig
@@ -189,7 +192,9 @@ def test_an_authenticated_connection_without_a_frame_begun_has_no_deadline() -> 
     assert len(stack.admission) == 0  # its entry was dropped at the first visit
 
 
-def test_an_authenticated_agent_whose_frame_stalls_is_closed_and_loses_its_connection() -> None:
+def test_an_authenticated_agent_whose_frame_stalls_is_closed_and_loses_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     stack = Stack(frame_timeout=10.0)
     session, _ = stack.connect()
     agent = codec(1)
@@ -199,8 +204,12 @@ def test_an_authenticated_agent_whose_frame_stalls_is_closed_and_loses_its_conne
     session.data_received(frame[:10])
     stack.advance(5.0)
     session.data_received(frame[10:20])  # a byte now and then does not move the deadline
-    stack.advance(5.1)
+    with caplog.at_level(logging.WARNING):
+        stack.advance(5.1)
     assert session.close_reason is CloseReason.FRAME_TIMEOUT
+    assert [record.getMessage() for record in caplog.records] == [
+        "Connection from agent 001 closed: a frame begun 10.1 s ago has only 20 bytes (frame_timeout 10 s)"
+    ]
     stack.lose(session)
     assert stack.grace.events == [("bound", 1), ("closed", 1)]  # lost: its grace starts
 

@@ -20,7 +20,7 @@ from tests.e2e.harness import LOOPBACK, ManagerProcess
 from tests.e2e.test_statuses import KEEPALIVE
 
 HOSTILE_SOURCES = [f"127.0.0.{n}" for n in range(2, 10)]
-FRAME_TIMEOUT = 3.0
+FRAME_TIMEOUT = 4.0
 PER_IP = 30
 KINDS = ("idle", "partial", "slowloris")  # 10 of each per address: PER_IP in all
 EXCESS = 5  # more per address, refused at once
@@ -107,16 +107,15 @@ def test_hostile_connections_are_capped_and_timed_out_while_agents_stay_acked(
         flood_open = time.monotonic()
 
         # The excess is refused at once; the others stay until their deadline.
-        await asyncio.gather(*(watch_close(hostile, 1.0) for hostile in excess))
-        assert all(hostile.closed is not None for hostile in excess)
-        assert all(hostile.closed is not None and hostile.closed - hostile.opened < 1.0 for hostile in excess)
+        await asyncio.gather(*(watch_close(hostile, 2.0) for hostile in excess))
+        assert all(hostile.closed is not None and hostile.closed - hostile.opened < 2.0 for hostile in excess)
 
         # Meanwhile agents keep connecting and the connected ones stay acked.
         agents += [await agent_online(manager, key) for key in keys[50:]]
         await keepalive_round(agents)
 
         # Every hostile connection is closed at its deadline (give the sweep and a loaded machine room).
-        deadline = FRAME_TIMEOUT + 3.0 - (time.monotonic() - flood_open)
+        deadline = FRAME_TIMEOUT + 4.0 - (time.monotonic() - flood_open)
         await asyncio.gather(*(watch_close(hostile, deadline) for hostile in held))
         still_open = [hostile.kind for hostile in held if hostile.closed is None]
         assert still_open == []
@@ -140,7 +139,7 @@ def test_hostile_connections_are_capped_and_timed_out_while_agents_stay_acked(
     refusal = f"refused: {PER_IP} unauthenticated connections from that address (max_unauthenticated_per_ip)"
     assert output.count(refusal) == 1  # rate-limited: one line for the 40
     assert "closed: no authenticated message" in output
-    assert "closed: a frame begun" in output
+    assert "bytes of a frame buffered (frame_timeout" in output
     assert output.count("(frame_timeout") <= 4  # a line per kind, not one per connection
     assert "Traceback" not in output
 

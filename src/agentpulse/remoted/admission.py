@@ -181,15 +181,17 @@ class Admission:
     def _expire(self, session: Session, now: float) -> None:
         self.timed_out += 1
         buffered = session.decoder.buffered
-        if buffered:
+        if session.authenticated:
             kind, what = (
                 "frame",
                 f"a frame begun {now - session.frame_started:.1f} s ago has only {buffered} bytes",
             )
         else:
             kind, what = "auth", f"no authenticated message {now - session.opened_at:.1f} s after connecting"
+            if buffered:
+                kind, what = "auth:partial", f"{what}, {buffered} bytes of a frame buffered"
         self.warn.warning(
-            f"deadline:{kind}:{session.authenticated}",
+            f"deadline:{kind}",
             "Connection from %s closed: %s (frame_timeout %g s)",
             self.who(session),
             what,
