@@ -176,7 +176,7 @@ def test_pings_before_authentication_are_answered_but_do_not_extend_the_deadline
     stack = Stack(frame_timeout=10.0)
     session, transport = stack.connect()
     for _ in range(10):
-        stack.advance(1.0)
+        stack.advance(1.25)
         if not session.closed:
             session.data_received(PING)
     assert session.close_reason is CloseReason.FRAME_TIMEOUT
@@ -277,10 +277,28 @@ def test_after_authentication_frames_up_to_os_maxstr_are_read() -> None:
     assert stack.store.updates[-1].trigger is Trigger.ALIVE
 
 
+def test_more_than_eight_pings_before_authentication_are_refused() -> None:
+    stack = Stack()
+    session, transport = stack.connect()
+    session.data_received(PING * 8)
+    assert not session.closed and len(transport.written) == 8
+    session.data_received(PING)
+    assert session.close_reason is CloseReason.REFUSED
+    assert len(transport.written) == 8
+
+
+def test_an_authenticated_agent_may_ping_as_often_as_it_likes() -> None:
+    stack = Stack()
+    session, transport = stack.connect()
+    session.data_received(codec(1).seal(STARTUP))
+    session.data_received(PING * 50)
+    assert not session.closed and len(transport.written) == 51
+
+
 def test_a_peer_that_never_reads_gets_no_more_pongs_once_a_kilobyte_is_queued() -> None:
     stack = Stack()
     session, transport = stack.connect()
     session.data_received(PING)
     transport.buffered = UNAUTHENTICATED_SEND_BUFFER + 1
-    session.data_received(PING * 10)
+    session.data_received(PING * 5)
     assert len(transport.written) == 1

@@ -22,12 +22,16 @@ from collections.abc import Callable
 from agentpulse.config import RemoteConfig
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.remoted.session import CloseReason, Session
+from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.secure import OS_MAXSTR
 
 log = logging.getLogger(__name__)
 
 RESERVED_FILES_SHARE = 10  # auto max_connections leaves a tenth of the open-file limit ...
 RESERVED_FILES_MIN = 64  # ... and at least this many, for global.db, the pipes, NATS and the logs
+# A ping costs the sender nothing and the server a reply: a connection may send this many before it
+# authenticates (a health check needs one), then it is refused.
+MAX_UNAUTHENTICATED_PINGS = 8
 SWEEP_MAX = 1.0  # seconds between two sweeps at most (a tenth of frame_timeout when that is shorter)
 SWEEP_MIN = 0.05
 
@@ -103,6 +107,12 @@ class Admission:
         session.authenticated = True
         session.decoder.max_size = OS_MAXSTR
         self._stop_waiting(session)
+
+    def ping(self, session: Session) -> None:
+        """A ping on a connection not yet authenticated. Raises WireError(TOO_MANY_PINGS) past the cap."""
+        session.pings += 1
+        if session.pings > MAX_UNAUTHENTICATED_PINGS:
+            raise WireError(Reason.TOO_MANY_PINGS, f"more than {MAX_UNAUTHENTICATED_PINGS}")
 
     def closed(self, session: Session) -> None:
         """The connection is gone (whoever closed it); its heap entry goes at its next visit."""

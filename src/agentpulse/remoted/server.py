@@ -151,6 +151,8 @@ class Remoted:
     ) -> None:
         """One frame (TCP) or datagram (UDP). Raises WireError for anything refused."""
         if data == PING:
+            if session is not None and not session.authenticated:
+                self.admission.ping(session)
             self._send_plain(PONG, session, udp_peer)
             return
         envelope = split_header(data)

@@ -91,6 +91,7 @@ class Session(asyncio.Protocol):
         "last_received",
         "opened_at",
         "peer_ip",
+        "pings",
         "probed_at",
         "transport",
         "watched",
@@ -107,6 +108,7 @@ class Session(asyncio.Protocol):
         self.opened_at = 0.0  # monotonic
         self.frame_started = -1.0  # monotonic time the frame now buffered began; -1 when none is
         self.authenticated = False  # a message on it opened with an agent's key
+        self.pings = 0  # answered before authentication (`Admission.ping`)
         self.admitted = False  # counted by the admission limits (until it closes)
         self.watched = False  # has its entry in the admission deadlines
 
