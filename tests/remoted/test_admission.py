@@ -266,6 +266,19 @@ def test_a_frame_longer_than_the_unauthenticated_limit_is_refused_before_it_is_b
     assert session.decoder.buffered == 0
 
 
+def test_a_closed_connection_keeps_no_buffered_bytes_while_its_deadline_entry_waits() -> None:
+    stack = Stack()
+    session, _ = stack.connect()
+    session.data_received(LENGTH.pack(16000) + b"x" * 15000)
+    assert session.decoder.buffered == 15004
+    session.close(CloseReason.LIMIT)  # as an eviction does
+    assert session.decoder.buffered == 0
+    peer_gone, _ = stack.connect()
+    peer_gone.data_received(b"\x10\x00")
+    peer_gone.connection_lost(None)
+    assert peer_gone.decoder.buffered == 0
+
+
 def test_after_authentication_frames_up_to_os_maxstr_are_read() -> None:
     stack = Stack(max_unauthenticated_frame=1024)
     session, _ = stack.connect()

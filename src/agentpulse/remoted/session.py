@@ -165,6 +165,8 @@ class Session(asyncio.Protocol):
         """Close the connection; the first reason given is the one that counts."""
         if self.close_reason is None:
             self.close_reason = reason
+            # Timer heaps keep a closed session until its entry comes up: not the bytes it buffered.
+            self.decoder.clear()
             if self.transport is not None:
                 if reason.aborts:
                     self.transport.abort()
@@ -174,6 +176,7 @@ class Session(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_reason is None:
             self.close_reason = CloseReason.PEER_CLOSED
+            self.decoder.clear()
         self.dispatcher.session_closed(self)
 
 
