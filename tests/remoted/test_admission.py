@@ -10,6 +10,7 @@ import pytest
 
 from agentpulse.agent.connection import AgentCodec
 from agentpulse.config import Config, RemoteConfig
+from agentpulse.remoted.admission import COUNTED_AFTER
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.server import Remoted
 from agentpulse.remoted.session import UNAUTHENTICATED_SEND_BUFFER, CloseReason, Session
@@ -78,6 +79,7 @@ def codec(number: int) -> AgentCodec:
 def test_connections_past_the_per_address_cap_are_refused_at_once_and_other_addresses_still_get_in() -> None:
     stack = Stack(max_unauthenticated_per_ip=3)
     held = [stack.connect("10.0.0.9") for _ in range(3)]
+    stack.advance(COUNTED_AFTER)
     refused, transport = stack.connect("10.0.0.9")
     assert refused.close_reason is CloseReason.LIMIT and transport.aborted
     assert refused not in stack.remoted.sessions
@@ -89,9 +91,19 @@ def test_connections_past_the_per_address_cap_are_refused_at_once_and_other_addr
     assert stack.admission.connections == 4
 
 
+def test_a_burst_from_one_address_is_admitted_while_it_is_young() -> None:
+    stack = Stack(max_unauthenticated_per_ip=3)
+    burst = [stack.connect("10.0.0.9")[0] for _ in range(200)]  # 200 agents behind one NAT, at once
+    assert not any(session.closed for session in burst)
+    stack.advance(COUNTED_AFTER)
+    late, _ = stack.connect("10.0.0.9")
+    assert late.close_reason is CloseReason.LIMIT  # the 200 that never authenticated count now
+
+
 def test_an_authenticated_connection_frees_its_addresss_slot() -> None:
     stack = Stack(max_unauthenticated_per_ip=1)
     first, _ = stack.connect()
+    stack.advance(COUNTED_AFTER)
     first.data_received(codec(1).seal(STARTUP))
     assert first.authenticated
     second, _ = stack.connect()
@@ -101,6 +113,7 @@ def test_an_authenticated_connection_frees_its_addresss_slot() -> None:
 def test_a_closed_connection_frees_its_addresss_slot() -> None:
     stack = Stack(max_unauthenticated_per_ip=1)
     first, _ = stack.connect()
+    stack.advance(COUNTED_AFTER)
     stack.lose(first)
     second, _ = stack.connect()
     assert not second.closed and stack.admission.connections == 1

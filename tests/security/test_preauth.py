@@ -1,8 +1,9 @@
 """Issue 17, item 2: connections that never authenticate cannot exhaust a remoted process.
 
 A few hundred hostile connections from 127.0.0.2-9 (idle, a partial header, a slowloris frame) with the
-caps set low: the excess per address is refused at once, the rest are closed at the frame deadline, and
-100 real agents, half of them connecting during the flood, stay connected and acknowledged throughout.
+caps set low: once they have waited a second, more from the same address are refused at once; they are
+closed at the frame deadline; and 100 real agents, half of them connecting during the flood, stay
+connected and acknowledged throughout.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
+from agentpulse.remoted.admission import COUNTED_AFTER
 from agentpulse.wire import control
 from agentpulse.wire.frames import LENGTH
 from agentpulse.wire.keys import AgentKey
@@ -103,8 +105,10 @@ def test_hostile_connections_are_capped_and_timed_out_while_agents_stay_acked(
         for source in HOSTILE_SOURCES:
             for kind in KINDS:
                 held += [await open_hostile(manager.port, source, kind) for _ in range(PER_IP // len(KINDS))]
-            excess += [await open_hostile(manager.port, source, "idle") for _ in range(EXCESS)]
         flood_open = time.monotonic()
+        await asyncio.sleep(COUNTED_AFTER + 1.0)  # the held ones count toward their address's cap now
+        for source in HOSTILE_SOURCES:
+            excess += [await open_hostile(manager.port, source, "idle") for _ in range(EXCESS)]
 
         # The excess is refused at once; the others stay until their deadline.
         await asyncio.gather(*(watch_close(hostile, 2.0) for hostile in excess))
@@ -136,7 +140,7 @@ def test_hostile_connections_are_capped_and_timed_out_while_agents_stay_acked(
     assert sorted(statuses) == [key.number for key in keys]
     assert all(status == ("active", 0) for status in statuses.values())
     output = manager.output()
-    refusal = f"refused: {PER_IP} unauthenticated connections from that address (max_unauthenticated_per_ip)"
+    refusal = f"refused: {PER_IP} connections from that address unauthenticated for over 1 s"
     assert output.count(refusal) == 1  # rate-limited: one line for the 40
     assert "closed: no authenticated message" in output
     assert "bytes of a frame buffered (frame_timeout" in output

@@ -68,7 +68,7 @@ class RemoteConfig:
     manager_keepalive: ManagerKeepalive = ManagerKeepalive()
     # Before authentication (docs/security.md); each limit holds per remoted process.
     frame_timeout: float = 10.0  # to authenticate after connecting, and to finish any frame begun
-    max_unauthenticated_per_ip: int = 256  # more from one address are refused at once
+    max_unauthenticated_per_ip: int = 64  # unauthenticated for over 1 s; more from that address are refused
     max_unauthenticated: int = 1000  # past it, the oldest unauthenticated connection is closed
     max_connections: int = 0  # 0 ("auto"): the open-file limit less a tenth (database, pipes, logs)
     max_unauthenticated_frame: int = 16384  # bytes a frame may announce before authentication

@@ -2,10 +2,11 @@
 
 A connection is unauthenticated until a message on it opens with an agent's key. The danger is that
 anyone can open thousands, send nothing or a byte at a time, and hold memory and file descriptors. So
-unauthenticated connections are capped per source address (the excess is refused at once) and in total,
-all connections are capped under the open-file limit (the oldest unauthenticated go first), and each
-must authenticate within `frame_timeout`; after that, any frame begun must end within the same time.
-Every check on connect is O(1), and the deadlines live in one heap visited by one periodic sweep.
+unauthenticated connections are capped in total and, once they have waited `COUNTED_AFTER` (an agent
+sends its startup at once, so a burst behind one NAT never counts), per source address, whose excess
+is refused at once; all connections are capped under the open-file limit (the oldest unauthenticated
+go first), and each must authenticate within `frame_timeout`; after that, any frame begun must end
+within the same time. Checks on connect are O(1); the deadlines live in one heap, one sweep visits it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import itertools
 import logging
 import resource
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from agentpulse.config import RemoteConfig
@@ -32,6 +33,8 @@ RESERVED_FILES_MIN = 64  # ... and at least this many, for global.db, the pipes,
 # A ping costs the sender nothing and the server a reply: a connection may send this many before it
 # authenticates (a health check needs one), then it is refused.
 MAX_UNAUTHENTICATED_PINGS = 8
+COUNTED_AFTER = 1.0  # seconds unauthenticated before a connection counts toward its address's cap
+# (half of frame_timeout when that is shorter, so that connections count before their deadline)
 SWEEP_MAX = 1.0  # seconds between two sweeps at most (a tenth of frame_timeout when that is shorter)
 SWEEP_MIN = 0.05
 
@@ -57,12 +60,14 @@ class Admission:
         self.connection_cap = remote.max_connections or auto_connection_cap()  # 0: none
         self.first_frame_max = remote.max_unauthenticated_frame
         self.tick = min(SWEEP_MAX, max(SWEEP_MIN, self.frame_timeout / 10))
+        self.counted_after = min(COUNTED_AFTER, self.frame_timeout / 2)
         self.who = who
         self.monotonic = monotonic
         self.warn = RateLimitedLog(log, monotonic=monotonic)
         self.connections = 0  # admitted and not yet released
         self._unauthenticated: OrderedDict[Session, None] = OrderedDict()  # oldest first
-        self._per_ip: dict[str, int] = {}  # unauthenticated connections per source address
+        self._per_ip: dict[str, int] = {}  # per source address: unauthenticated for over counted_after
+        self._young: deque[Session] = deque()  # admitted, in order, until counted_after has passed
         self._deadlines: list[tuple[float, int, Session]] = []  # at most one entry per session
         self._order = itertools.count()
         self.refused = 0  # refused at connect (per-address cap, or every connection authenticated)
@@ -83,7 +88,8 @@ class Admission:
             return self._refuse(
                 session,
                 "per_ip",
-                f"{waiting} unauthenticated connections from that address (max_unauthenticated_per_ip)",
+                f"{waiting} connections from that address unauthenticated for over {self.counted_after:g} s "
+                "(max_unauthenticated_per_ip)",
             )
         if len(self._unauthenticated) >= self.unauthenticated_cap:
             self._evict_oldest("max_unauthenticated", self.unauthenticated_cap)
@@ -98,7 +104,7 @@ class Admission:
         self.connections += 1
         session.admitted = True
         self._unauthenticated[session] = None
-        self._per_ip[ip] = waiting + 1
+        self._young.append(session)
         self._watch(session, session.opened_at + self.frame_timeout)
         return True
 
@@ -124,9 +130,22 @@ class Admission:
     def _stop_waiting(self, session: Session) -> None:
         if session in self._unauthenticated:
             del self._unauthenticated[session]
-            self._uncount(session.peer_ip)
+            self._uncount(session)
 
-    def _uncount(self, ip: str) -> None:
+    def _count(self, now: float) -> None:
+        """Connections unauthenticated for `counted_after` start counting toward their address's cap."""
+        young, waiting = self._young, self._unauthenticated
+        while young and young[0].opened_at + self.counted_after <= now:
+            session = young.popleft()
+            if session in waiting:
+                session.ip_counted = True
+                self._per_ip[session.peer_ip] = self._per_ip.get(session.peer_ip, 0) + 1
+
+    def _uncount(self, session: Session) -> None:
+        if not session.ip_counted:
+            return
+        session.ip_counted = False
+        ip = session.peer_ip
         left = self._per_ip[ip] - 1
         if left:
             self._per_ip[ip] = left
@@ -141,7 +160,7 @@ class Admission:
 
     def _evict_oldest(self, option: str, cap: int) -> None:
         oldest, _ = self._unauthenticated.popitem(last=False)
-        self._uncount(oldest.peer_ip)  # out of the waiting list already: closed() below only releases it
+        self._uncount(oldest)  # out of the waiting list already: closed() below only releases it
         self.evicted += 1
         age = self.monotonic() - oldest.opened_at
         self.warn.warning(
@@ -176,6 +195,7 @@ class Admission:
     def sweep(self, now: float) -> None:
         """Close every session past its deadline. An entry is only a hint: the session's own state
         decides, so a frame that ended (or a connection that authenticated) costs nothing until here."""
+        self._count(now)
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             _, order, session = heapq.heappop(heap)

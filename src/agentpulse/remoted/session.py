@@ -88,6 +88,7 @@ class Session(asyncio.Protocol):
         "decoder",
         "dispatcher",
         "frame_started",
+        "ip_counted",
         "last_received",
         "opened_at",
         "peer_ip",
@@ -110,6 +111,7 @@ class Session(asyncio.Protocol):
         self.authenticated = False  # a message on it opened with an agent's key
         self.pings = 0  # answered before authentication (`Admission.ping`)
         self.admitted = False  # counted by the admission limits (until it closes)
+        self.ip_counted = False  # counted toward its address's cap (unauthenticated for a while)
         self.watched = False  # has its entry in the admission deadlines
 
     @property
