@@ -172,7 +172,7 @@ def test_remote_section_is_parsed() -> None:
 def test_limits_before_authentication_default_to_the_documented_values() -> None:
     remote = RemoteConfig()
     assert (remote.frame_timeout, remote.max_unauthenticated_frame) == (10.0, 16384)
-    assert (remote.max_unauthenticated_per_ip, remote.max_unauthenticated) == (64, 1000)
+    assert (remote.max_unauthenticated_per_ip, remote.max_unauthenticated) == (64, 4096)
     assert remote.max_connections == 0  # auto: from the open-file limit
 
 

@@ -69,7 +69,7 @@ class RemoteConfig:
     # Before authentication (docs/security.md); each limit holds per remoted process.
     frame_timeout: float = 10.0  # to authenticate after connecting, and to finish any frame begun
     max_unauthenticated_per_ip: int = 64  # unauthenticated for over 1 s; more from that address are refused
-    max_unauthenticated: int = 1000  # past it, the oldest unauthenticated connection is closed
+    max_unauthenticated: int = 4096  # past it, the oldest unauthenticated one is closed (one listen backlog)
     max_connections: int = 0  # 0 ("auto"): the open-file limit less a tenth (database, pipes, logs)
     max_unauthenticated_frame: int = 16384  # bytes a frame may announce before authentication
 
