@@ -176,6 +176,54 @@ def test_remote_section_is_parsed() -> None:
     )
 
 
+def test_limits_before_authentication_default_to_the_documented_values() -> None:
+    remote = RemoteConfig()
+    assert (remote.frame_timeout, remote.max_unauthenticated_frame) == (10.0, 16384)
+    assert (remote.max_unauthenticated_per_ip, remote.max_unauthenticated) == (64, 4096)
+    assert remote.max_connections == 0  # auto: from the open-file limit
+
+
+def test_limits_before_authentication_are_parsed() -> None:
+    config = parse_config(
+        conf(
+            f"""<remote>
+  {SECURE}
+  <frame_timeout>2.5</frame_timeout>
+  <max_unauthenticated_per_ip>16</max_unauthenticated_per_ip>
+  <max_unauthenticated>200</max_unauthenticated>
+  <max_connections>5000</max_connections>
+  <max_unauthenticated_frame>4096</max_unauthenticated_frame>
+</remote>"""
+        )
+    )
+    assert (config.remote.frame_timeout, config.remote.max_unauthenticated_frame) == (2.5, 4096)
+    assert (config.remote.max_unauthenticated_per_ip, config.remote.max_unauthenticated) == (16, 200)
+    assert config.remote.max_connections == 5000
+
+
+def test_max_connections_auto_is_zero() -> None:
+    config = parse_config(conf(f"<remote>{SECURE}<max_connections>auto</max_connections></remote>"))
+    assert config.remote.max_connections == 0
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "expected"),
+    [
+        ("frame_timeout", "0", "from 0.1 to 3600 seconds"),
+        ("frame_timeout", "2h", "from 0.1 to 3600 seconds"),
+        ("max_unauthenticated_per_ip", "0", "an integer >= 1"),
+        ("max_unauthenticated", "-5", "an integer >= 1"),
+        ("max_connections", "0", "auto or an integer >= 1"),
+        ("max_connections", "lots", "auto or an integer >= 1"),
+        ("max_unauthenticated_frame", "100", "an integer 256-65536"),
+        ("max_unauthenticated_frame", "65537", "an integer 256-65536"),
+    ],
+)
+def test_limits_before_authentication_out_of_range_are_errors(tag: str, value: str, expected: str) -> None:
+    text = conf(f"<remote>{SECURE}\n<{tag}>{value}</{tag}></remote>")
+    assert_error(text, f"<{tag}>", f"<remote><{tag}>", f"'{value}'", expected)
+
+
 @pytest.mark.parametrize(
     ("text", "protocols"),
     [("tcp", ("tcp",)), ("udp", ("udp",)), ("tcp,udp", ("tcp", "udp")), ("UDP, TCP", ("tcp", "udp"))],
@@ -378,6 +426,8 @@ LEAF_PATHS = [
     *(f"<remote><{tag}>" for tag in ("connection_overtake_time", "connection_grace", "verify_msg_id")),
     *(f"<remote><{tag}>" for tag in ("keyupdate_interval", "workers", "connection")),
     *(f"<remote><{tag}>" for tag in ("keys_reload_max_removed", "keys_reload_max_removed_percent")),
+    *(f"<remote><{tag}>" for tag in ("frame_timeout", "max_unauthenticated_per_ip", "max_unauthenticated")),
+    *(f"<remote><{tag}>" for tag in ("max_connections", "max_unauthenticated_frame")),
     *(f"<remote><manager_keepalive><{tag}>" for tag in ("enabled", "interval", "timeout")),
     "<remote><agents><allow_higher_versions>",
     *(f"<global><{tag}>" for tag in ("agents_disconnection_time", "agents_disconnection_alert_time")),

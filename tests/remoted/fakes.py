@@ -21,6 +21,7 @@ class FakeTransport(asyncio.Transport):
         self.buffered = buffered
         self.written: list[bytes] = []
         self.closing = False
+        self.aborted = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.peer if name == "peername" else default
@@ -36,6 +37,9 @@ class FakeTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
 
     def frames(self) -> list[bytes]:
         """What was written, one payload per frame (each write is one length-prefixed frame)."""

@@ -51,7 +51,7 @@ class Stack:
     remoted: Remoted
 
     def connect(self, peer: tuple[str, int] = ("10.0.0.1", 40000)) -> tuple[Session, FakeTransport]:
-        session = Session(self.remoted)
+        session = Session(self.remoted, self.remoted.admission.first_frame_max)
         transport = FakeTransport(peer)
         session.connection_made(transport)
         return session, transport

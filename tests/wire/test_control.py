@@ -35,6 +35,21 @@ def test_startup_with_unparsable_json_counts_as_a_plain_startup() -> None:
     assert control.parse_from_agent(b"#!-agent startup {oops") == control.Startup(None)
 
 
+def test_startup_with_deeply_nested_json_is_refused_as_json_limit() -> None:
+    payload = control.HC_STARTUP + b'{"version":' + b"[" * 5_000 + b"}"  # json.loads: RecursionError
+    with pytest.raises(WireError) as caught:
+        control.parse_from_agent(control.CONTROL_HEADER + payload)
+    assert caught.value.reason is Reason.JSON_LIMIT
+    assert "nested deeper than 32" in str(caught.value)
+
+
+def test_error_reply_with_deeply_nested_json_is_kept_as_text() -> None:
+    text = '{"message":' + "[" * 50_000
+    assert control.parse_from_manager(control.CONTROL_HEADER + control.HC_ERROR + text.encode()) == (
+        control.ErrorReply(text)
+    )
+
+
 def test_shutdown_with_its_trailing_space() -> None:
     assert control.parse_from_agent(control.SHUTDOWN) == control.Shutdown()
 

@@ -69,6 +69,12 @@ class RemoteConfig:
     keys_reload_max_removed_percent: float = 10.0
     workers: int = 0  # remoted processes; 0 ("auto") means one per core, 1 keeps remoted in the manager
     manager_keepalive: ManagerKeepalive = ManagerKeepalive()
+    # Before authentication (docs/security.md); each limit holds per remoted process.
+    frame_timeout: float = 10.0  # to authenticate after connecting, and to finish any frame begun
+    max_unauthenticated_per_ip: int = 64  # unauthenticated for over 1 s; more from that address are refused
+    max_unauthenticated: int = 4096  # past it, the oldest unauthenticated one is closed (one listen backlog)
+    max_connections: int = 0  # 0 ("auto"): the open-file limit less a tenth (database, pipes, logs)
+    max_unauthenticated_frame: int = 16384  # bytes a frame may announce before authentication
 
     @property
     def worker_processes(self) -> int:
@@ -172,6 +178,11 @@ _REMOTE_FIELDS: Final[Fields] = {
     "keys_reload_max_removed": ("keys_reload_max_removed", cv.integer(0)),
     "keys_reload_max_removed_percent": ("keys_reload_max_removed_percent", cv.number(0, 100)),
     "workers": ("workers", cv.workers),
+    "frame_timeout": ("frame_timeout", cv.time(0.1, 3600)),
+    "max_unauthenticated_per_ip": ("max_unauthenticated_per_ip", cv.integer(1)),
+    "max_unauthenticated": ("max_unauthenticated", cv.integer(1)),
+    "max_connections": ("max_connections", cv.auto_or_integer(1)),
+    "max_unauthenticated_frame": ("max_unauthenticated_frame", cv.integer(256, 65536)),  # 65536: OS_MAXSTR
 }
 # Wazuh options of <remote> that only matter to syslog connections.
 _REMOTE_IGNORED: Final = frozenset({"connection", "allowed-ips", "denied-ips"})

@@ -2,7 +2,8 @@
 
 `Remoted` is the dispatcher. `handle()` is the hot path: authenticate (against the `KeyStore` it is given),
 decrypt, classify, bind (`Bindings`), answer, and hand one record to the store. It does no I/O besides
-writing the reply, and no logging unless something is wrong.
+writing the reply, and no logging unless something is wrong. Connections are admitted, and timed until
+they authenticate, by `Admission`; exceptions at the frame boundary go to one `FaultLog`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from collections.abc import Callable, Iterator
 from agentpulse.config import Config
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
+from agentpulse.remoted.admission import Admission
 from agentpulse.remoted.bindings import Bindings
+from agentpulse.remoted.faults import FaultLog
 from agentpulse.remoted.grace import GraceEvents
 from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.status import StatusCode, Trigger
-from agentpulse.wire import control
+from agentpulse.wire import boundedjson, control
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.secure import compress_stored, split_header
@@ -87,6 +90,9 @@ class Remoted:
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.addresses: list[tuple[str, int, str]] = []  # (host, port, protocol) actually bound
         self.warn = RateLimitedLog(log)
+        self.admission = Admission(config.remote, self.describe, monotonic)
+        self.faults = FaultLog(log, monotonic)
+        self._admission_sweep: asyncio.Task[None] | None = None
         self._event_counts: dict[int, int] = {}
         self.stopping = False
         self.on_session_opened: list[Callable[[Session], None]] = []
@@ -102,9 +108,10 @@ class Remoted:
         host = self.remote.local_ip or ("::" if self.remote.ipv6 else "0.0.0.0")
         shared = self.remote.worker_processes > 1
         if "tcp" in self.remote.protocols:
+            first_frame_max = self.admission.first_frame_max
             with _naming(host, self.remote.port, "tcp"):
                 server = await loop.create_server(
-                    lambda: Session(self),
+                    lambda: Session(self, first_frame_max),
                     host=host,
                     port=self.remote.port,
                     backlog=LISTEN_BACKLOG,
@@ -116,6 +123,7 @@ class Remoted:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
                 name = sock.getsockname()
                 self.addresses.append((name[0], name[1], "tcp"))
+            self._admission_sweep = asyncio.create_task(self.admission.run(), name="admission-sweep")
         if "udp" in self.remote.protocols:
             udp_port = self.addresses[0][1] if self.addresses else self.remote.port
             with _naming(host, udp_port, "udp"):
@@ -130,6 +138,10 @@ class Remoted:
 
     async def stop(self) -> None:
         self.stopping = True
+        if self._admission_sweep is not None:
+            self._admission_sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._admission_sweep
         for server in self.servers:
             server.close()
         for session in list(self.sessions):
@@ -169,6 +181,8 @@ class Remoted:
     ) -> None:
         """One frame (TCP) or datagram (UDP). Raises WireError for anything refused."""
         if data == PING:
+            if session is not None and not session.authenticated:
+                self.admission.ping(session)
             self._send_plain(PONG, session, udp_peer)
             return
         envelope = split_header(data)
@@ -182,6 +196,8 @@ class Remoted:
         message = entry.cipher.open(envelope)
         entry.received.accept(message.global_counter, message.local_counter, verify=self.remote.verify_msg_id)
         entry.reply_cipher = envelope.cipher
+        if session is not None and not session.authenticated:
+            self.admission.authenticated(session)
         payload = message.payload
         parsed: control.FromAgent
         if payload == entry.last_keepalive_text and entry.last_keepalive is not None:
@@ -258,8 +274,13 @@ class Remoted:
         response = reply.response
         if response.startswith("{"):
             try:
-                decoded = json.loads(response)
+                decoded = boundedjson.loads(response)
             except ValueError:
+                return
+            except WireError as error:
+                self.warn.warning(
+                    f"state:{error.reason.name}", "Agent %s: request reply ignored: %s", entry.key.id, error
+                )
                 return
             if isinstance(decoded, dict) and isinstance(decoded.get("data"), dict):
                 self.store.record_state(entry.number, json.dumps(decoded["data"])[: control.FIELD_CAP * 4])
@@ -317,9 +338,17 @@ class Remoted:
             self.udp.send(payload, udp_peer)
 
     def refused(self, error: WireError, peer_ip: str, session: Session | None) -> None:
-        agent_id = self.bindings.agent_of(session) if session is not None else None
-        who = f"agent {self._id_text(agent_id)}" if agent_id is not None else f"'{peer_ip}'"
+        who = self.describe(session) if session is not None else f"'{peer_ip}'"
         self.warn.warning(f"refused:{error.reason.name}", "Connection from %s refused: %s", who, error)
+
+    def failed(self, error: Exception, peer_ip: str, session: Session | None) -> None:
+        """Not a refusal: an exception nobody expected while handling a message (the session closes)."""
+        self.faults.record(error, self.describe(session) if session is not None else f"'{peer_ip}'")
+
+    def describe(self, session: Session) -> str:
+        """`agent 001` for a session bound to an agent, else its quoted source address, for the log."""
+        agent_id = self.bindings.agent_of(session)
+        return f"agent {self._id_text(agent_id)}" if agent_id is not None else f"'{session.peer_ip}'"
 
     def _id_text(self, agent_id: int) -> str:
         """The id as client.keys writes it (`001`), for the log."""
@@ -329,12 +358,18 @@ class Remoted:
     # -- sessions -----------------------------------------------------------------------------------------
 
     def session_opened(self, session: Session) -> None:
+        if not self.admission.admit(session):
+            return  # refused and closed at once
         self.sessions.add(session)
         for callback in self.on_session_opened:
             callback(session)
 
+    def frame_begun(self, session: Session) -> None:
+        self.admission.frame_begun(session)
+
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
+        self.admission.closed(session)
         reason = session.close_reason or CloseReason.PEER_CLOSED
         if self.stopping:  # however it closed, it goes with the manager: the next start resets it
             reason = CloseReason.MANAGER_STOPPING

@@ -12,6 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 
+from agentpulse.wire import boundedjson
 from agentpulse.wire.errors import Reason, WireError
 
 CONTROL_HEADER = b"#!-"
@@ -170,8 +171,8 @@ def parse_from_manager(payload: bytes) -> FromManager:
     if body.startswith(HC_ERROR):
         text = _text(body[len(HC_ERROR) :])
         try:
-            decoded = json.loads(text)
-        except ValueError:
+            decoded = boundedjson.loads(text)
+        except (ValueError, WireError):
             return ErrorReply(text)
         message = decoded.get("message") if isinstance(decoded, dict) else None
         return ErrorReply(message if isinstance(message, str) else text)
@@ -187,12 +188,13 @@ def parse_from_manager(payload: bytes) -> FromManager:
 
 
 def parse_startup(rest: bytes) -> Startup:
-    """JSON with a string `version`, or anything else that counts as a plain (pre-4.6) startup."""
+    """JSON with a string `version`, or anything else that counts as a plain (pre-4.6) startup.
+    Raises WireError(JSON_LIMIT) for JSON too long or too deeply nested to parse safely."""
     text = _text(rest).strip()
     if not text.startswith("{"):
         return Startup(None)
     try:
-        decoded = json.loads(text)
+        decoded = boundedjson.loads(text)
     except ValueError:
         return Startup(None)
     version = decoded.get("version") if isinstance(decoded, dict) else None

@@ -27,6 +27,8 @@ class Reason(enum.Enum):
     KEY_IN_USE = "agent key already in use"
     AGENT_MISMATCH = "agent mismatch"  # a connection bound to one agent sent as another
     BAD_KEYS_LINE = "invalid client.keys line"
+    JSON_LIMIT = "JSON too large or too deeply nested"  # refused before parsing (wire/boundedjson.py)
+    TOO_MANY_PINGS = "too many pings before authentication"  # free to send, not free to answer
 
 
 class WireError(Exception):

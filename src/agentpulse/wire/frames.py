@@ -61,3 +61,7 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    def clear(self) -> None:
+        """Drop what is buffered (the connection is gone; its frame will never be read)."""
+        self._buffer = bytearray()
