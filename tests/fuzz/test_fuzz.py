@@ -219,7 +219,6 @@ def test_every_target_has_a_test_here() -> None:
 NESTING = st.sampled_from(['{"a":', '{"a":[', '{"version":{"a":'])
 
 
-@pytest.mark.xfail(raises=RecursionError, strict=True, reason="fixed by the pre-auth/JSON bounding change")
 @settings(max_examples=20, deadline=None)
 @given(opener=NESTING, depth=st.integers(1, 100_000))
 @example(opener='{"a":', depth=100_000)
@@ -227,7 +226,6 @@ def test_startup_json_of_any_depth_is_a_startup(opener: str, depth: int) -> None
     targets.startup((opener * depth).encode())
 
 
-@pytest.mark.xfail(raises=RecursionError, strict=True, reason="fixed by the pre-auth/JSON bounding change")
 @settings(max_examples=20, deadline=None)
 @given(opener=st.sampled_from(["[", '{"a":', '{"data":[']), depth=st.integers(1, 100_000))
 @example(opener="[", depth=100_000)
@@ -235,7 +233,6 @@ def test_manager_error_json_of_any_depth_is_an_error_reply(opener: str, depth: i
     targets.manager_error((opener * depth).encode())
 
 
-@pytest.mark.xfail(raises=RecursionError, strict=True, reason="fixed by the pre-auth/JSON bounding change")
 @settings(max_examples=20, deadline=None)
 @given(opener=st.sampled_from(['{"a":', '{"data":{"a":', '{"data":[']), depth=st.integers(1, 100_000))
 @example(opener='{"a":', depth=100_000)
