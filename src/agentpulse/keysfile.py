@@ -4,21 +4,26 @@ Parsing is `wire.keys`; this module only moves the file's bytes. Readers that lo
 agent) decode UTF-8 with errors replaced; an editor (manage_agents) reads with `KeysRead.EDIT`, so any
 byte round-trips and lines split on `\\n` only, and a rewrite leaves every untouched line as it was.
 The danger is a half-written file: remoted reloads client.keys on an mtime or inode change, so the writer
-goes through a temporary file in the same directory, fsync and `os.replace`.
+goes through a temporary file in the same directory, fsync and `os.replace`. The other danger is two
+writers: each reads the file, edits it and writes it back, so one would lose the other's lines. Every
+writer (manage_agents, enrolment) holds `KeysLock` (an flock on `etc/.client.keys.lock`) from its read to
+its write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import fcntl
 import os
 import tempfile
 from pathlib import Path
+from types import TracebackType
 from typing import Final
 
 from agentpulse.wire.keys import KeysFile
 
-__all__ = ["KEYS_MODE", "KeysRead", "read_keys_file", "write_keys_file"]
+__all__ = ["KEYS_MODE", "KeysLock", "KeysRead", "lock_path", "read_keys_file", "write_keys_file"]
 
 KEYS_MODE: Final = 0o640
 ENCODING: Final = "utf-8"
@@ -71,3 +76,51 @@ def write_keys_file(path: Path, keys: KeysFile) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of a keys file: `etc/.client.keys.lock` for `etc/client.keys`."""
+    return path.parent / f".{path.name}.lock"
+
+
+class KeysLock:
+    """The one write lock of a keys file, shared by every process that edits it.
+
+    `with KeysLock(path):` around read, edit and write (blocking: from a thread when on an event loop).
+    `acquire()` / `release()` for a holder that spans awaits (enrolment holds it from its read to its write).
+    An flock goes with its open file, so a crashed holder never leaves the file locked.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = lock_path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already held")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, KEYS_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the file releases the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> KeysLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.release()

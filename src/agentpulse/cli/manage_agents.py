@@ -3,7 +3,9 @@
 Non-interactive only. Each run reads client.keys, edits it with `KeysFile` (which keeps every line it does
 not touch byte for byte, comments and removed entries included) and writes it back atomically
 (`agentpulse.keysfile`: a temporary file, fsync, `os.replace`), so remoted's reload (mtime/inode change)
-never sees half a file. Lines are split on `\\n` only, so nothing else in an untouched line changes.
+never sees half a file. Lines are split on `\\n` only, so nothing else in an untouched line changes. An
+edit holds the keys lock (`KeysLock`, shared with enrolment) from its read to its write, so an agent
+enrolling meanwhile is not lost, and neither is this edit.
 
 Wazuh flags: `-a <ip|any> -n <name>` add, `-r <id>` remove, `-l` list, `-e <id>` extract. Ours: `-i/--id`
 picks the id of a new agent (Wazuh's `-i` imports a key on an agent, which has no meaning on a manager),
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 
 from agentpulse import __version__
 from agentpulse.cli.home import add_home_option, resolve_home
-from agentpulse.keysfile import KeysRead, read_keys_file, write_keys_file
+from agentpulse.keysfile import KeysLock, KeysRead, read_keys_file, write_keys_file
 from agentpulse.paths import Home
 from agentpulse.wire.keys import (
     ANY_IP,
@@ -206,11 +208,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, home: Home) -> str:
     path = home.client_keys
-    keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
-    if args.list:
-        return format_list(keys)
-    if args.extract is not None:
+    if args.list or args.extract is not None:  # reads: the file is replaced whole, never half written
+        keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
+        if args.list:
+            return format_list(keys)
         return EXTRACT_MSG.format(id=_find(keys, args.extract).id, key=extract_key(keys, args.extract))
+    with KeysLock(path):
+        return _edit(args, home, read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True))
+
+
+def _edit(args: argparse.Namespace, home: Home, keys: KeysFile) -> str:
+    path = home.client_keys
     if args.remove is not None:
         removed = remove_agent(keys, home, args.remove)
         write_keys_file(path, keys)
