@@ -2,6 +2,10 @@
 
 The watcher only reads the file and hands the parsed `KeysFile` on; the key store (`keystore.py`) decides
 what changed. A missing file reads as empty: every agent is then removed.
+
+Enrolment writes the file and hands its new lines to the key store at once (`applied()`). A read that was
+in flight meanwhile may hold the file as it was before: it is dropped and the file read again, or it
+would take the new agents away until the next change.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class KeysWatcher:
         self.interval = interval
         self.on_change = on_change
         self.last: Signature = None
+        self.generation = 0  # bumped by applied(): a read that started before is stale
         self._forced = asyncio.Event()
 
     async def load(self) -> KeysFile:
@@ -46,14 +51,26 @@ class KeysWatcher:
     def trigger(self) -> None:
         self._forced.set()
 
+    def applied(self, before: Signature, after: Signature) -> None:
+        """Lines of the file were applied without a read (the writer changed it from `before` to `after`):
+        a read in flight is stale, and if nothing else changed the file, there is nothing to re-read."""
+        self.generation += 1
+        if self.last == before:
+            self.last = after
+
     async def run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._forced.wait(), self.interval)
             forced = self._forced.is_set()
             self._forced.clear()
+            generation = self.generation
             current = await asyncio.to_thread(signature, self.path)
             if current == self.last and not forced:
                 continue
+            keys = await asyncio.to_thread(read_keys, self.path)
+            if self.generation != generation:  # lines were applied while we read: read again
+                self._forced.set()
+                continue
             self.last = current
-            self.on_change(await asyncio.to_thread(read_keys, self.path))
+            self.on_change(keys)

@@ -36,6 +36,7 @@ class Tag(enum.StrEnum):
     CLOSED = enum.auto()  # (CLOSED, agent)
     RELEASED = enum.auto()  # (RELEASED, agent)
     READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
+    KEYS_ADDED = enum.auto()  # (KEYS_ADDED, token): the lines of ADD_KEYS <token> are in the key store
 
 
 class Command(enum.StrEnum):
@@ -43,6 +44,9 @@ class Command(enum.StrEnum):
 
     STOP = enum.auto()  # (STOP,)
     SEND = enum.auto()  # (SEND, agent ids, payload): the worker holding an agent sends it the payload
+    # (ADD_KEYS, token, lines, signature before, after): enrolment's client.keys lines, to take before
+    # the agent is told its key; the worker answers KEYS_ADDED
+    ADD_KEYS = enum.auto()
 
 
 Record = tuple[Any, ...]

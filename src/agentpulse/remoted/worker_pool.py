@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
 import sys
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from agentpulse.records import RepeatSink
 from agentpulse.remoted import pipe
 from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.keywatch import Signature
 from agentpulse.remoted.pipe import Command, Tag
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
 STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
+ADD_KEYS_TIMEOUT = 5.0  # an enrolment waits this long at most for every worker to take its key
 
 
 @dataclass
@@ -40,6 +43,7 @@ class WorkerHandle:
     decoder: pipe.UpdateDecoder = field(default_factory=pipe.UpdateDecoder)
     port: int = 0
     restarts: int = 0
+    acks: dict[int, asyncio.Future[bool]] = field(default_factory=dict)  # ADD_KEYS token -> answered
 
 
 class WorkerPool:
@@ -53,6 +57,7 @@ class WorkerPool:
         self.workers = [WorkerHandle(index) for index in range(1, count + 1)]
         self.stopping = False
         self._supervisors: list[asyncio.Task[None]] = []
+        self._tokens = itertools.count(1)
 
     async def start(self) -> None:
         for worker in self.workers:
@@ -88,9 +93,16 @@ class WorkerPool:
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
-        reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), worker.pipe_closed.set)
+        reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), lambda: self._pipe_lost(worker))
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
         worker.reader = reader
+
+    def _pipe_lost(self, worker: WorkerHandle) -> None:
+        worker.pipe_closed.set()
+        for future in worker.acks.values():  # a new process reads client.keys itself
+            if not future.done():
+                future.set_result(False)
+        worker.acks.clear()
 
     async def _supervise(self, worker: WorkerHandle) -> None:
         while True:
@@ -129,6 +141,10 @@ class WorkerPool:
                 store.record_state(record[1], record[2])
             elif tag is Tag.COUNTS:
                 store.count_events(record[1])
+            elif tag is Tag.KEYS_ADDED:
+                future = worker.acks.pop(record[1], None)
+                if future is not None and not future.done():
+                    future.set_result(True)
             elif tag is Tag.READY:
                 worker.port = record[2]
                 worker.ready.set()
@@ -141,6 +157,32 @@ class WorkerPool:
         for worker in self.workers:
             if worker.reader is not None:
                 worker.reader.send([(Command.SEND, agent_ids, payload)])
+
+    async def add_keys(
+        self, lines: list[str], before: Signature, after: Signature, timeout: float = ADD_KEYS_TIMEOUT
+    ) -> bool:
+        """Every worker takes these client.keys lines (enrolment's new and replaced agents); returns once
+        all have answered, or False after `timeout` (a late worker still gets them, or reads the file)."""
+        token = next(self._tokens)
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[bool]] = []
+        for worker in self.workers:
+            if worker.reader is None or worker.pipe_closed.is_set():
+                continue
+            future: asyncio.Future[bool] = loop.create_future()
+            worker.acks[token] = future
+            worker.reader.send([(Command.ADD_KEYS, token, lines, before, after)])
+            waits.append(future)
+        if not waits:
+            return True
+        _, late = await asyncio.wait(waits, timeout=timeout)
+        for worker in self.workers:
+            worker.acks.pop(token, None)
+        if late:
+            log.warning(
+                "%d remoted workers did not take %d new keys within %g s", len(late), len(lines), timeout
+            )
+        return not late and all(future.result() for future in waits)
 
     async def stop(self) -> None:
         self.stopping = True

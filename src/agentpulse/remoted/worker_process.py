@@ -85,6 +85,11 @@ class WorkerProcess:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:
                     self.remoted.send_to_agent(agent_id, payload)
+            elif command[0] is Command.ADD_KEYS:
+                _, token, lines, before, after = command
+                self.remoted.keys_changed(self.keys.apply_lines(lines))
+                self.keys_watcher.applied(before, after)
+                self.pipe.send([(Tag.KEYS_ADDED, token)])
 
 
 def run_worker(home: Home, config: Config, index: int, fd: int) -> None:

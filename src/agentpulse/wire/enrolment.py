@@ -78,9 +78,10 @@ class EnrolmentError(Exception):
     """A refused request (`response`: Wazuh's exact `ERROR: ...` text), or, on the agent side, a reply
     that is an error or no valid key (`response`: what the agent logs)."""
 
-    def __init__(self, response: str) -> None:
+    def __init__(self, response: str, *, detail: str | None = None) -> None:
         super().__init__(response)
         self.response = response
+        self.detail = detail  # for the manager's log: why, when the response does not say it
 
 
 @dataclass(frozen=True, slots=True)
