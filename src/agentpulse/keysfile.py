@@ -17,13 +17,22 @@ import enum
 import fcntl
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 from agentpulse.wire.keys import KeysFile
 
-__all__ = ["KEYS_MODE", "KeysLock", "KeysRead", "lock_path", "read_keys_file", "write_keys_file"]
+__all__ = [
+    "KEYS_MODE",
+    "KeysLock",
+    "KeysRead",
+    "lock_path",
+    "read_keys_file",
+    "write_keys_file",
+    "write_keys_lines",
+]
 
 KEYS_MODE: Final = 0o640
 ENCODING: Final = "utf-8"
@@ -55,8 +64,16 @@ def read_keys_file(path: Path, *, mode: KeysRead = KeysRead.LOOKUP, missing_ok: 
 
 def write_keys_file(path: Path, keys: KeysFile) -> None:
     """Replace `path` atomically with `keys.render()`, mode 0640, keeping the group of the old file."""
+    _write(path, keys.render().encode(ENCODING, EXACT))
+
+
+def write_keys_lines(path: Path, lines: Iterable[str]) -> None:
+    """`write_keys_file` for lines already at hand (as `KeysRead.EDIT` read them): no parse on the way."""
+    _write(path, "".join(line + "\n" for line in lines).encode(ENCODING, EXACT))
+
+
+def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = keys.render().encode(ENCODING, EXACT)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

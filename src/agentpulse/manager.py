@@ -9,6 +9,9 @@ released.
 Agents gone from client.keys (at start, or on a reload) are purged when `<database><purge_removed>` is on:
 their rows leave global.db with a last status event (see `store/writer.py`), and their `<id>.db` and
 `queue/rids/<id>` files are deleted.
+
+Enrolment (`authd`, when `<auth>` opens port 1515) is a front service: it writes client.keys itself and
+hands the new lines here (`_enrolled_keys`) before it answers an agent, so remoted never waits for a reload.
 """
 
 from __future__ import annotations
@@ -22,21 +25,24 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.keystore import KeysChange, KeyStore
-from agentpulse.remoted.keywatch import KeysWatcher
+from agentpulse.remoted.keywatch import KeysWatcher, Signature
 from agentpulse.remoted.scheduler import KeepaliveScheduler
-from agentpulse.remoted.server import Remoted, disconnect_gone
+from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
 from agentpulse.remoted.worker_pool import WorkerPool
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
 from agentpulse.wdb.server import WdbServer
 from agentpulse.wire.keys import KeysFile
+
+if TYPE_CHECKING:
+    from agentpulse.authd.service import EnrolmentService
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +147,19 @@ class Manager:
         )
         self.front_services: list[Service] = [self.wdb, self.upkeep]
         self._front_started: list[Service] = []
+        self.authd: EnrolmentService | None = None
+        if config.auth is not None and config.auth.listens:
+            from agentpulse.authd.service import EnrolmentService
+
+            self.authd = EnrolmentService(
+                config.auth,
+                home,
+                self.store,
+                self._enrolled_keys,
+                manager_version=MANAGER_VERSION,
+                hostname=socket.gethostname(),
+            )
+            self.front_services.append(self.authd)
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
@@ -279,6 +298,19 @@ class Manager:
                 task = asyncio.create_task(self._purge(gone), name="purge-removed")
                 self._purges.add(task)
                 task.add_done_callback(self._purges.discard)
+
+    async def _enrolled_keys(self, lines: list[str], before: Signature, after: Signature) -> None:
+        """Enrolment wrote these client.keys lines (new agents, replaced ones as removed): this key store
+        and remoted take them at once, and every worker process before this returns (bounded), so an
+        agent that has its key is accepted wherever it connects."""
+        change = self.keys.apply_lines(lines)
+        self.keys_watcher.applied(before, after)
+        if self.remoted is not None:
+            self.remoted.keys_changed(change)
+            return
+        disconnect_gone(change, self.store, time.time())
+        assert self.pool is not None
+        await self.pool.add_keys(lines, before, after)
 
     async def _purge(self, agents: list[tuple[int, str]]) -> None:
         """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted."""
