@@ -18,7 +18,7 @@ from typing import Final
 from agentpulse.cli.home import add_home_option, resolve_home
 
 PROG: Final = "agentpulse enrol"
-AGENT_HOME_HELP: Final = "agent home whose etc/client.keys gets the key (default: $AGENTPULSE_HOME, ...)"
+AGENT_HOME_HELP: Final = "agent home whose etc/client.keys gets the key (never a manager's: it is replaced)"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("-k", "--key", metavar="FILE", help="the agent's private key (with --cert)")
     parser.add_argument("-c", "--ciphers", help="TLS 1.2 ciphers (default Wazuh's)")
     parser.add_argument("-a", "--auto-method", action="store_true", help="allow TLS below 1.2")
-    add_home_option(parser, help=AGENT_HOME_HELP)
+    add_home_option(parser, required=True, help=AGENT_HOME_HELP)
     parser.set_defaults(handler=run_enrol)
 
 
@@ -55,7 +55,7 @@ def run_enrol(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         print(f"{PROG}: error: --cert and --key go together", file=sys.stderr)
         return 2
-    home = resolve_home(args, creating=True)
+    home = resolve_home(args)
     logs.setup("info", None, process_name="agent-auth")
     log = logging.getLogger("agentpulse")
     config = EnrollmentConfig(
