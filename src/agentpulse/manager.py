@@ -155,7 +155,7 @@ class Manager:
                 config.auth,
                 home,
                 self.store,
-                self._enrolled_keys,
+                EnrolledKeys(self.keys, self.keys_watcher, self.remoted, self.pool, self.store),
                 manager_version=MANAGER_VERSION,
                 hostname=socket.gethostname(),
             )
@@ -299,19 +299,6 @@ class Manager:
                 self._purges.add(task)
                 task.add_done_callback(self._purges.discard)
 
-    async def _enrolled_keys(self, lines: list[str], before: Signature, after: Signature) -> None:
-        """Enrolment wrote these client.keys lines (new agents, replaced ones as removed): this key store
-        and remoted take them at once, and every worker process before this returns (bounded), so an
-        agent that has its key is accepted wherever it connects."""
-        change = self.keys.apply_lines(lines)
-        self.keys_watcher.applied(before, after)
-        if self.remoted is not None:
-            self.remoted.keys_changed(change)
-            return
-        disconnect_gone(change, self.store, time.time())
-        assert self.pool is not None
-        await self.pool.add_keys(lines, before, after)
-
     async def _purge(self, agents: list[tuple[int, str]]) -> None:
         """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted."""
         if not agents:
@@ -335,6 +322,43 @@ class Manager:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+class EnrolledKeys:
+    """Enrolment's new keys (new agents, replaced ones as removed lines), on their way to remoted: this
+    process's key store and remoted take them at once, and every worker process before `take()` returns
+    (bounded), so an agent that has its key is accepted wherever it connects. The key reload holds off
+    meanwhile (`KeysWatcher.hold()`): it must not register the new agents before enrolment does."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        watcher: KeysWatcher,
+        remoted: Remoted | None,
+        pool: WorkerPool | None,
+        store: Store,
+    ) -> None:
+        self.keys = keys
+        self.watcher = watcher
+        self.remoted = remoted
+        self.pool = pool
+        self.store = store
+
+    def hold(self) -> None:
+        self.watcher.hold()
+
+    def release(self) -> None:
+        self.watcher.release()
+
+    async def take(self, lines: list[str], before: Signature, after: Signature) -> None:
+        change = self.keys.apply_lines(lines)
+        self.watcher.applied(before, after)
+        if self.remoted is not None:
+            self.remoted.keys_changed(change)
+            return
+        disconnect_gone(change, self.store, time.time())
+        assert self.pool is not None
+        await self.pool.add_keys(lines, before, after)
 
 
 def _unlink_all(paths: list[Path]) -> None:

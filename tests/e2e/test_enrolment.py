@@ -5,15 +5,24 @@ then connects with its key at once, and the status event of a registration."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import re
 import ssl
 import stat
 import time
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from agentpulse.agent.config import EnrollmentConfig
 from agentpulse.agent.connection import AgentCodec, AgentConnection
+from agentpulse.agent.enrol import client_context, request_key
 from agentpulse.wire import control, enrolment
 from agentpulse.wire.keys import KeysFile, parse_line
 from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings, wait_until
@@ -139,7 +148,7 @@ def test_a_re_enrolment_with_the_key_the_manager_has_is_a_duplicate_name(manager
     assert lines == [f"001 !agent-01 any {line.split()[3]}", key.line()]  # <purge>no: kept as removed
     wait_until(lambda: manager.status(1)[0] == "missing", "the replaced agent out of global.db")
     assert manager.history(1)[-1] == ("never_connected", "disconnected", 0)
-    assert manager.history(2) == [("never_connected", "never_connected", 0)]
+    wait_until(lambda: manager.history(2) == [("never_connected", "never_connected", 0)], "the registration")
     assert "Duplicate name. Removing old agent 'agent-01' (id '001')." in manager.output()
 
 
@@ -234,3 +243,89 @@ def test_with_worker_processes_every_worker_knows_the_key_before_the_reply(
     asyncio.run(scenario())
     assert [parse_line(line) is not None for line in manager.home.client_keys.read_text().splitlines()]
     assert len(list(KeysFile.parse(manager.home.client_keys.read_text()).active())) == 8
+
+
+def _ca_and_agent_certificates(directory: Path, addresses: dict[str, str]) -> Path:
+    """A CA, and for each name an agent certificate naming that IP address: <name>.cert / <name>.key."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test agents CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for name, address in addresses.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        (directory / f"{name}.cert").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return directory / "ca.pem"
+
+
+def test_ssl_agent_ca_and_verify_host_want_an_agent_certificate_naming_its_address(
+    manager: ManagerProcess, tmp_path: Path
+) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca = _ca_and_agent_certificates(certs, {"good": LOOPBACK, "elsewhere": "10.9.9.9"})
+    auth_manager(manager, f"<ssl_agent_ca>{ca}</ssl_agent_ca><ssl_verify_host>yes</ssl_verify_host>")
+    manager.start()
+
+    async def attempt(name: str | None) -> bytes:
+        config = EnrollmentConfig(
+            agent_certificate_path=str(certs / f"{name}.cert") if name else None,
+            agent_key_path=str(certs / f"{name}.key") if name else None,
+        )
+        context = client_context(config, tmp_path)
+        try:
+            reader, writer = await asyncio.open_connection(LOOPBACK, manager.auth_port, ssl=context)
+            writer.write(enrolment.build_request(f"agent-{name}"))
+            data = await asyncio.wait_for(reader.read(1 << 16), 15)
+            writer.close()
+            return data
+        except (ssl.SSLError, ConnectionError):
+            return b""
+
+    async def scenario() -> None:
+        assert KEY_REPLY.fullmatch(await attempt("good"))
+        assert await attempt(None) == b""  # no certificate: the handshake fails
+        assert await attempt("elsewhere") == b""  # a certificate for another address: closed, no reply
+
+    asyncio.run(scenario())
+    assert "Unable to verify client certificate (from 127.0.0.1)." in manager.output()
+
+
+def test_an_agent_that_verifies_the_manager_accepts_the_certificate_it_made(
+    manager: ManagerProcess, tmp_path: Path
+) -> None:
+    auth_manager(manager)
+    manager.start()
+    config = EnrollmentConfig(server_ca_path=str(manager.home.etc / "sslmanager.cert"))
+    context = client_context(config, tmp_path)
+    request = enrolment.build_request("verifying-01")
+    key = asyncio.run(request_key(LOOPBACK, manager.auth_port, request, context))
+    assert key.name == "verifying-01"

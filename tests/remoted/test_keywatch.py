@@ -71,3 +71,31 @@ def test_applied_skips_the_re_read_of_a_write_whose_previous_state_was_loaded(tm
     assert (watcher.last, watcher.generation) == ((2, 2, 2), 1)
     watcher.applied((9, 9, 9), (3, 3, 3))  # someone else changed the file first: it is still read
     assert (watcher.last, watcher.generation) == ((2, 2, 2), 2)
+
+
+def test_no_read_is_taken_while_a_writer_holds_the_file(tmp_path: Path) -> None:
+    """Between enrolment's write and its applied(), a read would register the new agents first."""
+    path = tmp_path / "client.keys"
+    path.write_text("001 web-01 any k1\n")
+    seen: list[KeysFile] = []
+
+    async def scenario() -> None:
+        watcher = KeysWatcher(path, 0.05, seen.append)
+        await watcher.load()
+        watcher.hold()
+        path.write_text("001 web-01 any k1\n002 enrolled any k2\n")
+        task = asyncio.create_task(watcher.run())
+        try:
+            await asyncio.sleep(0.4)
+            assert seen == []  # held: every read was dropped
+            watcher.applied(None, None)  # not the state it last read: the file is still read once
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+    assert [key.id for key in seen[0].active()] == ["001", "002"]
+    assert len(seen) == 1

@@ -6,7 +6,7 @@ then the handshake (TLS 1.2+, `tls.py`), one request line (at most `MAX_REQUEST`
 `REQUEST_TIMEOUT`), parsed at once (`wire.enrolment`): a bad one is answered and closed there. Good ones
 queue for the writer, which takes them in batches: under the keys lock (shared with manage_agents) it
 re-reads client.keys if someone else changed it, applies Wazuh's rules (`registry.py`) to each request in
-order, writes the file once (temporary file, fsync, rename), hands the new lines to remoted (`publish`:
+order, writes the file once (temporary file, fsync, rename), hands the new lines to remoted (`KeysTarget`:
 the manager's key store, and every worker process, which answer), records the agents in the store, and
 only then answers each agent with its key. So an agent that has its key is known to remoted and to
 global.db, and a thousand agents enrolling at once cost a few file writes, not a thousand.
@@ -23,10 +23,10 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from agentpulse.authd import tls
 from agentpulse.authd.limits import SourceLimits
@@ -52,7 +52,17 @@ BATCH_MAX: Final = 1000
 LISTEN_BACKLOG: Final = 1024
 STOP_TIMEOUT: Final = 10.0
 
-Publish = Callable[[list[str], Signature, Signature], Awaitable[None]]
+
+class KeysTarget(Protocol):
+    """Where new keys go before their agents hear them: remoted's key stores (the manager's and its
+    workers'). `hold()` comes before client.keys is written, then `take()` (or `release()` if it was not):
+    in between, the key reload leaves the file to its writer."""
+
+    def hold(self) -> None: ...
+
+    async def take(self, lines: list[str], before: Signature, after: Signature) -> None: ...
+
+    def release(self) -> None: ...
 
 
 def _shown(text: str) -> str:
@@ -150,7 +160,7 @@ class EnrolmentService:
         config: AuthConfig,
         home: Home,
         store: Store,
-        publish: Publish,
+        keys: KeysTarget,
         *,
         manager_version: str,
         hostname: str,
@@ -159,7 +169,7 @@ class EnrolmentService:
         self.config = config
         self.home = home
         self.store = store
-        self.publish = publish
+        self.keys = keys
         self.manager_version = None if config.allow_higher_versions else manager_version
         self.clock = clock
         self.keys_path = home.client_keys
@@ -386,9 +396,11 @@ class EnrolmentService:
             accepted = [enrolled for _, enrolled in results if isinstance(enrolled, Enrolled)]
             after = before
             if accepted:
+                self.keys.hold()
                 try:
                     after = await asyncio.to_thread(self._write)
                 except OSError as error:
+                    self.keys.release()
                     log.error("Cannot write %s: %s", self.keys_path, error)
                     self._read_signature = _UNREAD
                     internal = enrolment.ERR_INTERNAL
@@ -442,7 +454,11 @@ class EnrolmentService:
     async def _record(self, accepted: list[Enrolled], before: Signature, after: Signature) -> None:
         """remoted takes the keys, then the store the agents: before any agent hears its key."""
         lines = [line for enrolled in accepted for line in enrolled.lines()]
-        await self.publish(lines, before, after)
+        try:
+            await self.keys.take(lines, before, after)
+        except BaseException:
+            self.keys.release()
+            raise
         now = self.clock()
         replaced = [old.key for enrolled in accepted for old in enrolled.replaced]
         if replaced:

@@ -128,7 +128,7 @@ def server_context(config: AuthConfig, cert: Path, key: Path, agent_ca: Path | N
     try:
         context.set_ciphers(config.ciphers)
     except ssl.SSLError as error:
-        raise AuthdSetupError(f"<auth><ciphers> {config.ciphers!r}: {error.reason or error}") from None
+        raise AuthdSetupError(f"<auth><ciphers> {config.ciphers!r}: {error}") from None
     try:
         context.load_cert_chain(cert, key)
     except FileNotFoundError as error:

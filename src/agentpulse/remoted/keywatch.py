@@ -3,9 +3,10 @@
 The watcher only reads the file and hands the parsed `KeysFile` on; the key store (`keystore.py`) decides
 what changed. A missing file reads as empty: every agent is then removed.
 
-Enrolment writes the file and hands its new lines to the key store at once (`applied()`). A read that was
-in flight meanwhile may hold the file as it was before: it is dropped and the file read again, or it
-would take the new agents away until the next change.
+Enrolment writes the file and hands its new lines to the key store at once (`applied()`). A read in flight
+meanwhile may hold the file as it was before (it would take the new agents away until the next change),
+or, between the write and `applied()`, the new agents before their writer has registered them: from
+`hold()` to `applied()` (or `release()`) no read is taken, and one that overlapped is read again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from agentpulse.keysfile import read_keys_file
 from agentpulse.wire.keys import KeysFile
 
 Signature = tuple[int, int, int] | None
+HOLD_RETRY = 0.05  # seconds before a read dropped for a writer is tried again
 
 
 def read_keys(path: Path) -> KeysFile:
@@ -40,7 +42,8 @@ class KeysWatcher:
         self.interval = interval
         self.on_change = on_change
         self.last: Signature = None
-        self.generation = 0  # bumped by applied(): a read that started before is stale
+        self.generation = 0  # bumped by hold() and applied(): a read that started before is stale
+        self.holds = 0  # writers between hold() and applied()/release()
         self._forced = asyncio.Event()
 
     async def load(self) -> KeysFile:
@@ -51,10 +54,20 @@ class KeysWatcher:
     def trigger(self) -> None:
         self._forced.set()
 
+    def hold(self) -> None:
+        """A writer is about to change the file and will apply its lines itself: take no read until then."""
+        self.holds += 1
+        self.generation += 1
+
+    def release(self) -> None:
+        """The writer that held did not change the file after all."""
+        self.holds = max(0, self.holds - 1)
+        self.generation += 1
+
     def applied(self, before: Signature, after: Signature) -> None:
         """Lines of the file were applied without a read (the writer changed it from `before` to `after`):
         a read in flight is stale, and if nothing else changed the file, there is nothing to re-read."""
-        self.generation += 1
+        self.release()
         if self.last == before:
             self.last = after
 
@@ -69,8 +82,8 @@ class KeysWatcher:
             if current == self.last and not forced:
                 continue
             keys = await asyncio.to_thread(read_keys, self.path)
-            if self.generation != generation:  # lines were applied while we read: read again
-                self._forced.set()
+            if self.generation != generation or self.holds:  # a writer applies its own lines: read again
+                asyncio.get_running_loop().call_later(HOLD_RETRY, self._forced.set)
                 continue
             self.last = current
             self.on_change(keys)
