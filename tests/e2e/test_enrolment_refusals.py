@@ -10,7 +10,8 @@ import ssl
 import time
 import warnings
 
-from agentpulse.wire import enrolment
+from agentpulse.agent.connection import AgentCodec, AgentConnection
+from agentpulse.wire import control, enrolment
 from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings
 from tests.e2e.test_enrolment import KEY_REPLY, exchange, tls_client
 
@@ -173,3 +174,21 @@ async def garbage_again(manager: ManagerProcess) -> None:
                 pass
         if n % 10 == 0:
             assert await enrols(manager, f"again-{n:02d}")
+
+
+def test_a_taken_enrolment_port_turns_enrolment_off_and_remoted_serves_on(manager: ManagerProcess) -> None:
+    (key,) = manager.add_agents(1)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((LOOPBACK, manager.auth_port))
+        squatter.listen()
+        start(manager)
+        assert f"Enrolment is off: cannot listen on port {manager.auth_port}" in manager.output()
+
+        async def scenario() -> None:
+            connection = await AgentConnection.open(AgentCodec(key), LOOPBACK, manager.port)
+            connection.send(control.build_startup("v4.14.7"))
+            assert await connection.receive(10) == control.Ack()
+            connection.close()
+
+        asyncio.run(scenario())

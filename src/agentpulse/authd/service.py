@@ -197,10 +197,15 @@ class EnrolmentService:
     async def start(self) -> None:
         try:
             await asyncio.to_thread(self._prepare)
-        except tls.AuthdSetupError as error:
+            self._listener = self._listen()
+        except tls.AuthdSetupError as error:  # remoted serves on: as when wazuh-authd alone stops
             log.error("Enrolment is off: %s", error)
             return
-        self._listener = self._listen()
+        except OSError as error:
+            log.error(
+                "Enrolment is off: cannot listen on port %d: %s", self.config.port, error.strerror or error
+            )
+            return
         self.port = self._listener.getsockname()[1]
         asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
         self._writer = asyncio.create_task(self._write_loop(), name="authd-writer")
@@ -353,8 +358,9 @@ class EnrolmentService:
     def _refused(self, connection: EnrolConnection, error: EnrolmentError, name: str | None) -> None:
         who = f"'{name}' " if name is not None else ""
         detail = f" ({error.detail})" if error.detail else ""
+        kind = error.response.split(":", 2)[1] if ":" in error.response else error.response[:40]
         self.warn.warning(
-            f"refused:{error.response[:40]}",
+            f"refused:{kind}",  # the kind of refusal, never the text an agent sent
             "Enrolment %sfrom %s refused: %s%s",
             who,
             connection.source,
