@@ -11,7 +11,7 @@ their rows leave global.db with a last status event (see `store/writer.py`), and
 `queue/rids/<id>` files are deleted.
 
 Enrolment (`authd`, when `<auth>` opens port 1515) is a front service: it writes client.keys itself and
-hands the new lines here (`_enrolled_keys`) before it answers an agent, so remoted never waits for a reload.
+hands the new lines here (`EnrolledKeys`) before it answers an agent, so remoted never waits for a reload.
 """
 
 from __future__ import annotations
