@@ -3,9 +3,9 @@
 Two measures, each against a fresh manager (own home under bench/out/, free loopback ports, SQLite, no
 NATS unless --nats embedded):
 
-- `--enrolments N --clients C`: C clients in this process, each enrolling one new agent after another over
-  its own TLS connection, until N are enrolled. Prints enrolments/s, the manager's CPU per enrolment (all
-  its processes), this process's CPU per enrolment (the clients' TLS is not free either: both share the
+- `--enrolments N --clients C`: C clients (over `--client-processes`, 2 by default), each enrolling one new
+  agent after another over its own TLS connection, until N are enrolled. Prints enrolments/s, the manager's CPU per enrolment (all
+  its processes), the clients' CPU per enrolment (their TLS is not free either: both share the
   machine), latency p50/p99, and checks client.keys holds N distinct ids.
 - `--simulate N`: `agentpulse simulate --enrol --agents N`, timed from its start until global.db shows N
   agents active (the aim: 10,000 in under 60 s).
@@ -102,46 +102,70 @@ async def enrol_many(
     return latencies
 
 
-def measure_enrolments(args: argparse.Namespace) -> dict[str, object]:
+def _client_process(job: tuple[int, int, int, str | None, str]) -> tuple[list[float], float]:
+    """One load-generator process: (latencies, its CPU seconds)."""
     import uvloop
+
+    total, clients, auth_port, password, prefix = job
+    began = time.process_time()
+    latencies = uvloop.run(enrol_many(total, clients, auth_port, password, prefix))
+    return latencies, time.process_time() - began
+
+
+def measure_enrolments(args: argparse.Namespace) -> dict[str, object]:
+    import multiprocessing
 
     home = OUT / "enrol"
     port, auth_port = free_port(), free_port()
     write_home(home, port, auth_port, args.workers, args.nats, args.password)
     manager = start_manager(home, port)
+    processes = args.client_processes
+    jobs = [
+        (
+            args.enrolments // processes,
+            max(1, args.clients // processes),
+            auth_port,
+            args.password,
+            f"bench{n}",
+        )
+        for n in range(processes)
+    ]
     try:
         time.sleep(1.0)  # the certificate is made and the port open before remoted listens
-        warm = uvloop.run(enrol_many(20, 4, auth_port, args.password, "warm"))  # TLS contexts, imports
+        _client_process((20, 4, auth_port, args.password, "warm"))  # TLS contexts, imports, first writes
         pids = process_tree(manager.pid)
         cpu_before = cpu_seconds_and_rss(pids)[0]
-        own_before = time.process_time()
+        load = os.getloadavg()
         began = time.monotonic()
-        latencies = uvloop.run(enrol_many(args.enrolments, args.clients, auth_port, args.password))
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            results = pool.map(_client_process, jobs)
         elapsed = time.monotonic() - began
         manager_cpu = cpu_seconds_and_rss(process_tree(manager.pid))[0] - cpu_before
-        client_cpu = time.process_time() - own_before
     finally:
         stop_process(manager)
+    done = sum(job[0] for job in jobs)
+    latencies = [latency for result in results for latency in result[0]]
+    client_cpu = sum(result[1] for result in results)
     keys = KeysFile.parse((home / "etc" / "client.keys").read_text())
     ids = {key.id for key in keys.active()}
-    expected = args.enrolments + len(warm)
     return {
         "measure": "enrolments",
-        "enrolments": args.enrolments,
+        "enrolments": done,
         "clients": args.clients,
+        "client_processes": processes,
         "workers": args.workers,
         "nats": args.nats,
         "password": bool(args.password),
         "seconds": round(elapsed, 2),
-        "enrolments_per_s": round(args.enrolments / elapsed, 1),
-        "manager_cpu_ms_per_enrolment": round(manager_cpu / args.enrolments * 1000, 3),
+        "enrolments_per_s": round(done / elapsed, 1),
+        "manager_cpu_ms_per_enrolment": round(manager_cpu / done * 1000, 3),
         "manager_cpu_percent": round(manager_cpu / elapsed * 100, 1),
-        "client_cpu_ms_per_enrolment": round(client_cpu / args.enrolments * 1000, 3),
+        "client_cpu_ms_per_enrolment": round(client_cpu / done * 1000, 3),
         "latency_ms_p50": round(percentile(latencies, 0.5) * 1000, 1),
         "latency_ms_p99": round(percentile(latencies, 0.99) * 1000, 1),
         "client_keys_ids": len(ids),
-        "all_distinct": len(ids) == expected,
-        "load_before": os.getloadavg(),
+        "all_distinct": len(ids) == done + 20,
+        "load_before": load,
     }
 
 
@@ -227,6 +251,7 @@ def main() -> int:
         "--clients", type=int, default=32, help="concurrent clients (or enrolments in flight)"
     )
     parser.add_argument("--simulate", type=int, metavar="N", help="time simulate --enrol to N agents active")
+    parser.add_argument("--client-processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--nats", choices=("none", "embedded"), default="none")
     parser.add_argument("--password", help="enable <use_password> with this password")
