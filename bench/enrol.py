@@ -10,7 +10,8 @@ NATS unless --nats embedded):
 - `--simulate N`: `agentpulse simulate --enrol --agents N`, timed from its start until global.db shows N
   agents active (the aim: 10,000 in under 60 s).
 
-The per-address limits are lifted (`<source_rate>0`) so the figures are the service's, not the limit's.
+The per-address limits are lifted (`<source_rate>0`) so the figures are the service's, not the limit's;
+`--source-rate 200` measures with the default.
 
     .venv/bin/python bench/enrol.py --enrolments 3000 --clients 32
     .venv/bin/python bench/enrol.py --simulate 10000
@@ -46,7 +47,15 @@ from fleet import (
 )
 
 
-def write_home(home: Path, port: int, auth_port: int, workers: int, nats: str, password: str | None) -> None:
+def write_home(
+    home: Path,
+    port: int,
+    auth_port: int,
+    workers: int,
+    nats: str,
+    password: str | None,
+    source_rate: int = 0,
+) -> None:
     if home.exists():
         shutil.rmtree(home)
     (home / "etc").mkdir(parents=True)
@@ -64,7 +73,7 @@ def write_home(home: Path, port: int, auth_port: int, workers: int, nats: str, p
   </remote>
   <auth>
     <port>{auth_port}</port><local_ip>{LOOPBACK}</local_ip><use_password>{use_password}</use_password>
-    <purge>yes</purge><source_rate>0</source_rate><max_connections>4096</max_connections>
+    <purge>yes</purge><source_rate>{source_rate}</source_rate><max_connections>4096</max_connections>
   </auth>
   {nats_xml}
 </ossec_config>
@@ -117,7 +126,7 @@ def measure_enrolments(args: argparse.Namespace) -> dict[str, object]:
 
     home = OUT / "enrol"
     port, auth_port = free_port(), free_port()
-    write_home(home, port, auth_port, args.workers, args.nats, args.password)
+    write_home(home, port, auth_port, args.workers, args.nats, args.password, args.source_rate)
     manager = start_manager(home, port)
     processes = args.client_processes
     jobs = [
@@ -185,7 +194,7 @@ def active_count(home: Path) -> int:
 def measure_simulate(args: argparse.Namespace) -> dict[str, object]:
     home = OUT / "enrol-simulate"
     port, auth_port = free_port(), free_port()
-    write_home(home, port, auth_port, args.workers, args.nats, args.password)
+    write_home(home, port, auth_port, args.workers, args.nats, args.password, args.source_rate)
     manager = start_manager(home, port)
     command = [
         str(Path(sys.executable).parent / "agentpulse"),
@@ -234,6 +243,7 @@ def measure_simulate(args: argparse.Namespace) -> dict[str, object]:
         "agents": args.simulate,
         "workers": args.workers,
         "enrol_concurrency": args.clients,
+        "source_rate": args.source_rate,
         "seconds_to_all_active": None if all_active is None else round(all_active, 1),
         "enrolment": summary.get("enrolment"),
         "connected": summary.get("connected"),
@@ -255,6 +265,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--nats", choices=("none", "embedded"), default="none")
     parser.add_argument("--password", help="enable <use_password> with this password")
+    parser.add_argument(
+        "--source-rate", type=int, default=0, help="<auth><source_rate> (default 0: no per-address limit)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)

@@ -61,9 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--enrol-concurrency",
         type=_positive_int,
-        default=64,
+        default=128,
         metavar="C",
-        help="with --enrol: enrolments in flight at once (default 64)",
+        help="with --enrol: enrolments in flight at once (default 128)",
     )
     parser.add_argument(
         "--processes",

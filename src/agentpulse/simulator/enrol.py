@@ -26,7 +26,7 @@ from agentpulse.simulator.plan import SimulatorError
 from agentpulse.wire import enrolment
 from agentpulse.wire.keys import AgentKey
 
-CONCURRENCY: Final = 64
+CONCURRENCY: Final = 128
 ATTEMPTS: Final = 30
 PAUSE: Final = 0.1  # after the Nth failed attempt, about N x PAUSE s (capped), with jitter
 PAUSE_MAX: Final = 2.0
