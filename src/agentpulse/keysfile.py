@@ -1,13 +1,9 @@
-"""client.keys on disk: the one reader (`read_keys_file`) and the one atomic writer (`write_keys_file`).
+"""client.keys on disk: the one reader (`read_keys_file`), the strict one a reload is judged by
+(`check_keys_file`), the one atomic writer (`write_keys_file`) and the writers' lock (`KeysLock`).
 
-Parsing is `wire.keys`; this module only moves the file's bytes. Readers that look keys up (remoted, the
-agent) decode UTF-8 with errors replaced; an editor (manage_agents) reads with `KeysRead.EDIT`, so any
-byte round-trips and lines split on `\\n` only, and a rewrite leaves every untouched line as it was.
-The danger is a half-written file: remoted reloads client.keys on an mtime or inode change, so the writer
-goes through a temporary file in the same directory, fsync and `os.replace`. The other danger is two
-writers: each reads the file, edits it and writes it back, so one would lose the other's lines. Every
-writer (manage_agents, enrolment) holds `KeysLock` (an flock on `etc/.client.keys.lock`) from its read to
-its write.
+Parsing is `wire.keys`; this module only moves the file's bytes (`KeysRead` says how a reader takes them).
+A half-written file is avoided with a temporary file, fsync and `os.replace`; two writers (manage_agents,
+enrolment) losing each other's lines with `KeysLock`, an flock held from a writer's read to its write.
 """
 
 from __future__ import annotations
@@ -22,12 +18,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from agentpulse.wire.keys import KeysFile
+from agentpulse.wire.keys import FILE_MAX, CheckedKeys, KeysFile, KeysProblem, check_keys
 
 __all__ = [
     "KEYS_MODE",
     "KeysLock",
     "KeysRead",
+    "check_keys_file",
     "lock_path",
     "read_keys_file",
     "write_keys_file",
@@ -40,7 +37,12 @@ EXACT: Final = "surrogateescape"  # undecodable bytes survive a read and a write
 
 
 class KeysRead(enum.Enum):
-    """How a reader takes the file's text."""
+    """How a reader takes the file's text.
+
+    Readers that look keys up (remoted, the agent) decode UTF-8 with errors replaced; an editor
+    (manage_agents) reads with `EDIT`, so any byte round-trips and lines split on `\\n` only, and a rewrite
+    leaves every untouched line as it was.
+    """
 
     LOOKUP = enum.auto()  # errors replaced, lines as str.splitlines(): for finding keys
     EDIT = enum.auto()  # every byte kept, lines split on "\n" only: for writing the file back
@@ -60,6 +62,20 @@ def read_keys_file(path: Path, *, mode: KeysRead = KeysRead.LOOKUP, missing_ok: 
     if lines[-1] == "":
         lines.pop()
     return KeysFile(lines)
+
+
+def check_keys_file(path: Path) -> CheckedKeys:
+    """The file read strictly (`wire.keys.check_keys`); a missing one is an empty, valid file (no agent
+    yet), one that cannot be read is refused as a whole (line 0). At most FILE_MAX + 1 bytes are read:
+    a larger file is refused without holding it in memory."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(FILE_MAX + 1)
+    except FileNotFoundError:
+        return CheckedKeys(KeysFile([]), ())
+    except OSError as error:
+        return CheckedKeys(KeysFile([]), (KeysProblem(0, f"cannot read {path}: {error.strerror or error}"),))
+    return check_keys(data)
 
 
 def write_keys_file(path: Path, keys: KeysFile) -> None:

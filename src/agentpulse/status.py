@@ -1,4 +1,4 @@
-"""The connection-status model: states, status codes and which event moves an agent where (design section 4).
+"""The connection-status model: states, status codes and which event moves an agent where (docs/operations.md).
 
 Pure: no clock, no I/O. The store applies `transition()` to its in-memory view of each agent, so the same
 rules hold whether the event came from remoted, the sweeper or the query socket.

@@ -193,7 +193,7 @@ def test_removed_agent_is_disconnected_and_refused_after_the_keys_change(manager
         connections[0].close()
 
     asyncio.run(scenario())
-    assert "client.keys reloaded: 1 agents" in manager.output()
+    assert "client.keys reload accepted: 1 agents, +0 -1" in manager.output()
     # Purged (the default): its row leaves global.db, its history ends disconnected.
     wait_until(lambda: manager.status(removed.number) == ("missing", -1), "the removed agent purged")
     assert manager.history(removed.number)[-1][1] == "disconnected"

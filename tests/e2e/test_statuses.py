@@ -1,4 +1,4 @@
-"""A real manager and wire-level agents: every status of design section 4, seen in global.db."""
+"""A real manager and wire-level agents: every status of docs/operations.md, seen in global.db."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Control messages in both directions, per reference section 4."""
+"""Control messages in both directions, as the Wazuh 4.x protocol has them (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ def test_startup_with_version_json() -> None:
 
 def test_bare_startup_of_a_pre_46_agent_is_a_plain_startup() -> None:
     assert control.parse_from_agent(b"#!-agent startup ") == control.Startup(None)
+
+
+def test_startup_version_keeps_its_control_characters_but_no_lone_surrogate() -> None:
+    # A JSON `\ud800` escape decodes to a string no UTF-8 writer accepts: U+FFFD takes its place, as for
+    # undecodable bytes; everything else (escape sequences included) is stored as sent.
+    payload = b'#!-agent startup {"version":"v4.14.7\\u001b[2J\\n\\udfff\\ud83d\\ude00"}'
+    assert control.parse_from_agent(payload) == control.Startup("v4.14.7\x1b[2J\n\ufffd\U0001f600")
 
 
 def test_startup_json_without_version_is_flagged() -> None:

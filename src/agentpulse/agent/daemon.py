@@ -1,24 +1,9 @@
 """The agent's main loop: `agentpulse agent`, a Wazuh 4.x agentd that only keeps its connection alive.
 
-The plan (reference 4.4, 4.3, 9): connect and hand-shake (startup, wait for `#!-agent ack `), send the
-"Agent started" event once per process, then one keep-alive right away and one every `notify_time` on the
-monotonic clock; answer `#!-req` probes; reconnect (with a new startup) on `#!-force_reconnect`, on a
-dropped connection, or after `time-reconnect` seconds without a word from the manager. Servers are tried
-`max_retries` times `retry_interval` apart, then the next one; after a pass over all of them the agent
-backs off (doubling, capped, with jitter so a fleet does not come back in lock-step).
-
-One task does the work and waits on exactly one thing at a time (the next message, bounded by the next
-keep-alive or the silence deadline), so nothing polls. SIGTERM cancels that task wherever it is; `run()`
-then says `#!-agent shutdown ` if a handshake was done, and returns.
-
-Enrolment (reference 14.6, `agent/enrol.py`): an agent without a key asks for one first (`manager_address`,
-else each server in turn, 5, 10, 15 ... s apart, never giving up); an agent whose handshakes keep failing
-(`max_retries` in a row on one server) asks that server for a new key, once, then tries it once more.
-After a new key it waits `delay_after_enrollment` before its handshake, as agentd does.
-
-The danger is the sender counter: it must grow across restarts or a manager with `verify_msg_id` locks
-the agent out (reference 3.4), so every sealed message is followed by a rewrite of `sender_counter`
-(one `pwrite()`, see `agentpulse.rids`). The state file (`wazuh-agentd.state`) is written off the loop.
+`AgentDaemon` hand-shakes, sends keep-alives every `notify_time`, answers `#!-req` probes and reconnects
+when told to, when dropped or when the manager goes silent; without a key, or after handshakes keep failing,
+it enrols first (`agent/enrol.py`). The danger is the sender counter: it must grow across restarts or a
+manager with `verify_msg_id` locks the agent out (see `AgentDaemon._send`).
 """
 
 from __future__ import annotations
@@ -243,7 +228,18 @@ def _where(server: ServerAddress) -> str:
 
 
 class AgentDaemon:
-    """One agent. `run()` until `stop()`; `main()` adds the SIGTERM/SIGINT handlers."""
+    """One agent. `run()` until `stop()`; `main()` adds the SIGTERM/SIGINT handlers.
+
+    The plan: connect and hand-shake (startup, wait for `#!-agent ack `), send the "Agent started" event
+    once per process, then one keep-alive right away and one every `notify_time` on the monotonic clock;
+    answer `#!-req` probes; reconnect (with a new startup) on `#!-force_reconnect`, on a dropped connection,
+    or after `time-reconnect` seconds without a word from the manager.
+
+    One task does the work and waits on exactly one thing at a time (the next message, bounded by the next
+    keep-alive or the silence deadline), so nothing polls. SIGTERM cancels that task wherever it is; `run()`
+    then says `#!-agent shutdown ` if a handshake was done, and returns. The state file
+    (`wazuh-agentd.state`) is written off the loop.
+    """
 
     def __init__(
         self,
@@ -331,7 +327,12 @@ class AgentDaemon:
                 await asyncio.sleep(RECONNECT_PAUSE)
 
     async def _connect(self) -> _ServerConnection:
-        """Try every server in turn, starting with the last one that worked, until one acks a startup."""
+        """Try every server in turn, starting with the last one that worked, until one acks a startup.
+
+        Each server is tried `max_retries` times `retry_interval` apart, then the next one; after a pass over
+        all of them the agent backs off (doubling, capped, with jitter so a fleet does not come back in
+        lock-step).
+        """
         servers = self.config.servers
         failed_passes = 0
         while True:
@@ -501,7 +502,12 @@ class AgentDaemon:
     # -- what the agent says ------------------------------------------------------------------------------
 
     def _send(self, connection: AgentConnection, payload: bytes) -> None:
-        """Seal and send; persist the counter the message used. Raises ConnectionError when closed."""
+        """Seal and send; persist the counter the message used. Raises ConnectionError when closed.
+
+        The counter must grow across restarts or a manager with `verify_msg_id` locks the agent out, so
+        every sealed message is followed by a rewrite of `sender_counter` (one `pwrite()`, see
+        `agentpulse.rids`).
+        """
         connection.send(payload)
         if self._counter_file is not None:
             self._counter_file.store(self.counter)

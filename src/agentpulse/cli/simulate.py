@@ -1,14 +1,9 @@
 """`agentpulse simulate`: a fleet of simulated agents against a manager on this machine, then a JSON summary.
 
-The agents come from an existing client.keys (`--keys`: its first N active entries), are created for the
-run (`--create-keys`: N new `sim-NNNNNN` entries appended to the file, which a running manager loads within
-its keyupdate_interval; until then their startups are refused and retried with back-off), or enrol first
-(`--enrol`: each asks the manager for a key on its enrolment port, as a Wazuh agent does; the summary's
-`enrolment` says how long that took).
-
-Output: a live progress line on stderr, the summary on stdout (and in `--json-out`). Exit codes: 0 when
-every agent connected and was acknowledged with no error, 1 otherwise, 2 for a bad command line or a run
-that cannot start (keys file, open-file limit).
+The agents come from an existing client.keys (`--keys`), are created for the run (`--create-keys`) or
+enrol first (`--enrol`: each asks the manager's enrolment port for a key); the fleet itself is
+`agentpulse.simulator`. Output: a live progress line on stderr, the summary on stdout (and in
+`--json-out`); the exit codes are listed at `run_simulate`.
 """
 
 from __future__ import annotations
@@ -133,6 +128,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    """Run the fleet and print its summary. The exit status: 0 when every agent connected and was
+    acknowledged with no error, 1 otherwise, 2 for a bad command line or a run that cannot start (keys
+    file, open-file limit).
+
+    `--keys` takes the file's first N active entries; `--create-keys` appends N new `sim-NNNNNN` entries,
+    which a running manager loads within its keyupdate_interval (until then their startups are refused and
+    retried with back-off).
+    """
     from agentpulse.simulator.keys import create_keys, load_keys
     from agentpulse.simulator.plan import (
         CipherMode,

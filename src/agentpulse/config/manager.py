@@ -1,6 +1,6 @@
 """The manager's `ossec.conf` sections as frozen dataclasses: `<remote>` (with `<manager_keepalive>`),
-`<global>` (and `<cluster><node_name>`), `<nats>` and `<database>` (design section 2, reference section 10),
-and `<auth>` (its own module, `config/auth.py`).
+`<global>` (and `<cluster><node_name>`), `<nats>`, `<database>` and `<auth>` (`config/auth.py`); README.md
+lists the options.
 
 Every error is one `ConfigError` naming the file, the line, the element path and the value, and nothing is
 ever partially configured: the first error raises. Sections the manager does not use (`<syscheck>`,
@@ -66,6 +66,9 @@ class RemoteConfig:
     connection_grace: float = 10.0
     verify_msg_id: bool = False
     keyupdate_interval: float = 10.0
+    # A client.keys reload that removes more agents than either limit is refused (`keys reload --force`).
+    keys_reload_max_removed: int = 100
+    keys_reload_max_removed_percent: float = 10.0
     workers: int = 0  # remoted processes; 0 ("auto") means one per core, 1 keeps remoted in the manager
     manager_keepalive: ManagerKeepalive = ManagerKeepalive()
 
@@ -106,7 +109,7 @@ class NatsConfig:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
-    """`<database>`: the store's backend and its maintenance knobs."""
+    """`<database>`: the store's backend, its maintenance knobs and its query socket's limits."""
 
     backend: str = "sqlite"
     path: str | None = None
@@ -115,6 +118,9 @@ class DatabaseConfig:
     fragmentation_check_interval: float = 7200.0
     purge_removed: bool = True
     flush_interval: float = 1.0
+    # queue/db/wdb (wdb.server's defaults): clients at once, and how long one may wait between requests.
+    wdb_max_clients: int = 64
+    wdb_idle_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +172,8 @@ _REMOTE_FIELDS: Final[Fields] = {
     "connection_grace": ("connection_grace", cv.time(0, 3600)),
     "verify_msg_id": ("verify_msg_id", cv.boolean),
     "keyupdate_interval": ("keyupdate_interval", cv.time(0, above=True)),
+    "keys_reload_max_removed": ("keys_reload_max_removed", cv.integer(0)),
+    "keys_reload_max_removed_percent": ("keys_reload_max_removed_percent", cv.number(0, 100)),
     "workers": ("workers", cv.workers),
 }
 # Wazuh options of <remote> that only matter to syslog connections.
@@ -254,6 +262,8 @@ _DATABASE_FIELDS: Final[Fields] = {
     "fragmentation_check_interval": ("fragmentation_check_interval", cv.time(1)),
     "purge_removed": ("purge_removed", cv.boolean),
     "flush_interval": ("flush_interval", cv.time(0.05, 10)),
+    "wdb_max_clients": ("wdb_max_clients", cv.integer(1, 4096)),
+    "wdb_idle_timeout": ("wdb_idle_timeout", cv.time(0.5, 3600)),
 }
 
 

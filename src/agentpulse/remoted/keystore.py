@@ -25,11 +25,12 @@ class AgentEntry:
     key: AgentKey
     cipher: AgentCipher
     received: ReceiverCounter = field(default_factory=ReceiverCounter)
-    reply_cipher: CipherKind = CipherKind.AES  # the method of the agent's last message (reference 2)
+    reply_cipher: CipherKind = CipherKind.AES  # replies use the method of the agent's last message
     # An agent repeats the same keep-alive text for hours: parse it once, and hand the store the same
     # object, so it can tell "nothing changed" by identity.
     last_keepalive_text: bytes = b""
     last_keepalive: Keepalive | None = None
+    journaled: bool = False  # this process wrote an acknowledgement of it to the journal
 
     @property
     def number(self) -> int:

@@ -20,7 +20,9 @@ from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire.control import Keepalive, interned
 from agentpulse.wire.frames import LENGTH, FrameDecoder
 
-PIPE_FRAME_MAX = 64 * 1024 * 1024  # a batch of 10,000 keep-alives pickles to a few MB at most
+# A batch of 10,000 keep-alives pickles to a few MB at most; a KEYS command carries up to
+# wire.keys.FILE_MAX (48 MB) of client.keys text.
+PIPE_FRAME_MAX = 64 * 1024 * 1024
 KEEPALIVE_FIELDS = Keepalive.__dataclass_fields__.keys()
 _TRIGGERS = {trigger.value: trigger for trigger in Trigger}
 
@@ -37,6 +39,8 @@ class Tag(enum.StrEnum):
     RELEASED = enum.auto()  # (RELEASED, agent)
     READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
     KEYS_ADDED = enum.auto()  # (KEYS_ADDED, token): the lines of ADD_KEYS <token> are in the key store
+    KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
+    FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
 
 
 class Command(enum.StrEnum):
@@ -47,6 +51,9 @@ class Command(enum.StrEnum):
     # (ADD_KEYS, token, lines, signature before, after): enrolment's client.keys lines, to take before
     # the agent is told its key; the worker answers KEYS_ADDED
     ADD_KEYS = enum.auto()
+    # (KEYS, generation, text): the client.keys lines the manager accepted; the worker's only source of
+    # keys (it never reads the file), first thing after it starts and after every accepted reload
+    KEYS = enum.auto()
 
 
 Record = tuple[Any, ...]

@@ -1,4 +1,4 @@
-"""remoted: the listeners, and what each authenticated message means (reference sections 3.3 to 4.5).
+"""remoted: the listeners, and what each authenticated message means (the Wazuh 4.x protocol, docs/protocol.md).
 
 `Remoted` is the dispatcher. `handle()` is the hot path: authenticate (against the `KeyStore` it is given),
 decrypt, classify, bind (`Bindings`), answer, and hand one record to the store. It does no I/O besides
@@ -8,18 +8,21 @@ writing the reply, and no logging unless something is wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from agentpulse.config import Config
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
 from agentpulse.remoted.bindings import Bindings
 from agentpulse.remoted.grace import GraceEvents
+from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.status import StatusCode, Trigger
@@ -33,6 +36,20 @@ log = logging.getLogger(__name__)
 MANAGER_VERSION = "v4.14.7"  # the Wazuh version agentpulse answers as, for the startup version check
 PING, PONG = b"#ping", b"#pong"
 LISTEN_BACKLOG = 4096
+
+
+@contextlib.contextmanager
+def _naming(host: str, port: int, protocol: str) -> Iterator[None]:
+    """A bind error says which address, in one line an operator can act on."""
+    try:
+        yield
+    except OSError as error:
+        cause: BaseException | None = error  # uvloop's UDP bind error hides the errno in its cause
+        while isinstance(cause, OSError) and not cause.errno:
+            cause = cause.__cause__
+        errno = cause.errno if isinstance(cause, OSError) else None
+        reason = os.strerror(errno) if errno else str(error)
+        raise OSError(errno, f"cannot listen on {host}:{port}/{protocol}: {reason}") from error
 
 
 def disconnect_gone(change: KeysChange, store: RecordSink, now: float) -> None:
@@ -52,8 +69,10 @@ class Remoted:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         manager_version: str = MANAGER_VERSION,
+        journal: AckJournal | None = None,
     ) -> None:
         self.config = config
+        self.journal = journal  # written before an ack the store has not committed yet
         self.remote = config.remote
         self.store = store
         self.clock = clock
@@ -75,17 +94,23 @@ class Remoted:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind the listeners. With several workers every one binds the same port (SO_REUSEPORT), the
+        datagram socket too: the kernel then picks a worker by hashing the 4-tuple, so one agent's
+        datagrams keep reaching the same worker while the set of workers is stable (see `UdpEndpoint`).
+        Raises OSError naming the address when a port cannot be bound."""
         loop = asyncio.get_running_loop()
         host = self.remote.local_ip or ("::" if self.remote.ipv6 else "0.0.0.0")
+        shared = self.remote.worker_processes > 1
         if "tcp" in self.remote.protocols:
-            server = await loop.create_server(
-                lambda: Session(self),
-                host=host,
-                port=self.remote.port,
-                backlog=LISTEN_BACKLOG,
-                reuse_address=True,
-                reuse_port=self.remote.worker_processes > 1,
-            )
+            with _naming(host, self.remote.port, "tcp"):
+                server = await loop.create_server(
+                    lambda: Session(self),
+                    host=host,
+                    port=self.remote.port,
+                    backlog=LISTEN_BACKLOG,
+                    reuse_address=True,
+                    reuse_port=shared,
+                )
             self.servers.append(server)
             for sock in server.sockets:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -93,9 +118,10 @@ class Remoted:
                 self.addresses.append((name[0], name[1], "tcp"))
         if "udp" in self.remote.protocols:
             udp_port = self.addresses[0][1] if self.addresses else self.remote.port
-            transport, endpoint = await loop.create_datagram_endpoint(
-                lambda: UdpEndpoint(self), local_addr=(host, udp_port)
-            )
+            with _naming(host, udp_port, "udp"):
+                transport, endpoint = await loop.create_datagram_endpoint(
+                    lambda: UdpEndpoint(self), local_addr=(host, udp_port), reuse_port=shared
+                )
             self.udp, self.udp_transport = endpoint, transport
             name = transport.get_extra_info("sockname")
             self.addresses.append((name[0], name[1], "udp"))
@@ -117,6 +143,11 @@ class Remoted:
     @property
     def tcp_port(self) -> int:
         return next(port for _, port, protocol in self.addresses if protocol == "tcp")
+
+    @property
+    def port(self) -> int:
+        """The port listened on (TCP and UDP share it); 0 before `start()`."""
+        return self.addresses[0][1] if self.addresses else 0
 
     # -- keys ---------------------------------------------------------------------------------------------
 
@@ -163,6 +194,10 @@ class Remoted:
         number = entry.number
         if isinstance(parsed, control.Keepalive):
             self._bind(entry, session, udp_peer)
+            if not entry.journaled and self.journal is not None:
+                # A UDP agent goes on with keep-alives across a manager restart, without a startup.
+                self.journal.record(number, Trigger.ALIVE, now)
+                entry.journaled = True
             self._reply(entry, control.ACK)
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
@@ -212,6 +247,9 @@ class Remoted:
                 StatusUpdate(entry.number, Trigger.VERSION_REFUSED, now, code=code, version=version)
             )
             return
+        if self.journal is not None:
+            self.journal.record(entry.number, Trigger.STARTUP, now)
+            entry.journaled = True
         self._reply(entry, control.ACK)
         self.store.submit(StatusUpdate(entry.number, Trigger.STARTUP, now))
 

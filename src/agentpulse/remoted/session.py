@@ -128,7 +128,14 @@ class Session(asyncio.Protocol):
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    """UDP: one datagram is one payload; there is no session, replies go to the saved peer."""
+    """UDP: one datagram is one payload; there is no session, replies go to the saved peer.
+
+    With several workers each has one of these on the shared port (SO_REUSEPORT): Linux picks the socket
+    by a hash of the datagram's 4-tuple, so an agent (one source address and port) keeps reaching the
+    worker that holds its reply peer and counters. When a worker dies and is replaced the group changes
+    and some agents move to another worker: like a TCP agent reconnecting there, its first datagram
+    (every one carries the agent id) rebuilds that state.
+    """
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher

@@ -1,11 +1,9 @@
 """The manager side of several remoted worker processes: start them, feed their records to the store and
 the grace tracker, restart them. (`worker_process.py` is the other side: the main of one worker.)
 
-Each worker is `python -m agentpulse worker --index I --fd N`, given one end of a socketpair. What it
-sends is applied here exactly as an in-process remoted's calls would be: status updates to the store,
-connection bindings to the grace tracker (with the worker as holder). When a worker dies, every agent it
-held has lost its connection: the grace tracker starts their grace, the worker is restarted, and agents
-that reconnect (to any worker) in time never show disconnected.
+The danger is a dying worker: every agent it held has lost its connection, and the grace tracker must
+learn so before the worker is restarted (see `WorkerPool._supervise`). Workers never read client.keys: the
+manager sends each the accepted lines (`Command.KEYS`). Start is all or nothing (`WorkerStartError`).
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import socket
 import sys
 import time
@@ -31,6 +30,16 @@ RESTART_DELAY = 1.0
 STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
 ADD_KEYS_TIMEOUT = 5.0  # an enrolment waits this long at most for every worker to take its key
+FAILURE_READ_TIMEOUT = 1.0  # after a worker exited at start: time to read the reason it sent
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start (a port it cannot bind, a bad home): the manager does not start."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"remoted worker {index}: {reason}")
+        self.index = index
+        self.reason = reason
 
 
 @dataclass
@@ -44,6 +53,8 @@ class WorkerHandle:
     port: int = 0
     restarts: int = 0
     acks: dict[int, asyncio.Future[bool]] = field(default_factory=dict)  # ADD_KEYS token -> answered
+    keys_generation: int = 0  # the last KEYS command this process said it applied
+    failure: str | None = None  # why it could not start, as it said before exiting
 
 
 class WorkerPool:
@@ -58,22 +69,60 @@ class WorkerPool:
         self.stopping = False
         self._supervisors: list[asyncio.Task[None]] = []
         self._tokens = itertools.count(1)
+        self.keys_text = ""  # the lines of client.keys the manager accepted last
+        self.added_lines: list[str] = []  # enrolment's lines since: not in keys_text
+        self.keys_generation = 0
+        self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
 
     async def start(self) -> None:
-        for worker in self.workers:
-            await self._spawn(worker)
-        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in self.workers)), READY_TIMEOUT)
+        """Start every worker and wait until each listens. Raises WorkerStartError when one cannot;
+        cancelled or failed, it stops every worker it started before it returns."""
+        try:
+            for worker in self.workers:
+                await self._spawn(worker)
+            deadline = time.monotonic() + READY_TIMEOUT
+            for worker in self.workers:
+                await self._wait_ready(worker, deadline)
+        except BaseException:
+            await self.stop()
+            raise
         self._supervisors = [asyncio.create_task(self._supervise(worker)) for worker in self.workers]
 
+    async def _wait_ready(self, worker: WorkerHandle, deadline: float) -> None:
+        process = worker.process
+        assert process is not None
+        ready = asyncio.ensure_future(worker.ready.wait())
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            await asyncio.wait(
+                (ready, exited),
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+            exited.cancel()
+        if worker.ready.is_set():
+            return
+        if process.returncode is None:
+            raise WorkerStartError(worker.index, f"not listening after {READY_TIMEOUT:.0f} s")
+        with contextlib.suppress(TimeoutError):  # its last words are still in the pipe
+            await asyncio.wait_for(worker.pipe_closed.wait(), FAILURE_READ_TIMEOUT)
+        raise WorkerStartError(worker.index, worker.failure or f"exited with status {process.returncode}")
+
     @property
-    def tcp_port(self) -> int:
+    def port(self) -> int:
+        """The port the workers listen on (TCP and UDP share it)."""
         return self.workers[0].port
 
     async def _spawn(self, worker: WorkerHandle) -> None:
+        """Start `python -m agentpulse worker --index I --fd N`, given one end of a socketpair."""
         ours, theirs = socket.socketpair()
         worker.ready.clear()
         worker.pipe_closed.clear()
+        worker.failure = None
         worker.decoder = pipe.UpdateDecoder()  # a new process sends every keep-alive in full first
+        worker.keys_generation = 0
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -86,6 +135,8 @@ class WorkerPool:
                 str(worker.index),
                 "--fd",
                 str(theirs.fileno()),
+                "--manager-pid",
+                str(os.getpid()),
                 "--log-level",
                 self.log_level,
                 pass_fds=(theirs.fileno(),),
@@ -96,15 +147,27 @@ class WorkerPool:
         reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), lambda: self._pipe_lost(worker))
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
         worker.reader = reader
+        # Its keys before anything else: it listens only once it has them.
+        reader.send([(Command.KEYS, self.keys_generation, self.keys_text)])
+        if self.added_lines:  # token 0: nobody waits for this answer
+            reader.send([(Command.ADD_KEYS, 0, self.added_lines, None, None)])
 
     def _pipe_lost(self, worker: WorkerHandle) -> None:
         worker.pipe_closed.set()
-        for future in worker.acks.values():  # a new process reads client.keys itself
+        worker.ready.clear()  # whatever it acknowledged, it holds no keys now; its restart gets them
+        self._keys_acked.set()
+        for future in worker.acks.values():  # its restart gets those lines with its first keys
             if not future.done():
                 future.set_result(False)
         worker.acks.clear()
 
     async def _supervise(self, worker: WorkerHandle) -> None:
+        """Restart the worker whenever it exits, unless the pool is stopping.
+
+        When a worker dies, every agent it held has lost its connection: the grace tracker starts their
+        grace, the worker is restarted, and agents that reconnect (to any worker) in time never show
+        disconnected.
+        """
         while True:
             assert worker.process is not None
             code = await worker.process.wait()
@@ -112,9 +175,10 @@ class WorkerPool:
                 return
             lost = self.grace.holder_lost(worker.index)
             log.error(
-                "remoted worker %d exited with %s; %d agents lost their connection; restarting",
+                "remoted worker %d exited with %s%s; %d agents lost their connection; restarting",
                 worker.index,
                 code,
+                f" ({worker.failure})" if worker.failure else "",
                 len(lost),
             )
             worker.restarts += 1
@@ -124,6 +188,8 @@ class WorkerPool:
             await self._spawn(worker)
 
     def _on_batch(self, worker: WorkerHandle, records: list[pipe.Record]) -> None:
+        """Apply what a worker sent exactly as an in-process remoted's calls would be: status updates to
+        the store, connection bindings to the grace tracker (with the worker as holder)."""
         store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
         for record in records:
             tag = record[0]
@@ -145,12 +211,39 @@ class WorkerPool:
                 future = worker.acks.pop(record[1], None)
                 if future is not None and not future.done():
                     future.set_result(True)
+            elif tag is Tag.KEYS_LOADED:
+                worker.keys_generation = record[2]
+                self._keys_acked.set()
+            elif tag is Tag.FAILED:
+                worker.failure = str(record[2])
             elif tag is Tag.READY:
                 worker.port = record[2]
                 worker.ready.set()
                 log.info(
                     "remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid
                 )
+
+    def load_keys(self, text: str) -> None:
+        """The keys the manager accepted: to every worker now, and to every worker started later."""
+        self.keys_generation += 1
+        self.keys_text = text  # the key store's lines, enrolment's included: none is added on top now
+        self.added_lines = []
+        for worker in self.workers:
+            if worker.reader is not None:
+                worker.reader.send([(Command.KEYS, self.keys_generation, text)])
+
+    async def keys_applied(self, timeout: float) -> bool:
+        """Wait until every running worker uses the keys of the last `load_keys`; False after `timeout`."""
+        deadline = time.monotonic() + timeout
+        generation = self.keys_generation
+        while any(w.ready.is_set() and w.keys_generation < generation for w in self.workers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._keys_acked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keys_acked.wait(), remaining)
+        return True
 
     def send_to_agents(self, agent_ids: list[int], payload: bytes) -> None:
         """Every worker gets the list; only the one holding an agent's connection sends."""
@@ -162,8 +255,9 @@ class WorkerPool:
         self, lines: list[str], before: Signature, after: Signature, timeout: float = ADD_KEYS_TIMEOUT
     ) -> bool:
         """Every worker takes these client.keys lines (enrolment's new and replaced agents); returns once
-        all have answered, or False after `timeout` (a late worker still gets them, or reads the file)."""
+        all have answered, or False after `timeout` (a late worker still gets them; a restarted one with its first keys)."""
         token = next(self._tokens)
+        self.added_lines.extend(lines)  # for a worker (re)started before the next load_keys
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future[bool]] = []
         for worker in self.workers:

@@ -1,4 +1,4 @@
-"""Control messages (reference section 4): what agent and manager say to each other inside secure messages.
+"""Control messages (docs/protocol.md): what agent and manager say to each other inside secure messages.
 
 `parse_from_agent()` and `parse_from_manager()` turn a decrypted payload into one small immutable event;
 the `build_*` functions do the reverse. The two directions differ only for `#!-req`: the manager sends
@@ -51,6 +51,8 @@ ARCHITECTURES = (
     "arm64",
 )
 _MAJOR_MINOR = re.compile(r"^(\d+)(?:\.(\d+))?")
+# What JSON's `\ud800` escapes can leave in a string: no UTF-8 writer (SQLite, a log) accepts one.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +198,12 @@ def parse_startup(rest: bytes) -> Startup:
     version = decoded.get("version") if isinstance(decoded, dict) else None
     if not isinstance(version, str):
         return Startup(None, version_missing=True)
-    return Startup(version[:FIELD_CAP])
+    # U+FFFD for a lone surrogate, as _text() gives for undecodable bytes: the rest is kept as sent.
+    return Startup(_LONE_SURROGATE.sub("\ufffd", version[:FIELD_CAP]))
 
 
 def parse_keepalive(body: bytes) -> Keepalive:
-    """The text keep-alive of reference 4.2 (without its `#!-`)."""
+    """The text keep-alive an agent sends every notify_time (without its `#!-`)."""
     if b"\n" not in body:
         raise WireError(Reason.BAD_CONTROL, "keep-alive without a newline")
     fields: dict[str, str | None] = {}

@@ -1,4 +1,4 @@
-"""Message counters (reference 3.4): the sender's global:local pair and the receiver's replay rule.
+"""Message counters (docs/protocol.md): the sender's global:local pair and the receiver's replay rule.
 
 Pure values: the `rids` files are read and written by `agentpulse.rids`, around these.
 """

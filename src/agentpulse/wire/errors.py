@@ -1,4 +1,8 @@
-"""The one error type of the codec: every failure to read bytes from an agent raises WireError with a reason."""
+"""The one error type of the codec: every failure to read bytes from an agent raises WireError.
+
+A `Reason`'s value is the words an operator reads in the log; the detail gives the specifics. Nothing
+else may leave the codec on bad input.
+"""
 
 from __future__ import annotations
 

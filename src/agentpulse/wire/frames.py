@@ -1,4 +1,4 @@
-"""TCP framing (reference 3.2): a 4-byte little-endian length, then that many bytes of payload.
+"""TCP framing (docs/protocol.md): a 4-byte little-endian length, then that many bytes of payload.
 
 The danger here is that anyone, before authentication, controls the length. So the length is checked the
 moment its four bytes are in, before anything is buffered for it, and extracting frames costs O(bytes
