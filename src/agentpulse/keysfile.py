@@ -1,24 +1,35 @@
 """client.keys on disk: the one reader (`read_keys_file`), the strict one a reload is judged by
-(`check_keys_file`) and the one atomic writer (`write_keys_file`).
+(`check_keys_file`), the one atomic writer (`write_keys_file`) and the writers' lock (`KeysLock`).
 
 Parsing is `wire.keys`; this module only moves the file's bytes (`KeysRead` says how a reader takes them).
-The manager reads with `check_keys_file`: every line valid, or the reasons it is not.
-The danger is a half-written file: remoted reloads client.keys on an mtime or inode change, so the writer
-goes through a temporary file in the same directory, fsync and `os.replace`.
+A half-written file is avoided with a temporary file, fsync and `os.replace`; two writers (manage_agents,
+enrolment) losing each other's lines with `KeysLock`, an flock held from a writer's read to its write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
 from typing import Final
 
 from agentpulse.wire.keys import FILE_MAX, CheckedKeys, KeysFile, KeysProblem, check_keys
 
-__all__ = ["KEYS_MODE", "KeysRead", "check_keys_file", "read_keys_file", "write_keys_file"]
+__all__ = [
+    "KEYS_MODE",
+    "KeysLock",
+    "KeysRead",
+    "check_keys_file",
+    "lock_path",
+    "read_keys_file",
+    "write_keys_file",
+    "write_keys_lines",
+]
 
 KEYS_MODE: Final = 0o640
 ENCODING: Final = "utf-8"
@@ -69,8 +80,16 @@ def check_keys_file(path: Path) -> CheckedKeys:
 
 def write_keys_file(path: Path, keys: KeysFile) -> None:
     """Replace `path` atomically with `keys.render()`, mode 0640, keeping the group of the old file."""
+    _write(path, keys.render().encode(ENCODING, EXACT))
+
+
+def write_keys_lines(path: Path, lines: Iterable[str]) -> None:
+    """`write_keys_file` for lines already at hand (as `KeysRead.EDIT` read them): no parse on the way."""
+    _write(path, "".join(line + "\n" for line in lines).encode(ENCODING, EXACT))
+
+
+def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = keys.render().encode(ENCODING, EXACT)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -90,3 +109,51 @@ def write_keys_file(path: Path, keys: KeysFile) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of a keys file: `etc/.client.keys.lock` for `etc/client.keys`."""
+    return path.parent / f".{path.name}.lock"
+
+
+class KeysLock:
+    """The one write lock of a keys file, shared by every process that edits it.
+
+    `with KeysLock(path):` around read, edit and write (blocking: from a thread when on an event loop).
+    `acquire()` / `release()` for a holder that spans awaits (enrolment holds it from its read to its write).
+    An flock goes with its open file, so a crashed holder never leaves the file locked.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = lock_path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path} is already held")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, KEYS_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the file releases the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> KeysLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.release()

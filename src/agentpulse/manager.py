@@ -3,7 +3,8 @@
 The danger is order (see `Manager`): the store replays what remoted acknowledged and never committed (the
 acknowledgement journal) and resets every live agent (code 5) before remoted accepts a connection, and on
 the way out everything that writes through the store stops before its last flush. And reloads: a broken
-client.keys must not purge the fleet, so every reload is judged once (`keyguard.py`) and applied whole.
+client.keys must not purge the fleet, so every reload is judged once (`keyguard.py`) and applied whole;
+enrolment (`authd`) hands its new lines here (`EnrolledKeys`), and no reload read meanwhile is applied.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from agentpulse import filemodes
 from agentpulse.config import Config
@@ -29,15 +30,18 @@ from agentpulse.remoted.grace import LOCAL, GraceTracker
 from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
 from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
-from agentpulse.remoted.keywatch import KeysWatcher
+from agentpulse.remoted.keywatch import KeysWatcher, Signature
 from agentpulse.remoted.scheduler import KeepaliveScheduler
-from agentpulse.remoted.server import Remoted, disconnect_gone
+from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
 from agentpulse.remoted.worker_pool import WorkerPool
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
 from agentpulse.wdb.server import WdbServer
 from agentpulse.wire.keys import CheckedKeys, KeysFile
+
+if TYPE_CHECKING:
+    from agentpulse.authd.service import EnrolmentService
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +166,19 @@ class Manager:
         )
         self.front_services: list[Service] = [self.wdb, self.upkeep]
         self._front_started: list[Service] = []
+        self.authd: EnrolmentService | None = None
+        if config.auth is not None and config.auth.listens:
+            from agentpulse.authd.service import EnrolmentService
+
+            self.authd = EnrolmentService(
+                config.auth,
+                home,
+                self.store,
+                EnrolledKeys(self.keys, self.keys_watcher, self.remoted, self.pool, self.store),
+                manager_version=MANAGER_VERSION,
+                hostname=socket.gethostname(),
+            )
+            self.front_services.append(self.authd)
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
@@ -357,17 +374,22 @@ class Manager:
         """Read client.keys and apply it if the guard accepts it: the keyupdate_interval check, SIGHUP,
         and `agentpulse keys reload [--force]` (through the query socket) all come here."""
         async with self._reloading:
-            checked = await self.keys_watcher.load()
-            # Off the loop: 200,000 keys take a second. The key store's lines are replaced, never changed
-            # in place, and the reload lock keeps any other reload away meanwhile.
-            decision = await asyncio.to_thread(
-                keyguard.decide,
-                self.keys.lines,
-                checked,
-                self.reload_limits,
-                also_known=self._stored_agents(),
-                force=force,
-            )
+            while True:
+                # Not while enrolment writes the file and applies its lines (`EnrolledKeys`): a read
+                # taken then lacks them, and the guard would count the new agents as removed.
+                checked, generation = await self.keys_watcher.load_settled()
+                # Off the loop: 200,000 keys take a second. Enrolment changes the key store's lines in
+                # place, so the guard judges a copy; if it enrolled meanwhile, the file is read again.
+                decision = await asyncio.to_thread(
+                    keyguard.decide,
+                    dict(self.keys.lines),
+                    checked,
+                    self.reload_limits,
+                    also_known=self._stored_agents(),
+                    force=force,
+                )
+                if not self.keys_watcher.stale(generation):
+                    break
             self.reloads.count(decision, time.time())
             if decision.accepted:
                 await self._apply_keys(checked.keys, decision)
@@ -437,6 +459,43 @@ class Manager:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+class EnrolledKeys:
+    """Enrolment's new keys (new agents, replaced ones as removed lines), on their way to remoted: this
+    process's key store and remoted take them at once, and every worker process before `take()` returns
+    (bounded), so an agent that has its key is accepted wherever it connects. The key reload holds off
+    meanwhile (`KeysWatcher.hold()`): it must not register the new agents before enrolment does."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        watcher: KeysWatcher,
+        remoted: Remoted | None,
+        pool: WorkerPool | None,
+        store: Store,
+    ) -> None:
+        self.keys = keys
+        self.watcher = watcher
+        self.remoted = remoted
+        self.pool = pool
+        self.store = store
+
+    def hold(self) -> None:
+        self.watcher.hold()
+
+    def release(self) -> None:
+        self.watcher.release()
+
+    async def take(self, lines: list[str], before: Signature, after: Signature) -> None:
+        change = self.keys.apply_lines(lines)
+        self.watcher.applied(before, after)
+        if self.remoted is not None:
+            self.remoted.keys_changed(change)
+            return
+        disconnect_gone(change, self.store, time.time())
+        assert self.pool is not None
+        await self.pool.add_keys(lines, before, after)
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -69,6 +69,17 @@ class Trigger(enum.Enum):
     MANAGER_RESET = "manager_reset"
 
 
+class RowReason(enum.StrEnum):
+    """Why a history row the status model did not produce exists: the `reason` of its status event.
+
+    A registration starts an enrolled agent's history; a replacement is the removal row (`-> disconnected`,
+    code 0) of an agent an enrolment replaced. Other removals keep the reason of their code.
+    """
+
+    REGISTERED = "registered"
+    REPLACED = "replaced by a new enrolment"
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     new: ConnectionStatus

@@ -57,3 +57,38 @@ def test_the_watcher_reloads_on_a_change_and_on_trigger_only(tmp_path: Path) -> 
         return seen
 
     assert asyncio.run(scenario()) == [2, 2]
+
+
+async def _nothing() -> None:
+    return None
+
+
+def test_applied_skips_the_re_read_of_a_write_whose_previous_state_was_loaded(tmp_path: Path) -> None:
+    watcher = KeysWatcher(tmp_path / "client.keys", 10, _nothing)
+    watcher.last = (1, 1, 1)
+    watcher.applied((1, 1, 1), (2, 2, 2))
+    assert (watcher.last, watcher.generation) == ((2, 2, 2), 1)
+    watcher.applied((9, 9, 9), (3, 3, 3))  # someone else changed the file first: it is still read
+    assert (watcher.last, watcher.generation) == ((2, 2, 2), 2)
+
+
+def test_a_settled_read_waits_for_the_writer_and_sees_its_lines(tmp_path: Path) -> None:
+    """Between enrolment's hold() and applied(), a reload would take the file without the new agents
+    (or register them before enrolment does): load_settled() waits, and a hold since makes it stale."""
+    path = tmp_path / "client.keys"
+    path.write_text(f"001 web-01 any {KEY}\n")
+
+    async def scenario() -> tuple[int, bool, bool]:
+        watcher = KeysWatcher(path, 10, _nothing)
+        watcher.hold()
+        reading = asyncio.create_task(watcher.load_settled())
+        await asyncio.sleep(0.2)
+        assert not reading.done()  # held: no read yet
+        path.write_text(f"001 web-01 any {KEY}\n002 enrolled any {KEY}\n")
+        watcher.applied(None, None)
+        checked, generation = await asyncio.wait_for(reading, 5)
+        fresh = watcher.stale(generation)
+        watcher.hold()
+        return len(checked.keys.entries), fresh, watcher.stale(generation)
+
+    assert asyncio.run(scenario()) == (2, False, True)

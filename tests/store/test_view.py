@@ -22,7 +22,7 @@ def test_agents_live_at_start_are_the_first_the_sweeper_reads() -> None:
 def test_silent_since_lists_live_agents_longest_silent_first_and_stops_at_the_first_recent() -> None:
     view = StatusView()
     for agent_id in (1, 2, 3):
-        view.add(agent_id, f"a-{agent_id}", "any")
+        view.add(agent_id, f"a-{agent_id}", "any", 0.0)
         agent = view.agents[agent_id]
         view.apply(agent, StatusUpdate(agent_id, Trigger.STARTUP, 1.0))
     view.heard_from(2, view.agents[2], 10.0)
@@ -34,7 +34,7 @@ def test_silent_since_lists_live_agents_longest_silent_first_and_stops_at_the_fi
 
 def test_a_disconnection_takes_the_agent_out_of_the_silence_order() -> None:
     view = StatusView()
-    view.add(1, "a-1", "any")
+    view.add(1, "a-1", "any", 0.0)
     agent = view.agents[1]
     view.apply(agent, StatusUpdate(1, Trigger.STARTUP, 1.0))
     view.heard_from(1, agent, 1.0)
@@ -45,19 +45,19 @@ def test_a_disconnection_takes_the_agent_out_of_the_silence_order() -> None:
 
 def test_a_removed_id_added_again_goes_on_with_its_history_sequence_and_keeps_its_name_meanwhile() -> None:
     view = StatusView()
-    view.add(1, "web-01", "any")
+    view.add(1, "web-01", "any", 0.0)
     view.apply(view.agents[1], StatusUpdate(1, Trigger.STARTUP, 1.0))
     removal = view.remove(1, 2.0)
     assert removal is not None and removal.seq == 2
     assert removal.to_status is ConnectionStatus.DISCONNECTED and removal.code is StatusCode.NONE
     assert 1 not in view and view.name_of(1) == "web-01"
-    view.add(1, "web-01b", "any")
+    view.add(1, "web-01b", "any", 0.0)
     assert view.agents[1].seq == 2 and view.name_of(1) == "web-01b"
 
 
 def test_a_change_to_the_same_status_and_code_is_no_row() -> None:
     view = StatusView()
-    view.add(1, "a-1", "any")
+    view.add(1, "a-1", "any", 0.0)
     agent = view.agents[1]
     view.apply(agent, StatusUpdate(1, Trigger.ALIVE, 1.0))
     assert view.apply(agent, StatusUpdate(1, Trigger.ALIVE, 2.0)) is None

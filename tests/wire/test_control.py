@@ -145,14 +145,26 @@ def test_force_reconnect() -> None:
 @pytest.mark.parametrize(
     ("agent", "manager", "newer"),
     [
-        ("v4.14.8", "v4.14.7", True),
         ("v4.14.7", "v4.14.7", False),
         ("v4.9.0", "v4.14.7", False),
+        ("v4.15.0", "v4.14.7", True),
         ("v5.0.0", "v4.14.7", True),
+        ("4.15.0", "v4.14.7", True),  # the v is optional
+        ("v4.14", "v4.14.7", False),
     ],
 )
 def test_version_comparison_is_numeric(agent: str, manager: str, newer: bool) -> None:
     assert control.is_newer(agent, manager) is newer
+
+
+@pytest.mark.parametrize("agent", ["v4.14.8", "v4.14.9", "v4.14.99", "v4.14.0", "4.14.8"])
+def test_only_major_and_minor_count_so_a_newer_patch_release_is_not_newer(agent: str) -> None:
+    # compare_wazuh_versions(manager, agent, false): remoted's startup check and authd's V: check.
+    assert control.is_newer(agent, "v4.14.7") is False
+
+
+def test_a_version_without_numbers_is_never_newer() -> None:
+    assert control.is_newer("unknown", "v4.14.7") is False
 
 
 @settings(max_examples=500, deadline=None)

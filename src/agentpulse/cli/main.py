@@ -12,7 +12,19 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 
 # modules of agentpulse.cli that define register(subparsers), in the order their commands are listed
-COMMAND_MODULES = ("manager", "status", "keys", "agent", "simulate", "decode", "wdb", "group", "db", "watch")
+COMMAND_MODULES = (
+    "manager",
+    "status",
+    "keys",
+    "agent",
+    "enrol",
+    "simulate",
+    "decode",
+    "wdb",
+    "group",
+    "db",
+    "watch",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,8 @@
 
 Non-interactive only. Each run reads client.keys, edits it with `KeysFile` (every line it does not touch
 stays byte for byte, comments and removed entries included) and writes it back atomically through
-`agentpulse.keysfile`, so remoted's reload never sees half a file. The flags are listed at `build_parser`.
+`agentpulse.keysfile`, so remoted's reload never sees half a file. An edit holds `KeysLock` (shared with
+enrolment) from its read to its write, so neither loses the other's lines. Flags: see `build_parser`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from agentpulse import __version__
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.escape import for_terminal
-from agentpulse.keysfile import KeysRead, read_keys_file, write_keys_file
+from agentpulse.keysfile import KeysLock, KeysRead, read_keys_file, write_keys_file
 from agentpulse.paths import Home
 from agentpulse.wire.keys import (
     ANY_IP,
@@ -219,11 +220,17 @@ def _run(args: argparse.Namespace, home: Home) -> str:
     (on an mtime or inode change) never sees half a file.
     """
     path = home.client_keys
-    keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
-    if args.list:
-        return format_list(keys)
-    if args.extract is not None:
+    if args.list or args.extract is not None:  # reads: the file is replaced whole, never half written
+        keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
+        if args.list:
+            return format_list(keys)
         return EXTRACT_MSG.format(id=_find(keys, args.extract).id, key=extract_key(keys, args.extract))
+    with KeysLock(path):
+        return _edit(args, home, read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True))
+
+
+def _edit(args: argparse.Namespace, home: Home, keys: KeysFile) -> str:
+    path = home.client_keys
     if args.remove is not None:
         removed = remove_agent(keys, home, args.remove)
         write_keys_file(path, keys)

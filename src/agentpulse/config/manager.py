@@ -1,5 +1,6 @@
 """The manager's `ossec.conf` sections as frozen dataclasses: `<remote>` (with `<manager_keepalive>`),
-`<global>` (and `<cluster><node_name>`), `<nats>` and `<database>` (README.md lists the options).
+`<global>` (and `<cluster><node_name>`), `<nats>`, `<database>` and `<auth>` (`config/auth.py`); README.md
+lists the options.
 
 Every error is one `ConfigError` naming the file, the line, the element path and the value, and nothing is
 ever partially configured: the first error raises. Sections the manager does not use (`<syscheck>`,
@@ -14,6 +15,7 @@ from importlib import resources
 from typing import Final
 
 from agentpulse.config import convert as cv
+from agentpulse.config.auth import AuthConfig, read_auth
 from agentpulse.config.sections import (
     Fields,
     SectionReader,
@@ -135,6 +137,7 @@ class Config:
     global_: GlobalConfig = GlobalConfig()
     nats: NatsConfig = NatsConfig()
     database: DatabaseConfig = DatabaseConfig()
+    auth: AuthConfig | None = None  # None: no <auth> element, so no enrolment port (see config/auth.py)
 
 
 def parse_config(text: str, source: str = "ossec.conf") -> Config:
@@ -282,6 +285,7 @@ class _ManagerReader(SectionReader):
             global_=self.global_(sections.get("global", []), sections.get("cluster", [])),
             nats=self.nats(sections.get("nats", [])),
             database=self.database(sections.get("database", [])),
+            auth=read_auth(sections.get("auth", []), self.source),
         )
 
     # -- <remote> -----------------------------------------------------------------------------------------

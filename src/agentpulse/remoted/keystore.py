@@ -89,6 +89,39 @@ class KeyStore:
         gone = [key for key in removed if key.number not in fresh]
         return KeysChange(added, removed, dropped, gone)
 
+    def apply_lines(self, lines: list[str]) -> KeysChange:
+        """Take some client.keys lines without re-reading the file (enrolment's new and replaced agents):
+        an active line adds or changes its agent, a removed one (`<id> !<name> ...`) removes it."""
+        added: list[AgentKey] = []
+        removed: list[AgentKey] = []
+        gone: list[AgentKey] = []
+        for text in lines:
+            key = parse_line(text)
+            if key is None:
+                continue
+            old_line = self.lines.get(key.number)
+            old = parse_line(old_line) if old_line is not None else None
+            if key.removed:
+                if old is not None:
+                    del self.lines[key.number]
+                    removed.append(old)
+                    gone.append(old)
+                continue
+            if old_line == key.line():
+                continue
+            if old is not None:
+                removed.append(old)
+            self.lines[key.number] = key.line()
+            added.append(key)
+        dropped = [entry for key in removed if (entry := self.entries.pop(key.number, None)) is not None]
+        for key in removed:
+            if self.by_ip.get(key.ip.lookup_text) == key.number:
+                del self.by_ip[key.ip.lookup_text]
+        for key in added:
+            if key.ip.single_host:
+                self.by_ip[key.ip.lookup_text] = key.number
+        return KeysChange(added, removed, dropped, gone)
+
     def find(self, agent_id: str | None, source_ip: str) -> AgentEntry:
         """By `!<id>!` prefix (the source must be inside the entry's range) or by exact source IP."""
         if agent_id is None:

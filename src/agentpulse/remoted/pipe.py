@@ -38,6 +38,7 @@ class Tag(enum.StrEnum):
     CLOSED = enum.auto()  # (CLOSED, agent)
     RELEASED = enum.auto()  # (RELEASED, agent)
     READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
+    KEYS_ADDED = enum.auto()  # (KEYS_ADDED, token): the lines of ADD_KEYS <token> are in the key store
     KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
     FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
 
@@ -47,6 +48,9 @@ class Command(enum.StrEnum):
 
     STOP = enum.auto()  # (STOP,)
     SEND = enum.auto()  # (SEND, agent ids, payload): the worker holding an agent sends it the payload
+    # (ADD_KEYS, token, lines, signature before, after): enrolment's client.keys lines, to take before
+    # the agent is told its key; the worker answers KEYS_ADDED
+    ADD_KEYS = enum.auto()
     # (KEYS, generation, text): the client.keys lines the manager accepted; the worker's only source of
     # keys (it never reads the file), first thing after it starts and after every accepted reload
     KEYS = enum.auto()

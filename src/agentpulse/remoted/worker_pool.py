@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from agentpulse.records import RepeatSink
 from agentpulse.remoted import pipe
 from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.keywatch import Signature
 from agentpulse.remoted.pipe import Command, Tag
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
 STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
+ADD_KEYS_TIMEOUT = 5.0  # an enrolment waits this long at most for every worker to take its key
 FAILURE_READ_TIMEOUT = 1.0  # after a worker exited at start: time to read the reason it sent
 
 
@@ -49,6 +52,7 @@ class WorkerHandle:
     decoder: pipe.UpdateDecoder = field(default_factory=pipe.UpdateDecoder)
     port: int = 0
     restarts: int = 0
+    acks: dict[int, asyncio.Future[bool]] = field(default_factory=dict)  # ADD_KEYS token -> answered
     keys_generation: int = 0  # the last KEYS command this process said it applied
     failure: str | None = None  # why it could not start, as it said before exiting
 
@@ -64,7 +68,9 @@ class WorkerPool:
         self.workers = [WorkerHandle(index) for index in range(1, count + 1)]
         self.stopping = False
         self._supervisors: list[asyncio.Task[None]] = []
+        self._tokens = itertools.count(1)
         self.keys_text = ""  # the lines of client.keys the manager accepted last
+        self.added_lines: list[str] = []  # enrolment's lines since: not in keys_text
         self.keys_generation = 0
         self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
 
@@ -143,11 +149,17 @@ class WorkerPool:
         worker.reader = reader
         # Its keys before anything else: it listens only once it has them.
         reader.send([(Command.KEYS, self.keys_generation, self.keys_text)])
+        if self.added_lines:  # token 0: nobody waits for this answer
+            reader.send([(Command.ADD_KEYS, 0, self.added_lines, None, None)])
 
     def _pipe_lost(self, worker: WorkerHandle) -> None:
         worker.pipe_closed.set()
         worker.ready.clear()  # whatever it acknowledged, it holds no keys now; its restart gets them
         self._keys_acked.set()
+        for future in worker.acks.values():  # its restart gets those lines with its first keys
+            if not future.done():
+                future.set_result(False)
+        worker.acks.clear()
 
     async def _supervise(self, worker: WorkerHandle) -> None:
         """Restart the worker whenever it exits, unless the pool is stopping.
@@ -195,6 +207,10 @@ class WorkerPool:
                 store.record_state(record[1], record[2])
             elif tag is Tag.COUNTS:
                 store.count_events(record[1])
+            elif tag is Tag.KEYS_ADDED:
+                future = worker.acks.pop(record[1], None)
+                if future is not None and not future.done():
+                    future.set_result(True)
             elif tag is Tag.KEYS_LOADED:
                 worker.keys_generation = record[2]
                 self._keys_acked.set()
@@ -210,7 +226,8 @@ class WorkerPool:
     def load_keys(self, text: str) -> None:
         """The keys the manager accepted: to every worker now, and to every worker started later."""
         self.keys_generation += 1
-        self.keys_text = text
+        self.keys_text = text  # the key store's lines, enrolment's included: none is added on top now
+        self.added_lines = []
         for worker in self.workers:
             if worker.reader is not None:
                 worker.reader.send([(Command.KEYS, self.keys_generation, text)])
@@ -233,6 +250,33 @@ class WorkerPool:
         for worker in self.workers:
             if worker.reader is not None:
                 worker.reader.send([(Command.SEND, agent_ids, payload)])
+
+    async def add_keys(
+        self, lines: list[str], before: Signature, after: Signature, timeout: float = ADD_KEYS_TIMEOUT
+    ) -> bool:
+        """Every worker takes these client.keys lines (enrolment's new and replaced agents); returns once
+        all have answered, or False after `timeout` (a late worker still gets them; a restarted one with its first keys)."""
+        token = next(self._tokens)
+        self.added_lines.extend(lines)  # for a worker (re)started before the next load_keys
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[bool]] = []
+        for worker in self.workers:
+            if worker.reader is None or worker.pipe_closed.is_set():
+                continue
+            future: asyncio.Future[bool] = loop.create_future()
+            worker.acks[token] = future
+            worker.reader.send([(Command.ADD_KEYS, token, lines, before, after)])
+            waits.append(future)
+        if not waits:
+            return True
+        _, late = await asyncio.wait(waits, timeout=timeout)
+        for worker in self.workers:
+            worker.acks.pop(token, None)
+        if late:
+            log.warning(
+                "%d remoted workers did not take %d new keys within %g s", len(late), len(lines), timeout
+            )
+        return not late and all(future.result() for future in waits)
 
     async def stop(self) -> None:
         self.stopping = True

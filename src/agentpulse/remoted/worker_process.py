@@ -3,7 +3,7 @@ and sends what happens to the manager through the record pipe. The manager owns 
 tracker, the sweeper, events and the query socket; a worker owns its own key store, sessions, replies and
 the manager keep-alive of its agents. (`worker_pool.py` is the manager's side.)
 
-Its keys come from the manager only (`Command.KEYS`, the lines it accepted): it never reads client.keys. It
+Its keys come from the manager only (`Command.KEYS`, and enrolment's `ADD_KEYS`): it never reads client.keys. It
 never outlives its manager: the kernel kills it when the manager dies (PR_SET_PDEATHSIG), and a closed pipe
 stops it too; a worker left behind would hold the port, and the agents, with nobody to tell.
 """
@@ -51,6 +51,10 @@ class WorkerProcess:
         self._has_keys = asyncio.Event()
         self._keys_generation = -1  # of the keys in use
         self._keys_tasks: set[asyncio.Task[None]] = set()
+        # Enrolment's lines (ADD_KEYS), with the last KEYS generation received before them: a KEYS
+        # command sent before them lacks them, so they are applied again on top of it.
+        self._keys_received = -1
+        self._added: list[tuple[int, list[str]]] = []
 
     async def run(self) -> int:
         """Serve until told to stop; 1 when the worker could not start (the manager was told why)."""
@@ -119,6 +123,9 @@ class WorkerProcess:
             return
         self._keys_generation = generation
         self.remoted.keys_changed(self.keys.load(keys))
+        self._added = [(after, lines) for after, lines in self._added if after >= generation]
+        for _, lines in self._added:  # sent after these keys: not in them
+            self.remoted.keys_changed(self.keys.apply_lines(lines))
         self.sink.flush()  # the disconnections first, then the acknowledgement
         self.pipe.send([(Tag.KEYS_LOADED, self.index, generation)])
         self._has_keys.set()
@@ -134,6 +141,7 @@ class WorkerProcess:
                 self._stop.set()
             elif command[0] is Command.KEYS:
                 _, generation, text = command
+                self._keys_received = max(self._keys_received, generation)
                 task = asyncio.create_task(self._load_keys(generation, text))
                 self._keys_tasks.add(task)
                 task.add_done_callback(self._keys_tasks.discard)
@@ -141,6 +149,11 @@ class WorkerProcess:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:
                     self.remoted.send_to_agent(agent_id, payload)
+            elif command[0] is Command.ADD_KEYS:
+                _, token, lines, _before, _after = command
+                self.remoted.keys_changed(self.keys.apply_lines(lines))
+                self._added.append((self._keys_received, lines))
+                self.pipe.send([(Tag.KEYS_ADDED, token)])
 
 
 def die_with_parent(manager_pid: int) -> None:

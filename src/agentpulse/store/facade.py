@@ -2,7 +2,8 @@
 
 `Store.submit()` runs on the event loop and costs a dict update; the writer thread (`store/writer.py`)
 commits the pending batch through the backend (`store/sqlite/` today). Every write rides in that one
-batch, so it keeps its order against the status changes around it.
+batch, so it keeps its order against the status changes around it. An enrolled agent starts with a
+registration row, `never_connected -> never_connected` code 0 (see `register_agents`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from agentpulse.records import MANAGER_ID, StatusUpdate, TransitionRow
-from agentpulse.status import LIVE, ConnectionStatus, Trigger
+from agentpulse.status import LIVE, ConnectionStatus, RowReason, Trigger
 from agentpulse.store.backend import Backend, Fragmentation
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
 from agentpulse.store.sqlite.backend import SqliteBackend
@@ -256,8 +257,9 @@ class Store:
     def add_agents(self, agents: Iterable[AgentKey]) -> list[int]:
         """Accept agents that client.keys gained while running; the writer inserts them."""
         new = [a for a in agents if a.number not in self.view and a.number != MANAGER_ID]
+        now = self.clock()
         for agent in new:
-            self.view.add(agent.number, agent.name, agent.ip.text)
+            self.view.add(agent.number, agent.name, agent.ip.text, now)
         if new:
             with self._writer.lock:
                 self._writer.batch.new_agents.extend(new)
@@ -287,17 +289,46 @@ class Store:
         """`insert-agent`: False when the id is taken (the manager's included)."""
         if agent.id in self.view or agent.id == MANAGER_ID:
             return False
-        self.view.add(agent.id, agent.name, agent.register_ip or "")
+        self.view.add(agent.id, agent.name, agent.register_ip or "", agent.date_add)
         with self._writer.lock:
             self._writer.batch.inserted[agent.id] = agent
         self._writer.wake()
         return True
 
+    def register_agents(self, agents: Iterable[InsertedAgent], at: float) -> list[TransitionRow]:
+        """Enrolled agents: each a never-connected row (with its groups), and the first row of its history,
+        `never_connected -> never_connected` code 0 with the reason `registered`, and its status event."""
+        rows: list[TransitionRow] = []
+        for agent in agents:
+            if agent.id in self.view or agent.id == MANAGER_ID:
+                continue
+            view = self.view.add(agent.id, agent.name, agent.register_ip or "", agent.date_add)
+            row = self.view.registered(agent.id, view, at)
+            outbox = self._outbox_row(row)
+            with self._writer.lock:
+                batch = self._writer.batch
+                batch.inserted[agent.id] = agent
+                batch.history.append(row)
+                if outbox is not None:
+                    batch.outbox.append(outbox)
+            rows.append(row)
+            for listener in self._transition_listeners:
+                listener(row)
+        if rows:
+            self._writer.wake()
+        return rows
+
     def remove_agents(
-        self, agent_ids: Iterable[int], at: float, *, purge_files: bool = False
+        self,
+        agent_ids: Iterable[int],
+        at: float,
+        *,
+        purge_files: bool = False,
+        reason: RowReason | None = None,
     ) -> list[TransitionRow]:
-        """Delete agents (labels and groups go with them), each with its removal row and status event.
-        With purge_files, its per-agent database goes too.
+        """Delete agents (labels and groups go with them), each with its removal row and status event,
+        which carries `reason` if given (an enrolment replaced the agent). With purge_files, its
+        per-agent database goes too.
 
         Removal (delete-agent, or an agent purged from client.keys) is recorded as one last history row and
         status event to `disconnected`: an agent not yet disconnected goes `-> disconnected` with code 0, one
@@ -306,7 +337,7 @@ class Store:
         """
         rows: list[TransitionRow] = []
         for agent_id in agent_ids:
-            row = self.view.remove(agent_id, at)
+            row = self.view.remove(agent_id, at, reason)
             if row is None:
                 continue
             outbox = self._outbox_row(row)

@@ -327,5 +327,9 @@ def parse_version(text: str) -> tuple[int, ...] | None:
 
 
 def is_newer(agent_version: str, manager_version: str) -> bool:
+    """Wazuh's rule (`compare_wazuh_versions(manager, agent, false)`, remoted's startup check and authd's
+    `V:` check alike): only major.minor count, so v4.14.9 is not newer than v4.14.7 and v4.15.0 is."""
     agent, manager = parse_version(agent_version), parse_version(manager_version)
-    return agent is not None and manager is not None and agent > manager
+    if agent is None or manager is None:
+        return False
+    return (*agent, 0, 0)[:2] > (*manager, 0, 0)[:2]
