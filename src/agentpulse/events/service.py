@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -192,6 +193,10 @@ class EventsService:
             await self._probe(options, where)
         loop = asyncio.get_running_loop()
         self.outbox.bind(loop)
+        try:  # before the subscription below: from then on commits are counted (the outbox depth)
+            self.outbox.backlog_at_start = await self.reader.count(0)
+        except sqlite3.Error as error:
+            log.warning("cannot count the outbox left by the last run: %s", error)
         if self.config.keepalive_events:
             self.keepalives = KeepalivePublisher(
                 self.link,
