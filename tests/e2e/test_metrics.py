@@ -109,8 +109,10 @@ def _check_fleet(manager: ManagerProcess, port: int, keys: list[AgentKey]) -> No
         before = eventually(
             port,
             "every connection counted",
-            lambda s: total(s, "agentpulse_worker_connections") == len(connections)
-            and total(s, "agentpulse_keepalives_total") >= len(connections),
+            lambda s: (
+                total(s, "agentpulse_worker_connections") == len(connections)
+                and total(s, "agentpulse_keepalives_total") >= len(connections)
+            ),
         )
         assert value(before, "agentpulse_agents", status="active") == len(connections)
         assert value(before, "agentpulse_agents", status="never_connected") == 1
@@ -126,8 +128,10 @@ def _check_fleet(manager: ManagerProcess, port: int, keys: list[AgentKey]) -> No
         after = eventually(
             port,
             "the keep-alive round and the refusal counted",
-            lambda s: total(s, "agentpulse_keepalives_total") >= keepalives + len(connections)
-            and total(s, "agentpulse_refusals_total") >= 1,
+            lambda s: (
+                total(s, "agentpulse_keepalives_total") >= keepalives + len(connections)
+                and total(s, "agentpulse_refusals_total") >= 1
+            ),
         )
         assert total(after, "agentpulse_messages_total", kind="startup") == len(connections)
         # A forged key fails to decrypt: the padding check is the first to notice.
@@ -170,9 +174,11 @@ def test_metrics_of_worker_processes_sum_to_the_fleet_and_survive_a_restart(mana
     after = eventually(
         port,
         "the restart counted",
-        lambda s: total(s, "agentpulse_worker_restarts_total") == 1
-        and total(s, "agentpulse_worker_up") == 2
-        and total(s, "agentpulse_worker_connections") == 0,
+        lambda s: (
+            total(s, "agentpulse_worker_restarts_total") == 1
+            and total(s, "agentpulse_worker_up") == 2
+            and total(s, "agentpulse_worker_connections") == 0
+        ),
         timeout=15,
     )
     # What the dead worker counted stays in its slot's counters: none goes back.
