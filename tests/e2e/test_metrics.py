@@ -8,8 +8,11 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 import urllib.request
+
+import pytest
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.wire import control
@@ -184,3 +187,14 @@ def test_metrics_of_worker_processes_sum_to_the_fleet_and_survive_a_restart(mana
     # What the dead worker counted stays in its slot's counters: none goes back.
     assert total(after, "agentpulse_keepalives_total") >= total(before, "agentpulse_keepalives_total")
     assert total(after, "agentpulse_refusals_total", reason="bad_padding") == 1
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_one_line(manager: ManagerProcess) -> None:
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        manager.settings.sections = f"<metrics><enabled>yes</enabled><port>{port}</port></metrics>"
+        manager.add_agents(1)
+        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for metrics"):
+            manager.start()

@@ -19,6 +19,7 @@ _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 Labels = tuple[tuple[str, str], ...]
+_VALID_LABELS: set[str] = set()  # label names already checked: a scrape adds hundreds of samples
 
 
 class MetricType(enum.StrEnum):
@@ -51,8 +52,10 @@ class Family:
 
     def add(self, value: float, labels: Labels = (), suffix: str = "") -> None:
         for name, _ in labels:
-            if not _LABEL.match(name) or name.startswith("__"):
-                raise ValueError(f"invalid label name {name!r} in {self.name}")
+            if name not in _VALID_LABELS:
+                if not _LABEL.match(name) or name.startswith("__"):
+                    raise ValueError(f"invalid label name {name!r} in {self.name}")
+                _VALID_LABELS.add(name)
         self.samples.append(Sample(labels, value, suffix))
 
 
@@ -61,11 +64,15 @@ def escape_help(text: str) -> str:
 
 
 def escape_label_value(text: str) -> str:
+    if "\\" not in text and '"' not in text and "\n" not in text:
+        return text
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def format_value(value: float) -> str:
     """As Prometheus' Go clients write numbers: integers without a point, +Inf, -Inf, NaN."""
+    if type(value) is int:
+        return str(value)
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
