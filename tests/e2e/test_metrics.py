@@ -15,9 +15,10 @@ import urllib.request
 import pytest
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
-from agentpulse.wire import control
+from agentpulse.wire import control, enrolment
 from agentpulse.wire.keys import AgentKey
 from tests.e2e.harness import LOOPBACK, ManagerProcess, free_port, run_cli
+from tests.e2e.test_enrolment import KEY_REPLY, exchange
 from tests.e2e.test_statuses import KEEPALIVE
 from tests.e2e.test_workers import _worker_pids
 
@@ -198,3 +199,21 @@ def test_a_metrics_port_in_use_stops_the_start_with_one_line(manager: ManagerPro
         manager.add_agents(1)
         with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for metrics"):
             manager.start()
+
+
+def test_enrolments_and_their_refusals_are_counted(manager: ManagerProcess) -> None:
+    port = with_metrics(manager)
+    manager.settings.auth = ""
+
+    async def scenario() -> None:
+        for name in ("web-01", "web-02"):
+            assert KEY_REPLY.fullmatch(await exchange(manager, enrolment.build_request(name)))
+        refused = await exchange(manager, enrolment.build_request("bad name"))
+        assert refused.startswith(b"ERROR: Invalid agent name")
+
+    manager.start()
+    asyncio.run(scenario())
+    samples = scrape(port)
+    assert value(samples, "agentpulse_enrolments_total") == 2
+    assert value(samples, "agentpulse_enrolment_refusals_total", reason="invalid_agent_name") == 1
+    assert value(samples, "agentpulse_agents", status="never_connected") == 2

@@ -69,7 +69,9 @@ class Metrics:
         store.observe_flushes(self._flushed)
         if events is not None:
             events.outbox.on_published = self._published(STATUS_EVENTS)
-        self._observe_keepalive_events()
+            if events.keepalives is not None:
+                self.publish_seconds[KEEPALIVE_EVENTS] = Histogram(DURATION_BUCKETS)
+                events.keepalives.on_published = self._published(KEEPALIVE_EVENTS)
 
     # -- registration hooks ----------------------------------------------------------------------------
 
@@ -91,15 +93,6 @@ class Metrics:
             oldest = min(at for at, _ in batch.keepalives.values())
             self.keepalive_lag = max(0.0, committed_at - oldest)
 
-    def _observe_keepalive_events(self) -> None:
-        """The keep-alive publisher exists once the events service started: observed from then on (from
-        construction if it was started, else from the first scrape after it)."""
-        events = self.events
-        if events is None or events.keepalives is None or KEEPALIVE_EVENTS in self.publish_seconds:
-            return
-        self.publish_seconds[KEEPALIVE_EVENTS] = Histogram(DURATION_BUCKETS)
-        events.keepalives.on_published = self._published(KEEPALIVE_EVENTS)
-
     def _published(self, kind: str) -> Callable[[float, int], None]:
         histogram = self.publish_seconds[kind]
         return lambda seconds, _events: histogram.observe(seconds)
@@ -111,7 +104,6 @@ class Metrics:
         return render(self.families()), CONTENT_TYPE
 
     def families(self) -> list[Family]:
-        self._observe_keepalive_events()
         families = [
             *self._agents(),
             *self._remoted(self.workers()),
