@@ -30,11 +30,10 @@ from agentpulse.metrics.exposition import Family, MetricType
 from agentpulse.metrics.registry import Metrics
 from agentpulse.records import StatusUpdate
 from agentpulse.remoted.grace import GraceTracker
-from agentpulse.remoted.stats import RemotedStats, WorkerStats
+from agentpulse.remoted.stats import WorkerStats
 from agentpulse.remoted.worker_pool import WorkerPool
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.store.facade import Store
-from agentpulse.wire import control
 from agentpulse.wire.errors import Reason
 
 
@@ -179,7 +178,9 @@ def main() -> int:
             "body_bytes": len(body),
             "series": sum(1 for line in body.splitlines() if line and not line.startswith(b"#")),
             "render": timed(metrics.render, args.rounds),
-            "render_at_1000_agents": timed(Metrics(fleet(1000, Path(directory)), pool=pool).render, args.rounds),
+            "render_at_1000_agents": timed(
+                Metrics(fleet(1000, Path(directory)), pool=pool).render, args.rounds
+            ),
             "walk_counts_only": timed(lambda: walk_counts(store), max(5, args.rounds // 10)),
         }
         reference = prometheus_client_render(metrics)
