@@ -129,6 +129,7 @@ class EventsService:
             prefix=self.config.subject_prefix,
             stream=self.config.stream,
             kv_bucket=self.config.kv_bucket,
+            replicas=self.config.replicas,
         )
         self.keepalives: KeepalivePublisher | None = None
         self._tasks: list[asyncio.Task[None]] = []
