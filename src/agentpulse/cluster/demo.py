@@ -23,8 +23,8 @@ from typing import Final
 
 import psycopg
 
-from agentpulse.cluster.localnats import LOOPBACK, LocalNatsCluster, free_ports
-from agentpulse.cluster.localpg import LocalPostgres, unavailable
+from agentpulse.cluster.localnats import LOOPBACK, LocalNatsCluster, LocalNatsError, free_ports
+from agentpulse.cluster.localpg import LocalPostgres, LocalPostgresError, unavailable
 from agentpulse.keysfile import write_keys_file
 from agentpulse.paths import Home
 from agentpulse.wire.keys import KeysFile
@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)
+    except (LocalPostgresError, LocalNatsError, RuntimeError, OSError, psycopg.Error) as error:
+        print(f"cluster-demo: {error}", file=sys.stderr)
+        return 1
     finally:
         with contextlib.suppress(KeyboardInterrupt):
             demo.stop()

@@ -68,9 +68,23 @@ class LocalPostgres:
             raise LocalPostgresError(f"{argv[0]} failed ({done.returncode}): {done.stderr or done.stdout}")
         return done
 
+    def _check_reachable(self) -> None:
+        """The postgres user must be able to walk down to root: say which folder stops it, if one does."""
+        if os.geteuid() != 0:
+            return
+        pg_uid = pwd.getpwnam(PG_USER).pw_uid
+        for folder in reversed(self.root.resolve().parents):
+            info = folder.stat()
+            if info.st_uid != pg_uid and not info.st_mode & 0o001:
+                raise LocalPostgresError(
+                    f"{PG_USER} cannot reach {self.root}: {folder} is not searchable by other users "
+                    "(chmod o+x it, or choose a folder under one that is)"
+                )
+
     def start(self) -> None:
         """initdb (once) and start; waits until it accepts connections."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._check_reachable()
         if os.geteuid() == 0:
             shutil.chown(self.root, PG_USER, PG_USER)
         self.root.chmod(0o700)
