@@ -71,6 +71,7 @@ class Demo:
         if self.root.exists():
             shutil.rmtree(self.root)  # a demo left by a kill -9: start clean
         self.root.mkdir(parents=True)
+        self.root.chmod(0o755)  # whatever the umask: the postgres user walks through it to its folder
         print(f"PostgreSQL: initdb and start under {self.postgres.root} ...", flush=True)
         self.postgres.start()
         with psycopg.connect(self.postgres.dsn, autocommit=True) as conn:
