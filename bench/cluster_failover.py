@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agentpulse.cluster.leader import LeaderElection
@@ -36,6 +37,16 @@ asyncio.run(main())
 """
 
 
+LIMIT = 30.0  # seconds: a measure that takes longer is reported as a failure, not waited for
+
+
+async def until(check: Callable[[], bool], since: float, what: str) -> None:
+    while not check():
+        if time.monotonic() - since > LIMIT:
+            raise TimeoutError(f"no {what} within {LIMIT:.0f} s")
+        await asyncio.sleep(0.005)
+
+
 async def takeover_after_kill(dsn: str, trial: int) -> float:
     child = subprocess.Popen(
         [sys.executable, "-c", LEADER_SCRIPT, dsn, f"child-{trial}"], stdout=subprocess.PIPE, text=True
@@ -49,8 +60,7 @@ async def takeover_after_kill(dsn: str, trial: int) -> float:
         await asyncio.sleep(0.6)
         child.kill()
         killed = time.monotonic()
-        while not survivor.leader:
-            await asyncio.sleep(0.005)
+        await until(lambda: survivor.leader, killed, "a new leader after SIGKILL")
         took = time.monotonic() - killed
         await survivor.stop()
         return took
@@ -63,15 +73,13 @@ async def takeover_after_kill(dsn: str, trial: int) -> float:
 async def takeover_after_stop(dsn: str, trial: int) -> float:
     leader = LeaderElection(dsn, f"leader-{trial}")
     leader.start()
-    while not leader.leader:
-        await asyncio.sleep(0.01)
+    await until(lambda: leader.leader, time.monotonic(), "the first leader")
     follower = LeaderElection(dsn, f"follower-{trial}")
     follower.start()
     await asyncio.sleep(0.6)
     stopped = time.monotonic()
     await leader.stop()
-    while not follower.leader:
-        await asyncio.sleep(0.005)
+    await until(lambda: follower.leader, stopped, "a new leader after a clean stop")
     took = time.monotonic() - stopped
     await follower.stop()
     return took
@@ -90,6 +98,8 @@ async def expiry_seen(dsn: str, trial: int, ttl: float) -> float:
             rows = {row.name: row for row in await read_nodes(conn)}
             if rows[f"node-{trial}"].expired:
                 return time.monotonic() - died
+            if time.monotonic() - died > ttl + LIMIT:
+                raise TimeoutError(f"node-{trial}'s lease not seen expired")
             await asyncio.sleep(0.02)
     finally:
         await conn.close()
@@ -106,8 +116,8 @@ async def run(dsn: str, trials: int, ttl: float) -> None:
     stops = [await takeover_after_stop(dsn, n) for n in range(trials)]
     kills = [await takeover_after_kill(dsn, n) for n in range(trials)]
     expiries = [await expiry_seen(dsn, n, ttl) for n in range(trials)]
-    print(summary("new leader after a clean stop (baseline)", stops))
-    print(summary("new leader after SIGKILL of the leader", kills))
+    print(summary("new leader after a clean stop (baseline)", stops), flush=True)
+    print(summary("new leader after SIGKILL of the leader", kills), flush=True)
     print(summary(f"lease seen expired after death (ttl {ttl:g} s)", expiries))
 
 

@@ -20,10 +20,18 @@ from typing import Final
 import psycopg
 
 from agentpulse.cluster import sql
-from agentpulse.cluster.lease import STATEMENT_TIMEOUT, Connection, connect
+from agentpulse.cluster.lease import (
+    OPERATION_TIMEOUT,
+    STATEMENT_TIMEOUT,
+    Connection,
+    Ticker,
+    close_quietly,
+    connect,
+)
 
 log = logging.getLogger(__name__)
 
+STOPPING: Final = "stopping"  # the step-down reason of a clean stop
 TRY_INTERVAL: Final = 0.5  # seconds between a follower's tries, and between a leader's session checks
 
 
@@ -63,18 +71,21 @@ class LeaderElection:
         self.changed = asyncio.Event()  # set at every election and loss (the tests wait on it)
         self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker()
         self._failing = False
 
     def start(self) -> None:
+        self._ticker.reset()
         self._task = asyncio.create_task(self._run(), name=f"leader-{self.node}")
 
     async def _run(self) -> None:
-        while True:
+        while not self._ticker.stopping:
             try:
-                await asyncio.wait_for(self._step(), STATEMENT_TIMEOUT)
+                await asyncio.wait_for(self._step(), OPERATION_TIMEOUT)
             except (psycopg.Error, OSError, TimeoutError) as error:
                 await self._session_failed(str(error).strip() or type(error).__name__)
-            await asyncio.sleep(self.interval)
+            if await self._ticker.sleep(self.interval):
+                return
 
     async def _step(self) -> None:
         if self._conn is None or self._conn.closed:
@@ -101,8 +112,7 @@ class LeaderElection:
     async def _session_failed(self, why: str) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+            await close_quietly(conn)
         if self.leader:
             self._step_down(f"its database session failed: {why}")
         elif not self._failing:
@@ -112,26 +122,23 @@ class LeaderElection:
     def _step_down(self, why: str) -> None:
         self.leader = False
         self.changed.set()
-        log.warning("Node %s is no longer the cluster leader: %s", self.node, why)
+        level = logging.INFO if why == STOPPING else logging.WARNING
+        log.log(level, "Node %s is no longer the cluster leader: %s", self.node, why)
         if self.on_lost is not None:
             self.on_lost(why)
 
     async def stop(self) -> None:
         """Stop trying; a leader unlocks and closes its session, so a follower takes over at its next try."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._ticker.end(task)
         conn, self._conn = self._conn, None
         if conn is not None:
             if self.leader:
                 with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
                     await asyncio.wait_for(conn.execute(sql.UNLOCK, (self.key,)), STATEMENT_TIMEOUT)
-            with contextlib.suppress(Exception):
-                await conn.close()
+            await close_quietly(conn)
         if self.leader:
-            self._step_down("stopping")
+            self._step_down(STOPPING)
 
 
 async def lock_holder(conn: Connection, key: int = sql.SWEEPER_LOCK) -> LockHolder | None:

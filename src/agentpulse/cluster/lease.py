@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Final
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 from agentpulse.cluster import sql
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 RENEW_INTERVAL: Final = 1.0  # seconds between renewals
 LEASE_TTL: Final = 3.0  # a lease not renewed for this long has expired (three missed renewals)
 STATEMENT_TIMEOUT: Final = 2.0  # one renewal: a database that hangs counts as one that fails
+# An outer bound on one database round (connect and a statement); libpq's own timeouts (connect_timeout,
+# tcp_user_timeout, statement_timeout) come first, this only catches what they do not.
+OPERATION_TIMEOUT: Final = 6.0
+CLOSE_TIMEOUT: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +64,55 @@ class ExpiredLease:
 async def connect(dsn: str, application: str) -> Connection:
     """An autocommit session named for `pg_stat_activity`, with short server-side TCP keep-alives so a
     peer that vanishes without a FIN (power loss) is noticed in seconds, not hours."""
-    conn = await psycopg.AsyncConnection.connect(
-        dsn, autocommit=True, connect_timeout=int(STATEMENT_TIMEOUT) + 1, application_name=application
+    conninfo = make_conninfo(
+        dsn, connect_timeout=int(STATEMENT_TIMEOUT) + 1, application_name=application, **sql.CLIENT_KEEPALIVES
     )
+    conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
     try:
         await conn.execute(sql.SESSION_SETTINGS)
     except BaseException:
-        await conn.close()
+        await close_quietly(conn)
         raise
     return conn
+
+
+async def close_quietly(conn: Connection) -> None:
+    """Close, bounded: a connection left mid-query by a cancellation may never close politely, so its
+    socket is then simply shut (libpq's PQfinish)."""
+    try:
+        await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.pgconn.finish()
+
+
+class Ticker:
+    """A loop's sleep that `stop()` ends at once, so a task is asked to end between two queries and is
+    never cancelled in the middle of one (see `close_quietly`)."""
+
+    def __init__(self) -> None:
+        self._stopping = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep; True when stopping (at once, or during the sleep)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def reset(self) -> None:
+        self._stopping.clear()
+
+    async def end(self, task: asyncio.Task[None] | None) -> None:
+        """Ask the task's loop to end and wait for it (bounded; past the bound it is cancelled)."""
+        self._stopping.set()
+        if task is None:
+            return
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, OPERATION_TIMEOUT + 1)
 
 
 async def ensure_schema(conn: Connection) -> None:
@@ -101,6 +146,7 @@ class NodeLease:
         self.lost = asyncio.Event()
         self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker()
         self._renewed_at = 0.0  # loop time of the last successful renewal
         self._failing = False
 
@@ -118,6 +164,7 @@ class NodeLease:
         assert row is not None
         self.epoch = int(row[0])
         self.lost.clear()
+        self._ticker.reset()
         self._renewed_at = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name=f"lease-{self.name}")
         log.info("Cluster lease of node %s held (epoch %d, ttl %.1f s)", self.name, self.epoch, self.ttl)
@@ -131,9 +178,10 @@ class NodeLease:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while not self.lost.is_set():
-            await asyncio.sleep(self.interval)
+            if await self._ticker.sleep(self.interval):
+                return
             try:
-                renewed = await asyncio.wait_for(self.renew(), STATEMENT_TIMEOUT)
+                renewed = await asyncio.wait_for(self.renew(), OPERATION_TIMEOUT)
             except (psycopg.Error, OSError, TimeoutError) as error:
                 await self._drop_connection()
                 if not self._failing:
@@ -163,17 +211,13 @@ class NodeLease:
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+            await close_quietly(conn)
 
     async def stop(self, *, release: bool = True) -> None:
         """Stop renewing; `release` marks the lease expired now (a clean stop: survivors need not wait for
         the ttl before closing, after the grace, what stays bound to this node)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._ticker.end(task)
         if release and self.epoch and not self.lost.is_set():
             with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
                 conn = await self._connection()

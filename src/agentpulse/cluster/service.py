@@ -11,7 +11,6 @@ elsewhere (another connection, the store's writer thread) are not covered by tha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -21,12 +20,14 @@ import psycopg
 from agentpulse.cluster.leader import TRY_INTERVAL, LeaderElection
 from agentpulse.cluster.lease import (
     LEASE_TTL,
+    OPERATION_TIMEOUT,
     RENEW_INTERVAL,
-    STATEMENT_TIMEOUT,
     Connection,
     ExpiredLease,
     NodeLease,
+    Ticker,
     claim_expired,
+    close_quietly,
     connect,
 )
 
@@ -65,6 +66,7 @@ class ClusterService:
         self.claimed: list[ExpiredLease] = []  # what this node took over, in order (for logs and tests)
         self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker()
 
     @property
     def epoch(self) -> int:
@@ -78,6 +80,7 @@ class ClusterService:
         """Register the lease (a new epoch), then take part in the election; claims run on the leader."""
         await self.lease.start()
         self.election.start()
+        self._ticker.reset()
         self._task = asyncio.create_task(self._claims(), name=f"claims-{self.node}")
 
     def _elected(self) -> None:
@@ -90,12 +93,12 @@ class ClusterService:
 
     async def _claims(self) -> None:
         failing = False
-        while True:
-            await asyncio.sleep(self.claim_interval)
+        while not await self._ticker.sleep(self.claim_interval):
             if not self.election.leader:
                 continue
             try:
-                await asyncio.wait_for(self.claim_once(), STATEMENT_TIMEOUT + 30)
+                # Bounded (the take-over's own writes included), so a stuck claim cannot hold a leader.
+                await asyncio.wait_for(self.claim_once(), OPERATION_TIMEOUT * 5)
             except (psycopg.Error, OSError, TimeoutError) as error:
                 await self._drop_connection()
                 if not failing:
@@ -130,16 +133,12 @@ class ClusterService:
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+            await close_quietly(conn)
 
     async def stop(self, *, release: bool = True) -> None:
         """Stop claiming, leave the election (unlocking), and release the lease (expired at once)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._ticker.end(task)
         await self.election.stop()
         await self.lease.stop(release=release)
         await self._drop_connection()

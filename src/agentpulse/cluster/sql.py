@@ -25,6 +25,15 @@ SESSION_SETTINGS: Final = (
     "SET tcp_user_timeout = 3000; SET statement_timeout = 2000"
 )
 
+# The same on the client side (libpq connection parameters): a server gone silent fails our query in ~3 s.
+CLIENT_KEEPALIVES: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 1,
+    "keepalives_interval": 1,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 3000,
+}
+
 CREATE_CLUSTER_NODE: Final = """
 CREATE TABLE IF NOT EXISTS cluster_node (
     name TEXT PRIMARY KEY,
