@@ -88,10 +88,10 @@ async def read_all(url: str, at_least: int, timeout: float) -> list[Msg]:
         await nc.close()
 
 
-async def stream_replicas(url: str) -> tuple[int, str | None]:
+async def stream_replicas(url: str, stream: str = "AGENT_STATUS") -> tuple[int, str | None]:
     nc = await nats_client(url)
     try:
-        info = await nc.jetstream().stream_info("AGENT_STATUS")
+        info = await nc.jetstream().stream_info(stream)
         return info.config.num_replicas or 1, info.cluster.leader if info.cluster else None
     finally:
         await nc.close()
@@ -120,6 +120,7 @@ def test_killing_a_nats_server_loses_and_repeats_no_status_event(
         messages = await read_stream(nats_cluster.urls[0], at_least=2 * AGENTS, timeout=20)
         assert len(messages) == 2 * AGENTS  # pending, then active
         assert (await stream_replicas(nats_cluster.urls[0]))[0] == 3
+        assert (await stream_replicas(nats_cluster.urls[0], "KV_agent_status"))[0] == 3  # the KV bucket
         for round_no in range(ROUNDS):
             if round_no == KILL_IN_ROUND:
                 victim = publishing_server(nats_cluster)
