@@ -89,6 +89,11 @@ def sqlite_report(global_db: Path, node_name: str) -> ClusterReport:
         node_name,
         leases="a single node on SQLite holds no lease and elects no leader",
     )
+    if not global_db.exists():
+        report.database = DatabaseHealth(
+            "sqlite", str(global_db), False, "no database yet (no manager has run in this home)"
+        )
+        return report
     started = time.perf_counter()
     try:
         conn = schema.connect(global_db, readonly=True)
