@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,8 @@ def main() -> int:
     if why is not None:
         print(f"cannot run: {why}", file=sys.stderr)
         return 2
+    # SIGTERM (a `timeout`) ends the run through the finally below, so the PostgreSQL is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     base = Path(tempfile.mkdtemp(prefix="agentpulse-bench-pg-"))
     base.chmod(0o755)
     server = LocalPostgres(base / "pg")
