@@ -112,6 +112,7 @@ class NatsConfig:
     tls_key: str | None = None
     keepalive_events: bool = True
     start_without_nats: bool = True
+    replicas: int = 1  # of the stream and KV bucket agentpulse creates: 3 on a 3-server NATS cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +267,7 @@ _NATS_FIELDS: Final[Fields] = {
     "tls_key": ("tls_key", cv.nonempty),
     "keepalive_events": ("keepalive_events", cv.keepalive_events),
     "start_without_nats": ("start_without_nats", cv.boolean),
+    "replicas": ("replicas", cv.integer(1, 5)),  # JetStream allows at most 5
 }
 
 _DATABASE_FIELDS: Final[Fields] = {
