@@ -24,6 +24,8 @@ from agentpulse.cluster.lease import NodeRow, connect, read_nodes
 from agentpulse.store.sqlite import schema
 
 NATS_TIMEOUT: Final = 2.0
+STREAM_ATTEMPTS: Final = 4
+STREAM_RETRY_DELAY: Final = 1.0
 
 AGENTS_BY_NODE: Final = (
     "SELECT COALESCE(node_name, ''), connection_status, COUNT(*) FROM agent WHERE id > 0 GROUP BY 1, 2"
@@ -185,7 +187,17 @@ async def nats_report(report: ClusterReport, urls: list[str], options: dict[str,
     if not up:
         report.stream_note = "no NATS server answers" if urls else "no NATS server is configured"
         return
-    report.stream, report.stream_note = await _stream(up[0], options, stream)
+    # Right after a server is lost the stream may be electing a new leader and stream_info times out:
+    # ask the servers that are up in turn, a bounded number of times, before calling it unreadable.
+    for attempt in range(STREAM_ATTEMPTS):
+        report.stream, report.stream_note = await _stream(up[attempt % len(up)], options, stream)
+        if report.stream is not None or "does not exist" in report.stream_note:
+            return
+        await asyncio.sleep(STREAM_RETRY_DELAY)
+
+
+async def _quiet(_error: Exception) -> None:
+    """nats-py prints a traceback for every connection error unless given a callback: the report says it."""
 
 
 async def _nats_server(url: str, options: dict[str, Any]) -> NatsServerHealth:
@@ -199,6 +211,7 @@ async def _nats_server(url: str, options: dict[str, Any]) -> NatsServerHealth:
                 [url],
                 **{**options, "connect_timeout": NATS_TIMEOUT},
                 allow_reconnect=False,
+                error_cb=_quiet,
                 max_reconnect_attempts=0,
                 dont_randomize=True,
             ),
@@ -223,7 +236,9 @@ async def _stream(url: str, options: dict[str, Any], name: str) -> tuple[StreamH
     nc = NATS()
     try:
         await asyncio.wait_for(
-            nc.connect([url], **{**options, "connect_timeout": NATS_TIMEOUT}, allow_reconnect=False),
+            nc.connect(
+                [url], **{**options, "connect_timeout": NATS_TIMEOUT}, allow_reconnect=False, error_cb=_quiet
+            ),
             NATS_TIMEOUT + 1,
         )
         info = await nc.jetstream(timeout=NATS_TIMEOUT).stream_info(name)
