@@ -84,7 +84,7 @@ def test_parse_time_raises_only_value_error(text: str) -> None:
         ("<nats><url>", "nats://host:99999", "expected NATS URLs"),
         ("<nats><keepalive_events>", "some", "expected all or none"),
         ("<nats><token>", "", "expected a non-empty value"),
-        ("<database><backend>", "postgresql", "postgresql is not yet supported"),
+        ("<database><dsn>", "somewhere", "expected a PostgreSQL DSN"),
         ("<database><backend>", "mysql", "expected 'sqlite'"),
         ("<database><allow_sql>", "yes", "expected 'no' or 'read-only'"),
         ("<database><flush_interval>", "20", "expected a time from 0.05 to 10 seconds"),

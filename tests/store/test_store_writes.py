@@ -65,7 +65,7 @@ def test_removal_of_a_disconnected_agent_repeats_its_status_and_code(store: Stor
 def test_removal_purges_the_agent_database_files(store: Store) -> None:
     store.submit(StatusUpdate(3, Trigger.STARTUP, 1.0))
     assert store.flush_wait()
-    path = store.agent_db_path(3)
+    path = store.db_dir / "003.db"
     assert path.exists()
     store.remove_agents([3], 2.0, purge_files=True)
     assert store.flush_wait()
