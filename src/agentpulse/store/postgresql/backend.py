@@ -1,5 +1,6 @@
-"""The PostgreSQL backend: one shared database, one write connection owned by the writer thread, and a second
-one for the per-agent rows of first startups (their own thread, as the SQLite files).
+"""The PostgreSQL backend: one shared database and one write connection owned by the writer thread. The
+per-agent rows of first startups are written in the batch's own transaction (a few rows each, no file to
+make), so they are retried with it and an outage cannot lose them.
 
 A write that fails for a lost connection drops it; the next flush connects again (bounded by libpq's
 connect_timeout), so a PostgreSQL restart costs retries, never the writer thread. The danger is a write
@@ -37,7 +38,6 @@ class PostgresBackend:
         self.manager_host = manager_host
         self._writes = PostgresWrites(manager_host, node_name)
         self._db: Conn | None = None
-        self._agent_db: Conn | None = None
 
     def _connect(self) -> Conn:
         return psycopg.connect(self.conninfo, autocommit=True)  # transactions are explicit
@@ -54,11 +54,10 @@ class PostgresBackend:
             )
 
     def close(self) -> None:
-        for db in (self._db, self._agent_db):
-            if db is not None:
-                with contextlib.suppress(psycopg.Error):
-                    db.close()
-        self._db = self._agent_db = None
+        if self._db is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._db.close()
+        self._db = None
 
     def _require_db(self) -> Conn:
         if self._db is None or self._db.closed:
@@ -118,22 +117,13 @@ class PostgresBackend:
     # -- per-agent data: rows in agent_scan_info / agent_sync_info ----------------------------------------
 
     def prepare_agent_dbs(self) -> None:
-        """Nothing to prepare: the agent-database thread connects on its first agent."""
+        """Nothing to prepare."""
 
     def create_agent_db(self, agent_id: int) -> None:
-        try:
-            if self._agent_db is None or self._agent_db.closed:
-                self._agent_db = self._connect()
-            schema.create_agent_data(self._agent_db, [agent_id])
-        except psycopg.Error as error:
-            self._agent_db = None
-            log.warning("cannot create the per-agent rows of agent %03d: %s", agent_id, str(error).strip())
+        """Nothing to do: the batch that asked for it wrote its rows (`writes.PostgresWrites.write`)."""
 
     def remove_agent_files(self, agent_id: int) -> None:
-        try:
-            schema.remove_agent_data(self._require_db(), agent_id)
-        except psycopg.Error as error:
-            log.warning("cannot remove the per-agent rows of removed agent %03d: %s", agent_id, error)
+        """Nothing to do: the batch that removed the agent deleted its rows."""
 
     # -- maintenance ----------------------------------------------------------------------------------------
 

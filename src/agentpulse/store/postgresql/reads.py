@@ -255,9 +255,8 @@ class PostgresReader:
             with psycopg.connect(self.conninfo, row_factory=dict_row) as db:
                 db.execute("BEGIN TRANSACTION READ ONLY")
                 db.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(time_limit * 1000)}",))
-                # `%` doubled and an empty parameter list: psycopg then sends it with the extended
-                # protocol, which refuses a second statement (no `COMMIT; SET ...; DELETE ...`).
-                cursor = db.execute(statement.replace("%", "%%"), [])
+                # Prepared: the extended protocol refuses a second statement (no `COMMIT; SET ...; DELETE`).
+                cursor = db.execute(statement.encode(), prepare=True)
                 rows: list[Row] = []
                 size = 2
                 for row in cursor if cursor.description is not None else ():

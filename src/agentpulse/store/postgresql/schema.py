@@ -179,22 +179,21 @@ def migrate(conn: psycopg.Connection[Any], manager_name: str, now: int) -> int:
     return before
 
 
-def create_agent_data(conn: psycopg.Connection[Any], agent_ids: list[int]) -> None:
-    """The rows of each agent's first startup (what an empty `<id>.db` holds), one transaction."""
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO agent_scan_info (agent_id, module) "
-            "SELECT a, m FROM unnest(%s::int[]) AS a, unnest(%s::text[]) AS m ON CONFLICT DO NOTHING",
-            (agent_ids, list(SCAN_MODULES)),
-        )
-        conn.execute(
-            "INSERT INTO agent_sync_info (agent_id, component) "
-            "SELECT a, c FROM unnest(%s::int[]) AS a, unnest(%s::text[]) AS c ON CONFLICT DO NOTHING",
-            (agent_ids, list(SYNC_COMPONENTS)),
-        )
+def create_agent_data(cur: psycopg.Cursor[Any], agent_ids: list[int]) -> None:
+    """The rows of each agent's first startup (what an empty `<id>.db` holds), in the caller's transaction."""
+    cur.execute(
+        "INSERT INTO agent_scan_info (agent_id, module) "
+        "SELECT a, m FROM unnest(%s::int[]) AS a, unnest(%s::text[]) AS m ON CONFLICT DO NOTHING",
+        (agent_ids, list(SCAN_MODULES)),
+    )
+    cur.execute(
+        "INSERT INTO agent_sync_info (agent_id, component) "
+        "SELECT a, c FROM unnest(%s::int[]) AS a, unnest(%s::text[]) AS c ON CONFLICT DO NOTHING",
+        (agent_ids, list(SYNC_COMPONENTS)),
+    )
 
 
-def remove_agent_data(conn: psycopg.Connection[Any], agent_id: int) -> None:
-    with conn.transaction():
-        conn.execute("DELETE FROM agent_scan_info WHERE agent_id = %s", (agent_id,))
-        conn.execute("DELETE FROM agent_sync_info WHERE agent_id = %s", (agent_id,))
+def remove_agent_data(cur: psycopg.Cursor[Any], agent_ids: list[int]) -> None:
+    """A purged agent's per-agent rows, in the caller's transaction."""
+    cur.execute("DELETE FROM agent_scan_info WHERE agent_id = ANY(%s)", (agent_ids,))
+    cur.execute("DELETE FROM agent_sync_info WHERE agent_id = ANY(%s)", (agent_ids,))

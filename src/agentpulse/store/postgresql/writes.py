@@ -15,7 +15,7 @@ from psycopg import sql
 
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, GroupChangeKind, InsertedAgent
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
-from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP
+from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP, create_agent_data, remove_agent_data
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
@@ -71,6 +71,9 @@ class PostgresWrites:
                 gone = list(batch.deleted)
                 cur.execute("DELETE FROM agent WHERE id = ANY(%s)", (gone,))  # labels and belongs cascade
                 cur.execute("DELETE FROM agent_runtime WHERE agent_id = ANY(%s)", (gone,))
+                purged = [agent_id for agent_id, purge in batch.deleted.items() if purge]
+                if purged:
+                    remove_agent_data(cur, purged)
                 for agent_id in gone:
                     self._data_written.pop(agent_id, None)
                     self._labels_written.pop(agent_id, None)
@@ -82,6 +85,8 @@ class PostgresWrites:
             _write_statuses(cur, batch, batch.deleted.keys() - reinserted)
             _write_outbox(cur, batch, now)
             _write_runtime(cur, batch)
+            if batch.agent_dbs:
+                create_agent_data(cur, sorted(batch.agent_dbs))
             for change in batch.group_changes:
                 change_groups(cur, change)
             for update in batch.column_updates:
