@@ -80,7 +80,9 @@ def test_postgresql_stopped_under_load_loses_nothing(
     assert read(store, "SELECT COUNT(*) FROM agent_status_history")[0][0] == expected
     assert read(store, "SELECT COUNT(*) FROM event_outbox")[0][0] == expected
     last = "active" if rounds % 2 else "disconnected"
-    assert read(store, "SELECT COUNT(*) FROM agent WHERE id > 0 AND connection_status = ?", last)[0][0] == AGENTS
+    assert (
+        read(store, "SELECT COUNT(*) FROM agent WHERE id > 0 AND connection_status = ?", last)[0][0] == AGENTS
+    )
     messages = [record.getMessage() for record in caplog.records]
     assert sum("holding status changes in memory" in m for m in messages) == 1
     assert sum("work again" in m for m in messages) == 1
