@@ -214,7 +214,7 @@ class Manager:
         db = db_dir / "global.db"
         paths = [self.home.client_keys, db, db.with_name("global.db-wal"), db.with_name("global.db-shm")]
         nats = self.config.nats
-        if nats.password or nats.token:
+        if nats.password or nats.token or self.config.database.password:
             paths.append(self.home.ossec_conf)
         paths.extend(Path(name) for name in (nats.creds_file, nats.tls_key) if name)
         for exposed in filemodes.world_readable(paths):

@@ -65,6 +65,10 @@ def test_a_manager_on_postgresql_serves_agents_and_every_tool(
 
     asyncio.run(scenario())
     assert not manager.home.global_db.exists()  # nothing went to SQLite
+    vacuumed = run_cli("agentpulse", "db", "vacuum", home=manager.root)
+    assert vacuumed.returncode == 0 and "vacuumed (by the manager)" in vacuumed.stdout, vacuumed
+    checked = run_cli("agentpulse", "db", "check", home=manager.root)
+    assert checked.returncode == 0 and "ok (schema version 1)" in checked.stdout, checked
 
     assert manager.stop() == 0
     with psycopg.connect(
@@ -72,6 +76,7 @@ def test_a_manager_on_postgresql_serves_agents_and_every_tool(
     ) as conn:  # the stop wrote everything: each live agent is reset at the next start
         rows = conn.execute("SELECT COUNT(*) FROM agent_status_history WHERE to_status = 'active'").fetchone()
     assert rows is not None and rows[0] == FLEET - 2
-    manager.start()
+    manager.start()  # a second run loads its view back from PostgreSQL
     manager.wait_for_all("disconnected", FLEET - 2, timeout=20)
-    assert manager.status(1) == ("disconnected", 5)
+    assert manager.status(1)[0] == "disconnected" and manager.status(FLEET) == ("never_connected", 0)
+    assert manager.history(1)[:2] == [("never_connected", "pending", 0), ("pending", "active", 0)]

@@ -150,6 +150,10 @@ class PostgresBackend:
     def vacuum_agent_db(self, agent_id: int) -> int:
         return self._vacuum(AGENT_TABLES)
 
+    def vacuum_tables(self, agent_id: int | None) -> int:
+        """A vacuum from outside the manager (`agentpulse db vacuum` with no manager running)."""
+        return self._vacuum(GLOBAL_TABLES if agent_id is None else AGENT_TABLES)
+
     def fragmentation(self, agent_id: int | None = None) -> Fragmentation:
         reader = PostgresReader(self.conninfo)
         try:
