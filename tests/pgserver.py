@@ -81,6 +81,11 @@ class PostgresServer:
         self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    @property
+    def postmaster(self) -> int:
+        """The server's process id (the first line of postmaster.pid)."""
+        return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{dbname}"
 
