@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
 from agentpulse.records import MANAGER_ID
 from agentpulse.status import ConnectionStatus, StatusCode
-from agentpulse.store.backend import Fragmentation, WriteFailed
+from agentpulse.store.backend import Fragmentation, StoreError, WriteFailed
 from agentpulse.store.batch import Batch
 from agentpulse.store.postgresql import schema
 from agentpulse.store.postgresql.connect import redacted
@@ -42,9 +43,20 @@ class PostgresBackend:
     def _connect(self) -> Conn:
         return psycopg.connect(self.conninfo, autocommit=True)  # transactions are explicit
 
+    @contextlib.contextmanager
+    def _opening(self, what: str) -> Iterator[None]:
+        """Errors of the start (unreachable server, refused login, no rights) as one clear StoreError."""
+        try:
+            yield
+        except psycopg.Error as error:
+            raise StoreError(
+                f"PostgreSQL {redacted(self.conninfo)}: cannot {what}: {str(error).strip()}"
+            ) from error
+
     def open(self, now: float) -> None:
-        self._db = self._connect()
-        before = schema.migrate(self._db, self.manager_host, int(now))
+        with self._opening("connect or migrate"):
+            self._db = self._connect()
+            before = schema.migrate(self._db, self.manager_host, int(now))
         if before != schema.SCHEMA_VERSION:
             log.info(
                 "PostgreSQL %s: schema version %d -> %d",
@@ -66,7 +78,7 @@ class PostgresBackend:
 
     def insert_missing(self, agents: list[AgentKey], now: float) -> list[int]:
         db = self._require_db()
-        with db.transaction(), db.cursor() as cur:
+        with self._opening("insert the agents of client.keys"), db.transaction(), db.cursor() as cur:
             existing = {row[0] for row in cur.execute("SELECT id FROM agent").fetchall()}
             new = [a for a in agents if a.number not in existing and a.number != MANAGER_ID]
             insert_agents(cur, new, int(now))
@@ -74,7 +86,7 @@ class PostgresBackend:
 
     def load(self) -> tuple[list[LoadedAgent], dict[int, int]]:
         db = self._require_db()
-        with db.transaction(), db.cursor() as cur:
+        with self._opening("load the agents"), db.transaction(), db.cursor() as cur:
             seqs = {
                 int(agent_id): int(seq)
                 for agent_id, seq in cur.execute(
