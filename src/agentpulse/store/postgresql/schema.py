@@ -150,7 +150,24 @@ CREATE TABLE IF NOT EXISTS agent_sync_info (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, V1),)
+# Several nodes (docs/cluster.md): each node's lease, and which node holds each agent. Times are the
+# database's clock (now()), so nodes whose clocks differ still agree on who expired.
+V2 = """
+CREATE TABLE IF NOT EXISTS node (
+    name TEXT PRIMARY KEY,
+    epoch BIGINT NOT NULL,                 -- one more at each start of the node: decided here
+    host TEXT,
+    started_at DOUBLE PRECISION NOT NULL,
+    renewed_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS node_name TEXT;
+ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS node_epoch BIGINT;
+ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS connection_epoch BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS agent_runtime_node ON agent_runtime (node_name, node_epoch);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, V1), (2, V2))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from agentpulse.status import ConnectionStatus
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, GroupChangeKind, InsertedAgent
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
 from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP, create_agent_data, remove_agent_data
@@ -56,6 +57,7 @@ class PostgresWrites:
         self.node_name = node_name
         self._data_written: dict[int, Keepalive] = {}
         self._labels_written: dict[int, tuple[tuple[str, str], ...]] = {}
+        self.node_epoch = 0  # this node's lease epoch (lease.acquire), written beside each agent it holds
 
     def rolled_back(self, batch: Batch) -> None:
         for agent_id in batch.keepalives:
@@ -83,6 +85,7 @@ class PostgresWrites:
                 _insert_rows(cur, list(batch.inserted.values()))
             self._write_keepalives(cur, batch)
             _write_statuses(cur, batch, batch.deleted.keys() - reinserted)
+            self._write_holders(cur, batch)
             _write_outbox(cur, batch, now)
             _write_runtime(cur, batch)
             if batch.agent_dbs:
@@ -96,6 +99,29 @@ class PostgresWrites:
                     _SYNC_STATUS,
                     [{"v": value, "id": agent_id} for agent_id, value in batch.sync_statuses.items()],
                 )
+
+    def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
+        """Which node holds each agent this batch saw live, with this node's epoch; `connection_epoch` goes
+        up by one per new connection (a transition to pending), counted by the database."""
+        live = [
+            a
+            for a, (status, *_) in batch.statuses.items()
+            if status in (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
+        ]
+        if not live:
+            return
+        connections = dict.fromkeys(live, 0)
+        for row in batch.history:
+            if row.to_status is ConnectionStatus.PENDING and row.agent_id in connections:
+                connections[row.agent_id] += 1
+        cur.execute(
+            "INSERT INTO agent_runtime (agent_id, node_name, node_epoch, connection_epoch) "
+            "SELECT a, %s, %s, c FROM unnest(%s::int[], %s::bigint[]) AS u(a, c) "
+            "ON CONFLICT (agent_id) DO UPDATE SET node_name = excluded.node_name, "
+            "node_epoch = excluded.node_epoch, "
+            "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch",
+            (self.node_name, self.node_epoch, list(connections), list(connections.values())),
+        )
 
     def _write_keepalives(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         data_rows, label_agents = [], []
