@@ -7,6 +7,7 @@ import asyncio
 
 import psycopg
 
+from agentpulse.store.postgresql.schema import SCHEMA_VERSION
 from tests.e2e.harness import ManagerProcess, run_cli
 from tests.e2e.wdb_tools import FleetStats, ask, run_agent, write_keys
 from tests.pgserver import PostgresServer
@@ -68,7 +69,7 @@ def test_a_manager_on_postgresql_serves_agents_and_every_tool(
     vacuumed = run_cli("agentpulse", "db", "vacuum", home=manager.root)
     assert vacuumed.returncode == 0 and "vacuumed (by the manager)" in vacuumed.stdout, vacuumed
     checked = run_cli("agentpulse", "db", "check", home=manager.root)
-    assert checked.returncode == 0 and "ok (schema version 1)" in checked.stdout, checked
+    assert checked.returncode == 0 and f"ok (schema version {SCHEMA_VERSION})" in checked.stdout, checked
 
     assert manager.stop() == 0
     with psycopg.connect(
