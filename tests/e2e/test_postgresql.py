@@ -47,6 +47,9 @@ def test_a_manager_on_postgresql_serves_agents_and_every_tool(
         ] == [f"   ID: {n:03d}, Name: agent-{n:05d}, IP: any, Active" for n in range(1, 11)]
         info = await cli("agent_control", "-i", "001")
         assert "Active" in info and "Linux" in info, info
+        cluster = await cli("agentpulse", "cluster", "status")
+        assert "Nodes: 1\n  node01  epoch 1" in cluster and f"agents: active {FLEET - 2}" in cluster, cluster
+        assert "lease renewed" in cluster, cluster
         status = await cli("agentpulse", "status", "--color", "never")
         assert f"Agents: {FLEET}" in status and "web: Active 10" in status, status
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 RENEW_INTERVAL = 1.0  # seconds between renewals
 LEASE_TIME = 3.0  # seconds a lease lasts without renewal: three renewals missed
-NOW = "extract(epoch FROM clock_timestamp())"
+NOW = "extract(epoch FROM clock_timestamp())::float8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class NodeRow:
     renewed_at: float
     expires_at: float
     expired: bool  # by the database's clock, at the time of the read
+    now: float  # the database's clock at the time of the read
 
 
 def acquire(db: psycopg.Connection[Any], name: str, host: str, lease_time: float = LEASE_TIME) -> int:
@@ -50,11 +51,11 @@ def acquire(db: psycopg.Connection[Any], name: str, host: str, lease_time: float
     return int(row[0])
 
 
+NODES = f"SELECT name, epoch, host, started_at, renewed_at, expires_at, expires_at < {NOW}, {NOW} FROM node ORDER BY name"
+
+
 def nodes(db: psycopg.Connection[Any]) -> list[NodeRow]:
-    rows = db.execute(
-        f"SELECT name, epoch, host, started_at, renewed_at, expires_at, expires_at < {NOW} FROM node ORDER BY name"
-    ).fetchall()
-    return [NodeRow(*row) for row in rows]
+    return [NodeRow(*row) for row in db.execute(NODES).fetchall()]
 
 
 class NodeLease:
