@@ -86,7 +86,7 @@ def test_parse_time_raises_only_value_error(text: str) -> None:
         ("<nats><token>", "", "expected a non-empty value"),
         ("<nats><replicas>", "6", "expected an integer 1-5"),
         ("<nats><replicas>", "0", "expected an integer 1-5"),
-        ("<database><backend>", "postgresql", "postgresql is not yet supported"),
+        ("<database><dsn>", "somewhere", "expected a PostgreSQL DSN"),
         ("<database><backend>", "mysql", "expected 'sqlite'"),
         ("<database><allow_sql>", "yes", "expected 'no' or 'read-only'"),
         ("<database><flush_interval>", "20", "expected a time from 0.05 to 10 seconds"),

@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from agentpulse.backoff import SATURATED, backoff_delay
 from agentpulse.events import payloads
 from agentpulse.status import ConnectionStatus, Trigger, transition
 from agentpulse.store.facade import Store
-from agentpulse.store.sqlite.reads import SqliteReader
+from agentpulse.store.reader import Reader, ReadFailed
 from agentpulse.wire.control import Keepalive
 
 log = logging.getLogger(__name__)
@@ -81,9 +80,9 @@ class Unavailable(Exception):
 
 class OutboxReader:
     """Outbox reads on one dedicated thread, over the read-only connection it keeps (sqlite3 objects stay
-    on the thread that made them)."""
+    on the thread that made them; a PostgreSQL reader keeps one per thread too)."""
 
-    def __init__(self, reader: SqliteReader) -> None:
+    def __init__(self, reader: Reader) -> None:
         self._reader = reader  # keep_open: opened once the store has global.db open
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events-outbox")
 
@@ -193,7 +192,7 @@ class OutboxPublisher:
             self._kick.clear()
             try:
                 await self.drain()
-            except (Unavailable, sqlite3.Error) as why:
+            except (Unavailable, ReadFailed) as why:
                 # Set up again before the next try: the stream or the bucket may be what went away.
                 self._setup_epoch = -1
                 await self._went_away(
@@ -395,7 +394,7 @@ class OutboxPublisher:
         self._away_since = time.monotonic()
         try:
             pending = await self.reader.count(self._acked_upto)
-        except sqlite3.Error:
+        except ReadFailed:
             pending = -1
         log.warning(
             "Status events held in the outbox: NATS is unavailable (%s); %s pending, retrying with back-off "
