@@ -41,6 +41,7 @@ class Tag(enum.StrEnum):
     KEYS_ADDED = enum.auto()  # (KEYS_ADDED, token): the lines of ADD_KEYS <token> are in the key store
     KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
     FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
+    PUSHED = enum.auto()  # (PUSHED, agent, md5, ok): how a Command.PUSH to that agent ended
 
 
 class Command(enum.StrEnum):
@@ -54,6 +55,8 @@ class Command(enum.StrEnum):
     # (KEYS, generation, text): the client.keys lines the manager accepted; the worker's only source of
     # keys (it never reads the file), first thing after it starts and after every accepted reload
     KEYS = enum.auto()
+    # (PUSH, agent, md5, path): send the agent that merged.mg (remoted/pushes.py); answered with PUSHED
+    PUSH = enum.auto()
 
 
 Record = tuple[Any, ...]

@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agentpulse.records import RepeatSink
@@ -73,6 +74,7 @@ class WorkerPool:
         self.added_lines: list[str] = []  # enrolment's lines since: not in keys_text
         self.keys_generation = 0
         self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
+        self.on_pushed: Callable[[int, str, bool], None] | None = None  # how each push() ended
 
     async def start(self) -> None:
         """Start every worker and wait until each listens. Raises WorkerStartError when one cannot;
@@ -214,6 +216,9 @@ class WorkerPool:
             elif tag is Tag.KEYS_LOADED:
                 worker.keys_generation = record[2]
                 self._keys_acked.set()
+            elif tag is Tag.PUSHED:
+                if self.on_pushed is not None:
+                    self.on_pushed(record[1], record[2], record[3])
             elif tag is Tag.FAILED:
                 worker.failure = str(record[2])
             elif tag is Tag.READY:
@@ -250,6 +255,14 @@ class WorkerPool:
         for worker in self.workers:
             if worker.reader is not None:
                 worker.reader.send([(Command.SEND, agent_ids, payload)])
+
+    def push(self, holder: int, agent_id: int, md5: str, path: str) -> bool:
+        """Ask the worker `holder` (its index) to push merged.mg to the agent; False when it is not running."""
+        for worker in self.workers:
+            if worker.index == holder and worker.reader is not None and not worker.pipe_closed.is_set():
+                worker.reader.send([(Command.PUSH, agent_id, md5, path)])
+                return True
+        return False
 
     async def add_keys(
         self, lines: list[str], before: Signature, after: Signature, timeout: float = ADD_KEYS_TIMEOUT
