@@ -209,24 +209,28 @@ class WorkerPool:
                 store.record_state(record[1], record[2])
             elif tag is Tag.COUNTS:
                 store.count_events(record[1])
-            elif tag is Tag.KEYS_ADDED:
-                future = worker.acks.pop(record[1], None)
-                if future is not None and not future.done():
-                    future.set_result(True)
-            elif tag is Tag.KEYS_LOADED:
-                worker.keys_generation = record[2]
-                self._keys_acked.set()
-            elif tag is Tag.PUSHED:
-                if self.on_pushed is not None:
-                    self.on_pushed(record[1], record[2], record[3])
-            elif tag is Tag.FAILED:
-                worker.failure = str(record[2])
-            elif tag is Tag.READY:
-                worker.port = record[2]
-                worker.ready.set()
-                log.info(
-                    "remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid
-                )
+            else:
+                self._on_worker_message(worker, record)
+
+    def _on_worker_message(self, worker: WorkerHandle, record: pipe.Record) -> None:
+        """The rarer records: answers to commands, and the worker's own life cycle."""
+        tag = record[0]
+        if tag is Tag.KEYS_ADDED:
+            future = worker.acks.pop(record[1], None)
+            if future is not None and not future.done():
+                future.set_result(True)
+        elif tag is Tag.KEYS_LOADED:
+            worker.keys_generation = record[2]
+            self._keys_acked.set()
+        elif tag is Tag.PUSHED:
+            if self.on_pushed is not None:
+                self.on_pushed(record[1], record[2], record[3])
+        elif tag is Tag.FAILED:
+            worker.failure = str(record[2])
+        elif tag is Tag.READY:
+            worker.port = record[2]
+            worker.ready.set()
+            log.info("remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid)
 
     def load_keys(self, text: str) -> None:
         """The keys the manager accepted: to every worker now, and to every worker started later."""
