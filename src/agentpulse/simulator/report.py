@@ -40,6 +40,8 @@ def summarize(config: SimulatorConfig, snapshot: Snapshot) -> dict[str, object]:
         "keepalives_per_s": round(rate, 1),
         "requests_answered": snapshot.requests_answered,
         "forced_reconnects": snapshot.forced_reconnects,
+        "shared_received": snapshot.shared_received,
+        "shared_failed": snapshot.shared_failed,
         "failed": {"silent": snapshot.silent, "shutdown": snapshot.shutdown},
         "ciphers": dict(sorted(snapshot.ciphers.items())),
         "processes": snapshot.processes,

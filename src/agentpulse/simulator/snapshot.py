@@ -37,6 +37,8 @@ class Snapshot:
     steady_s: float = 0.0
     requests_answered: int = 0
     forced_reconnects: int = 0
+    shared_received: int = 0  # pushed merged.mg files whose md5 matched
+    shared_failed: int = 0
     silent: int = 0
     shutdown: int = 0
     ciphers: dict[str, int] = field(default_factory=dict)
@@ -64,6 +66,8 @@ class Snapshot:
                 "steady_acked",
                 "requests_answered",
                 "forced_reconnects",
+                "shared_received",
+                "shared_failed",
                 "silent",
                 "shutdown",
                 "processes",
