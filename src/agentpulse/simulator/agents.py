@@ -88,7 +88,16 @@ class SimAgent:
         "task",
     )
 
-    def __init__(self, index: int, key: AgentKey, codec: AgentCodec, source: str, phase: float, role: Role):
+    def __init__(
+        self,
+        index: int,
+        key: AgentKey,
+        codec: AgentCodec,
+        source: str,
+        phase: float,
+        role: Role,
+        merged_sum: str | None = None,
+    ):
         self.index = index  # global: ramp slot, keep-alive phase, role and cipher follow from it
         self.key = key
         self.codec = codec
@@ -107,7 +116,7 @@ class SimAgent:
         self.connected_once = False
         self.acked_once = False
         self.messages_sent = 0
-        self.merged_sum = MERGED_SUM
+        self.merged_sum = merged_sum or MERGED_SUM
         self.receiving: tuple[str, Any] | None = None  # a push in progress: (announced md5, running md5)
 
 

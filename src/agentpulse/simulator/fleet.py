@@ -93,6 +93,7 @@ class FleetProcess:
                 source_for(key, index, sources),
                 config.interval * index / config.agents,
                 role_for(index, failing),
+                config.merged_sum,
             )
             for index, key in members
         ]
@@ -134,7 +135,7 @@ class FleetProcess:
             self.wheel.schedule(agent, now + config.ramp * agent.index / config.agents)
         deadline = now + config.duration
         fail_time = now + config.fail_at if config.fail_at is not None else None
-        ramp_end = now + config.ramp
+        ramp_end = now + (config.steady_from if config.steady_from is not None else config.ramp)
         next_report = now + REPORT_INTERVAL
         try:
             while not self.stopping:
