@@ -118,16 +118,28 @@ class Rollout:
         async with self._scan_lock:
             multigroups = {csv for csv in self.members.values() if MULTIGROUP_SEPARATOR in csv}
             merged = await asyncio.to_thread(self.tree.scan, multigroups)
-            for key, now in merged.items():
-                before = self.merged.get(key)
-                if before is not None and before.md5 != now.md5:
-                    log.info(
-                        "Group '%s' changed: merged.mg %s, pushed at each member's next keep-alive",
-                        key,
-                        now.md5,
-                    )
+            changed = {
+                key for key, now in merged.items() if key in self.merged and self.merged[key].md5 != now.md5
+            }
             self.merged = merged
+        if changed:
+            log.info("Shared files changed: %s; pushing to the connected members", ", ".join(sorted(changed)))
+            self._push_changed(changed)
         return {key: value.md5 for key, value in sorted(merged.items())}
+
+    def _push_changed(self, keys: set[str]) -> None:
+        """Wazuh pushes at each member's next keep-alive; the connected members' last reported md5 is known
+        here, so those that lack the new file are queued at once (their keep-alive then only confirms)."""
+        agents = self.store.agents
+        for agent_id, csv in self.members.items():
+            if csv in keys:
+                view = agents.get(agent_id)
+                if (
+                    view is not None
+                    and view.status in LIVE
+                    and self.reported.get(agent_id) != self.merged[csv].md5
+                ):
+                    self._want(agent_id, self.merged[csv].md5)
 
     async def _load_members(self) -> None:
         reader = self.store.reader()
