@@ -145,6 +145,7 @@ class Manager:
             self._push,
             shared_reload=config.remote.shared_reload,
             max_pushes=config.remote.max_concurrent_pushes,
+            push=config.remote.shared_push,
         )
         self.pushes = SharedPushes(self.remoted, self.rollout.pushed) if self.remoted is not None else None
         if self.pool is not None:

@@ -45,6 +45,9 @@ class ManagerSettings:
     nats: str = "<nats><enabled>no</enabled></nats>"
     database: str = ""  # extra <database> options
     auth: str | None = None  # the options of an <auth> block (port and local_ip are set): None, no block
+    # Shared-file pushes off unless a test is about them: other tests read "the next message after a
+    # keep-alive", and a push (the default group's merged.mg) would come in between.
+    shared_push: bool = False
 
     def render(self, port: int, auth_port: int = 0) -> str:
         yes = {True: "yes", False: "no"}
@@ -61,6 +64,7 @@ class ManagerSettings:
     <connection_overtake_time>{self.overtake_time}</connection_overtake_time>
     <keyupdate_interval>1</keyupdate_interval>
     <workers>{self.workers}</workers>
+    <shared_push>{yes[self.shared_push]}</shared_push>
     <agents><allow_higher_versions>{yes[self.allow_higher_versions]}</allow_higher_versions></agents>
     <manager_keepalive>
       <enabled>{yes[self.keepalive_enabled]}</enabled>

@@ -23,6 +23,7 @@ def test_an_agent_gets_its_groups_merged_mg_and_a_change_reaches_it(
     manager: ManagerProcess, agent_process: AgentFactory, workers: int
 ) -> None:
     manager.settings.workers = workers
+    manager.settings.shared_push = True
     manager.settings.extra_remote = "<shared_reload>1</shared_reload>"
     (key,) = manager.add_agents(1)
     manager.start()
@@ -60,6 +61,7 @@ def test_a_chunk_that_would_begin_with_the_control_header_reaches_a_wazuh_like_a
     """Reference 15.5 caveat: a 900-byte chunk starting with `#!-` is taken by agentd for a control message
     and the file is cut short. agentpulse starts such a chunk one byte earlier; the agent (which behaves as
     agentd does) gets the whole file."""
+    manager.settings.shared_push = True
     manager.settings.extra_remote = "<shared_reload>1</shared_reload>"
     (key,) = manager.add_agents(1)
     manager.home.create_layout()
@@ -100,6 +102,8 @@ def test_an_agent_that_disconnects_mid_push_gets_it_again_and_is_never_synced_on
     manager: ManagerProcess,
 ) -> None:
     import asyncio
+
+    manager.settings.shared_push = True
 
     from agentpulse.agent.connection import AgentCodec, AgentConnection
     from agentpulse.wire import control

@@ -41,7 +41,9 @@ def _wait_synced(manager: ManagerProcess, md5: str, timeout: float) -> float:
 def test_a_group_change_reaches_2000_agents_in_under_10_s_with_fast_acks(tmp_path: Path) -> None:
     manager = ManagerProcess(
         tmp_path / "ossec",
-        ManagerSettings(connection_grace=60, extra_remote="<shared_reload>3600</shared_reload>"),
+        ManagerSettings(
+            connection_grace=60, extra_remote="<shared_reload>3600</shared_reload>", shared_push=True
+        ),
     )
     manager.add_agents(FLEET)
     manager.start()

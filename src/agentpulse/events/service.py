@@ -24,6 +24,7 @@ from nats.errors import Error as NatsError
 
 from agentpulse.config import NatsConfig
 from agentpulse.events import payloads
+from agentpulse.events.config import ConfigPublisher
 from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
 from agentpulse.events.publisher import KeepalivePublisher, NatsLink, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
@@ -131,6 +132,7 @@ class EventsService:
             kv_bucket=self.config.kv_bucket,
         )
         self.keepalives: KeepalivePublisher | None = None
+        self.configs: ConfigPublisher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error: str | None = None
         self._disconnected_at: float | None = None
@@ -201,7 +203,11 @@ class EventsService:
                 name_of=self.name_of,
                 status_of=self.status_of,
             )
+        self.configs = ConfigPublisher(
+            self.link, prefix=self.config.subject_prefix, origin=self.origin, name_of=self.name_of
+        )
         self._subscriber = Subscriber(
+            on_config_status=self.configs.on_config_status,
             on_keepalive=self.keepalives.on_keepalive if self.keepalives is not None else None,
             on_outbox_committed=self.outbox.on_commit,
             outbox_encoder=self.encode,
@@ -215,6 +221,7 @@ class EventsService:
         self._tasks.append(asyncio.create_task(self.outbox.run(), name="events-outbox"))
         if self.keepalives is not None:
             self._tasks.append(asyncio.create_task(self.keepalives.run(), name="events-keepalive"))
+        self._tasks.append(asyncio.create_task(self.configs.run(), name="events-config"))
         if not self.config.start_without_nats:
             try:
                 await asyncio.wait_for(connected.wait(), PROBE_TIMEOUT)
@@ -370,6 +377,8 @@ class EventsService:
             await self._bounded("final outbox drain", self.outbox.drain(), FINAL_DRAIN_TIMEOUT)
             if self.keepalives is not None:
                 await self._bounded("last keep-alive events", self.keepalives.flush(), FINAL_DRAIN_TIMEOUT)
+            if self.configs is not None:
+                await self._bounded("last config events", self.configs.flush(), FINAL_DRAIN_TIMEOUT)
         self._closing = True
         if self._connect_started and not self.nc.is_closed:
             await self._bounded("NATS close", self.nc.close(), CLOSE_TIMEOUT)

@@ -56,6 +56,7 @@ class Rollout:
         *,
         shared_reload: float = 10.0,
         max_pushes: int = 64,
+        push: bool = True,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -64,6 +65,7 @@ class Rollout:
         self.send = send
         self.shared_reload = shared_reload
         self.max_pushes = max_pushes
+        self.push = push  # False (<shared_push>no): statuses only, nothing is ever sent
         self.clock = clock
         self.monotonic = monotonic
         self.merged: dict[str, Merged] = {}  # group or CSV -> its merged.mg
@@ -195,6 +197,8 @@ class Rollout:
         self._enqueue(agent_id)
 
     def _enqueue(self, agent_id: int) -> None:
+        if not self.push:
+            return
         self.queue.append(agent_id)
         self.queued.add(agent_id)
         self._dispatch()
@@ -268,6 +272,8 @@ class Rollout:
     def push_group(self, group: str) -> int:
         """Every connected member gets its merged.mg now, even one that reports the right md5."""
         check_group(group)
+        if not self.push:
+            return 0
         agents = self.store.agents
         queued = 0
         for agent_id in self._members_of(group):
