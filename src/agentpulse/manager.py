@@ -365,7 +365,10 @@ class Manager:
             self.pushes.push(agent_id, md5, path)
             return True
         holders = self.grace.holders(agent_id)
-        return bool(holders) and self._require_pool().push(holders[-1], agent_id, md5, path)
+        if not holders and "udp" not in self.config.remote.protocols:
+            return False  # not connected: the grace tracker knows every TCP connection
+        # No holder known: a UDP agent (no connection to track), so every worker is asked.
+        return self._require_pool().push(holders[-1] if holders else None, agent_id, md5, path)
 
     async def _housekeeping(self) -> None:
         while True:

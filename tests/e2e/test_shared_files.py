@@ -164,3 +164,25 @@ def test_an_agent_that_disconnects_mid_push_gets_it_again_and_is_never_synced_on
     seen, data = asyncio.run(scenario())
     assert data == merged
     assert seen == ["not synced", "not synced", "synced"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_udp_agent_gets_a_file_of_many_chunks_paced(
+    manager: ManagerProcess, agent_process: AgentFactory, workers: int
+) -> None:
+    """UDP: Wazuh's pacing (a pause after the 32nd data chunk); with workers, every worker is asked and the
+    one that holds the agent's peer sends."""
+    manager.settings.shared_push = True
+    manager.settings.protocols = "udp"
+    manager.settings.workers = workers
+    (key,) = manager.add_agents(1)
+    manager.home.create_layout()
+    group = manager.root / "etc/shared/default"
+    group.mkdir(parents=True)
+    (group / "rules.txt").write_bytes(b"rule\n" * 8000)  # 40 KB: 45 chunks, one pause
+    manager.start()
+    merged = (group / "merged.mg").read_bytes()
+    agent = agent_process(key, protocol="udp")
+    agent.start()
+    wait_until(lambda: _row(manager, key.number) == (md5_hex(merged), "synced"), "the file over UDP", 20)
+    assert (agent.home.shared_dir / "rules.txt").read_bytes() == b"rule\n" * 8000

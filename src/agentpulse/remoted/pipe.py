@@ -55,7 +55,8 @@ class Command(enum.StrEnum):
     # (KEYS, generation, text): the client.keys lines the manager accepted; the worker's only source of
     # keys (it never reads the file), first thing after it starts and after every accepted reload
     KEYS = enum.auto()
-    # (PUSH, agent, md5, path): send the agent that merged.mg (remoted/pushes.py); answered with PUSHED
+    # (PUSH, agent, md5, path, quiet): send the agent that merged.mg (remoted/pushes.py); answered with
+    # PUSHED, except with quiet by a worker that does not hold the agent (sent to every worker)
     PUSH = enum.auto()
 
 

@@ -51,10 +51,12 @@ class SharedPushes:
         bindings = self.remoted.bindings
         return bindings.session_of(agent_id) is not None or bindings.udp_peer_of(agent_id) is not None
 
-    def push(self, agent_id: int, md5: str, path: str) -> None:
-        """Start sending `path` (whose md5 must be `md5`) to the agent; `done` is called once, either way."""
+    def push(self, agent_id: int, md5: str, path: str, *, quiet: bool = False) -> None:
+        """Start sending `path` (whose md5 must be `md5`) to the agent; `done` is called once, either way,
+        except with `quiet` when this process does not hold the agent (a push asked of every worker)."""
         if agent_id in self._tasks or not self.holds(agent_id):
-            self.done(agent_id, md5, False)
+            if not quiet:
+                self.done(agent_id, md5, False)
             return
         task = asyncio.create_task(self._push(agent_id, md5, Path(path)), name=f"push-{agent_id}")
         self._tasks[agent_id] = task

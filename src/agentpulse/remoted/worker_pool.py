@@ -260,13 +260,18 @@ class WorkerPool:
             if worker.reader is not None:
                 worker.reader.send([(Command.SEND, agent_ids, payload)])
 
-    def push(self, holder: int, agent_id: int, md5: str, path: str) -> bool:
-        """Ask the worker `holder` (its index) to push merged.mg to the agent; False when it is not running."""
+    def push(self, holder: int | None, agent_id: int, md5: str, path: str) -> bool:
+        """Ask the worker `holder` (its index) to push merged.mg to the agent; False when it is not running.
+        None: every worker is asked, and only the one holding the agent answers (UDP agents: the grace
+        tracker knows TCP connections only)."""
+        asked = False
         for worker in self.workers:
-            if worker.index == holder and worker.reader is not None and not worker.pipe_closed.is_set():
-                worker.reader.send([(Command.PUSH, agent_id, md5, path)])
-                return True
-        return False
+            if holder is not None and worker.index != holder:
+                continue
+            if worker.reader is not None and not worker.pipe_closed.is_set():
+                worker.reader.send([(Command.PUSH, agent_id, md5, path, holder is None)])
+                asked = True
+        return asked
 
     async def add_keys(
         self, lines: list[str], before: Signature, after: Signature, timeout: float = ADD_KEYS_TIMEOUT

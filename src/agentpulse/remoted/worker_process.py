@@ -153,8 +153,8 @@ class WorkerProcess:
                 for agent_id in agent_ids:
                     self.remoted.send_to_agent(agent_id, payload)
             elif command[0] is Command.PUSH:
-                _, agent_id, md5, path = command
-                self.pushes.push(agent_id, md5, path)
+                _, agent_id, md5, path, quiet = command
+                self.pushes.push(agent_id, md5, path, quiet=quiet)
             elif command[0] is Command.ADD_KEYS:
                 _, token, lines, _before, _after = command
                 self.remoted.keys_changed(self.keys.apply_lines(lines))

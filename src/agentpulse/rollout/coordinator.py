@@ -32,7 +32,9 @@ from agentpulse.wire.control import Keepalive
 log = logging.getLogger(__name__)
 
 PushSender = Callable[[int, str, str], bool]  # agent, md5, merged.mg path -> asked (False: not connected)
-PUSH_TIMEOUT: Final = 300.0  # a push not answered by then is forgotten (its worker died, say)
+# A push not answered by then is forgotten (its worker died; a UDP agent asked of every worker that none
+# held). A 1 MB push to a slow agent takes tens of seconds.
+PUSH_TIMEOUT: Final = 120.0
 REFRESH_DELAY: Final = 0.2  # group changes arriving together cost one membership read
 RETRY_BASE: Final = 5.0  # after the second push of the same md5 the agent still lacks: back off
 RETRY_CAP: Final = 300.0
