@@ -83,6 +83,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=20.0, help="the agents' notify_time")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-pushes", type=int, default=64)
+    parser.add_argument("--sim-processes", type=int, default=0, help="simulator processes (0: its default)")
     parser.add_argument("--baseline", type=float, default=10.0, help="seconds of the quiet window")
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args()
@@ -104,6 +105,8 @@ def main() -> int:
     command += ["--agents", str(args.agents), "--keys", str(manager.home.client_keys)]
     command += ["--interval", str(args.interval), "--ramp", str(min(60.0, args.agents / 500)), "--duration"]
     command += [str(args.timeout * 3), "--progress", "never", "--merged-sum", start_md5]
+    if args.sim_processes:
+        command += ["--processes", str(args.sim_processes)]
     simulator = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         up = wait_synced(manager, start_md5, args.agents, args.timeout)

@@ -53,6 +53,9 @@ def test_an_agent_gets_its_groups_merged_mg_and_a_change_reaches_it(
     files = run_cli("agentpulse", "group", "files", "default", home=manager.root)
     assert files.returncode == 0, files.stderr
     assert "extra.txt" in files.stdout and md5_hex(b"more\n") in files.stdout
+    created = run_cli("agentpulse", "group", "create", "web", home=manager.root)
+    assert created.returncode == 0, created.stderr
+    assert (manager.root / "etc/shared/web/agent.conf").stat().st_size == 76  # the stock agent.conf
 
 
 def test_a_chunk_that_would_begin_with_the_control_header_reaches_a_wazuh_like_agent_whole(

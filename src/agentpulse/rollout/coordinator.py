@@ -112,9 +112,10 @@ class Rollout:
             if self.monotonic() >= next_scan:
                 next_scan = self.monotonic() + self.shared_reload
                 try:
+                    await self._load_members()  # also catches memberships written by other tools
                     await self.reload()
-                except OSError as error:
-                    log.error("Cannot scan the shared files: %s", error)
+                except Exception as error:  # a file or a database read failed: the next scan tries again
+                    log.error("Cannot scan the shared files or read the groups: %s", error)
 
     # -- the groups' files and the agents' groups ------------------------------------------------------------
 
@@ -164,7 +165,11 @@ class Rollout:
     def groups_changed(self) -> None:
         """Store listener: groups or memberships changed. Read them again once committed (coalesced)."""
         if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.get_running_loop().create_task(self._refreshed(), name="shared-members")
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a store write from a thread (tests, tools): the next scan reads them
+                return
+            self._refresh = loop.create_task(self._refreshed(), name="shared-members")
 
     async def _refreshed(self) -> None:
         await asyncio.sleep(REFRESH_DELAY)
