@@ -87,7 +87,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--steady-from",
         type=_non_negative_float,
         metavar="S",
-        help="the steady_* figures (ack latency, rate) count from S seconds into the run (default: the ramp's end)",
+        help="the steady_* figures (ack latency, rate) count from S seconds into the run (default: the ramp's "
+        "end); with one process, SIGUSR1 starts them at once",
     )
     parser.add_argument(
         "--cipher", choices=("aes", "blowfish", "mix"), default="aes", help="mix: half AES, half Blowfish"

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 PUSH_BUFFER_LIMIT: Final = 32 * 1024  # bytes queued on a socket before a push waits (the ack has room)
 MESSAGES_PER_STEP: Final = 16  # messages sent between two yields to the loop
-BUFFER_WAIT: Final = 0.005
+BUFFER_WAIT: Final = 0.005  # the first wait for a full socket; doubled up to BUFFER_WAIT_MAX
+BUFFER_WAIT_MAX: Final = 0.2  # a slow reader costs a push five wake-ups a second, not two hundred
 STALL_TIMEOUT: Final = 30.0  # a socket that takes nothing for this long ends the push
 UDP_FIRST_BURST: Final = 32  # data chunks before the first pause (send_file_toagent: `if (i > 30)`)
 UDP_BURST: Final = 31
@@ -126,11 +127,13 @@ class SharedPushes:
     @staticmethod
     async def _drained(session: Session) -> bool:
         deadline = time.monotonic() + STALL_TIMEOUT
+        wait = BUFFER_WAIT
         while not session.closed and time.monotonic() < deadline:
             transport = session.transport
             if transport is None or transport.get_write_buffer_size() <= PUSH_BUFFER_LIMIT // 2:
                 return transport is not None
-            await asyncio.sleep(BUFFER_WAIT)
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, BUFFER_WAIT_MAX)
         return False
 
     async def _send_udp(self, agent_id: int, messages: list[bytes]) -> bool:

@@ -125,6 +125,11 @@ class FleetProcess:
     def stop(self) -> None:
         self.stopping = True
 
+    def mark_steady(self) -> None:
+        """SIGUSR1: the steady figures (ack latency, rate) count from now (e.g. a change a test measures)."""
+        self.steady_base = (self.keepalives_acked, time.monotonic())
+        self.steady_latency_base = self.latency.copy()
+
     async def run(self) -> Snapshot:
         config = self.config
         raise_fd_limit(len(self.agents) + FD_HEADROOM)
