@@ -30,8 +30,8 @@ def test_an_agent_gets_its_groups_merged_mg_and_a_change_reaches_it(
     assert (manager.root / "etc/shared/default/merged.mg").read_bytes()[:9] == b"#default\n"
     agent = agent_process(key)
     agent.start()
-    manager.wait_for(key.number, "active", 0)
-    wait_until(lambda: _row(manager, key.number) == (DEFAULT_MD5, "synced"), "the default merged.mg", 15)
+    manager.wait_for(key.number, "active", 0, timeout=30)  # an agent process starts slowly on a busy machine
+    wait_until(lambda: _row(manager, key.number) == (DEFAULT_MD5, "synced"), "the default merged.mg", 30)
     shared = agent.home.shared_dir
     assert md5_hex((shared / "merged.mg").read_bytes()) == DEFAULT_MD5
     assert (shared / "agent.conf").read_bytes() == (
@@ -44,7 +44,7 @@ def test_an_agent_gets_its_groups_merged_mg_and_a_change_reaches_it(
     assert reload.returncode == 0, reload.stderr
     new_md5 = md5_hex((manager.root / "etc/shared/default/merged.mg").read_bytes())
     assert new_md5 != DEFAULT_MD5 and new_md5 in reload.stdout
-    wait_until(lambda: _row(manager, key.number) == (new_md5, "synced"), "the changed merged.mg", 15)
+    wait_until(lambda: _row(manager, key.number) == (new_md5, "synced"), "the changed merged.mg", 30)
     assert (shared / "extra.txt").read_text() == "more\n"
     status = run_cli("agentpulse", "group", "status", "default", "--json", home=manager.root)
     assert status.returncode == 0, status.stderr
@@ -77,7 +77,7 @@ def test_a_chunk_that_would_begin_with_the_control_header_reaches_a_wazuh_like_a
     manager.start()
     agent = agent_process(key)
     agent.start()
-    wait_until(lambda: _row(manager, key.number) == (md5_hex(merged), "synced"), "the whole file", 15)
+    wait_until(lambda: _row(manager, key.number) == (md5_hex(merged), "synced"), "the whole file", 30)
     assert (agent.home.shared_dir / "merged.mg").read_bytes() == merged
     assert (agent.home.shared_dir / "agent.conf").read_bytes() == body
 
@@ -187,5 +187,5 @@ def test_a_udp_agent_gets_a_file_of_many_chunks_paced(
     merged = (group / "merged.mg").read_bytes()
     agent = agent_process(key, protocol="udp")
     agent.start()
-    wait_until(lambda: _row(manager, key.number) == (md5_hex(merged), "synced"), "the file over UDP", 20)
+    wait_until(lambda: _row(manager, key.number) == (md5_hex(merged), "synced"), "the file over UDP", 30)
     assert (agent.home.shared_dir / "rules.txt").read_bytes() == b"rule\n" * 8000

@@ -303,7 +303,7 @@ class Rollout:
             view = agents.get(agent_id)
             counts["members"] += 1
             merged = self.merged.get(self.members[agent_id])
-            if merged is not None and self.reported.get(agent_id) == merged.md5:
+            if merged is None or self.reported.get(agent_id) == merged.md5:  # no file: nothing to lack
                 counts["synced"] += 1
             elif view is not None and view.status in LIVE:
                 counts["pending"] += 1
