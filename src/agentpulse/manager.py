@@ -33,9 +33,12 @@ from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, rea
 from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher, Signature
+from agentpulse.remoted.pushes import SharedPushes
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
 from agentpulse.remoted.worker_pool import WorkerPool
+from agentpulse.rollout.coordinator import Rollout
+from agentpulse.shared.tree import SharedTree
 from agentpulse.store.backends import backend_for, db_dir_of
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
@@ -143,6 +146,19 @@ class Manager:
             self.journal = AckJournal(home.ack_journal_dir, LOCAL, keep_for(config.database.flush_interval))
             self.remoted = Remoted(config, self.keys, self.store, self.grace, journal=self.journal)
             self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+        # Shared files (docs/shared-files.md): the rollout compares each keep-alive's merged.mg md5 with the
+        # agent's group's and asks the remoted process holding the agent to push it (`_push`).
+        self.rollout = Rollout(
+            SharedTree(home.shared_dir, home.multigroups_dir),
+            self.store,
+            self._push,
+            shared_reload=config.remote.shared_reload,
+            max_pushes=config.remote.max_concurrent_pushes,
+            push=config.remote.shared_push,
+        )
+        self.pushes = SharedPushes(self.remoted, self.rollout.pushed) if self.remoted is not None else None
+        if self.pool is not None:
+            self.pool.on_pushed = self.rollout.pushed
         self.sweeper = Sweeper(
             self.store,
             config.global_.agents_disconnection_time,
@@ -169,11 +185,12 @@ class Manager:
             max_clients=config.database.wdb_max_clients,
             idle_timeout=config.database.wdb_idle_timeout,
             reload_keys=self.reload_keys,
+            shared=self.rollout,
         )
         self.upkeep = Upkeep(
             self.store, config.database.max_fragmentation, config.database.fragmentation_check_interval
         )
-        self.front_services: list[Service] = [self.wdb, self.upkeep]
+        self.front_services: list[Service] = [self.wdb, self.upkeep, self.rollout]
         self._front_started: list[Service] = []
         self.authd: EnrolmentService | None = None
         if config.auth is not None and config.auth.listens:
@@ -310,6 +327,8 @@ class Manager:
             # must not kill the process with its default action.
             if self.pool is not None:
                 await self.pool.stop()
+            if self.pushes is not None:
+                await self.pushes.stop()
             if self.remoted is not None:
                 await self.remoted.stop()
             self.grace.cancel_all()
@@ -359,6 +378,19 @@ class Manager:
             self.pool.send_to_agents(agent_ids, payload)
             return len(agent_ids)
         return sum(self.remoted.send_to_agent(agent_id, payload) for agent_id in agent_ids)
+
+    def _push(self, agent_id: int, md5: str, path: str) -> bool:
+        """The rollout's pushes go to the remoted process holding the agent; False when none does."""
+        if self.pushes is not None:
+            if not self.pushes.holds(agent_id):
+                return False
+            self.pushes.push(agent_id, md5, path)
+            return True
+        holders = self.grace.holders(agent_id)
+        if not holders and "udp" not in self.config.remote.protocols:
+            return False  # not connected: the grace tracker knows every TCP connection
+        # No holder known: a UDP agent (no connection to track), so every worker is asked.
+        return self._require_pool().push(holders[-1] if holders else None, agent_id, md5, path)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -87,6 +87,15 @@ class Home:
         return self.root / "queue" / "acks"
 
     @property
+    def shared_dir(self) -> Path:
+        """etc/shared: one folder per group (and, on an agent, the pushed merged.mg and its files)."""
+        return self.etc / "shared"
+
+    @property
+    def multigroups_dir(self) -> Path:
+        return self.root / "var" / "multigroups"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

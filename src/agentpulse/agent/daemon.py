@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape, quoteattr
 from agentpulse.agent import enrol
 from agentpulse.agent.config import ClientConfig, ServerAddress, load_agent_config
 from agentpulse.agent.connection import AgentCodec, AgentConnection
+from agentpulse.agent.shared import SharedReceiver, truncate
 from agentpulse.agent.state import (
     CONNECTED,
     DISCONNECTED,
@@ -265,6 +266,7 @@ class AgentDaemon:
         self._handshaken = False
         self._started_sent = False
         self._server_index = 0  # where the next connection attempt starts: the last server that worked
+        self.shared = SharedReceiver(home.shared_dir)  # pushed merged.mg (reference 15.5)
 
     def stop(self) -> None:
         self._stop.set()
@@ -488,16 +490,51 @@ class AgentDaemon:
                 last_received = loop.time()
                 if not isinstance(message, control.AgentEvent):
                     self.state.last_ack = time.time()
-                if isinstance(message, control.Request):
-                    self._answer(connection, message)
-                elif isinstance(message, control.ForceReconnect):
-                    return _End.FORCED
-                elif isinstance(message, control.ErrorReply):
-                    log.warning("Server %s says: %s", _where(link.server), message.message)
-                elif not isinstance(message, control.Ack):
-                    log.debug("Ignoring a message from the server: %s", message)
+                end = await self._on_message(link, message)
+                if end is not None:
+                    return end
         except ConnectionError:
             return _End.DROPPED
+        finally:
+            self.shared.abandon()  # a push cut by the connection's end is never verified
+
+    async def _on_message(self, link: _ServerConnection, message: control.FromManager) -> _End | None:
+        """One message from the manager on a handshaken connection; an `_End` when the session ends."""
+        if await self._shared_file(message):
+            return None
+        if isinstance(message, control.Request):
+            self._answer(link.connection, message)
+        elif isinstance(message, control.ForceReconnect):
+            return _End.FORCED
+        elif isinstance(message, control.ErrorReply):
+            log.warning("Server %s says: %s", _where(link.server), message.message)
+        elif not isinstance(message, control.Ack):
+            log.debug("Ignoring a message from the server: %s", message)
+        return None
+
+    async def _shared_file(self, message: control.FromManager) -> bool:
+        """A pushed file's messages (receive_msg()); True when `message` was one of them. Ack, requests and
+        force_reconnect leave an open file open; any other control message closes it unverified."""
+        if isinstance(message, control.FileUpdate):
+            path = self.shared.begin(message.md5, message.name)
+            if path is not None:
+                await asyncio.to_thread(truncate, path)
+            return True
+        if isinstance(message, control.FileClose):
+            closed = self.shared.close()
+            if closed is not None:
+                await asyncio.to_thread(self.shared.finish, *closed)
+            return True
+        if isinstance(message, control.AgentEvent):
+            if self.shared.receiving:
+                self.shared.append(message.payload)
+                return True
+            return False
+        if not isinstance(message, control.Ack | control.Request | control.ForceReconnect):
+            if self.shared.receiving:
+                log.warning("Unknown message received from server while a shared file was open")
+            self.shared.abandon()
+        return False
 
     # -- what the agent says ------------------------------------------------------------------------------
 

@@ -91,6 +91,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--duration", type=_positive_float, default=60.0, metavar="S", help="length of the run (default 60)"
     )
     parser.add_argument(
+        "--merged-sum",
+        metavar="MD5",
+        help="the merged.mg md5 the agents report until the manager pushes another (default: a fixed one)",
+    )
+    parser.add_argument(
+        "--steady-from",
+        type=_non_negative_float,
+        metavar="S",
+        help="the steady_* figures (ack latency, rate) count from S seconds into the run (default: the ramp's "
+        "end); with one process, SIGUSR1 starts them at once",
+    )
+    parser.add_argument(
         "--cipher", choices=("aes", "blowfish", "mix"), default="aes", help="mix: half AES, half Blowfish"
     )
     parser.add_argument(
@@ -173,6 +185,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             interval=args.interval,
             ramp=ramp,
             duration=args.duration,
+            steady_from=args.steady_from,
+            merged_sum=args.merged_sum,
             cipher=CipherMode(args.cipher),
             silent_share=args.silent_share,
             shutdown_share=args.shutdown_share,

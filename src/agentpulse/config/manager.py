@@ -78,6 +78,9 @@ class RemoteConfig:
     max_unauthenticated: int = 4096  # past it, the oldest unauthenticated one is closed (one listen backlog)
     max_connections: int = 0  # 0 ("auto"): the open-file limit less a tenth (database, pipes, logs)
     max_unauthenticated_frame: int = 16384  # bytes a frame may announce before authentication
+    shared_reload: float = 10.0  # remoted.shared_reload: seconds between scans of etc/shared (1-18000)
+    max_concurrent_pushes: int = 64  # merged.mg pushes in flight at once, for the whole manager
+    shared_push: bool = True  # no: compare and record group_config_status, never push
 
     @property
     def worker_processes(self) -> int:
@@ -201,6 +204,9 @@ _REMOTE_FIELDS: Final[Fields] = {
     "max_unauthenticated": ("max_unauthenticated", cv.integer(1)),
     "max_connections": ("max_connections", cv.auto_or_integer(1)),
     "max_unauthenticated_frame": ("max_unauthenticated_frame", cv.integer(256, 65536)),  # 65536: OS_MAXSTR
+    "shared_reload": ("shared_reload", cv.time(1, 18000)),
+    "max_concurrent_pushes": ("max_concurrent_pushes", cv.integer(1, 100000)),
+    "shared_push": ("shared_push", cv.boolean),
 }
 # Wazuh options of <remote> that only matter to syslog connections.
 _REMOTE_IGNORED: Final = frozenset({"connection", "allowed-ips", "denied-ips"})

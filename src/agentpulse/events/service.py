@@ -25,6 +25,7 @@ from nats.errors import Error as NatsError
 
 from agentpulse.config import NatsConfig
 from agentpulse.events import payloads
+from agentpulse.events.config import ConfigPublisher
 from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
 from agentpulse.events.publisher import KeepalivePublisher, NatsLink, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
@@ -143,6 +144,7 @@ class EventsService:
                 name_of=self.name_of,
                 status_of=self.status_of,
             )
+        self.configs: ConfigPublisher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error: str | None = None
         self._disconnected_at: float | None = None
@@ -208,7 +210,11 @@ class EventsService:
             self.outbox.backlog_at_start = await self.reader.count(0)
         except sqlite3.Error as error:
             log.warning("cannot count the outbox left by the last run: %s", error)
+        self.configs = ConfigPublisher(
+            self.link, prefix=self.config.subject_prefix, origin=self.origin, name_of=self.name_of
+        )
         self._subscriber = Subscriber(
+            on_config_status=self.configs.on_config_status,
             on_keepalive=self.keepalives.on_keepalive if self.keepalives is not None else None,
             on_outbox_committed=self.outbox.on_commit,
             outbox_encoder=self.encode,
@@ -222,6 +228,7 @@ class EventsService:
         self._tasks.append(asyncio.create_task(self.outbox.run(), name="events-outbox"))
         if self.keepalives is not None:
             self._tasks.append(asyncio.create_task(self.keepalives.run(), name="events-keepalive"))
+        self._tasks.append(asyncio.create_task(self.configs.run(), name="events-config"))
         if not self.config.start_without_nats:
             try:
                 await asyncio.wait_for(connected.wait(), PROBE_TIMEOUT)
@@ -377,6 +384,8 @@ class EventsService:
             await self._bounded("final outbox drain", self.outbox.drain(), FINAL_DRAIN_TIMEOUT)
             if self.keepalives is not None:
                 await self._bounded("last keep-alive events", self.keepalives.flush(), FINAL_DRAIN_TIMEOUT)
+            if self.configs is not None:
+                await self._bounded("last config events", self.configs.flush(), FINAL_DRAIN_TIMEOUT)
         self._closing = True
         if self._connect_started and not self.nc.is_closed:
             await self._bounded("NATS close", self.nc.close(), CLOSE_TIMEOUT)

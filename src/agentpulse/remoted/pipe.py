@@ -42,6 +42,7 @@ class Tag(enum.StrEnum):
     KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
     FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
     STATS = enum.auto()  # (STATS, worker index, stats.WorkerStats): its counters, once a second (metrics)
+    PUSHED = enum.auto()  # (PUSHED, agent, md5, ok): how a Command.PUSH to that agent ended
 
 
 class Command(enum.StrEnum):
@@ -55,6 +56,9 @@ class Command(enum.StrEnum):
     # (KEYS, generation, text): the client.keys lines the manager accepted; the worker's only source of
     # keys (it never reads the file), first thing after it starts and after every accepted reload
     KEYS = enum.auto()
+    # (PUSH, agent, md5, path, quiet): send the agent that merged.mg (remoted/pushes.py); answered with
+    # PUSHED, except with quiet by a worker that does not hold the agent (sent to every worker)
+    PUSH = enum.auto()
 
 
 Record = tuple[Any, ...]

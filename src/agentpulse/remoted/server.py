@@ -322,6 +322,10 @@ class Remoted:
         agent_id = self.bindings.agent_of(session)
         return self.keys.entries.get(agent_id) if agent_id is not None else None
 
+    def seal_for(self, entry: AgentEntry, payload: bytes) -> bytes:
+        """A message for the agent, encrypted as its replies are (for senders that batch, pushes.py)."""
+        return self._seal(entry, payload)
+
     def send_on(self, session: Session, entry: AgentEntry, payload: bytes) -> bool:
         """Encrypt a message for the agent bound to this session and queue it; False when dropped."""
         if session.send(self._seal(entry, payload)):

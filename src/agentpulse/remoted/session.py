@@ -163,6 +163,16 @@ class Session(asyncio.Protocol):
         transport.write(LENGTH.pack(len(payload)) + payload)
         return True
 
+    def send_frames(self, payloads: list[bytes]) -> bool:
+        """Several sealed messages in one write (a shared-file push): one system call, not one each."""
+        transport = self.transport
+        if self.close_reason is not None or transport is None or not self.authenticated:
+            return False
+        if transport.get_write_buffer_size() > SEND_BUFFER_SIZE:
+            return False
+        transport.write(b"".join(LENGTH.pack(len(payload)) + payload for payload in payloads))
+        return True
+
     def close(self, reason: CloseReason) -> None:
         """Close the connection; the first reason given is the one that counts."""
         if self.close_reason is None:

@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agentpulse.records import RepeatSink
@@ -75,6 +76,7 @@ class WorkerPool:
         self.added_lines: list[str] = []  # enrolment's lines since: not in keys_text
         self.keys_generation = 0
         self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
+        self.on_pushed: Callable[[int, str, bool], None] | None = None  # how each push() ended
 
     async def start(self) -> None:
         """Start every worker and wait until each listens. Raises WorkerStartError when one cannot;
@@ -210,23 +212,30 @@ class WorkerPool:
                 store.record_state(record[1], record[2])
             elif tag is Tag.COUNTS:
                 store.count_events(record[1])
-            elif tag is Tag.KEYS_ADDED:
-                future = worker.acks.pop(record[1], None)
-                if future is not None and not future.done():
-                    future.set_result(True)
-            elif tag is Tag.KEYS_LOADED:
-                worker.keys_generation = record[2]
-                self._keys_acked.set()
-            elif tag is Tag.STATS:
-                worker.stats.update(record[2])
-            elif tag is Tag.FAILED:
-                worker.failure = str(record[2])
-            elif tag is Tag.READY:
-                worker.port = record[2]
-                worker.ready.set()
-                log.info(
-                    "remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid
-                )
+            else:
+                self._on_worker_message(worker, record)
+
+    def _on_worker_message(self, worker: WorkerHandle, record: pipe.Record) -> None:
+        """The rarer records: answers to commands, and the worker's own life cycle."""
+        tag = record[0]
+        if tag is Tag.KEYS_ADDED:
+            future = worker.acks.pop(record[1], None)
+            if future is not None and not future.done():
+                future.set_result(True)
+        elif tag is Tag.KEYS_LOADED:
+            worker.keys_generation = record[2]
+            self._keys_acked.set()
+        elif tag is Tag.STATS:
+            worker.stats.update(record[2])
+        elif tag is Tag.PUSHED:
+            if self.on_pushed is not None:
+                self.on_pushed(record[1], record[2], record[3])
+        elif tag is Tag.FAILED:
+            worker.failure = str(record[2])
+        elif tag is Tag.READY:
+            worker.port = record[2]
+            worker.ready.set()
+            log.info("remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid)
 
     def load_keys(self, text: str) -> None:
         """The keys the manager accepted: to every worker now, and to every worker started later."""
@@ -255,6 +264,19 @@ class WorkerPool:
         for worker in self.workers:
             if worker.reader is not None:
                 worker.reader.send([(Command.SEND, agent_ids, payload)])
+
+    def push(self, holder: int | None, agent_id: int, md5: str, path: str) -> bool:
+        """Ask the worker `holder` (its index) to push merged.mg to the agent; False when it is not running.
+        None: every worker is asked, and only the one holding the agent answers (UDP agents: the grace
+        tracker knows TCP connections only)."""
+        asked = False
+        for worker in self.workers:
+            if holder is not None and worker.index != holder:
+                continue
+            if worker.reader is not None and not worker.pipe_closed.is_set():
+                worker.reader.send([(Command.PUSH, agent_id, md5, path, holder is None)])
+                asked = True
+        return asked
 
     async def add_keys(
         self, lines: list[str], before: Signature, after: Signature, timeout: float = ADD_KEYS_TIMEOUT

@@ -25,6 +25,7 @@ from agentpulse.remoted import pipe
 from agentpulse.remoted.journal import AckJournal, keep_for
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.pipe import Command, Tag
+from agentpulse.remoted.pushes import SharedPushes
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
 from agentpulse.wire.keys import KeysFile
@@ -48,6 +49,7 @@ class WorkerProcess:
         self.journal = AckJournal(home.ack_journal_dir, index, keep_for(config.database.flush_interval))
         self.remoted = Remoted(config, self.keys, self.sink, self.sink, journal=self.journal)
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+        self.pushes = SharedPushes(self.remoted, self._pushed)
         self._has_keys = asyncio.Event()
         self._keys_generation = -1  # of the keys in use
         self._keys_tasks: set[asyncio.Task[None]] = set()
@@ -97,6 +99,7 @@ class WorkerProcess:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.pushes.stop()
             await self.remoted.stop()
             self.journal.close()
             self.sink.flush()
@@ -150,11 +153,17 @@ class WorkerProcess:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:
                     self.remoted.send_to_agent(agent_id, payload)
+            elif command[0] is Command.PUSH:
+                _, agent_id, md5, path, quiet = command
+                self.pushes.push(agent_id, md5, path, quiet=quiet)
             elif command[0] is Command.ADD_KEYS:
                 _, token, lines, _before, _after = command
                 self.remoted.keys_changed(self.keys.apply_lines(lines))
                 self._added.append((self._keys_received, lines))
                 self.pipe.send([(Tag.KEYS_ADDED, token)])
+
+    def _pushed(self, agent_id: int, md5: str, ok: bool) -> None:
+        self.pipe.send([(Tag.PUSHED, agent_id, md5, ok)])
 
 
 def die_with_parent(manager_pid: int) -> None:

@@ -9,6 +9,7 @@ obeyed. The danger is measuring the simulator, not the manager: no task, timer o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -93,6 +94,7 @@ class FleetProcess:
                 source_for(key, index, sources),
                 config.interval * index / config.agents,
                 role_for(index, failing),
+                config.merged_sum,
             )
             for index, key in members
         ]
@@ -119,6 +121,7 @@ class FleetProcess:
         self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
         self.steady_latency_base: LatencyHistogram | None = None
         self.requests_answered = self.forced_reconnects = 0
+        self.shared_received = self.shared_failed = 0  # pushed merged.mg files whose md5 matched, or not
         self.silent = self.shutdown = 0
         self.latency = LatencyHistogram()
         self.startup_latency = LatencyHistogram()
@@ -130,6 +133,11 @@ class FleetProcess:
     def stop(self) -> None:
         self.stopping = True
 
+    def mark_steady(self) -> None:
+        """SIGUSR1: the steady figures (ack latency, rate) count from now (e.g. a change a test measures)."""
+        self.steady_base = (self.keepalives_acked, time.monotonic())
+        self.steady_latency_base = self.latency.copy()
+
     async def run(self) -> Snapshot:
         config = self.config
         raise_fd_limit(len(self.agents) + FD_HEADROOM)
@@ -140,7 +148,7 @@ class FleetProcess:
             self.wheel.schedule(agent, now + config.ramp * agent.index / config.agents)
         deadline = now + config.duration
         fail_time = now + config.fail_at if config.fail_at is not None else None
-        ramp_end = now + config.ramp
+        ramp_end = now + (config.steady_from if config.steady_from is not None else config.ramp)
         next_report = now + REPORT_INTERVAL
         try:
             while not self.stopping:
@@ -281,6 +289,7 @@ class FleetProcess:
             connection.close()
         agent.pending.clear()
         agent.keepalive_frame = None
+        agent.receiving = None  # a push cut by the drop is never verified
 
     def retry(self, agent: SimAgent, kind: str, now: float, delay: float | None = None) -> None:
         """This attempt failed (refused, timed out, dropped): try again after a back-off."""
@@ -357,6 +366,10 @@ class FleetProcess:
                         self.send_keepalive(agent)
             elif agent.state == HANDSHAKE:
                 self.handshake_done(agent, connection, now)
+        elif agent.receiving is not None and isinstance(message, control.AgentEvent):
+            agent.receiving[1].update(message.payload)
+        elif isinstance(message, control.FileUpdate | control.FileClose):
+            self.shared_file(agent, message, connection)
         elif isinstance(message, control.Request):
             self.answer(agent, message)
         elif isinstance(message, control.ForceReconnect):
@@ -367,6 +380,30 @@ class FleetProcess:
                 self.wheel.schedule(agent, now)
         elif isinstance(message, control.ErrorReply):
             self.error("manager_error")  # e.g. a refused version: no ack follows, the handshake times out
+        if agent.receiving is not None and isinstance(message, control.OtherControl | control.ErrorReply):
+            agent.receiving = None  # agentd: any other control message closes the file unverified
+
+    def shared_file(
+        self, agent: SimAgent, message: control.FileUpdate | control.FileClose, connection: SimConnection
+    ) -> None:
+        """A push as agentd takes it, in memory: the md5 of the chunks, compared at the close; a match is
+        the merged.mg the next keep-alive reports."""
+        if isinstance(message, control.FileUpdate):
+            agent.receiving = (message.md5, hashlib.md5(usedforsecurity=False))
+            return
+        receiving, agent.receiving = agent.receiving, None
+        if receiving is None:
+            return
+        if receiving[1].hexdigest() != receiving[0]:
+            self.shared_failed += 1
+            return
+        self.shared_received += 1
+        agent.merged_sum = receiving[0]
+        agent.keepalive = keepalive_payload(
+            agent.index, agent.key.name, connection.local_ip(), agent.merged_sum
+        )
+        if agent.keepalive_frame is not None:
+            agent.keepalive_frame = agent.codec.seal(agent.keepalive)
 
     def handshake_done(self, agent: SimAgent, connection: SimConnection, now: float) -> None:
         self.startup_latency.record(now - agent.startup_at)
@@ -376,7 +413,9 @@ class FleetProcess:
         if not agent.acked_once:
             agent.acked_once = True
             self.acked += 1
-        agent.keepalive = keepalive_payload(agent.index, agent.key.name, connection.local_ip())
+        agent.keepalive = keepalive_payload(
+            agent.index, agent.key.name, connection.local_ip(), agent.merged_sum
+        )
         if self.config.precompute:
             agent.keepalive_frame = agent.codec.seal(agent.keepalive)
         self.send_keepalive(agent)  # at once, as agentd does after its startup
@@ -464,6 +503,8 @@ class FleetProcess:
             forced_reconnects=self.forced_reconnects,
             failovers=self.failovers,
             handshakes_by_server=dict(self.handshakes_by_server),
+            shared_received=self.shared_received,
+            shared_failed=self.shared_failed,
             silent=self.silent,
             shutdown=self.shutdown,
             ciphers=dict(self.ciphers),

@@ -65,6 +65,10 @@ class SimulatorConfig:
     interval: float = 10.0
     ramp: float = 5.0
     duration: float = 60.0
+    merged_sum: str | None = None  # the merged.mg md5 the agents report until a push; None: agents.MERGED_SUM
+    steady_from: float | None = (
+        None  # when the "steady" figures start (s into the run); None: at the ramp's end
+    )
     cipher: CipherMode = CipherMode.AES
     silent_share: float = 0.0
     shutdown_share: float = 0.0

@@ -42,6 +42,8 @@ def summarize(config: SimulatorConfig, snapshot: Snapshot) -> dict[str, object]:
         "forced_reconnects": snapshot.forced_reconnects,
         "failovers": snapshot.failovers,
         "handshakes_by_server": dict(sorted(snapshot.handshakes_by_server.items())),
+        "shared_received": snapshot.shared_received,
+        "shared_failed": snapshot.shared_failed,
         "failed": {"silent": snapshot.silent, "shutdown": snapshot.shutdown},
         "ciphers": dict(sorted(snapshot.ciphers.items())),
         "processes": snapshot.processes,

@@ -39,6 +39,8 @@ class Snapshot:
     forced_reconnects: int = 0
     failovers: int = 0  # moves to the next server after a failed connect or handshake
     handshakes_by_server: dict[str, int] = field(default_factory=dict)  # acked startups, by host:port
+    shared_received: int = 0  # pushed merged.mg files whose md5 matched
+    shared_failed: int = 0
     silent: int = 0
     shutdown: int = 0
     ciphers: dict[str, int] = field(default_factory=dict)
@@ -67,6 +69,8 @@ class Snapshot:
                 "requests_answered",
                 "forced_reconnects",
                 "failovers",
+                "shared_received",
+                "shared_failed",
                 "silent",
                 "shutdown",
                 "processes",

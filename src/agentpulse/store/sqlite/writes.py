@@ -62,6 +62,11 @@ class SqliteWrites:
             change_groups(db, change)
         for update in batch.column_updates:
             self._update_columns(db, update)
+        if batch.config_statuses:
+            db.executemany(
+                "UPDATE agent SET group_config_status = ? WHERE id = ?",
+                [(value, agent_id) for agent_id, value in batch.config_statuses.items()],
+            )
         if batch.sync_statuses:
             # wdb_global_validate_sync_status(): never downgrade what the cluster still has to send.
             db.executemany(
