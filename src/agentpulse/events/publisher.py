@@ -39,8 +39,13 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 10.0
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream drops a repeated Nats-Msg-Id within this window
 KEEPALIVE_INTERVAL = 0.05
-KEEPALIVE_BUFFER_MAX = 200_000  # events waiting for the next batch; beyond that they are dropped
-FLUSH_TIMEOUT = 2  # seconds (nats-py wants an int)
+KEEPALIVE_BUFFER_MAX = 500_000  # events waiting for the next batch; beyond that they are dropped
+FLUSH_TIMEOUT = 2  # seconds a batch waits for its flush before the next batch coalesces behind it
+# nats-py (2.16 included) resolves the oldest PING's future on every PONG without checking whether it was
+# cancelled: a flush that timed out leaves a cancelled future there, and its late PONG raises
+# InvalidStateError in the client's read loop, which stops (nats-py issue 624 family). So a flush is never
+# cancelled while it can still get its PONG: it is asked to wait a day, and we stop waiting for it instead.
+FLUSH_NEVER = 86_400  # seconds (nats-py wants an int)
 KV_SUBJECT = "$KV.{bucket}.{key}"
 
 
@@ -398,11 +403,14 @@ def _error_of(future: asyncio.Future[Any]) -> BaseException | str:
 
 
 class KeepalivePublisher:
-    """Keep-alive events: one cheap append per keep-alive on the loop, one batch per interval on core NATS.
+    """Keep-alive events: one cheap store per keep-alive on the loop, one batch per interval on core NATS.
 
     At-most-once: appended to a list on the loop (the store calls us for every keep-alive), published every
-    `KEEPALIVE_INTERVAL` as one batch and one flush. While NATS is away they are counted and dropped: a
-    keep-alive is stale a minute later, and the status stream already says whether the agent lives.
+    `KEEPALIVE_INTERVAL` as one batch, then flushed. While a flush has not come back (NATS lags) no batch
+    is sent and keep-alives coalesce per agent, so a slow NATS costs one event per agent, not a growing
+    queue (`coalesced` counts the events replaced; each event's `sequence` shows
+    the gap). While NATS is away they are counted and dropped: a keep-alive is stale a minute later, and
+    the status stream already says whether the agent lives.
     """
 
     def __init__(
@@ -425,11 +433,16 @@ class KeepalivePublisher:
         self.interval = interval
         self.published = 0
         self.dropped = 0
+        self.coalesced = 0  # events replaced by a newer one of the same agent before they were sent
         self._dropped_checked = 0
         self._drops_before = 0
         self._dropping = False
         self._buffer: list[payloads.KeepaliveFacts] = []
+        self._held: dict[int, payloads.KeepaliveFacts] = {}  # while NATS lags: each agent's newest only
+        self._coalescing = False
         self._sequences: dict[int, int] = {}
+        self._flushing: asyncio.Task[None] | None = None  # never cancelled while connected (see FLUSH_NEVER)
+        self._flushing_epoch = 0
 
     def on_keepalive(self, agent_id: int, at: float, keepalive: Keepalive) -> None:
         """Store listener, on the loop: count the keep-alive and queue its event.
@@ -439,15 +452,19 @@ class KeepalivePublisher:
         """
         sequence = self._sequences.get(agent_id, 0) + 1
         self._sequences[agent_id] = sequence
-        if not self.link.up or len(self._buffer) >= KEEPALIVE_BUFFER_MAX:
+        if not self.link.up or len(self._buffer) + len(self._held) >= KEEPALIVE_BUFFER_MAX:
             self.dropped += 1
             return
         current = self.status_of(agent_id)
         moved = transition(current, Trigger.ALIVE)
         status = current if moved is None else moved.new
-        self._buffer.append(
-            payloads.KeepaliveFacts(agent_id, at, sequence, status, keepalive.agent_ip, keepalive.version)
-        )
+        facts = payloads.KeepaliveFacts(agent_id, at, sequence, status, keepalive.agent_ip, keepalive.version)
+        if self._coalescing:
+            if agent_id in self._held:
+                self.coalesced += 1
+            self._held[agent_id] = facts
+        else:
+            self._buffer.append(facts)
 
     async def run(self) -> None:
         while True:
@@ -458,10 +475,31 @@ class KeepalivePublisher:
                 log.exception("keep-alive events publisher failed; going on")  # at-most-once: drop, continue
 
     async def flush(self) -> None:
+        if self._lagging():
+            self._coalescing = True  # the last batch's flush is not back: hold one event per agent
+            self._note_drops()
+            return
         batch, self._buffer = self._buffer, []
+        if self._held:
+            batch.extend(self._held.values())  # each newer than any of its agent's in the list
+            self._held = {}
+        self._coalescing = False
         if batch:
             await self._send(batch)
         self._note_drops()
+
+    def _lagging(self) -> bool:
+        """True while the last flush is out and can still get its PONG (same connection)."""
+        task = self._flushing
+        if task is None or task.done():
+            return False
+        if self._flushing_epoch != self.link.epoch or not self.link.up:
+            # nats-py forgot that PING when the connection went: nothing can resolve it any more, so
+            # cancelling it is safe.
+            task.cancel()
+            self._flushing = None
+            return False
+        return True
 
     async def _send(self, batch: list[payloads.KeepaliveFacts]) -> None:
         nc = self.link.nc
@@ -473,10 +511,24 @@ class KeepalivePublisher:
                 body = payloads.keepalive_event(facts, self.name_of(facts.agent_id), self.run_id, self.origin)
                 await nc.publish(payloads.keepalive_subject(self.prefix, facts.agent_id), body)
                 sent += 1
-            await nc.flush(FLUSH_TIMEOUT)
+            self._flushing = asyncio.ensure_future(self._flush_once(nc))
+            self._flushing_epoch = self.link.epoch
+            # Wait for it, bounded, without cancelling it (asyncio.wait, not wait_for).
+            await asyncio.wait((self._flushing,), timeout=FLUSH_TIMEOUT)
         except (Unavailable, NatsError, OSError, TimeoutError):
             self.dropped += len(batch) - sent
         self.published += sent
+
+    @staticmethod
+    async def _flush_once(nc: NATS) -> None:
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await nc.flush(FLUSH_NEVER)
+
+    def close(self) -> None:
+        """After the connection closed: a flush still out can no longer be answered."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
 
     def _note_drops(self) -> None:
         """One warning when keep-alive events start being dropped, one when they flow again."""

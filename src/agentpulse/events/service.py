@@ -373,15 +373,19 @@ class EventsService:
         self._closing = True
         if self._connect_started and not self.nc.is_closed:
             await self._bounded("NATS close", self.nc.close(), CLOSE_TIMEOUT)
+        if self.keepalives is not None:
+            self.keepalives.close()
         await self.reader.close()
         if self.embedded is not None:
             await self.embedded.stop()
         if drain:
             log.info(
-                "Events stopped: %d status events and %d keep-alive events published, %d keep-alive events dropped",
+                "Events stopped: %d status events and %d keep-alive events published, %d keep-alive events "
+                "dropped, %d coalesced while NATS lagged",
                 self.outbox.published,
                 self.keepalives.published if self.keepalives else 0,
                 self.keepalives.dropped if self.keepalives else 0,
+                self.keepalives.coalesced if self.keepalives else 0,
             )
 
     @staticmethod
