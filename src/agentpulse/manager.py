@@ -22,10 +22,11 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from agentpulse import filemodes
 from agentpulse.config import Config
+from agentpulse.looplag import LoopLag
 from agentpulse.paths import Home
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import MANAGER_ID, StatusUpdate
-from agentpulse.remoted import keyguard
+from agentpulse.remoted import keyguard, slowdown
 from agentpulse.remoted.grace import LOCAL, GraceTracker
 from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
 from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
@@ -34,6 +35,7 @@ from agentpulse.remoted.keywatch import KeysWatcher, Signature
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
 from agentpulse.remoted.worker_pool import WorkerPool
+from agentpulse.stopguard import StopGuard
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
@@ -126,18 +128,23 @@ class Manager:
         self.scheduler: KeepaliveScheduler | None = None
         self.pool: WorkerPool | None = None
         self.journal: AckJournal | None = None  # this process's, when remoted runs here
+        self.lag = LoopLag()  # this process's loop: the sweeper (and remoted, when here) allow for it
         if config.remote.worker_processes > 1:
             self.pool = WorkerPool(
                 str(home.root), config.remote.worker_processes, self.store, self.grace, log_level
             )
         else:
             self.journal = AckJournal(home.ack_journal_dir, LOCAL, keep_for(config.database.flush_interval))
-            self.remoted = Remoted(config, self.keys, self.store, self.grace, journal=self.journal)
-            self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+            self.remoted = Remoted(
+                config, self.keys, self.store, self.grace, journal=self.journal, lag=self.lag
+            )
+            self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive, lag=self.lag)
+            slowdown.apply(self.remoted)  # TEST ONLY, and only when its variable is set
         self.sweeper = Sweeper(
             self.store,
             config.global_.agents_disconnection_time,
             config.global_.agents_disconnection_alert_time,
+            allowance=self._behind,
         )
         self.keys_watcher = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self.reload_keys)
         self.reload_limits = ReloadLimits(
@@ -149,6 +156,7 @@ class Manager:
         self._started = 0
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
+        self.stop_guard = StopGuard()  # the stop ends within its deadline; a second signal forces it
         self._purges: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.services: list[Service] = []
@@ -194,7 +202,7 @@ class Manager:
         # worker that never comes up) takes the normal way out, Stopping to Stopped, exit 0.
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
+            loop.add_signal_handler(signum, self._signalled, signum)
         loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
         try:
             await self._run()
@@ -277,10 +285,12 @@ class Manager:
                 tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
             if self.journal is not None:
                 tasks.append(asyncio.create_task(self.journal.run(), name="ack-journal"))
+            self.lag.start()
             self.ready.set()
             await self._stop.wait()
         finally:
             log.info("Stopping")
+            self.lag.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -299,6 +309,7 @@ class Manager:
             if await asyncio.to_thread(self.store.flush_wait):
                 # Everything acknowledged is committed: the next start has nothing to restore.
                 await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
+                self.stop_guard.committed = True
             log.info("Stopped: every accepted status change is committed")
 
     async def _start_listeners(self) -> bool:
@@ -322,11 +333,25 @@ class Manager:
         starting.result()
         return True
 
+    def _behind(self) -> float:
+        """Seconds the manager is behind reading its agents: this loop's, and the slowest worker's."""
+        return self.lag.allowance() + (self.pool.behind() if self.pool is not None else 0.0)
+
     def _require_pool(self) -> WorkerPool:
         assert self.pool is not None
         return self.pool
 
     def stop(self) -> None:
+        self._stop.set()
+
+    def _signalled(self, signum: int) -> None:
+        """The first SIGTERM or SIGINT stops (within the guard's deadline), a second one forces the exit."""
+        name = signal.Signals(signum).name
+        if self.stop_guard.armed:
+            self.stop_guard.force(f"a second {name}")
+            return
+        log.info("%s received: stopping (a second SIGTERM or SIGINT forces the exit)", name)
+        self.stop_guard.arm()
         self._stop.set()
 
     def send_to_agents(self, agent_ids: list[int], payload: bytes) -> int:

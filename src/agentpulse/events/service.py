@@ -390,9 +390,17 @@ class EventsService:
 
     @staticmethod
     async def _bounded(what: str, work: Awaitable[Any], timeout: float) -> None:
-        try:
-            await asyncio.wait_for(work, timeout)
-        except TimeoutError:
+        """Wait for `work` at most `timeout`, then go on without it. Not `wait_for`: that waits for the
+        cancelled work to end, and nats-py's close swallows a cancellation while it waits for the socket to
+        drain (a stuck server: for ever). The work left behind ends when the connection does."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+        if not done:
+            task.cancel()
             log.warning("%s did not finish within %.0f s", what, timeout)
-        except Exception as error:  # stopping: report and go on
+            return
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, Exception):  # stopping: report and go on
             log.warning("%s failed: %s", what, describe(error))
+        elif error is not None:
+            raise error

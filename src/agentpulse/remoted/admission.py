@@ -73,6 +73,10 @@ class Admission:
         self.refused = 0  # refused at connect (per-address cap, or every connection authenticated)
         self.evicted = 0  # oldest unauthenticated closed to make room
         self.timed_out = 0  # closed by frame_timeout
+        self.handshakes = 0  # connections that authenticated (the acceptor's measure of what we serve)
+        # Seconds this loop is behind (LoopLag.allowance): a startup it has not read yet is not the
+        # peer's slowness, so the deadlines and the per-address count run that much later.
+        self.allowance: Callable[[], float] = lambda: 0.0
 
     @property
     def unauthenticated(self) -> int:
@@ -111,6 +115,7 @@ class Admission:
     def authenticated(self, session: Session) -> None:
         """Its first message opened with an agent's key: full-size frames, and no longer counted as waiting."""
         session.authenticated = True
+        self.handshakes += 1
         session.decoder.max_size = OS_MAXSTR
         self._stop_waiting(session)
 
@@ -232,7 +237,7 @@ class Admission:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.tick)
-            self.sweep(self.monotonic())
+            self.sweep(self.monotonic() - self.allowance())
 
     def __len__(self) -> int:
         return len(self._deadlines)

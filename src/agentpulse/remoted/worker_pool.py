@@ -27,10 +27,13 @@ from agentpulse.remoted.pipe import Command, Tag
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
-STOP_TIMEOUT = 10.0
+# For every worker to stop: each bounds its own stop (remoted.server.STOP_GRACE, twice, for connections
+# that do not drain), then the manager reads its last records.
+STOP_TIMEOUT = 20.0
 READY_TIMEOUT = 30.0
 ADD_KEYS_TIMEOUT = 5.0  # an enrolment waits this long at most for every worker to take its key
 FAILURE_READ_TIMEOUT = 1.0  # after a worker exited at start: time to read the reason it sent
+LAG_INTERVAL = 1.0  # a worker reports its lag this often (worker_process._housekeeping)
 
 
 class WorkerStartError(RuntimeError):
@@ -55,6 +58,8 @@ class WorkerHandle:
     acks: dict[int, asyncio.Future[bool]] = field(default_factory=dict)  # ADD_KEYS token -> answered
     keys_generation: int = 0  # the last KEYS command this process said it applied
     failure: str | None = None  # why it could not start, as it said before exiting
+    lag: float = 0.0  # its loop's recent peak lag plus the record pipe's delay, as of lag_at
+    lag_at: float = 0.0  # monotonic time its last lag report arrived; 0: none yet
 
 
 class WorkerPool:
@@ -214,6 +219,9 @@ class WorkerPool:
             elif tag is Tag.KEYS_LOADED:
                 worker.keys_generation = record[2]
                 self._keys_acked.set()
+            elif tag is Tag.LAG:
+                now = time.monotonic()
+                worker.lag, worker.lag_at = record[2] + max(0.0, now - record[3]), now
             elif tag is Tag.FAILED:
                 worker.failure = str(record[2])
             elif tag is Tag.READY:
@@ -222,6 +230,16 @@ class WorkerPool:
                 log.info(
                     "remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid
                 )
+
+    def behind(self) -> float:
+        """Seconds the slowest worker is behind: its loop's lag plus the pipe's delay, or, when its
+        reports stopped coming (a loop or a pipe stuck), how long they have been missing."""
+        now = time.monotonic()
+        worst = 0.0
+        for worker in self.workers:
+            if worker.lag_at and worker.ready.is_set():
+                worst = max(worst, worker.lag, now - worker.lag_at - LAG_INTERVAL)
+        return worst
 
     def load_keys(self, text: str) -> None:
         """The keys the manager accepted: to every worker now, and to every worker started later."""

@@ -118,7 +118,14 @@ class StatusView:
             return None
         view.seq += 1
         row = TransitionRow(
-            update.agent_id, view.seq, view.status, moved.new, moved.code, update.at, view.last_keepalive
+            update.agent_id,
+            view.seq,
+            view.status,
+            moved.new,
+            moved.code,
+            update.at,
+            view.last_keepalive,
+            overload=update.overload if moved.new is ConnectionStatus.DISCONNECTED else 0.0,
         )
         view.status, view.code = moved.new, moved.code
         # as the status write sets disconnection_time (store/sqlite/writes.py)

@@ -1,0 +1,188 @@
+"""The TCP listener, paced: new connections are taken at the rate this process serves handshakes.
+
+asyncio's own server accepts everything the kernel queued in one loop iteration, so a storm of 40,000
+connects turns into 40,000 startups in the next one, and every established agent's keep-alive waits
+behind them. `Acceptor` instead takes at most `batch` connections per loop iteration (fewer while the loop
+lags: an iteration that takes a second accepts a trickle), and none while `budget` connections already
+wait for their startup's answer. The budget is measured, not guessed: the handshakes this process completed
+per second at its best over the last minute, times `HANDSHAKE_TARGET`, the wait an admitted agent may
+expect (well within the agent's 60 s `recv_timeout`). What is not taken waits in the kernel's accept queue
+(the listen backlog), or, when that is full, the kernel drops the SYN and the agent's connect retries:
+nobody is accepted and then left half-served. The danger is starving the listener: it is paused only
+while connections it accepted wait, so it always comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from agentpulse.looplag import LoopLag
+from agentpulse.ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+ACCEPT_BATCH = 64  # connections taken per loop iteration at most
+LAGGING_BATCH = 8  # ... while the loop lags more than LAGGING
+LAGGING = 0.5  # seconds
+HANDSHAKE_TARGET = 5.0  # seconds an admitted agent waits for its startup ack, at the measured rate
+BUDGET_MIN = 256  # in flight whatever the measure says (a quiet process has measured nothing yet)
+RATE_WINDOW = 1.0  # seconds per rate sample
+RATE_HOLD = 60.0  # seconds the best rate is remembered
+CONTROL_TICK = 0.05  # seconds between looks while paused
+
+
+class Acceptor:
+    """Accepts on `sock` into `factory()` protocols, paced by `waiting()` (connections accepted and not yet
+    answered) against the measured handshake budget, and by the loop's lag."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        *,
+        waiting: Callable[[], int],
+        handshakes: Callable[[], int],
+        lag: LoopLag | None = None,
+        budget_max: int = 0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sock = sock
+        self.factory = factory
+        self.waiting = waiting  # accepted, startup not answered yet (Admission.unauthenticated)
+        self.handshakes = handshakes  # completed so far (Admission.handshakes)
+        self.lag = lag
+        self.budget_max = budget_max  # 0: none (else max_unauthenticated: beyond it admission evicts)
+        self.monotonic = monotonic
+        self.warn = RateLimitedLog(log, monotonic=monotonic)
+        self.accepted = 0
+        self.paused_times = 0  # how often the budget paused the listener
+        self.best_rate = 0.0  # handshakes per second, best sample of the last RATE_HOLD seconds
+        self._best_at = 0.0
+        self._sample_at = monotonic()
+        self._sample_count = handshakes()
+        self._reading = False
+        self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    @property
+    def budget(self) -> int:
+        budget = max(BUDGET_MIN, int(self.best_rate * HANDSHAKE_TARGET))
+        return min(budget, self.budget_max) if self.budget_max else budget
+
+    def start(self) -> None:
+        self._resume()
+
+    def close(self) -> None:
+        self._closed = True
+        self._pause()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        """The connections being set up when the listener closed are set up (or failed)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+
+    # -- pacing -------------------------------------------------------------------------------------------
+
+    def _measure(self, now: float) -> None:
+        elapsed = now - self._sample_at
+        if elapsed < RATE_WINDOW:
+            return
+        count = self.handshakes()
+        rate = (count - self._sample_count) / elapsed
+        self._sample_at, self._sample_count = now, count
+        if rate >= self.best_rate or now - self._best_at > RATE_HOLD:
+            self.best_rate, self._best_at = rate, now
+
+    def _room(self) -> int:
+        now = self.monotonic()
+        self._measure(now)
+        batch = ACCEPT_BATCH
+        if self.lag is not None and self.lag.current > LAGGING:
+            batch = LAGGING_BATCH
+        return min(batch, self.budget - self.waiting())
+
+    def _readable(self) -> None:
+        room = self._room()
+        if room <= 0:
+            self.paused_times += 1
+            self._pause()
+            self._look_later()
+            return
+        loop = asyncio.get_running_loop()
+        for _ in range(room):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE and the like: say so, and look again a little later
+                self.warn.warning(f"accept:{error.errno}", "Cannot accept a connection: %s", error)
+                self._pause()
+                self._look_later()
+                return
+            self.accepted += 1
+            conn.setblocking(False)
+            task: asyncio.Task[object] = loop.create_task(self._attach(loop, conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _attach(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> object:
+        try:
+            return await loop.connect_accepted_socket(self.factory, sock=conn)
+        except OSError:  # gone before it was set up
+            with contextlib.suppress(OSError):
+                conn.close()
+            return None
+
+    def _look_later(self) -> None:
+        if self._timer is None and not self._closed:
+            self._timer = asyncio.get_running_loop().call_later(CONTROL_TICK, self._look)
+
+    def _look(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        if self._room() > 0:
+            self._resume()
+        else:
+            self._look_later()
+
+    def _pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            with contextlib.suppress(ValueError, OSError):  # already closed
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+
+    def _resume(self) -> None:
+        if not self._reading and not self._closed:
+            self._reading = True
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
+
+
+def listening_socket(host: str, port: int, backlog: int, *, reuse_port: bool) -> socket.socket:
+    """A non-blocking TCP listening socket (dual-stack on '::'), as `loop.create_server` would bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
