@@ -34,6 +34,7 @@ BUDGET_MIN = 256  # in flight whatever the measure says (a quiet process has mea
 RATE_WINDOW = 1.0  # seconds per rate sample
 RATE_HOLD = 60.0  # seconds the best rate is remembered
 CONTROL_TICK = 0.05  # seconds between looks while paused
+REPORT_INTERVAL = 10.0  # seconds between two "paced" lines while the listener is held back
 
 
 class Acceptor:
@@ -69,6 +70,8 @@ class Acceptor:
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[object]] = set()
+        self._reported_at = -REPORT_INTERVAL
+        self._held_back = 0  # times the listener was held back since the last report
 
     @property
     def budget(self) -> int:
@@ -109,7 +112,26 @@ class Acceptor:
         batch = ACCEPT_BATCH
         if self.lag is not None and self.lag.current > LAGGING:
             batch = LAGGING_BATCH
-        return min(batch, self.budget - self.waiting())
+        room = min(batch, self.budget - self.waiting())
+        if room < ACCEPT_BATCH:
+            self._held_back += 1
+            if now - self._reported_at >= REPORT_INTERVAL:
+                self._report(now)
+        return room
+
+    def _report(self, now: float) -> None:
+        self._reported_at = now
+        log.info(
+            "Overloaded: new connections paced (loop %.2f s behind, %d waiting for their startup's answer, "
+            "budget %d from %.0f handshakes/s at best; %d accepted so far; held back %d times)",
+            self.lag.current if self.lag is not None else 0.0,
+            self.waiting(),
+            self.budget,
+            self.best_rate,
+            self.accepted,
+            self._held_back,
+        )
+        self._held_back = 0
 
     def _readable(self) -> None:
         room = self._room()
