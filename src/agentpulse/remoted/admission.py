@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from agentpulse.config import RemoteConfig
 from agentpulse.ratelimit import RateLimitedLog
-from agentpulse.remoted.session import CloseReason, Session
+from agentpulse.remoted.session import CloseReason, Session, unread_bytes
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.secure import OS_MAXSTR
 
@@ -138,13 +138,21 @@ class Admission:
             self._uncount(session)
 
     def _count(self, now: float) -> None:
-        """Connections unauthenticated for `counted_after` start counting toward their address's cap."""
+        """Connections unauthenticated for `counted_after` start counting toward their address's cap,
+        unless what they sent waits unread in the kernel (this loop is behind, not the peer): those are
+        looked at again at the next sweep."""
         young, waiting = self._young, self._unauthenticated
+        behind: list[Session] = []
         while young and young[0].opened_at + self.counted_after <= now:
             session = young.popleft()
-            if session in waiting:
-                session.ip_counted = True
-                self._per_ip[session.peer_ip] = self._per_ip.get(session.peer_ip, 0) + 1
+            if session not in waiting:
+                continue
+            if unread_bytes(session):
+                behind.append(session)
+                continue
+            session.ip_counted = True
+            self._per_ip[session.peer_ip] = self._per_ip.get(session.peer_ip, 0) + 1
+        young.extendleft(reversed(behind))  # oldest first again
 
     def _uncount(self, session: Session) -> None:
         if not session.ip_counted:

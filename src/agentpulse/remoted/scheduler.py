@@ -9,20 +9,17 @@ bytes waiting unread in its socket is not silent, whatever its `last_received` s
 
 from __future__ import annotations
 
-import array
 import asyncio
-import fcntl
 import heapq
 import itertools
 import logging
 import random
-import termios
 from typing import TYPE_CHECKING
 
 from agentpulse.config import ManagerKeepalive
 from agentpulse.looplag import LoopLag, overload_of
 from agentpulse.records import StatusUpdate
-from agentpulse.remoted.session import CloseReason
+from agentpulse.remoted.session import CloseReason, unread_bytes
 from agentpulse.status import Trigger
 from agentpulse.wire import control
 
@@ -33,20 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNREAD_RECHECK = 1.0  # seconds before a connection with unread bytes is looked at again
-
-
-def unread_bytes(session: Session) -> int:
-    """Bytes the kernel holds for this connection that the loop has not read yet (0 when unknown)."""
-    transport = session.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return 0
-    try:
-        count = array.array("i", [0])
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
-    except (OSError, ValueError):
-        return 0
-    return count[0]
 
 
 class KeepaliveScheduler:
