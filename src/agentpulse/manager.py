@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from agentpulse import filemodes
 from agentpulse.config import Config
-from agentpulse.looplag import LoopLag
+from agentpulse.looplag import LoopLag, overload_of
 from agentpulse.paths import Home
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import MANAGER_ID, StatusUpdate
@@ -119,7 +120,7 @@ class Manager:
             node_name=config.global_.node_name,
             flush_interval=config.database.flush_interval,
         )
-        self.grace = GraceTracker(self.store.submit, config.remote.connection_grace)
+        self.grace = GraceTracker(self._connection_lost, config.remote.connection_grace)
         # client.keys in memory: remoted authenticates against it, events read names from it. With
         # several workers each holds its own copy, and this one serves the lookups by id.
         self.keys = KeyStore()
@@ -332,6 +333,11 @@ class Manager:
             return False
         starting.result()
         return True
+
+    def _connection_lost(self, update: StatusUpdate) -> None:
+        """The grace ran out (code 6): said to be under overload when the manager was behind then."""
+        overload = overload_of(self._behind())
+        self.store.submit(dataclasses.replace(update, overload=overload) if overload else update)
 
     def _behind(self) -> float:
         """Seconds the manager is behind reading its agents: this loop's, and the slowest worker's."""
