@@ -7,9 +7,11 @@ lags: an iteration that takes a second accepts a trickle), and none while `budge
 wait for their startup's answer. The budget is measured, not guessed: the handshakes this process completed
 per second at its best over the last minute, times `HANDSHAKE_TARGET`, the wait an admitted agent may
 expect (well within the agent's 60 s `recv_timeout`). What is not taken waits in the kernel's accept queue
-(the listen backlog), or, when that is full, the kernel drops the SYN and the agent's connect retries:
-nobody is accepted and then left half-served. The danger is starving the listener: it is paused only
-while connections it accepted wait, so it always comes back.
+(the listen backlog), or, when that is full, the kernel drops the SYN and the agent's connect retries.
+A queue longer than `SHED_WAIT` seconds of work at the measured rate would be served after its agents
+gave up (they wait 60 s): its oldest connections are refused at once instead, with a clean close (read,
+then FIN, no decryption), and retry after their `retry_interval`. The danger is starving the listener:
+it is paused only while connections it accepted wait, so it always comes back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 
@@ -35,6 +38,10 @@ RATE_WINDOW = 1.0  # seconds per rate sample
 RATE_HOLD = 60.0  # seconds the best rate is remembered
 CONTROL_TICK = 0.05  # seconds between looks while paused
 REPORT_INTERVAL = 10.0  # seconds between two "paced" lines while the listener is held back
+SHED_WAIT = 30.0  # seconds of queued work past which the oldest queued connections are refused
+SHED_BATCH = 256  # refused per look at most
+TCP_INFO_SIZE = 104
+TCPI_UNACKED = 24  # offset of tcpi_unacked: on a listening socket, the accept queue's length
 
 
 class Acceptor:
@@ -62,6 +69,8 @@ class Acceptor:
         self.warn = RateLimitedLog(log, monotonic=monotonic)
         self.accepted = 0
         self.paused_times = 0  # how often the budget paused the listener
+        self.shed = 0  # refused at once from a queue longer than SHED_WAIT of work
+        self._shed_at = 0.0
         self.best_rate = 0.0  # handshakes per second, best sample of the last RATE_HOLD seconds
         self._best_at = 0.0
         self._sample_at = monotonic()
@@ -123,17 +132,55 @@ class Acceptor:
         self._reported_at = now
         log.info(
             "Overloaded: new connections paced (loop %.2f s behind, %d waiting for their startup's answer, "
-            "budget %d from %.0f handshakes/s at best; %d accepted so far; held back %d times)",
+            "budget %d from %.0f handshakes/s at best; %d accepted and %d refused so far; held back %d times)",
             self.lag.current if self.lag is not None else 0.0,
             self.waiting(),
             self.budget,
             self.best_rate,
             self.accepted,
+            self.shed,
             self._held_back,
         )
         self._held_back = 0
 
+    def queued(self) -> int:
+        """Connections in the kernel's accept queue (0 when the kernel does not say)."""
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+        except OSError:
+            return 0
+        return int(struct.unpack_from("I", info, TCPI_UNACKED)[0]) if len(info) >= TCPI_UNACKED + 4 else 0
+
+    def _shed(self, now: float) -> None:
+        """Refuse the oldest queued connections beyond SHED_WAIT seconds of work at the measured rate."""
+        if now - self._shed_at < CONTROL_TICK or self.best_rate <= 0:
+            return
+        self._shed_at = now
+        excess = self.queued() - int(self.best_rate * SHED_WAIT)
+        count = 0
+        while count < min(excess, SHED_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                break
+            with contextlib.suppress(OSError):
+                conn.setblocking(False)
+                conn.recv(65536)  # what it sent, so that the close is a FIN, not a reset
+            conn.close()
+            count += 1
+        if count:
+            self.shed += count
+            self.warn.warning(
+                "shed",
+                "Overloaded: refused %d new connections at once (more than %.0f s of handshakes queued at "
+                "%.0f/s); they retry after their retry_interval",
+                count,
+                SHED_WAIT,
+                self.best_rate,
+            )
+
     def _readable(self) -> None:
+        self._shed(self.monotonic())
         room = self._room()
         if room <= 0:
             self.paused_times += 1
@@ -173,6 +220,7 @@ class Acceptor:
         self._timer = None
         if self._closed:
             return
+        self._shed(self.monotonic())
         if self._room() > 0:
             self._resume()
         else:
