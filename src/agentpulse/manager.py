@@ -208,6 +208,7 @@ class Manager:
         try:
             await self._run()
         finally:
+            self.stop_guard.phase = "releasing the home lock and closing the event loop"
             self.lock.release()
 
     def _warn_exposed_files(self) -> None:
@@ -235,7 +236,9 @@ class Manager:
             # Events drain the outbox last; the store's final flush then commits what they acknowledged,
             # so a clean restart does not publish those events again.
             for service in reversed(started):
+                self.stop_guard.phase = f"stopping {type(service).__name__}"
                 await service.stop()
+            self.stop_guard.phase = "closing the store"
             await asyncio.to_thread(self.store.close)
 
     async def _serve(self, checked: CheckedKeys) -> None:
@@ -297,16 +300,19 @@ class Manager:
             await asyncio.gather(*tasks, return_exceptions=True)
             # The signal handlers stay until the loop closes: a second SIGTERM during the final flush
             # must not kill the process with its default action.
+            self.stop_guard.phase = "stopping remoted"
             if self.pool is not None:
                 await self.pool.stop()
             if self.remoted is not None:
                 await self.remoted.stop()
             self.grace.cancel_all()
+            self.stop_guard.phase = "stopping the query socket, upkeep and enrolment"
             await self._stop_front()
             for task in list(self._purges):
                 await task
             if self.journal is not None:
                 self.journal.close()
+            self.stop_guard.phase = "committing the last changes"
             if await asyncio.to_thread(self.store.flush_wait):
                 # Everything acknowledged is committed: the next start has nothing to restore.
                 await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
+import traceback
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class StopGuard:
     def __init__(self, deadline: float = STOP_DEADLINE) -> None:
         self.deadline = deadline
         self.committed = False  # set once the last flush committed everything: a forced exit is then 0
+        self.phase = "starting the stop"  # what the stop is doing, for the line a forced exit logs
+        self._main = threading.main_thread().ident
         self._forced = threading.Event()
         self._why = ""
         self._armed_at: float | None = None
@@ -57,14 +61,18 @@ class StopGuard:
         assert self._armed_at is not None
         elapsed = time.monotonic() - self._armed_at
         code = 0 if self.committed else FORCED_EXIT
+        frame = sys._current_frames().get(self._main) if self._main is not None else None
+        where = "".join(traceback.format_stack(frame, limit=8)).rstrip() if frame is not None else "?"
         log.error(
-            "Stop forced (%s) %.1f s after it began: exiting now%s",
+            "Stop forced (%s) %.1f s after it began, while %s: exiting now%s; the main thread was at:\n%s",
             self._why,
             elapsed,
+            self.phase,
             ""
             if self.committed
             else "; acknowledged keep-alives not yet committed are restored from the acknowledgement "
             "journal at the next start",
+            where,
         )
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):  # exiting: a broken handler must not stop the exit
