@@ -38,7 +38,8 @@ RATE_WINDOW = 1.0  # seconds per rate sample
 RATE_HOLD = 60.0  # seconds the best rate is remembered
 CONTROL_TICK = 0.05  # seconds between looks while paused
 REPORT_INTERVAL = 10.0  # seconds between two "paced" lines while the listener is held back
-SHED_WAIT = 30.0  # seconds of queued work past which the oldest queued connections are refused
+SHED_WAIT = 20.0  # seconds of queued work past which the oldest are refused (agents wait 60 s; the
+# measured rate is the best of the last minute, and may be twice the rate of the moment)
 SHED_BATCH = 256  # refused per look at most
 TCP_INFO_SIZE = 104
 TCPI_UNACKED = 24  # offset of tcpi_unacked: on a listening socket, the accept queue's length
