@@ -200,7 +200,7 @@ def start_manager(home: Path, port: int) -> subprocess.Popen[bytes]:
     raise TimeoutError("manager did not start")
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 120) -> None:  # > StopGuard.deadline
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:

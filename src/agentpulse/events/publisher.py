@@ -156,6 +156,9 @@ class OutboxPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._away_since: float | None = None
         self._state: str | None = None  # "up" or "away", for one log line per change
+        # nats-py's publish swallows a cancellation (`_flush_pending` catches CancelledError), so a
+        # cancelled task may go on: run() also ends when this is set.
+        self.stopped = False
 
     # -- wake-ups --------------------------------------------------------------------------------------
 
@@ -178,7 +181,7 @@ class OutboxPublisher:
 
     async def run(self) -> None:
         delay, failures = 0.0, 0
-        while True:
+        while not self.stopped:
             if self.link.epoch == 0:
                 # Never connected yet: the service logs why; nothing to retry before it connects.
                 await self._kick.wait()
@@ -443,6 +446,7 @@ class KeepalivePublisher:
         self._sequences: dict[int, int] = {}
         self._flushing: asyncio.Task[None] | None = None  # never cancelled while connected (see FLUSH_NEVER)
         self._flushing_epoch = 0
+        self.stopped = False  # run() ends when set (a cancellation may be swallowed by nats-py's publish)
 
     def on_keepalive(self, agent_id: int, at: float, keepalive: Keepalive) -> None:
         """Store listener, on the loop: count the keep-alive and queue its event.
@@ -467,8 +471,10 @@ class KeepalivePublisher:
             self._buffer.append(facts)
 
     async def run(self) -> None:
-        while True:
+        while not self.stopped:
             await asyncio.sleep(self.interval)
+            if self.stopped:
+                return
             try:
                 await self.flush()
             except Exception:

@@ -44,6 +44,7 @@ MAX_OUTSTANDING_PINGS = 3
 REMINDER_INTERVAL = 300.0  # while NATS stays unavailable, one reminder line every five minutes
 FINAL_DRAIN_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 5.0
+TASKS_TIMEOUT = 5.0  # for the publishers' tasks to end once cancelled and told to stop
 CLIENT_NAME = "agentpulse"
 
 
@@ -363,9 +364,21 @@ class EventsService:
             self.store.unsubscribe(self._subscriber)
             self._subscriber = None
         tasks, self._tasks = self._tasks, []
+        self.outbox.stopped = True
+        if self.keepalives is not None:
+            self.keepalives.stopped = True
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Not gather(): nats-py's publish swallows a cancellation, and a task caught in it goes on until
+        # it sees `stopped`; a stop must not wait for ever on that.
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=TASKS_TIMEOUT)
+            if late:
+                log.warning(
+                    "events: %s did not end within %.0f s of the stop; going on without them",
+                    ", ".join(task.get_name() for task in late),
+                    TASKS_TIMEOUT,
+                )
         if drain and self.link.up:
             await self._bounded("final outbox drain", self.outbox.drain(), FINAL_DRAIN_TIMEOUT)
             if self.keepalives is not None:
