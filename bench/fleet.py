@@ -516,6 +516,12 @@ def main() -> int:
     )
     parser.add_argument("--sim-processes", type=int, default=0)
     parser.add_argument(
+        "--sim-sources",
+        type=int,
+        default=0,
+        help="source addresses of the simulator (storm default: agents/50)",
+    )
+    parser.add_argument(
         "--sim-nice",
         type=int,
         default=0,
@@ -545,9 +551,12 @@ def main() -> int:
             args,
             write_home=write_home,
             start_manager=start_manager,
-            simulator_command=lambda port, keys, out, duration: simulator_command(
-                args, port, keys, out, args.agents, duration
-            ),
+            simulator_command=lambda port, keys, out, duration: [
+                *simulator_command(args, port, keys, out, args.agents, duration),
+                # A real fleet comes from many addresses: 50 agents per source address, not 4,000
+                # behind one (which max_unauthenticated_per_ip, 64, treats as one client).
+                *("--sources", str(args.sim_sources or max(1, args.agents // 50))),
+            ],
             process_tree=process_tree,
             out=OUT,
             free_port=free_port,
