@@ -191,7 +191,7 @@ class OutboxPublisher:
             self._wake.clear()
             self._kick.clear()
             try:
-                await self.drain()
+                await self.drain(until_stopped=True)
             except (Unavailable, sqlite3.Error) as why:
                 # Set up again before the next try: the stream or the bucket may be what went away.
                 self._setup_epoch = -1
@@ -210,8 +210,9 @@ class OutboxPublisher:
             else:
                 delay, failures = 0.0, 0
 
-    async def drain(self) -> int:
-        """Publish everything in the outbox, batch after batch. Raises Unavailable at the first failure."""
+    async def drain(self, *, until_stopped: bool = False) -> int:
+        """Publish everything in the outbox, batch after batch (the task's drain also ends, between two
+        batches, once `stopped`: the stop's own drain is bounded). Raises Unavailable at the first failure."""
         if not self.link.up:
             raise Unavailable("not connected")
         if self._setup_epoch != self.link.epoch:
@@ -224,6 +225,8 @@ class OutboxPublisher:
                 sent += await self._publish(rows)
             if len(rows) < self.batch:
                 self._came_back(sent)
+                return sent
+            if until_stopped and self.stopped:
                 return sent
 
     # -- JetStream -------------------------------------------------------------------------------------
