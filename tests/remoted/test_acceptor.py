@@ -65,6 +65,7 @@ def test_a_queue_longer_than_the_work_agents_wait_for_is_refused_oldest_first_wi
         sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
         server = Acceptor(sock, Sink, waiting=lambda: 0, handshakes=lambda: 0)
         server.best_rate = 1.0  # one handshake a second: SHED_WAIT connections are all it can serve in time
+        server._busy_windows = acceptor.SHED_AFTER  # measured while busy
         clients = _queue(sock.getsockname()[1], int(SHED_WAIT) + 20)
         _wait_queued(server, len(clients))
         server._shed(time.monotonic())

@@ -41,6 +41,8 @@ REPORT_INTERVAL = 10.0  # seconds between two "paced" lines while the listener i
 SHED_WAIT = 20.0  # seconds of queued work past which the oldest are refused (agents wait 60 s; the
 # measured rate is the best of the last minute, and may be twice the rate of the moment)
 SHED_BATCH = 256  # refused per look at most
+SHED_AFTER = 5  # rate windows in a row with a queue before shedding: the rate of a storm's first
+# seconds (connections still coming, handshakes not yet at full speed) is no measure of the capacity
 TCP_INFO_SIZE = 104
 TCPI_UNACKED = 24  # offset of tcpi_unacked: on a listening socket, the accept queue's length
 
@@ -72,6 +74,7 @@ class Acceptor:
         self.paused_times = 0  # how often the budget paused the listener
         self.shed = 0  # refused at once from a queue longer than SHED_WAIT of work
         self._shed_at = 0.0
+        self._busy_windows = 0  # rate windows in a row that ended with connections queued
         self.best_rate = 0.0  # handshakes per second, best sample of the last RATE_HOLD seconds
         self._best_at = 0.0
         self._sample_at = monotonic()
@@ -113,6 +116,7 @@ class Acceptor:
         count = self.handshakes()
         rate = (count - self._sample_count) / elapsed
         self._sample_at, self._sample_count = now, count
+        self._busy_windows = self._busy_windows + 1 if self.queued() else 0
         if rate >= self.best_rate or now - self._best_at > RATE_HOLD:
             self.best_rate, self._best_at = rate, now
 
@@ -154,7 +158,7 @@ class Acceptor:
 
     def _shed(self, now: float) -> None:
         """Refuse the oldest queued connections beyond SHED_WAIT seconds of work at the measured rate."""
-        if now - self._shed_at < CONTROL_TICK or self.best_rate <= 0:
+        if now - self._shed_at < CONTROL_TICK or self.best_rate <= 0 or self._busy_windows < SHED_AFTER:
             return
         self._shed_at = now
         excess = self.queued() - int(self.best_rate * SHED_WAIT)
