@@ -148,6 +148,59 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="K",
         help="source addresses 127.0.X.Y to spread connections over (default: one per 4,000 agents)",
     )
+    timing = parser.add_argument_group(
+        "agent timing", "as a Wazuh 4.x agent waits (its defaults); each wait is jittered by --jitter"
+    )
+    timing.add_argument(
+        "--recv-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="wait for the startup's ack, agentd's recv_timeout (default 60; UDP: at most 3)",
+    )
+    timing.add_argument(
+        "--retry-interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="wait after a failed connect or handshake, <server><retry_interval> (default 10)",
+    )
+    timing.add_argument(
+        "--max-retries",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="failures in a row at --retry-interval, <server><max_retries>; then the wait doubles (default 5)",
+    )
+    timing.add_argument(
+        "--retry-max",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="the longest wait between two attempts (default 60)",
+    )
+    timing.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="a connect not completed by then fails (default 60: the kernel retries the SYN meanwhile)",
+    )
+    timing.add_argument(
+        "--time-reconnect",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="reconnect when the oldest keep-alive has had no ack this long, <client><time-reconnect> "
+        "(default 60; at most --interval means 3 x --interval, as agentd does)",
+    )
+    timing.add_argument(
+        "--jitter",
+        type=_share,
+        default=0.2,
+        metavar="F",
+        help="each wait is scaled by a random factor in [1-F, 1+F] (default 0.2)",
+    )
     parser.set_defaults(handler=run_simulate)
 
 
@@ -162,6 +215,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     """
     from agentpulse.simulator.keys import create_keys, load_keys
     from agentpulse.simulator.plan import (
+        AgentTiming,
         CipherMode,
         SimulatorConfig,
         SimulatorError,
@@ -196,6 +250,15 @@ def run_simulate(args: argparse.Namespace) -> int:
             batch_reads=args.batch_reads,
             processes=args.processes or default_processes(args.agents),
             sources=args.sources or default_sources(args.agents),
+            timing=AgentTiming(
+                recv_timeout=args.recv_timeout,
+                retry_interval=args.retry_interval,
+                max_retries=args.max_retries,
+                retry_max=args.retry_max,
+                connect_timeout=args.connect_timeout,
+                time_reconnect=args.time_reconnect,
+                jitter=min(args.jitter, 0.99),
+            ),
         )
     except ValueError as error:
         return _fail(str(error))

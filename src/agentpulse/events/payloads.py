@@ -123,7 +123,7 @@ def status_event(row: TransitionRow, name: str | None, origin: Origin) -> bytes:
             "previous": row.from_status.value,
             "status": row.to_status.value,
             "status_code": int(row.code),
-            "reason": row.reason.value if row.reason is not None else row.code.reason,
+            "reason": row.reason_text,
             "at": row.at,
             "at_iso": iso_utc(row.at),
             "last_keepalive": row.last_keepalive,

@@ -14,13 +14,14 @@ import json
 import logging
 import os
 import random
-import socket
 import time
 from collections.abc import Callable, Iterator
 
 from agentpulse.config import Config
+from agentpulse.looplag import LoopLag
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
+from agentpulse.remoted.acceptor import Acceptor, listening_socket
 from agentpulse.remoted.admission import Admission
 from agentpulse.remoted.bindings import Bindings
 from agentpulse.remoted.faults import FaultLog
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 MANAGER_VERSION = "v4.14.7"  # the Wazuh version agentpulse answers as, for the startup version check
 PING, PONG = b"#ping", b"#pong"
 LISTEN_BACKLOG = 4096
+# At a stop, connections get this long to send what is queued for them (an agent that does not read
+# never lets its write buffer drain); the rest are aborted, so a stop never waits on a peer.
+STOP_GRACE = 2.0
 
 
 @contextlib.contextmanager
@@ -74,8 +78,10 @@ class Remoted:
         monotonic: Callable[[], float] = time.monotonic,
         manager_version: str = MANAGER_VERSION,
         journal: AckJournal | None = None,
+        lag: LoopLag | None = None,
     ) -> None:
         self.config = config
+        self.lag = lag  # this loop's lag: the acceptor takes fewer connections while it lags
         self.journal = journal  # written before an ack the store has not committed yet
         self.remote = config.remote
         self.store = store
@@ -86,12 +92,14 @@ class Remoted:
         self.bindings = Bindings(grace, config.remote.connection_overtake_time, monotonic)
         self.sender = SenderCounter()
         self.sessions: set[Session] = set()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[Acceptor] = []
         self.udp: UdpEndpoint | None = None
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.addresses: list[tuple[str, int, str]] = []  # (host, port, protocol) actually bound
         self.warn = RateLimitedLog(log)
         self.admission = Admission(config.remote, self.describe, monotonic)
+        if lag is not None:
+            self.admission.allowance = lag.allowance
         self.faults = FaultLog(log, monotonic)
         self.stats = RemotedStats()  # messages, refusals, dropped replies: read by `stats_snapshot()`
         self._admission_sweep: asyncio.Task[None] | None = None
@@ -112,19 +120,21 @@ class Remoted:
         if "tcp" in self.remote.protocols:
             first_frame_max = self.admission.first_frame_max
             with _naming(host, self.remote.port, "tcp"):
-                server = await loop.create_server(
-                    lambda: Session(self, first_frame_max),
-                    host=host,
-                    port=self.remote.port,
-                    backlog=LISTEN_BACKLOG,
-                    reuse_address=True,
-                    reuse_port=shared,
-                )
+                sock = listening_socket(host, self.remote.port, LISTEN_BACKLOG, reuse_port=shared)
+            admission = self.admission
+            server = Acceptor(
+                sock,
+                lambda: Session(self, first_frame_max),
+                waiting=lambda: admission.unauthenticated,
+                handshakes=lambda: admission.handshakes,
+                lag=self.lag,
+                budget_max=admission.unauthenticated_cap,
+                monotonic=self.monotonic,
+            )
+            server.start()
             self.servers.append(server)
-            for sock in server.sockets:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                name = sock.getsockname()
-                self.addresses.append((name[0], name[1], "tcp"))
+            name = sock.getsockname()
+            self.addresses.append((name[0], name[1], "tcp"))
             self._admission_sweep = asyncio.create_task(self.admission.run(), name="admission-sweep")
         if "udp" in self.remote.protocols:
             udp_port = self.addresses[0][1] if self.addresses else self.remote.port
@@ -152,7 +162,24 @@ class Remoted:
             self.udp_transport.close()
         for server in self.servers:
             await server.wait_closed()
+        for session in list(self.sessions):  # set up while the listener closed
+            session.close(CloseReason.MANAGER_STOPPING)
+        await self._sessions_gone(STOP_GRACE)
+        if self.sessions:
+            log.info(
+                "Stopping: %d connections did not drain in %g s; aborted", len(self.sessions), STOP_GRACE
+            )
+            for session in list(self.sessions):
+                if session.transport is not None:
+                    session.transport.abort()
+            await self._sessions_gone(STOP_GRACE)
         self.flush_event_counts()
+
+    async def _sessions_gone(self, timeout: float) -> None:
+        """Until every session's connection_lost ran (its unbinding is sent before the pipe closes)."""
+        deadline = time.monotonic() + timeout  # real time, whatever clock the tests inject
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     @property
     def tcp_port(self) -> int:

@@ -9,8 +9,11 @@ authenticates it may buffer only a small frame and queue only a small reply (`re
 
 from __future__ import annotations
 
+import array
 import asyncio
 import enum
+import fcntl
+import termios
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -53,6 +56,21 @@ _CONNECTION_LOST = frozenset(
     {CloseReason.PEER_CLOSED, CloseReason.REFUSED, CloseReason.FRAME_TIMEOUT, CloseReason.LIMIT}
 )
 _ABORTED = frozenset({CloseReason.FRAME_TIMEOUT, CloseReason.LIMIT})
+
+
+def unread_bytes(session: Session) -> int:
+    """Bytes the kernel holds for this connection that the loop has not read yet (0 when unknown): when
+    there are some, a silence is the manager's (its loop is behind), not the agent's."""
+    transport = session.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return 0
+    try:
+        count = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    except (OSError, ValueError):
+        return 0
+    return count[0]
 
 
 def normalize_ip(host: str) -> str:

@@ -29,10 +29,13 @@ from agentpulse.remoted.stats import WorkerTotals
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
-STOP_TIMEOUT = 10.0
+# For every worker to stop: each bounds its own stop (remoted.server.STOP_GRACE, twice, for connections
+# that do not drain), then the manager reads its last records.
+STOP_TIMEOUT = 20.0
 READY_TIMEOUT = 30.0
 ADD_KEYS_TIMEOUT = 5.0  # an enrolment waits this long at most for every worker to take its key
 FAILURE_READ_TIMEOUT = 1.0  # after a worker exited at start: time to read the reason it sent
+LAG_INTERVAL = 1.0  # a worker reports its lag this often (worker_process._housekeeping)
 
 
 class WorkerStartError(RuntimeError):
@@ -58,6 +61,8 @@ class WorkerHandle:
     keys_generation: int = 0  # the last KEYS command this process said it applied
     failure: str | None = None  # why it could not start, as it said before exiting
     stats: WorkerTotals = field(default_factory=WorkerTotals)  # its counters, from its Tag.STATS
+    lag: float = 0.0  # its loop's recent peak lag plus the record pipe's delay, as of lag_at
+    lag_at: float = 0.0  # monotonic time its last lag report arrived; 0: none yet
 
 
 class WorkerPool:
@@ -227,6 +232,9 @@ class WorkerPool:
             self._keys_acked.set()
         elif tag is Tag.STATS:
             worker.stats.update(record[2])
+        elif tag is Tag.LAG:
+            now = time.monotonic()
+            worker.lag, worker.lag_at = record[2] + max(0.0, now - record[3]), now
         elif tag is Tag.PUSHED:
             if self.on_pushed is not None:
                 self.on_pushed(record[1], record[2], record[3])
@@ -236,6 +244,16 @@ class WorkerPool:
             worker.port = record[2]
             worker.ready.set()
             log.info("remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid)
+
+    def behind(self) -> float:
+        """Seconds the slowest worker is behind: its loop's lag plus the pipe's delay, or, when its
+        reports stopped coming (a loop or a pipe stuck), how long they have been missing."""
+        now = time.monotonic()
+        worst = 0.0
+        for worker in self.workers:
+            if worker.lag_at and worker.ready.is_set():
+                worst = max(worst, worker.lag, now - worker.lag_at - LAG_INTERVAL)
+        return worst
 
     def load_keys(self, text: str) -> None:
         """The keys the manager accepted: to every worker now, and to every worker started later."""

@@ -18,10 +18,12 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from agentpulse.config import Config
+from agentpulse.looplag import LoopLag
 from agentpulse.paths import Home
-from agentpulse.remoted import pipe
+from agentpulse.remoted import pipe, slowdown
 from agentpulse.remoted.journal import AckJournal, keep_for
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.pipe import Command, Tag
@@ -47,8 +49,10 @@ class WorkerProcess:
         self.sink = pipe.PipeSink(self.pipe)
         self.keys = KeyStore()
         self.journal = AckJournal(home.ack_journal_dir, index, keep_for(config.database.flush_interval))
-        self.remoted = Remoted(config, self.keys, self.sink, self.sink, journal=self.journal)
-        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+        self.lag = LoopLag()
+        self.remoted = Remoted(config, self.keys, self.sink, self.sink, journal=self.journal, lag=self.lag)
+        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive, lag=self.lag)
+        slowdown.apply(self.remoted)  # TEST ONLY, and only when its variable is set
         self.pushes = SharedPushes(self.remoted, self._pushed)
         self._has_keys = asyncio.Event()
         self._keys_generation = -1  # of the keys in use
@@ -87,6 +91,7 @@ class WorkerProcess:
 
     async def _serve(self) -> None:
         self.pipe.send([(Tag.READY, self.index, self.remoted.port)])
+        self.lag.start()
         tasks = [
             asyncio.create_task(self._housekeeping()),
             asyncio.create_task(self.journal.run()),
@@ -100,6 +105,7 @@ class WorkerProcess:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.pushes.stop()
+            self.lag.stop()
             await self.remoted.stop()
             self.journal.close()
             self.sink.flush()
@@ -138,6 +144,9 @@ class WorkerProcess:
             await asyncio.sleep(1.0)
             self.remoted.flush_event_counts()
             self.pipe.send([(Tag.STATS, self.index, self.remoted.stats_snapshot())])
+            transport = self.pipe.transport
+            unsent = transport.get_write_buffer_size() if transport is not None else 0
+            self.pipe.send([(Tag.LAG, self.index, self.lag.peak, time.monotonic(), unsent)])
 
     def _on_commands(self, commands: list[pipe.Record]) -> None:
         for command in commands:

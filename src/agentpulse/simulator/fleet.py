@@ -33,6 +33,7 @@ from agentpulse.simulator.connections import SimConnection, TcpConnection, UdpCo
 from agentpulse.simulator.histogram import LatencyHistogram
 from agentpulse.simulator.plan import (
     FD_HEADROOM,
+    AgentTiming,
     Role,
     SimulatorConfig,
     Transport,
@@ -52,19 +53,24 @@ from agentpulse.wire.keys import AgentKey
 TICK: Final = 0.01  # the scheduling loop's period (s)
 WHEEL_SLOTS: Final = 4096  # 41 s per revolution at 10 ms: most deadlines land in the current one
 COUNT_INTERVAL: Final = 5.0  # how often a report walks every agent for the live counts (s)
-CONNECTS_IN_FLIGHT: Final = 512  # per process: more would only queue in the manager's listen backlog
-CONNECT_TIMEOUT: Final = 10.0
-# Startup sent, no ack: start over (UDP may lose it).
-HANDSHAKE_TIMEOUT: Final = {Transport.TCP: 15.0, Transport.UDP: 3.0}
-BACKOFF_START: Final = 0.5  # after a refused or failed attempt; doubles per failure
-BACKOFF_MAX: Final = 8.0
-BACKOFF_JITTER: Final = 0.2  # +-20 %, so refused agents do not come back in lock-step
+# Per process: connects waiting in the manager's accept queue count too (real agents each have their own).
+CONNECTS_IN_FLIGHT: Final = 4096
+UDP_HANDSHAKE: Final = 3.0  # a UDP startup without an ack is sent again after this at most (lost datagram)
 RECONNECT_PAUSE: Final = 1.0  # after the manager dropped an acked connection, as agentd sleeps
 RECONNECT_JITTER: Final = 0.2
 ACK_TIMEOUT_MIN: Final = 10.0  # a keep-alive unacked for max(this, 2 x interval) is an error
 MAX_PENDING: Final = 8  # keep-alives awaiting their ack, per agent
 CLOSE_GRACE: Final = 2.0  # at the end, how long closed sockets may take to flush
 RECONNECT: Final = "reconnect"  # the retry kind of a dropped acked connection: its server is tried again
+
+
+def retry_delay(timing: AgentTiming, failures: int) -> float:
+    """After the `failures`-th failed attempt in a row: `retry_interval` for the first `max_retries`, then
+    doubling up to `retry_max`; jittered."""
+    beyond = failures - timing.max_retries
+    if beyond <= 0:
+        return jittered(timing.retry_interval, timing.jitter)
+    return backoff_delay(beyond + 1, base=timing.retry_interval, cap=timing.retry_max, jitter=timing.jitter)
 
 
 class FleetProcess:
@@ -79,8 +85,13 @@ class FleetProcess:
         self.config = config
         self.tcp = config.protocol == Transport.TCP
         self.report = report
-        self.handshake_timeout = HANDSHAKE_TIMEOUT[config.protocol]
+        timing = self.timing = config.timing
+        self.handshake_timeout = timing.recv_timeout if self.tcp else min(timing.recv_timeout, UDP_HANDSHAKE)
         self.ack_timeout = max(ACK_TIMEOUT_MIN, 2 * config.interval)
+        # agentd forces time-reconnect to 3 x notify_time when it is not above notify_time
+        self.time_reconnect = (
+            timing.time_reconnect if timing.time_reconnect > config.interval else 3 * config.interval
+        )
         self.startup = control.build_startup(config.version)
         sources = source_addresses(config.sources)
         failing = config.failing
@@ -208,6 +219,9 @@ class FleetProcess:
         elif state == HANDSHAKE:
             self.retry(agent, "handshake_timeout", now)
         elif state == RUNNING:
+            if agent.pending and now - agent.pending[0] > self.time_reconnect:
+                self.retry(agent, "time_reconnect", now, 0.0)  # no answer for time-reconnect: start over
+                return
             # --peak: acks drive the sending; the timer only restarts an agent whose ack never came.
             if not self.config.peak or not agent.pending or now - agent.pending[0] > self.ack_timeout:
                 self.send_keepalive(agent)
@@ -244,7 +258,7 @@ class FleetProcess:
         agent.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        self.wheel.schedule(agent, time.monotonic() + CONNECT_TIMEOUT)
+        self.wheel.schedule(agent, time.monotonic() + self.timing.connect_timeout)
 
     async def _open(self, agent: SimAgent, connection: SimConnection) -> None:
         try:
@@ -305,7 +319,7 @@ class FleetProcess:
         agent.failures += 1
         agent.state = WAITING
         if delay is None:
-            delay = backoff_delay(agent.failures, base=BACKOFF_START, cap=BACKOFF_MAX, jitter=BACKOFF_JITTER)
+            delay = retry_delay(self.timing, agent.failures)
         self.wheel.schedule(agent, now + delay)
 
     def on_connection_lost(self, connection: SimConnection) -> None:

@@ -134,10 +134,18 @@ class SqliteWrites:
         if not batch.history:
             return
         db.executemany(
-            "INSERT INTO agent_status_history (agent_id, seq, from_status, to_status, status_code, at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO agent_status_history (agent_id, seq, from_status, to_status, status_code, at, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at)
+                (
+                    r.agent_id,
+                    r.seq,
+                    r.from_status.value,
+                    r.to_status.value,
+                    int(r.code),
+                    r.at,
+                    r.reason_text if r.overload else None,
+                )
                 for r in batch.history
             ],
         )
