@@ -10,11 +10,12 @@ ever partially configured: the first error raises. Sections the manager does not
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Final
 
 from agentpulse.config import convert as cv
+from agentpulse.config.agent_events import AgentEventsConfig, read_agent_events
 from agentpulse.config.auth import AuthConfig, read_auth
 from agentpulse.config.sections import (
     Fields,
@@ -111,6 +112,9 @@ class NatsConfig:
     tls_key: str | None = None
     keepalive_events: bool = True
     start_without_nats: bool = True
+    agent_events: AgentEventsConfig = field(
+        default_factory=AgentEventsConfig
+    )  # <agent_events> (config/agent_events.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,19 +363,26 @@ class _ManagerReader(SectionReader):
     def nats(self, nodes: list[Node]) -> NatsConfig:
         values = Values()
         urls: list[str] = []
+        agent_events: list[Node] = []
 
         def url(node: Node, path: str) -> None:
             urls.extend(self.value(node, path, cv.nats_urls))
 
         for node in nodes:
-            self.read(node, "<nats>", _NATS_FIELDS, values, nested={"url": url})
+            self.read(
+                node,
+                "<nats>",
+                _NATS_FIELDS,
+                values,
+                nested={"url": url, "agent_events": lambda n, _: agent_events.append(n)},
+            )
         kwargs = values.kwargs
         pairs = (("user", "password"), ("password", "user"), ("tls_cert", "tls_key"), ("tls_key", "tls_cert"))
         for present, missing in pairs:
             if present in kwargs and missing not in kwargs:
                 node, path = values.origin[present]
                 raise self.error(node, path, f"set without <nats><{missing}>")
-        return NatsConfig(**kwargs, urls=tuple(urls))
+        return NatsConfig(**kwargs, urls=tuple(urls), agent_events=read_agent_events(self, agent_events))
 
     # -- <database> ---------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from agentpulse.remoted.admission import Admission
 from agentpulse.remoted.bindings import Bindings
 from agentpulse.remoted.faults import FaultLog
 from agentpulse.remoted.grace import GraceEvents
+from agentpulse.remoted.intake import EventIntake
 from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
@@ -73,8 +74,10 @@ class Remoted:
         monotonic: Callable[[], float] = time.monotonic,
         manager_version: str = MANAGER_VERSION,
         journal: AckJournal | None = None,
+        intake: EventIntake | None = None,
     ) -> None:
         self.config = config
+        self.intake = intake  # agent events out (remoted/intake.py); None: they are only counted
         self.journal = journal  # written before an ack the store has not committed yet
         self.remote = config.remote
         self.store = store
@@ -93,6 +96,7 @@ class Remoted:
         self.admission = Admission(config.remote, self.describe, monotonic)
         self.faults = FaultLog(log, monotonic)
         self._admission_sweep: asyncio.Task[None] | None = None
+        self._events_tick: asyncio.Task[None] | None = None
         self._event_counts: dict[int, int] = {}
         self.stopping = False
         self.on_session_opened: list[Callable[[Session], None]] = []
@@ -105,6 +109,9 @@ class Remoted:
         datagrams keep reaching the same worker while the set of workers is stable (see `UdpEndpoint`).
         Raises OSError naming the address when a port cannot be bound."""
         loop = asyncio.get_running_loop()
+        if self.intake is not None:  # what the last run spooled goes out first; no agent waits on it
+            await self.intake.start()
+            self._events_tick = asyncio.create_task(self._tick_events(), name="agent-events-tick")
         host = self.remote.local_ip or ("::" if self.remote.ipv6 else "0.0.0.0")
         shared = self.remote.worker_processes > 1
         if "tcp" in self.remote.protocols:
@@ -151,6 +158,10 @@ class Remoted:
         for server in self.servers:
             await server.wait_closed()
         self.flush_event_counts()
+        if self._events_tick is not None:
+            self._events_tick.cancel()
+        if self.intake is not None:
+            await self.intake.stop()
 
     @property
     def tcp_port(self) -> int:
@@ -218,7 +229,10 @@ class Remoted:
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
             self._event_counts[number] = self._event_counts.get(number, 0) + 1
-            self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
+            counters = (message.global_counter, message.local_counter)
+            intake = self.intake
+            if intake is None or intake.accept(entry.key, payload, counters, now, self.monotonic(), session):
+                self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
         elif isinstance(parsed, control.Startup):
             self._startup(entry, parsed, session, udp_peer, now)
         elif isinstance(parsed, control.Shutdown):
@@ -370,10 +384,27 @@ class Remoted:
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
         self.admission.closed(session)
+        if self.intake is not None:
+            self.intake.closed(session)
         reason = session.close_reason or CloseReason.PEER_CLOSED
         if self.stopping:  # however it closed, it goes with the manager: the next start resets it
             reason = CloseReason.MANAGER_STOPPING
         self.bindings.unbind(session, reason)
+
+    async def _tick_events(self) -> None:
+        """Once a second: the intake pauses or resumes senders; agents it holds paused are acked and
+        reported alive on their behalf (and look fresh to the manager keep-alive), so the pause, which is
+        ours, never changes their status."""
+        assert self.intake is not None
+        while True:
+            await asyncio.sleep(1.0)
+            now, monotonic = self.clock(), self.monotonic()
+            for session in self.intake.tick(monotonic):
+                entry = self.agent_on(session)
+                if entry is not None:
+                    session.last_received = monotonic
+                    self.send_on(session, entry, control.ACK)
+                    self.store.submit(StatusUpdate(entry.number, Trigger.ALIVE, now))
 
     def flush_event_counts(self) -> None:
         if self._event_counts:

@@ -22,6 +22,7 @@ import sys
 from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.remoted import pipe
+from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, keep_for
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.pipe import Command, Tag
@@ -46,7 +47,8 @@ class WorkerProcess:
         self.sink = pipe.PipeSink(self.pipe)
         self.keys = KeyStore()
         self.journal = AckJournal(home.ack_journal_dir, index, keep_for(config.database.flush_interval))
-        self.remoted = Remoted(config, self.keys, self.sink, self.sink, journal=self.journal)
+        intake = build_intake(config, home, index, config.remote.worker_processes)  # events: straight to NATS
+        self.remoted = Remoted(config, self.keys, self.sink, self.sink, journal=self.journal, intake=intake)
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
         self._has_keys = asyncio.Event()
         self._keys_generation = -1  # of the keys in use
