@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from typing import Any
 
+import nats.js.errors
 from nats.aio.msg import Msg
 
-from tests.events.fleet import read_stream
+from tests.events.fleet import nats_client
 
 # One sample per kind, as 4.x agents send them (reference 3.3 step 8), plus edge cases.
 SAMPLES: list[tuple[bytes, str]] = [
@@ -53,5 +56,51 @@ def sent_bytes(event: dict[str, Any]) -> bytes:
     return str(event["queue"]).encode() + b":" + (field_bytes(event, "location") or b"") + b":" + text
 
 
-async def read_events(url: str, at_least: int, timeout: float = 30.0) -> list[Msg]:
-    return await read_stream(url, "AGENT_EVENTS", at_least=at_least, timeout=timeout)
+async def read_events(url: str, at_least: int, timeout: float = 30.0, settle: float = 1.0) -> list[Msg]:
+    """Every message of AGENT_EVENTS in stream order, once there are `at_least`, and `settle` s more
+    (so a duplicate that would come after them is seen too)."""
+    nc = await nats_client(url)
+    messages: list[Msg] = []
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await js.stream_info("AGENT_EVENTS")
+                break
+            except nats.js.errors.NotFoundError:
+                assert time.monotonic() < deadline, "no AGENT_EVENTS stream"
+                await asyncio.sleep(0.2)
+
+        async def keep(message: Msg) -> None:
+            messages.append(message)
+
+        sub = await js.subscribe("agent.events.>", cb=keep, ordered_consumer=True)
+        while len(messages) < at_least:
+            assert time.monotonic() < deadline, f"AGENT_EVENTS: {len(messages)} of {at_least} events read"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(settle)
+        await sub.unsubscribe()
+        return messages
+    finally:
+        await nc.close()
+
+
+def sequence_of(event: dict[str, Any]) -> int:
+    """The number a test put at the start of an event's text: `seq=<n> ...`."""
+    text = str(event["text"])
+    return int(text.split(" ", 1)[0].removeprefix("seq="))
+
+
+def per_agent_sequences(messages: list[Msg]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for message in messages:
+        event = body(message)
+        out.setdefault(event["agent_id"], []).append(sequence_of(event))
+    return out
+
+
+def numbered(sequence: int, size: int = 200) -> bytes:
+    """A syslog-like event of about `size` bytes carrying its sequence number."""
+    head = f"1:/var/log/syslog:seq={sequence} Dec  2 00:00:01 web-01 app[42]: ".encode()
+    return head + b"x" * max(0, size - len(head))

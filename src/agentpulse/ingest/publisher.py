@@ -18,6 +18,7 @@ import os
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -127,6 +128,8 @@ class EventPublisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
         self._setup_done = False
+        # Called after an acknowledged batch leaves the spool (remoted resumes paused senders from it).
+        self.on_acked: Callable[[], None] | None = None
 
     # -- the hot path -----------------------------------------------------------------------------------
 
@@ -355,6 +358,8 @@ class EventPublisher:
                 raise Unavailable(f"JetStream refused an agent event: {future.exception()!r}")
         spool.ack(upto)
         self.counters.published += count
+        if self.on_acked is not None:
+            self.on_acked()
 
     def _retire_drained(self) -> None:
         """An orphaned spool (from a run with more processes) that is empty is removed."""
@@ -376,6 +381,10 @@ class EventPublisher:
     def _write_state(self) -> None:
         counters = self.counters
         counters.spooled_bytes = self.pending_bytes
+        if self.nc.is_connected:
+            counters.nats = "up"
+        elif counters.nats == "up":
+            counters.nats = "reconnecting"
         counters.updated = time.time()
         tmp = self.state_path.with_suffix(".tmp")
         with contextlib.suppress(OSError):

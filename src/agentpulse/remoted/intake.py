@@ -67,6 +67,7 @@ class EventIntake:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.publisher is not None:
+            self.publisher.on_acked = self._acked
             await self.publisher.start()
 
     async def stop(self) -> None:
@@ -103,7 +104,11 @@ class EventIntake:
             self.sink.send(event.wazuh_line)
         publisher = self.publisher
         if publisher is not None:
-            if publisher.full and (self.config.drop_when_full or publisher.over_hard_limit):
+            # TCP: at most the one event that finds the spool full per connection, then it is paused.
+            # UDP cannot be paused: past the hard limit its events are dropped, counted.
+            if publisher.full and (
+                self.config.drop_when_full or (session is None and publisher.over_hard_limit)
+            ):
                 self._drop(key)
             else:
                 publisher.submit(event.record())
@@ -153,23 +158,26 @@ class EventIntake:
         reasons = self._paused.get(session)
         if reasons is None:
             reasons = self._paused[session] = set()
-            session.transport.pause_reading()
+            session.pause_reading()
             self.counters.pauses += 1
         reasons.add(reason)
-        if reason is Pause.SPOOL:
-            self._kept_alive.setdefault(session, -1.0)
+        self._kept_alive.setdefault(session, -1.0)
 
     def resume(self, session: Session, reason: Pause) -> None:
         reasons = self._paused.get(session)
         if reasons is None:
             return
         reasons.discard(reason)
-        if reason is Pause.SPOOL:
-            self._kept_alive.pop(session, None)
         if not reasons:
             del self._paused[session]
-            if not session.closed and session.transport is not None:
-                session.transport.resume_reading()
+            self._kept_alive.pop(session, None)
+            session.resume_reading()
+
+    def _acked(self) -> None:
+        """The spool shrank: below LOW_WATER every agent paused for it reads again, at once."""
+        if self._kept_alive and self.publisher is not None and self.publisher.level() < LOW_WATER:
+            for session in [s for s, reasons in self._paused.items() if Pause.SPOOL in reasons]:
+                self.resume(session, Pause.SPOOL)
 
     def closed(self, session: Session) -> None:
         self._paused.pop(session, None)
@@ -179,9 +187,9 @@ class EventIntake:
     def is_paused(self, session: Session) -> bool:
         return session in self._paused
 
-    def tick(self, monotonic: float) -> list[Session]:
+    def tick(self, monotonic: float) -> tuple[list[Session], list[Session]]:
         """Once a second: pause the biggest senders past HIGH_WATER, resume everyone below LOW_WATER.
-        Returns the spool-paused sessions due an ack and an "alive" on their behalf."""
+        Returns (every paused session, those due an ack and an "alive" on their behalf)."""
         publisher = self.publisher
         recent, self._recent = self._recent, {}
         if publisher is not None:
@@ -195,19 +203,19 @@ class EventIntake:
                     self.pause(session, Pause.SPOOL)
                     taken += sent
             elif level < LOW_WATER:
-                for session in list(self._kept_alive):
-                    self.resume(session, Pause.SPOOL)
+                self._acked()
         self.counters.paused_now = len(self._paused)
         if self.sink is not None:
             self.counters.analysisd_lost = self.sink.lost
-        due = []
+        held, due = [], []
         for session, at in self._kept_alive.items():
             if session.closed:
                 continue
+            held.append(session)
             if monotonic - at >= PAUSED_KEEPALIVE:
                 self._kept_alive[session] = monotonic
                 due.append(session)
-        return due
+        return held, due
 
 
 def build_intake(config: Config, home: Home, index: int, processes: int) -> EventIntake | None:

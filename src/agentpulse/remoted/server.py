@@ -392,17 +392,21 @@ class Remoted:
         self.bindings.unbind(session, reason)
 
     async def _tick_events(self) -> None:
-        """Once a second: the intake pauses or resumes senders; agents it holds paused are acked and
-        reported alive on their behalf (and look fresh to the manager keep-alive), so the pause, which is
-        ours, never changes their status."""
+        """Once a second: the intake pauses or resumes senders. An agent it holds paused looks fresh to the
+        manager keep-alive and to the frame deadline, and is acked and reported alive every few seconds
+        on its behalf: the pause is ours, so it never changes the agent's status."""
         assert self.intake is not None
         while True:
             await asyncio.sleep(1.0)
             now, monotonic = self.clock(), self.monotonic()
-            for session in self.intake.tick(monotonic):
+            held, due = self.intake.tick(monotonic)
+            for session in held:
+                session.last_received = monotonic
+                if session.frame_started >= 0:
+                    session.frame_started = monotonic
+            for session in due:
                 entry = self.agent_on(session)
                 if entry is not None:
-                    session.last_received = monotonic
                     self.send_on(session, entry, control.ACK)
                     self.store.submit(StatusUpdate(entry.number, Trigger.ALIVE, now))
 
