@@ -124,6 +124,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="K",
         help="source addresses 127.0.X.Y to spread connections over (default: one per 4,000 agents)",
     )
+    parser.add_argument(
+        "--events-per-agent",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="R",
+        help="agent events (log lines, FIM, inventory) each agent sends per second, besides keep-alives",
+    )
+    parser.add_argument(
+        "--event-mix",
+        default="syslog,fim,inventory",
+        metavar="KINDS",
+        help="comma-separated kinds of events, sent in turn: syslog (100-400 B), fim (~1 KB), "
+        "inventory (1-8 KB)",
+    )
     parser.set_defaults(handler=run_simulate)
 
 
@@ -136,6 +150,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     which a running manager loads within its keyupdate_interval (until then their startups are refused and
     retried with back-off).
     """
+    from agentpulse.simulator.eventgen import parse_mix
     from agentpulse.simulator.keys import create_keys, load_keys
     from agentpulse.simulator.plan import (
         CipherMode,
@@ -168,6 +183,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             batch_reads=args.batch_reads,
             processes=args.processes or default_processes(args.agents),
             sources=args.sources or default_sources(args.agents),
+            events_per_agent=args.events_per_agent,
+            event_mix=parse_mix(args.event_mix),
         )
     except ValueError as error:
         return _fail(str(error))

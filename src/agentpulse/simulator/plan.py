@@ -75,6 +75,8 @@ class SimulatorConfig:
     processes: int = 1
     sources: int = 1
     version: str = AGENT_VERSION
+    events_per_agent: float = 0.0  # agent events (syslog, FIM, inventory) per agent per second
+    event_mix: tuple[str, ...] = ("syslog", "fim", "inventory")
 
     def __post_init__(self) -> None:
         # In this order: the message lists every problem, the run's shape first.
