@@ -53,13 +53,13 @@ def test_oversized_frame_and_zlib_bomb_are_refused_largest_event_is_published(
         bomb = await Agent.connect(manager, keys[1])
         await bomb.startup()
         codec = bomb.connection.codec
-        g, l = codec.counter.advance()
+        global_counter, local_counter = codec.counter.advance()
         sealed = codec.cipher.seal(
             b"1:/var/log/bomb:x",
             cipher=CipherKind.AES,
             rand=random.getrandbits(16),
-            global_counter=g,
-            local_counter=l,
+            global_counter=global_counter,
+            local_counter=local_counter,
             agent_id=codec.prefix,
             compressor=lambda block: zlib.compress(block + b"A" * TEN_MB, 9),
         )
