@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentpulse.cli.events_status import render_agent_events
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.escape import for_terminal
 from agentpulse.status import ConnectionStatus, StatusCode
@@ -166,4 +167,5 @@ def run(args: argparse.Namespace) -> int:
         args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     )
     sys.stdout.write(render(summary, colour))
+    sys.stdout.write(render_agent_events(home))
     return 0

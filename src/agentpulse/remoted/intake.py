@@ -114,7 +114,7 @@ class EventIntake:
                 publisher.submit(event.record())
                 if session is not None:
                     self._recent[session] = self._recent.get(session, 0) + len(payload)
-                    if publisher.full:
+                    if publisher.full and not self.config.drop_when_full:
                         self.pause(session, Pause.SPOOL)
         if self.eps and session is not None:
             self._limit_rate(key.number, session, monotonic)
@@ -194,7 +194,7 @@ class EventIntake:
         recent, self._recent = self._recent, {}
         if publisher is not None:
             level = publisher.level()
-            if level >= HIGH_WATER and recent:
+            if level >= HIGH_WATER and recent and not self.config.drop_when_full:
                 total = sum(recent.values())
                 taken = 0
                 for session, sent in sorted(recent.items(), key=lambda item: -item[1]):
