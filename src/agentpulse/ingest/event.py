@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Final
@@ -23,14 +23,32 @@ KEEPALIVE_LOCATION: Final = b"keepalive"  # Wazuh's SendMSG drops events whose l
 RECORD_HEAD: Final = struct.Struct("<HHI")  # subject, msg id, body lengths: a spooled record
 
 
+def wstr_escape(text: bytes) -> bytes:
+    """Wazuh's escape of the source part: `|` becomes `||`, `:` becomes `|:`."""
+    return text.replace(b"|", b"||").replace(b":", b"|:")
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Who sent it, as client.keys and ossec.conf say (not the agent)."""
+    """Who sent it, as client.keys and ossec.conf say (not the agent). The JSON head and the escaped
+    analysisd source are built once per agent (`build` runs for every event)."""
 
     agent_id: int
     name: str  # client.keys, read with surrogateescape
     ip: str  # client.keys IP field (`any`, an address, a network)
     node: str
+    head: str = field(init=False, compare=False, repr=False)  # the JSON fields that never change
+    origin: bytes = field(init=False, compare=False, repr=False)  # `[<id>] (<name>) <ip>`, escaped
+
+    def __post_init__(self) -> None:
+        name = self.name.encode("utf-8", "replace").decode("utf-8", "replace")
+        head = (
+            f'{{"type":"event","agent_id":"{self.agent_id:03d}","name":{encode_basestring(name)},'
+            f'"ip":{encode_basestring(self.ip)},"node":{encode_basestring(self.node)},'
+        )
+        object.__setattr__(self, "head", head)
+        origin = f"[{self.agent_id:03d}] ({self.name}) {self.ip}".encode("utf-8", "surrogateescape")
+        object.__setattr__(self, "origin", wstr_escape(origin))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +86,6 @@ def msg_id_of(agent_id: int, global_counter: int, local_counter: int) -> str:
     return f"{agent_id:03d}:{global_counter}:{local_counter}"
 
 
-def wstr_escape(text: bytes) -> bytes:
-    """Wazuh's escape of the source part: `|` becomes `||`, `:` becomes `|:`."""
-    return text.replace(b"|", b"||").replace(b":", b"|:")
-
-
 def split(payload: bytes) -> tuple[int, bytes, bytes] | None:
     """(queue char, location, text), or None when the payload is not `<q>:<location>:<text>`."""
     if len(payload) < 3 or payload[1] != 0x3A or payload[0] >= 0x80:
@@ -89,20 +102,36 @@ def is_keepalive_location(payload: bytes) -> bool:
 
 def wazuh_line(queue: int, source: Source, location: bytes, text: bytes) -> bytes:
     """What Wazuh's remoted writes to analysisd: `<q>:[<id>] (<name>) <ip>-><location>:<text>`."""
-    origin = f"[{source.agent_id:03d}] ({source.name}) {source.ip}".encode("utf-8", "surrogateescape")
-    return bytes((queue,)) + b":" + wstr_escape(origin) + b"->" + location + b":" + text
+    return bytes((queue,)) + b":" + source.origin + b"->" + location + b":" + text
 
 
-def _field(name: str, data: bytes) -> str:
-    """`"name":"text"` when the bytes are UTF-8, else `"name":null,"name_b64":"..."` (lossless)."""
+def _inner(data: bytes) -> str | None:
+    """The JSON string body (no quotes) of UTF-8 bytes; None when they are not UTF-8."""
     try:
-        return f'"{name}":{encode_basestring(data.decode("utf-8"))}'
+        return encode_basestring(data.decode("utf-8"))[1:-1]
     except UnicodeDecodeError:
-        return f'"{name}":null,"{name}_b64":"{base64.b64encode(data).decode()}"'
+        return None
+
+
+def _field(name: str, inner: str | None, data: bytes) -> str:
+    """`"name":"text"` when the bytes are UTF-8, else `"name":null,"name_b64":"..."` (lossless)."""
+    if inner is not None:
+        return f'"{name}":"{inner}"'
+    return f'"{name}":null,"{name}_b64":"{base64.b64encode(data).decode()}"'
+
+
+_iso_second = -1
+_iso_prefix = ""
 
 
 def iso_utc(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """2025-12-02T00:00:01.250Z; the part down to the second is kept from the last call (one per event)."""
+    global _iso_second, _iso_prefix
+    second = int(at)
+    if second != _iso_second:
+        _iso_second = second
+        _iso_prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_iso_prefix}.{int((at - second) * 1000):03d}Z"
 
 
 def build(
@@ -112,22 +141,30 @@ def build(
     global_counter, local_counter = counters
     parts = split(payload)
     head = (
-        f'{{"type":"event","agent_id":"{source.agent_id:03d}",'
-        f'"name":{encode_basestring(source.name.encode("utf-8", "replace").decode("utf-8", "replace"))},'
-        f'"ip":{encode_basestring(source.ip)},"node":{encode_basestring(source.node)},'
-        f'"received":{received!r},"received_iso":"{iso_utc(received)}",'
+        f'{source.head}"received":{received!r},"received_iso":"{iso_utc(received)}",'
         f'"counter":[{global_counter},{local_counter}],'
     )
     if parts is None:
         kind, line = OTHER, None
-        tail = f'"kind":"{OTHER}","format_error":true,"queue":null,"location":null,{_field("text", payload)},"wazuh_line":null}}'
+        text = _field("text", _inner(payload), payload)
+        tail = f'"kind":"{OTHER}","format_error":true,"queue":null,"location":null,{text},"wazuh_line":null}}'
     else:
-        queue, location, text = parts
+        queue, location, text_bytes = parts
         kind = kind_of(queue)
-        line = wazuh_line(queue, source, location, text)
+        line = wazuh_line(queue, source, location, text_bytes)
+        location_inner, text_inner = _inner(location), _inner(text_bytes)
+        queue_json = encode_basestring(chr(queue))
+        if location_inner is not None and text_inner is not None:
+            # The line's JSON from the parts already escaped: JSON escapes character by character.
+            origin = encode_basestring(source.origin.decode("utf-8", "replace"))[1:-1]
+            line_inner: str | None = f"{queue_json[1:-1]}:{origin}->{location_inner}:{text_inner}"
+            if "\ufffd" in origin or "�" in origin:  # a name that is not UTF-8: the general path
+                line_inner = _inner(line)
+        else:
+            line_inner = _inner(line)
         tail = (
-            f'"kind":"{kind}","queue":{encode_basestring(chr(queue))},{_field("location", location)},'
-            f"{_field('text', text)},{_field('wazuh_line', line)}}}"
+            f'"kind":"{kind}","queue":{queue_json},{_field("location", location_inner, location)},'
+            f"{_field('text', text_inner, text_bytes)},{_field('wazuh_line', line_inner, line)}}}"
         )
     return Published(
         subject_of(prefix, source.agent_id, kind),

@@ -135,21 +135,22 @@ def payload_pool(mix: tuple[str, ...], host: str = "sim-host") -> list[bytes]:
 
 
 class EventSchedule:
-    """Which agents send the next events: a fleet-wide rate spread round-robin over the running agents."""
+    """How many events are due: `rate` per running agent, spread round-robin over the running agents."""
 
     def __init__(self, rate: float, mix: tuple[str, ...]) -> None:
-        self.rate = rate
+        self.rate = rate  # per agent and second
         self.pool = payload_pool(mix) if rate > 0 else []
         self._credit = 0.0
         self._next_payload = 0
         self._last = -1.0
 
-    def due(self, now: float) -> int:
+    def due(self, now: float, running: int) -> int:
         """How many events to send now (the credit since the last call, whole)."""
         if self._last < 0:
             self._last = now
             return 0
-        self._credit = min(self._credit + (now - self._last) * self.rate, self.rate)  # at most 1 s behind
+        fleet_rate = self.rate * running
+        self._credit = min(self._credit + (now - self._last) * fleet_rate, fleet_rate)  # at most 1 s behind
         self._last = now
         count = int(self._credit)
         self._credit -= count

@@ -109,8 +109,9 @@ class FleetProcess:
         self.retries: dict[str, int] = {}
         self.connected = self.acked = 0
         self.keepalives_sent = self.keepalives_acked = 0
-        self.events = EventSchedule(config.events_per_agent * len(members), config.event_mix)
+        self.events = EventSchedule(config.events_per_agent, config.event_mix)
         self.events_sent = 0
+        self._running = (-math.inf, 0)  # (when, agents running) for the event rate
         self._event_cursor = 0
         self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
         self.steady_latency_base: LatencyHistogram | None = None
@@ -152,8 +153,10 @@ class FleetProcess:
                 for agent in self.wheel.advance(now):
                     self.on_timer(agent, now)
                 if self.events.rate:
-                    self.send_events(self.events.due(now))
+                    self.send_events(self.events.due(now, self._running[1]))
                 self.start_connects()
+                if self.events.rate and now - self._running[0] >= 1.0:
+                    self._running = (now, self._count_live()[1])  # events go to the running agents only
                 if self.report is not None and now >= next_report:
                     next_report = now + REPORT_INTERVAL
                     self.report(self.snapshot(now))
