@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -336,8 +337,8 @@ async def fleet_run(
     processes = {"manager": manager.process.pid, "nats-server": nats_server.process.pid}
     for index, pid in enumerate(children(manager.process.pid)):
         processes[f"worker {index + 1}"] = pid
-    processes["simulator"] = simulator.pid
     before_cpu, before_count, started = cpu_snapshot(processes), received[0], time.monotonic()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     latencies: list[float] = []
     probes = 0
     if events_per_agent:
@@ -345,6 +346,10 @@ async def fleet_run(
     stdout, _ = await simulator.communicate()
     elapsed = time.monotonic() - started
     after_cpu, after_count = cpu_snapshot(processes), received[0]
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the simulator, whole run with its ramp
+    simulator_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
     summary = json.loads(stdout)
     js = sub.jetstream()
     stored = 0
@@ -363,6 +368,7 @@ async def fleet_run(
     nats_server.stop()
     events = after_count - before_count
     cpu = {name: after_cpu[name] - before_cpu[name] for name in processes}
+    cpu["simulator (incl. ramp)"] = simulator_cpu
     return {
         "events_sent": summary["events_sent"],
         "events_per_s_subscriber": events / elapsed,
