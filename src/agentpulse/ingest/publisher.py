@@ -37,7 +37,7 @@ from agentpulse.paths import Home
 log = logging.getLogger(__name__)
 
 BATCH: Final = 256  # records per publish batch (one JetStream acknowledgement each)
-WINDOW: Final = 8  # batches whose acks may be outstanding at once
+WINDOW: Final = 16  # batches whose acks may be outstanding at once (4,096 events)
 ACK_TIMEOUT: Final = 10.0
 BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 10.0
@@ -350,8 +350,9 @@ class EventPublisher:
                         await nc.publish(subject, body, headers=headers)
                     else:
                         future = await js.publish_async(subject, body, headers=headers)
+                # The next batch at once: with a thousand connections one loop iteration reads far more
+                # than one batch, so yielding after each one would publish slower than agents send.
                 in_flight.append((spool, records[-1][0], len(records), future))
-                await asyncio.sleep(0)  # let the acks of earlier batches come in
                 continue
             if not in_flight:
                 return
