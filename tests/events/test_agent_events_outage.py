@@ -1,4 +1,4 @@
-"""NATS away while agents send events: the spool holds them, then every one arrives once, in order.
+"""NATS away for 10 s while 100 agents send 10 events/s each: the spool holds them, then every one arrives once, in order.
 
 And when the spool is full: reading pauses for the senders only, keep-alives are still acked, nobody is
 disconnected, and everything arrives after NATS returns. ~25 s and ~30 s.
@@ -18,7 +18,7 @@ from tests.events.fleet import KEEPALIVE, Agent, connect_all, nats_settings
 from tests.events.natsserver import NatsServer
 
 AGENTS = 100
-RATE = 20  # events per second per agent
+RATE = 10  # events per second per agent (20 saturates this shared machine: test and manager seal and open each)
 OUTAGE = 10.0
 ACK_LIMIT = 5.0  # a keep-alive read must be acked within this, NATS away or not
 
