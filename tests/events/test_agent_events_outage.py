@@ -18,7 +18,9 @@ from tests.events.fleet import KEEPALIVE, Agent, connect_all, nats_settings
 from tests.events.natsserver import NatsServer
 
 AGENTS = 100
-RATE = 10  # events per second per agent (20 saturates this shared machine: test and manager seal and open each)
+RATE = (
+    10  # events per second per agent (20 saturates this shared machine: test and manager seal and open each)
+)
 OUTAGE = 10.0
 ACK_LIMIT = 5.0  # a keep-alive read must be acked within this, NATS away or not
 
