@@ -31,6 +31,7 @@ from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import MANAGER_ID, StatusUpdate
 from agentpulse.remoted import keyguard, slowdown
 from agentpulse.remoted.grace import LOCAL, GraceTracker
+from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
 from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
@@ -149,7 +150,13 @@ class Manager:
         else:
             self.journal = AckJournal(home.ack_journal_dir, LOCAL, keep_for(config.database.flush_interval))
             self.remoted = Remoted(
-                config, self.keys, self.store, self.grace, journal=self.journal, lag=self.lag
+                config,
+                self.keys,
+                self.store,
+                self.grace,
+                journal=self.journal,
+                lag=self.lag,
+                intake=build_intake(config, home, 0, 1),
             )
             self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive, lag=self.lag)
             slowdown.apply(self.remoted)  # TEST ONLY, and only when its variable is set

@@ -82,6 +82,11 @@ class Home:
         return self.root / "var" / "nats"
 
     @property
+    def events_spool_dir(self) -> Path:
+        """Agent events not yet in JetStream, one folder per remoted process (`ingest/spool.py`)."""
+        return self.root / "queue" / "events"
+
+    @property
     def ack_journal_dir(self) -> Path:
         """remoted's acknowledgement journals, one per remoted process (see remoted/journal.py)."""
         return self.root / "queue" / "acks"

@@ -201,6 +201,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="F",
         help="each wait is scaled by a random factor in [1-F, 1+F] (default 0.2)",
     )
+    parser.add_argument(
+        "--events-per-agent",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="R",
+        help="agent events (log lines, FIM, inventory) each agent sends per second, besides keep-alives",
+    )
+    parser.add_argument(
+        "--event-mix",
+        default="syslog,fim,inventory",
+        metavar="KINDS",
+        help="comma-separated kinds of events, sent in turn: syslog (100-400 B), fim (~1 KB), "
+        "inventory (1-8 KB)",
+    )
     parser.set_defaults(handler=run_simulate)
 
 
@@ -213,6 +227,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     which a running manager loads within its keyupdate_interval (until then their startups are refused and
     retried with back-off).
     """
+    from agentpulse.simulator.eventgen import parse_mix
     from agentpulse.simulator.keys import create_keys, load_keys
     from agentpulse.simulator.plan import (
         AgentTiming,
@@ -259,6 +274,8 @@ def run_simulate(args: argparse.Namespace) -> int:
                 time_reconnect=args.time_reconnect,
                 jitter=min(args.jitter, 0.99),
             ),
+            events_per_agent=args.events_per_agent,
+            event_mix=parse_mix(args.event_mix),
         )
     except ValueError as error:
         return _fail(str(error))

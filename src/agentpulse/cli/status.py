@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentpulse.cli.database import open_database
+from agentpulse.cli.events_status import render_agent_events
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config.xmltree import ConfigError
 from agentpulse.escape import for_terminal
@@ -182,4 +183,5 @@ def run(args: argparse.Namespace) -> int:
         args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     )
     sys.stdout.write(render(summary, colour))
+    sys.stdout.write(render_agent_events(home))
     return 0

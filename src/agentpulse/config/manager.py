@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Final
 
 from agentpulse.config import convert as cv
+from agentpulse.config.agent_events import AgentEventsConfig, read_agent_events
 from agentpulse.config.auth import AuthConfig, read_auth
 from agentpulse.config.metrics import MetricsConfig, read_metrics
 from agentpulse.config.sections import (
@@ -116,6 +117,9 @@ class NatsConfig:
     keepalive_events: bool = True
     start_without_nats: bool = True
     replicas: int = 1  # of the stream and KV bucket agentpulse creates: 3 on a 3-server NATS cluster
+    agent_events: AgentEventsConfig = field(
+        default_factory=AgentEventsConfig
+    )  # <agent_events> (config/agent_events.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,19 +394,26 @@ class _ManagerReader(SectionReader):
     def nats(self, nodes: list[Node]) -> NatsConfig:
         values = Values()
         urls: list[str] = []
+        agent_events: list[Node] = []
 
         def url(node: Node, path: str) -> None:
             urls.extend(self.value(node, path, cv.nats_urls))
 
         for node in nodes:
-            self.read(node, "<nats>", _NATS_FIELDS, values, nested={"url": url})
+            self.read(
+                node,
+                "<nats>",
+                _NATS_FIELDS,
+                values,
+                nested={"url": url, "agent_events": lambda n, _: agent_events.append(n)},
+            )
         kwargs = values.kwargs
         pairs = (("user", "password"), ("password", "user"), ("tls_cert", "tls_key"), ("tls_key", "tls_cert"))
         for present, missing in pairs:
             if present in kwargs and missing not in kwargs:
                 node, path = values.origin[present]
                 raise self.error(node, path, f"set without <nats><{missing}>")
-        return NatsConfig(**kwargs, urls=tuple(urls))
+        return NatsConfig(**kwargs, urls=tuple(urls), agent_events=read_agent_events(self, agent_events))
 
     # -- <database> ---------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from agentpulse.remoted.admission import Admission
 from agentpulse.remoted.bindings import Bindings
 from agentpulse.remoted.faults import FaultLog
 from agentpulse.remoted.grace import GraceEvents
+from agentpulse.remoted.intake import EventIntake
 from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
@@ -79,9 +80,11 @@ class Remoted:
         manager_version: str = MANAGER_VERSION,
         journal: AckJournal | None = None,
         lag: LoopLag | None = None,
+        intake: EventIntake | None = None,
     ) -> None:
         self.config = config
         self.lag = lag  # this loop's lag: the acceptor takes fewer connections while it lags
+        self.intake = intake  # agent events out (remoted/intake.py); None: they are only counted
         self.journal = journal  # written before an ack the store has not committed yet
         self.remote = config.remote
         self.store = store
@@ -103,6 +106,7 @@ class Remoted:
         self.faults = FaultLog(log, monotonic)
         self.stats = RemotedStats()  # messages, refusals, dropped replies: read by `stats_snapshot()`
         self._admission_sweep: asyncio.Task[None] | None = None
+        self._events_tick: asyncio.Task[None] | None = None
         self._event_counts: dict[int, int] = {}
         self.stopping = False
         self.on_session_opened: list[Callable[[Session], None]] = []
@@ -115,6 +119,9 @@ class Remoted:
         datagrams keep reaching the same worker while the set of workers is stable (see `UdpEndpoint`).
         Raises OSError naming the address when a port cannot be bound."""
         loop = asyncio.get_running_loop()
+        if self.intake is not None:  # what the last run spooled goes out first; no agent waits on it
+            await self.intake.start()
+            self._events_tick = asyncio.create_task(self._tick_events(), name="agent-events-tick")
         host = self.remote.local_ip or ("::" if self.remote.ipv6 else "0.0.0.0")
         shared = self.remote.worker_processes > 1
         if "tcp" in self.remote.protocols:
@@ -174,6 +181,10 @@ class Remoted:
                     session.transport.abort()
             await self._sessions_gone(STOP_GRACE)
         self.flush_event_counts()
+        if self._events_tick is not None:
+            self._events_tick.cancel()
+        if self.intake is not None:
+            await self.intake.stop()
 
     async def _sessions_gone(self, timeout: float) -> None:
         """Until every session's connection_lost ran (its unbinding is sent before the pipe closes)."""
@@ -249,7 +260,10 @@ class Remoted:
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
             self._event_counts[number] = self._event_counts.get(number, 0) + 1
-            self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
+            counters = (message.global_counter, message.local_counter)
+            intake = self.intake
+            if intake is None or intake.accept(entry.key, payload, counters, now, self.monotonic(), session):
+                self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
         elif isinstance(parsed, control.Startup):
             self._startup(entry, parsed, session, udp_peer, now)
         elif isinstance(parsed, control.Shutdown):
@@ -410,6 +424,8 @@ class Remoted:
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
         self.admission.closed(session)
+        if self.intake is not None:
+            self.intake.closed(session)
         reason = session.close_reason or CloseReason.PEER_CLOSED
         if self.stopping:  # however it closed, it goes with the manager: the next start resets it
             reason = CloseReason.MANAGER_STOPPING
@@ -426,6 +442,25 @@ class Remoted:
             admission_timed_out=admission.timed_out,
             unexpected=self.faults.count,
         )
+
+    async def _tick_events(self) -> None:
+        """Once a second: the intake pauses or resumes senders. An agent it holds paused looks fresh to the
+        manager keep-alive and to the frame deadline, and is acked and reported alive every few seconds
+        on its behalf: the pause is ours, so it never changes the agent's status."""
+        assert self.intake is not None
+        while True:
+            await asyncio.sleep(1.0)
+            now, monotonic = self.clock(), self.monotonic()
+            held, due = self.intake.tick(monotonic)
+            for session in held:
+                session.last_received = monotonic
+                if session.frame_started >= 0:
+                    session.frame_started = monotonic
+            for session in due:
+                entry = self.agent_on(session)
+                if entry is not None:
+                    self.send_on(session, entry, control.ACK)
+                    self.store.submit(StatusUpdate(entry.number, Trigger.ALIVE, now))
 
     def flush_event_counts(self) -> None:
         if self._event_counts:

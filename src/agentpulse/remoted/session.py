@@ -106,6 +106,7 @@ class Session(asyncio.Protocol):
         "decoder",
         "dispatcher",
         "frame_started",
+        "held",
         "ip_counted",
         "last_received",
         "opened_at",
@@ -131,6 +132,7 @@ class Session(asyncio.Protocol):
         self.admitted = False  # counted by the admission limits (until it closes)
         self.ip_counted = False  # counted toward its address's cap (unauthenticated for a while)
         self.watched = False  # has its entry in the admission deadlines
+        self.held: list[bytes] | None = None  # paused (agent events back-pressure): frames read, not handled
 
     @property
     def closed(self) -> bool:
@@ -151,17 +153,13 @@ class Session(asyncio.Protocol):
         decoder = self.decoder
         try:
             frames = decoder.feed(data)
-            for frame in frames:
-                self.dispatcher.handle(frame, self.peer_ip, self)
-                if self.close_reason is not None:
-                    return
         except WireError as error:
             self.dispatcher.refused(error, self.peer_ip, self)
             self.close(CloseReason.REFUSED)
             return
-        except Exception as error:  # the frame boundary: one line (FaultLog), not the loop's traceback
-            self.dispatcher.failed(error, self.peer_ip, self)
-            self.close(CloseReason.REFUSED)
+        if self.held is not None:  # paused while this read was under way: handled on resume
+            self.held.extend(frames)
+        elif not self._dispatch(frames):
             return
         if decoder.buffered:  # a frame begun: it must end within frame_timeout (a keep-alive rarely splits)
             if frames or self.frame_started < 0:
@@ -170,6 +168,40 @@ class Session(asyncio.Protocol):
                     self.dispatcher.frame_begun(self)
         elif self.frame_started >= 0:
             self.frame_started = -1.0
+
+    def _dispatch(self, frames: list[bytes]) -> bool:
+        """Handle frames in order; False when the session closed. A pause stops it: the rest are held."""
+        try:
+            for index, frame in enumerate(frames):
+                self.dispatcher.handle(frame, self.peer_ip, self)
+                if self.close_reason is not None:
+                    return False
+                if self.held is not None:
+                    self.held.extend(frames[index + 1 :])
+                    return True
+        except WireError as error:
+            self.dispatcher.refused(error, self.peer_ip, self)
+            self.close(CloseReason.REFUSED)
+            return False
+        except Exception as error:  # the frame boundary: one line (FaultLog), not the loop's traceback
+            self.dispatcher.failed(error, self.peer_ip, self)
+            self.close(CloseReason.REFUSED)
+            return False
+        return True
+
+    def pause_reading(self) -> None:
+        """Stop reading (agent events back-pressure); frames already read wait in `held`, in memory."""
+        if self.held is None and self.transport is not None and self.close_reason is None:
+            self.held = []
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Handle what was held, then read again (unless that paused it anew)."""
+        held, self.held = self.held, None
+        if held is None or self.close_reason is not None or self.transport is None:
+            return
+        if self._dispatch(held) and self.held is None:
+            self.transport.resume_reading()
 
     def send(self, payload: bytes) -> bool:
         transport = self.transport
@@ -197,6 +229,7 @@ class Session(asyncio.Protocol):
             self.close_reason = reason
             # Timer heaps keep a closed session until its entry comes up: not the bytes it buffered.
             self.decoder.clear()
+            self.held = None
             if self.transport is not None:
                 if reason.aborts:
                     self.transport.abort()

@@ -24,6 +24,7 @@ from agentpulse.config import Config
 from agentpulse.looplag import LoopLag
 from agentpulse.paths import Home
 from agentpulse.remoted import pipe, slowdown
+from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, keep_for
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.pipe import Command, Tag
@@ -49,8 +50,11 @@ class WorkerProcess:
         self.sink = pipe.PipeSink(self.pipe)
         self.keys = KeyStore()
         self.journal = AckJournal(home.ack_journal_dir, index, keep_for(config.database.flush_interval))
+        intake = build_intake(config, home, index, config.remote.worker_processes)  # events: straight to NATS
         self.lag = LoopLag()
-        self.remoted = Remoted(config, self.keys, self.sink, self.sink, journal=self.journal, lag=self.lag)
+        self.remoted = Remoted(
+            config, self.keys, self.sink, self.sink, journal=self.journal, lag=self.lag, intake=intake
+        )
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive, lag=self.lag)
         slowdown.apply(self.remoted)  # TEST ONLY, and only when its variable is set
         self.pushes = SharedPushes(self.remoted, self._pushed)

@@ -30,6 +30,7 @@ from agentpulse.simulator.agents import (
     keepalive_payload,
 )
 from agentpulse.simulator.connections import SimConnection, TcpConnection, UdpConnection, connect_error
+from agentpulse.simulator.eventgen import EventSchedule, seal_event
 from agentpulse.simulator.histogram import LatencyHistogram
 from agentpulse.simulator.plan import (
     FD_HEADROOM,
@@ -129,6 +130,10 @@ class FleetProcess:
         self.retries: dict[str, int] = {}
         self.connected = self.acked = 0
         self.keepalives_sent = self.keepalives_acked = 0
+        self.events = EventSchedule(config.events_per_agent, config.event_mix)
+        self.events_sent = 0
+        self._running = (-math.inf, 0)  # (when, agents running) for the event rate
+        self._event_cursor = 0
         self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
         self.steady_latency_base: LatencyHistogram | None = None
         self.requests_answered = self.forced_reconnects = 0
@@ -174,7 +179,11 @@ class FleetProcess:
                     self.inject_failures(now)
                 for agent in self.wheel.advance(now):
                     self.on_timer(agent, now)
+                if self.events.rate:
+                    self.send_events(self.events.due(now, self._running[1]))
                 self.start_connects()
+                if self.events.rate and now - self._running[0] >= 1.0:
+                    self._running = (now, self._count_live()[1])  # events go to the running agents only
                 if self.report is not None and now >= next_report:
                     next_report = now + REPORT_INTERVAL
                     self.report(self.snapshot(now))
@@ -361,6 +370,23 @@ class FleetProcess:
             agent.messages_sent += 1
             self.keepalives_sent += 1
 
+    def send_events(self, count: int) -> None:
+        """`count` events, one per running agent in turn (an agent whose socket is full is skipped)."""
+        agents = self.agents
+        tries = len(agents)
+        while count > 0 and tries > 0:
+            agent = agents[self._event_cursor]
+            self._event_cursor = (self._event_cursor + 1) % len(agents)
+            tries -= 1
+            connection = agent.connection
+            if agent.state != RUNNING or connection is None:
+                continue
+            if connection.write(seal_event(agent.codec, self.events.payload())):
+                agent.messages_sent += 1
+                self.events_sent += 1
+                count -= 1
+                tries = len(agents)
+
     def on_message(self, connection: SimConnection, data: bytes) -> None:
         agent = connection.agent
         if agent.state in (SILENT, STOPPED):
@@ -511,6 +537,7 @@ class FleetProcess:
             retries=dict(self.retries),
             keepalives_sent=self.keepalives_sent,
             keepalives_acked=self.keepalives_acked,
+            events_sent=self.events_sent,
             steady_acked=steady_acked,
             steady_s=steady_s,
             requests_answered=self.requests_answered,

@@ -123,6 +123,8 @@ class SimulatorConfig:
         return ((self.host, self.port), *self.more_servers)
 
     timing: AgentTiming = AgentTiming()
+    events_per_agent: float = 0.0  # agent events (syslog, FIM, inventory) per agent per second
+    event_mix: tuple[str, ...] = ("syslog", "fim", "inventory")
 
     def __post_init__(self) -> None:
         # In this order: the message lists every problem, the run's shape first.

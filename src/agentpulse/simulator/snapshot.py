@@ -33,6 +33,7 @@ class Snapshot:
     retries: dict[str, int] = field(default_factory=dict)
     keepalives_sent: int = 0
     keepalives_acked: int = 0
+    events_sent: int = 0
     steady_acked: int = 0  # keep-alives acked after the ramp
     steady_s: float = 0.0
     requests_answered: int = 0
@@ -65,6 +66,7 @@ class Snapshot:
                 "acked_now",
                 "keepalives_sent",
                 "keepalives_acked",
+                "events_sent",
                 "steady_acked",
                 "requests_answered",
                 "forced_reconnects",
