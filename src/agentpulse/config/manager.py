@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Final
 
 from agentpulse.config import convert as cv
+from agentpulse.config.api import ApiConfig, read_api
 from agentpulse.config.auth import AuthConfig, read_auth
 from agentpulse.config.sections import (
     Fields,
@@ -138,6 +139,7 @@ class Config:
     nats: NatsConfig = NatsConfig()
     database: DatabaseConfig = DatabaseConfig()
     auth: AuthConfig | None = None  # None: no <auth> element, so no enrolment port (see config/auth.py)
+    api: ApiConfig | None = None  # None: no <api> element, so no HTTP API (see config/api.py)
 
 
 def parse_config(text: str, source: str = "ossec.conf") -> Config:
@@ -286,6 +288,7 @@ class _ManagerReader(SectionReader):
             nats=self.nats(sections.get("nats", [])),
             database=self.database(sections.get("database", [])),
             auth=read_auth(sections.get("auth", []), self.source),
+            api=read_api(sections.get("api", []), self.source),
         )
 
     # -- <remote> -----------------------------------------------------------------------------------------

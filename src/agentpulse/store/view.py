@@ -53,6 +53,8 @@ class StatusView:
         self.heard: OrderedDict[int, None] = OrderedDict()
         self._retired: dict[int, int] = {}  # last history seq of removed agents, should their id come back
         self._retired_names: dict[int, str] = {}  # for the events that follow a removal
+        # agents per status, kept with every change below, so a summary costs nothing at fleet size (the API)
+        self.counts: dict[ConnectionStatus, int] = dict.fromkeys(ConnectionStatus, 0)
 
     def __contains__(self, agent_id: int) -> bool:
         return agent_id in self.agents
@@ -85,6 +87,13 @@ class StatusView:
             if agent.status in LIVE:
                 self.heard[agent.agent_id] = None
             self._retired.pop(agent.agent_id, None)
+        self._recount()
+
+    def _recount(self) -> None:
+        counts = dict.fromkeys(ConnectionStatus, 0)
+        for view in self.agents.values():
+            counts[view.status] += 1
+        self.counts = counts
 
     def add(self, agent_id: int, name: str, register_ip: str, date_add: float) -> AgentView:
         """A new agent, never connected; its history goes on from a removed agent with the same id."""
@@ -97,6 +106,7 @@ class StatusView:
             register_ip=register_ip,
             date_add=date_add,
         )
+        self.counts[ConnectionStatus.NEVER_CONNECTED] += 1
         return view
 
     def registered(self, agent_id: int, view: AgentView, at: float) -> TransitionRow:
@@ -120,6 +130,8 @@ class StatusView:
         row = TransitionRow(
             update.agent_id, view.seq, view.status, moved.new, moved.code, update.at, view.last_keepalive
         )
+        self.counts[view.status] -= 1
+        self.counts[moved.new] += 1
         view.status, view.code = moved.new, moved.code
         # as the status write sets disconnection_time (store/sqlite/writes.py)
         view.disconnection_time = update.at if moved.new is ConnectionStatus.DISCONNECTED else 0.0
@@ -133,6 +145,7 @@ class StatusView:
         self.heard.pop(agent_id, None)
         if view is None:
             return None
+        self.counts[view.status] -= 1
         code = view.code if view.status is ConnectionStatus.DISCONNECTED else StatusCode.NONE
         view.seq += 1
         self._retired[agent_id] = view.seq

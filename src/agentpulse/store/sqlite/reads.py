@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentpulse.store import agentquery as aq
 from agentpulse.store.backend import Fragmentation
-from agentpulse.store.sqlite import maintenance, schema
+from agentpulse.store.sqlite import agentquery, maintenance, schema
 from agentpulse.store.sqlite.sandbox import Row, read_only_query, row_object
 
 MEMBERSHIP = schema.MEMBERSHIP
@@ -216,6 +217,33 @@ class SqliteReader:
                 (limit,),
             )
             return [HistoryEntry(*tuple(row)) for row in rows]
+
+    # -- the HTTP API (store/sqlite/agentquery.py) -------------------------------------------------------
+
+    def agents_page(self, query: aq.AgentQuery) -> aq.AgentPage:
+        """The rows of one page of agents matching `query`, and how many match."""
+        with self._connection() as db:
+            return agentquery.agents_page(db, query)
+
+    def existing_ids(self, ids: list[int]) -> set[int]:
+        with self._connection() as db:
+            return agentquery.existing_ids(db, ids)
+
+    def history(self, agent_id: int, limit: int) -> list[aq.StatusChange]:
+        with self._connection() as db:
+            return agentquery.history(db, agent_id, limit)
+
+    def changes_by_minute(self, since: float) -> list[tuple[int, str, str, int, int]]:
+        with self._connection() as db:
+            return agentquery.changes_by_minute(db, since)
+
+    def config_counts(self) -> dict[str, int]:
+        with self._connection() as db:
+            return agentquery.config_counts(db)
+
+    def group_counts(self) -> dict[str, int]:
+        with self._connection() as db:
+            return agentquery.group_counts(db)
 
     # -- the events' outbox ------------------------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""What every API handler works with: the store, a read pool off the loop, and what the manager lends.
+
+Reads run in `read()` (a small thread pool; SQLite drops the GIL while it works), never on the loop. The
+manager passes its operations in (`ManagerLink`), so the API never holds the manager itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from agentpulse.store.facade import Store
+from agentpulse.store.sqlite.reads import SqliteReader
+
+T = TypeVar("T")
+READ_THREADS = 4
+CONFIG_COUNTS_TTL = 2.0  # seconds the summary's synced/not synced counts may be old
+COMMIT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerLink:
+    """The manager's operations the API may ask for."""
+
+    # ids, purge -> the ids removed (client.keys, then the store: history rows and status events)
+    remove_agents: Callable[[list[int], bool], Awaitable[list[int]]]
+    # ids, control message -> how many were told
+    send_to_agents: Callable[[list[int], bytes], int]
+    status: Callable[[], Awaitable[dict[str, object]]]
+    metrics: Callable[[], tuple[bytes, str]] | None = None
+
+
+class ApiContext:
+    def __init__(self, store: Store, link: ManagerLink, shared_dir: Path) -> None:
+        self.store = store
+        self.link = link
+        self.shared_dir = shared_dir
+        self.reader: SqliteReader = store.reader()
+        self.pool: ThreadPoolExecutor | None = None
+        self._config_counts: dict[str, int] | None = None
+        self._config_at = 0.0
+        self._config_refresh: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        self.pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="api-read")
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    async def read(self, job: Callable[[], T]) -> T:
+        if self.pool is None:
+            raise RuntimeError("the API is stopped")
+        return await asyncio.get_running_loop().run_in_executor(self.pool, job)
+
+    async def committed(self) -> None:
+        await asyncio.wait_for(asyncio.wrap_future(self.store.committed()), COMMIT_TIMEOUT)
+
+    async def config_counts(self) -> dict[str, int]:
+        """group_config_status counts, at most CONFIG_COUNTS_TTL old: refreshed behind the reply."""
+        if self._config_counts is None:
+            await self._refresh_config()
+        elif time.monotonic() - self._config_at > CONFIG_COUNTS_TTL and (
+            self._config_refresh is None or self._config_refresh.done()
+        ):
+            self._config_refresh = asyncio.create_task(self._refresh_config())
+        return self._config_counts or {}
+
+    async def _refresh_config(self) -> None:
+        self._config_counts = await self.read(self.reader.config_counts)
+        self._config_at = time.monotonic()
