@@ -62,3 +62,19 @@ def test_a_change_to_the_same_status_and_code_is_no_row() -> None:
     view.apply(agent, StatusUpdate(1, Trigger.ALIVE, 1.0))
     assert view.apply(agent, StatusUpdate(1, Trigger.ALIVE, 2.0)) is None
     assert agent.seq == 1
+
+
+def test_counts_per_status_follow_loads_additions_changes_and_removals() -> None:
+    view = StatusView()
+    view.load([_loaded(1, ConnectionStatus.ACTIVE), _loaded(2, ConnectionStatus.DISCONNECTED)], {})
+    assert view.counts[ConnectionStatus.ACTIVE] == 1 and view.counts[ConnectionStatus.DISCONNECTED] == 1
+    view.add(3, "agent-3", "any", 0.0)
+    assert view.counts[ConnectionStatus.NEVER_CONNECTED] == 1
+    agent = view.get(3)
+    assert agent is not None
+    view.apply(agent, StatusUpdate(3, Trigger.STARTUP, 10.0))
+    assert view.counts[ConnectionStatus.NEVER_CONNECTED] == 0
+    assert view.counts[ConnectionStatus.PENDING] + view.counts[ConnectionStatus.ACTIVE] == 2
+    view.remove(1, 11.0)
+    assert sum(view.counts.values()) == len(view) == 2
+    assert view.counts == {s: sum(1 for a in view.agents.values() if a.status is s) for s in ConnectionStatus}
