@@ -40,7 +40,8 @@ class ApiContext:
         self.store = store
         self.link = link
         self.shared_dir = shared_dir
-        self.reader: SqliteReader = store.reader()
+        # one connection per read thread, kept: the manager holds global.db open, so it is never idle
+        self.reader: SqliteReader = store.reader(keep_open=True)
         self.pool: ThreadPoolExecutor | None = None
         self._config_counts: dict[str, int] | None = None
         self._config_at = 0.0

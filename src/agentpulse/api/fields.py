@@ -7,6 +7,8 @@ with `+00:00`, `os` as an object, `group` as a list and `disconnection_time` onl
 from __future__ import annotations
 
 import datetime
+import enum
+import functools
 from typing import Any, Final
 
 from agentpulse.store.agentquery import AgentField as F
@@ -45,42 +47,71 @@ OS_FIELDS: Final = tuple(name for name in FIELDS if name.startswith("os."))
 SELECTABLE: Final = frozenset({*FIELDS, "os"})
 
 
+@functools.lru_cache(maxsize=65536)
 def iso_time(epoch: float) -> str:
+    """`2024-02-14T10:32:57+00:00` (whole seconds; many agents share a second, so it is cached)."""
     moment = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
     return moment.isoformat()
 
 
-def _selected(name: str, select: frozenset[str] | None) -> bool:
-    if select is None or name == "id" or name in select:
-        return True
-    return name.startswith("os.") and "os" in select
+class Kind(enum.Enum):
+    PLAIN = enum.auto()
+    ID = enum.auto()
+    TIME = enum.auto()
+    DISCONNECTION = enum.auto()  # a time, left out when 0
+    GROUPS = enum.auto()
+    OS = enum.auto()
+
+
+def _kind(name: str) -> Kind:
+    if name == "id":
+        return Kind.ID
+    if name == "disconnection_time":
+        return Kind.DISCONNECTION
+    if name in TIME_FIELDS:
+        return Kind.TIME
+    if name == "group":
+        return Kind.GROUPS
+    return Kind.OS if name.startswith("os.") else Kind.PLAIN
+
+
+@functools.lru_cache(maxsize=256)
+def plan(select: frozenset[str] | None) -> tuple[tuple[str, str, Kind], ...]:
+    """(item key, row column, kind) of every field `select` asks for (`id` always): worked out once."""
+    steps = []
+    for name, column in FIELDS.items():
+        wanted = (
+            select is None or name == "id" or name in select or (name.startswith("os.") and "os" in select)
+        )
+        if wanted:
+            key = name[3:] if name.startswith("os.") else name
+            steps.append((key, "ip" if column is F.IP else column.value, _kind(name)))
+    return tuple(steps)
 
 
 def item(row: dict[str, Any], select: frozenset[str] | None = None) -> dict[str, Any]:
     """The Wazuh item of one agent row, limited to `select` (API names; `id` always) when given."""
     out: dict[str, Any] = {}
     os_part: dict[str, Any] = {}
-    for name, column in FIELDS.items():
-        if not _selected(name, select):
-            continue
-        key = "ip" if column is F.IP else column.value
-        value = row.get(key)
-        if column is F.IP and value is None:
-            value = row.get("register_ip")
+    for key, column, kind in plan(select):
+        value = row.get(column)
         if value is None:
-            continue
-        if name == "id":
-            out["id"] = f"{int(value):03d}"
-        elif name in TIME_FIELDS:
-            if name == "disconnection_time" and not value:
+            if column == "ip":
+                value = row.get("register_ip")
+            if value is None:
                 continue
-            out[name] = iso_time(float(value))
-        elif name == "group":
-            out["group"] = [g for g in str(value).split(",") if g]
-        elif name.startswith("os."):
-            os_part[name[3:]] = value
-        else:
-            out[name] = value
+        if kind is Kind.PLAIN:
+            out[key] = value
+        elif kind is Kind.ID:
+            out[key] = f"{int(value):03d}"
+        elif kind is Kind.TIME:
+            out[key] = iso_time(value)
+        elif kind is Kind.OS:
+            os_part[key] = value
+        elif kind is Kind.GROUPS:
+            out[key] = [g for g in str(value).split(",") if g]
+        elif value:
+            out[key] = iso_time(value)
     if os_part:
         out["os"] = os_part
     return out

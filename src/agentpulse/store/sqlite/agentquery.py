@@ -23,7 +23,6 @@ from agentpulse.store.agentquery import (
     StatusChange,
 )
 from agentpulse.store.sqlite import schema
-from agentpulse.store.sqlite.sandbox import row_object
 
 COLUMNS: Final[dict[AgentField, str]] = {
     field: f"`{field.value}`" if field is AgentField.GROUP else field.value for field in AgentField
@@ -110,11 +109,14 @@ def rows_by_id(db: sqlite3.Connection, ids: list[int]) -> list[dict[str, object]
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ids[start : start + IN_CHUNK]
         marks = ",".join("?" * len(chunk))
-        for row in db.execute(f"SELECT * FROM agent WHERE id IN ({marks})", chunk):
-            item = row_object(row)
-            for hidden in HIDDEN_COLUMNS:
-                item.pop(hidden, None)
-            found[int(row["id"])] = item
+        cursor = db.cursor()
+        cursor.row_factory = None  # plain tuples: a dict per row is built once, below
+        cursor.execute(f"SELECT * FROM agent WHERE id IN ({marks})", chunk)
+        names = [d[0] for d in cursor.description]
+        keep = [i for i, name in enumerate(names) if name not in HIDDEN_COLUMNS]
+        id_index = names.index("id")
+        for values in cursor:
+            found[values[id_index]] = {names[i]: values[i] for i in keep if values[i] is not None}
     return [found[i] for i in ids if i in found]
 
 
