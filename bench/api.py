@@ -100,6 +100,18 @@ def describe_fleet(home: Path, live: int) -> None:
     db.close()
 
 
+def wait_for_port(port: int, timeout: float = 300) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
 class Client:
     def __init__(self, port: int) -> None:
         self.connection = http.client.HTTPConnection(LOOPBACK, port, timeout=60)
@@ -143,6 +155,33 @@ def api_load(port: int, total: int, stop: threading.Event, results: dict[str, li
             results["summary"].append(took)
 
 
+def cpu_per_query(home: Path, total: int) -> dict[str, float]:
+    """The same reads in this process, on the stopped manager's global.db: CPU ms (median of 5) of the
+    store's read plus the item building and JSON, i.e. what a reply costs on an idle core."""
+    from agentpulse.api import query
+    from agentpulse.api.errors import dumps
+    from agentpulse.api.fields import item
+    from agentpulse.api.http import Request
+    from agentpulse.store.sqlite.reads import SqliteReader
+
+    reader = SqliteReader(home / "queue" / "db" / "global.db", keep_open=True)
+    costs = {}
+    for name, (path, _) in QUERIES.items():
+        if name == "summary":
+            continue
+        target = path.format(deep=max(0, total - 500))
+        pairs = [tuple(p.split("=", 1)) for p in target.split("?", 1)[1].split("&")]
+        parsed = query.agents_request(Request("GET", "/agents", pairs, {}, b"", ""), time.time())  # type: ignore[arg-type]
+        samples = []
+        for _ in range(5):
+            started = time.process_time()
+            page = reader.agents_page(parsed.query)
+            dumps([item(row, parsed.select) for row in page.rows])
+            samples.append((time.process_time() - started) * 1000)
+        costs[name] = statistics.median(samples)
+    return costs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=200_000)
@@ -163,7 +202,9 @@ def main() -> int:
     manager = start_manager(home, port)
     stop_process(manager)
     describe_fleet(home, args.live)
+    (home / "var" / "run" / "agentpulse-remoted.state").unlink(missing_ok=True)  # the first run's
     manager = start_manager(home, port)
+    wait_for_port(api_port)
     print(f"home ready in {time.monotonic() - started:.0f} s")
     try:
         keys = home / "etc" / "client.keys"
@@ -193,6 +234,11 @@ def main() -> int:
     print(f"\nack p99 without API load {base} ms, with {under} ms: ratio {under / base:.2f} (aim <= 1.20)")
     print(f"keep-alives/s acked: {baseline['keepalives_per_s']} without, {loaded['keepalives_per_s']} with")
     print(f"errors: {baseline['errors']} without, {loaded['errors']} with")
+    for name, cost in cpu_per_query(home, count).items():
+        print(
+            f"CPU of one {name} reply in-process (median of 5): {cost:.1f} ms (aim {QUERIES[name][1]:.0f} ms)"
+        )
+    print(f"load average at the end {Path('/proc/loadavg').read_text().split()[0]} (2 cores, shared)")
     return 0
 
 

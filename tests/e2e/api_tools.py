@@ -6,46 +6,27 @@ import base64
 import http.client
 import json
 import ssl
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.harness import LOOPBACK, ManagerProcess, run_cli
+from tests.e2e.harness import LOOPBACK, ManagerProcess, agentpulse_bin, run_cli
 
 ADMIN = ("admin", "admin-password")
 READER = ("reader", "reader-password")
 
 
 def add_user(manager: ManagerProcess, name: str, password: str, role: str) -> None:
-    env_home = manager.root
-    result = run_cli_input(
-        "agentpulse",
-        password + "\n",
-        "api-user",
-        "--home",
-        str(env_home),
-        "add",
-        name,
-        "--role",
-        role,
-        "--password-stdin",
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def run_cli_input(name: str, stdin: str, *args: str) -> Any:
-    import os
-    import subprocess
-
-    from tests.e2e.harness import agentpulse_bin
-
-    return subprocess.run(
-        [agentpulse_bin(name), *args],
-        input=stdin,
+    """`agentpulse api-user add` with the password on stdin, as an operator's script does."""
+    command = [agentpulse_bin("agentpulse"), "api-user", "--home", str(manager.root), "add", name]
+    result = subprocess.run(
+        [*command, "--role", role, "--password-stdin"],
+        input=password + "\n",
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ),
     )
+    assert result.returncode == 0, result.stderr
 
 
 @dataclass

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 
+from agentpulse.keysfile import read_keys_file
 from agentpulse.status import ConnectionStatus
 from tests.e2e.api_tools import ADMIN, READER, Api, add_user, agent_control_statuses
 from tests.e2e.harness import AgentFactory, ManagerProcess, ManagerSettings, run_cli
@@ -43,8 +45,6 @@ class WireFleet:
         self.stats = FleetStats()
         self.loop = asyncio.new_event_loop()
         self.stop = asyncio.Event()
-        import threading
-
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -75,9 +75,7 @@ class WireFleet:
 @pytest.fixture
 def fleet(manager: ManagerProcess, agent_process: AgentFactory) -> Iterator[tuple[Api, ManagerProcess]]:
     api = start(manager)
-    keys = list(
-        __import__("agentpulse.keysfile", fromlist=["x"]).read_keys_file(manager.home.client_keys).active()
-    )
+    keys = list(read_keys_file(manager.home.client_keys).active())
     python_agent = agent_process(keys[0])
     python_agent.start()
     with WireFleet(manager):
@@ -308,9 +306,7 @@ def test_stream_and_history_follow_an_agent_that_connects_and_is_killed(
     manager: ManagerProcess, agent_process: AgentFactory
 ) -> None:
     api = start(manager)
-    keys = list(
-        __import__("agentpulse.keysfile", fromlist=["x"]).read_keys_file(manager.home.client_keys).active()
-    )
+    keys = list(read_keys_file(manager.home.client_keys).active())
     connection = api.connection()
     connection.request(
         "GET", "/agents/stream?snapshot=true", headers={"Authorization": f"Bearer {api.token}"}

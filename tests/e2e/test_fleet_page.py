@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agentpulse.keysfile import read_keys_file
 from tests.e2e.api_tools import ADMIN, Api
 from tests.e2e.harness import AgentFactory, ManagerProcess
 from tests.e2e.test_api import WireFleet, start
@@ -54,9 +55,7 @@ def test_the_page_follows_the_fleet_live(
     manager: ManagerProcess, agent_process: AgentFactory, browser: Any, tmp_path: Path
 ) -> None:
     api = start(manager)
-    keys = list(
-        __import__("agentpulse.keysfile", fromlist=["x"]).read_keys_file(manager.home.client_keys).active()
-    )
+    keys = list(read_keys_file(manager.home.client_keys).active())
     api.call("POST", "/groups", body=b'{"group_id":"web"}')
     api.call("PUT", "/agents/group?group_id=web&agents_list=002,003,004")
 
