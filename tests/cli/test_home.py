@@ -118,6 +118,7 @@ def test_every_manager_command_has_the_same_home_option() -> None:
         "group",
         "db",
         "watch",
+        "api-user",
     }
     for name, action in actions.items():
         assert action.metavar == "DIR", name
