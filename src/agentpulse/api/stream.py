@@ -24,6 +24,9 @@ HEARTBEAT: Final = 15.0  # seconds between comments that keep proxies and dead p
 CLIENT_QUEUE: Final = 256  # batches a client may lag behind before it is closed
 MAX_CLIENTS: Final = 64
 MAX_BATCH: Final = 5000  # changes per event; more in one flush go out as several events
+# More changes than this in one flush (a manager restart, a network cut) go out as one `resync` event
+# with the counts only: encoding them all would hold the loop, and no one reads 200,000 lines anyway.
+MAX_CHANGES: Final = 20000
 
 
 def change_kind(row: TransitionRow, present: bool) -> str:
@@ -42,6 +45,9 @@ def counts_document(counts: Mapping[ConnectionStatus, int]) -> dict[str, int]:
 
 def event(name: str, data: object) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+_OVERFLOW: Final[dict[str, Any]] = {}
 
 
 class StreamHub:
@@ -72,7 +78,9 @@ class StreamHub:
         return len(self._clients)
 
     def _on_transition(self, row: TransitionRow) -> None:
-        if not self._clients:
+        if not self._clients or len(self._pending) > MAX_CHANGES:
+            if self._clients:
+                self._pending.append(_OVERFLOW)  # counted, not described: this flush is a resync
             return
         present = row.agent_id in self.store.view
         self._pending.append(
@@ -96,10 +104,13 @@ class StreamHub:
                 continue
             pending, self._pending = self._pending, []
             counts = counts_document(self.store.view.counts)
-            chunks = [
-                event("status", {"changes": pending[i : i + MAX_BATCH], "counts": counts})
-                for i in range(0, len(pending), MAX_BATCH)
-            ]
+            if len(pending) > MAX_CHANGES:
+                chunks = [event("resync", {"changes": len(pending), "counts": counts})]
+            else:
+                chunks = [
+                    event("status", {"changes": pending[i : i + MAX_BATCH], "counts": counts})
+                    for i in range(0, len(pending), MAX_BATCH)
+                ]
             for queue in list(self._clients):
                 for chunk in chunks:
                     try:

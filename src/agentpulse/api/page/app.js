@@ -256,8 +256,17 @@ function onEvent(block) {
   if (name === "snapshot") showCounts(doc.counts);
   if (name === "status") {
     showCounts(doc.counts);
-    for (const change of doc.changes) { feed(change); updateRow(change); }
+    const visible = new Map();
+    document.querySelectorAll("#rows tr").forEach((tr) => visible.set(tr.dataset.id, tr));
+    doc.changes.slice(-FEED_MAX).forEach(feed);
+    for (const change of doc.changes) updateRow(change, visible.get(change.id));
     if (state.status || state.search || state.sort !== "id") scheduleReload();
+  }
+  if (name === "resync") {  // too many changes at once to list: the counts, and the page read again
+    showCounts(doc.counts);
+    const note = el("li", "muted", `${doc.changes.toLocaleString()} changes at once`);
+    $("feed").insertBefore(note, $("feed").firstChild);
+    scheduleReload();
   }
 }
 
@@ -275,8 +284,7 @@ function feed(change) {
   $("feed-count").textContent = list.children.length + " recent";
 }
 
-function updateRow(change) {
-  const tr = document.querySelector(`#rows tr[data-id="${change.id}"]`);
+function updateRow(change, tr) {
   if (!tr) { if (change.kind !== "change") scheduleReload(); return; }
   if (change.kind === "removed") { tr.remove(); return; }
   const cell = tr.querySelector("td.status");
