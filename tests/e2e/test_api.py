@@ -360,3 +360,29 @@ def test_https_with_the_certificate_made_on_first_start(manager: ManagerProcess)
     assert {"/agents", "/agents/summary/status", "/agents/stream", "/groups", "/manager/status"} <= set(
         openapi["paths"]
     )
+
+
+def test_reconnect_and_delete_reach_agents_held_by_worker_processes(manager: ManagerProcess) -> None:
+    api = start(manager, workers=2)
+    with WireFleet(manager) as fleet:
+        for number in WIRE:
+            manager.wait_for(number, "active", timeout=20)
+        reply = api.call("PUT", "/agents/reconnect?agents_list=002,003").json()
+        assert reply["data"]["affected_items"] == ["002", "003"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not {2, 3} <= set(fleet.stats.reconnects):
+            time.sleep(0.1)
+        assert {2, 3} <= set(fleet.stats.reconnects), fleet.stats.reconnects
+        assert 4 not in fleet.stats.reconnects
+
+        deleted = api.call("DELETE", "/agents?agents_list=004&status=active&older_than=0s&purge=true").json()
+        assert deleted["data"]["affected_items"] == ["004"], deleted
+        assert " agent-00004 " not in manager.home.client_keys.read_text()  # purge: the line is gone
+        assert "004" not in agent_control_statuses(manager)
+        history = api.get("/agents/004/history")["data"]["affected_items"]
+        assert history[0]["to"] == "disconnected" and history[0]["reason"] == "removed"
+        assert any(row["from"] == "active" for row in history)
+        sessions = fleet.stats.sessions.get(4, 0)
+        time.sleep(2)  # the removed agent's connection was closed, and no new one is accepted
+        assert fleet.stats.sessions.get(4, 0) == sessions
+        assert any(f.startswith("4:") for f in fleet.stats.failures), fleet.stats.failures
