@@ -11,8 +11,8 @@ from typing import Any, Final
 
 from agentpulse.api import query
 from agentpulse.api.context import ApiContext
-from agentpulse.api.errors import ApiError, Failures, data, envelope
-from agentpulse.api.fields import iso_time, item
+from agentpulse.api.errors import ApiError, Failures, data, envelope, envelope_encoded
+from agentpulse.api.fields import iso_time, outputs
 from agentpulse.api.http import Request, Response, Stream
 from agentpulse.api.stream import StreamHub, counts_document
 from agentpulse.records import MANAGER_ID
@@ -51,15 +51,15 @@ async def list_agents(ctx: ApiContext, request: Request, extra: tuple[Expr, ...]
     reader = ctx.reader
 
     def run() -> Response:
-        page = reader.agents_page(parsed.query)
+        # the items are built as JSON by the store's backend: no Python object per agent
+        page = reader.agents_json(parsed.query, outputs(parsed.select))
         failures = Failures()
         if parsed.ids:
             known = reader.existing_ids(parsed.ids)
             for agent_id in dict.fromkeys(parsed.ids):
                 if agent_id not in known:
                     failures.add(1701, f"{agent_id:03d}")
-        items = [item(row, parsed.select) for row in page.rows]
-        return envelope(items, page.total, failures, LIST_MESSAGES)
+        return envelope_encoded(page.items, page.total, failures, LIST_MESSAGES)
 
     return await ctx.read(run)
 

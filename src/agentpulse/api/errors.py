@@ -154,6 +154,20 @@ def envelope(
     return Response(200, dumps(document), JSON)
 
 
+def envelope_encoded(
+    items: list[str], total: int, failures: Failures, messages: tuple[str, str, str]
+) -> Response:
+    """`envelope()` for items the store encoded already (JSON text each): joined, never parsed."""
+    reply = envelope([], total, failures, messages)
+    if items:
+        document = json.loads(reply.body)
+        failed = failures.count
+        document["error"], document["message"] = (0, messages[0]) if failed == 0 else (2, messages[1])
+        head, _, tail = dumps(document).partition(b'"affected_items":[]')
+        reply.body = head + b'"affected_items":[' + ",".join(items).encode() + b"]" + tail
+    return reply
+
+
 def data(document: object, message: str | None = None) -> Response:
     body: dict[str, Any] = {"data": document, "error": 0}
     if message is not None:

@@ -12,6 +12,7 @@ import functools
 from typing import Any, Final
 
 from agentpulse.store.agentquery import AgentField as F
+from agentpulse.store.agentquery import Format, Output
 
 # API field -> column. `os.*` are the nested fields; `os` alone selects them all.
 FIELDS: Final[dict[str, F]] = {
@@ -75,6 +76,12 @@ def _kind(name: str) -> Kind:
     return Kind.OS if name.startswith("os.") else Kind.PLAIN
 
 
+def _selected(name: str, select: frozenset[str] | None) -> bool:
+    if select is None or name == "id" or name in select:
+        return True
+    return name.startswith("os.") and "os" in select
+
+
 @functools.lru_cache(maxsize=256)
 def plan(select: frozenset[str] | None) -> tuple[tuple[str, str, Kind], ...]:
     """(item key, row column, kind) of every field `select` asks for (`id` always): worked out once."""
@@ -87,6 +94,29 @@ def plan(select: frozenset[str] | None) -> tuple[tuple[str, str, Kind], ...]:
             key = name[3:] if name.startswith("os.") else name
             steps.append((key, "ip" if column is F.IP else column.value, _kind(name)))
     return tuple(steps)
+
+
+_FORMATS: Final = {
+    Kind.PLAIN: Format.VALUE,
+    Kind.OS: Format.VALUE,
+    Kind.ID: Format.PADDED_ID,
+    Kind.TIME: Format.UTC_TIME,
+    Kind.DISCONNECTION: Format.UTC_TIME_UNLESS_ZERO,
+    Kind.GROUPS: Format.LIST,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def outputs(select: frozenset[str] | None) -> tuple[Output, ...]:
+    """The item as the store's backend builds it in JSON (`Reader.agents_json`): same members, same order
+    and same forms as `item()`."""
+    built = []
+    for name, column in FIELDS.items():
+        if _selected(name, select):
+            kind = _kind(name)
+            key, within = (name[3:], "os") if kind is Kind.OS else (name, None)
+            built.append(Output(key, column, _FORMATS[kind], within))
+    return tuple(built)
 
 
 def item(row: dict[str, Any], select: frozenset[str] | None = None) -> dict[str, Any]:

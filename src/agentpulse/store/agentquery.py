@@ -92,6 +92,36 @@ class AgentQuery:
     ids: tuple[int, ...] | None = field(default=None)  # only these agents (Wazuh's agents_list)
 
 
+class Format(enum.Enum):
+    """How a column becomes a JSON value in `Output` (NULL is always left out)."""
+
+    VALUE = enum.auto()  # as stored
+    PADDED_ID = enum.auto()  # "001"
+    UTC_TIME = enum.auto()  # epoch seconds as "2026-01-23T13:57:11+00:00"
+    UTC_TIME_UNLESS_ZERO = enum.auto()  # the same, left out when 0
+    LIST = enum.auto()  # comma-separated text as a list
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One member of the JSON object a backend builds per agent (`Reader.agents_json`): `key` at the top,
+    or inside the object `within` (left out when all its members are NULL)."""
+
+    key: str
+    field: AgentField
+    format: Format = Format.VALUE
+    within: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPage:
+    """One page as JSON objects already encoded by the backend (no Python object per row), and the
+    match count."""
+
+    total: int
+    items: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class AgentPage:
     """One page of rows (dicts without their NULL columns, internal_key left out) and the match count."""

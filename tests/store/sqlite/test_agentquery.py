@@ -76,3 +76,31 @@ def test_like_wildcards_in_a_value_are_literal_and_quotes_are_data(reader: Sqlit
     assert underscore.total == 99  # agent_0xx%: '_' matched literally
     hostile = reader.agents_page(AgentQuery(where=Condition(AgentField.NAME, Op.EQ, "x' OR '1'='1")))
     assert hostile.total == 0
+
+
+def test_json_items_built_by_sqlite_equal_the_python_items(reader: SqliteReader) -> None:
+    import json
+
+    from agentpulse.api.fields import item, outputs
+
+    db = sqlite3.connect(reader.global_db)
+    with db:
+        db.execute(
+            "UPDATE agent SET os_name='Ubuntu', os_platform='ubuntu', version='Wazuh v4.14.7', ip='10.0.0.5', "
+            "disconnection_time=1700000100, `group`='default,we\\\"b' WHERE id = 7"
+        )
+        db.execute("UPDATE agent SET `group`=NULL WHERE id = 8")
+    db.close()
+    query = AgentQuery(limit=20)
+    rows = reader.agents_page(query).rows
+    for select in (None, frozenset({"name", "os"}), frozenset({"os.platform", "lastKeepAlive", "group"})):
+        encoded = reader.agents_json(query, outputs(select))
+        assert [json.loads(text) for text in encoded.items] == [item(row, select) for row in rows], select
+    manager = json.loads(reader.agents_json(AgentQuery(limit=1), outputs(None)).items[0])
+    assert manager["id"] == "000" and "group" not in manager
+    seventh = json.loads(reader.agents_json(AgentQuery(ids=(7,)), outputs(None)).items[0])
+    assert seventh["os"] == {"name": "Ubuntu", "platform": "ubuntu"} and seventh["ip"] == "10.0.0.5"
+    assert (
+        seventh["group"] == ["default", 'we\\"b']
+        and seventh["disconnection_time"] == "2023-11-14T22:15:00+00:00"
+    )

@@ -225,6 +225,11 @@ class SqliteReader:
         with self._connection() as db:
             return agentquery.agents_page(db, query)
 
+    def agents_json(self, query: aq.AgentQuery, outputs: tuple[aq.Output, ...]) -> aq.JsonPage:
+        """One page of agents as JSON objects (`outputs` says which members), and how many match."""
+        with self._connection() as db:
+            return agentquery.agents_json(db, query, outputs)
+
     def existing_ids(self, ids: list[int]) -> set[int]:
         with self._connection() as db:
             return agentquery.existing_ids(db, ids)
