@@ -6,27 +6,22 @@ import base64
 import http.client
 import json
 import ssl
-import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.harness import LOOPBACK, ManagerProcess, agentpulse_bin, run_cli
+from agentpulse.api.users import Role, User, hash_password, read_users, write_users
+from tests.e2e.harness import LOOPBACK, ManagerProcess, run_cli
 
 ADMIN = ("admin", "admin-password")
 READER = ("reader", "reader-password")
 
 
 def add_user(manager: ManagerProcess, name: str, password: str, role: str) -> None:
-    """`agentpulse api-user add` with the password on stdin, as an operator's script does."""
-    command = [agentpulse_bin("agentpulse"), "api-user", "--home", str(manager.root), "add", name]
-    result = subprocess.run(
-        [*command, "--role", role, "--password-stdin"],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    """What `agentpulse api-user add` writes (tests/cli/test_api_user.py runs the command itself)."""
+    path = manager.home.root / "etc" / "api" / "users"
+    users = read_users(path)
+    users[name] = User(name, Role(role), hash_password(password))
+    write_users(path, users)
 
 
 @dataclass

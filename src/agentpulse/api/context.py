@@ -7,6 +7,8 @@ manager passes its operations in (`ManagerLink`), so the API never holds the man
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +20,8 @@ from agentpulse.store.facade import Store
 from agentpulse.store.sqlite.reads import SqliteReader
 
 T = TypeVar("T")
-READ_THREADS = 4
+READ_THREADS = 2
+READ_NICENESS = 10  # the read threads yield the CPU to remoted and the store (Linux: per thread)
 CONFIG_COUNTS_TTL = 2.0  # seconds the summary's synced/not synced counts may be old
 COMMIT_TIMEOUT = 60.0
 
@@ -35,6 +38,16 @@ class ManagerLink:
     metrics: Callable[[], tuple[bytes, str]] | None = None
 
 
+def _lower_priority() -> None:
+    """A reader thread runs SQLite without the GIL, so it competes for the CPU with keep-alive handling:
+    on Linux a thread's nice value is its own, so this thread alone steps back."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + READ_NICENESS)
+    except OSError:
+        pass
+
+
 class ApiContext:
     def __init__(self, store: Store, link: ManagerLink, shared_dir: Path) -> None:
         self.store = store
@@ -48,7 +61,9 @@ class ApiContext:
         self._config_refresh: asyncio.Task[None] | None = None
 
     def open(self) -> None:
-        self.pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="api-read")
+        self.pool = ThreadPoolExecutor(
+            READ_THREADS, thread_name_prefix="api-read", initializer=_lower_priority
+        )
 
     def close(self) -> None:
         if self.pool is not None:
