@@ -24,6 +24,8 @@ from typing import IO, TYPE_CHECKING, Protocol
 from agentpulse import filemodes
 from agentpulse.config import Config
 from agentpulse.keysfile import KeysLock, KeysRead, read_keys_file, write_keys_lines
+from agentpulse.metrics.listener import MetricsListener
+from agentpulse.metrics.registry import Metrics
 from agentpulse.paths import Home
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import MANAGER_ID, StatusUpdate
@@ -189,6 +191,17 @@ class Manager:
 
             self.events = EventsService(config.nats, self.store, home, self.keys.name_of)
             self.services.append(self.events)
+        # Prometheus metrics: `self.metrics.render` serves any /metrics (our listener, the HTTP API's).
+        self.metrics = Metrics(
+            self.store,
+            sweeper=self.sweeper,
+            remoted=self.remoted,
+            pool=self.pool,
+            events=self.events,
+            enrolment=self.authd,
+        )
+        if config.metrics.enabled:
+            self.front_services.append(MetricsListener(config.metrics, self.metrics.render))
         self.api: ApiService | None = None
         if config.api is not None and config.api.enabled:
             self.api = ManagerApi(self).service()
@@ -532,8 +545,7 @@ class ManagerApi:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(cert, key)
-        # The metrics package's render() goes in as ManagerLink(..., metrics=render): GET /metrics calls it.
-        link = ManagerLink(self.remove_agents, manager.send_to_agents, self.status)
+        link = ManagerLink(self.remove_agents, manager.send_to_agents, self.status, manager.metrics.render)
         return ApiService(
             api, manager.home.root, manager.store, link, ssl_context=context, name_of=manager.store.name_of
         )

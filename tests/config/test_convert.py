@@ -84,6 +84,8 @@ def test_parse_time_raises_only_value_error(text: str) -> None:
         ("<nats><url>", "nats://host:99999", "expected NATS URLs"),
         ("<nats><keepalive_events>", "some", "expected all or none"),
         ("<nats><token>", "", "expected a non-empty value"),
+        ("<nats><replicas>", "6", "expected an integer 1-5"),
+        ("<nats><replicas>", "0", "expected an integer 1-5"),
         ("<database><backend>", "postgresql", "postgresql is not yet supported"),
         ("<database><backend>", "mysql", "expected 'sqlite'"),
         ("<database><allow_sql>", "yes", "expected 'no' or 'read-only'"),

@@ -64,17 +64,39 @@ def test_a_change_to_the_same_status_and_code_is_no_row() -> None:
     assert agent.seq == 1
 
 
-def test_counts_per_status_follow_loads_additions_changes_and_removals() -> None:
+def test_counts_follow_every_status_change_add_and_removal() -> None:
+    from agentpulse.records import StatusUpdate
+    from agentpulse.status import ConnectionStatus, StatusCode, Trigger
+    from agentpulse.store.view import StatusView
+
+    view = StatusView()
+    for agent_id in (1, 2, 3):
+        view.add(agent_id, f"a{agent_id}", "any", 0.0)
+    never = (ConnectionStatus.NEVER_CONNECTED, StatusCode.NONE)
+    assert view.counts() == {never: 3}
+    one = view.agents[1]
+    view.apply(one, StatusUpdate(1, Trigger.STARTUP, 1.0))
+    view.apply(one, StatusUpdate(1, Trigger.ALIVE, 2.0))
+    view.apply(one, StatusUpdate(1, Trigger.ALIVE, 3.0))  # no change: no count moves
+    view.apply(view.agents[2], StatusUpdate(2, Trigger.STARTUP, 1.0))
+    view.apply(view.agents[2], StatusUpdate(2, Trigger.SHUTDOWN, 2.0))
+    assert view.counts() == {
+        never: 1,
+        (ConnectionStatus.ACTIVE, StatusCode.NONE): 1,
+        (ConnectionStatus.DISCONNECTED, StatusCode.SHUTDOWN_RECEIVED): 1,
+    }
+    view.remove(1, 4.0)
+    view.add(2, "again", "any", 5.0)  # an id re-added replaces its old view
+    assert view.counts() == {never: 2}
+
+
+def test_status_counts_follow_loads_additions_changes_and_removals() -> None:
     view = StatusView()
     view.load([_loaded(1, ConnectionStatus.ACTIVE), _loaded(2, ConnectionStatus.DISCONNECTED)], {})
-    assert view.counts[ConnectionStatus.ACTIVE] == 1 and view.counts[ConnectionStatus.DISCONNECTED] == 1
     view.add(3, "agent-3", "any", 0.0)
-    assert view.counts[ConnectionStatus.NEVER_CONNECTED] == 1
     agent = view.get(3)
     assert agent is not None
     view.apply(agent, StatusUpdate(3, Trigger.STARTUP, 10.0))
-    assert view.counts[ConnectionStatus.NEVER_CONNECTED] == 0
-    assert view.counts[ConnectionStatus.PENDING] + view.counts[ConnectionStatus.ACTIVE] == 2
     view.remove(1, 11.0)
-    assert sum(view.counts.values()) == len(view) == 2
-    assert view.counts == {s: sum(1 for a in view.agents.values() if a.status is s) for s in ConnectionStatus}
+    expected = {s: sum(1 for a in view.agents.values() if a.status is s) for s in ConnectionStatus}
+    assert view.status_counts() == expected and sum(expected.values()) == len(view) == 2

@@ -65,7 +65,7 @@ async def list_agents(ctx: ApiContext, request: Request, extra: tuple[Expr, ...]
 
 
 async def summary(ctx: ApiContext, request: Request) -> Response:
-    counts = ctx.store.view.counts
+    counts = ctx.store.view.status_counts()
     connection = {status.value: counts[status] for status in ConnectionStatus}
     connection["total"] = sum(counts.values())
     config = await ctx.config_counts()
@@ -220,7 +220,7 @@ async def status_history(ctx: ApiContext, request: Request) -> Response:
     since = now - minutes * 60
     reader = ctx.reader
     buckets = await ctx.read(lambda: reader.changes_by_minute(since))
-    counts = {status.value: n for status, n in ctx.store.view.counts.items()}
+    counts = {status.value: n for status, n in ctx.store.view.status_counts().items()}
     series: list[dict[str, Any]] = []
     current_minute = int(now // 60)
     by_minute: dict[int, list[tuple[str, str, int, int]]] = {}
@@ -231,7 +231,9 @@ async def status_history(ctx: ApiContext, request: Request) -> Response:
         for from_status, to_status, code, count in by_minute.get(minute, ()):
             _undo(counts, from_status, to_status, code, count)
     series.reverse()
-    return data({"minutes": minutes, "series": series, "now": counts_document(ctx.store.view.counts)})
+    return data(
+        {"minutes": minutes, "series": series, "now": counts_document(ctx.store.view.status_counts())}
+    )
 
 
 def _undo(counts: dict[str, int], from_status: str, to_status: str, code: int, count: int) -> None:

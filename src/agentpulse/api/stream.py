@@ -103,7 +103,7 @@ class StreamHub:
             if not self._pending:
                 continue
             pending, self._pending = self._pending, []
-            counts = counts_document(self.store.view.counts)
+            counts = counts_document(self.store.view.status_counts())
             if len(pending) > MAX_CHANGES:
                 chunks = [event("resync", {"changes": len(pending), "counts": counts})]
             else:
@@ -120,7 +120,7 @@ class StreamHub:
                         break
 
     def snapshot(self, with_agents: bool) -> bytes:
-        doc: dict[str, Any] = {"counts": counts_document(self.store.view.counts)}
+        doc: dict[str, Any] = {"counts": counts_document(self.store.view.status_counts())}
         if with_agents:
             doc["agents"] = [[agent_id, view.status.value] for agent_id, view in self.store.agents.items()]
         return event("snapshot", doc)

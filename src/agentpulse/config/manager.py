@@ -10,13 +10,14 @@ ever partially configured: the first error raises. Sections the manager does not
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Final
 
 from agentpulse.config import convert as cv
 from agentpulse.config.api import ApiConfig, read_api
 from agentpulse.config.auth import AuthConfig, read_auth
+from agentpulse.config.metrics import MetricsConfig, read_metrics
 from agentpulse.config.sections import (
     Fields,
     SectionReader,
@@ -112,6 +113,7 @@ class NatsConfig:
     tls_key: str | None = None
     keepalive_events: bool = True
     start_without_nats: bool = True
+    replicas: int = 1  # of the stream and KV bucket agentpulse creates: 3 on a 3-server NATS cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,8 @@ class Config:
     nats: NatsConfig = NatsConfig()
     database: DatabaseConfig = DatabaseConfig()
     auth: AuthConfig | None = None  # None: no <auth> element, so no enrolment port (see config/auth.py)
+    # the standalone Prometheus listener (config/metrics.py)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     api: ApiConfig | None = None  # None: no <api> element, so no HTTP API (see config/api.py)
 
 
@@ -265,6 +269,7 @@ _NATS_FIELDS: Final[Fields] = {
     "tls_key": ("tls_key", cv.nonempty),
     "keepalive_events": ("keepalive_events", cv.keepalive_events),
     "start_without_nats": ("start_without_nats", cv.boolean),
+    "replicas": ("replicas", cv.integer(1, 5)),  # JetStream allows at most 5
 }
 
 _DATABASE_FIELDS: Final[Fields] = {
@@ -288,6 +293,7 @@ class _ManagerReader(SectionReader):
             nats=self.nats(sections.get("nats", [])),
             database=self.database(sections.get("database", [])),
             auth=read_auth(sections.get("auth", []), self.source),
+            metrics=read_metrics(sections.get("metrics", []), self.source),
             api=read_api(sections.get("api", []), self.source),
         )
 

@@ -42,6 +42,8 @@ KEEPALIVE_INTERVAL = 0.05
 KEEPALIVE_BUFFER_MAX = 200_000  # events waiting for the next batch; beyond that they are dropped
 FLUSH_TIMEOUT = 2  # seconds (nats-py wants an int)
 KV_SUBJECT = "$KV.{bucket}.{key}"
+# Told of each batch published: (seconds from the first publish to the last ack or flush, events sent)
+PublishObserver = Callable[[float, int], None]
 
 
 class NatsLink:
@@ -133,6 +135,7 @@ class OutboxPublisher:
         stream: str,
         kv_bucket: str,
         batch: int = OUTBOX_BATCH,
+        replicas: int = 1,
     ) -> None:
         self.link = link
         self.store = store
@@ -141,11 +144,16 @@ class OutboxPublisher:
         self.stream = stream
         self.kv_bucket = kv_bucket
         self.batch = batch
+        self.replicas = replicas  # for the stream and bucket this creates; an existing one keeps its own
         self.published = 0  # events acknowledged by JetStream in this run
+        self.backlog_at_start = 0  # outbox rows left by the last run (set once by the service)
+        self.committed = 0  # outbox rows committed in this run (writer thread)
+        self.on_published: PublishObserver | None = None  # metrics: publish latency
         self._acked_upto = 0  # every outbox id up to this one is acknowledged (ids only grow)
         self._in_stream: set[int] = set()  # accepted by JetStream, not yet acknowledged as a prefix
         self._kv_seq: dict[int, int] = {}  # the sequence of each agent's KV entry, as written by this run
         self._setup_epoch = -1
+        self._replicas_noted = ""
         self._wake = asyncio.Event()  # a commit added rows
         self._kick = asyncio.Event()  # the connection came (back)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +167,7 @@ class OutboxPublisher:
 
     def on_commit(self, count: int) -> None:
         """Writer thread: a commit inserted outbox rows."""
+        self.committed += count
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closing
@@ -218,6 +227,11 @@ class OutboxPublisher:
                 self._came_back(sent)
                 return sent
 
+    @property
+    def depth(self) -> int:
+        """Outbox rows not yet acknowledged by JetStream, counted in memory (no query)."""
+        return max(0, self.backlog_at_start + self.committed - self.published)
+
     # -- JetStream -------------------------------------------------------------------------------------
 
     async def _setup(self) -> None:
@@ -237,12 +251,19 @@ class OutboxPublisher:
                         subjects=[subject],
                         duplicate_window=DUPLICATE_WINDOW,
                         storage=js_api.StorageType.FILE,
+                        num_replicas=self.replicas,
                         description="agentpulse status events (one per transition)",
                     )
                 )
-                log.info("Created JetStream stream %s (subjects %s)", self.stream, subject)
+                log.info(
+                    "Created JetStream stream %s (subjects %s, %d replicas)",
+                    self.stream,
+                    subject,
+                    self.replicas,
+                )
             else:
                 config = info.config
+                self._note_replicas(f"stream {self.stream}", config.num_replicas)
                 subjects = list(config.subjects or [])
                 window = max(config.duplicate_window or 0.0, DUPLICATE_WINDOW)  # a longer one only helps
                 if subject not in subjects or config.duplicate_window != window:
@@ -253,12 +274,26 @@ class OutboxPublisher:
             try:
                 await js.key_value(self.kv_bucket)
             except NotFoundError:
-                await js.create_key_value(bucket=self.kv_bucket, history=1, storage=js_api.StorageType.FILE)
-                log.info("Created KV bucket %s", self.kv_bucket)
+                await js.create_key_value(
+                    bucket=self.kv_bucket, history=1, storage=js_api.StorageType.FILE, replicas=self.replicas
+                )
+                log.info("Created KV bucket %s (%d replicas)", self.kv_bucket, self.replicas)
         except (NatsError, OSError, TimeoutError) as error:
             raise Unavailable(
                 f"cannot set up stream {self.stream} and KV bucket {self.kv_bucket}: {error!r}"
             ) from None
+
+    def _note_replicas(self, what: str, existing: int | None) -> None:
+        """An existing stream keeps its replicas (changing them is the NATS operator's call): say so once."""
+        if (existing or 1) != self.replicas and self._replicas_noted != what:
+            self._replicas_noted = what
+            log.warning(
+                "JetStream %s has %d replicas, <nats><replicas> asks for %d: kept as it is "
+                "(change it with `nats stream edit --replicas`)",
+                what,
+                existing or 1,
+                self.replicas,
+            )
 
     def _js(self) -> JetStreamContext:
         js = self.link.js
@@ -271,11 +306,14 @@ class OutboxPublisher:
         stream_acks: dict[int, asyncio.Future[Any]] = {}
         kv_acks: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         failure: str | None = None
+        started = time.monotonic()
         try:
             await self._send(rows, stream_acks, kv_acks)
         except (NatsError, OSError, TimeoutError) as error:
             failure = f"publish failed: {error!r}"
         settled = await self._settle(stream_acks, kv_acks)  # also for what was sent before a failure
+        if self.on_published is not None and failure is None and settled is None:
+            self.on_published(time.monotonic() - started, len(rows))
         failure = failure or settled
         done: list[int] = []
         for row in rows:
@@ -425,6 +463,7 @@ class KeepalivePublisher:
         self.interval = interval
         self.published = 0
         self.dropped = 0
+        self.on_published: PublishObserver | None = None  # metrics: publish latency
         self._dropped_checked = 0
         self._drops_before = 0
         self._dropping = False
@@ -466,6 +505,7 @@ class KeepalivePublisher:
     async def _send(self, batch: list[payloads.KeepaliveFacts]) -> None:
         nc = self.link.nc
         sent = 0
+        started = time.monotonic()
         try:
             if not self.link.up:
                 raise Unavailable("not connected")
@@ -474,6 +514,8 @@ class KeepalivePublisher:
                 await nc.publish(payloads.keepalive_subject(self.prefix, facts.agent_id), body)
                 sent += 1
             await nc.flush(FLUSH_TIMEOUT)
+            if self.on_published is not None:
+                self.on_published(time.monotonic() - started, sent)
         except (Unavailable, NatsError, OSError, TimeoutError):
             self.dropped += len(batch) - sent
         self.published += sent

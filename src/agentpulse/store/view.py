@@ -53,14 +53,30 @@ class StatusView:
         self.heard: OrderedDict[int, None] = OrderedDict()
         self._retired: dict[int, int] = {}  # last history seq of removed agents, should their id come back
         self._retired_names: dict[int, str] = {}  # for the events that follow a removal
-        # agents per status, kept with every change below, so a summary costs nothing at fleet size (the API)
-        self.counts: dict[ConnectionStatus, int] = dict.fromkeys(ConnectionStatus, 0)
+        # agents per (status, code), kept as statuses change: a scrape of the metrics must not walk
+        # 200,000 views (`counts()`)
+        self._counts: dict[tuple[ConnectionStatus, StatusCode], int] = {}
 
     def __contains__(self, agent_id: int) -> bool:
         return agent_id in self.agents
 
     def __len__(self) -> int:
         return len(self.agents)
+
+    def counts(self) -> dict[tuple[ConnectionStatus, StatusCode], int]:
+        """Agents per (status, code) now, the empty pairs left out: O(pairs), not O(agents)."""
+        return {pair: count for pair, count in self._counts.items() if count}
+
+    def status_counts(self) -> dict[ConnectionStatus, int]:
+        """Agents per status now, every status present (the API's summary): O(pairs), not O(agents)."""
+        counts = dict.fromkeys(ConnectionStatus, 0)
+        for (status, _), count in self._counts.items():
+            counts[status] += count
+        return counts
+
+    def _count(self, status: ConnectionStatus, code: StatusCode, delta: int) -> None:
+        pair = (status, code)
+        self._counts[pair] = self._counts.get(pair, 0) + delta
 
     def get(self, agent_id: int) -> AgentView | None:
         return self.agents.get(agent_id)
@@ -87,16 +103,14 @@ class StatusView:
             if agent.status in LIVE:
                 self.heard[agent.agent_id] = None
             self._retired.pop(agent.agent_id, None)
-        self._recount()
-
-    def _recount(self) -> None:
-        counts = dict.fromkeys(ConnectionStatus, 0)
-        for view in self.agents.values():
-            counts[view.status] += 1
-        self.counts = counts
+            self._count(agent.status, agent.code, 1)
 
     def add(self, agent_id: int, name: str, register_ip: str, date_add: float) -> AgentView:
         """A new agent, never connected; its history goes on from a removed agent with the same id."""
+        old = self.agents.get(agent_id)
+        if old is not None:
+            self._count(old.status, old.code, -1)
+        self._count(ConnectionStatus.NEVER_CONNECTED, StatusCode.NONE, 1)
         view = self.agents[agent_id] = AgentView(
             ConnectionStatus.NEVER_CONNECTED,
             StatusCode.NONE,
@@ -106,7 +120,6 @@ class StatusView:
             register_ip=register_ip,
             date_add=date_add,
         )
-        self.counts[ConnectionStatus.NEVER_CONNECTED] += 1
         return view
 
     def registered(self, agent_id: int, view: AgentView, at: float) -> TransitionRow:
@@ -130,8 +143,8 @@ class StatusView:
         row = TransitionRow(
             update.agent_id, view.seq, view.status, moved.new, moved.code, update.at, view.last_keepalive
         )
-        self.counts[view.status] -= 1
-        self.counts[moved.new] += 1
+        self._count(view.status, view.code, -1)
+        self._count(moved.new, moved.code, 1)
         view.status, view.code = moved.new, moved.code
         # as the status write sets disconnection_time (store/sqlite/writes.py)
         view.disconnection_time = update.at if moved.new is ConnectionStatus.DISCONNECTED else 0.0
@@ -145,7 +158,7 @@ class StatusView:
         self.heard.pop(agent_id, None)
         if view is None:
             return None
-        self.counts[view.status] -= 1
+        self._count(view.status, view.code, -1)
         code = view.code if view.status is ConnectionStatus.DISCONNECTED else StatusCode.NONE
         view.seq += 1
         self._retired[agent_id] = view.seq
