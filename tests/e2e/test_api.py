@@ -216,7 +216,9 @@ def test_no_route_is_reachable_without_a_valid_token(manager: ManagerProcess) ->
             reply = api.call(method, path, token=token)
             assert reply.status == 401, (method, path, reply.body)
             assert reply.json()["title"] == "Unauthorized"
-    assert api.call("GET", "/metrics", token="").status != 401
+    metrics = api.call("GET", "/metrics", token="")  # the metrics package's render, no token by default
+    assert metrics.status == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert f'agentpulse_agents{{status="never_connected"}} {FLEET}' in metrics.body.decode()
     assert api.call("GET", "/", token="").status == 200  # the page's login form
 
     reader = api.login(READER)
@@ -342,7 +344,9 @@ def test_stream_and_history_follow_an_agent_that_connects_and_is_killed(
 
 
 def test_https_with_the_certificate_made_on_first_start(manager: ManagerProcess) -> None:
-    manager.settings = ManagerSettings(api="<https><enabled>yes</enabled></https>")
+    manager.settings = ManagerSettings(
+        api="<https><enabled>yes</enabled></https><metrics_auth>yes</metrics_auth>"
+    )
     manager.add_agents(2)
     manager.write_config()
     add_user(manager, *ADMIN, "admin")
@@ -356,6 +360,8 @@ def test_https_with_the_certificate_made_on_first_start(manager: ManagerProcess)
     plain = Api(manager)
     with pytest.raises((ConnectionError, OSError, Exception)):
         plain.call("GET", "/agents")
+    assert api.call("GET", "/metrics", token="").status == 401  # <metrics_auth>yes
+    assert api.call("GET", "/metrics").status == 200
     openapi = api.get("/openapi.json")
     assert {"/agents", "/agents/summary/status", "/agents/stream", "/groups", "/manager/status"} <= set(
         openapi["paths"]
