@@ -392,3 +392,25 @@ def test_reconnect_and_delete_reach_agents_held_by_worker_processes(manager: Man
         time.sleep(2)  # the removed agent's connection was closed, and no new one is accepted
         assert fleet.stats.sessions.get(4, 0) == sessions
         assert any(f.startswith("4:") for f in fleet.stats.failures), fleet.stats.failures
+
+
+def test_a_port_already_taken_turns_the_api_off_and_agents_are_served(manager: ManagerProcess) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", manager.api_port))
+        taken.listen()
+        manager.settings = ManagerSettings(api=HTTP)
+        keys = manager.add_agents(1)
+        manager.start()
+        assert "the API and the fleet page are off" in manager.output()
+        stop = asyncio.Event()
+        stats = FleetStats()
+
+        async def one_agent() -> None:
+            task = asyncio.create_task(run_agent(manager, keys[0], stop, stats, 1.0))
+            await manager.reach(1, "active", timeout=20)
+            stop.set()
+            await task
+
+        asyncio.run(one_agent())

@@ -106,9 +106,19 @@ class ApiService:
                 "The API has no users (%s): add one with `agentpulse api-user add NAME --role admin`",
                 self.users.path,
             )
+        try:
+            await self.server.start()
+        except OSError as error:
+            # as for enrolment: a port that cannot be opened turns the API off, the agents are served on
+            log.error(
+                "API: cannot listen on %s:%d (%s): the API and the fleet page are off",
+                self.config.host,
+                self.config.port,
+                error.strerror or error,
+            )
+            return
         self.ctx.open()
         self.hub.start()
-        await self.server.start()
         scheme = "https" if self.server.ssl_context is not None else "http"
         log.info("API and fleet page on %s://%s:%d/", scheme, self.config.host, self.server.port)
 
