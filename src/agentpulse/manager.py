@@ -17,12 +17,14 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 from agentpulse import filemodes
 from agentpulse.config import Config
+from agentpulse.keysfile import KeysLock, KeysRead, read_keys_file, write_keys_lines
 from agentpulse.looplag import LoopLag, overload_of
 from agentpulse.metrics.listener import MetricsListener
 from agentpulse.metrics.registry import Metrics
@@ -35,7 +37,7 @@ from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
 from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
-from agentpulse.remoted.keywatch import KeysWatcher, Signature
+from agentpulse.remoted.keywatch import KeysWatcher, Signature, signature
 from agentpulse.remoted.pushes import SharedPushes
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
@@ -51,7 +53,9 @@ from agentpulse.wdb.server import WdbServer
 from agentpulse.wire.keys import CheckedKeys, KeysFile
 
 if TYPE_CHECKING:
+    from agentpulse.api.service import ApiService
     from agentpulse.authd.service import EnrolmentService
+    from agentpulse.events.service import EventsService
 
 log = logging.getLogger(__name__)
 
@@ -221,23 +225,27 @@ class Manager:
                 hostname=socket.gethostname(),
             )
             self.front_services.append(self.authd)
-        events = None
+        self.events: EventsService | None = None
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
-            events = EventsService(config.nats, self.store, home, self.keys.name_of)
-            self.services.append(events)
+            self.events = EventsService(config.nats, self.store, home, self.keys.name_of)
+            self.services.append(self.events)
         # Prometheus metrics: `self.metrics.render` serves any /metrics (our listener, the HTTP API's).
         self.metrics = Metrics(
             self.store,
             sweeper=self.sweeper,
             remoted=self.remoted,
             pool=self.pool,
-            events=events,
+            events=self.events,
             enrolment=self.authd,
         )
         if config.metrics.enabled:
             self.front_services.append(MetricsListener(config.metrics, self.metrics.render))
+        self.api: ApiService | None = None
+        if config.api is not None and config.api.enabled:
+            self.api = ManagerApi(self).service()
+            self.front_services.append(self.api)
 
     async def run(self) -> None:
         self._started = int(time.time())
@@ -594,6 +602,114 @@ class EnrolledKeys:
         disconnect_gone(change, self.store, time.time())
         assert self.pool is not None
         await self.pool.add_keys(lines, before, after)
+
+
+class ManagerApi:
+    """What the HTTP API may ask of the manager (`api.context.ManagerLink`): remove agents the way
+    enrolment replaces them (client.keys under the keys lock, remoted, then the store), reconnect them,
+    and the manager's status."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+
+    def service(self) -> ApiService:
+        from agentpulse.api.context import ManagerLink
+        from agentpulse.api.service import ApiService
+        from agentpulse.authd.tls import ensure_certificate, resolve
+
+        manager, api = self.manager, self.manager.config.api
+        assert api is not None
+        context = None
+        if api.https:
+            cert, key = resolve(manager.home.root, api.cert), resolve(manager.home.root, api.key)
+            made = ensure_certificate(cert, key, names=(api.host,))
+            if made is not None:
+                log.info("API: made a self-signed certificate %s (SHA-256 %s)", cert, made)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(cert, key)
+        link = ManagerLink(self.remove_agents, manager.send_to_agents, self.status, manager.metrics.render)
+        return ApiService(
+            api, manager.home.root, manager.store, link, ssl_context=context, name_of=manager.store.name_of
+        )
+
+    async def remove_agents(self, ids: list[int], purge: bool) -> list[int]:
+        manager = self.manager
+        keys = EnrolledKeys(manager.keys, manager.keys_watcher, manager.remoted, manager.pool, manager.store)
+        keys.hold()
+        try:
+            lines, before, after = await asyncio.to_thread(
+                _remove_key_lines, manager.home.client_keys, ids, purge
+            )
+        except BaseException:
+            keys.release()
+            raise
+        if lines:
+            await keys.take(lines, before, after)
+        else:
+            keys.release()
+        removed = manager.store.remove_agents(ids, time.time(), purge_files=purge)
+        await asyncio.to_thread(
+            _unlink_all, [manager.home.rids_file(f"{row.agent_id:03d}") for row in removed]
+        )
+        log.info("API: removed %d agents", len(removed))
+        return [row.agent_id for row in removed]
+
+    async def status(self) -> dict[str, object]:
+        manager = self.manager
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(manager.store.committed()), 5.0)
+            lag: float | None = time.monotonic() - started
+        except Exception:  # timed out, or the store is closing
+            lag = None
+        reader = manager.store.reader()
+        outbox = await asyncio.to_thread(reader.outbox_count, 0)
+        if manager.remoted is not None:
+            listeners = [f"{h}:{p}/{proto}" for h, p, proto in manager.remoted.addresses]
+        else:
+            assert manager.pool is not None
+            host = manager.config.remote.local_ip or "0.0.0.0"
+            listeners = [f"{host}:{manager.pool.port}/{proto}" for proto in manager.config.remote.protocols]
+        events = manager.events
+        return {
+            "pid": os.getpid(),
+            "started": manager._started,
+            "listeners": listeners,
+            "workers": manager.config.remote.worker_processes,
+            "agents": len(manager.store.agents),
+            "enrolment": manager.authd is not None,
+            "nats": {
+                "enabled": events is not None,
+                "connected": bool(events is not None and events.nc.is_connected),
+            },
+            "outbox_depth": outbox,
+            "store": {
+                "commit_lag_seconds": lag,
+                "flushes": manager.store.flushes,
+                "write_errors": manager.store.write_errors,
+            },
+        }
+
+
+def _remove_key_lines(path: Path, ids: list[int], purge: bool) -> tuple[list[str], Signature, Signature]:
+    """Mark these agents removed in client.keys (`!name`, as manage_agents does; with purge their lines
+    go), under the keys lock. The removed lines and the file's signature before and after."""
+    with KeysLock(path):
+        before = signature(path)
+        keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
+        removed = []
+        for agent_id in ids:
+            with contextlib.suppress(KeyError):
+                removed.append(keys.remove(agent_id).line())
+        if not removed:
+            return [], before, before
+        lines = keys.render().splitlines()
+        if purge:
+            gone = set(removed)
+            lines = [line for line in lines if line not in gone]
+        write_keys_lines(path, lines)
+        return removed, before, signature(path)
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -117,8 +117,8 @@ def test_every_manager_command_has_the_same_home_option() -> None:
         "wdb",
         "group",
         "db",
-        "cluster",
         "watch",
+        "api-user",
     }
     for name, action in actions.items():
         assert action.metavar == "DIR", name

@@ -494,3 +494,30 @@ def test_nats_user_without_password_is_an_error() -> None:
 def test_nats_tls_key_without_certificate_is_an_error() -> None:
     text = conf("<nats>\n<tls_key>/k.pem</tls_key></nats>")
     assert_error(text, "<tls_key>", "<nats><tls_key>", "without <nats><tls_cert>")
+
+
+def test_the_api_block_defaults_and_its_absence() -> None:
+    from agentpulse.config import ApiConfig
+
+    assert parse_config(default_config_text()).api == ApiConfig()
+    assert parse_config("<ossec_config><global/></ossec_config>").api is None
+    config = parse_config(
+        "<ossec_config><api><port>8443</port><https><enabled>no</enabled></https>"
+        "<auth_token_exp_timeout>1h</auth_token_exp_timeout><metrics_auth>yes</metrics_auth></api></ossec_config>"
+    )
+    assert config.api is not None
+    assert (
+        config.api.port,
+        config.api.https,
+        config.api.auth_token_exp_timeout,
+        config.api.metrics_auth,
+    ) == (
+        8443,
+        False,
+        3600.0,
+        True,
+    )
+    with pytest.raises(ConfigError, match="unknown element"):
+        parse_config("<ossec_config><api><prot>1</prot></api></ossec_config>")
+    with pytest.raises(ConfigError, match="invalid value"):
+        parse_config("<ossec_config><api><host>not-an-ip</host></api></ossec_config>")

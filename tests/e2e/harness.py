@@ -49,9 +49,13 @@ class ManagerSettings:
     # Shared-file pushes off unless a test is about them: other tests read "the next message after a
     # keep-alive", and a push (the default group's merged.mg) would come in between.
     shared_push: bool = False
+    api: str | None = None  # the options of an <api> block (port and host are set): None, no block
 
-    def render(self, port: int, auth_port: int = 0) -> str:
+    def render(self, port: int, auth_port: int = 0, api_port: int = 0) -> str:
         yes = {True: "yes", False: "no"}
+        api = ""
+        if self.api is not None:
+            api = f"<api><port>{api_port}</port><host>{LOOPBACK}</host>{self.api}</api>"
         auth = ""
         if self.auth is not None:
             auth = f"<auth><port>{auth_port}</port><local_ip>{LOOPBACK}</local_ip>{self.auth}</auth>"
@@ -81,6 +85,7 @@ class ManagerSettings:
   <database><flush_interval>{self.flush_interval}</flush_interval>{self.database}</database>
   {auth}
   {self.sections}
+  {api}
 </ossec_config>
 """
 
@@ -91,6 +96,7 @@ class ManagerProcess:
     settings: ManagerSettings = field(default_factory=ManagerSettings)
     port: int = field(default_factory=free_port)
     auth_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     pg_dsn: str | None = None  # set by `use_postgresql`: `query` then reads PostgreSQL
 
@@ -105,7 +111,7 @@ class ManagerProcess:
 
     def write_config(self) -> None:
         self.home.create_layout()
-        self.home.ossec_conf.write_text(self.settings.render(self.port, self.auth_port))
+        self.home.ossec_conf.write_text(self.settings.render(self.port, self.auth_port, self.api_port))
 
     def add_agents(self, count: int, ip: str = "any", prefix: str = "agent") -> list[AgentKey]:
         keys_path = self.home.client_keys

@@ -88,3 +88,15 @@ def test_counts_follow_every_status_change_add_and_removal() -> None:
     view.remove(1, 4.0)
     view.add(2, "again", "any", 5.0)  # an id re-added replaces its old view
     assert view.counts() == {never: 2}
+
+
+def test_status_counts_follow_loads_additions_changes_and_removals() -> None:
+    view = StatusView()
+    view.load([_loaded(1, ConnectionStatus.ACTIVE), _loaded(2, ConnectionStatus.DISCONNECTED)], {})
+    view.add(3, "agent-3", "any", 0.0)
+    agent = view.get(3)
+    assert agent is not None
+    view.apply(agent, StatusUpdate(3, Trigger.STARTUP, 10.0))
+    view.remove(1, 11.0)
+    expected = {s: sum(1 for a in view.agents.values() if a.status is s) for s in ConnectionStatus}
+    assert view.status_counts() == expected and sum(expected.values()) == len(view) == 2

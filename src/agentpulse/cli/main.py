@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "db",
     "watch",
     "cluster",
+    "api_user",
 )
 
 

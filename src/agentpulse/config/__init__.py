@@ -7,6 +7,7 @@ the same file with these parts; this package never imports the agent.
 """
 
 from agentpulse.config.agent_events import AgentEventsConfig
+from agentpulse.config.api import ApiConfig
 from agentpulse.config.auth import AuthConfig, ForceOptions
 from agentpulse.config.convert import parse_time
 from agentpulse.config.manager import (
@@ -26,6 +27,7 @@ from agentpulse.config.xmltree import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_TEXT",
     "AgentEventsConfig",
+    "ApiConfig",
     "AuthConfig",
     "Config",
     "ConfigError",

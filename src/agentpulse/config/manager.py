@@ -16,6 +16,7 @@ from typing import Final
 
 from agentpulse.config import convert as cv
 from agentpulse.config.agent_events import AgentEventsConfig, read_agent_events
+from agentpulse.config.api import ApiConfig, read_api
 from agentpulse.config.auth import AuthConfig, read_auth
 from agentpulse.config.metrics import MetricsConfig, read_metrics
 from agentpulse.config.sections import (
@@ -160,6 +161,7 @@ class Config:
     auth: AuthConfig | None = None  # None: no <auth> element, so no enrolment port (see config/auth.py)
     # the standalone Prometheus listener (config/metrics.py)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    api: ApiConfig | None = None  # None: no <api> element, so no HTTP API (see config/api.py)
 
 
 def parse_config(text: str, source: str = "ossec.conf") -> Config:
@@ -321,6 +323,7 @@ class _ManagerReader(SectionReader):
             database=self.database(sections.get("database", [])),
             auth=read_auth(sections.get("auth", []), self.source),
             metrics=read_metrics(sections.get("metrics", []), self.source),
+            api=read_api(sections.get("api", []), self.source),
         )
 
     # -- <remote> -----------------------------------------------------------------------------------------

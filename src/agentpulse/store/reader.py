@@ -9,9 +9,12 @@ raises `ReadFailed` (or, for `sql`, `SqlRefused`/`AnswerTooLarge`) and nothing d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentpulse.store.backend import Fragmentation, StoreError
+
+if TYPE_CHECKING:
+    from agentpulse.store import agentquery as aq
 
 Row = dict[str, Any]  # a row as wdb_exec_stmt() gives it: columns in order, NULL columns left out
 NO_LIMIT = -1
@@ -93,6 +96,15 @@ class Reader(Protocol):
 
     def group_config_counts(self) -> dict[str, dict[str, int]]:
         """group name -> group_config_status -> members (`agentpulse status`, `group status`)."""
+
+    # -- the HTTP API (store/agentquery.py)
+    def agents_page(self, query: aq.AgentQuery) -> aq.AgentPage: ...
+    def agents_json(self, query: aq.AgentQuery, outputs: tuple[aq.Output, ...]) -> aq.JsonPage: ...
+    def existing_ids(self, ids: list[int]) -> set[int]: ...
+    def history(self, agent_id: int, limit: int) -> list[aq.StatusChange]: ...
+    def changes_by_minute(self, since: float) -> list[tuple[int, str, str, int, int]]: ...
+    def config_counts(self) -> dict[str, int]: ...
+    def group_counts(self) -> dict[str, int]: ...
 
     # -- statuses
     def status_counts(self) -> dict[str, int]: ...

@@ -67,6 +67,13 @@ class StatusView:
         """Agents per (status, code) now, the empty pairs left out: O(pairs), not O(agents)."""
         return {pair: count for pair, count in self._counts.items() if count}
 
+    def status_counts(self) -> dict[ConnectionStatus, int]:
+        """Agents per status now, every status present (the API's summary): O(pairs), not O(agents)."""
+        counts = dict.fromkeys(ConnectionStatus, 0)
+        for (status, _), count in self._counts.items():
+            counts[status] += count
+        return counts
+
     def _count(self, status: ConnectionStatus, code: StatusCode, delta: int) -> None:
         pair = (status, code)
         self._counts[pair] = self._counts.get(pair, 0) + delta

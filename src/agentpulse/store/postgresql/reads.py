@@ -12,7 +12,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
@@ -74,6 +74,12 @@ def dead_tuples(db: psycopg.Connection[Any], tables: tuple[str, ...]) -> Fragmen
     dead, total = (int(row[0]), int(row[1])) if row else (0, 0)
     share = 0 if total == 0 else round(100 * dead / total)
     return Fragmentation(share, share)
+
+
+if TYPE_CHECKING:
+    from agentpulse.store import agentquery as aq
+
+API_READS_MISSING = "the HTTP API's agent queries are not on PostgreSQL yet (SQLite only)"
 
 
 class PostgresReader:
@@ -307,3 +313,25 @@ class PostgresReader:
             raise SqlRefused(f"interrupted after {time_limit:g} s") from None
         except psycopg.Error as error:
             raise SqlRefused(str(error).strip()) from None
+
+    # -- the HTTP API: not on PostgreSQL yet; each read fails with a clear reason (the API answers 500 with it)
+    def agents_page(self, query: aq.AgentQuery) -> aq.AgentPage:
+        raise ReadFailed(API_READS_MISSING)
+
+    def agents_json(self, query: aq.AgentQuery, outputs: tuple[aq.Output, ...]) -> aq.JsonPage:
+        raise ReadFailed(API_READS_MISSING)
+
+    def existing_ids(self, ids: list[int]) -> set[int]:
+        raise ReadFailed(API_READS_MISSING)
+
+    def history(self, agent_id: int, limit: int) -> list[aq.StatusChange]:
+        raise ReadFailed(API_READS_MISSING)
+
+    def changes_by_minute(self, since: float) -> list[tuple[int, str, str, int, int]]:
+        raise ReadFailed(API_READS_MISSING)
+
+    def config_counts(self) -> dict[str, int]:
+        raise ReadFailed(API_READS_MISSING)
+
+    def group_counts(self) -> dict[str, int]:
+        raise ReadFailed(API_READS_MISSING)

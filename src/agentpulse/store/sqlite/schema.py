@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS agent (
 CREATE INDEX IF NOT EXISTS agent_name ON agent (name);
 CREATE INDEX IF NOT EXISTS agent_ip ON agent (ip);
 CREATE INDEX IF NOT EXISTS agent_group_hash ON agent (group_hash);
+-- agentpulse: the API's status filters and counts at fleet size; changed only with a status, never by a keep-alive
+CREATE INDEX IF NOT EXISTS agent_connection_status ON agent (connection_status);
 
 CREATE TABLE IF NOT EXISTS labels (
     id INTEGER REFERENCES agent (id) ON DELETE CASCADE,
