@@ -167,7 +167,13 @@ ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS connection_epoch BIGINT NOT N
 CREATE INDEX IF NOT EXISTS agent_runtime_node ON agent_runtime (node_name, node_epoch);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, V1), (2, V2))
+# Why a disconnection happened when the status code alone does not say it: set while the manager was
+# overloaded (issue 19, docs/overload.md), as SQLite's column of the same name.
+V3 = """
+ALTER TABLE agent_status_history ADD COLUMN IF NOT EXISTS reason TEXT;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, V1), (2, V2), (3, V3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -216,10 +216,13 @@ def _write_statuses(cur: psycopg.Cursor[Any], batch: Batch, removed: set[int]) -
     if not batch.history:
         return
     with cur.copy(
-        "COPY agent_status_history (agent_id, seq, from_status, to_status, status_code, at) FROM STDIN"
+        "COPY agent_status_history (agent_id, seq, from_status, to_status, status_code, at, reason) FROM STDIN"
     ) as copy:
         for r in batch.history:
-            copy.write_row((r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at))
+            reason = r.reason_text if r.overload else None
+            copy.write_row(
+                (r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at, reason)
+            )
     last_seqs = {r.agent_id: (r.agent_id, r.seq) for r in batch.history if r.agent_id not in removed}
     if last_seqs:
         cur.execute(_UPSERT_SEQS, _columns(list(last_seqs.values())))
