@@ -26,6 +26,7 @@ from typing import IO, Protocol
 
 from agentpulse.config import Config
 from agentpulse.paths import Home
+from agentpulse.remoted.admission import AdmissionBook
 from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.keystore import KeysChange, KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher
@@ -111,8 +112,11 @@ class Manager:
         self.scheduler: KeepaliveScheduler | None = None
         self.pool: WorkerPool | None = None
         if config.remote.worker_processes > 1:
+            book = AdmissionBook(
+                self.grace.holders, config.remote.connection_overtake_time, config.remote.verify_msg_id
+            )
             self.pool = WorkerPool(
-                str(home.root), config.remote.worker_processes, self.store, self.grace, log_level
+                str(home.root), config.remote.worker_processes, self.store, self.grace, book, log_level
             )
         else:
             self.remoted = Remoted(config, self.keys, self.store, self.grace)
@@ -251,7 +255,7 @@ class Manager:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             if self.remoted is not None:
-                self.remoted.flush_event_counts()
+                self.remoted.housekeeping()
             self.sweeper.sweep()
 
     def _load_keys(self, keys: KeysFile) -> KeysChange:
@@ -261,6 +265,8 @@ class Manager:
         if self.remoted is not None:
             self.remoted.keys_changed(change)
         else:
+            assert self.pool is not None
+            self.pool.book.forget([key.number for key in change.removed])
             disconnect_gone(change, self.store, time.time())
         return change
 

@@ -65,6 +65,7 @@ class Session(asyncio.Protocol):
         "close_reason",
         "decoder",
         "dispatcher",
+        "held",
         "last_received",
         "peer_ip",
         "probed_at",
@@ -79,6 +80,8 @@ class Session(asyncio.Protocol):
         self.last_received = 0.0  # monotonic
         self.close_reason: CloseReason | None = None  # None while open
         self.probed_at = -1.0  # monotonic time of the last manager keep-alive probe
+        # While the dispatcher waits for an answer about this connection (see `hold()`), frames wait here.
+        self.held: list[bytes] | None = None
 
     @property
     def closed(self) -> bool:
@@ -97,13 +100,44 @@ class Session(asyncio.Protocol):
             return
         self.last_received = self.dispatcher.monotonic()
         try:
-            for frame in self.decoder.feed(data):
+            frames = self.decoder.feed(data)
+        except WireError as error:
+            self.dispatcher.refused(error, self.peer_ip, self)
+            self.close(CloseReason.REFUSED)
+            return
+        if self.held is not None:
+            self.held.extend(frames)
+            return
+        self._dispatch(frames)
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        try:
+            for index, frame in enumerate(frames):
                 self.dispatcher.handle(frame, self.peer_ip, self)
                 if self.close_reason is not None:
+                    return
+                if self.held is not None:  # the dispatcher waits for an answer: the rest waits too
+                    self.held.extend(frames[index + 1 :])
                     return
         except WireError as error:
             self.dispatcher.refused(error, self.peer_ip, self)
             self.close(CloseReason.REFUSED)
+
+    def hold(self) -> None:
+        """Stop reading and dispatching until `resume()`: the frame just handled waits for an answer."""
+        if self.held is None:
+            self.held = []
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def resume(self) -> None:
+        """The answer came: dispatch what arrived meanwhile, in order, and read again."""
+        frames, self.held = self.held, None
+        if frames is None or self.close_reason is not None:
+            return
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._dispatch(frames)
 
     def send(self, payload: bytes) -> bool:
         transport = self.transport

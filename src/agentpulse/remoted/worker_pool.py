@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from agentpulse.records import RepeatSink
 from agentpulse.remoted import pipe
+from agentpulse.remoted.admission import AdmissionBook
 from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.pipe import Command, Tag
 
@@ -44,11 +45,18 @@ class WorkerHandle:
 
 class WorkerPool:
     def __init__(
-        self, home_root: str, count: int, store: RepeatSink, grace: GraceTracker, log_level: str = "info"
+        self,
+        home_root: str,
+        count: int,
+        store: RepeatSink,
+        grace: GraceTracker,
+        book: AdmissionBook,
+        log_level: str = "info",
     ) -> None:
         self.home_root = home_root
         self.store = store
         self.grace = grace
+        self.book = book
         self.log_level = log_level
         self.workers = [WorkerHandle(index) for index in range(1, count + 1)]
         self.stopping = False
@@ -99,6 +107,7 @@ class WorkerPool:
             if self.stopping:
                 return
             lost = self.grace.holder_lost(worker.index)
+            self.book.worker_lost(worker.index)
             log.error(
                 "remoted worker %d exited with %s; %d agents lost their connection; restarting",
                 worker.index,
@@ -121,10 +130,17 @@ class WorkerPool:
                 store.submit(decode(record))
             elif tag is Tag.BOUND:
                 grace.bound(record[1], holder)
+                self.book.bound(record[1], holder)
             elif tag is Tag.CLOSED:
                 grace.closed(record[1], holder)
             elif tag is Tag.RELEASED:
                 grace.released(record[1], holder)
+            elif tag is Tag.HIGHEST:
+                self.book.report(record[1])
+            elif tag is Tag.ADMIT:
+                self._admit(worker, record)
+            elif tag is Tag.UNADMITTED:
+                self.book.unadmitted(record[1], holder)
             elif tag is Tag.STATE:
                 store.record_state(record[1], record[2])
             elif tag is Tag.COUNTS:
@@ -135,6 +151,18 @@ class WorkerPool:
                 log.info(
                     "remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid
                 )
+
+    def _admit(self, worker: WorkerHandle, record: pipe.Record) -> None:
+        """A worker asks whether a new connection may carry an agent (admission.py); a stale connection
+        of it on another worker is closed when the new one is admitted."""
+        _, request, agent_id, seq, startup, highest = record
+        decision = self.book.decide(worker.index, agent_id, seq, startup, highest)
+        if worker.reader is not None:
+            worker.reader.send([(Command.VERDICT, request, decision.verdict.value, decision.highest)])
+        for index in decision.overtaken:
+            other = self.workers[index - 1] if 0 < index <= len(self.workers) else None
+            if other is not None and other.reader is not None:
+                other.reader.send([(Command.DROP, agent_id)])
 
     def send_to_agents(self, agent_ids: list[int], payload: bytes) -> None:
         """Every worker gets the list; only the one holding an agent's connection sends."""

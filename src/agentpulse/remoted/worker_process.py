@@ -16,6 +16,7 @@ import socket
 from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.remoted import pipe
+from agentpulse.remoted.admission import PipeAdmission
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.pipe import Command, Tag
@@ -38,7 +39,8 @@ class WorkerProcess:
         self.pipe = pipe.PipeEnd(self._on_commands, self._stop.set)
         self.sink = pipe.PipeSink(self.pipe)
         self.keys = KeyStore()
-        self.remoted = Remoted(config, self.keys, self.sink, self.sink)
+        self.admission = PipeAdmission(self.sink)
+        self.remoted = Remoted(config, self.keys, self.sink, self.sink, admission=self.admission)
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
         self.keys_watcher = KeysWatcher(
             home.client_keys, config.remote.keyupdate_interval, self._keys_changed
@@ -75,7 +77,7 @@ class WorkerProcess:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.remoted.flush_event_counts()
+            self.remoted.housekeeping()
 
     def _on_commands(self, commands: list[pipe.Record]) -> None:
         for command in commands:
@@ -85,6 +87,11 @@ class WorkerProcess:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:
                     self.remoted.send_to_agent(agent_id, payload)
+            elif command[0] is Command.VERDICT:
+                _, request, verdict, highest = command
+                self.admission.answered(request, verdict, highest)
+            elif command[0] is Command.DROP:
+                self.remoted.overtaken(command[1])
 
 
 def run_worker(home: Home, config: Config, index: int, fd: int) -> None:
