@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from agentpulse.agent.connection import AgentCodec
 from agentpulse.config import Config, RemoteConfig
-from agentpulse.remoted.admission import PROVISIONAL_TIMEOUT, Answer, AnswerCallback, AdmissionBook
+from agentpulse.remoted.admission import PROVISIONAL_TIMEOUT, AdmissionBook, Answer, AnswerCallback
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.server import Remoted
 from agentpulse.remoted.session import CloseReason, Session
@@ -166,7 +166,7 @@ def test_a_new_connection_waits_for_the_answer_and_then_goes_on_in_order() -> No
 
 def test_no_answer_closes_the_waiting_connection() -> None:
     remoted, admission, store = _worker()
-    session, transport = _connect(remoted)
+    session, _ = _connect(remoted)
     session.data_received(_codec().seal(STARTUP))
     admission.callbacks[0](None)
     assert session.close_reason is CloseReason.REFUSED and store.updates == []

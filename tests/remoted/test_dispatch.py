@@ -366,7 +366,7 @@ def test_a_reinstalled_agent_that_answers_the_challenge_is_accepted() -> None:
 
 def test_a_wrong_answer_to_the_challenge_counts_for_nothing() -> None:
     stack = _stack()
-    session, _, codec = _started(stack, 1)
+    session, _, _ = _started(stack, 1)
     session.connection_lost(None)
     replay, _ = stack.connect(("10.0.0.9", 40009))
     replay.data_received(_codec(1).seal(STARTUP))
