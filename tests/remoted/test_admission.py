@@ -107,6 +107,8 @@ def test_a_forgotten_agent_starts_again() -> None:
 class AskingAdmission:
     """A worker's admission whose answers the test gives."""
 
+    reports = True
+
     def __init__(self) -> None:
         self.questions: list[tuple[int, int, bool, int]] = []
         self.callbacks: list[AnswerCallback] = []

@@ -30,6 +30,8 @@ AnswerCallback = Callable[[Answer | None], None]  # None: no answer in time
 class Admission(Protocol):
     """How remoted learns the verdict for an agent it holds no connection of."""
 
+    reports: bool  # whether `report()` wants the counters (building them costs a pass over the agents)
+
     def decide(self, agent_id: int, seq: int, startup: bool, highest: int) -> Answer | None:
         """The answer now, or None: then `ask()`, and the connection waits for the callback."""
 
@@ -47,6 +49,8 @@ class Admission(Protocol):
 
 class LocalAdmission:
     """One remoted process holds every connection: what it knows is the whole truth."""
+
+    reports = False
 
     def __init__(self, strict: bool) -> None:
         self.strict = strict
@@ -73,6 +77,8 @@ class LocalAdmission:
 class PipeAdmission:
     """A worker's side: questions go to the manager at once (not with the next batch), answers come back
     as `Command.VERDICT`. A question without an answer in `ADMIT_TIMEOUT` is answered None."""
+
+    reports = True
 
     def __init__(self, sink: PipeSink) -> None:
         self.sink = sink

@@ -392,7 +392,8 @@ class Remoted:
         """About once a second: event counts to the store, late challenges, counters to the admission."""
         self.flush_event_counts()
         self.expire_challenges()
-        self.admission.report(self.counters_to_report())
+        if self.admission.reports:
+            self.admission.report(self.counters_to_report())
 
     def overtaken(self, agent_id: int) -> None:
         """A connection on another worker took this agent over (its connection here was silent)."""
