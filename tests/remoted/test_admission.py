@@ -114,7 +114,7 @@ class AskingAdmission:
         self.callbacks: list[AnswerCallback] = []
         self.unadmitted_agents: list[int] = []
         self.closing_counters: list[tuple[int, int]] = []
-        self.reports: list[dict[int, int]] = []
+        self.reported: list[dict[int, int]] = []
 
     def decide(self, agent_id: int, seq: int, startup: bool, highest: int) -> Answer | None:
         return None
@@ -130,7 +130,7 @@ class AskingAdmission:
         self.closing_counters.append((agent_id, highest))
 
     def report(self, counters: dict[int, int]) -> None:
-        self.reports.append(counters)
+        self.reported.append(counters)
 
 
 def _worker() -> tuple[Remoted, AskingAdmission, RecordingStore]:
@@ -192,6 +192,6 @@ def test_the_last_counter_is_told_before_the_connection_closes() -> None:
     session.data_received(codec.seal(KEEPALIVE))
     remoted.housekeeping()
     remoted.housekeeping()
-    assert admission.reports == [{1: 2}, {}]
+    assert admission.reported == [{1: 2}, {}]
     session.connection_lost(None)
     assert admission.closing_counters == [(1, 2)]
