@@ -23,6 +23,7 @@ from agentpulse.wire.counters import sequence
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.frames import LENGTH
 from agentpulse.wire.keys import KeysFile
+from agentpulse.wire.secure import CipherKind
 from tests.remoted.fakes import FakeDatagramTransport, FakeTransport, RecordingGrace, RecordingStore
 
 KEYS = KeysFile.parse("001 web-01 any k1\n002 web-02 any k2\n003 web-03 any k3\n")
@@ -336,7 +337,7 @@ def test_a_replayed_startup_after_the_connection_closed_is_challenged_and_never_
     for _ in range(3):
         replay.data_received(captured_keepalive)
     stack.clock.mono += CHALLENGE_TIMEOUT + 1
-    stack.remoted.expire_challenges()
+    stack.remoted.arrivals.expire_challenges()
     assert replay.close_reason is CloseReason.REFUSED
     replay.connection_lost(None)
     assert stack.triggers(1) == [Trigger.STARTUP, Trigger.ALIVE]  # nothing from the replay
@@ -361,7 +362,7 @@ def test_a_reinstalled_agent_that_answers_the_challenge_is_accepted() -> None:
     assert stack.grace.events[-1] == ("bound", 1) and not new.closed
     new.data_received(reinstalled.seal(KEEPALIVE))
     assert reinstalled.open(transport.frames()[-1]) == control.Ack()
-    assert len(stack.remoted.challenges) == 0
+    assert len(stack.remoted.arrivals.challenges) == 0
 
 
 def test_a_wrong_answer_to_the_challenge_counts_for_nothing() -> None:
@@ -372,7 +373,7 @@ def test_a_wrong_answer_to_the_challenge_counts_for_nothing() -> None:
     replay.data_received(_codec(1).seal(STARTUP))
     replay.data_received(_codec(1).seal(control.build_request_reply("deadbeef", '{"error":0}')))
     assert stack.triggers(1) == [Trigger.STARTUP]
-    assert len(stack.remoted.challenges) == 1
+    assert len(stack.remoted.arrivals.challenges) == 1
 
 
 def test_counters_that_went_back_are_refused_with_verify_msg_id() -> None:
@@ -419,3 +420,18 @@ def test_a_udp_datagram_replayed_from_the_agents_own_address_is_refused() -> Non
     for _ in range(3):
         udp.datagram_received(keepalive, ("10.0.0.3", 5000))
     assert stack.triggers(3) == [Trigger.STARTUP, Trigger.ALIVE]
+
+
+def test_a_refused_replay_in_the_other_cipher_leaves_the_agents_replies_alone() -> None:
+    stack = _stack()
+    session, transport, codec = _started(stack, 1)
+    session.data_received(codec.seal(KEEPALIVE))
+    key = KEYS.by_id(1)
+    assert key is not None
+    old_blowfish = AgentCodec(key, CipherKind.BLOWFISH).seal(control.SHUTDOWN)  # 0:1, from long ago
+    replay, _ = stack.connect(("10.0.0.9", 40009))
+    replay.data_received(old_blowfish)
+    assert replay.close_reason is CloseReason.REFUSED
+    assert stack.keys.entries[1].reply_cipher is CipherKind.AES
+    session.data_received(codec.seal(KEEPALIVE))
+    assert codec.open(transport.frames()[-1]) == control.Ack()

@@ -19,24 +19,17 @@ from collections.abc import Callable
 from agentpulse.config import Config
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
-from agentpulse.remoted.admission import Admission, Answer, LocalAdmission
+from agentpulse.remoted.admission import Admission, LocalAdmission
+from agentpulse.remoted.arrival import Arrival, Arrivals
 from agentpulse.remoted.bindings import Bindings
-from agentpulse.remoted.challenge import CHALLENGE_TIMEOUT, Challenge, Challenges
 from agentpulse.remoted.grace import GraceEvents
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import control
-from agentpulse.wire.counters import (
-    SEQUENCE_LOCAL,
-    Holder,
-    SenderCounter,
-    Verdict,
-    first_message_verdict,
-    pair_text,
-)
+from agentpulse.wire.counters import SEQUENCE_LOCAL, SenderCounter
 from agentpulse.wire.errors import Reason, WireError
-from agentpulse.wire.secure import compress_stored, split_header
+from agentpulse.wire.secure import CipherKind, compress_stored, split_header
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +66,7 @@ class Remoted:
         self.keys = keys
         self.bindings = Bindings(grace, config.remote.connection_overtake_time, monotonic)
         self.admission = admission or LocalAdmission(config.remote.verify_msg_id)
-        self.challenges = Challenges()
+        self.arrivals = Arrivals(self, self.admission)
         self.sender = SenderCounter()
         self.sessions: set[Session] = set()
         self.servers: list[asyncio.AbstractServer] = []
@@ -174,7 +167,7 @@ class Remoted:
                 entry.received.accept_window(seq)  # anyone can send a datagram from the agent's address
             else:
                 entry.received.note(seq)
-        entry.reply_cipher = envelope.cipher
+            entry.reply_cipher = envelope.cipher
         payload = message.payload
         parsed: control.FromAgent
         if payload == entry.last_keepalive_text and entry.last_keepalive is not None:
@@ -184,18 +177,18 @@ class Remoted:
             if isinstance(parsed, control.Keepalive):
                 entry.last_keepalive_text, entry.last_keepalive = payload, parsed
         if current:
-            self._dispatch(entry, parsed, session, udp_peer)
+            self.dispatch(entry, parsed, session, udp_peer)
         else:
-            self._first_message(entry, seq, parsed, session, udp_peer)
+            self.arrivals.first(Arrival(entry, seq, parsed, envelope.cipher, session, udp_peer))
 
-    def _dispatch(
+    def dispatch(
         self, entry: AgentEntry, parsed: control.FromAgent, session: Session | None, udp_peer: UdpPeer | None
     ) -> None:
         """What an accepted message means."""
         now = self.clock()
         number = entry.number
         if isinstance(parsed, control.Keepalive):
-            self._bind(entry, session, udp_peer)
+            self.bind(entry, session, udp_peer)
             self._reply(entry, control.ACK)
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
@@ -208,174 +201,8 @@ class Remoted:
         elif isinstance(parsed, control.RequestReply):
             self._request_reply(entry, parsed, now)
         else:
-            self._bind(entry, session, udp_peer)
+            self.bind(entry, session, udp_peer)
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
-
-    # -- admission: a message on a connection that is not the agent's current one --------------------
-
-    def _first_message(
-        self,
-        entry: AgentEntry,
-        seq: int,
-        parsed: control.FromAgent,
-        session: Session | None,
-        udp_peer: UdpPeer | None,
-    ) -> None:
-        number = entry.number
-        challenge = self.challenges.get(number, session, udp_peer)
-        if challenge is not None:
-            self._during_challenge(challenge, entry, seq, parsed)
-            return
-        startup = isinstance(parsed, control.Startup)
-        held_here = self.bindings.session_of(number)
-        answer: Answer | None
-        if held_here is not None:  # this process holds the agent: it knows the agent's latest counter
-            idle = self.monotonic() - held_here.last_received
-            holder = Holder.LIVE if idle <= self.bindings.overtake_time else Holder.STALE
-            verdict = first_message_verdict(
-                highest=entry.received.highest,
-                seq=seq,
-                startup=startup,
-                holder=holder,
-                strict=self.remote.verify_msg_id,
-            )
-            answer = (verdict, entry.received.highest)
-        else:
-            answer = self.admission.decide(number, seq, startup, entry.received.highest)
-        if answer is not None:
-            self._admitted(entry, seq, parsed, session, udp_peer, answer)
-            return
-        if session is not None:
-            session.hold()
-        self.admission.ask(
-            number,
-            seq,
-            startup,
-            entry.received.highest,
-            lambda answer: self._answered(entry, seq, parsed, session, udp_peer, answer),
-        )
-
-    def _answered(
-        self,
-        entry: AgentEntry,
-        seq: int,
-        parsed: control.FromAgent,
-        session: Session | None,
-        udp_peer: UdpPeer | None,
-        answer: Answer | None,
-    ) -> None:
-        """The manager's answer (a worker): go on with the connection that waited for it, or close it."""
-        admitted = answer is not None and answer[0] is Verdict.ADMIT
-        if (session is not None and session.closed) or self.keys.entries.get(entry.number) is not entry:
-            if admitted:
-                self.admission.unadmitted(entry.number)
-            if session is not None:
-                session.close(CloseReason.KEY_REMOVED)
-            return
-        try:
-            if answer is None:
-                raise WireError(Reason.NO_ADMISSION, f"agent {entry.key.id}: the manager did not answer")
-            self._admitted(entry, seq, parsed, session, udp_peer, answer)
-        except WireError as error:
-            self.refused(error, session.peer_ip if session is not None else "", session)
-            if session is not None:
-                session.close(CloseReason.REFUSED)
-            if admitted and self.bindings.session_of(entry.number) is None:
-                self.admission.unadmitted(entry.number)
-            return
-        if session is not None:
-            session.resume()
-
-    def _admitted(
-        self,
-        entry: AgentEntry,
-        seq: int,
-        parsed: control.FromAgent,
-        session: Session | None,
-        udp_peer: UdpPeer | None,
-        answer: Answer,
-    ) -> None:
-        verdict, highest = answer
-        counter = entry.received
-        counter.highest = max(counter.highest, highest)
-        if verdict is Verdict.ADMIT:
-            counter.restart(seq)
-            if not isinstance(parsed, control.Shutdown):  # as in Wazuh, a shutdown binds nothing
-                self._bind(entry, session, udp_peer)
-            self._dispatch(entry, parsed, session, udp_peer)
-        elif verdict is Verdict.CHALLENGE:
-            assert isinstance(parsed, control.Startup)
-            self._challenge(entry, seq, parsed, session, udp_peer)
-        elif verdict is Verdict.KEY_IN_USE:
-            raise WireError(Reason.KEY_IN_USE, f"agent {entry.key.id} is connected on another socket")
-        else:
-            raise WireError(
-                Reason.REPLAYED_COUNTER,
-                f"agent {entry.key.id} sent {pair_text(seq)} on a new connection, "
-                f"not newer than {pair_text(counter.highest)}",
-            )
-
-    def _challenge(
-        self,
-        entry: AgentEntry,
-        seq: int,
-        startup: control.Startup,
-        session: Session | None,
-        udp_peer: UdpPeer | None,
-    ) -> None:
-        """Ack the startup, then ask the agent something only a live agent can answer (challenge.py)."""
-        refusal = self._version_refusal(startup)
-        if refusal is not None:  # refused anyway; whether it was the agent is unknown: no status
-            self._send_direct(entry, control.build_error(refusal[1]), session, udp_peer)
-            return
-        counter = f"{random.getrandbits(32):x}"
-        self._send_direct(entry, control.ACK, session, udp_peer)
-        self._send_direct(
-            entry, control.build_request(counter, control.AGENT_TARGET, control.GETSTATE), session, udp_peer
-        )
-        deadline = self.monotonic() + CHALLENGE_TIMEOUT
-        self.challenges.start(Challenge(entry.number, counter, seq, session, udp_peer, deadline))
-        self.warn.warning(
-            f"challenge:{entry.number}",
-            "Agent %s (%s): startup counter %s is not newer than %s (reinstalled, or a replay): "
-            "asking it to prove it is live",
-            entry.key.id,
-            entry.key.name,
-            pair_text(seq),
-            pair_text(entry.received.highest),
-        )
-
-    def _during_challenge(
-        self, challenge: Challenge, entry: AgentEntry, seq: int, parsed: control.FromAgent
-    ) -> None:
-        """A message on a challenged connection: the answer makes it current; the rest changes nothing."""
-        session, udp_peer = challenge.session, challenge.udp_peer
-        if isinstance(parsed, control.Keepalive):
-            challenge.keepalive = parsed
-            self._send_direct(entry, control.ACK, session, udp_peer)
-            return
-        if not isinstance(parsed, control.RequestReply) or parsed.counter != challenge.counter:
-            return
-        self.challenges.done(challenge)
-        self._bind(entry, session, udp_peer)
-        entry.received.restart(challenge.seq)
-        entry.received.note(seq)
-        log.info("Agent %s (%s) answered: its counters were reset; accepted", entry.key.id, entry.key.name)
-        now = self.clock()
-        self.store.submit(StatusUpdate(entry.number, Trigger.STARTUP, now))
-        if challenge.keepalive is not None:
-            self.store.submit(StatusUpdate(entry.number, Trigger.ALIVE, now, keepalive=challenge.keepalive))
-
-    def expire_challenges(self) -> None:
-        for challenge in self.challenges.expired(self.monotonic()):
-            if challenge.session is not None:
-                challenge.session.close(CloseReason.REFUSED)  # never bound: no grace, no status
-            self.warn.warning(
-                f"challenge-lost:{challenge.agent_id}",
-                "Agent %s: no answer to the challenge in %.0f s; connection closed, nothing recorded",
-                self._id_text(challenge.agent_id),
-                CHALLENGE_TIMEOUT,
-            )
 
     def counters_to_report(self) -> dict[int, int]:
         """The highest counters of the agents held here that talked since the last call."""
@@ -391,7 +218,7 @@ class Remoted:
     def housekeeping(self) -> None:
         """About once a second: event counts to the store, late challenges, counters to the admission."""
         self.flush_event_counts()
-        self.expire_challenges()
+        self.arrivals.expire_challenges()
         if self.admission.reports:
             self.admission.report(self.counters_to_report())
 
@@ -410,8 +237,8 @@ class Remoted:
         udp_peer: UdpPeer | None,
         now: float,
     ) -> None:
-        refusal = self._version_refusal(startup)
-        self._bind(entry, session, udp_peer)
+        refusal = self.version_refusal(startup)
+        self.bind(entry, session, udp_peer)
         if refusal is not None:
             code, message = refusal
             self.warn.warning(
@@ -431,7 +258,7 @@ class Remoted:
         self._reply(entry, control.ACK)
         self.store.submit(StatusUpdate(entry.number, Trigger.STARTUP, now))
 
-    def _version_refusal(self, startup: control.Startup) -> tuple[StatusCode, str] | None:
+    def version_refusal(self, startup: control.Startup) -> tuple[StatusCode, str] | None:
         if startup.version_missing:
             return (StatusCode.VERSION_NOT_RECEIVED, control.ERR_NO_VERSION)
         if (
@@ -453,32 +280,37 @@ class Remoted:
             if isinstance(decoded, dict) and isinstance(decoded.get("data"), dict):
                 self.store.record_state(entry.number, json.dumps(decoded["data"])[: control.FIELD_CAP * 4])
 
-    def _bind(self, entry: AgentEntry, session: Session | None, udp_peer: UdpPeer | None) -> None:
+    def bind(self, entry: AgentEntry, session: Session | None, udp_peer: UdpPeer | None) -> None:
         """Tie the agent to this TCP session (or UDP peer); raises KEY_IN_USE (see `Bindings.bind`)."""
         if session is None:
             self.bindings.bind_udp(entry.number, udp_peer)
         else:
             self.bindings.bind(entry.number, session, entry.key.id)
 
-    def _seal(self, entry: AgentEntry, payload: bytes) -> bytes:
+    def _seal(self, entry: AgentEntry, payload: bytes, cipher: CipherKind | None = None) -> bytes:
         global_counter, local_counter = self.sender.advance()
         return entry.cipher.seal(
             payload,
-            cipher=entry.reply_cipher,
+            cipher=cipher or entry.reply_cipher,
             rand=random.getrandbits(16),
             global_counter=global_counter,
             local_counter=local_counter,
             compressor=compress_stored,
         )
 
-    def _send_direct(
-        self, entry: AgentEntry, payload: bytes, session: Session | None, udp_peer: UdpPeer | None
+    def send_direct(
+        self,
+        entry: AgentEntry,
+        payload: bytes,
+        session: Session | None,
+        udp_peer: UdpPeer | None,
+        cipher: CipherKind,
     ) -> None:
-        """To this connection, bound or not."""
+        """To this connection, bound or not, in the cipher it spoke."""
         if session is not None:
-            session.send(self._seal(entry, payload))
+            session.send(self._seal(entry, payload, cipher))
         elif udp_peer is not None and self.udp is not None:
-            self.udp.send(self._seal(entry, payload), udp_peer)
+            self.udp.send(self._seal(entry, payload, cipher), udp_peer)
 
     def _reply(self, entry: AgentEntry, payload: bytes) -> None:
         session = self.bindings.session_of(entry.number)
@@ -533,7 +365,7 @@ class Remoted:
 
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
-        self.challenges.session_closed(session)
+        self.arrivals.challenges.session_closed(session)
         reason = session.close_reason or CloseReason.PEER_CLOSED
         if self.stopping:  # however it closed, it goes with the manager: the next start resets it
             reason = CloseReason.MANAGER_STOPPING
