@@ -220,3 +220,34 @@ def test_a_reinstalled_agent_whose_counters_start_again_is_accepted(
     wait_until(lambda: manager.history(key.number)[-1] == ("pending", "active", 0), "active again", 15)
     assert "answered: its counters were reset; accepted" in manager.output()
     assert agent.counter().global_counter == 0
+
+
+def test_a_silent_connection_on_one_worker_is_overtaken_from_the_other(manager: ManagerProcess) -> None:
+    manager.settings.workers = 2
+    manager.settings.overtake_time = 1
+    keys = manager.add_agents(10)  # ten agents: some surely reconnect to the other worker
+    manager.start()
+
+    async def scenario() -> None:
+        counters = [SenderCounter() for _ in keys]
+        first = [
+            await FakeAgent.open(manager, key, counter) for key, counter in zip(keys, counters, strict=True)
+        ]
+        for agent in first:
+            await agent.round(STARTUP)
+            await agent.round(KEEPALIVE)
+        await manager.reach_all("active", len(keys))
+        await asyncio.sleep(2.5)  # silent for longer than connection_overtake_time (+ the 1 s report lag)
+        for key, counter, old in zip(keys, counters, first, strict=True):
+            new = await FakeAgent.open(manager, key, counter)  # its count goes on
+            await new.round(STARTUP)
+            await new.round(KEEPALIVE)
+            assert await old.connection.receive(timeout=5) is None  # the silent one was closed
+            new.connection.close()
+
+    asyncio.run(scenario())
+    output = manager.output()
+    assert "refused" not in output
+    assert "connection overtaken by another worker" in output
+    for key in keys:  # startup, keep-alive, startup, keep-alive: never disconnected on the way
+        assert all(to != "disconnected" for _, to, _ in manager.history(key.number)[:4])
