@@ -2,8 +2,9 @@
 
 A worker holds the agents' connections; the manager holds the store. Everything a worker's remoted would
 hand to the store or to the grace tracker is appended to a batch here and sent at most every
-`flush_interval` seconds (or sooner when the batch is large), pickled, behind a 4-byte length. Both ends
-are our own processes on a private socketpair, so pickle is safe here and the cheapest codec at hand.
+`flush_interval` seconds (sooner when the batch is large or someone waits for it), pickled, behind a
+4-byte length. Both ends are our own processes on a private socketpair, so pickle is safe here and the
+cheapest codec at hand.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ the grace tracker, restart them. (`worker_process.py` is the other side: the mai
 
 Each worker is `python -m agentpulse worker --index I --fd N`, given one end of a socketpair. What it
 sends is applied here exactly as an in-process remoted's calls would be: status updates to the store,
-connection bindings to the grace tracker (with the worker as holder). When a worker dies, every agent it
+connection bindings to the grace tracker (with the worker as holder); a worker's question about a new
+connection is answered from the `AdmissionBook` (admission.py). When a worker dies, every agent it
 held has lost its connection: the grace tracker starts their grace, the worker is restarted, and agents
 that reconnect (to any worker) in time never show disconnected.
 """
