@@ -170,7 +170,16 @@ def write_home(home: Path, port: int, workers: int, nats: str, interval: float, 
 def start_manager(home: Path, port: int) -> subprocess.Popen[bytes]:
     log = open(home / "manager.out", "wb")  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
-        [sys.executable, "-m", "agentpulse", "start", "--home", str(home), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "agentpulse",
+            "start",
+            "--home",
+            str(home),
+            "--log-level",
+            os.environ.get("BENCH_LOG_LEVEL", "warning"),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

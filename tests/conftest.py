@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the protocol reference that is our contract, and a real manager process."""
+"""Shared fixtures: the Wazuh 4.x test vectors that are our contract, and a real manager process."""
 
 from __future__ import annotations
 
@@ -11,22 +11,12 @@ import pytest
 
 from tests.e2e.harness import ManagerProcess
 
-REFERENCE_DIRS = [
-    Path(__file__).resolve().parents[2] / "shared" / "reference",
-    Path(__file__).resolve().parent / "data" / "reference",
-]
-
-
-def reference_dir() -> Path:
-    for candidate in REFERENCE_DIRS:
-        if (candidate / "vectors.json").exists():
-            return candidate
-    raise FileNotFoundError("vectors.json not found in " + ", ".join(map(str, REFERENCE_DIRS)))
+VECTORS = Path(__file__).resolve().parent / "data" / "reference" / "vectors.json"
 
 
 @pytest.fixture(scope="session")
 def vectors() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((reference_dir() / "vectors.json").read_text())
+    data: dict[str, Any] = json.loads(VECTORS.read_text())
     return data
 
 

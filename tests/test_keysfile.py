@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from agentpulse.keysfile import KeysRead, read_keys_file, write_keys_file
+from agentpulse.keysfile import KeysLock, KeysRead, lock_path, read_keys_file, write_keys_file
 from agentpulse.wire.keys import KeysFile
 
 RAW = b"# caf\xe9 by hand\r\n001 web-01 any aaaa\n002 db-02 10.0.0.2 bbbb\n"
@@ -53,3 +57,43 @@ def test_write_creates_the_directory_mode_0640_and_leaves_no_temporary_file(tmp_
     assert path.read_text() == "001 web-01 any k\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert [child.name for child in path.parent.iterdir()] == ["client.keys"]
+
+
+def test_write_fsyncs_the_file_and_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_keys_file(tmp_path / "client.keys", KeysFile(["001 web-01 any k"]))
+    assert synced == ["file", "dir"]
+
+
+def test_the_lock_is_a_file_beside_the_keys_and_excludes_another_holder(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "client.keys"
+    assert lock_path(path) == tmp_path / "etc" / ".client.keys.lock"
+    child = (
+        "import sys, time; from pathlib import Path; from agentpulse.keysfile import KeysLock\n"
+        "with KeysLock(Path(sys.argv[1])): print(time.time())\n"
+    )
+    with KeysLock(path) as lock:
+        assert lock.held
+        process = subprocess.Popen(
+            [sys.executable, "-c", child, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(1.0)
+        assert process.poll() is None  # waiting for the lock
+        released = time.time()
+    out, _ = process.communicate(timeout=20)
+    assert float(out) >= released
+    assert not lock.held
+
+
+def test_the_lock_cannot_be_taken_twice_by_one_holder(tmp_path: Path) -> None:
+    lock = KeysLock(tmp_path / "client.keys")
+    with lock, pytest.raises(RuntimeError):
+        lock.acquire()
+    lock.release()  # releasing a released lock is harmless

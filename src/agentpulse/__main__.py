@@ -1,4 +1,7 @@
-"""`python -m agentpulse` is the `agentpulse` command."""
+"""`python -m agentpulse` is the `agentpulse` command.
+
+The manager also starts its remoted worker processes this way (`python -m agentpulse worker ...`).
+"""
 
 import sys
 

@@ -1,14 +1,10 @@
 """The manager process: remoted, the store, the sweeper and the keys watcher as tasks of one event loop.
 
-Start order matters: the store opens global.db and resets every live agent (code 5) before remoted accepts
-a connection, so no status from the previous run survives into this one. Stop order too: listeners close
-(remoted, then the query socket and the upkeep task, which write through the store), then the store writes
-everything accepted, then the services that drain what the store committed (events), then the lock is
-released.
-
-Agents gone from client.keys (at start, or on a reload) are purged when `<database><purge_removed>` is on:
-their rows leave global.db with a last status event (see `store/writer.py`), and their `<id>.db` and
-`queue/rids/<id>` files are deleted.
+The danger is order (see `Manager`): the store replays what remoted acknowledged and never committed (the
+acknowledgement journal) and resets every live agent (code 5) before remoted accepts a connection, and on
+the way out everything that writes through the store stops before its last flush. And reloads: a broken
+client.keys must not purge the fleet, so every reload is judged once (`keyguard.py`) and applied whole;
+enrolment (`authd`) hands its new lines here (`EnrolledKeys`), and no reload read meanwhile is applied.
 """
 
 from __future__ import annotations
@@ -22,26 +18,36 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
+from agentpulse import filemodes
 from agentpulse.config import Config
 from agentpulse.paths import Home
-from agentpulse.remoted.admission import AdmissionBook
-from agentpulse.remoted.grace import GraceTracker
+from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.records import MANAGER_ID, StatusUpdate
+from agentpulse.remoted import keyguard
+from agentpulse.remoted.grace import LOCAL, GraceTracker
+from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
+from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
-from agentpulse.remoted.keywatch import KeysWatcher
+from agentpulse.remoted.keywatch import KeysWatcher, Signature
+from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.scheduler import KeepaliveScheduler
-from agentpulse.remoted.server import Remoted, disconnect_gone
+from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
 from agentpulse.remoted.worker_pool import WorkerPool
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
 from agentpulse.wdb.server import WdbServer
-from agentpulse.wire.keys import KeysFile
+from agentpulse.wire.keys import CheckedKeys, KeysFile
+
+if TYPE_CHECKING:
+    from agentpulse.authd.service import EnrolmentService
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 1.0
+KEYS_APPLY_TIMEOUT = 10.0  # seconds an accepted reload waits for every worker to use the new keys
 
 
 class AlreadyRunning(RuntimeError):
@@ -94,6 +100,15 @@ class HomeLock:
 
 
 class Manager:
+    """One manager home served until `stop()`.
+
+    Start order matters: the store opens global.db and resets every live agent (code 5) before remoted
+    accepts a connection, so no status from the previous run survives into this one. Stop order too:
+    listeners close (remoted, then the query socket and the upkeep task, which write through the store),
+    then the store writes everything accepted, then the services that drain what the store committed
+    (events), then the lock is released.
+    """
+
     def __init__(self, home: Home, config: Config, log_level: str = "info") -> None:
         self.home = home
         self.config = config
@@ -111,24 +126,31 @@ class Manager:
         self.remoted: Remoted | None = None
         self.scheduler: KeepaliveScheduler | None = None
         self.pool: WorkerPool | None = None
+        self.journal: AckJournal | None = None  # this process's, when remoted runs here
         if config.remote.worker_processes > 1:
-            book = AdmissionBook(
+            book = ReplayBook(
                 self.grace.holders, config.remote.connection_overtake_time, config.remote.verify_msg_id
             )
             self.pool = WorkerPool(
                 str(home.root), config.remote.worker_processes, self.store, self.grace, book, log_level
             )
         else:
-            self.remoted = Remoted(config, self.keys, self.store, self.grace)
+            self.journal = AckJournal(home.ack_journal_dir, LOCAL, keep_for(config.database.flush_interval))
+            self.remoted = Remoted(config, self.keys, self.store, self.grace, journal=self.journal)
             self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
         self.sweeper = Sweeper(
             self.store,
             config.global_.agents_disconnection_time,
             config.global_.agents_disconnection_alert_time,
         )
-        self.keys_watcher = KeysWatcher(
-            home.client_keys, config.remote.keyupdate_interval, self._keys_changed
+        self.keys_watcher = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self.reload_keys)
+        self.reload_limits = ReloadLimits(
+            config.remote.keys_reload_max_removed, config.remote.keys_reload_max_removed_percent
         )
+        self.reloads = ReloadCounters()
+        self._reloading = asyncio.Lock()  # one reload at a time: the watcher's, SIGHUP's and the CLI's
+        self.refusals = RateLimitedLog(log)
+        self._started = 0
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
         self._purges: set[asyncio.Task[None]] = set()
@@ -139,34 +161,71 @@ class Manager:
             home.wdb_socket,
             allow_sql=config.database.allow_sql,
             send_to_agents=self.send_to_agents,
+            max_clients=config.database.wdb_max_clients,
+            idle_timeout=config.database.wdb_idle_timeout,
+            reload_keys=self.reload_keys,
         )
         self.upkeep = Upkeep(
             self.store, config.database.max_fragmentation, config.database.fragmentation_check_interval
         )
         self.front_services: list[Service] = [self.wdb, self.upkeep]
         self._front_started: list[Service] = []
+        self.authd: EnrolmentService | None = None
+        if config.auth is not None and config.auth.listens:
+            from agentpulse.authd.service import EnrolmentService
+
+            self.authd = EnrolmentService(
+                config.auth,
+                home,
+                self.store,
+                EnrolledKeys(self.keys, self.keys_watcher, self.remoted, self.pool, self.store),
+                manager_version=MANAGER_VERSION,
+                hostname=socket.gethostname(),
+            )
+            self.front_services.append(self.authd)
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
             self.services.append(EventsService(config.nats, self.store, home, self.keys.name_of))
 
     async def run(self) -> None:
+        self._started = int(time.time())
+        filemodes.set_manager_umask()
+        self._warn_exposed_files()
         self.home.create_layout()
         self.lock.acquire()
+        # From the first moment, not once listening: a SIGTERM during the start (a long store open, a
+        # worker that never comes up) takes the normal way out, Stopping to Stopped, exit 0.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
         try:
             await self._run()
         finally:
             self.lock.release()
 
+    def _warn_exposed_files(self) -> None:
+        """One warning line per existing file that holds keys (or passwords) and every user may read."""
+        db_dir = Path(self.config.database.path) if self.config.database.path else self.home.db_dir
+        db = db_dir / "global.db"
+        paths = [self.home.client_keys, db, db.with_name("global.db-wal"), db.with_name("global.db-shm")]
+        nats = self.config.nats
+        if nats.password or nats.token:
+            paths.append(self.home.ossec_conf)
+        paths.extend(Path(name) for name in (nats.creds_file, nats.tls_key) if name)
+        for exposed in filemodes.world_readable(paths):
+            log.warning("%s", exposed.warning())
+
     async def _run(self) -> None:
-        keys = await self.keys_watcher.load()
-        await asyncio.to_thread(self.store.open, list(keys.active()))
+        checked = await self.keys_watcher.load()
+        await asyncio.to_thread(self.store.open, list(checked.usable().active()))
         started: list[Service] = []
         try:
             for service in self.services:
                 await service.start()
                 started.append(service)
-            await self._serve(keys)
+            await self._serve(checked)
         finally:
             # Events drain the outbox last; the store's final flush then commits what they acknowledged,
             # so a clean restart does not publish those events again.
@@ -174,20 +233,27 @@ class Manager:
                 await service.stop()
             await asyncio.to_thread(self.store.close)
 
-    async def _serve(self, keys: KeysFile) -> None:
+    async def _serve(self, checked: CheckedKeys) -> None:
+        acks = await asyncio.to_thread(read_journals, self.home.ack_journal_dir)
+        restored = self.store.restore_acks(StatusUpdate(ack.agent_id, ack.trigger, ack.at) for ack in acks)
         reset = self.store.reset_connections()
-        if self.config.database.purge_removed:
-            listed = {key.number for key in keys.active()}
-            await self._purge(
-                [(agent_id, f"{agent_id:03d}") for agent_id in self.store.agents if agent_id not in listed]
+        self._load_keys(checked.usable())
+        decision = keyguard.decide({}, checked, self.reload_limits, also_known=self._stored_agents())
+        if decision.accepted:
+            await self._purge([(agent_id, f"{agent_id:03d}") for agent_id in decision.removed])
+        else:
+            self._refused_at_start(decision)
+        if await asyncio.to_thread(self.store.flush_wait):
+            await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
+        if restored:
+            log.warning(
+                "%d agents were acknowledged in the last run but not stored (the manager stopped "
+                "without its last commit): restored from the acknowledgement journal",
+                restored,
             )
-        await asyncio.to_thread(self.store.flush_wait)
         log.info(
-            "Started: %d agents in client.keys, %d reset to disconnected (code 5)",
-            len(self.store.agents),
-            reset,
+            "Started: %d agents in client.keys, %d reset to disconnected (code 5)", len(self.keys), reset
         )
-        self._load_keys(keys)
         try:
             for service in self.front_services:
                 await service.start()
@@ -202,24 +268,20 @@ class Manager:
             await self._front_started.pop().stop()
 
     async def _listen(self) -> None:
-        if self.remoted is not None:
-            await self.remoted.start()
-        else:
-            assert self.pool is not None
-            await self.pool.start()
-        await asyncio.to_thread(self._write_state)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
-        tasks = [
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(self.keys_watcher.run(), name="keys-watcher"),
-        ]
-        if self.config.remote.manager_keepalive.enabled and self.scheduler is not None:
-            tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
-        self.ready.set()
+        tasks: list[asyncio.Task[None]] = []
         try:
+            if not await self._start_listeners():
+                return
+            await asyncio.to_thread(self._write_state)
+            tasks = [
+                asyncio.create_task(self._housekeeping(), name="housekeeping"),
+                asyncio.create_task(self.keys_watcher.run(), name="keys-watcher"),
+            ]
+            if self.config.remote.manager_keepalive.enabled and self.scheduler is not None:
+                tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
+            if self.journal is not None:
+                tasks.append(asyncio.create_task(self.journal.run(), name="ack-journal"))
+            self.ready.set()
             await self._stop.wait()
         finally:
             log.info("Stopping")
@@ -236,8 +298,37 @@ class Manager:
             await self._stop_front()
             for task in list(self._purges):
                 await task
-            await asyncio.to_thread(self.store.flush_wait)
+            if self.journal is not None:
+                self.journal.close()
+            if await asyncio.to_thread(self.store.flush_wait):
+                # Everything acknowledged is committed: the next start has nothing to restore.
+                await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
             log.info("Stopped: every accepted status change is committed")
+
+    async def _start_listeners(self) -> bool:
+        """remoted listens, here or in its workers; False when a stop came first (the start is undone).
+        A worker that cannot start raises WorkerStartError, the others stopped."""
+        if self._stop.is_set():
+            return False
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.open)
+        starting = asyncio.ensure_future(
+            self.remoted.start() if self.remoted is not None else self._require_pool().start()
+        )
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()  # the pool stops the workers it started
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return False
+        starting.result()
+        return True
+
+    def _require_pool(self) -> WorkerPool:
+        assert self.pool is not None
+        return self.pool
 
     def stop(self) -> None:
         self._stop.set()
@@ -258,8 +349,75 @@ class Manager:
                 self.remoted.housekeeping()
             self.sweeper.sweep()
 
+    # -- client.keys ----------------------------------------------------------------------------------
+
+    def _stored_agents(self) -> set[int]:
+        """The agents a reload removes besides those of the keys in use: with purge_removed, every agent
+        global.db holds (a start that refused to purge leaves some there), else none."""
+        if not self.config.database.purge_removed:
+            return set()
+        return {agent_id for agent_id in self.store.agents if agent_id != MANAGER_ID}
+
+    def _refused_at_start(self, decision: ReloadDecision) -> None:
+        if decision.problems:
+            what = (
+                f"client.keys has {decision.problems_text()}; started with its {len(self.keys)} valid "
+                "entries and purged nothing; fix the file (it is reloaded when it changes)"
+            )
+        else:
+            what = (
+                f"client.keys lacks {len(decision.removed)} of the {decision.known} agents global.db has, "
+                f"more than the {decision.allowed} a reload may remove at once: started with the "
+                f"{len(self.keys)} agents of the file; the others stay in global.db, disconnected, NOT "
+                "purged; `agentpulse keys reload --force` purges them, or restore client.keys"
+            )
+        self.reloads.count(decision, time.time(), what)
+        log.error("%s", what)
+
+    async def reload_keys(self, force: bool = False) -> ReloadDecision:
+        """Read client.keys and apply it if the guard accepts it: the keyupdate_interval check, SIGHUP,
+        and `agentpulse keys reload [--force]` (through the query socket) all come here."""
+        async with self._reloading:
+            while True:
+                # Not while enrolment writes the file and applies its lines (`EnrolledKeys`): a read
+                # taken then lacks them, and the guard would count the new agents as removed.
+                checked, generation = await self.keys_watcher.load_settled()
+                # Off the loop: 200,000 keys take a second. Enrolment changes the key store's lines in
+                # place, so the guard judges a copy; if it enrolled meanwhile, the file is read again.
+                decision = await asyncio.to_thread(
+                    keyguard.decide,
+                    dict(self.keys.lines),
+                    checked,
+                    self.reload_limits,
+                    also_known=self._stored_agents(),
+                    force=force,
+                )
+                if not self.keys_watcher.stale(generation):
+                    break
+            self.reloads.count(decision, time.time())
+            if decision.accepted:
+                await self._apply_keys(checked.keys, decision)
+            else:
+                self.refusals.error("keys-refused", "client.keys reload %s", decision.message())
+            if self.ready.is_set():
+                await asyncio.to_thread(self._write_state)
+            return decision
+
+    async def _apply_keys(self, keys: KeysFile, decision: ReloadDecision) -> None:
+        change = self._load_keys(keys)
+        self.store.add_agents(change.added)
+        if self.pool is not None and not await self.pool.keys_applied(KEYS_APPLY_TIMEOUT):
+            log.warning("client.keys reload: not every remoted worker confirmed the new keys in time")
+        log.info("client.keys reload %s", decision.message())
+        if self.config.database.purge_removed and decision.removed:
+            ids = {key.number: key.id for key in change.gone}
+            gone = [(number, ids.get(number, f"{number:03d}")) for number in decision.removed]
+            task = asyncio.create_task(self._purge(gone), name="purge-removed")
+            self._purges.add(task)
+            task.add_done_callback(self._purges.discard)
+
     def _load_keys(self, keys: KeysFile) -> KeysChange:
-        """client.keys into the key store; remoted here (or the workers, from their own copy) lets the
+        """Accepted keys into the key store; remoted here (or every worker, sent the same lines) lets the
         connections of removed or changed keys go, and agents gone from the file are disconnected."""
         change = self.keys.load(keys)
         if self.remoted is not None:
@@ -267,27 +425,17 @@ class Manager:
         else:
             assert self.pool is not None
             self.pool.book.forget([key.number for key in change.removed])
+            self.pool.load_keys("".join(line + "\n" for line in self.keys.lines.values()))
             disconnect_gone(change, self.store, time.time())
         return change
 
-    def _keys_changed(self, keys: KeysFile) -> None:
-        change = self._load_keys(keys)
-        added = self.store.add_agents(change.added)
-        log.info(
-            "client.keys reloaded: %d agents, %d new, %d changed or removed",
-            len(self.keys),
-            len(added),
-            len(change.removed),
-        )
-        if self.config.database.purge_removed:
-            gone = [(key.number, key.id) for key in change.gone]
-            if gone:
-                task = asyncio.create_task(self._purge(gone), name="purge-removed")
-                self._purges.add(task)
-                task.add_done_callback(self._purges.discard)
-
     async def _purge(self, agents: list[tuple[int, str]]) -> None:
-        """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted."""
+        """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted.
+
+        Run at start and on a reload when `<database><purge_removed>` is on. Their rows leave global.db with
+        a last status event (see `Store.remove_agents`), and their `<id>.db` and `queue/rids/<id>` files
+        are deleted.
+        """
         if not agents:
             return
         removed = self.store.remove_agents(
@@ -301,14 +449,58 @@ class Manager:
         if self.remoted is None:
             assert self.pool is not None
             host = self.config.remote.local_ip or "0.0.0.0"
-            addresses = " ".join(f"{host}:{self.pool.tcp_port}/{p}" for p in self.config.remote.protocols)
+            addresses = " ".join(f"{host}:{self.pool.port}/{p}" for p in self.config.remote.protocols)
         else:
             addresses = " ".join(f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses)
-        text = f"# State file for agentpulse-remoted\npid='{os.getpid()}'\nstarted='{int(time.time())}'\nlisten='{addresses}'\n"
+        reloads = self.reloads
+        text = (
+            f"# State file for agentpulse-remoted\npid='{os.getpid()}'\nstarted='{self._started}'\n"
+            f"listen='{addresses}'\n"
+            f"keys_reloads_accepted='{reloads.accepted}'\nkeys_reloads_refused='{reloads.refused}'\n"
+            f"keys_last_refused='{int(reloads.last_refused_at)}'\n"
+            f"keys_last_refusal='{reloads.last_refusal.replace(chr(39), chr(34))}'\n"
+        )
         path = self.home.remoted_state
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+class EnrolledKeys:
+    """Enrolment's new keys (new agents, replaced ones as removed lines), on their way to remoted: this
+    process's key store and remoted take them at once, and every worker process before `take()` returns
+    (bounded), so an agent that has its key is accepted wherever it connects. The key reload holds off
+    meanwhile (`KeysWatcher.hold()`): it must not register the new agents before enrolment does."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        watcher: KeysWatcher,
+        remoted: Remoted | None,
+        pool: WorkerPool | None,
+        store: Store,
+    ) -> None:
+        self.keys = keys
+        self.watcher = watcher
+        self.remoted = remoted
+        self.pool = pool
+        self.store = store
+
+    def hold(self) -> None:
+        self.watcher.hold()
+
+    def release(self) -> None:
+        self.watcher.release()
+
+    async def take(self, lines: list[str], before: Signature, after: Signature) -> None:
+        change = self.keys.apply_lines(lines)
+        self.watcher.applied(before, after)
+        if self.remoted is not None:
+            self.remoted.keys_changed(change)
+            return
+        disconnect_gone(change, self.store, time.time())
+        assert self.pool is not None
+        await self.pool.add_keys(lines, before, after)
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -1,4 +1,8 @@
-"""The layout of a manager (or agent) home, design section 7. Every path is named here once."""
+"""The layout of a manager (or agent) home, as in a Wazuh install. Every path is named here once.
+
+`Home` names each file and directory under the root; `resolve_home` finds the root (`--home`,
+`$AGENTPULSE_HOME`, `./var/ossec`, `/var/ossec`).
+"""
 
 from __future__ import annotations
 
@@ -78,6 +82,11 @@ class Home:
         return self.root / "var" / "nats"
 
     @property
+    def ack_journal_dir(self) -> Path:
+        """remoted's acknowledgement journals, one per remoted process (see remoted/journal.py)."""
+        return self.root / "queue" / "acks"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
@@ -88,7 +97,7 @@ class Home:
     def create_layout(self) -> None:
         for directory in (self.etc, self.db_dir, self.rids_dir, self.run_dir, self.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        # The query socket lives in queue/db: only the manager's user may enter it (design section 9).
+        # The query socket lives in queue/db: only the manager's user may enter it.
         self.db_dir.chmod(0o750)
 
 

@@ -1,4 +1,9 @@
-"""Rate-limited warnings: anything an attacker can trigger is logged at most once per interval per kind."""
+"""Rate-limited warnings and errors: anything an attacker, or a broken file, can trigger is logged at most
+once per interval per kind.
+
+`RateLimitedLog` counts what it suppresses and says how many with the next line of that kind, so a flood of
+bad frames costs one log line per interval, not one per frame.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,12 @@ class RateLimitedLog:
         self._suppressed: dict[str, int] = {}
 
     def warning(self, kind: str, message: str, *args: object) -> None:
+        self._log(logging.WARNING, kind, message, *args)
+
+    def error(self, kind: str, message: str, *args: object) -> None:
+        self._log(logging.ERROR, kind, message, *args)
+
+    def _log(self, level: int, kind: str, message: str, *args: object) -> None:
         now = self.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < self.interval:
@@ -32,4 +43,4 @@ class RateLimitedLog:
         suppressed = self._suppressed.pop(kind, 0)
         if suppressed:
             message += f" ({suppressed} similar messages suppressed)"
-        self.logger.warning(message, *args)
+        self.logger.log(level, message, *args)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from agentpulse.status import ConnectionStatus, StatusCode, Trigger
+from agentpulse.status import ConnectionStatus, RowReason, StatusCode, Trigger
 from agentpulse.wire.control import Keepalive
 
 MANAGER_ID = 0  # agent 000 is the manager itself: never in client.keys, never swept
@@ -37,6 +37,7 @@ class TransitionRow:
     code: StatusCode
     at: float
     last_keepalive: float | None
+    reason: RowReason | None = None  # a registration or replacement row (else the code says why)
 
 
 class RecordSink(Protocol):

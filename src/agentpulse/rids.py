@@ -1,11 +1,8 @@
-"""The `queue/rids/` counter files (reference 3.4), on disk. The counter values live in `wire.counters`.
+"""The `queue/rids/` counter files, on disk. The counter values live in `wire.counters`.
 
-The plan: Wazuh rewrites `sender_counter` as `"%u:%u:"` from offset 0 after every message and never
-truncates it, so a shorter number leaves old characters behind and readers stop at the second `:`
-(`fscanf("%u:%u")`). We do the same. The danger is cost: an agent persists after *every* message, so the
-writer keeps one file descriptor open and does a single `pwrite()` (no open, no seek, no truncate, no
-fsync): a few microseconds into the page cache, cheap enough to run on the event loop. Like Wazuh, a crash
-can lose the last writes; the manager does not check counters by default (`verify_msg_id=0`).
+Wazuh rewrites `sender_counter` as `"%u:%u:"` from offset 0 after every message and never truncates it;
+we do the same. The danger is cost: an agent persists after *every* message, so `SenderCounterFile`
+keeps one descriptor open and does a single `pwrite()`, cheap enough to run on the event loop.
 """
 
 from __future__ import annotations
@@ -28,7 +25,12 @@ def read_sender_counter(path: Path) -> SenderCounter:
 
 
 class SenderCounterFile:
-    """`queue/rids/sender_counter`, kept open and rewritten in place after every message."""
+    """`queue/rids/sender_counter`, kept open and rewritten in place after every message.
+
+    One `pwrite()` per message (no open, no seek, no truncate, no fsync): a few microseconds into the page
+    cache. Like Wazuh, a crash can lose the last writes; the manager does not check counters by default
+    (`verify_msg_id=0`).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -36,7 +38,10 @@ class SenderCounterFile:
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
 
     def store(self, counter: SenderCounter) -> None:
-        """Write `<global>:<local>:` at offset 0 without truncating, as StoreSenderCounter() does."""
+        """Write `<global>:<local>:` at offset 0 without truncating, as StoreSenderCounter() does.
+
+        A shorter number leaves old characters behind; readers stop at the second `:` (`fscanf("%u:%u")`).
+        """
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
         os.pwrite(self._fd, counter.to_text(), 0)

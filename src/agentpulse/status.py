@@ -1,4 +1,4 @@
-"""The connection-status model: states, status codes and which event moves an agent where (design section 4).
+"""The connection-status model: states, status codes and which event moves an agent where (docs/operations.md).
 
 Pure: no clock, no I/O. The store applies `transition()` to its in-memory view of each agent, so the same
 rules hold whether the event came from remoted, the sweeper or the query socket.
@@ -67,6 +67,17 @@ class Trigger(enum.Enum):
     CONNECTION_LOST = "connection_lost"  # socket closed, grace expired
     TIMEOUT = "timeout"  # silent for the manager keep-alive timeout, or swept
     MANAGER_RESET = "manager_reset"
+
+
+class RowReason(enum.StrEnum):
+    """Why a history row the status model did not produce exists: the `reason` of its status event.
+
+    A registration starts an enrolled agent's history; a replacement is the removal row (`-> disconnected`,
+    code 0) of an agent an enrolment replaced. Other removals keep the reason of their code.
+    """
+
+    REGISTERED = "registered"
+    REPLACED = "replaced by a new enrolment"
 
 
 @dataclass(frozen=True, slots=True)

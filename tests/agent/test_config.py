@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentpulse.agent.config import ClientConfig, ServerAddress, load_agent_config, parse_agent_config
+from agentpulse.agent.config import (
+    ClientConfig,
+    EnrollmentConfig,
+    ServerAddress,
+    load_agent_config,
+    parse_agent_config,
+)
 from agentpulse.config import ConfigError, default_config_text, parse_config
 from tests.config.helpers import SECURE, SERVER, WAZUH_MANAGER_CONF, assert_error, conf, in_sections
 
@@ -112,7 +118,9 @@ def test_a_real_wazuh_agent_file_loads() -> None:
   </client_buffer>
 </ossec_config>
 """
-    assert parse_agent_config(text) == ClientConfig(servers=(ServerAddress("192.168.56.2"),))
+    assert parse_agent_config(text) == ClientConfig(
+        servers=(ServerAddress("192.168.56.2"),), enrollment=EnrollmentConfig(agent_name="web-01")
+    )
 
 
 def test_a_file_without_client_has_no_agent_configuration() -> None:
@@ -233,3 +241,76 @@ def test_any_value_of_any_option_gives_a_config_or_a_config_error(path: str, val
 def test_parse_agent_config_raises_only_config_error(text: str) -> None:
     with contextlib.suppress(ConfigError):
         parse_agent_config(text)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# <enrollment> (reference 14.6)
+
+
+def test_enrollment_is_on_by_default_without_the_element() -> None:
+    client = parse_agent_config(conf(f"<client>{SERVER}</client>"))
+    assert client is not None
+    assert client.enrollment == EnrollmentConfig()
+    assert (client.enrollment.enabled, client.enrollment.port) == (True, 1515)
+    assert client.enrollment.delay_after_enrollment == 20.0
+    assert client.enrollment.authorization_pass_path == "etc/authd.pass"
+
+
+def test_every_enrollment_option() -> None:
+    client = parse_agent_config(
+        conf(
+            f"""<client>{SERVER}<enrollment>
+  <enabled>no</enabled>
+  <manager_address>10.0.0.9</manager_address>
+  <port>1600</port>
+  <agent_name>web-01</agent_name>
+  <groups>default,linux</groups>
+  <agent_address>10.0.0.7</agent_address>
+  <ssl_cipher>HIGH</ssl_cipher>
+  <server_ca_path>etc/ca.pem</server_ca_path>
+  <agent_certificate_path>etc/agent.cert</agent_certificate_path>
+  <agent_key_path>etc/agent.key</agent_key_path>
+  <authorization_pass_path>etc/pass</authorization_pass_path>
+  <auto_method>yes</auto_method>
+  <delay_after_enrollment>1</delay_after_enrollment>
+  <interface_index>2</interface_index>
+</enrollment></client>"""
+        )
+    )
+    assert client is not None
+    assert client.enrollment == EnrollmentConfig(
+        enabled=False,
+        manager_address="10.0.0.9",
+        port=1600,
+        agent_name="web-01",
+        groups="default,linux",
+        agent_address="10.0.0.7",
+        ssl_cipher="HIGH",
+        server_ca_path="etc/ca.pem",
+        agent_certificate_path="etc/agent.cert",
+        agent_key_path="etc/agent.key",
+        authorization_pass_path="etc/pass",
+        auto_method=True,
+        delay_after_enrollment=1.0,
+    )
+
+
+def test_agent_address_and_use_source_ip_together_are_an_error() -> None:
+    text = conf(
+        f"<client>{SERVER}\n<enrollment><agent_address>10.0.0.7</agent_address>"
+        "<use_source_ip>yes</use_source_ip></enrollment></client>"
+    )
+    assert_error(
+        text,
+        "<enrollment>",
+        "<client><enrollment>",
+        "Incompatible sender_ip options",
+        parse=parse_agent_config,
+    )
+
+
+def test_delay_after_enrollment_must_be_above_zero() -> None:
+    text = conf(
+        f"<client>{SERVER}<enrollment>\n<delay_after_enrollment>0</delay_after_enrollment></enrollment></client>"
+    )
+    assert_error(text, "<delay_after_enrollment>", "greater than 0", parse=parse_agent_config)

@@ -1,4 +1,4 @@
-"""`wazuh-agentd.state` and the getstate JSON, as reference section 9 writes them."""
+"""`wazuh-agentd.state` and the getstate JSON, as Wazuh's agentd writes them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from agentpulse.agent.state import (
     write_state_file,
 )
 
-# Reference section 9, verbatim (notify_time 20, time-reconnect 60).
+# Wazuh's agentd state file, verbatim (notify_time 20, time-reconnect 60).
 REFERENCE_CONNECTED = """\
 # State file for wazuh-agentd
 

@@ -1,4 +1,4 @@
-"""The keep-alive's uname line (reference 4.2): built from this machine, read back by the manager's parser."""
+"""The keep-alive's uname line: built from this machine, read back by the manager's parser."""
 
 from __future__ import annotations
 

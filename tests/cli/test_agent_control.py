@@ -1,4 +1,4 @@
-"""agent_control prints exactly what Wazuh 4.x prints (reference section 8), from client.keys and global.db."""
+"""agent_control prints exactly what Wazuh 4.x prints, from client.keys and global.db."""
 
 from __future__ import annotations
 

@@ -112,6 +112,7 @@ def test_every_manager_command_has_the_same_home_option() -> None:
         "worker",
         "status",
         "agent",
+        "enrol",
         "decode",
         "wdb",
         "group",
@@ -120,7 +121,11 @@ def test_every_manager_command_has_the_same_home_option() -> None:
     }
     for name, action in actions.items():
         assert action.metavar == "DIR", name
-        if name in ("agent", "worker"):  # an agent's home, and the manager's own child: both given explicitly
+        if name in (
+            "agent",
+            "enrol",
+            "worker",
+        ):  # agents' homes and the manager's own child: given explicitly
             assert action.required, name
         else:
             assert (action.help, action.required) == (HOME_HELP, False), name

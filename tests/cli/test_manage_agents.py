@@ -6,11 +6,14 @@ import base64
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from agentpulse.cli.manage_agents import main
+from agentpulse.keysfile import KeysLock, write_keys_file
 from agentpulse.wire.keys import KeysFile
 
 ORIGINAL = (
@@ -52,7 +55,8 @@ def test_add_creates_the_file_with_ids_001_002(home: Path, capsys: pytest.Captur
     ]
     assert all(len(e.key) == 64 for e in parsed.entries)
     assert stat.S_IMODE(_keys(home).stat().st_mode) == 0o640
-    assert [p.name for p in _keys(home).parent.iterdir()] == ["client.keys"]  # no temporary file left
+    # no temporary file left; the lock file every writer shares stays
+    assert sorted(p.name for p in _keys(home).parent.iterdir()) == [".client.keys.lock", "client.keys"]
 
 
 def test_add_after_removed_lines_never_reuses_an_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -218,3 +222,20 @@ def test_console_script_adds_and_lists(home: Path) -> None:
         [str(script), "--home", str(home), "-l"], capture_output=True, text=True, timeout=60, check=False
     )
     assert listed.stdout == "\nAvailable agents: \n   ID: 001, Name: web-01, IP: any\n"
+
+
+def test_an_edit_waits_for_the_keys_lock_and_keeps_what_the_holder_wrote(home: Path) -> None:
+    """Enrolment holds the same lock from its read to its write: neither loses the other's line."""
+    _seed(home, "001 web-01 any aaaa\n")
+    lock = KeysLock(_keys(home))
+    with lock:
+        adding = threading.Thread(target=_run, args=(home, "-a", "any", "-n", "db-02"))
+        adding.start()
+        time.sleep(0.3)
+        assert adding.is_alive()  # waiting for the lock
+        keys = KeysFile.parse(_keys(home).read_text())
+        keys.add("enrolled-03", key="eeee")
+        write_keys_file(_keys(home), keys)
+    adding.join(10)
+    names = [entry.name for entry in KeysFile.parse(_keys(home).read_text()).active()]
+    assert names == ["web-01", "enrolled-03", "db-02"]

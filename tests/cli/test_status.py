@@ -75,3 +75,21 @@ def test_status_without_a_database_says_so(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "no database" in result.stderr
+
+
+def test_status_shows_the_managers_client_keys_reload_counts(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    home.remoted_state.write_text(
+        "# State file for agentpulse-remoted\npid='1'\nkeys_reloads_accepted='3'\nkeys_reloads_refused='2'\n"
+        "keys_last_refused='1700000200'\nkeys_last_refusal='refused: 1 invalid line: line 3: NUL byte'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "agentpulse", "status", "--home", str(home.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "\nclient.keys reloads: 3 accepted, 2 refused\n" in result.stdout
+    assert ": refused: 1 invalid line: line 3: NUL byte\n" in result.stdout
+    assert "  last refused 20" in result.stdout

@@ -52,6 +52,7 @@ def test_agentpulse_remote_defaults() -> None:
     assert remote.connection_grace == 10.0
     assert remote.verify_msg_id is False
     assert remote.keyupdate_interval == 10.0
+    assert (remote.keys_reload_max_removed, remote.keys_reload_max_removed_percent) == (100, 10.0)
     assert remote.workers == 0  # auto: one remoted process per core
     assert remote.manager_keepalive == ManagerKeepalive(enabled=True, interval=60.0, timeout=180.0)
 
@@ -82,6 +83,8 @@ def test_database_defaults() -> None:
         fragmentation_check_interval=7200.0,
         purge_removed=True,
         flush_interval=1.0,
+        wdb_max_clients=64,
+        wdb_idle_timeout=5.0,
     )
 
 
@@ -142,6 +145,8 @@ def test_remote_section_is_parsed() -> None:
   <connection_grace>5</connection_grace>
   <verify_msg_id>yes</verify_msg_id>
   <keyupdate_interval>30s</keyupdate_interval>
+  <keys_reload_max_removed>500</keys_reload_max_removed>
+  <keys_reload_max_removed_percent>2.5</keys_reload_max_removed_percent>
   <workers>4</workers>
   <manager_keepalive>
     <enabled>no</enabled>
@@ -164,9 +169,59 @@ def test_remote_section_is_parsed() -> None:
         connection_grace=5.0,
         verify_msg_id=True,
         keyupdate_interval=30.0,
+        keys_reload_max_removed=500,
+        keys_reload_max_removed_percent=2.5,
         workers=4,
         manager_keepalive=ManagerKeepalive(enabled=False, interval=30.0, timeout=120.0),
     )
+
+
+def test_limits_before_authentication_default_to_the_documented_values() -> None:
+    remote = RemoteConfig()
+    assert (remote.frame_timeout, remote.max_unauthenticated_frame) == (10.0, 16384)
+    assert (remote.max_unauthenticated_per_ip, remote.max_unauthenticated) == (64, 4096)
+    assert remote.max_connections == 0  # auto: from the open-file limit
+
+
+def test_limits_before_authentication_are_parsed() -> None:
+    config = parse_config(
+        conf(
+            f"""<remote>
+  {SECURE}
+  <frame_timeout>2.5</frame_timeout>
+  <max_unauthenticated_per_ip>16</max_unauthenticated_per_ip>
+  <max_unauthenticated>200</max_unauthenticated>
+  <max_connections>5000</max_connections>
+  <max_unauthenticated_frame>4096</max_unauthenticated_frame>
+</remote>"""
+        )
+    )
+    assert (config.remote.frame_timeout, config.remote.max_unauthenticated_frame) == (2.5, 4096)
+    assert (config.remote.max_unauthenticated_per_ip, config.remote.max_unauthenticated) == (16, 200)
+    assert config.remote.max_connections == 5000
+
+
+def test_max_connections_auto_is_zero() -> None:
+    config = parse_config(conf(f"<remote>{SECURE}<max_connections>auto</max_connections></remote>"))
+    assert config.remote.max_connections == 0
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "expected"),
+    [
+        ("frame_timeout", "0", "from 0.1 to 3600 seconds"),
+        ("frame_timeout", "2h", "from 0.1 to 3600 seconds"),
+        ("max_unauthenticated_per_ip", "0", "an integer >= 1"),
+        ("max_unauthenticated", "-5", "an integer >= 1"),
+        ("max_connections", "0", "auto or an integer >= 1"),
+        ("max_connections", "lots", "auto or an integer >= 1"),
+        ("max_unauthenticated_frame", "100", "an integer 256-65536"),
+        ("max_unauthenticated_frame", "65537", "an integer 256-65536"),
+    ],
+)
+def test_limits_before_authentication_out_of_range_are_errors(tag: str, value: str, expected: str) -> None:
+    text = conf(f"<remote>{SECURE}\n<{tag}>{value}</{tag}></remote>")
+    assert_error(text, f"<{tag}>", f"<remote><{tag}>", f"'{value}'", expected)
 
 
 @pytest.mark.parametrize(
@@ -176,6 +231,29 @@ def test_remote_section_is_parsed() -> None:
 def test_remote_protocol_is_a_comma_list_of_tcp_and_udp(text: str, protocols: tuple[str, ...]) -> None:
     config = parse_config(conf(f"<remote>{SECURE}<protocol>{text}</protocol></remote>"))
     assert config.remote.protocols == protocols
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "expected"),
+    [
+        ("keys_reload_max_removed", "-1", "expected an integer >= 0"),
+        ("keys_reload_max_removed", "ten", "expected an integer >= 0"),
+        ("keys_reload_max_removed_percent", "101", "expected a number 0-100"),
+        ("keys_reload_max_removed_percent", "-5", "expected a number 0-100"),
+    ],
+)
+def test_keys_reload_limits_are_checked(tag: str, value: str, expected: str) -> None:
+    text = conf(f"<remote>{SECURE}\n<{tag}>{value}</{tag}></remote>")
+    assert_error(text, f"<{tag}>", f"<remote><{tag}>", value, expected)
+
+
+def test_keys_reload_limits_of_zero_are_allowed() -> None:
+    text = conf(
+        f"<remote>{SECURE}<keys_reload_max_removed>0</keys_reload_max_removed>"
+        "<keys_reload_max_removed_percent>0</keys_reload_max_removed_percent></remote>"
+    )
+    remote = parse_config(text).remote
+    assert (remote.keys_reload_max_removed, remote.keys_reload_max_removed_percent) == (0, 0.0)
 
 
 def test_syslog_remote_is_ignored_even_with_options_of_its_own() -> None:
@@ -305,6 +383,29 @@ def test_database_section_is_parsed() -> None:
     )
 
 
+def test_query_socket_limits_are_parsed() -> None:
+    config = parse_config(
+        conf(
+            "<database><wdb_max_clients>8</wdb_max_clients><wdb_idle_timeout>2m</wdb_idle_timeout></database>"
+        )
+    )
+    assert (config.database.wdb_max_clients, config.database.wdb_idle_timeout) == (8, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "expected"),
+    [
+        ("wdb_max_clients", "0", "expected an integer 1-4096"),
+        ("wdb_max_clients", "5000", "expected an integer 1-4096"),
+        ("wdb_idle_timeout", "0.1", "expected a time from 0.5 to 3600 seconds"),
+        ("wdb_idle_timeout", "2h", "expected a time from 0.5 to 3600 seconds"),
+    ],
+)
+def test_query_socket_limits_out_of_range_are_errors(element: str, value: str, expected: str) -> None:
+    text = conf(f"<database>\n<{element}>{value}</{element}></database>")
+    assert_error(text, f"<{element}>", f"<database><{element}>", f"'{value}'", expected)
+
+
 def test_a_real_wazuh_manager_file_loads() -> None:
     config = parse_config(WAZUH_MANAGER_CONF)
     assert config.remote == RemoteConfig()
@@ -324,6 +425,9 @@ LEAF_PATHS = [
     ),
     *(f"<remote><{tag}>" for tag in ("connection_overtake_time", "connection_grace", "verify_msg_id")),
     *(f"<remote><{tag}>" for tag in ("keyupdate_interval", "workers", "connection")),
+    *(f"<remote><{tag}>" for tag in ("keys_reload_max_removed", "keys_reload_max_removed_percent")),
+    *(f"<remote><{tag}>" for tag in ("frame_timeout", "max_unauthenticated_per_ip", "max_unauthenticated")),
+    *(f"<remote><{tag}>" for tag in ("max_connections", "max_unauthenticated_frame")),
     *(f"<remote><manager_keepalive><{tag}>" for tag in ("enabled", "interval", "timeout")),
     "<remote><agents><allow_higher_versions>",
     *(f"<global><{tag}>" for tag in ("agents_disconnection_time", "agents_disconnection_alert_time")),
@@ -335,6 +439,7 @@ LEAF_PATHS = [
     *(f"<nats><{tag}>" for tag in ("keepalive_events", "start_without_nats")),
     *(f"<database><{tag}>" for tag in ("backend", "path", "allow_sql", "max_fragmentation")),
     *(f"<database><{tag}>" for tag in ("fragmentation_check_interval", "purge_removed", "flush_interval")),
+    *(f"<database><{tag}>" for tag in ("wdb_max_clients", "wdb_idle_timeout")),
 ]
 
 

@@ -44,9 +44,13 @@ class ManagerSettings:
     workers: int = 1
     nats: str = "<nats><enabled>no</enabled></nats>"
     database: str = ""  # extra <database> options
+    auth: str | None = None  # the options of an <auth> block (port and local_ip are set): None, no block
 
-    def render(self, port: int) -> str:
+    def render(self, port: int, auth_port: int = 0) -> str:
         yes = {True: "yes", False: "no"}
+        auth = ""
+        if self.auth is not None:
+            auth = f"<auth><port>{auth_port}</port><local_ip>{LOOPBACK}</local_ip>{self.auth}</auth>"
         return f"""<ossec_config>
   <remote>
     <connection>secure</connection>
@@ -70,6 +74,7 @@ class ManagerSettings:
   </global>
   {self.nats}
   <database><flush_interval>{self.flush_interval}</flush_interval>{self.database}</database>
+  {auth}
 </ossec_config>
 """
 
@@ -79,6 +84,7 @@ class ManagerProcess:
     root: Path
     settings: ManagerSettings = field(default_factory=ManagerSettings)
     port: int = field(default_factory=free_port)
+    auth_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,7 +93,7 @@ class ManagerProcess:
 
     def write_config(self) -> None:
         self.home.create_layout()
-        self.home.ossec_conf.write_text(self.settings.render(self.port))
+        self.home.ossec_conf.write_text(self.settings.render(self.port, self.auth_port))
 
     def add_agents(self, count: int, ip: str = "any", prefix: str = "agent") -> list[AgentKey]:
         keys_path = self.home.client_keys

@@ -152,8 +152,8 @@ def test_agent_answers_the_manager_probe_and_stays_active(
 
 
 def test_agent_without_a_key_exits_1_with_a_clear_message(tmp_path: Path) -> None:
-    home = init_agent_home(tmp_path / "agent", LOOPBACK, 1514, "001 lonely any " + "a" * 64)
-    home.client_keys.write_text("")
+    """With enrolment off: with it on (the default), an agent without a key enrols first."""
+    home = init_agent_home(tmp_path / "agent", LOOPBACK, 1514, None, enrollment={"enabled": False})
     result = subprocess.run(
         [sys.executable, "-m", "agentpulse", "agent", "--home", str(home.root)],
         capture_output=True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agentpulse.store.sqlite import maintenance as upkeep
+from agentpulse.store.sqlite import maintenance
 from tests.e2e.harness import ManagerProcess, run_cli
 from tests.e2e.wdb_tools import FleetStats, ask, keep_only, run_agent, write_keys
 
@@ -43,20 +43,23 @@ def test_purge_of_50000_removed_agents_then_vacuum_with_the_manager_running(mana
     rids = manager.home.rids_file(gone.id)
     rids.write_text("1:2:")
     assert agent_db.exists()
-    size_full = upkeep.database_size(manager.home.global_db)
+    size_full = maintenance.database_size(manager.home.global_db)
 
     keep_only(manager, {key.number for key in keys[:KEPT]})
+    # Removing nearly everyone at once is refused unless forced (tests/security/test_keys_reload.py).
+    forced = run_cli("agentpulse", "keys", "reload", "--force", home=manager.root)
+    assert forced.returncode == 0 and "+0 -50000 (forced)" in forced.stdout, forced
     purge_seconds = _wait_for_count(manager, KEPT, timeout=60)
     assert not agent_db.exists() and not rids.exists()
     assert manager.history(gone.number)[-1][1] == "disconnected"
     assert manager.history(keys[-1].number) == [("never_connected", "disconnected", 0)]  # the removal row
     assert ask(manager, f"global get-agent-info {keys[-1].number}".encode()) == b"ok []"
-    size_deleted = upkeep.database_size(manager.home.global_db)
+    size_deleted = maintenance.database_size(manager.home.global_db)
 
     vacuumed = run_cli("agentpulse", "db", "vacuum", home=manager.root)
     assert vacuumed.returncode == 0, vacuumed.stderr
     assert "vacuumed (by the manager)" in vacuumed.stdout
-    size_vacuumed = upkeep.database_size(manager.home.global_db)
+    size_vacuumed = maintenance.database_size(manager.home.global_db)
     print(
         f"\nglobal.db: {size_full} bytes with {KEPT + REMOVED} agents, {size_deleted} after purging {REMOVED} "
         f"in {purge_seconds:.1f} s, {size_vacuumed} after the vacuum"

@@ -1,4 +1,4 @@
-"""A real manager and wire-level agents: every status of design section 4, seen in global.db."""
+"""A real manager and wire-level agents: every status of docs/operations.md, seen in global.db."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from agentpulse.wire import control
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.keys import AgentKey
 from agentpulse.wire.secure import CipherKind
-from tests.e2e.harness import LOOPBACK, ManagerProcess
+from tests.e2e.harness import LOOPBACK, ManagerProcess, wait_until
 
 KEEPALIVE = control.build_keepalive(
     "Linux |e2e-host |6.1.0-18-amd64 |#1 SMP Debian 6.1.76-1 |x86_64 [Debian GNU/Linux|debian: 12 (bookworm)]"
@@ -147,6 +147,26 @@ def test_newer_agent_version_is_refused_with_code_1_and_no_ack(manager: ManagerP
     asyncio.run(scenario())
     manager.wait_for(key.number, "never_connected", 1)
     assert manager.query("SELECT version FROM agent WHERE id = ?", key.number)[0][0] == "Wazuh v9.0.0"
+
+
+def test_a_newer_patch_release_is_acked_and_a_newer_minor_release_refused(manager: ManagerProcess) -> None:
+    """Only major.minor count (reference section 4): v4.14.8 against v4.14.7 is fine, v4.15.0 is not."""
+    patch, minor = manager.add_agents(2)
+    manager.start()
+
+    async def scenario() -> None:
+        connection = await connect(manager, patch)
+        assert await handshake(connection, "v4.14.8") == control.Ack()
+        connection.close()
+        connection = await connect(manager, minor)
+        assert await handshake(connection, "v4.15.0") == control.ErrorReply(control.ERR_NEWER_VERSION)
+        connection.close()
+
+    asyncio.run(scenario())
+    wait_until(
+        lambda: ("never_connected", "pending", 0) in manager.history(patch.number), "the v4.14.8 startup"
+    )
+    manager.wait_for(minor.number, "never_connected", 1)
 
 
 def test_startup_without_version_is_refused_with_code_2(manager: ManagerProcess) -> None:

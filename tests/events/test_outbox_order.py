@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agentpulse.events import publisher
-from agentpulse.events.publisher import Link, OutboxEntry, OutboxPublisher, Unavailable
+from agentpulse.events.publisher import NatsLink, OutboxEntry, OutboxPublisher, Unavailable
 
 
 @dataclass
@@ -78,7 +78,7 @@ ROWS = entries((1, 1), (2, 1), (1, 2), (2, 2), (1, 3), (3, 1))
 
 
 def publisher_for(js: ScriptedJetStream, outbox: Outbox) -> OutboxPublisher:
-    link = Link(Connected())  # type: ignore[arg-type]
+    link = NatsLink(Connected())  # type: ignore[arg-type]
     link.js = js  # type: ignore[assignment]
     link.epoch = 1
     return OutboxPublisher(

@@ -22,6 +22,7 @@ class FakeTransport(asyncio.Transport):
         self.written: list[bytes] = []
         self.closing = False
         self.reading = True
+        self.aborted = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.peer if name == "peername" else default
@@ -43,6 +44,9 @@ class FakeTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
 
     def frames(self) -> list[bytes]:
         """What was written, one payload per frame (each write is one length-prefixed frame)."""

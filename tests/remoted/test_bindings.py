@@ -116,6 +116,8 @@ GRACE_OF = {
     CloseReason.KEY_REMOVED: "released",
     CloseReason.TIMEOUT: "released",
     CloseReason.MANAGER_STOPPING: "released",
+    CloseReason.FRAME_TIMEOUT: "closed",  # a frame that stalls: the agent's connection is broken
+    CloseReason.LIMIT: "closed",  # only unauthenticated connections, which hold no agent
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from agentpulse.agent.connection import AgentCodec
 from agentpulse.config import Config, ManagerKeepalive, RemoteConfig
 from agentpulse.records import StatusUpdate
 from agentpulse.remoted.challenge import CHALLENGE_TIMEOUT
+from agentpulse.remoted.journal import AckJournal, read_journals
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
@@ -52,7 +54,7 @@ class Stack:
     remoted: Remoted
 
     def connect(self, peer: tuple[str, int] = ("10.0.0.1", 40000)) -> tuple[Session, FakeTransport]:
-        session = Session(self.remoted)
+        session = Session(self.remoted, self.remoted.admission.first_frame_max)
         transport = FakeTransport(peer)
         session.connection_made(transport)
         return session, transport
@@ -435,3 +437,49 @@ def test_a_refused_replay_in_the_other_cipher_leaves_the_agents_replies_alone() 
     assert stack.keys.entries[1].reply_cipher is CipherKind.AES
     session.data_received(codec.seal(KEEPALIVE))
     assert codec.open(transport.frames()[-1]) == control.Ack()
+
+
+class JournalCheckingTransport(FakeTransport):
+    """Reads the journal at the moment each reply is written: what was recorded before the ack."""
+
+    def __init__(self, journal: Path) -> None:
+        super().__init__()
+        self.journal = journal
+        self.seen_at_write: list[list[int]] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.seen_at_write.append([record.agent_id for record in read_journals(self.journal)])
+        super().write(data)
+
+
+def test_an_acknowledgement_is_journaled_before_it_is_sent(tmp_path: Path) -> None:
+    stack = _stack()
+    journal = AckJournal(tmp_path, 0)
+    journal.open()
+    stack.remoted.journal = journal
+    session = Session(stack.remoted)
+    transport = JournalCheckingTransport(tmp_path)
+    session.connection_made(transport)
+    codec = _codec(1)
+    session.data_received(codec.seal(STARTUP))
+    session.data_received(codec.seal(KEEPALIVE))  # after a startup: not journaled again
+    session.data_received(codec.seal(KEEPALIVE))
+    journal.close()
+    assert transport.seen_at_write == [[1], [1], [1]]
+    assert [(r.agent_id, r.trigger) for r in read_journals(tmp_path)] == [(1, Trigger.STARTUP)]
+
+
+def test_a_refused_startup_is_not_journaled_and_a_udp_keepalive_alone_is_once(tmp_path: Path) -> None:
+    stack = _stack(protocols=("udp",))
+    journal = AckJournal(tmp_path, 0)
+    journal.open()
+    stack.remoted.journal = journal
+    udp = UdpEndpoint(stack.remoted)
+    udp.connection_made(FakeDatagramTransport())
+    stack.remoted.udp = udp
+    refused, alive = _codec(2, tcp=False), _codec(3, tcp=False)
+    udp.datagram_received(refused.seal(control.build_startup("v9.0.0")), ("10.0.0.3", 5000))
+    for _ in range(3):
+        udp.datagram_received(alive.seal(KEEPALIVE), ("10.0.0.4", 5000))
+    journal.close()
+    assert [(r.agent_id, r.trigger) for r in read_journals(tmp_path)] == [(3, Trigger.ALIVE)]

@@ -115,3 +115,33 @@ def test_bad_lines_are_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) 
         store.load(KeysFile.parse("001 fine any k1\n002 a2 not-an-ip k2\n"))
     assert len(store) == 1
     assert "client.keys line 2 ignored" in caplog.text
+
+
+def test_applied_lines_add_change_and_remove_agents_without_a_reload(keys: KeyStore) -> None:
+    """Enrolment's new and replaced agents reach the key store at once, as lines of client.keys."""
+    entry = keys.find("002", "10.0.0.2")
+    change = keys.apply_lines(
+        ["006 enrolled any k6", "002 !one-host 10.0.0.2 k2", "007 new-host 10.0.0.7 k7"]
+    )
+    assert [key.id for key in change.added] == ["006", "007"]
+    assert [key.id for key in change.removed] == ["002"] == [key.id for key in change.gone]
+    assert change.dropped == [entry]
+    assert keys.find("006", "192.168.1.1").number == 6
+    assert keys.find(None, "10.0.0.7").number == 7
+    for agent_id, source_ip in (("002", "10.0.0.2"), (None, "10.0.0.2")):
+        with pytest.raises(WireError):
+            keys.find(agent_id, source_ip)
+
+
+def test_applying_a_line_the_store_already_has_changes_nothing(keys: KeyStore) -> None:
+    change = keys.apply_lines(["001 anywhere any k1", "009 !never-there any k9"])
+    assert (change.added, change.removed, change.dropped, change.gone) == ([], [], [], [])
+    assert keys.load(KEYS).added == []  # the next reload of the same file changes nothing either
+
+
+def test_a_changed_line_replaces_the_entry(keys: KeyStore) -> None:
+    old = keys.find("001", "1.2.3.4")
+    change = keys.apply_lines(["001 anywhere any new-key"])
+    assert [key.key for key in change.added] == ["new-key"]
+    assert change.dropped == [old] and change.gone == []
+    assert keys.find("001", "1.2.3.4").key.key == "new-key"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from agentpulse.config import DatabaseConfig
+from agentpulse.wdb import server
 from agentpulse.wdb.protocol import OS_MAXSTR
 from agentpulse.wire.frames import LENGTH
 from tests.wdb.served import Served, frame, read_answer
@@ -105,21 +107,68 @@ def test_half_a_header_then_silence_is_closed(served: Served) -> None:
         assert read_answer(stalled) is None
 
 
-def test_clients_past_the_limit_are_turned_away(tmp_path: Path) -> None:
+def test_the_servers_limits_are_the_configs_defaults() -> None:
+    defaults = DatabaseConfig()
+    assert (defaults.wdb_max_clients, defaults.wdb_idle_timeout) == (server.MAX_CLIENTS, server.IDLE_TIMEOUT)
+
+
+def test_a_newcomer_closes_the_client_idle_the_longest_when_every_slot_is_taken(tmp_path: Path) -> None:
     served = Served(tmp_path / "ossec", max_clients=2)
     try:
         first, second = served.client(), served.client()
         assert first.query("global select-groups").startswith("ok")
         assert second.query("global select-groups").startswith("ok")
-        with served.raw() as third:
-            assert read_answer(third) is None  # closed at once, before it could ask anything
+        with served.client() as third:
+            assert third.query("global select-agent-name 1") == 'ok [{"name":"agent-00001"}]'
+        with pytest.raises(ConnectionError):
+            first.query("global select-groups")  # it had been idle the longest: closed to make room
+        assert second.query("global select-groups").startswith("ok")
+        assert served.server.stats["evicted_clients"] == 1
         first.close()
         second.close()
-        for _ in range(50):  # once the server has seen the two closes, there is room again
-            if served.server.stats["refused_clients"] == 1 and len(served.server._clients) == 0:
+    finally:
+        served.close()
+
+
+def test_a_newcomer_is_turned_away_only_while_every_client_is_being_answered(tmp_path: Path) -> None:
+    served = Served(tmp_path / "ossec", max_clients=1, sql_time_limit=1.5)
+    try:
+        slow = threading.Thread(
+            target=served.query,
+            args=(
+                "global sql WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n",
+            ),
+        )
+        slow.start()
+        for _ in range(50):  # until its request is being answered
+            if any(
+                slot.waiting_since is None
+                for slot in served.on_loop(lambda: list(served.server._clients.values()))
+            ):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
+        with served.raw() as newcomer:
+            assert read_answer(newcomer) is None  # closed at once, before it could ask anything
+        slow.join(30)
+        assert served.server.stats["refused_clients"] == 1
         assert served.query("global select-groups").startswith("ok")
+    finally:
+        served.close()
+
+
+def test_a_client_stalled_in_a_frame_can_be_closed_to_make_room(tmp_path: Path) -> None:
+    served = Served(tmp_path / "ossec", max_clients=1, frame_timeout=30)
+    try:
+        with served.raw() as stalled:
+            stalled.sendall(LENGTH.pack(100) + b"global sel")
+            for _ in range(50):  # until the server holds it
+                if served.on_loop(lambda: len(served.server._clients)) == 1:
+                    break
+                time.sleep(0.02)
+            started = time.monotonic()
+            assert served.query("global select-agent-name 1") == 'ok [{"name":"agent-00001"}]'
+            assert time.monotonic() - started < 2
+            assert read_answer(stalled) is None
     finally:
         served.close()
 

@@ -1,4 +1,4 @@
-"""Control messages in both directions, per reference section 4."""
+"""Control messages in both directions, as the Wazuh 4.x protocol has them (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def test_bare_startup_of_a_pre_46_agent_is_a_plain_startup() -> None:
     assert control.parse_from_agent(b"#!-agent startup ") == control.Startup(None)
 
 
+def test_startup_version_keeps_its_control_characters_but_no_lone_surrogate() -> None:
+    # A JSON `\ud800` escape decodes to a string no UTF-8 writer accepts: U+FFFD takes its place, as for
+    # undecodable bytes; everything else (escape sequences included) is stored as sent.
+    payload = b'#!-agent startup {"version":"v4.14.7\\u001b[2J\\n\\udfff\\ud83d\\ude00"}'
+    assert control.parse_from_agent(payload) == control.Startup("v4.14.7\x1b[2J\n\ufffd\U0001f600")
+
+
 def test_startup_json_without_version_is_flagged() -> None:
     assert control.parse_from_agent(b'#!-agent startup {"v":1}') == control.Startup(
         None, version_missing=True
@@ -26,6 +33,21 @@ def test_startup_json_without_version_is_flagged() -> None:
 
 def test_startup_with_unparsable_json_counts_as_a_plain_startup() -> None:
     assert control.parse_from_agent(b"#!-agent startup {oops") == control.Startup(None)
+
+
+def test_startup_with_deeply_nested_json_is_refused_as_json_limit() -> None:
+    payload = control.HC_STARTUP + b'{"version":' + b"[" * 5_000 + b"}"  # json.loads: RecursionError
+    with pytest.raises(WireError) as caught:
+        control.parse_from_agent(control.CONTROL_HEADER + payload)
+    assert caught.value.reason is Reason.JSON_LIMIT
+    assert "nested deeper than 32" in str(caught.value)
+
+
+def test_error_reply_with_deeply_nested_json_is_kept_as_text() -> None:
+    text = '{"message":' + "[" * 50_000
+    assert control.parse_from_manager(control.CONTROL_HEADER + control.HC_ERROR + text.encode()) == (
+        control.ErrorReply(text)
+    )
 
 
 def test_shutdown_with_its_trailing_space() -> None:
@@ -123,14 +145,26 @@ def test_force_reconnect() -> None:
 @pytest.mark.parametrize(
     ("agent", "manager", "newer"),
     [
-        ("v4.14.8", "v4.14.7", True),
         ("v4.14.7", "v4.14.7", False),
         ("v4.9.0", "v4.14.7", False),
+        ("v4.15.0", "v4.14.7", True),
         ("v5.0.0", "v4.14.7", True),
+        ("4.15.0", "v4.14.7", True),  # the v is optional
+        ("v4.14", "v4.14.7", False),
     ],
 )
 def test_version_comparison_is_numeric(agent: str, manager: str, newer: bool) -> None:
     assert control.is_newer(agent, manager) is newer
+
+
+@pytest.mark.parametrize("agent", ["v4.14.8", "v4.14.9", "v4.14.99", "v4.14.0", "4.14.8"])
+def test_only_major_and_minor_count_so_a_newer_patch_release_is_not_newer(agent: str) -> None:
+    # compare_wazuh_versions(manager, agent, false): remoted's startup check and authd's V: check.
+    assert control.is_newer(agent, "v4.14.7") is False
+
+
+def test_a_version_without_numbers_is_never_newer() -> None:
+    assert control.is_newer("unknown", "v4.14.7") is False
 
 
 @settings(max_examples=500, deadline=None)

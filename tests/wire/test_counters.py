@@ -1,4 +1,4 @@
-"""Counters: the sender's rollover and file text, and the receiver's replay rule (reference 3.4)."""
+"""Counters: the sender's rollover and file text, and the receiver's replay rule."""
 
 from __future__ import annotations
 

@@ -47,6 +47,14 @@ def test_length_of_exactly_65536_is_accepted() -> None:
     assert FrameDecoder().feed(encode_frame(b"x" * 65536)) == [b"x" * 65536]
 
 
+def test_clear_drops_a_partial_frame() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame(b"x" * 1000)[:500])
+    decoder.clear()
+    assert decoder.buffered == 0
+    assert decoder.feed(encode_frame(b"next")) == [b"next"]
+
+
 def test_zero_length_frame_is_returned_empty_for_the_session_to_refuse() -> None:
     assert FrameDecoder().feed(b"\x00\x00\x00\x00") == [b""]
 

@@ -1,4 +1,4 @@
-"""The worked examples of reference section 12, decoded and re-encoded byte for byte."""
+"""The Wazuh 4.x worked examples (tests/data/reference/vectors.json), decoded and re-encoded byte for byte."""
 
 from __future__ import annotations
 

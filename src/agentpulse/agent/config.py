@@ -1,4 +1,5 @@
-"""The agent's side of `ossec.conf`: `<client>` (its `<server>`s, timers, cipher) and the top-level `<labels>`.
+"""The agent's side of `ossec.conf`: `<client>` (its `<server>`s, timers, cipher, `<enrollment>`) and the
+top-level `<labels>`.
 
 The file is read with the manager's configuration parts (`agentpulse.config`), and the manager's sections
 are still checked: one `ossec.conf` is one configuration, and an error anywhere in it is an error, as it
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from agentpulse.config import convert as cv
+from agentpulse.config.auth import DEFAULT_CIPHERS
 from agentpulse.config.manager import build_config
 from agentpulse.config.sections import (
     Fields,
@@ -24,7 +26,7 @@ from agentpulse.config.sections import (
 )
 from agentpulse.config.xmltree import Node, show
 
-__all__ = ["ClientConfig", "ServerAddress", "load_agent_config", "parse_agent_config"]
+__all__ = ["ClientConfig", "EnrollmentConfig", "ServerAddress", "load_agent_config", "parse_agent_config"]
 
 # Wazuh's own client defaults (NOTIFY_TIME since v4.13, RECONNECT_TIME).
 NOTIFY_TIME: Final = 20.0
@@ -43,6 +45,26 @@ class ServerAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class EnrollmentConfig:
+    """`<client><enrollment>` (reference 14.6): on by default, even without the element."""
+
+    enabled: bool = True
+    manager_address: str | None = None  # else each <server><address>
+    port: int = 1515
+    agent_name: str | None = None  # else the host name
+    groups: str | None = None  # sent as G:, as written
+    agent_address: str | None = None  # sent as IP:'<address>'
+    use_source_ip: bool = False  # sent as IP:'src'
+    ssl_cipher: str = DEFAULT_CIPHERS
+    server_ca_path: str | None = None  # verify the manager's certificate (and its name) with this CA
+    agent_certificate_path: str | None = None
+    agent_key_path: str | None = None
+    authorization_pass_path: str = "etc/authd.pass"
+    auto_method: bool = False  # yes: allow TLS below 1.2
+    delay_after_enrollment: float = 20.0  # seconds between a new key and the first handshake
+
+
+@dataclass(frozen=True, slots=True)
 class ClientConfig:
     """The agent side: `<client>` plus the top-level `<labels>` (key, value, hidden, system)."""
 
@@ -52,6 +74,7 @@ class ClientConfig:
     crypto_method: str = "aes"
     labels: tuple[tuple[str, str, bool, bool], ...] = ()
     state_interval: float = 5.0
+    enrollment: EnrollmentConfig = EnrollmentConfig()
 
 
 def parse_agent_config(text: str, source: str = "ossec.conf") -> ClientConfig | None:
@@ -87,7 +110,6 @@ _CLIENT_IGNORED: Final = frozenset(
         "comp_avg_printout",
         "config-profile",
         "disable-active-response",
-        "enrollment",
         "force_reconnect_interval",
         "ip_update_interval",
         "local_ip",
@@ -113,6 +135,24 @@ _SERVER_FIELDS: Final[Fields] = {
 }
 _SERVER_IGNORED: Final = frozenset({"interface_index"})
 
+_ENROLLMENT_FIELDS: Final[Fields] = {
+    "enabled": ("enabled", cv.boolean),
+    "manager_address": ("manager_address", cv.host),
+    "port": ("port", cv.integer(1, 65535)),
+    "agent_name": ("agent_name", cv.nonempty),
+    "groups": ("groups", cv.nonempty),
+    "agent_address": ("agent_address", cv.nonempty),
+    "use_source_ip": ("use_source_ip", cv.boolean),
+    "ssl_cipher": ("ssl_cipher", cv.nonempty),
+    "server_ca_path": ("server_ca_path", cv.nonempty),
+    "agent_certificate_path": ("agent_certificate_path", cv.nonempty),
+    "agent_key_path": ("agent_key_path", cv.nonempty),
+    "authorization_pass_path": ("authorization_pass_path", cv.nonempty),
+    "auto_method": ("auto_method", cv.boolean),
+    "delay_after_enrollment": ("delay_after_enrollment", cv.time(0, above=True)),
+}
+_ENROLLMENT_IGNORED: Final = frozenset({"interface_index"})
+
 
 class _ClientReader(SectionReader):
     def client(self, sections: Sections) -> ClientConfig | None:
@@ -120,6 +160,7 @@ class _ClientReader(SectionReader):
         if not nodes:
             return None
         values = Values()
+        enrollment = Values()
         servers: list[ServerAddress] = []
 
         def server(node: Node, path: str) -> None:
@@ -134,7 +175,16 @@ class _ClientReader(SectionReader):
                 node, path, "deprecated Wazuh option; use <client><server><address>/<port>/<protocol>"
             )
 
-        nested = {"server": server} | dict.fromkeys(_CLIENT_DEPRECATED, deprecated)
+        def enrollment_block(node: Node, path: str) -> None:
+            self.read(node, path, _ENROLLMENT_FIELDS, enrollment, ignored=_ENROLLMENT_IGNORED)
+            if "agent_address" in enrollment.kwargs and enrollment.kwargs.get("use_source_ip"):
+                raise self.error(
+                    node, path, "Incompatible sender_ip options: <agent_address> and <use_source_ip>yes"
+                )
+
+        nested = {"server": server, "enrollment": enrollment_block} | dict.fromkeys(
+            _CLIENT_DEPRECATED, deprecated
+        )
         for node in nodes:
             self.read(node, "<client>", _CLIENT_FIELDS, values, nested=nested, ignored=_CLIENT_IGNORED)
         if not servers:
@@ -148,7 +198,12 @@ class _ClientReader(SectionReader):
         if time_reconnect <= notify_time:
             time_reconnect = notify_time * 3
         kwargs.update(notify_time=notify_time, time_reconnect=time_reconnect)
-        return ClientConfig(servers=tuple(servers), labels=self.labels(sections.get("labels", [])), **kwargs)
+        return ClientConfig(
+            servers=tuple(servers),
+            labels=self.labels(sections.get("labels", [])),
+            enrollment=EnrollmentConfig(**enrollment.kwargs),
+            **kwargs,
+        )
 
     def labels(self, nodes: list[Node]) -> tuple[tuple[str, str, bool, bool], ...]:
         labels: list[tuple[str, str, bool, bool]] = []

@@ -29,7 +29,7 @@ class AgentCodec:
 
     def __post_init__(self) -> None:
         self.cipher = AgentCipher.for_key(self.key.id, self.key.name, self.key.key)
-        # An agent whose own entry is not a single host prefixes every message with !<id>! (reference 3.1).
+        # An agent whose own entry is not a single host prefixes every message with !<id>! (as agentd does).
         self.prefix = None if self.key.ip.single_host else self.key.id
 
     def seal(self, payload: bytes) -> bytes:

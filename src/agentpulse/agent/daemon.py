@@ -1,19 +1,9 @@
 """The agent's main loop: `agentpulse agent`, a Wazuh 4.x agentd that only keeps its connection alive.
 
-The plan (reference 4.4, 4.3, 9): connect and hand-shake (startup, wait for `#!-agent ack `), send the
-"Agent started" event once per process, then one keep-alive right away and one every `notify_time` on the
-monotonic clock; answer `#!-req` probes; reconnect (with a new startup) on `#!-force_reconnect`, on a
-dropped connection, or after `time-reconnect` seconds without a word from the manager. Servers are tried
-`max_retries` times `retry_interval` apart, then the next one; after a pass over all of them the agent
-backs off (doubling, capped, with jitter so a fleet does not come back in lock-step).
-
-One task does the work and waits on exactly one thing at a time (the next message, bounded by the next
-keep-alive or the silence deadline), so nothing polls. SIGTERM cancels that task wherever it is; `run()`
-then says `#!-agent shutdown ` if a handshake was done, and returns.
-
-The danger is the sender counter: it must grow across restarts or a manager with `verify_msg_id` locks
-the agent out (reference 3.4), so every sealed message is followed by a rewrite of `sender_counter`
-(one `pwrite()`, see `agentpulse.rids`). The state file (`wazuh-agentd.state`) is written off the loop.
+`AgentDaemon` hand-shakes, sends keep-alives every `notify_time`, answers `#!-req` probes and reconnects
+when told to, when dropped or when the manager goes silent; without a key, or after handshakes keep failing,
+it enrols first (`agent/enrol.py`). The danger is the sender counter: it must grow across restarts or a
+manager with `verify_msg_id` locks the agent out (see `AgentDaemon._send`).
 """
 
 from __future__ import annotations
@@ -24,13 +14,15 @@ import enum
 import logging
 import os
 import signal
+import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 from xml.sax.saxutils import escape, quoteattr
 
+from agentpulse.agent import enrol
 from agentpulse.agent.config import ClientConfig, ServerAddress, load_agent_config
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.agent.state import (
@@ -102,9 +94,25 @@ def load_agent_key(path: Path) -> AgentKey:
     raise AgentSetupError(f"{path}: {len(active)} active keys (ids {ids}); an agent has exactly one")
 
 
-def load_agent_setup(home: Home) -> tuple[ClientConfig, AgentKey]:
-    """Everything the daemon needs from the home, or AgentSetupError. Blocking (file reads)."""
-    return load_client_config(home), load_agent_key(home.client_keys)
+def load_agent_setup(home: Home) -> tuple[ClientConfig, AgentKey | None]:
+    """Everything the daemon needs from the home, or AgentSetupError. Blocking (file reads).
+
+    No key (no file, an empty one, no valid line) is no error while enrolment is on: the daemon enrols.
+    """
+    config = load_client_config(home)
+    try:
+        return config, load_agent_key(home.client_keys)
+    except AgentSetupError:
+        if config.enrollment.enabled and not _several_keys(home.client_keys):
+            return config, None
+        raise
+
+
+def _several_keys(path: Path) -> bool:
+    try:
+        return len(list(read_keys_file(path).active())) > 1
+    except OSError:
+        return False
 
 
 def _seconds(value: float) -> str:
@@ -115,7 +123,7 @@ def init_agent_home(
     home: Home | str | os.PathLike[str],
     manager_host: str,
     manager_port: int,
-    key_line: str,
+    key_line: str | None,
     protocol: str = "tcp",
     *,
     notify_time: float = 20.0,
@@ -125,17 +133,20 @@ def init_agent_home(
     retry_interval: float | None = None,
     state_interval: float | None = None,
     labels: Iterable[tuple[str, str, bool]] = (),
+    enrollment: Mapping[str, object] | None = None,
 ) -> Home:
-    """Write an agent home: etc/ossec.conf with `<client>` (and `<labels>`), etc/client.keys with one line.
+    """Write an agent home: etc/ossec.conf with `<client>` (and `<labels>`), etc/client.keys with one line
+    (empty without `key_line`: the agent enrols).
 
-    `labels` are (key, value, hidden). Values left None keep Wazuh's defaults. Overwrites both files.
+    `labels` are (key, value, hidden); `enrollment` the `<enrollment>` options (element -> value). Values
+    left None keep Wazuh's defaults. Overwrites both files.
     """
     if not isinstance(home, Home):
         home = Home(Path(home))
     if protocol not in ("tcp", "udp"):
         raise ValueError(f"protocol must be tcp or udp, not {protocol!r}")
-    entry = parse_line(key_line.strip())
-    if entry is None or entry.removed:
+    entry = parse_line(key_line.strip()) if key_line is not None else None
+    if key_line is not None and (entry is None or entry.removed):
         raise ValueError("key_line must be an active client.keys line: '<id> <name> <ip> <key>'")
     server = [
         f"      <address>{escape(manager_host)}</address>",
@@ -157,6 +168,9 @@ def init_agent_home(
     client.append(f"    <crypto_method>{escape(crypto_method)}</crypto_method>")
     if state_interval is not None:
         client.append(f"    <state_interval>{_seconds(state_interval)}</state_interval>")
+    if enrollment is not None:
+        options = [f"      <{tag}>{escape(_option(value))}</{tag}>" for tag, value in enrollment.items()]
+        client += ["    <enrollment>", *options, "    </enrollment>"]
     lines = ["<ossec_config>", "  <client>", *client, "  </client>"]
     label_lines = [
         f"    <label key={quoteattr(key)}{HIDDEN_ATTR if hidden else ''}>{escape(value)}</label>"
@@ -171,8 +185,16 @@ def init_agent_home(
     home.ossec_conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
     fd = os.open(home.client_keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(entry.line() + "\n")
+        file.write(entry.line() + "\n" if entry is not None else "")
     return home
+
+
+def _option(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return _seconds(value)
+    return str(value)
 
 
 def keepalive_labels(labels: Iterable[tuple[str, str, bool, bool]]) -> tuple[tuple[str, str], ...]:
@@ -196,7 +218,7 @@ class _End(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class _Link:
+class _ServerConnection:
     connection: AgentConnection
     server: ServerAddress
 
@@ -206,20 +228,31 @@ def _where(server: ServerAddress) -> str:
 
 
 class AgentDaemon:
-    """One agent. `run()` until `stop()`; `main()` adds the SIGTERM/SIGINT handlers."""
+    """One agent. `run()` until `stop()`; `main()` adds the SIGTERM/SIGINT handlers.
+
+    The plan: connect and hand-shake (startup, wait for `#!-agent ack `), send the "Agent started" event
+    once per process, then one keep-alive right away and one every `notify_time` on the monotonic clock;
+    answer `#!-req` probes; reconnect (with a new startup) on `#!-force_reconnect`, on a dropped connection,
+    or after `time-reconnect` seconds without a word from the manager.
+
+    One task does the work and waits on exactly one thing at a time (the next message, bounded by the next
+    keep-alive or the silence deadline), so nothing polls. SIGTERM cancels that task wherever it is; `run()`
+    then says `#!-agent shutdown ` if a handshake was done, and returns. The state file
+    (`wazuh-agentd.state`) is written off the loop.
+    """
 
     def __init__(
         self,
         home: Home,
         config: ClientConfig,
-        key: AgentKey,
+        key: AgentKey | None,
         *,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         uname: str | None = None,
     ) -> None:
         self.home = home
         self.config = config
-        self.key = key
+        self.key = key  # None until enrolment gives one
         self.handshake_timeout = handshake_timeout
         self.uname = uname
         self.cipher = CipherKind(config.crypto_method)
@@ -249,9 +282,8 @@ class AgentDaemon:
         self.home.run_dir.mkdir(parents=True, exist_ok=True)
         self._counter_file = SenderCounterFile(self.home.sender_counter)
         log.info(
-            "Agent %s (%s) starting, sender counter at %d:%d",
-            self.key.id,
-            self.key.name,
+            "Agent %s starting, sender counter at %d:%d",
+            f"{self.key.id} ({self.key.name})" if self.key is not None else "without a key",
             self.counter.global_counter,
             self.counter.local_counter,
         )
@@ -276,11 +308,13 @@ class AgentDaemon:
                 self.state.status = DISCONNECTED
                 await self._write_state()
             self._counter_file.close()
-            log.info("Agent %s stopped", self.key.id)
+            log.info("Agent %s stopped", self.key.id if self.key is not None else "(no key)")
 
     # -- the connection life cycle ------------------------------------------------------------------------
 
     async def _work(self) -> None:
+        if self.key is None:
+            await self._enrol_until_done()
         while True:
             link = await self._connect()
             end = await self._session(link)
@@ -292,8 +326,13 @@ class AgentDaemon:
             if end is _End.DROPPED:
                 await asyncio.sleep(RECONNECT_PAUSE)
 
-    async def _connect(self) -> _Link:
-        """Try every server in turn, starting with the last one that worked, until one acks a startup."""
+    async def _connect(self) -> _ServerConnection:
+        """Try every server in turn, starting with the last one that worked, until one acks a startup.
+
+        Each server is tried `max_retries` times `retry_interval` apart, then the next one; after a pass over
+        all of them the agent backs off (doubling, capped, with jitter so a fleet does not come back in
+        lock-step).
+        """
         servers = self.config.servers
         failed_passes = 0
         while True:
@@ -306,7 +345,13 @@ class AgentDaemon:
                     connection = await self._handshake(server)
                     if connection is not None:
                         self._server_index = index
-                        return _Link(connection, server)
+                        return _ServerConnection(connection, server)
+                if self.config.enrollment.enabled and await self._enrol_once(server.address):
+                    # the key may have been refused: a new one, then one more handshake (start_agent())
+                    connection = await self._handshake(server)
+                    if connection is not None:
+                        self._server_index = index
+                        return _ServerConnection(connection, server)
                 if len(servers) > 1:
                     log.info(
                         "Server %s failed %d attempts: trying the next one",
@@ -318,8 +363,59 @@ class AgentDaemon:
             log.warning("Unable to connect to any server; trying again in %.1f s", delay)
             await asyncio.sleep(delay)
 
+    # -- enrolment ----------------------------------------------------------------------------------------
+
+    async def _enrol_until_done(self) -> None:
+        """No key: ask `manager_address`, else every server in turn, until one gives a key."""
+        enrollment = self.config.enrollment
+        addresses = [enrollment.manager_address] if enrollment.manager_address else []
+        addresses = addresses or list(dict.fromkeys(server.address for server in self.config.servers))
+        failed_rounds = 0
+        while True:
+            for address in addresses:
+                if await self._enrol_once(address):
+                    return
+            failed_rounds += 1
+            delay = enrol.retry_delay(failed_rounds)
+            log.info("Unable to enrol with any manager; trying again in %g s", delay)
+            await asyncio.sleep(delay)
+
+    async def _enrol_once(self, address: str) -> bool:
+        """One enrolment at `address` (the enrolment port); on a key: saved, taken, and the delay waited."""
+        enrollment = self.config.enrollment
+        name = enrol.agent_name(enrollment)
+        if self.key is None and name == "localhost":
+            log.error("Cannot enrol: the agent name is 'localhost' (set <enrollment><agent_name>)")
+            return False
+        root = self.home.root
+        try:
+            context = await asyncio.to_thread(enrol.client_context, enrollment, root)
+        except (OSError, ssl.SSLError) as error:
+            log.error("Cannot enrol: the TLS settings of <enrollment> cannot be used: %s", error)
+            return False
+        password_path = enrol.resolve(root, enrollment.authorization_pass_path)
+        password = await asyncio.to_thread(enrol.read_password, password_path)
+        request = enrol.build_request(enrollment, name, password=password, existing=self.key)
+        log.info("Requesting a key from server: %s:%d", address, enrollment.port)
+        try:
+            key = await enrol.request_key(address, enrollment.port, request, context)
+        except enrol.EnrolmentError as error:
+            log.error("%s (from manager)", error.response)
+            return False
+        except (OSError, ssl.SSLError, TimeoutError) as error:
+            log.error("Unable to enrol at %s:%d: %s", address, enrollment.port, str(error) or "timed out")
+            return False
+        await asyncio.to_thread(enrol.save_key, self.home.client_keys, key)
+        self.key = key
+        log.info("Valid key received: agent %s (%s)", key.id, key.name)
+        await asyncio.sleep(enrollment.delay_after_enrollment)
+        return True
+
+    # -- the handshake ------------------------------------------------------------------------------------
+
     async def _handshake(self, server: ServerAddress) -> AgentConnection | None:
         """Connect, send startup, wait for the ack. The open connection, or None (already closed)."""
+        assert self.key is not None
         codec = AgentCodec(self.key, self.cipher, self.counter, tcp=server.protocol == "tcp")
         log.info("Trying to connect to server (%s)", _where(server))
         try:
@@ -356,7 +452,7 @@ class AgentDaemon:
         self._connection = None
         return None
 
-    async def _session(self, link: _Link) -> _End:
+    async def _session(self, link: _ServerConnection) -> _End:
         connection = link.connection
         self.state.status = CONNECTED
         loop = asyncio.get_running_loop()
@@ -365,7 +461,7 @@ class AgentDaemon:
         last_received = loop.time()  # the ack counts (agentd's available_server)
         next_keepalive = last_received
         try:
-            if not self._started_sent:
+            if not self._started_sent and self.key is not None:
                 self._send(connection, STARTED_EVENT.format(name=self.key.name, ip=self.key.ip.text).encode())
                 self._started_sent = True
                 self.state.msg_count += 1
@@ -406,7 +502,12 @@ class AgentDaemon:
     # -- what the agent says ------------------------------------------------------------------------------
 
     def _send(self, connection: AgentConnection, payload: bytes) -> None:
-        """Seal and send; persist the counter the message used. Raises ConnectionError when closed."""
+        """Seal and send; persist the counter the message used. Raises ConnectionError when closed.
+
+        The counter must grow across restarts or a manager with `verify_msg_id` locks the agent out, so
+        every sealed message is followed by a rewrite of `sender_counter` (one `pwrite()`, see
+        `agentpulse.rids`).
+        """
         connection.send(payload)
         if self._counter_file is not None:
             self._counter_file.store(self.counter)

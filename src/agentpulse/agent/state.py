@@ -1,4 +1,4 @@
-"""The agent's own state (reference section 9): `var/run/wazuh-agentd.state` and the `getstate` JSON.
+"""The agent's own state, as Wazuh's agentd reports it: `var/run/wazuh-agentd.state` and the `getstate` JSON.
 
 `AgentState` is the handful of values agentd tracks; `render_state_file()` and `getstate_reply()` turn it
 into text and are pure (time zone aside: timestamps are local time, as Wazuh's `localtime_r` gives).

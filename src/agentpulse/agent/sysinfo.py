@@ -1,10 +1,8 @@
-"""What the agent says about its machine in every keep-alive (reference 4.2).
+"""What the agent says about its machine in every keep-alive: the uname line and the shared-file sums.
 
-The uname line is Wazuh's `getuname()` on Unix: `os.uname()` plus the OS name, platform and version from
-`/etc/os-release`, or the bare fallback when that file says too little. It is built once, at start. The
-md5 sums of `etc/shared/merged.mg` and `etc/shared/agent.conf` can change while the agent runs (the
-manager pushes shared files), so `shared_sums()` reads them for each keep-alive; it blocks (file reads), so
-the daemon runs it off the event loop.
+The uname line is Wazuh's `getuname()` on Unix, built once at start (`this_machine`). The md5 sums of the
+shared files can change while the agent runs, so `shared_sums()` reads them for each keep-alive; it blocks
+(file reads), so the daemon runs it off the event loop.
 """
 
 from __future__ import annotations
@@ -100,7 +98,11 @@ def uname_line(uname: UnameResult, os_info: OsInfo | None) -> str:
 
 
 def this_machine(os_release: Path = OS_RELEASE) -> str:
-    """The uname line of the machine we run on."""
+    """The uname line of the machine we run on.
+
+    `os.uname()` plus the OS name, platform and version from `/etc/os-release`, or the bare fallback when
+    that file says too little.
+    """
     return uname_line(os.uname(), read_os_info(os_release))
 
 
@@ -123,6 +125,9 @@ def file_md5(path: Path) -> str | None:
 
 
 def shared_sums(home: Home) -> SharedSums:
-    """md5 of etc/shared/merged.mg and etc/shared/agent.conf as they are now. Blocking."""
+    """md5 of etc/shared/merged.mg and etc/shared/agent.conf as they are now. Blocking.
+
+    Read for each keep-alive: the manager pushes shared files, so the sums can change while the agent runs.
+    """
     shared = home.etc / SHARED_DIR
     return SharedSums(file_md5(shared / MERGED_FILE), file_md5(shared / AGENT_CONF_FILE))

@@ -1,7 +1,8 @@
 """`agentpulse agent`: run a Wazuh 4.x compatible agent (connection and keep-alives) in the foreground.
 
 Exit codes: 0 after SIGTERM or SIGINT (the manager was told `#!-agent shutdown `), 1 when the home cannot
-run an agent (ossec.conf without `<client>`, a client.keys without exactly one active key, ...).
+run an agent (ossec.conf without `<client>`, several active keys in client.keys, no key while
+`<enrollment>` is off, ...). Without a key the agent enrols first (`<client><enrollment>`, on by default).
 """
 
 from __future__ import annotations

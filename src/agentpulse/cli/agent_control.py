@@ -1,12 +1,10 @@
-"""`agent_control`: list agents and show one agent, byte for byte as Wazuh 4.x prints it (reference section 8).
+"""`agent_control`: list agents and show one agent, byte for byte as Wazuh 4.x prints it.
 
 Operators and their scripts parse this output, so every space, blank line and missing trailing newline is
-part of the contract. The formatting functions are pure (rows in, text out); `main()` does the reading.
-
-The agent list comes from client.keys (ids as written, removed entries skipped) and each status from
-global.db, opened read-only so this works while a manager runs and after it stops. Where Wazuh would print
-"Unknown" because wazuh-db is down or has not yet copied an agent from client.keys, we print
-"Never connected": global.db is created at manager start, so a missing database or row means exactly that.
+part of the contract. The formatting functions are pure (rows in, text out); `main()` does the reading:
+agents from client.keys, statuses from global.db opened read-only (see `list_agents` and `status_words`).
+Agent text goes out through `for_terminal` (text, CSV) and `json_safe` (JSON): no control character from an
+agent reaches the operator's terminal.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from typing import Any
 
 from agentpulse import __version__
 from agentpulse.cli.home import HOME_HELP, resolve_home
+from agentpulse.escape import for_terminal, json_safe
 from agentpulse.keysfile import read_keys_file
 from agentpulse.paths import Home
 from agentpulse.status import ConnectionStatus
@@ -137,12 +136,18 @@ class UsageError(Exception):
 
 
 def _json(value: object) -> str:
-    # cJSON_PrintUnformatted: no spaces, UTF-8 kept as is, control characters escaped.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # cJSON_PrintUnformatted: no spaces, UTF-8 kept as is, control characters escaped (json_safe adds DEL,
+    # C1, bidi controls and lone surrogates, which json.dumps leaves raw).
+    return json_safe(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
 def status_words(connection_status: str | None) -> str:
-    """The word print_agent_status() prints; no row means the agent never connected."""
+    """The word print_agent_status() prints; no row means the agent never connected.
+
+    Where Wazuh would print "Unknown" because wazuh-db is down or has not yet copied an agent from
+    client.keys, we print "Never connected": global.db is created at manager start, so a missing database
+    or row means exactly that.
+    """
     if connection_status is None:
         return ConnectionStatus.NEVER_CONNECTED.words
     try:
@@ -168,6 +173,8 @@ def format_list(
         data = [{"id": SERVER_ID, "name": host, "ip": MANAGER_IP, "status": "Active"}] if show_server else []
         data += [{"id": a.id, "name": a.name, "ip": a.ip, "status": a.status} for a in agents]
         return _json({"error": 0, "data": data})
+    host = for_terminal(host)
+    agents = [ListedAgent(*map(for_terminal, (a.id, a.name, a.ip, a.status))) for a in agents]
     parts: list[str] = []
     if output is Output.CSV:
         if show_server:
@@ -206,7 +213,7 @@ def syscheck_times(start: int | None, end: int | None) -> tuple[str, str]:
 
 
 def _text(value: str | int | None) -> str:
-    return NULL_TEXT if value is None else str(value)
+    return NULL_TEXT if value is None else for_terminal(str(value))
 
 
 def format_info(info: AgentInfo, output: Output) -> str:
@@ -232,6 +239,7 @@ def format_info(info: AgentInfo, output: Output) -> str:
         # cJSON_AddStringToObject() with a NULL string adds nothing.
         data = {key: value for key, value in fields.items() if value is not None}
         return _json({"error": 0, "data": data})
+    agent_id, name, ip, status = (for_terminal(text) for text in (agent_id, name, ip, status))
     if output is Output.CSV:
         return (
             f"{agent_id},{name},{ip},{status},"
@@ -257,7 +265,7 @@ def format_info(info: AgentInfo, output: Output) -> str:
 def format_invalid_id(agent_id: str, output: Output) -> str:
     if output is Output.JSON:
         return _json({"error": 40, "message": "Invalid agent id"})
-    return f"\n** Invalid agent id '{agent_id}'.\n" + HELP
+    return f"\n** Invalid agent id '{for_terminal(agent_id)}'.\n" + HELP
 
 
 def format_remoted_unreachable(output: Output) -> str:
@@ -343,7 +351,11 @@ def _fim_scan(home: Home, number: int) -> tuple[int | None, int | None]:
 def list_agents(
     keys: Iterable[AgentKey], statuses: dict[int, str], options: Options, members: set[int] | None
 ) -> list[ListedAgent]:
-    """The agents to print, in client.keys order, after the -c / -n / -g filters."""
+    """The agents to print, in client.keys order, after the -c / -n / -g filters.
+
+    Ids are as written in client.keys, removed entries skipped; each status comes from global.db, opened
+    read-only so this works while a manager runs and after it stops.
+    """
     listed = []
     for key in keys:
         if members is not None and key.number not in members:

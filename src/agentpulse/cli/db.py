@@ -38,12 +38,12 @@ def _path(home: Home, agent: int | None) -> Path:
 
 
 def vacuum(home: Home, agent: int | None) -> tuple[int, str]:
-    from agentpulse.store.sqlite import maintenance as upkeep
+    from agentpulse.store.sqlite import maintenance
     from agentpulse.wdb.client import WdbClient, WdbUnavailable
 
     path = _path(home, agent)
     query = "global vacuum" if agent is None else f"agent {agent} vacuum"
-    before = upkeep.database_size(path)
+    before = maintenance.database_size(path)
     try:
         with WdbClient(home.wdb_socket, timeout=600) as client:
             answer = client.query(query)
@@ -53,12 +53,12 @@ def vacuum(home: Home, agent: int | None) -> tuple[int, str]:
     if status != "ok":
         return 1, f"{PROG}: {payload or answer}\n"
     after = json.loads(payload).get("fragmentation_after_vacuum")
-    return 0, _report(path, before, upkeep.database_size(path), after, "by the manager")
+    return 0, _report(path, before, maintenance.database_size(path), after, "by the manager")
 
 
 def _vacuum_offline(home: Home, path: Path, before: int) -> tuple[int, str]:
     from agentpulse.manager import AlreadyRunning, HomeLock
-    from agentpulse.store.sqlite import maintenance as upkeep
+    from agentpulse.store.sqlite import maintenance
 
     if not path.exists():
         return 1, f"{PROG}: no database at {path}\n"
@@ -68,12 +68,12 @@ def _vacuum_offline(home: Home, path: Path, before: int) -> tuple[int, str]:
     except AlreadyRunning as error:
         return 2, f"{PROG}: {error}; its query socket does not answer, try again once it is up\n"
     try:
-        after = upkeep.vacuum_file(path)
+        after = maintenance.vacuum_file(path)
     except sqlite3.Error as error:
         return 1, f"{PROG}: cannot vacuum {path}: {error}\n"
     finally:
         lock.release()
-    return 0, _report(path, before, upkeep.database_size(path), after, "no manager running")
+    return 0, _report(path, before, maintenance.database_size(path), after, "no manager running")
 
 
 def _report(path: Path, before: int, after: int, fragmentation: object, how: str) -> str:
@@ -84,13 +84,13 @@ def _report(path: Path, before: int, after: int, fragmentation: object, how: str
 
 
 def check(home: Home, agent: int | None) -> tuple[int, str]:
-    from agentpulse.store.sqlite import maintenance as upkeep
+    from agentpulse.store.sqlite import maintenance
 
     path = _path(home, agent)
     if not path.exists():
         return 1, f"{PROG}: no database at {path}\n"
     try:
-        problems = upkeep.integrity_check(path)
+        problems = maintenance.integrity_check(path)
     except sqlite3.Error as error:
         return 1, f"{path.name}: cannot be checked: {error}\n"
     if problems == ["ok"]:

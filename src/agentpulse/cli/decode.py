@@ -1,14 +1,8 @@
 """`agentpulse decode`: open one captured frame or datagram with the keys of client.keys and show what is inside.
 
-The plan: guess the transport from the length header, read the `!<id>!` prefix and cipher header with the
-codec's own `split_header()`, find the key (the prefix names it; without one every active entry is tried,
-because a troubleshooter may not know which agent, or which direction, a capture came from), open it with
-`AgentCipher.open()`, and classify the payload with the control-message parsers. `decode_capture()` is pure;
-the handler only reads the input and prints JSON.
-
-The danger: a capture is untrusted bytes, possibly the very frame that made remoted misbehave. Everything
-goes through the same bounded functions remoted uses, and every refusal comes back as the WireError reason
-remoted would log, so the tool answers "why was this dropped" in the manager's words.
+`decode_capture()` is pure; the handler only reads the input and prints JSON. The danger: a capture is
+untrusted bytes, possibly the very frame that made remoted misbehave, so it goes through the same bounded
+functions remoted uses, and a refusal comes back as the WireError reason remoted would log.
 """
 
 from __future__ import annotations
@@ -31,7 +25,7 @@ from agentpulse.wire.secure import OS_MAXSTR, AgentCipher, Envelope, SecureMessa
 DIRECTIONS = ("auto", "agent", "manager")
 AGENT_TO_MANAGER = "agent_to_manager"
 MANAGER_TO_AGENT = "manager_to_agent"
-PING, PONG = b"#ping", b"#pong"  # the only clear-text payloads (reference 3.2)
+PING, PONG = b"#ping", b"#pong"  # the only clear-text payloads of the Wazuh 4.x protocol
 _UDP_FIRST_BYTES = (b"!", b"#", b":")  # a datagram starts with a prefix, `#AES:` or `:`
 _MANAGER_REQUEST_TARGET = re.compile(r"^[a-z][a-z0-9_-]*$")  # agent, com, logcollector, ...
 _AGENT_REPLY_WORDS = ("ack", "err")  # `#!-req <counter> ack` / `err <text>` come from the agent
@@ -51,7 +45,15 @@ _CONTROL_TYPES: dict[type, str] = {
 
 
 def decode_capture(data: bytes, keys: KeysFile, direction: str = "auto") -> dict[str, object]:
-    """Decode one TCP frame (length + payload) or UDP payload. Raises WireError when it cannot be opened."""
+    """Decode one TCP frame (length + payload) or UDP payload. Raises WireError when it cannot be opened.
+
+    The plan: guess the transport from the length header, read the `!<id>!` prefix and cipher header with
+    the codec's own `split_header()`, find the key (the prefix names it; without one every active entry is
+    tried, because a troubleshooter may not know which agent, or which direction, a capture came from), open
+    it with `AgentCipher.open()`, and classify the payload with the control-message parsers. Every refusal
+    is the WireError reason remoted would log, so the tool answers "why was this dropped" in the manager's
+    words.
+    """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
     transport, payload = split_transport(data)

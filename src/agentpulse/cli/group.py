@@ -1,10 +1,8 @@
 """`agentpulse group`: create, delete, list groups; assign and unassign agents; reconnect a whole group.
 
-Everything goes through the running manager's query socket (Wazuh's commands: insert-agent-group,
-delete-group, select-groups, get-group-agents, set-agent-groups; plus `remoted force-reconnect`), so the
-store stays the only writer of global.db. An agent's groups keep Wazuh's priority order: the group it was
-given first has priority 0, each later one the next number; an agent left with none goes back to
-`default`, which cannot be deleted.
+Everything goes through the running manager's query socket with Wazuh's wazuh-db commands (see `execute`),
+so the store stays the only writer of global.db. An agent's groups keep Wazuh's priority order; an agent
+left with none goes back to `default`, which cannot be deleted. Names and errors print via `for_terminal`.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.escape import for_terminal
 
 if TYPE_CHECKING:
     from agentpulse.wdb.client import WdbClient
@@ -100,6 +99,12 @@ def _members(client: WdbClient, name: str) -> list[int]:
 
 
 def execute(client: WdbClient, args: argparse.Namespace) -> str:
+    """One action as query-socket requests; the text to print. Raises GroupCommandError.
+
+    The commands are Wazuh's (insert-agent-group, delete-group, select-groups, get-group-agents,
+    set-agent-groups; plus `remoted force-reconnect`). An agent's groups keep Wazuh's priority order: the
+    group it was given first has priority 0, each later one the next number.
+    """
     from agentpulse.store.groups import DEFAULT_GROUP
     from agentpulse.wdb.commands.groups import valid_group
 
@@ -125,7 +130,9 @@ def execute(client: WdbClient, args: argparse.Namespace) -> str:
                     raise GroupCommandError(f"group '{name}' does not exist")
                 return "".join(f"{agent_id:03d}\n" for agent_id in _members(client, name))
             groups = [row["name"] for row in client.query_json("global select-groups")]
-            return "".join(f"{group}: {len(_members(client, group))} agents\n" for group in groups)
+            return "".join(
+                f"{for_terminal(str(group))}: {len(_members(client, group))} agents\n" for group in groups
+            )
         case "assign" | "unassign":
             ids = parse_agents(args.agents)
             if not _exists(client, name):
@@ -166,10 +173,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    except (GroupCommandError, WdbError) as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return 1
-    except (OSError, ConnectionError) as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
+    except (GroupCommandError, WdbError, OSError, ConnectionError) as error:
+        print(f"{PROG}: {for_terminal(str(error))}", file=sys.stderr)
         return 1
     return 0

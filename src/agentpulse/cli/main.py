@@ -1,5 +1,8 @@
-"""`agentpulse`: one command, one sub-command per job. Each job lives in its own module of this package
-and exposes `register(subparsers)`; heavy imports stay inside the handlers so `--help` is fast."""
+"""`agentpulse`: one command, one sub-command per job.
+
+Each job lives in its own module of this package (`COMMAND_MODULES`) and exposes `register(subparsers)`;
+heavy imports stay inside the handlers so `--help` is fast.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,19 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 
 # modules of agentpulse.cli that define register(subparsers), in the order their commands are listed
-COMMAND_MODULES = ("manager", "status", "agent", "simulate", "decode", "wdb", "group", "db", "watch")
+COMMAND_MODULES = (
+    "manager",
+    "status",
+    "keys",
+    "agent",
+    "enrol",
+    "simulate",
+    "decode",
+    "wdb",
+    "group",
+    "db",
+    "watch",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

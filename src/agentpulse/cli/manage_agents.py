@@ -1,13 +1,9 @@
 """`manage_agents`: add, remove, list and extract client.keys entries, with Wazuh's flags and messages.
 
-Non-interactive only. Each run reads client.keys, edits it with `KeysFile` (which keeps every line it does
-not touch byte for byte, comments and removed entries included) and writes it back atomically
-(`agentpulse.keysfile`: a temporary file, fsync, `os.replace`), so remoted's reload (mtime/inode change)
-never sees half a file. Lines are split on `\\n` only, so nothing else in an untouched line changes.
-
-Wazuh flags: `-a <ip|any> -n <name>` add, `-r <id>` remove, `-l` list, `-e <id>` extract. Ours: `-i/--id`
-picks the id of a new agent (Wazuh's `-i` imports a key on an agent, which has no meaning on a manager),
-`--bulk N --prefix NAME` adds N agents for tests and simulations in one write, `--home` picks the home.
+Non-interactive only. Each run reads client.keys, edits it with `KeysFile` (every line it does not touch
+stays byte for byte, comments and removed entries included) and writes it back atomically through
+`agentpulse.keysfile`, so remoted's reload never sees half a file. An edit holds `KeysLock` (shared with
+enrolment) from its read to its write, so neither loses the other's lines. Flags: see `build_parser`.
 """
 
 from __future__ import annotations
@@ -20,7 +16,8 @@ from collections.abc import Sequence
 
 from agentpulse import __version__
 from agentpulse.cli.home import add_home_option, resolve_home
-from agentpulse.keysfile import KeysRead, read_keys_file, write_keys_file
+from agentpulse.escape import for_terminal
+from agentpulse.keysfile import KeysLock, KeysRead, read_keys_file, write_keys_file
 from agentpulse.paths import Home
 from agentpulse.wire.keys import (
     ANY_IP,
@@ -130,7 +127,11 @@ def format_list(keys: KeysFile) -> str:
     entries = list(keys.active())
     if not entries:
         return NO_AGENT
-    rows = (PRINT_AGENT.format(id=e.id, name=e.name, ip=e.ip.text) for e in entries)
+    # A hand-edited client.keys can hold anything (undecodable bytes arrive as lone surrogates).
+    rows = (
+        PRINT_AGENT.format(id=for_terminal(e.id), name=for_terminal(e.name), ip=for_terminal(e.ip.text))
+        for e in entries
+    )
     return PRINT_AVAILABLE + "".join(rows)
 
 
@@ -145,6 +146,13 @@ def _find(keys: KeysFile, agent_id: str) -> AgentKey:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Wazuh's flags and ours.
+
+    Wazuh's: `-a <ip|any> -n <name>` add, `-r <id>` remove, `-l` list, `-e <id>` extract. Ours: `-i/--id`
+    picks the id of a new agent (Wazuh's `-i` imports a key on an agent, which has no meaning on a
+    manager), `--bulk N --prefix NAME` adds N agents for tests and simulations in one write, `--home` picks
+    the home.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Manage the agent keys of client.keys (agentpulse, Wazuh-compatible flags).",
@@ -205,12 +213,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, home: Home) -> str:
+    """Read client.keys, do the one action, write the file back when it changed.
+
+    The file is read with `KeysRead.EDIT` (lines split on `\\n` only, so nothing else in an untouched line
+    changes) and written with `write_keys_file` (a temporary file, fsync, `os.replace`), so remoted's reload
+    (on an mtime or inode change) never sees half a file.
+    """
     path = home.client_keys
-    keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
-    if args.list:
-        return format_list(keys)
-    if args.extract is not None:
+    if args.list or args.extract is not None:  # reads: the file is replaced whole, never half written
+        keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
+        if args.list:
+            return format_list(keys)
         return EXTRACT_MSG.format(id=_find(keys, args.extract).id, key=extract_key(keys, args.extract))
+    with KeysLock(path):
+        return _edit(args, home, read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True))
+
+
+def _edit(args: argparse.Namespace, home: Home, keys: KeysFile) -> str:
+    path = home.client_keys
     if args.remove is not None:
         removed = remove_agent(keys, home, args.remove)
         write_keys_file(path, keys)

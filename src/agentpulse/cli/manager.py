@@ -1,11 +1,15 @@
-"""`agentpulse init` and `agentpulse start`: lay out a manager home, then run the manager in the foreground."""
+"""`agentpulse init` and `agentpulse start`: lay out a manager home, then run the manager in the foreground.
+
+`init` and `start` create what is missing and never overwrite; `agentpulse worker` (unlisted) is one remoted
+worker process, started by the manager itself.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from agentpulse import logs
+from agentpulse import filemodes, logs
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config import ConfigError, default_config_text, load_config
 from agentpulse.paths import Home
@@ -27,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_home_option(worker, required=True)
     worker.add_argument("--index", type=int, required=True)
     worker.add_argument("--fd", type=int, required=True)
+    worker.add_argument("--manager-pid", type=int, required=True)
     worker.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     worker.set_defaults(handler=run_worker_command)
 
@@ -45,6 +50,7 @@ def init_home(home: Home) -> list[str]:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    filemodes.set_manager_umask()
     home = resolve_home(args, creating=True)
     created = init_home(home)
     for path in created:
@@ -55,7 +61,10 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_start(args: argparse.Namespace) -> int:
     from agentpulse.manager import AlreadyRunning, Manager
+    from agentpulse.remoted.worker_pool import WorkerStartError
 
+    # Before anything is created (the log, global.db, client.keys): nothing of the home is for others.
+    filemodes.set_manager_umask()
     home = resolve_home(args, creating=True)
     created = init_home(home)
     logs.setup(args.log_level, home.log_file)
@@ -80,6 +89,9 @@ def run_start(args: argparse.Namespace) -> int:
     except AlreadyRunning as error:
         log.error("%s", error)
         return 1
+    except WorkerStartError as error:
+        log.error("Cannot start: %s", error)
+        return 1
     except OSError as error:
         log.error("Cannot start: %s", error)
         return 1
@@ -89,8 +101,9 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
-    from agentpulse.remoted.worker_process import run_worker
+    from agentpulse.remoted.worker_process import die_with_parent, run_worker
 
+    die_with_parent(args.manager_pid)  # first: the manager may die while this worker reads its config
     home = resolve_home(args)
     logs.setup(args.log_level, home.log_file, process_name=f"agentpulse-remoted[{args.index}]")
     try:
@@ -98,5 +111,4 @@ def run_worker_command(args: argparse.Namespace) -> int:
     except ConfigError as error:
         logging.getLogger("agentpulse").error("Configuration error: %s", error)
         return 1
-    run_worker(home, config, args.index, args.fd)
-    return 0
+    return run_worker(home, config, args.index, args.fd)

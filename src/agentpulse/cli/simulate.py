@@ -1,12 +1,9 @@
 """`agentpulse simulate`: a fleet of simulated agents against a manager on this machine, then a JSON summary.
 
-The agents come from an existing client.keys (`--keys`: its first N active entries) or are created for the
-run (`--create-keys`: N new `sim-NNNNNN` entries appended to the file, which a running manager loads within
-its keyupdate_interval; until then their startups are refused and retried with back-off).
-
-Output: a live progress line on stderr, the summary on stdout (and in `--json-out`). Exit codes: 0 when
-every agent connected and was acknowledged with no error, 1 otherwise, 2 for a bad command line or a run
-that cannot start (keys file, open-file limit).
+The agents come from an existing client.keys (`--keys`), are created for the run (`--create-keys`) or
+enrol first (`--enrol`: each asks the manager's enrolment port for a key); the fleet itself is
+`agentpulse.simulator`. Output: a live progress line on stderr, the summary on stdout (and in
+`--json-out`); the exit codes are listed at `run_simulate`.
 """
 
 from __future__ import annotations
@@ -16,6 +13,11 @@ import ipaddress
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentpulse.simulator.plan import SimulatorConfig
+    from agentpulse.wire.keys import AgentKey
 
 PROGRAM = "agentpulse simulate"
 DEFAULT_RAMP = 5.0  # or a quarter of --duration when that is shorter
@@ -41,6 +43,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         metavar="FILE",
         help="append N new agents (sim-NNNNNN, ip any) to this client.keys, e.g. the manager's etc/client.keys",
+    )
+    keys.add_argument(
+        "--enrol",
+        action="store_true",
+        help="enrol the N agents first on the manager's enrolment port (names sim-<run>-NNNNNN)",
+    )
+    parser.add_argument(
+        "--enrol-port", type=_port, default=1515, metavar="PORT", help="with --enrol (default 1515)"
+    )
+    parser.add_argument("--password", help="with --enrol: the manager's enrolment password")
+    parser.add_argument(
+        "--enrol-concurrency",
+        type=_positive_int,
+        default=128,
+        metavar="C",
+        help="with --enrol: enrolments in flight at once (default 128)",
     )
     parser.add_argument(
         "--processes",
@@ -111,6 +129,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    """Run the fleet and print its summary. The exit status: 0 when every agent connected and was
+    acknowledged with no error, 1 otherwise, 2 for a bad command line or a run that cannot start (keys
+    file, open-file limit).
+
+    `--keys` takes the file's first N active entries; `--create-keys` appends N new `sim-NNNNNN` entries,
+    which a running manager loads within its keyupdate_interval (until then their startups are refused and
+    retried with back-off).
+    """
     from agentpulse.simulator.keys import create_keys, load_keys
     from agentpulse.simulator.plan import (
         CipherMode,
@@ -146,8 +172,11 @@ def run_simulate(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         return _fail(str(error))
+    enrolled: dict[str, object] | None = None
     try:
-        if args.create_keys is not None:
+        if args.enrol:
+            keys, enrolled = _enrol(config, args)
+        elif args.create_keys is not None:
             keys = create_keys(args.create_keys, args.agents)
         else:
             keys = load_keys(args.keys, args.agents)
@@ -155,6 +184,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         summary = run(config, keys, progress)
     except SimulatorError as error:
         return _fail(str(error))
+    if enrolled is not None:
+        summary["enrolment"] = enrolled
     text = json.dumps(summary, indent=2)
     print(text, flush=True)
     if args.json_out is not None:
@@ -164,6 +195,37 @@ def run_simulate(args: argparse.Namespace) -> int:
             print(f"{PROGRAM}: cannot write {args.json_out}: {error.strerror or error}", file=sys.stderr)
             return 1
     return exit_code(summary)
+
+
+def _enrol(config: SimulatorConfig, args: argparse.Namespace) -> tuple[list[AgentKey], dict[str, object]]:
+    import uvloop
+
+    from agentpulse.simulator.enrol import EnrolmentReport, enrol_fleet
+    from agentpulse.simulator.plan import raise_fd_limit, source_addresses
+
+    raise_fd_limit(args.enrol_concurrency + 64)
+    report = EnrolmentReport()
+    print(f"{PROGRAM}: enrolling {config.agents} agents on {config.host}:{args.enrol_port}", file=sys.stderr)
+    keys = uvloop.run(
+        enrol_fleet(
+            config.host,
+            args.enrol_port,
+            config.agents,
+            source_addresses(config.sources),
+            password=args.password,
+            concurrency=args.enrol_concurrency,
+            report=report,
+        )
+    )
+    print(f"{PROGRAM}: {report.enrolled} agents enrolled in {report.seconds:.1f} s", file=sys.stderr)
+    return keys, report.summary()
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 1-65535, not {value}")
+    return value
 
 
 def _fail(message: str) -> int:

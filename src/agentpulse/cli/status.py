@@ -1,4 +1,8 @@
-"""`agentpulse status`: how the fleet is doing, at a glance. Reads global.db read-only."""
+"""`agentpulse status`: how the fleet is doing, at a glance.
+
+Counts per status, per group, and the latest changes, from global.db opened read-only, and the running
+manager's counters from its state file (client.keys reloads). Names print via `for_terminal`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import sqlite3
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.escape import for_terminal
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.sqlite.reads import SqliteReader
 
@@ -34,10 +40,48 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class KeysReloads:
+    """The manager's client.keys reload counters, as its state file has them."""
+
+    accepted: int
+    refused: int
+    last_refused_at: float
+    last_refusal: str
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     counts: dict[ConnectionStatus, int]
     groups: dict[str, dict[ConnectionStatus, int]]
     recent: list[Change]
+    reloads: KeysReloads | None = None
+
+
+def read_state_file(path: Path) -> dict[str, str]:
+    """`name='value'` lines (Wazuh's state file format); nothing when there is no file."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not name.startswith("#"):
+            values[name.strip()] = value.strip().strip("'")
+    return values
+
+
+def read_reloads(path: Path) -> KeysReloads | None:
+    state = read_state_file(path)
+    try:
+        return KeysReloads(
+            int(state["keys_reloads_accepted"]),
+            int(state["keys_reloads_refused"]),
+            float(state.get("keys_last_refused", "0")),
+            state.get("keys_last_refusal", ""),
+        )
+    except (KeyError, ValueError):
+        return None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-def read_summary(reader: SqliteReader, recent: int) -> Summary:
+def read_summary(reader: SqliteReader, recent: int, reloads: KeysReloads | None = None) -> Summary:
     counts = dict.fromkeys(ConnectionStatus, 0)
     for status, count in reader.status_counts().items():
         counts[ConnectionStatus(status)] = count
@@ -68,7 +112,7 @@ def read_summary(reader: SqliteReader, recent: int) -> Summary:
         )
         for entry in reader.recent_changes(recent)
     ]
-    return Summary(counts, groups, changes)
+    return Summary(counts, groups, changes, reloads)
 
 
 def render(summary: Summary, colour: bool) -> str:
@@ -84,7 +128,14 @@ def render(summary: Summary, colour: bool) -> str:
         lines.append("Groups:")
         for name, counts in summary.groups.items():
             cells = ", ".join(f"{paint(s, s.words)} {counts[s]}" for s in ConnectionStatus if counts[s])
-            lines.append(f"  {name}: {cells}")
+            lines.append(f"  {for_terminal(name)}: {cells}")
+    if summary.reloads is not None:
+        reloads = summary.reloads
+        lines.append("")
+        lines.append(f"client.keys reloads: {reloads.accepted} accepted, {reloads.refused} refused")
+        if reloads.refused:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reloads.last_refused_at))
+            lines.append(f"  last refused {when}: {for_terminal(reloads.last_refusal)}")
     if summary.recent:
         lines.append("")
         lines.append("Latest changes:")
@@ -92,7 +143,7 @@ def render(summary: Summary, colour: bool) -> str:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(change.at))
             reason = f" ({change.code.reason})" if change.code else ""
             lines.append(
-                f"  {when}  {change.agent_id:03d} {change.name}: {change.from_status.words} -> "
+                f"  {when}  {change.agent_id:03d} {for_terminal(change.name)}: {change.from_status.words} -> "
                 f"{paint(change.to_status, change.to_status.words)}{reason}"
             )
     return "\n".join(lines) + "\n"
@@ -107,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        summary = read_summary(SqliteReader(home.global_db), args.recent)
+        summary = read_summary(SqliteReader(home.global_db), args.recent, read_reloads(home.remoted_state))
     except sqlite3.Error as error:
         print(f"agentpulse status: cannot read {home.global_db}: {error}", file=sys.stderr)
         return 1

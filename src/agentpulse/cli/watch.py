@@ -4,6 +4,7 @@ Where to connect: `--url`, else the URL the manager's embedded server wrote to `
 `<nats><url>` of the home's ossec.conf. Credentials, TLS and the subject prefix come from that ossec.conf
 when it can be read. `--snapshot` prints the KV bucket first (the current status of every agent), then the
 live events; it subscribes before reading the snapshot, so no event falls between the two.
+Events carry agent text (names, versions): a line goes out through `for_terminal`, JSON through `json_safe`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config import ConfigError, NatsConfig, load_config
+from agentpulse.escape import for_terminal, json_safe
 from agentpulse.paths import Home
 
 SUBJECTS = ("status", "keepalive", "all")
@@ -153,12 +155,17 @@ async def watch(target: Target, subjects: str, *, as_json: bool, snapshot: bool)
             await asyncio.wait_for(nc.close(), 2)
 
 
-def _print(data: bytes, *, as_json: bool, snapshot: bool) -> None:
+def render(data: bytes, *, as_json: bool, snapshot: bool) -> str:
+    """One published event as the line to print: never a control character, whoever published it."""
+    text = data.decode("utf-8", "replace")
     if as_json:
-        line = data.decode("utf-8", "replace")
-    else:
-        try:
-            line = format_event(json.loads(data), snapshot=snapshot)
-        except (ValueError, AttributeError):
-            line = data.decode("utf-8", "replace")
-    print(line, flush=True)
+        # `\uXXXX` in a compact document's strings is the same value; raw C0 is not JSON in any case.
+        return json_safe(text)
+    try:
+        return for_terminal(format_event(json.loads(text), snapshot=snapshot))
+    except (ValueError, AttributeError):
+        return for_terminal(text)
+
+
+def _print(data: bytes, *, as_json: bool, snapshot: bool) -> None:
+    print(render(data, as_json=as_json, snapshot=snapshot), flush=True)

@@ -2,7 +2,8 @@
 
 The answer is printed as the socket gives it (`ok [...]`, `due [...]`, `err ...`); `--pretty` indents the
 JSON payload under its status word. Exit codes: 0 for `ok` and `due`, 1 for any other answer, 2 when no
-manager answers on the home's `queue/db/wdb`.
+manager answers on the home's `queue/db/wdb`. Answers hold agent text: control characters are printed as
+`\\uXXXX` (`json_safe`), the same value to a JSON reader and nothing a terminal acts on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sys
 
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.escape import json_safe
 
 NO_MANAGER = 2
 
@@ -28,13 +30,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def render(answer: str, pretty: bool) -> str:
     if not pretty:
-        return answer
+        return json_safe(answer)
     status, _, payload = answer.partition(" ")
     try:
         decoded = json.loads(payload)
     except ValueError:
-        return answer
-    return f"{status}\n{json.dumps(decoded, indent=2, ensure_ascii=False)}"
+        return json_safe(answer)
+    # Line by line: the indentation's newlines are ours, json.dumps escaped those inside strings.
+    lines = [status, *json.dumps(decoded, indent=2, ensure_ascii=False).split("\n")]
+    return "\n".join(json_safe(line) for line in lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ __all__ = [
     "TIME_HINT",
     "Convert",
     "Invalid",
+    "auto_or_integer",
     "backend",
     "boolean",
     "choice",
@@ -99,6 +100,21 @@ def workers(value: str) -> int:
         return integer(1, 64)(value)
     except Invalid:
         raise Invalid("expected auto or an integer 1-64") from None
+
+
+def auto_or_integer(low: int) -> Callable[[str], int]:
+    """`auto` (0: the program decides) or an integer of at least `low`."""
+    exact = integer(low)
+
+    def convert(value: str) -> int:
+        if value.strip().lower() == "auto":
+            return 0
+        try:
+            return exact(value)
+        except Invalid:
+            raise Invalid(f"expected auto or an integer >= {low}") from None
+
+    return convert
 
 
 def number(low: float, high: float) -> Callable[[str], float]:

@@ -1,5 +1,6 @@
 """The manager's `ossec.conf` sections as frozen dataclasses: `<remote>` (with `<manager_keepalive>`),
-`<global>` (and `<cluster><node_name>`), `<nats>` and `<database>` (design section 2, reference section 10).
+`<global>` (and `<cluster><node_name>`), `<nats>`, `<database>` and `<auth>` (`config/auth.py`); README.md
+lists the options.
 
 Every error is one `ConfigError` naming the file, the line, the element path and the value, and nothing is
 ever partially configured: the first error raises. Sections the manager does not use (`<syscheck>`,
@@ -14,6 +15,7 @@ from importlib import resources
 from typing import Final
 
 from agentpulse.config import convert as cv
+from agentpulse.config.auth import AuthConfig, read_auth
 from agentpulse.config.sections import (
     Fields,
     SectionReader,
@@ -64,8 +66,17 @@ class RemoteConfig:
     connection_grace: float = 10.0
     verify_msg_id: bool = False
     keyupdate_interval: float = 10.0
+    # A client.keys reload that removes more agents than either limit is refused (`keys reload --force`).
+    keys_reload_max_removed: int = 100
+    keys_reload_max_removed_percent: float = 10.0
     workers: int = 0  # remoted processes; 0 ("auto") means one per core, 1 keeps remoted in the manager
     manager_keepalive: ManagerKeepalive = ManagerKeepalive()
+    # Before authentication (docs/security.md); each limit holds per remoted process.
+    frame_timeout: float = 10.0  # to authenticate after connecting, and to finish any frame begun
+    max_unauthenticated_per_ip: int = 64  # unauthenticated for over 1 s; more from that address are refused
+    max_unauthenticated: int = 4096  # past it, the oldest unauthenticated one is closed (one listen backlog)
+    max_connections: int = 0  # 0 ("auto"): the open-file limit less a tenth (database, pipes, logs)
+    max_unauthenticated_frame: int = 16384  # bytes a frame may announce before authentication
 
     @property
     def worker_processes(self) -> int:
@@ -104,7 +115,7 @@ class NatsConfig:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
-    """`<database>`: the store's backend and its maintenance knobs."""
+    """`<database>`: the store's backend, its maintenance knobs and its query socket's limits."""
 
     backend: str = "sqlite"
     path: str | None = None
@@ -113,6 +124,9 @@ class DatabaseConfig:
     fragmentation_check_interval: float = 7200.0
     purge_removed: bool = True
     flush_interval: float = 1.0
+    # queue/db/wdb (wdb.server's defaults): clients at once, and how long one may wait between requests.
+    wdb_max_clients: int = 64
+    wdb_idle_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +137,7 @@ class Config:
     global_: GlobalConfig = GlobalConfig()
     nats: NatsConfig = NatsConfig()
     database: DatabaseConfig = DatabaseConfig()
+    auth: AuthConfig | None = None  # None: no <auth> element, so no enrolment port (see config/auth.py)
 
 
 def parse_config(text: str, source: str = "ossec.conf") -> Config:
@@ -163,7 +178,14 @@ _REMOTE_FIELDS: Final[Fields] = {
     "connection_grace": ("connection_grace", cv.time(0, 3600)),
     "verify_msg_id": ("verify_msg_id", cv.boolean),
     "keyupdate_interval": ("keyupdate_interval", cv.time(0, above=True)),
+    "keys_reload_max_removed": ("keys_reload_max_removed", cv.integer(0)),
+    "keys_reload_max_removed_percent": ("keys_reload_max_removed_percent", cv.number(0, 100)),
     "workers": ("workers", cv.workers),
+    "frame_timeout": ("frame_timeout", cv.time(0.1, 3600)),
+    "max_unauthenticated_per_ip": ("max_unauthenticated_per_ip", cv.integer(1)),
+    "max_unauthenticated": ("max_unauthenticated", cv.integer(1)),
+    "max_connections": ("max_connections", cv.auto_or_integer(1)),
+    "max_unauthenticated_frame": ("max_unauthenticated_frame", cv.integer(256, 65536)),  # 65536: OS_MAXSTR
 }
 # Wazuh options of <remote> that only matter to syslog connections.
 _REMOTE_IGNORED: Final = frozenset({"connection", "allowed-ips", "denied-ips"})
@@ -251,6 +273,8 @@ _DATABASE_FIELDS: Final[Fields] = {
     "fragmentation_check_interval": ("fragmentation_check_interval", cv.time(1)),
     "purge_removed": ("purge_removed", cv.boolean),
     "flush_interval": ("flush_interval", cv.time(0.05, 10)),
+    "wdb_max_clients": ("wdb_max_clients", cv.integer(1, 4096)),
+    "wdb_idle_timeout": ("wdb_idle_timeout", cv.time(0.5, 3600)),
 }
 
 
@@ -261,6 +285,7 @@ class _ManagerReader(SectionReader):
             global_=self.global_(sections.get("global", []), sections.get("cluster", [])),
             nats=self.nats(sections.get("nats", [])),
             database=self.database(sections.get("database", [])),
+            auth=read_auth(sections.get("auth", []), self.source),
         )
 
     # -- <remote> -----------------------------------------------------------------------------------------

@@ -1,10 +1,7 @@
-"""NATS events (design section 6): what the manager tells the world about its agents.
+"""NATS events: what the manager tells the world about its agents (docs/events.md is the schema).
 
-- `payloads`: the subjects and JSON bodies, pure functions (no I/O), size-capped.
-- `publisher`: the outbox publisher (status events, JetStream, at-least-once + dedup by msg id, KV snapshot)
-  and the keep-alive publisher (core NATS, at-most-once, batched).
-- `embedded`: our own `nats-server` subprocess when `<nats>` names no URL.
-- `service`: `EventsService`, the manager service that connects and wires the above to the store's hooks.
-
-Status decisions are never made here: the store decides, this package only reports.
+`payloads` builds the subjects and JSON bodies (pure, size-capped); `publisher` sends status events from
+the outbox (JetStream, at-least-once) and keep-alive events (core NATS, at-most-once); `embedded` runs our
+own `nats-server` when `<nats>` names no URL; `service` wires them to the store's hooks. Status decisions
+are never made here: the store decides, this package only reports.
 """

@@ -1,10 +1,8 @@
 """Subjects and JSON bodies of the events (docs/events.md is the schema a consumer reads).
 
-Pure: values in, bytes out. The danger here is agent-supplied text: a name, a version or an IP string comes
-from client.keys or from the agent's own keep-alive. None of it ever enters a subject (subjects are built
-from the numeric agent id alone, `%03d`), and every such string is cut to `TEXT_CAPS[0]` characters; if the
-encoded event still exceeds `MAX_EVENT_BYTES` (JSON escapes can make one character six bytes), the strings
-are cut harder until it fits. So no agent can make an event larger than 4 KiB.
+Pure: values in, bytes out. The danger is agent-supplied text (a name, a version, an IP string): none of
+it ever enters a subject (subjects are built from the numeric agent id alone, `%03d`), and it is cut until
+the event fits `MAX_EVENT_BYTES` (see `_fit`), so no agent can make an event larger than 4 KiB.
 """
 
 from __future__ import annotations
@@ -79,7 +77,12 @@ def _dump(body: dict[str, Any]) -> bytes:
 
 
 def _fit(build: Callable[[int], dict[str, Any]]) -> bytes:
-    """Encode `build(limit)` with the largest text limit that keeps the event within MAX_EVENT_BYTES."""
+    """Encode `build(limit)` with the largest text limit that keeps the event within MAX_EVENT_BYTES.
+
+    Every agent-supplied string (from client.keys or from the agent's own keep-alive) is first cut to
+    `TEXT_CAPS[0]` characters; if the encoded event still exceeds `MAX_EVENT_BYTES` (JSON escapes can make
+    one character six bytes), the strings are cut harder until it fits.
+    """
     for limit in TEXT_CAPS:
         data = _dump(build(limit))
         if len(data) <= MAX_EVENT_BYTES:
@@ -98,7 +101,7 @@ def status_event(row: TransitionRow, name: str | None, origin: Origin) -> bytes:
             "previous": row.from_status.value,
             "status": row.to_status.value,
             "status_code": int(row.code),
-            "reason": row.code.reason,
+            "reason": row.reason.value if row.reason is not None else row.code.reason,
             "at": row.at,
             "at_iso": iso_utc(row.at),
             "last_keepalive": row.last_keepalive,

@@ -1,22 +1,8 @@
 """The two publishers: status events from the outbox (JetStream), keep-alive events from memory (core NATS).
 
-Status events (at-least-once, deduplicated): the store writes each transition's event to `event_outbox` in
-the transaction that changes the status, so the outbox holds exactly the events not yet acknowledged by
-JetStream. `OutboxPublisher` reads it in id order, in batches, on its own thread with a read-only SQLite
-connection, publishes a whole batch with pipelined acks (`publish_async`), and has the store delete the
-rows JetStream acknowledged. Retries carry the same `Nats-Msg-Id`, so JetStream drops what it already has
-within the stream's duplicate window.
-
-The danger is order. Rows are only ever acknowledged as a prefix of the outbox (everything up to the first
-row that failed), so what is left after a failure, a crash or an outage is always a suffix: re-publishing it
-re-writes the KV snapshot oldest first and newest last, so each KV entry ends on the agent's newest status.
-Within a run the sequence each KV entry holds is remembered, so it never goes back. Rows JetStream accepted
-past the failed one are remembered too, so a retry does not publish them again (a retry may come after the
-duplicate window).
-
-Keep-alive events (at-most-once): appended to a list on the loop (the store calls us for every keep-alive),
-published every `KEEPALIVE_INTERVAL` as one batch and one flush. While NATS is away they are counted and
-dropped: a keep-alive is stale a minute later, and the status stream already says whether the agent lives.
+`OutboxPublisher` is at-least-once and deduplicated by `Nats-Msg-Id`; `KeepalivePublisher` is at-most-once
+and batched. The danger is order: the outbox is only ever acknowledged as a prefix, so what is left after
+a failure is a suffix and each KV entry ends on the agent's newest status (see `OutboxPublisher`).
 """
 
 from __future__ import annotations
@@ -58,7 +44,7 @@ FLUSH_TIMEOUT = 2  # seconds (nats-py wants an int)
 KV_SUBJECT = "$KV.{bucket}.{key}"
 
 
-class Link:
+class NatsLink:
     """The NATS connection as the publishers see it. `epoch` changes on every (re)connect."""
 
     def __init__(self, nc: NATS) -> None:
@@ -121,9 +107,25 @@ class OutboxReader:
 
 
 class OutboxPublisher:
+    """Status events from `event_outbox` to JetStream: at-least-once, deduplicated.
+
+    The store writes each transition's event to `event_outbox` in the transaction that changes the status,
+    so the outbox holds exactly the events not yet acknowledged by JetStream. This reads it in id order, in
+    batches, through the `OutboxReader` thread, publishes a whole batch with pipelined acks
+    (`publish_async`), and has the store delete the rows JetStream acknowledged. Retries carry the same
+    `Nats-Msg-Id`, so JetStream drops what it already has within the stream's duplicate window.
+
+    The danger is order. Rows are only ever acknowledged as a prefix of the outbox (everything up to the
+    first row that failed), so what is left after a failure, a crash or an outage is always a suffix:
+    re-publishing it re-writes the KV snapshot oldest first and newest last, so each KV entry ends on the
+    agent's newest status. Within a run the sequence each KV entry holds is remembered, so it never goes
+    back. Rows JetStream accepted past the failed one are remembered too, so a retry does not publish them
+    again (a retry may come after the duplicate window).
+    """
+
     def __init__(
         self,
-        link: Link,
+        link: NatsLink,
         store: Store,
         reader: OutboxReader,
         *,
@@ -396,11 +398,16 @@ def _error_of(future: asyncio.Future[Any]) -> BaseException | str:
 
 
 class KeepalivePublisher:
-    """Keep-alive events: one cheap append per keep-alive on the loop, one batch per interval on core NATS."""
+    """Keep-alive events: one cheap append per keep-alive on the loop, one batch per interval on core NATS.
+
+    At-most-once: appended to a list on the loop (the store calls us for every keep-alive), published every
+    `KEEPALIVE_INTERVAL` as one batch and one flush. While NATS is away they are counted and dropped: a
+    keep-alive is stale a minute later, and the status stream already says whether the agent lives.
+    """
 
     def __init__(
         self,
-        link: Link,
+        link: NatsLink,
         *,
         prefix: str,
         origin: payloads.Origin,

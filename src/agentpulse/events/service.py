@@ -1,14 +1,8 @@
 """`EventsService`: the manager service that connects to NATS and wires the publishers to the store's hooks.
 
-Start (after the store opens, before the manager resets live agents): start the embedded server when
-`<nats>` names no URL; install the outbox encoder so that every transition from here on, the code-5 resets
-included, gets its event in the same transaction; then connect. With `<start_without_nats>yes</...>` (the
-default) a failed first connect is one clear log line and a background retry: the manager serves agents and
-status events wait in the outbox. With `no`, wrong credentials or an unreachable server stop the start with
-`NatsUnavailable` (an OSError, so `agentpulse start` prints it and exits 1). TLS or creds files that cannot
-be used stop the start either way: retrying cannot fix them.
-
-Stop (after remoted stopped and the store's final flush): one last bounded drain of the outbox, then close.
+It starts after the store opens and before the manager resets live agents, so the code-5 resets get their
+events too; it stops after remoted and the store's final flush. The danger is a NATS that cannot be used:
+`EventsService.start` says when that is a log line and a retry, and when it stops the manager's start.
 """
 
 from __future__ import annotations
@@ -31,7 +25,7 @@ from nats.errors import Error as NatsError
 from agentpulse.config import NatsConfig
 from agentpulse.events import payloads
 from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
-from agentpulse.events.publisher import KeepalivePublisher, Link, OutboxPublisher, OutboxReader
+from agentpulse.events.publisher import KeepalivePublisher, NatsLink, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
 from agentpulse.store.subscriber import Subscriber
@@ -126,7 +120,7 @@ class EventsService:
         self.embedded: EmbeddedNats | None = None
         self.servers: list[str] = list(self.config.urls)
         self.nc = NATS()
-        self.link = Link(self.nc)
+        self.link = NatsLink(self.nc)
         self.reader = OutboxReader(store.reader(keep_open=True))
         self.outbox = OutboxPublisher(
             self.link,
@@ -163,6 +157,16 @@ class EventsService:
     # -- start and stop --------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """After the store opens, before the manager resets live agents.
+
+        Start the embedded server when `<nats>` names no URL; install the outbox encoder so that every
+        transition from here on, the code-5 resets included, gets its event in the same transaction; then
+        connect. With `<start_without_nats>yes</...>` (the default) a failed first connect is one clear log
+        line and a background retry: the manager serves agents and status events wait in the outbox. With
+        `no`, wrong credentials or an unreachable server stop the start with `NatsUnavailable` (an OSError,
+        so `agentpulse start` prints it and exits 1). TLS or creds files that cannot be used stop the start
+        either way: retrying cannot fix them.
+        """
         try:
             await self._start()
         except BaseException:
@@ -351,6 +355,7 @@ class EventsService:
         self.outbox.kick()
 
     async def stop(self) -> None:
+        """After remoted stopped and the store's final flush: one last bounded drain of the outbox, then close."""
         await self._shutdown(drain=True)
 
     async def _shutdown(self, *, drain: bool) -> None:

@@ -1,4 +1,4 @@
-"""remoted: the asyncio server agents connect to (reference sections 3 and 4).
+"""remoted: the asyncio server agents connect to (Wazuh's remoted: secure and control messages).
 
 `server.Remoted` dispatches messages; `session` frames TCP connections; `bindings` knows which connection
 carries which agent; `keystore` holds client.keys and each agent's cipher and counters; `grace` and

@@ -1,207 +1,238 @@
-"""Admission: may a message on a connection that is not its agent's current one start using it?
+"""Before authentication: which connections a remoted process keeps, and how long a frame may take.
 
-The rule is `wire.counters.first_message_verdict`; this module gives it its inputs. In one process the
-answer comes at once from what the process knows (`LocalAdmission`). With several workers an agent may
-have last talked to another worker, so the worker asks the manager (`PipeAdmission`) and the connection
-waits; the manager answers from its `AdmissionBook`: the highest counter each agent ever had accepted
-anywhere and which worker holds it. Only a new connection's first message waits; the danger is a stale
-book, so a worker reports the last counter of an agent before it reports the agent's connection closed.
+A connection is unauthenticated until a message on it opens with an agent's key. The danger is that
+anyone can open thousands, send nothing or a byte at a time, and hold memory and file descriptors. So
+unauthenticated connections are capped in total and, once they have waited `COUNTED_AFTER` (an agent
+sends its startup at once, so a burst behind one NAT never counts), per source address, whose excess
+is refused at once; all connections are capped under the open-file limit (the oldest unauthenticated
+go first), and each must authenticate within `frame_timeout`; after that, any frame begun must end
+within the same time. Checks on connect are O(1); the deadlines live in one heap, one sweep visits it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
+import logging
+import resource
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-from agentpulse.remoted.pipe import PipeSink, Tag
-from agentpulse.wire.counters import Holder, Verdict, first_message_verdict
+from agentpulse.config import RemoteConfig
+from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.remoted.session import CloseReason, Session
+from agentpulse.wire.errors import Reason, WireError
+from agentpulse.wire.secure import OS_MAXSTR
 
-ADMIT_TIMEOUT = 10.0  # a worker waits this long for the manager's answer, then refuses the connection
-PROVISIONAL_TIMEOUT = 30.0  # an admission the worker never confirmed stops holding the agent
+log = logging.getLogger(__name__)
 
-Answer = tuple[Verdict, int]  # the verdict and the highest counter the agent ever had accepted
-AnswerCallback = Callable[[Answer | None], None]  # None: no answer in time
-
-
-class Admission(Protocol):
-    """How remoted learns the verdict for an agent it holds no connection of."""
-
-    reports: bool  # whether `report()` wants the counters (building them costs a pass over the agents)
-
-    def decide(self, agent_id: int, seq: int, startup: bool, highest: int) -> Answer | None:
-        """The answer now, or None: then `ask()`, and the connection waits for the callback."""
-
-    def ask(self, agent_id: int, seq: int, startup: bool, highest: int, callback: AnswerCallback) -> None: ...
-
-    def unadmitted(self, agent_id: int) -> None:
-        """An admitted connection closed before it was bound: the agent is not held after all."""
-
-    def closing(self, agent_id: int, highest: int) -> None:
-        """The agent's connection here is about to close: its last counter, before the close is told."""
-
-    def report(self, counters: dict[int, int]) -> None:
-        """The highest counters of agents that talked since the last report (for overtake and crashes)."""
+RESERVED_FILES_SHARE = 10  # auto max_connections leaves a tenth of the open-file limit ...
+RESERVED_FILES_MIN = 64  # ... and at least this many, for global.db, the pipes, NATS and the logs
+# A ping costs the sender nothing and the server a reply: a connection may send this many before it
+# authenticates (a health check needs one), then it is refused.
+MAX_UNAUTHENTICATED_PINGS = 8
+COUNTED_AFTER = 1.0  # seconds unauthenticated before a connection counts toward its address's cap
+# (half of frame_timeout when that is shorter, so that connections count before their deadline)
+SWEEP_MAX = 1.0  # seconds between two sweeps at most (a tenth of frame_timeout when that is shorter)
+SWEEP_MIN = 0.05
 
 
-class LocalAdmission:
-    """One remoted process holds every connection: what it knows is the whole truth."""
-
-    reports = False
-
-    def __init__(self, strict: bool) -> None:
-        self.strict = strict
-
-    def decide(self, agent_id: int, seq: int, startup: bool, highest: int) -> Answer:
-        verdict = first_message_verdict(
-            highest=highest, seq=seq, startup=startup, holder=Holder.NONE, strict=self.strict
-        )
-        return verdict, highest
-
-    def ask(self, agent_id: int, seq: int, startup: bool, highest: int, callback: AnswerCallback) -> None:
-        callback(self.decide(agent_id, seq, startup, highest))
-
-    def unadmitted(self, agent_id: int) -> None:
-        pass
-
-    def closing(self, agent_id: int, highest: int) -> None:
-        pass
-
-    def report(self, counters: dict[int, int]) -> None:
-        pass
+def auto_connection_cap() -> int:
+    """The open-file limit of this process less its reserve; 0 (no cap) when the limit is infinite."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(1, soft - max(RESERVED_FILES_MIN, soft // RESERVED_FILES_SHARE))
 
 
-class PipeAdmission:
-    """A worker's side: questions go to the manager at once (not with the next batch), answers come back
-    as `Command.VERDICT`. A question without an answer in `ADMIT_TIMEOUT` is answered None."""
-
-    reports = True
-
-    def __init__(self, sink: PipeSink) -> None:
-        self.sink = sink
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[AnswerCallback, asyncio.TimerHandle]] = {}
-
-    def decide(self, agent_id: int, seq: int, startup: bool, highest: int) -> Answer | None:
-        return None
-
-    def ask(self, agent_id: int, seq: int, startup: bool, highest: int, callback: AnswerCallback) -> None:
-        request = next(self._ids)
-        timer = asyncio.get_running_loop().call_later(ADMIT_TIMEOUT, self._timed_out, request)
-        self._waiting[request] = (callback, timer)
-        self.sink.send_now((Tag.ADMIT, request, agent_id, seq, startup, highest))
-
-    def answered(self, request: int, verdict: str, highest: int) -> None:
-        waiting = self._waiting.pop(request, None)
-        if waiting is not None:
-            callback, timer = waiting
-            timer.cancel()
-            callback((Verdict(verdict), highest))
-
-    def _timed_out(self, request: int) -> None:
-        waiting = self._waiting.pop(request, None)
-        if waiting is not None:
-            waiting[0](None)
-
-    def unadmitted(self, agent_id: int) -> None:
-        self.sink.send_now((Tag.UNADMITTED, agent_id))
-
-    def closing(self, agent_id: int, highest: int) -> None:
-        self.sink.add((Tag.HIGHEST, {agent_id: highest}))
-
-    def report(self, counters: dict[int, int]) -> None:
-        if counters:
-            self.sink.add((Tag.HIGHEST, counters))
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    verdict: Verdict
-    highest: int
-    overtaken: list[int]  # workers whose stale connection of the agent must close (the new one takes it)
-
-
-class AdmissionBook:
-    """The manager's side with several workers: per agent the highest counter accepted anywhere and
-    when it last moved, and which worker holds it (the grace tracker's holders, plus admissions not yet
-    bound). Workers report counters when an agent's connection closes and about once a second."""
-
+class Admission:
     def __init__(
         self,
-        holders: Callable[[int], int],  # agent -> bit mask of the workers holding it (the grace tracker)
-        overtake_time: float,
-        strict: bool,
+        remote: RemoteConfig,
+        who: Callable[[Session], str],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.holders = holders
-        self.overtake_time = overtake_time
-        self.strict = strict
+        self.frame_timeout = remote.frame_timeout
+        self.per_ip_cap = remote.max_unauthenticated_per_ip
+        self.unauthenticated_cap = remote.max_unauthenticated
+        self.connection_cap = remote.max_connections or auto_connection_cap()  # 0: none
+        self.first_frame_max = remote.max_unauthenticated_frame
+        self.tick = min(SWEEP_MAX, max(SWEEP_MIN, self.frame_timeout / 10))
+        self.counted_after = min(COUNTED_AFTER, self.frame_timeout / 2)
+        self.who = who
         self.monotonic = monotonic
-        self._highest: dict[int, int] = {}
-        self._seen: dict[int, float] = {}  # agent -> when its counter last moved (monotonic)
-        self._provisional: dict[int, tuple[int, float]] = {}  # agent -> (worker, when admitted)
+        self.warn = RateLimitedLog(log, monotonic=monotonic)
+        self.connections = 0  # admitted and not yet released
+        self._unauthenticated: OrderedDict[Session, None] = OrderedDict()  # oldest first
+        self._per_ip: dict[str, int] = {}  # per source address: unauthenticated for over counted_after
+        self._young: deque[Session] = deque()  # admitted, in order, until counted_after has passed
+        self._deadlines: list[tuple[float, int, Session]] = []  # at most one entry per session
+        self._order = itertools.count()
+        self.refused = 0  # refused at connect (per-address cap, or every connection authenticated)
+        self.evicted = 0  # oldest unauthenticated closed to make room
+        self.timed_out = 0  # closed by frame_timeout
 
-    def highest(self, agent_id: int) -> int:
-        return self._highest.get(agent_id, 0)
+    @property
+    def unauthenticated(self) -> int:
+        return len(self._unauthenticated)
 
-    def decide(self, worker: int, agent_id: int, seq: int, startup: bool, highest: int) -> Decision:
-        now = self.monotonic()
-        highest = max(highest, self._highest.get(agent_id, 0))
-        others = self._other_holders(worker, agent_id, now)
-        holder = Holder.NONE
-        if others:
-            silent = now - self._seen.get(agent_id, 0.0)
-            holder = Holder.LIVE if silent <= self.overtake_time else Holder.STALE
-        verdict = first_message_verdict(
-            highest=highest, seq=seq, startup=startup, holder=holder, strict=self.strict
+    # -- connect, authenticate, close ---------------------------------------------------------------------
+
+    def admit(self, session: Session) -> bool:
+        """A new connection: counted and given its deadline, or refused (closed) when a cap says so."""
+        ip = session.peer_ip
+        waiting = self._per_ip.get(ip, 0)
+        if waiting >= self.per_ip_cap:
+            return self._refuse(
+                session,
+                "per_ip",
+                f"{waiting} connections from that address unauthenticated for over {self.counted_after:g} s "
+                "(max_unauthenticated_per_ip)",
+            )
+        if len(self._unauthenticated) >= self.unauthenticated_cap:
+            self._evict_oldest("max_unauthenticated", self.unauthenticated_cap)
+        if self.connection_cap and self.connections >= self.connection_cap:
+            if not self._unauthenticated:
+                return self._refuse(
+                    session,
+                    "connections",
+                    f"{self.connections} connections, all authenticated (max_connections)",
+                )
+            self._evict_oldest("max_connections", self.connection_cap)
+        self.connections += 1
+        session.admitted = True
+        self._unauthenticated[session] = None
+        self._young.append(session)
+        self._watch(session, session.opened_at + self.frame_timeout)
+        return True
+
+    def authenticated(self, session: Session) -> None:
+        """Its first message opened with an agent's key: full-size frames, and no longer counted as waiting."""
+        session.authenticated = True
+        session.decoder.max_size = OS_MAXSTR
+        self._stop_waiting(session)
+
+    def ping(self, session: Session) -> None:
+        """A ping on a connection not yet authenticated. Raises WireError(TOO_MANY_PINGS) past the cap."""
+        session.pings += 1
+        if session.pings > MAX_UNAUTHENTICATED_PINGS:
+            raise WireError(Reason.TOO_MANY_PINGS, f"more than {MAX_UNAUTHENTICATED_PINGS}")
+
+    def closed(self, session: Session) -> None:
+        """The connection is gone (whoever closed it); its heap entry goes at its next visit."""
+        if session.admitted:
+            session.admitted = False
+            self.connections -= 1
+        self._stop_waiting(session)
+
+    def _stop_waiting(self, session: Session) -> None:
+        if session in self._unauthenticated:
+            del self._unauthenticated[session]
+            self._uncount(session)
+
+    def _count(self, now: float) -> None:
+        """Connections unauthenticated for `counted_after` start counting toward their address's cap."""
+        young, waiting = self._young, self._unauthenticated
+        while young and young[0].opened_at + self.counted_after <= now:
+            session = young.popleft()
+            if session in waiting:
+                session.ip_counted = True
+                self._per_ip[session.peer_ip] = self._per_ip.get(session.peer_ip, 0) + 1
+
+    def _uncount(self, session: Session) -> None:
+        if not session.ip_counted:
+            return
+        session.ip_counted = False
+        ip = session.peer_ip
+        left = self._per_ip[ip] - 1
+        if left:
+            self._per_ip[ip] = left
+        else:
+            del self._per_ip[ip]
+
+    def _refuse(self, session: Session, kind: str, why: str) -> bool:
+        self.refused += 1
+        self.warn.warning(f"limit:{kind}", "Connection from '%s' refused: %s", session.peer_ip, why)
+        session.close(CloseReason.LIMIT)
+        return False
+
+    def _evict_oldest(self, option: str, cap: int) -> None:
+        oldest, _ = self._unauthenticated.popitem(last=False)
+        self._uncount(oldest)  # out of the waiting list already: closed() below only releases it
+        self.evicted += 1
+        age = self.monotonic() - oldest.opened_at
+        self.warn.warning(
+            f"limit:{option}",
+            "Closed the oldest unauthenticated connection (from '%s', open %.1f s): %s %d reached",
+            oldest.peer_ip,
+            age,
+            option,
+            cap,
         )
-        overtaken: list[int] = []
-        if verdict is Verdict.ADMIT:
-            self._highest[agent_id] = seq
-            self._seen[agent_id] = now
-            self._provisional[agent_id] = (worker, now)
-            overtaken = others
-        return Decision(verdict, highest, overtaken)
+        self.closed(oldest)  # released now: its connection_lost comes on a later turn of the loop
+        oldest.close(CloseReason.LIMIT)
 
-    def _other_holders(self, worker: int, agent_id: int, now: float) -> list[int]:
-        mask = self.holders(agent_id) & ~(1 << worker)
-        others = [index for index in range(mask.bit_length()) if mask >> index & 1]
-        provisional = self._provisional.get(agent_id)
-        if provisional is not None:
-            holder, at = provisional
-            if now - at > PROVISIONAL_TIMEOUT:
-                del self._provisional[agent_id]
-            elif holder != worker and holder not in others:
-                others.append(holder)
-        return others
+    # -- deadlines ----------------------------------------------------------------------------------------
 
-    def report(self, counters: dict[int, int]) -> None:
-        now = self.monotonic()
-        known, seen = self._highest, self._seen
-        for agent_id, highest in counters.items():
-            if highest > known.get(agent_id, 0):
-                known[agent_id] = highest
-            seen[agent_id] = now
+    def frame_begun(self, session: Session) -> None:
+        """A frame began on a session without a heap entry (`Session.data_received` checks `watched`)."""
+        self._watch(session, session.frame_started + self.frame_timeout)
 
-    def bound(self, agent_id: int, worker: int) -> None:
-        self._seen[agent_id] = self.monotonic()
-        self.unadmitted(agent_id, worker)
+    def _watch(self, session: Session, deadline: float) -> None:
+        session.watched = True
+        heapq.heappush(self._deadlines, (deadline, next(self._order), session))
 
-    def unadmitted(self, agent_id: int, worker: int) -> None:
-        provisional = self._provisional.get(agent_id)
-        if provisional is not None and provisional[0] == worker:
-            del self._provisional[agent_id]
+    def deadline(self, session: Session) -> float | None:
+        """When this session must have authenticated, or finished the frame it began; None: no deadline."""
+        if not session.authenticated:
+            return session.opened_at + self.frame_timeout
+        if session.frame_started >= 0:
+            return session.frame_started + self.frame_timeout
+        return None
 
-    def worker_lost(self, worker: int) -> None:
-        for agent_id in [a for a, (holder, _) in self._provisional.items() if holder == worker]:
-            del self._provisional[agent_id]
+    def sweep(self, now: float) -> None:
+        """Close every session past its deadline. An entry is only a hint: the session's own state
+        decides, so a frame that ended (or a connection that authenticated) costs nothing until here."""
+        self._count(now)
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, order, session = heapq.heappop(heap)
+            deadline = None if session.closed else self.deadline(session)
+            if deadline is None:
+                session.watched = False
+            elif deadline > now:
+                heapq.heappush(heap, (deadline, order, session))
+            else:
+                session.watched = False
+                self._expire(session, now)
 
-    def forget(self, agent_ids: list[int]) -> None:
-        """Their key changed or went: counters of the old key mean nothing for the new one."""
-        for agent_id in agent_ids:
-            self._highest.pop(agent_id, None)
-            self._seen.pop(agent_id, None)
-            self._provisional.pop(agent_id, None)
+    def _expire(self, session: Session, now: float) -> None:
+        self.timed_out += 1
+        buffered = session.decoder.buffered
+        if session.authenticated:
+            kind, what = (
+                "frame",
+                f"a frame begun {now - session.frame_started:.1f} s ago has only {buffered} bytes",
+            )
+        else:
+            kind, what = "auth", f"no authenticated message {now - session.opened_at:.1f} s after connecting"
+            if buffered:
+                kind, what = "auth:partial", f"{what}, {buffered} bytes of a frame buffered"
+        self.warn.warning(
+            f"deadline:{kind}",
+            "Connection from %s closed: %s (frame_timeout %g s)",
+            self.who(session),
+            what,
+            self.frame_timeout,
+        )
+        session.close(CloseReason.FRAME_TIMEOUT)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            self.sweep(self.monotonic())
+
+    def __len__(self) -> int:
+        return len(self._deadlines)

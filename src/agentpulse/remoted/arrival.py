@@ -1,7 +1,7 @@
 """A message on a connection that is not its agent's current one (a new connection, from any address, on
 any worker): whether it may start using the agent, reference 3.3-3.4 made strict (docs/security.md).
 
-`Arrivals.first()` asks the admission (`admission.py`) for a verdict: at once when this process holds
+`Arrivals.first()` asks the replay guard (`replay.py`) for a verdict: at once when this process holds
 the agent or is the only one, else the connection waits for the manager's answer. Admitted, the message
 is handled as any other; counters that went back earn a challenge (`challenge.py`). The danger is
 letting a refused message touch the agent's state: nothing here writes a status, a counter or the reply
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentpulse.records import StatusUpdate
-from agentpulse.remoted.admission import Admission, Answer
 from agentpulse.remoted.challenge import CHALLENGE_TIMEOUT, Challenge, Challenges
 from agentpulse.remoted.keystore import AgentEntry
+from agentpulse.remoted.replay import Answer, ReplayGuard
 from agentpulse.remoted.session import CloseReason, Session, UdpPeer
 from agentpulse.status import Trigger
 from agentpulse.wire import control
@@ -51,9 +51,9 @@ class Arrival:
 
 
 class Arrivals:
-    def __init__(self, remoted: Remoted, admission: Admission) -> None:
+    def __init__(self, remoted: Remoted, replay: ReplayGuard) -> None:
         self.remoted = remoted
-        self.admission = admission
+        self.replay = replay
         self.challenges = Challenges()
 
     def first(self, arrival: Arrival) -> None:
@@ -76,13 +76,13 @@ class Arrivals:
             )
             answer = (verdict, highest)
         else:
-            answer = self.admission.decide(entry.number, arrival.seq, startup, highest)
+            answer = self.replay.decide(entry.number, arrival.seq, startup, highest)
         if answer is not None:
             self._admitted(arrival, answer)
             return
         if session is not None:
             session.hold()
-        self.admission.ask(
+        self.replay.ask(
             entry.number, arrival.seq, startup, highest, lambda answer: self._answered(arrival, answer)
         )
 
@@ -94,7 +94,7 @@ class Arrivals:
             entry.number
         ) is not entry:
             if admitted:
-                self.admission.unadmitted(entry.number)
+                self.replay.unadmitted(entry.number)
             if session is not None:
                 session.close(CloseReason.KEY_REMOVED)
             return
@@ -107,7 +107,7 @@ class Arrivals:
             if session is not None:
                 session.close(CloseReason.REFUSED)
             if admitted and self.remoted.bindings.session_of(entry.number) is None:
-                self.admission.unadmitted(entry.number)
+                self.replay.unadmitted(entry.number)
             return
         if session is not None:
             session.resume()
@@ -178,6 +178,10 @@ class Arrivals:
         entry.reply_cipher = arrival.cipher
         log.info("Agent %s (%s) answered: its counters were reset; accepted", entry.key.id, entry.key.name)
         now = self.remoted.clock()
+        journal = self.remoted.journal
+        if journal is not None:  # its startup was acked before the answer: it counts from now
+            journal.record(entry.number, Trigger.STARTUP, now)
+            entry.journaled = True
         self.remoted.store.submit(StatusUpdate(entry.number, Trigger.STARTUP, now))
         if challenge.keepalive is not None:
             keepalive = challenge.keepalive

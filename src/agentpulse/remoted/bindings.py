@@ -1,9 +1,8 @@
 """Which connection carries which agent in this process: agent -> TCP session and agent -> UDP peer.
 
-The one owner of that state. Sessions do not know their agent and key entries do not know their session:
-both ask here. Every change is reported to the grace tracker (`GraceEvents`), and whether a closed session
-lost its agent's connection or let it go is read from its `CloseReason`, here and nowhere else.
-The overtake rule (reference 3.3, step 3) lives here too: a live session keeps its agent's key.
+The one owner of that state: sessions and key entries both ask here. Every change is reported to the grace
+tracker (`GraceEvents`); a closed session's `CloseReason` says whether it lost its agent's connection or
+let it go. The overtake rule (`connection_overtake_time`, docs/protocol.md) lives here too.
 """
 
 from __future__ import annotations
@@ -19,6 +18,13 @@ log = logging.getLogger(__name__)
 
 
 class Bindings:
+    """agent -> TCP session and agent -> UDP peer, for this process.
+
+    Sessions do not know their agent and key entries do not know their session: both ask here. Whether a
+    closed session lost its agent's connection or let it go is read from its `CloseReason`, here and
+    nowhere else. A live session keeps its agent's key (see `bind`).
+    """
+
     def __init__(self, grace: GraceEvents, overtake_time: float, monotonic: Callable[[], float]) -> None:
         self.grace = grace
         self.overtake_time = overtake_time

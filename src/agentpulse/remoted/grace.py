@@ -1,5 +1,5 @@
-"""Connection grace (design section 4): an agent whose connection closed is disconnected (code 6) only if
-no connection of it is bound again within `connection_grace` seconds.
+"""Connection grace (docs/operations.md): an agent whose connection closed is disconnected (code 6) only
+if no connection of it is bound again within `connection_grace` seconds.
 
 Holders are counted per remoted process, so with several workers an agent that reconnected to another
 worker is not disconnected when its old connection on the first one finally closes. `GraceEvents` is what

@@ -26,11 +26,12 @@ class AgentEntry:
     cipher: AgentCipher
     received: ReceiverCounter = field(default_factory=ReceiverCounter)
     reported: int = 0  # `received.current` when last reported to the manager (several workers)
-    reply_cipher: CipherKind = CipherKind.AES  # the method of the agent's last message (reference 2)
+    reply_cipher: CipherKind = CipherKind.AES  # replies use the method of the agent's last message
     # An agent repeats the same keep-alive text for hours: parse it once, and hand the store the same
     # object, so it can tell "nothing changed" by identity.
     last_keepalive_text: bytes = b""
     last_keepalive: Keepalive | None = None
+    journaled: bool = False  # this process wrote an acknowledgement of it to the journal
 
     @property
     def number(self) -> int:
@@ -87,6 +88,39 @@ class KeyStore:
         self.lines = fresh
         self.by_ip = {key.ip.lookup_text: key.number for key in active if key.ip.single_host}
         gone = [key for key in removed if key.number not in fresh]
+        return KeysChange(added, removed, dropped, gone)
+
+    def apply_lines(self, lines: list[str]) -> KeysChange:
+        """Take some client.keys lines without re-reading the file (enrolment's new and replaced agents):
+        an active line adds or changes its agent, a removed one (`<id> !<name> ...`) removes it."""
+        added: list[AgentKey] = []
+        removed: list[AgentKey] = []
+        gone: list[AgentKey] = []
+        for text in lines:
+            key = parse_line(text)
+            if key is None:
+                continue
+            old_line = self.lines.get(key.number)
+            old = parse_line(old_line) if old_line is not None else None
+            if key.removed:
+                if old is not None:
+                    del self.lines[key.number]
+                    removed.append(old)
+                    gone.append(old)
+                continue
+            if old_line == key.line():
+                continue
+            if old is not None:
+                removed.append(old)
+            self.lines[key.number] = key.line()
+            added.append(key)
+        dropped = [entry for key in removed if (entry := self.entries.pop(key.number, None)) is not None]
+        for key in removed:
+            if self.by_ip.get(key.ip.lookup_text) == key.number:
+                del self.by_ip[key.ip.lookup_text]
+        for key in added:
+            if key.ip.single_host:
+                self.by_ip[key.ip.lookup_text] = key.number
         return KeysChange(added, removed, dropped, gone)
 
     def find(self, agent_id: str | None, source_ip: str) -> AgentEntry:

@@ -21,7 +21,9 @@ from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire.control import Keepalive, interned
 from agentpulse.wire.frames import LENGTH, FrameDecoder
 
-PIPE_FRAME_MAX = 64 * 1024 * 1024  # a batch of 10,000 keep-alives pickles to a few MB at most
+# A batch of 10,000 keep-alives pickles to a few MB at most; a KEYS command carries up to
+# wire.keys.FILE_MAX (48 MB) of client.keys text.
+PIPE_FRAME_MAX = 64 * 1024 * 1024
 KEEPALIVE_FIELDS = Keepalive.__dataclass_fields__.keys()
 _TRIGGERS = {trigger.value: trigger for trigger in Trigger}
 
@@ -37,11 +39,13 @@ class Tag(enum.StrEnum):
     CLOSED = enum.auto()  # (CLOSED, agent)
     RELEASED = enum.auto()  # (RELEASED, agent)
     READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
-    ADMIT = enum.auto()  # (ADMIT, request, agent, counter, is startup, highest known here): see admission.py
-    HIGHEST = (
-        enum.auto()
-    )  # (HIGHEST, {agent: highest counter}): agents that talked, or whose connection closes
+    ADMIT = enum.auto()  # (ADMIT, request, agent, counter, is startup, highest known here): see replay.py
+    # (HIGHEST, {agent: highest counter}): agents that talked, or whose connection closes
+    HIGHEST = enum.auto()
     UNADMITTED = enum.auto()  # (UNADMITTED, agent): an admitted connection closed before it was bound
+    KEYS_ADDED = enum.auto()  # (KEYS_ADDED, token): the lines of ADD_KEYS <token> are in the key store
+    KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
+    FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
 
 
 class Command(enum.StrEnum):
@@ -51,6 +55,12 @@ class Command(enum.StrEnum):
     SEND = enum.auto()  # (SEND, agent ids, payload): the worker holding an agent sends it the payload
     VERDICT = enum.auto()  # (VERDICT, request, verdict value, highest counter): the answer to an ADMIT
     DROP = enum.auto()  # (DROP, agent): another worker's connection overtook the agent's connection here
+    # (ADD_KEYS, token, lines, signature before, after): enrolment's client.keys lines, to take before
+    # the agent is told its key; the worker answers KEYS_ADDED
+    ADD_KEYS = enum.auto()
+    # (KEYS, generation, text): the client.keys lines the manager accepted; the worker's only source of
+    # keys (it never reads the file), first thing after it starts and after every accepted reload
+    KEYS = enum.auto()
 
 
 Record = tuple[Any, ...]

@@ -1,10 +1,8 @@
 """The manager keep-alive: probe agents silent for `interval`, disconnect those silent for `timeout`.
 
-One heap for every connection, not a timer per agent. Each session has at most one entry, keyed by the
-moment it next needs a look; when it pops, the session's real `last_received` decides: still fresh, so it
-goes back with a later deadline; silent for `interval`, so it gets `#!-req <counter> agent getstate`;
-silent for `timeout`, so it is marked disconnected (code 4) and closed. Traffic costs nothing here: a
-message only moves `last_received`, and the heap catches up lazily, about once per interval per agent.
+One heap for every connection, not a timer per agent (see `KeepaliveScheduler.check`). Traffic costs
+nothing here: a message only moves `last_received`, and the heap catches up lazily, about once per
+interval per agent.
 """
 
 from __future__ import annotations
@@ -50,6 +48,12 @@ class KeepaliveScheduler:
             self.check(self.remoted.monotonic())
 
     def check(self, now: float) -> None:
+        """Pop every session whose look is due; its real `last_received` decides what happens.
+
+        Each session has at most one entry, keyed by the moment it next needs a look. Still fresh: it goes
+        back with a later deadline. Silent for `interval`: it gets `#!-req <counter> agent getstate`. Silent
+        for `timeout`: it is marked disconnected (code 4) and closed.
+        """
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, order, session = heapq.heappop(heap)

@@ -1,32 +1,38 @@
-"""remoted: the listeners, and what each authenticated message means (reference sections 3.3 to 4.5).
+"""remoted: the listeners, and what each authenticated message means (the Wazuh 4.x protocol, docs/protocol.md).
 
 `Remoted` is the dispatcher. `handle()` is the hot path: authenticate (against the `KeyStore` it is given),
 decrypt, classify, bind (`Bindings`), answer, and hand one record to the store. It does no I/O besides
-writing the reply, and no logging unless something is wrong. A message on a connection that is not its
-agent's current one first goes through admission (`admission.py`, the replay rule; `challenge.py`).
+writing the reply, and no logging unless something is wrong. Connections are admitted, and timed until
+they authenticate, by `Admission`; exceptions at the frame boundary go to one `FaultLog`. A message on a
+connection that is not its agent's current one first passes the replay rule (`arrival.py`, `replay.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from agentpulse.config import Config
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
-from agentpulse.remoted.admission import Admission, LocalAdmission
+from agentpulse.remoted.admission import Admission
 from agentpulse.remoted.arrival import Arrival, Arrivals
 from agentpulse.remoted.bindings import Bindings
+from agentpulse.remoted.faults import FaultLog
 from agentpulse.remoted.grace import GraceEvents
+from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
+from agentpulse.remoted.replay import LocalReplayGuard, ReplayGuard
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.status import StatusCode, Trigger
-from agentpulse.wire import control
+from agentpulse.wire import boundedjson, control
 from agentpulse.wire.counters import SEQUENCE_LOCAL, SenderCounter
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.secure import CipherKind, compress_stored, split_header
@@ -36,6 +42,20 @@ log = logging.getLogger(__name__)
 MANAGER_VERSION = "v4.14.7"  # the Wazuh version agentpulse answers as, for the startup version check
 PING, PONG = b"#ping", b"#pong"
 LISTEN_BACKLOG = 4096
+
+
+@contextlib.contextmanager
+def _naming(host: str, port: int, protocol: str) -> Iterator[None]:
+    """A bind error says which address, in one line an operator can act on."""
+    try:
+        yield
+    except OSError as error:
+        cause: BaseException | None = error  # uvloop's UDP bind error hides the errno in its cause
+        while isinstance(cause, OSError) and not cause.errno:
+            cause = cause.__cause__
+        errno = cause.errno if isinstance(cause, OSError) else None
+        reason = os.strerror(errno) if errno else str(error)
+        raise OSError(errno, f"cannot listen on {host}:{port}/{protocol}: {reason}") from error
 
 
 def disconnect_gone(change: KeysChange, store: RecordSink, now: float) -> None:
@@ -55,9 +75,11 @@ class Remoted:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         manager_version: str = MANAGER_VERSION,
-        admission: Admission | None = None,
+        journal: AckJournal | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.config = config
+        self.journal = journal  # written before an ack the store has not committed yet
         self.remote = config.remote
         self.store = store
         self.clock = clock
@@ -65,8 +87,8 @@ class Remoted:
         self.manager_version = manager_version
         self.keys = keys
         self.bindings = Bindings(grace, config.remote.connection_overtake_time, monotonic)
-        self.admission = admission or LocalAdmission(config.remote.verify_msg_id)
-        self.arrivals = Arrivals(self, self.admission)
+        self.replay = replay or LocalReplayGuard(config.remote.verify_msg_id)
+        self.arrivals = Arrivals(self, self.replay)
         self.sender = SenderCounter()
         self.sessions: set[Session] = set()
         self.servers: list[asyncio.AbstractServer] = []
@@ -74,6 +96,9 @@ class Remoted:
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.addresses: list[tuple[str, int, str]] = []  # (host, port, protocol) actually bound
         self.warn = RateLimitedLog(log)
+        self.admission = Admission(config.remote, self.describe, monotonic)
+        self.faults = FaultLog(log, monotonic)
+        self._admission_sweep: asyncio.Task[None] | None = None
         self._event_counts: dict[int, int] = {}
         self.stopping = False
         self.on_session_opened: list[Callable[[Session], None]] = []
@@ -81,27 +106,36 @@ class Remoted:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind the listeners. With several workers every one binds the same port (SO_REUSEPORT), the
+        datagram socket too: the kernel then picks a worker by hashing the 4-tuple, so one agent's
+        datagrams keep reaching the same worker while the set of workers is stable (see `UdpEndpoint`).
+        Raises OSError naming the address when a port cannot be bound."""
         loop = asyncio.get_running_loop()
         host = self.remote.local_ip or ("::" if self.remote.ipv6 else "0.0.0.0")
+        shared = self.remote.worker_processes > 1
         if "tcp" in self.remote.protocols:
-            server = await loop.create_server(
-                lambda: Session(self),
-                host=host,
-                port=self.remote.port,
-                backlog=LISTEN_BACKLOG,
-                reuse_address=True,
-                reuse_port=self.remote.worker_processes > 1,
-            )
+            first_frame_max = self.admission.first_frame_max
+            with _naming(host, self.remote.port, "tcp"):
+                server = await loop.create_server(
+                    lambda: Session(self, first_frame_max),
+                    host=host,
+                    port=self.remote.port,
+                    backlog=LISTEN_BACKLOG,
+                    reuse_address=True,
+                    reuse_port=shared,
+                )
             self.servers.append(server)
             for sock in server.sockets:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
                 name = sock.getsockname()
                 self.addresses.append((name[0], name[1], "tcp"))
+            self._admission_sweep = asyncio.create_task(self.admission.run(), name="admission-sweep")
         if "udp" in self.remote.protocols:
             udp_port = self.addresses[0][1] if self.addresses else self.remote.port
-            transport, endpoint = await loop.create_datagram_endpoint(
-                lambda: UdpEndpoint(self), local_addr=(host, udp_port)
-            )
+            with _naming(host, udp_port, "udp"):
+                transport, endpoint = await loop.create_datagram_endpoint(
+                    lambda: UdpEndpoint(self), local_addr=(host, udp_port), reuse_port=shared
+                )
             self.udp, self.udp_transport = endpoint, transport
             name = transport.get_extra_info("sockname")
             self.addresses.append((name[0], name[1], "udp"))
@@ -110,6 +144,10 @@ class Remoted:
 
     async def stop(self) -> None:
         self.stopping = True
+        if self._admission_sweep is not None:
+            self._admission_sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._admission_sweep
         for server in self.servers:
             server.close()
         for session in list(self.sessions):
@@ -123,6 +161,11 @@ class Remoted:
     @property
     def tcp_port(self) -> int:
         return next(port for _, port, protocol in self.addresses if protocol == "tcp")
+
+    @property
+    def port(self) -> int:
+        """The port listened on (TCP and UDP share it); 0 before `start()`."""
+        return self.addresses[0][1] if self.addresses else 0
 
     # -- keys ---------------------------------------------------------------------------------------------
 
@@ -144,6 +187,8 @@ class Remoted:
     ) -> None:
         """One frame (TCP) or datagram (UDP). Raises WireError for anything refused."""
         if data == PING:
+            if session is not None and not session.authenticated:
+                self.admission.ping(session)
             self._send_plain(PONG, session, udp_peer)
             return
         envelope = split_header(data)
@@ -189,6 +234,10 @@ class Remoted:
         number = entry.number
         if isinstance(parsed, control.Keepalive):
             self.bind(entry, session, udp_peer)
+            if not entry.journaled and self.journal is not None:
+                # A UDP agent goes on with keep-alives across a manager restart, without a startup.
+                self.journal.record(number, Trigger.ALIVE, now)
+                entry.journaled = True
             self._reply(entry, control.ACK)
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
@@ -216,11 +265,11 @@ class Remoted:
         return changed
 
     def housekeeping(self) -> None:
-        """About once a second: event counts to the store, late challenges, counters to the admission."""
+        """About once a second: event counts to the store, late challenges, counters to the replay guard."""
         self.flush_event_counts()
         self.arrivals.expire_challenges()
-        if self.admission.reports:
-            self.admission.report(self.counters_to_report())
+        if self.replay.reports:
+            self.replay.report(self.counters_to_report())
 
     def overtaken(self, agent_id: int) -> None:
         """A connection on another worker took this agent over (its connection here was silent)."""
@@ -255,6 +304,9 @@ class Remoted:
                 StatusUpdate(entry.number, Trigger.VERSION_REFUSED, now, code=code, version=version)
             )
             return
+        if self.journal is not None:
+            self.journal.record(entry.number, Trigger.STARTUP, now)
+            entry.journaled = True
         self._reply(entry, control.ACK)
         self.store.submit(StatusUpdate(entry.number, Trigger.STARTUP, now))
 
@@ -274,8 +326,13 @@ class Remoted:
         response = reply.response
         if response.startswith("{"):
             try:
-                decoded = json.loads(response)
+                decoded = boundedjson.loads(response)
             except ValueError:
+                return
+            except WireError as error:
+                self.warn.warning(
+                    f"state:{error.reason.name}", "Agent %s: request reply ignored: %s", entry.key.id, error
+                )
                 return
             if isinstance(decoded, dict) and isinstance(decoded.get("data"), dict):
                 self.store.record_state(entry.number, json.dumps(decoded["data"])[: control.FIELD_CAP * 4])
@@ -286,6 +343,8 @@ class Remoted:
             self.bindings.bind_udp(entry.number, udp_peer)
         else:
             self.bindings.bind(entry.number, session, entry.key.id)
+            if not session.authenticated:  # proven the agent's (replay rule passed): the pre-auth limits end
+                self.admission.authenticated(session)
 
     def _seal(self, entry: AgentEntry, payload: bytes, cipher: CipherKind | None = None) -> bytes:
         global_counter, local_counter = self.sender.advance()
@@ -347,9 +406,17 @@ class Remoted:
             self.udp.send(payload, udp_peer)
 
     def refused(self, error: WireError, peer_ip: str, session: Session | None) -> None:
-        agent_id = self.bindings.agent_of(session) if session is not None else None
-        who = f"agent {self._id_text(agent_id)}" if agent_id is not None else f"'{peer_ip}'"
+        who = self.describe(session) if session is not None else f"'{peer_ip}'"
         self.warn.warning(f"refused:{error.reason.name}", "Connection from %s refused: %s", who, error)
+
+    def failed(self, error: Exception, peer_ip: str, session: Session | None) -> None:
+        """Not a refusal: an exception nobody expected while handling a message (the session closes)."""
+        self.faults.record(error, self.describe(session) if session is not None else f"'{peer_ip}'")
+
+    def describe(self, session: Session) -> str:
+        """`agent 001` for a session bound to an agent, else its quoted source address, for the log."""
+        agent_id = self.bindings.agent_of(session)
+        return f"agent {self._id_text(agent_id)}" if agent_id is not None else f"'{session.peer_ip}'"
 
     def _id_text(self, agent_id: int) -> str:
         """The id as client.keys writes it (`001`), for the log."""
@@ -359,13 +426,19 @@ class Remoted:
     # -- sessions -----------------------------------------------------------------------------------------
 
     def session_opened(self, session: Session) -> None:
+        if not self.admission.admit(session):
+            return  # refused and closed at once
         self.sessions.add(session)
         for callback in self.on_session_opened:
             callback(session)
 
+    def frame_begun(self, session: Session) -> None:
+        self.admission.frame_begun(session)
+
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
         self.arrivals.challenges.session_closed(session)
+        self.admission.closed(session)
         reason = session.close_reason or CloseReason.PEER_CLOSED
         if self.stopping:  # however it closed, it goes with the manager: the next start resets it
             reason = CloseReason.MANAGER_STOPPING
@@ -373,7 +446,7 @@ class Remoted:
         if agent_id is not None:
             entry = self.keys.entries.get(agent_id)
             if entry is not None:  # the agent's last counter is known before its connection is gone
-                self.admission.closing(agent_id, entry.received.highest)
+                self.replay.closing(agent_id, entry.received.highest)
         self.bindings.unbind(session, reason)
 
     def flush_event_counts(self) -> None:

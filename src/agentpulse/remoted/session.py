@@ -1,8 +1,10 @@
 """One TCP connection: bytes in, frames to the dispatcher, replies out, and why it closed. No task per connection.
 
 The session only frames, guards and writes; what a message means is decided by `Remoted.handle()`, and
-which agent the connection carries is kept by `Bindings`, not here. Any WireError closes this connection
-alone. Every close has a `CloseReason`: it alone decides whether the agent lost its connection (grace).
+which agent the connection carries is kept by `Bindings`, not here. Any exception while handling a frame
+closes this connection alone (a WireError is a refusal, anything else a fault). Every close has a
+`CloseReason`: it alone decides whether the agent lost its connection (grace). Until the connection
+authenticates it may buffer only a small frame and queue only a small reply (`remoted/admission.py`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import Protocol, cast
 
 from agentpulse.wire.errors import WireError
 from agentpulse.wire.frames import LENGTH, FrameDecoder
+from agentpulse.wire.secure import OS_MAXSTR
 
 SEND_BUFFER_SIZE = 131072  # remoted.send_buffer_size: replies beyond this for one socket are dropped
+# Before authentication the only reply is #pong: a peer that sends pings and never reads holds this much.
+UNAUTHENTICATED_SEND_BUFFER = 1024
 UdpPeer = tuple[str, int]  # (host, port) as the datagram came from
 
 
@@ -28,6 +33,14 @@ class CloseReason(enum.Enum):
     KEY_REMOVED = "key removed"  # its client.keys line was removed or changed
     TIMEOUT = "timeout"  # silent for the manager keep-alive timeout: the timeout is the status change
     MANAGER_STOPPING = "manager stopping"  # the next start resets every live agent (code 5)
+    FRAME_TIMEOUT = "frame timeout"  # not authenticated, or a frame begun not finished, within frame_timeout
+    LIMIT = "connection limit"  # unauthenticated, closed or refused to keep a connection cap
+
+    @property
+    def aborts(self) -> bool:
+        """True: drop what is still queued for the peer and close at once (it is hostile or stuck, and
+        a peer that never reads would otherwise keep the socket open until its queue drains)."""
+        return self in _ABORTED
 
     @property
     def loses_connection(self) -> bool:
@@ -36,7 +49,10 @@ class CloseReason(enum.Enum):
         return self in _CONNECTION_LOST
 
 
-_CONNECTION_LOST = frozenset({CloseReason.PEER_CLOSED, CloseReason.REFUSED})
+_CONNECTION_LOST = frozenset(
+    {CloseReason.PEER_CLOSED, CloseReason.REFUSED, CloseReason.FRAME_TIMEOUT, CloseReason.LIMIT}
+)
+_ABORTED = frozenset({CloseReason.FRAME_TIMEOUT, CloseReason.LIMIT})
 
 
 def normalize_ip(host: str) -> str:
@@ -55,6 +71,10 @@ class Dispatcher(Protocol):
 
     def refused(self, error: WireError, peer_ip: str, session: Session | None) -> None: ...
 
+    def failed(self, error: Exception, peer_ip: str, session: Session | None) -> None: ...
+
+    def frame_begun(self, session: Session) -> None: ...
+
     def session_opened(self, session: Session) -> None: ...
 
     def session_closed(self, session: Session) -> None: ...
@@ -62,19 +82,26 @@ class Dispatcher(Protocol):
 
 class Session(asyncio.Protocol):
     __slots__ = (
+        "admitted",
+        "authenticated",
         "close_reason",
         "decoder",
         "dispatcher",
+        "frame_started",
         "held",
+        "ip_counted",
         "last_received",
+        "opened_at",
         "peer_ip",
+        "pings",
         "probed_at",
         "transport",
+        "watched",
     )
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, first_frame_max: int = OS_MAXSTR) -> None:
         self.dispatcher = dispatcher
-        self.decoder = FrameDecoder()
+        self.decoder = FrameDecoder(first_frame_max)  # raised to OS_MAXSTR once authenticated
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
         self.last_received = 0.0  # monotonic
@@ -82,6 +109,13 @@ class Session(asyncio.Protocol):
         self.probed_at = -1.0  # monotonic time of the last manager keep-alive probe
         # While the dispatcher waits for an answer about this connection (see `hold()`), frames wait here.
         self.held: list[bytes] | None = None
+        self.opened_at = 0.0  # monotonic
+        self.frame_started = -1.0  # monotonic time the frame now buffered began; -1 when none is
+        self.authenticated = False  # a message on it opened with an agent's key
+        self.pings = 0  # answered before authentication (`Admission.ping`)
+        self.admitted = False  # counted by the admission limits (until it closes)
+        self.ip_counted = False  # counted toward its address's cap (unauthenticated for a while)
+        self.watched = False  # has its entry in the admission deadlines
 
     @property
     def closed(self) -> bool:
@@ -92,36 +126,51 @@ class Session(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = normalize_ip(peer[0]) if peer else ""
-        self.last_received = self.dispatcher.monotonic()
+        self.last_received = self.opened_at = self.dispatcher.monotonic()
         self.dispatcher.session_opened(self)
 
     def data_received(self, data: bytes) -> None:
         if self.close_reason is not None:
             return
-        self.last_received = self.dispatcher.monotonic()
+        now = self.last_received = self.dispatcher.monotonic()
+        decoder = self.decoder
         try:
-            frames = self.decoder.feed(data)
+            frames = decoder.feed(data)
         except WireError as error:
             self.dispatcher.refused(error, self.peer_ip, self)
             self.close(CloseReason.REFUSED)
             return
         if self.held is not None:
             self.held.extend(frames)
+        elif not self._dispatch(frames):
             return
-        self._dispatch(frames)
+        if decoder.buffered:  # a frame begun: it must end within frame_timeout (a keep-alive rarely splits)
+            if frames or self.frame_started < 0:
+                self.frame_started = now
+                if not self.watched:
+                    self.dispatcher.frame_begun(self)
+        elif self.frame_started >= 0:
+            self.frame_started = -1.0
 
-    def _dispatch(self, frames: list[bytes]) -> None:
+    def _dispatch(self, frames: list[bytes]) -> bool:
+        """Hand the frames to the dispatcher in order; False when the connection closed meanwhile."""
         try:
             for index, frame in enumerate(frames):
                 self.dispatcher.handle(frame, self.peer_ip, self)
                 if self.close_reason is not None:
-                    return
+                    return False
                 if self.held is not None:  # the dispatcher waits for an answer: the rest waits too
                     self.held.extend(frames[index + 1 :])
-                    return
+                    return True
         except WireError as error:
             self.dispatcher.refused(error, self.peer_ip, self)
             self.close(CloseReason.REFUSED)
+            return False
+        except Exception as error:  # the frame boundary: one line (FaultLog), not the loop's traceback
+            self.dispatcher.failed(error, self.peer_ip, self)
+            self.close(CloseReason.REFUSED)
+            return False
+        return True
 
     def hold(self) -> None:
         """Stop reading and dispatching until `resume()`: the frame just handled waits for an answer."""
@@ -143,7 +192,8 @@ class Session(asyncio.Protocol):
         transport = self.transport
         if self.close_reason is not None or transport is None:
             return False
-        if transport.get_write_buffer_size() > SEND_BUFFER_SIZE:
+        limit = SEND_BUFFER_SIZE if self.authenticated else UNAUTHENTICATED_SEND_BUFFER
+        if transport.get_write_buffer_size() > limit:
             return False
         transport.write(LENGTH.pack(len(payload)) + payload)
         return True
@@ -152,17 +202,30 @@ class Session(asyncio.Protocol):
         """Close the connection; the first reason given is the one that counts."""
         if self.close_reason is None:
             self.close_reason = reason
+            # Timer heaps keep a closed session until its entry comes up: not the bytes it buffered.
+            self.decoder.clear()
             if self.transport is not None:
-                self.transport.close()
+                if reason.aborts:
+                    self.transport.abort()
+                else:
+                    self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_reason is None:
             self.close_reason = CloseReason.PEER_CLOSED
+            self.decoder.clear()
         self.dispatcher.session_closed(self)
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    """UDP: one datagram is one payload; there is no session, replies go to the saved peer."""
+    """UDP: one datagram is one payload; there is no session, replies go to the saved peer.
+
+    With several workers each has one of these on the shared port (SO_REUSEPORT): Linux picks the socket
+    by a hash of the datagram's 4-tuple, so an agent (one source address and port) keeps reaching the
+    worker that holds its reply peer and counters. When a worker dies and is replaced the group changes
+    and some agents move to another worker: like a TCP agent reconnecting there, its first datagram
+    (every one carries the agent id) rebuilds that state.
+    """
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
@@ -177,6 +240,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.dispatcher.handle(data, host, None, (str(addr[0]), int(addr[1])))
         except WireError as error:
             self.dispatcher.refused(error, host, None)
+        except Exception as error:  # the datagram boundary, as in Session.data_received
+            self.dispatcher.failed(error, host, None)
 
     def send(self, payload: bytes, addr: UdpPeer) -> None:
         if self.transport is not None:

@@ -1,19 +1,19 @@
 """The manager side of several remoted worker processes: start them, feed their records to the store and
 the grace tracker, restart them. (`worker_process.py` is the other side: the main of one worker.)
 
-Each worker is `python -m agentpulse worker --index I --fd N`, given one end of a socketpair. What it
-sends is applied here exactly as an in-process remoted's calls would be: status updates to the store,
-connection bindings to the grace tracker (with the worker as holder); a worker's question about a new
-connection is answered from the `AdmissionBook` (admission.py). When a worker dies, every agent it
-held has lost its connection: the grace tracker starts their grace, the worker is restarted, and agents
-that reconnect (to any worker) in time never show disconnected.
+The danger is a dying worker: every agent it held has lost its connection, and the grace tracker must
+learn so before the worker is restarted (see `WorkerPool._supervise`). Workers never read client.keys: the
+manager sends each the accepted lines (`Command.KEYS`). Start is all or nothing (`WorkerStartError`).
+A worker's question about a new connection of an agent is answered from the `ReplayBook` (replay.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import socket
 import sys
 import time
@@ -21,15 +21,27 @@ from dataclasses import dataclass, field
 
 from agentpulse.records import RepeatSink
 from agentpulse.remoted import pipe
-from agentpulse.remoted.admission import AdmissionBook
 from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.keywatch import Signature
 from agentpulse.remoted.pipe import Command, Tag
+from agentpulse.remoted.replay import ReplayBook
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
 STOP_TIMEOUT = 10.0
 READY_TIMEOUT = 30.0
+ADD_KEYS_TIMEOUT = 5.0  # an enrolment waits this long at most for every worker to take its key
+FAILURE_READ_TIMEOUT = 1.0  # after a worker exited at start: time to read the reason it sent
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start (a port it cannot bind, a bad home): the manager does not start."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"remoted worker {index}: {reason}")
+        self.index = index
+        self.reason = reason
 
 
 @dataclass
@@ -42,6 +54,9 @@ class WorkerHandle:
     decoder: pipe.UpdateDecoder = field(default_factory=pipe.UpdateDecoder)
     port: int = 0
     restarts: int = 0
+    acks: dict[int, asyncio.Future[bool]] = field(default_factory=dict)  # ADD_KEYS token -> answered
+    keys_generation: int = 0  # the last KEYS command this process said it applied
+    failure: str | None = None  # why it could not start, as it said before exiting
 
 
 class WorkerPool:
@@ -51,7 +66,7 @@ class WorkerPool:
         count: int,
         store: RepeatSink,
         grace: GraceTracker,
-        book: AdmissionBook,
+        book: ReplayBook,
         log_level: str = "info",
     ) -> None:
         self.home_root = home_root
@@ -62,22 +77,61 @@ class WorkerPool:
         self.workers = [WorkerHandle(index) for index in range(1, count + 1)]
         self.stopping = False
         self._supervisors: list[asyncio.Task[None]] = []
+        self._tokens = itertools.count(1)
+        self.keys_text = ""  # the lines of client.keys the manager accepted last
+        self.added_lines: list[str] = []  # enrolment's lines since: not in keys_text
+        self.keys_generation = 0
+        self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
 
     async def start(self) -> None:
-        for worker in self.workers:
-            await self._spawn(worker)
-        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in self.workers)), READY_TIMEOUT)
+        """Start every worker and wait until each listens. Raises WorkerStartError when one cannot;
+        cancelled or failed, it stops every worker it started before it returns."""
+        try:
+            for worker in self.workers:
+                await self._spawn(worker)
+            deadline = time.monotonic() + READY_TIMEOUT
+            for worker in self.workers:
+                await self._wait_ready(worker, deadline)
+        except BaseException:
+            await self.stop()
+            raise
         self._supervisors = [asyncio.create_task(self._supervise(worker)) for worker in self.workers]
 
+    async def _wait_ready(self, worker: WorkerHandle, deadline: float) -> None:
+        process = worker.process
+        assert process is not None
+        ready = asyncio.ensure_future(worker.ready.wait())
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            await asyncio.wait(
+                (ready, exited),
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+            exited.cancel()
+        if worker.ready.is_set():
+            return
+        if process.returncode is None:
+            raise WorkerStartError(worker.index, f"not listening after {READY_TIMEOUT:.0f} s")
+        with contextlib.suppress(TimeoutError):  # its last words are still in the pipe
+            await asyncio.wait_for(worker.pipe_closed.wait(), FAILURE_READ_TIMEOUT)
+        raise WorkerStartError(worker.index, worker.failure or f"exited with status {process.returncode}")
+
     @property
-    def tcp_port(self) -> int:
+    def port(self) -> int:
+        """The port the workers listen on (TCP and UDP share it)."""
         return self.workers[0].port
 
     async def _spawn(self, worker: WorkerHandle) -> None:
+        """Start `python -m agentpulse worker --index I --fd N`, given one end of a socketpair."""
         ours, theirs = socket.socketpair()
         worker.ready.clear()
         worker.pipe_closed.clear()
+        worker.failure = None
         worker.decoder = pipe.UpdateDecoder()  # a new process sends every keep-alive in full first
+        worker.keys_generation = 0
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -90,6 +144,8 @@ class WorkerPool:
                 str(worker.index),
                 "--fd",
                 str(theirs.fileno()),
+                "--manager-pid",
+                str(os.getpid()),
                 "--log-level",
                 self.log_level,
                 pass_fds=(theirs.fileno(),),
@@ -97,11 +153,30 @@ class WorkerPool:
         finally:
             theirs.close()
         loop = asyncio.get_running_loop()
-        reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), worker.pipe_closed.set)
+        reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), lambda: self._pipe_lost(worker))
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
         worker.reader = reader
+        # Its keys before anything else: it listens only once it has them.
+        reader.send([(Command.KEYS, self.keys_generation, self.keys_text)])
+        if self.added_lines:  # token 0: nobody waits for this answer
+            reader.send([(Command.ADD_KEYS, 0, self.added_lines, None, None)])
+
+    def _pipe_lost(self, worker: WorkerHandle) -> None:
+        worker.pipe_closed.set()
+        worker.ready.clear()  # whatever it acknowledged, it holds no keys now; its restart gets them
+        self._keys_acked.set()
+        for future in worker.acks.values():  # its restart gets those lines with its first keys
+            if not future.done():
+                future.set_result(False)
+        worker.acks.clear()
 
     async def _supervise(self, worker: WorkerHandle) -> None:
+        """Restart the worker whenever it exits, unless the pool is stopping.
+
+        When a worker dies, every agent it held has lost its connection: the grace tracker starts their
+        grace, the worker is restarted, and agents that reconnect (to any worker) in time never show
+        disconnected.
+        """
         while True:
             assert worker.process is not None
             code = await worker.process.wait()
@@ -110,9 +185,10 @@ class WorkerPool:
             lost = self.grace.holder_lost(worker.index)
             self.book.worker_lost(worker.index)
             log.error(
-                "remoted worker %d exited with %s; %d agents lost their connection; restarting",
+                "remoted worker %d exited with %s%s; %d agents lost their connection; restarting",
                 worker.index,
                 code,
+                f" ({worker.failure})" if worker.failure else "",
                 len(lost),
             )
             worker.restarts += 1
@@ -122,6 +198,8 @@ class WorkerPool:
             await self._spawn(worker)
 
     def _on_batch(self, worker: WorkerHandle, records: list[pipe.Record]) -> None:
+        """Apply what a worker sent exactly as an in-process remoted's calls would be: status updates to
+        the store, connection bindings to the grace tracker (with the worker as holder)."""
         store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
         for record in records:
             tag = record[0]
@@ -142,19 +220,32 @@ class WorkerPool:
                 self._admit(worker, record)
             elif tag is Tag.UNADMITTED:
                 self.book.unadmitted(record[1], holder)
-            elif tag is Tag.STATE:
-                store.record_state(record[1], record[2])
-            elif tag is Tag.COUNTS:
-                store.count_events(record[1])
-            elif tag is Tag.READY:
-                worker.port = record[2]
-                worker.ready.set()
-                log.info(
-                    "remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid
-                )
+            else:
+                self._on_other(worker, record)
+
+    def _on_other(self, worker: WorkerHandle, record: pipe.Record) -> None:
+        """The records that are not about one agent's connection (rare: at most a few a second)."""
+        tag = record[0]
+        if tag is Tag.STATE:
+            self.store.record_state(record[1], record[2])
+        elif tag is Tag.COUNTS:
+            self.store.count_events(record[1])
+        elif tag is Tag.KEYS_ADDED:
+            future = worker.acks.pop(record[1], None)
+            if future is not None and not future.done():
+                future.set_result(True)
+        elif tag is Tag.KEYS_LOADED:
+            worker.keys_generation = record[2]
+            self._keys_acked.set()
+        elif tag is Tag.FAILED:
+            worker.failure = str(record[2])
+        elif tag is Tag.READY:
+            worker.port = record[2]
+            worker.ready.set()
+            log.info("remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid)
 
     def _admit(self, worker: WorkerHandle, record: pipe.Record) -> None:
-        """A worker asks whether a new connection may carry an agent (admission.py); a stale connection
+        """A worker asks whether a new connection may carry an agent (replay.py); a stale connection
         of it on another worker is closed when the new one is admitted."""
         _, request, agent_id, seq, startup, highest = record
         decision = self.book.decide(worker.index, agent_id, seq, startup, highest)
@@ -165,11 +256,60 @@ class WorkerPool:
             if other is not None and other.reader is not None:
                 other.reader.send([(Command.DROP, agent_id)])
 
+    def load_keys(self, text: str) -> None:
+        """The keys the manager accepted: to every worker now, and to every worker started later."""
+        self.keys_generation += 1
+        self.keys_text = text  # the key store's lines, enrolment's included: none is added on top now
+        self.added_lines = []
+        for worker in self.workers:
+            if worker.reader is not None:
+                worker.reader.send([(Command.KEYS, self.keys_generation, text)])
+
+    async def keys_applied(self, timeout: float) -> bool:
+        """Wait until every running worker uses the keys of the last `load_keys`; False after `timeout`."""
+        deadline = time.monotonic() + timeout
+        generation = self.keys_generation
+        while any(w.ready.is_set() and w.keys_generation < generation for w in self.workers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._keys_acked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keys_acked.wait(), remaining)
+        return True
+
     def send_to_agents(self, agent_ids: list[int], payload: bytes) -> None:
         """Every worker gets the list; only the one holding an agent's connection sends."""
         for worker in self.workers:
             if worker.reader is not None:
                 worker.reader.send([(Command.SEND, agent_ids, payload)])
+
+    async def add_keys(
+        self, lines: list[str], before: Signature, after: Signature, timeout: float = ADD_KEYS_TIMEOUT
+    ) -> bool:
+        """Every worker takes these client.keys lines (enrolment's new and replaced agents); returns once
+        all have answered, or False after `timeout` (a late worker still gets them; a restarted one with its first keys)."""
+        token = next(self._tokens)
+        self.added_lines.extend(lines)  # for a worker (re)started before the next load_keys
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[bool]] = []
+        for worker in self.workers:
+            if worker.reader is None or worker.pipe_closed.is_set():
+                continue
+            future: asyncio.Future[bool] = loop.create_future()
+            worker.acks[token] = future
+            worker.reader.send([(Command.ADD_KEYS, token, lines, before, after)])
+            waits.append(future)
+        if not waits:
+            return True
+        _, late = await asyncio.wait(waits, timeout=timeout)
+        for worker in self.workers:
+            worker.acks.pop(token, None)
+        if late:
+            log.warning(
+                "%d remoted workers did not take %d new keys within %g s", len(late), len(lines), timeout
+            )
+        return not late and all(future.result() for future in waits)
 
     async def stop(self) -> None:
         self.stopping = True

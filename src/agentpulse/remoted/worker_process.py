@@ -2,24 +2,30 @@
 and sends what happens to the manager through the record pipe. The manager owns the store, the grace
 tracker, the sweeper, events and the query socket; a worker owns its own key store, sessions, replies and
 the manager keep-alive of its agents. (`worker_pool.py` is the manager's side.)
+
+Its keys come from the manager only (`Command.KEYS`, and enrolment's `ADD_KEYS`): it never reads client.keys. It
+never outlives its manager: the kernel kills it when the manager dies (PR_SET_PDEATHSIG), and a closed pipe
+stops it too; a worker left behind would hold the port, and the agents, with nobody to tell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 
 from agentpulse.config import Config
 from agentpulse.paths import Home
 from agentpulse.remoted import pipe
-from agentpulse.remoted.admission import PipeAdmission
+from agentpulse.remoted.journal import AckJournal, keep_for
 from agentpulse.remoted.keystore import KeyStore
-from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.pipe import Command, Tag
+from agentpulse.remoted.replay import PipeReplayGuard
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
 from agentpulse.wire.keys import KeysFile
@@ -27,6 +33,7 @@ from agentpulse.wire.keys import KeysFile
 log = logging.getLogger(__name__)
 
 WORKER_NICE = 5  # weight 335 against the manager's 1024
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class WorkerProcess:
@@ -39,24 +46,53 @@ class WorkerProcess:
         self.pipe = pipe.PipeEnd(self._on_commands, self._stop.set)
         self.sink = pipe.PipeSink(self.pipe)
         self.keys = KeyStore()
-        self.admission = PipeAdmission(self.sink)
-        self.remoted = Remoted(config, self.keys, self.sink, self.sink, admission=self.admission)
-        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
-        self.keys_watcher = KeysWatcher(
-            home.client_keys, config.remote.keyupdate_interval, self._keys_changed
+        self.journal = AckJournal(home.ack_journal_dir, index, keep_for(config.database.flush_interval))
+        self.replay = PipeReplayGuard(self.sink)
+        self.remoted = Remoted(
+            config, self.keys, self.sink, self.sink, journal=self.journal, replay=self.replay
         )
+        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+        self._has_keys = asyncio.Event()
+        self._keys_generation = -1  # of the keys in use
+        self._keys_tasks: set[asyncio.Task[None]] = set()
+        # Enrolment's lines (ADD_KEYS), with the last KEYS generation received before them: a KEYS
+        # command sent before them lacks them, so they are applied again on top of it.
+        self._keys_received = -1
+        self._added: list[tuple[int, list[str]]] = []
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Serve until told to stop; 1 when the worker could not start (the manager was told why)."""
         loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(lambda: self.pipe, sock=self.sock)
-        self._keys_changed(await self.keys_watcher.load())
-        await self.remoted.start()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
-        # Ctrl-C reaches the whole process group: the manager decides, and tells the workers.
+        # Ctrl-C and a hang-up reach the whole process group: the manager decides, and tells the workers.
         loop.add_signal_handler(signal.SIGINT, lambda: None)
-        self.pipe.send([(Tag.READY, self.index, self.remoted.tcp_port if self.remoted.servers else 0)])
-        tasks = [asyncio.create_task(self.keys_watcher.run()), asyncio.create_task(self._housekeeping())]
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        await loop.connect_accepted_socket(lambda: self.pipe, sock=self.sock)
+        if not await self._first_keys():
+            return 0
+        try:
+            await asyncio.to_thread(self.journal.open)
+            await self.remoted.start()
+        except OSError as error:
+            # One line, from the manager, for the operator: no traceback per worker here.
+            self.pipe.send([(Tag.FAILED, self.index, str(error))])
+            await self._close_pipe()
+            return 1
+        await self._serve()
+        return 0
+
+    async def _close_pipe(self) -> None:
+        await asyncio.sleep(0)  # let the transport write the last batch
+        if self.pipe.transport is not None:
+            self.pipe.transport.close()
+        await asyncio.sleep(0)
+
+    async def _serve(self) -> None:
+        self.pipe.send([(Tag.READY, self.index, self.remoted.port)])
+        tasks = [
+            asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(self.journal.run()),
+        ]
         if self.config.remote.manager_keepalive.enabled:
             tasks.append(asyncio.create_task(self.scheduler.run()))
         try:
@@ -66,13 +102,37 @@ class WorkerProcess:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.remoted.stop()
+            self.journal.close()
             self.sink.flush()
-            await asyncio.sleep(0)  # let the transport write the last batch
-            if self.pipe.transport is not None:
-                self.pipe.transport.close()
+            await self._close_pipe()
 
-    def _keys_changed(self, keys: KeysFile) -> None:
+    async def _first_keys(self) -> bool:
+        """Wait for the manager's first KEYS command; False when told to stop (or the pipe closed) first."""
+        keys = asyncio.create_task(self._has_keys.wait())
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait((keys, stop), return_when=asyncio.FIRST_COMPLETED)
+        keys.cancel()
+        stop.cancel()
+        if self._has_keys.is_set():
+            return True
+        if self.pipe.transport is not None:
+            self.pipe.transport.close()
+        return False
+
+    async def _load_keys(self, generation: int, text: str) -> None:
+        """The keys the manager accepted: connections on removed or changed keys go at once. Parsed off
+        the loop (200,000 lines take a second); of two reloads parsed at once, the newer one wins."""
+        keys = await asyncio.to_thread(KeysFile.parse, text)
+        if generation < self._keys_generation:
+            return
+        self._keys_generation = generation
         self.remoted.keys_changed(self.keys.load(keys))
+        self._added = [(after, lines) for after, lines in self._added if after >= generation]
+        for _, lines in self._added:  # sent after these keys: not in them
+            self.remoted.keys_changed(self.keys.apply_lines(lines))
+        self.sink.flush()  # the disconnections first, then the acknowledgement
+        self.pipe.send([(Tag.KEYS_LOADED, self.index, generation)])
+        self._has_keys.set()
 
     async def _housekeeping(self) -> None:
         while True:
@@ -83,18 +143,46 @@ class WorkerProcess:
         for command in commands:
             if command[0] is Command.STOP:
                 self._stop.set()
+            elif command[0] is Command.KEYS:
+                _, generation, text = command
+                self._keys_received = max(self._keys_received, generation)
+                task = asyncio.create_task(self._load_keys(generation, text))
+                self._keys_tasks.add(task)
+                task.add_done_callback(self._keys_tasks.discard)
             elif command[0] is Command.SEND:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:
                     self.remoted.send_to_agent(agent_id, payload)
             elif command[0] is Command.VERDICT:
                 _, request, verdict, highest = command
-                self.admission.answered(request, verdict, highest)
+                self.replay.answered(request, verdict, highest)
             elif command[0] is Command.DROP:
                 self.remoted.overtaken(command[1])
+            elif command[0] is Command.ADD_KEYS:
+                _, token, lines, _before, _after = command
+                self.remoted.keys_changed(self.keys.apply_lines(lines))
+                self._added.append((self._keys_received, lines))
+                self.pipe.send([(Tag.KEYS_ADDED, token)])
 
 
-def run_worker(home: Home, config: Config, index: int, fd: int) -> None:
+def die_with_parent(manager_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when the manager dies, however it dies (kill -9 included).
+
+    SIGKILL, not SIGTERM: with the manager gone nothing a worker still holds can be committed, and the
+    port must be free for the next manager at once. If the manager died before this call, exit now.
+    Linux only (prctl); elsewhere the closed record pipe still stops the worker, more slowly.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    if os.getppid() != manager_pid:
+        os._exit(1)
+
+
+def run_worker(home: Home, config: Config, index: int, fd: int) -> int:
+    """The worker's main: 0 after a stop, 1 when it could not start."""
     import uvloop
 
     # The manager process is one and the workers are many: under CFS's equal shares a saturated machine
@@ -102,4 +190,5 @@ def run_worker(home: Home, config: Config, index: int, fd: int) -> None:
     os.nice(WORKER_NICE)
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(WorkerProcess(home, config, index, sock).run())
+        return uvloop.run(WorkerProcess(home, config, index, sock).run())
+    return 0

@@ -1,1 +1,1 @@
-"""Storage: global.db and the per-agent databases (the wazuh-db role, design section 5)."""
+"""Storage: global.db and the per-agent databases (the wazuh-db role)."""

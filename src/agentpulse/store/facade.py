@@ -1,26 +1,21 @@
 """The store: what every other component calls to change or read agent statuses. Backend-neutral.
 
-`submit()` runs on the event loop and costs a dict update: it applies the status model to the view
-(`store/view.py`) and adds what must be written to the pending batch, which the writer thread
-(`store/writer.py`) commits through the backend (`store/sqlite/` today). Writes from the query socket and the
-CLI's peers (agents inserted or removed, groups, cluster columns) ride in the same batch, so every write keeps
-its order against the status changes around it. Subscribers (`store/subscriber.py`) are told outside the lock.
-
-Removal (delete-agent, or an agent purged from client.keys) is recorded as one last history row and status
-event to `disconnected`: an agent not yet disconnected goes `-> disconnected` with code 0, one already
-disconnected repeats its status and code. The status model never produces either, so consumers can tell a
-removal from a disconnection; the agent's row is then gone, its history stays.
+`Store.submit()` runs on the event loop and costs a dict update; the writer thread (`store/writer.py`)
+commits the pending batch through the backend (`store/sqlite/` today). Every write rides in that one
+batch, so it keeps its order against the status changes around it. An enrolled agent starts with a
+registration row, `never_connected -> never_connected` code 0 (see `register_agents`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 
 from agentpulse.records import MANAGER_ID, StatusUpdate, TransitionRow
-from agentpulse.status import ConnectionStatus, Trigger
+from agentpulse.status import LIVE, ConnectionStatus, RowReason, Trigger
 from agentpulse.store.backend import Backend, Fragmentation
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
 from agentpulse.store.sqlite.backend import SqliteBackend
@@ -33,6 +28,15 @@ from agentpulse.wire.keys import AgentKey
 
 
 class Store:
+    """Agent statuses in memory (the view) and on their way to the database (the pending batch).
+
+    `submit()` applies the status model to the view (`store/view.py`) and adds what must be written to the
+    pending batch, which the writer thread (`store/writer.py`) commits through the backend. Writes from
+    the query socket and the CLI's peers (agents inserted or removed, groups, cluster columns) ride in the
+    same batch, so every write keeps its order against the status changes around it. Subscribers
+    (`store/subscriber.py`) are told outside the lock.
+    """
+
     def __init__(
         self,
         db_dir: Path,
@@ -126,6 +130,25 @@ class Store:
         return self.view.live()
 
     # -- status records (loop thread: cheap, in memory) ----------------------------------------------------
+
+    def restore_acks(self, acks: Iterable[StatusUpdate]) -> int:
+        """Manager start, before `reset_connections`: acknowledgements of the last run (startups, a first
+        keep-alive) that the database does not show, because the manager died before its commit, are
+        applied now, oldest first, as they would have been; the reset then marks those agents (code 5).
+
+        An ack is shown when the agent is live in the database (the reset marks it anyway) or its
+        last_keepalive (whole seconds) is not older than the ack. Returns how many agents were restored.
+        """
+        restored: set[int] = set()
+        for update in sorted(acks, key=lambda ack: ack.at):
+            view = self.view.agents.get(update.agent_id)
+            if view is None or view.status in LIVE:
+                continue
+            if view.last_keepalive is not None and view.last_keepalive >= math.floor(update.at):
+                continue
+            if self.submit(update) is not None:
+                restored.add(update.agent_id)
+        return len(restored)
 
     def reset_connections(self) -> int:
         """Manager start: every pending or active agent becomes disconnected with code 5."""
@@ -234,8 +257,9 @@ class Store:
     def add_agents(self, agents: Iterable[AgentKey]) -> list[int]:
         """Accept agents that client.keys gained while running; the writer inserts them."""
         new = [a for a in agents if a.number not in self.view and a.number != MANAGER_ID]
+        now = self.clock()
         for agent in new:
-            self.view.add(agent.number, agent.name, agent.ip.text)
+            self.view.add(agent.number, agent.name, agent.ip.text, now)
         if new:
             with self._writer.lock:
                 self._writer.batch.new_agents.extend(new)
@@ -265,20 +289,55 @@ class Store:
         """`insert-agent`: False when the id is taken (the manager's included)."""
         if agent.id in self.view or agent.id == MANAGER_ID:
             return False
-        self.view.add(agent.id, agent.name, agent.register_ip or "")
+        self.view.add(agent.id, agent.name, agent.register_ip or "", agent.date_add)
         with self._writer.lock:
             self._writer.batch.inserted[agent.id] = agent
         self._writer.wake()
         return True
 
+    def register_agents(self, agents: Iterable[InsertedAgent], at: float) -> list[TransitionRow]:
+        """Enrolled agents: each a never-connected row (with its groups), and the first row of its history,
+        `never_connected -> never_connected` code 0 with the reason `registered`, and its status event."""
+        rows: list[TransitionRow] = []
+        for agent in agents:
+            if agent.id in self.view or agent.id == MANAGER_ID:
+                continue
+            view = self.view.add(agent.id, agent.name, agent.register_ip or "", agent.date_add)
+            row = self.view.registered(agent.id, view, at)
+            outbox = self._outbox_row(row)
+            with self._writer.lock:
+                batch = self._writer.batch
+                batch.inserted[agent.id] = agent
+                batch.history.append(row)
+                if outbox is not None:
+                    batch.outbox.append(outbox)
+            rows.append(row)
+            for listener in self._transition_listeners:
+                listener(row)
+        if rows:
+            self._writer.wake()
+        return rows
+
     def remove_agents(
-        self, agent_ids: Iterable[int], at: float, *, purge_files: bool = False
+        self,
+        agent_ids: Iterable[int],
+        at: float,
+        *,
+        purge_files: bool = False,
+        reason: RowReason | None = None,
     ) -> list[TransitionRow]:
-        """Delete agents (labels and groups go with them), each with its removal row and status event
-        (see the module docstring). With purge_files, its per-agent database goes too."""
+        """Delete agents (labels and groups go with them), each with its removal row and status event,
+        which carries `reason` if given (an enrolment replaced the agent). With purge_files, its
+        per-agent database goes too.
+
+        Removal (delete-agent, or an agent purged from client.keys) is recorded as one last history row and
+        status event to `disconnected`: an agent not yet disconnected goes `-> disconnected` with code 0, one
+        already disconnected repeats its status and code. The status model never produces either, so
+        consumers can tell a removal from a disconnection; the agent's row is then gone, its history stays.
+        """
         rows: list[TransitionRow] = []
         for agent_id in agent_ids:
-            row = self.view.remove(agent_id, at)
+            row = self.view.remove(agent_id, at, reason)
             if row is None:
                 continue
             outbox = self._outbox_row(row)

@@ -1,4 +1,8 @@
-"""Group rules every backend shares: the default group, group names, Wazuh's group hash."""
+"""Group rules every backend shares: the default group, Wazuh's group hash, the sync-status words.
+
+The values are wazuh-db's (`default`, the 8-hex-digit SHA-1 `group_hash`, the words of the `sync_status`
+column), so tooling written for wazuh-db reads our rows unchanged.
+"""
 
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
 """The disconnection sweeper and the disconnection alerts.
 
-Every second, live agents silent for `agents_disconnection_time` go disconnected (code 4). It covers UDP
-agents and anything the keep-alive scheduler did not see. Silence is measured on the monotonic clock (the
-time the store last heard from the agent), so a jump of the wall clock never disconnects anyone; Wazuh
-sweeps once per timeout, so it detects between T and 2T, this sweep between T and T + 1 s. The store keeps
-its agents in the order it last heard from them, so a sweep reads the silent ones and one more, not all.
-
-An agent that went away unexpectedly (codes 4 and 6) and is still disconnected
-`agents_disconnection_alert_time` later raises Wazuh's "Agent disconnected" line, and its history row is
-marked alerted.
+Every second, live agents silent for `agents_disconnection_time` go disconnected (code 4), measured on the
+monotonic clock so a jump of the wall clock disconnects nobody. An agent that went away unexpectedly and
+is still disconnected `agents_disconnection_alert_time` later raises Wazuh's "Agent disconnected" line.
 """
 
 from __future__ import annotations
@@ -26,6 +20,19 @@ ALERTED_CODES = (StatusCode.NO_KEEPALIVE, StatusCode.CONNECTION_LOST)
 
 
 class Sweeper:
+    """`sweep()` once a second: the silent go disconnected, due alerts are raised.
+
+    The sweep covers UDP agents and anything the keep-alive scheduler did not see. Silence is measured on
+    the monotonic clock (the time the store last heard from the agent), so a jump of the wall clock never
+    disconnects anyone; Wazuh sweeps once per timeout, so it detects between T and 2T, this sweep between
+    T and T + 1 s. The store keeps its agents in the order it last heard from them, so a sweep reads the
+    silent ones and one more, not all.
+
+    An agent that went away unexpectedly (codes 4 and 6) and is still disconnected
+    `agents_disconnection_alert_time` later raises Wazuh's "Agent disconnected" line, and its history row
+    is marked alerted.
+    """
+
     def __init__(self, store: Store, timeout: float, alert_time: float = 0.0) -> None:
         self.store = store
         self.timeout = timeout

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from agentpulse.records import StatusUpdate, TransitionRow
-from agentpulse.status import LIVE, ConnectionStatus, StatusCode, transition
+from agentpulse.status import LIVE, ConnectionStatus, RowReason, StatusCode, transition
 
 
 @dataclass(slots=True)
@@ -28,6 +28,8 @@ class AgentView:
     has_agent_db: bool = False
     name: str = ""
     register_ip: str = ""
+    date_add: float = 0.0  # when it was registered (epoch seconds), for enrolment's replacement rules
+    disconnection_time: float = 0.0  # when it last became disconnected, 0 while it is not
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class LoadedAgent:
     name: str
     register_ip: str
     has_agent_db: bool
+    date_add: float = 0.0
+    disconnection_time: float = 0.0
 
 
 class StatusView:
@@ -75,21 +79,31 @@ class StatusView:
                 has_agent_db=agent.has_agent_db,
                 name=agent.name,
                 register_ip=agent.register_ip,
+                date_add=agent.date_add,
+                disconnection_time=agent.disconnection_time,
             )
             if agent.status in LIVE:
                 self.heard[agent.agent_id] = None
             self._retired.pop(agent.agent_id, None)
 
-    def add(self, agent_id: int, name: str, register_ip: str) -> None:
+    def add(self, agent_id: int, name: str, register_ip: str, date_add: float) -> AgentView:
         """A new agent, never connected; its history goes on from a removed agent with the same id."""
-        self.agents[agent_id] = AgentView(
+        view = self.agents[agent_id] = AgentView(
             ConnectionStatus.NEVER_CONNECTED,
             StatusCode.NONE,
             self._retired.pop(agent_id, 0),
             None,
             name=name,
             register_ip=register_ip,
+            date_add=date_add,
         )
+        return view
+
+    def registered(self, agent_id: int, view: AgentView, at: float) -> TransitionRow:
+        """The first row of an enrolled agent: `never_connected -> never_connected`, code 0, registered."""
+        view.seq += 1
+        status = view.status
+        return TransitionRow(agent_id, view.seq, status, status, view.code, at, None, RowReason.REGISTERED)
 
     def heard_from(self, agent_id: int, view: AgentView, monotonic: float) -> None:
         view.seen_monotonic = monotonic
@@ -107,11 +121,13 @@ class StatusView:
             update.agent_id, view.seq, view.status, moved.new, moved.code, update.at, view.last_keepalive
         )
         view.status, view.code = moved.new, moved.code
+        # as the status write sets disconnection_time (store/sqlite/writes.py)
+        view.disconnection_time = update.at if moved.new is ConnectionStatus.DISCONNECTED else 0.0
         if moved.new is ConnectionStatus.DISCONNECTED:
             self.heard.pop(update.agent_id, None)
         return row
 
-    def remove(self, agent_id: int, at: float) -> TransitionRow | None:
+    def remove(self, agent_id: int, at: float, reason: RowReason | None = None) -> TransitionRow | None:
         """The agent's last row: `-> disconnected`, code 0 (or its disconnection code if already there)."""
         view = self.agents.pop(agent_id, None)
         self.heard.pop(agent_id, None)
@@ -122,7 +138,14 @@ class StatusView:
         self._retired[agent_id] = view.seq
         self._retired_names[agent_id] = view.name
         return TransitionRow(
-            agent_id, view.seq, view.status, ConnectionStatus.DISCONNECTED, code, at, view.last_keepalive
+            agent_id,
+            view.seq,
+            view.status,
+            ConnectionStatus.DISCONNECTED,
+            code,
+            at,
+            view.last_keepalive,
+            reason,
         )
 
     def live(self) -> Iterator[tuple[int, AgentView]]:

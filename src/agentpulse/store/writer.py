@@ -1,11 +1,8 @@
 """The writer thread: the one writer of the database. It swaps the pending batch out and commits it.
 
-Callers add to `batch` under `lock` (a dict update on the event loop); the thread writes it through the
-backend in one transaction at least every `flush_interval` seconds, so the database never runs on the event
-loop and thousands of keep-alives cost one commit. A failed commit is put back under what arrived since and
-retried: a full disk must not lose accepted status changes. Jobs (vacuum) run on this thread right after the
-batch that was pending when they were queued, so they see everything accepted before them. Per-agent
-databases are created on a second thread: 5,000 first startups must not hold every status write back.
+`BatchWriter` keeps the database off the event loop and makes thousands of keep-alives cost one commit.
+The danger is losing what was accepted: a failed commit is put back under what arrived since and retried,
+so a full disk does not drop status changes.
 """
 
 from __future__ import annotations
@@ -33,6 +30,15 @@ class StoreClosed(RuntimeError):
 
 
 class BatchWriter:
+    """The pending batch and the thread that commits it.
+
+    Callers add to `batch` under `lock` (a dict update on the event loop); the thread writes it through the
+    backend in one transaction at least every `flush_interval` seconds. Jobs (vacuum) run on this thread
+    right after the batch that was pending when they were queued, so they see everything accepted before
+    them. Per-agent databases are created on a second thread: 5,000 first startups must not hold every
+    status write back.
+    """
+
     def __init__(
         self,
         backend: Backend,
@@ -153,6 +159,7 @@ class BatchWriter:
         self.backend.close()
 
     def _flush(self) -> None:
+        """Commit the pending batch; on failure put it back under what arrived since, and re-raise."""
         with self.lock:
             batch, self.batch = self.batch, Batch()
             waiters, self._waiters = self._waiters, []

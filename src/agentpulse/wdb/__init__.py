@@ -1,4 +1,4 @@
-"""The wazuh-db query socket, `queue/db/wdb` (reference section 7): a front end over the store.
+"""The wazuh-db query socket, `queue/db/wdb`, as Wazuh's wazuh-db serves it: a front end over the store.
 
 `protocol` (framing, requests, answers, paging), `client` (`WdbClient`, blocking: CLIs and tests), `server`
 (`WdbServer`, the manager service), `commands` (the handlers, by what they touch). Reads go through the

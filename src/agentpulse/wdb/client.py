@@ -2,7 +2,8 @@
 framework `WazuhDBConnection`.
 
 It trusts the manager it talks to (a length header is read as given); `WdbUnavailable` says that no
-manager answers, so a CLI can fall back or say so.
+manager answers, so a CLI can fall back or say so. A full listen backlog (EAGAIN, a flood of connections
+the manager is still accepting) is waited out within the timeout, not reported as an error.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from agentpulse.wdb.protocol import WdbError, unix_address
 from agentpulse.wire.frames import LENGTH_SIZE, decode_length, encode_frame
 
 MAX_PAGES = 1_000_000
+CONNECT_RETRY = 0.02  # seconds between attempts while the socket's listen backlog is full
 
 
 class WdbUnavailable(OSError):
@@ -28,16 +31,25 @@ class WdbClient:
 
     def __init__(self, path: Path, timeout: float = 30.0) -> None:
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            with unix_address(path) as address:
-                self.sock.connect(address)
-        except OSError as error:
-            self.sock.close()
-            if error.errno in (errno.ENOENT, errno.ECONNREFUSED):
-                raise WdbUnavailable(error.errno, f"no manager answers on {path}") from None
-            raise
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                with unix_address(path) as address:
+                    self.sock.connect(address)
+                return
+            except BlockingIOError:
+                # EAGAIN: the backlog is full (a flood the manager is accepting and closing); wait our turn.
+                self.sock.close()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(CONNECT_RETRY)
+            except OSError as error:
+                self.sock.close()
+                if error.errno in (errno.ENOENT, errno.ECONNREFUSED):
+                    raise WdbUnavailable(error.errno, f"no manager answers on {path}") from None
+                raise
 
     def __enter__(self) -> WdbClient:
         return self

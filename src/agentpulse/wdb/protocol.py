@@ -1,4 +1,4 @@
-"""The wazuh-db protocol, both ends (reference section 7): framing, request text, answers, paging.
+"""The wazuh-db protocol, both ends (as Wazuh's wazuh-db speaks it): framing, request text, answers, paging.
 
 Wire: wire/frames' 4-byte little-endian length, then at most OS_MAXSTR bytes, both ways. A request is read up
 to its first NUL (the C client sends one); a trailing `\\n` is stripped and added back to the answer.

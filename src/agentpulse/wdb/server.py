@@ -3,7 +3,9 @@ time, handlers from `commands/`; reads on a small pool, ad-hoc `sql` on a thread
 
 The danger: whoever can open the socket controls the length header and the pacing. A header of zero or above
 OS_MAXSTR closes the connection at once; a stalled frame, or an answer not taken, after FRAME_TIMEOUT; an idle
-one after IDLE_TIMEOUT; past MAX_CLIENTS clients are turned away; nothing a client sends runs on the loop.
+one after IDLE_TIMEOUT; nothing a client sends runs on the loop. Clients that hold every one of the
+MAX_CLIENTS slots cannot lock the local tools out: a newcomer closes the client that has waited on its peer
+the longest, and is turned away only while every slot is being answered.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.store.facade import Store
-from agentpulse.wdb.commands import agents, groups, maintenance, sql, status, sync
-from agentpulse.wdb.commands.context import Command, Context
+from agentpulse.wdb.commands import agents, groups, maintenance, remoted, sql, status, sync
+from agentpulse.wdb.commands.context import Command, Context, KeysReload
 from agentpulse.wdb.protocol import OS_MAXSTR, Reply, WdbError, answer_body, near, split_request, unix_address
 from agentpulse.wire.frames import LENGTH_SIZE, decode_length, encode_frame
 
 log = logging.getLogger(__name__)
 
 FRAME_TIMEOUT = 5.0  # a started frame must be complete within this; an answer must be taken within it
-IDLE_TIMEOUT = 600.0  # a connection with no request for this long is closed
+# The defaults of <database><wdb_idle_timeout> and <wdb_max_clients> (config.DatabaseConfig says the same).
+IDLE_TIMEOUT = 5.0  # a connection with no request for this long is closed
 MAX_CLIENTS = 64
 READ_WORKERS = 2
 SOCKET_MODE = 0o660
@@ -45,8 +49,18 @@ GLOBAL_COMMANDS: dict[str, Command] = {
 # The other actors: `<actor> <rest>`
 ACTORS: dict[str, Callable[[Context, str], Awaitable[Reply]]] = {
     "agent": maintenance.agent,
-    "remoted": groups.remoted,
+    "remoted": remoted.remoted,
 }
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One client holding a slot; `waiting_since` (monotonic) is None while its request is being answered."""
+
+    task: asyncio.Task[Any]
+    writer: asyncio.StreamWriter
+    waiting_since: float | None
+    evicted: bool = False
 
 
 class WdbServer:
@@ -59,6 +73,7 @@ class WdbServer:
         *,
         allow_sql: str = "no",
         send_to_agents: Callable[[list[int], bytes], int] | None = None,
+        reload_keys: KeysReload | None = None,
         max_clients: int = MAX_CLIENTS,
         frame_timeout: float = FRAME_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -76,11 +91,13 @@ class WdbServer:
             sql_time_limit=sql_time_limit,
             send_to_agents=send_to_agents,
             clock=clock,
+            reload_keys=reload_keys,
         )
         self.warn = RateLimitedLog(log)
-        self.stats = {"requests": 0, "errors": 0, "refused_clients": 0, "closed": 0}
+        self.stats = {"requests": 0, "errors": 0, "refused_clients": 0, "evicted_clients": 0, "closed": 0}
         self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._clients: dict[asyncio.Task[Any], _Slot] = {}  # the clients holding a slot
+        self._tasks: set[asyncio.Task[Any]] = set()  # every client task, evicted ones until they end
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -101,9 +118,9 @@ class WdbServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._clients):
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), self.frame_timeout)
@@ -119,22 +136,28 @@ class WdbServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._clients) >= self.max_clients:
+        if len(self._clients) >= self.max_clients and not self._make_room():
             self.stats["refused_clients"] += 1
-            self.warn.warning("clients", "Query socket: %d clients already, one refused", len(self._clients))
+            self.warn.warning(
+                "clients", "Query socket: all %d clients are being answered, one refused", len(self._clients)
+            )
             writer.close()
             return
-        self._clients.add(task)
+        slot = self._clients[task] = _Slot(task, writer, time.monotonic())
+        self._tasks.add(task)
         try:
             while True:
+                slot.waiting_since = time.monotonic()
                 body = await self._read_frame(reader)
-                if body is None:
+                if body is None or slot.evicted:
                     return
+                slot.waiting_since = None
                 text, terminal = split_request(body)
                 self.stats["requests"] += 1
                 answer = await self.dispatch(text)
                 if answer.startswith("err"):
                     self.stats["errors"] += 1
+                slot.waiting_since = time.monotonic()  # the answer waits on the peer to take it
                 writer.write(encode_frame(answer_body(answer, terminal)))
                 await asyncio.wait_for(writer.drain(), self.frame_timeout)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
@@ -144,8 +167,32 @@ class WdbServer:
             # (Python 3.11) log a spurious error, so the cancellation ends here.
             pass
         finally:
-            self._clients.discard(task)
+            if self._clients.get(task) is slot:
+                del self._clients[task]
+            self._tasks.discard(task)
             writer.close()
+
+    def _make_room(self) -> bool:
+        """Every slot is taken: close the client that has waited on its peer the longest (idle between
+        requests, stalled in a frame, or not taking its answer). False when every client is being answered."""
+        waiting = [slot for slot in self._clients.values() if slot.waiting_since is not None]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda slot: slot.waiting_since or 0.0)
+        idle = time.monotonic() - (victim.waiting_since or 0.0)
+        del self._clients[victim.task]
+        victim.evicted = True
+        # Closing the transport ends a read even if the cancellation races a frame that just arrived.
+        victim.writer.close()
+        victim.task.cancel()
+        self.stats["evicted_clients"] += 1
+        self.warn.warning(
+            "evicted",
+            "Query socket: all %d slots taken; the client waiting for %.1f s was closed to make room",
+            self.max_clients,
+            idle,
+        )
+        return True
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
         try:

@@ -1,4 +1,4 @@
-"""Control messages (reference section 4): what agent and manager say to each other inside secure messages.
+"""Control messages (docs/protocol.md): what agent and manager say to each other inside secure messages.
 
 `parse_from_agent()` and `parse_from_manager()` turn a decrypted payload into one small immutable event;
 the `build_*` functions do the reverse. The two directions differ only for `#!-req`: the manager sends
@@ -12,6 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 
+from agentpulse.wire import boundedjson
 from agentpulse.wire.errors import Reason, WireError
 
 CONTROL_HEADER = b"#!-"
@@ -51,6 +52,8 @@ ARCHITECTURES = (
     "arm64",
 )
 _MAJOR_MINOR = re.compile(r"^(\d+)(?:\.(\d+))?")
+# What JSON's `\ud800` escapes can leave in a string: no UTF-8 writer (SQLite, a log) accepts one.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +171,8 @@ def parse_from_manager(payload: bytes) -> FromManager:
     if body.startswith(HC_ERROR):
         text = _text(body[len(HC_ERROR) :])
         try:
-            decoded = json.loads(text)
-        except ValueError:
+            decoded = boundedjson.loads(text)
+        except (ValueError, WireError):
             return ErrorReply(text)
         message = decoded.get("message") if isinstance(decoded, dict) else None
         return ErrorReply(message if isinstance(message, str) else text)
@@ -185,22 +188,24 @@ def parse_from_manager(payload: bytes) -> FromManager:
 
 
 def parse_startup(rest: bytes) -> Startup:
-    """JSON with a string `version`, or anything else that counts as a plain (pre-4.6) startup."""
+    """JSON with a string `version`, or anything else that counts as a plain (pre-4.6) startup.
+    Raises WireError(JSON_LIMIT) for JSON too long or too deeply nested to parse safely."""
     text = _text(rest).strip()
     if not text.startswith("{"):
         return Startup(None)
     try:
-        decoded = json.loads(text)
+        decoded = boundedjson.loads(text)
     except ValueError:
         return Startup(None)
     version = decoded.get("version") if isinstance(decoded, dict) else None
     if not isinstance(version, str):
         return Startup(None, version_missing=True)
-    return Startup(version[:FIELD_CAP])
+    # U+FFFD for a lone surrogate, as _text() gives for undecodable bytes: the rest is kept as sent.
+    return Startup(_LONE_SURROGATE.sub("\ufffd", version[:FIELD_CAP]))
 
 
 def parse_keepalive(body: bytes) -> Keepalive:
-    """The text keep-alive of reference 4.2 (without its `#!-`)."""
+    """The text keep-alive an agent sends every notify_time (without its `#!-`)."""
     if b"\n" not in body:
         raise WireError(Reason.BAD_CONTROL, "keep-alive without a newline")
     fields: dict[str, str | None] = {}
@@ -322,5 +327,9 @@ def parse_version(text: str) -> tuple[int, ...] | None:
 
 
 def is_newer(agent_version: str, manager_version: str) -> bool:
+    """Wazuh's rule (`compare_wazuh_versions(manager, agent, false)`, remoted's startup check and authd's
+    `V:` check alike): only major.minor count, so v4.14.9 is not newer than v4.14.7 and v4.15.0 is."""
     agent, manager = parse_version(agent_version), parse_version(manager_version)
-    return agent is not None and manager is not None and agent > manager
+    if agent is None or manager is None:
+        return False
+    return (*agent, 0, 0)[:2] > (*manager, 0, 0)[:2]

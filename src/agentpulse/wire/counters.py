@@ -1,4 +1,4 @@
-"""Message counters (reference 3.4): the sender's global:local pair, and the receiver's replay rules.
+"""Message counters (docs/protocol.md): the sender's global:local pair, and the receiver's replay rules.
 
 The receiver side is the danger: with Wazuh's default (`verify_msg_id` off) a captured message decrypts
 as well the thousandth time as the first. `ReceiverCounter` keeps the highest counter accepted from one

@@ -1,4 +1,8 @@
-"""The one error type of the codec: every failure to read bytes from an agent raises WireError with a reason."""
+"""The one error type of the codec: every failure to read bytes from an agent raises WireError.
+
+A `Reason`'s value is the words an operator reads in the log; the detail gives the specifics. Nothing
+else may leave the codec on bad input.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ class Reason(enum.Enum):
     KEY_IN_USE = "agent key already in use"
     AGENT_MISMATCH = "agent mismatch"  # a connection bound to one agent sent as another
     BAD_KEYS_LINE = "invalid client.keys line"
+    JSON_LIMIT = "JSON too large or too deeply nested"  # refused before parsing (wire/boundedjson.py)
+    TOO_MANY_PINGS = "too many pings before authentication"  # free to send, not free to answer
 
 
 class WireError(Exception):

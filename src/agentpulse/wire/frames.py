@@ -1,4 +1,4 @@
-"""TCP framing (reference 3.2): a 4-byte little-endian length, then that many bytes of payload.
+"""TCP framing (docs/protocol.md): a 4-byte little-endian length, then that many bytes of payload.
 
 The danger here is that anyone, before authentication, controls the length. So the length is checked the
 moment its four bytes are in, before anything is buffered for it, and extracting frames costs O(bytes
@@ -61,3 +61,7 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    def clear(self) -> None:
+        """Drop what is buffered (the connection is gone; its frame will never be read)."""
+        self._buffer = bytearray()

@@ -2,8 +2,9 @@
 
 A keys file is edited by people and by tools at once, so `KeysFile` keeps every line it does not touch
 byte for byte: comments, removed entries and odd spacing survive an add or a remove. Parsing never raises
-for one bad line; it records the problem and skips the line, as Wazuh's reader does, so a typo cannot lock
-out the rest of the fleet.
+for one bad line; it records the problem and skips the line, as Wazuh's reader does. That leniency is the
+danger on a reload: a skipped line is a removed agent. `check_keys` is the strict reading a reload is
+judged by (every line valid, or the file is refused; see `remoted/keyguard.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 
 FIELD_MAX = 127  # each field is copied into a 128-byte buffer (KEYSIZE)
@@ -22,6 +23,15 @@ NAME_MIN, NAME_MAX = 2, FIELD_MAX  # Wazuh allows 128, but a 128-byte field does
 ANY_IP = "any"
 REMOVED_MARKS = ("!", "#")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+KEY_LENGTH = 64  # two MD5 hex digests: what authd, manage_agents and the API write (reference 1, 14.4)
+_KEY_RE = re.compile(rf"[0-9A-Fa-f]{{{KEY_LENGTH}}}")
+ID_MAX = 2**31 - 1  # Wazuh reads ids with atoi() into an int
+FILE_MAX = 48 * 1024 * 1024  # about 500,000 agents; a reload hands the keys to workers in one 64 MB frame
+REASON_MAX = 160  # a problem's text, cut: it goes to the log and to `keys reload`
+# NUL, control characters (a tab aside; \x85, \u2028 and \u2029 too: str.splitlines() breaks lines
+# there that Wazuh reads as one) and U+FFFD, which decoding puts where the bytes are not UTF-8.
+_BAD_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029\ufffd]")
+_BAD_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029\ufffd]")  # the same, but \n
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -33,7 +43,7 @@ def md5hex(data: bytes | str) -> str:
 
 
 def encryption_key(agent_id: str, name: str, raw_key: str) -> str:
-    """The 47-character key of reference section 2: md5(key) followed by 15 chars of md5(md5(name)+md5(id))."""
+    """The 47-character key of the Wazuh 4.x protocol: md5(key) followed by 15 chars of md5(md5(name)+md5(id))."""
     name_id = md5hex(md5hex(name) + md5hex(agent_id))[:15]
     return md5hex(raw_key) + name_id
 
@@ -148,7 +158,7 @@ def parse_line(text: str, line_no: int = 0) -> AgentKey | None:
     if len(parts) < 4 or not parts[3]:
         raise ValueError("expected '<id> <name> <ip> <key>'")
     agent_id, name, ip_text, key = parts
-    if not agent_id.isdigit():
+    if not (agent_id.isascii() and agent_id.isdigit()):  # int() refuses other digits, like "²"
         raise ValueError(f"invalid agent id {agent_id!r}")
     if any(len(part) > FIELD_MAX for part in parts):
         raise ValueError(f"a field is longer than {FIELD_MAX} characters")
@@ -177,6 +187,10 @@ class KeysFile:
     def parse(cls, text: str) -> KeysFile:
         return cls(text.splitlines())
 
+    def blanked(self, line_numbers: Set[int]) -> KeysFile:
+        """The same file with these lines emptied: the entries of the other lines, numbered as before."""
+        return KeysFile(["" if n in line_numbers else line for n, line in enumerate(self._lines, start=1)])
+
     def render(self) -> str:
         return "".join(line + "\n" for line in self._lines)
 
@@ -201,7 +215,8 @@ class KeysFile:
         self, name: str, ip: str = ANY_IP, key: str | None = None, agent_id: str | None = None
     ) -> AgentKey:
         if agent_id is not None and (
-            not agent_id.isdigit() or any(e.number == int(agent_id) for e in self.entries)
+            not (agent_id.isascii() and agent_id.isdigit())
+            or any(e.number == int(agent_id) for e in self.entries)
         ):
             raise ValueError(f"agent id {agent_id!r} is invalid or already used")
         (entry,) = self.add_many([name], ip, key=key, first_id=int(agent_id) if agent_id else None)
@@ -238,3 +253,117 @@ class KeysFile:
         self._lines[entry.line_no - 1] = removed.line()
         self.entries[self.entries.index(entry)] = removed
         return removed
+
+
+# --------------------------------------------------------------------------------------------------------
+# Strict reading: what a reload is judged by
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedKeys:
+    """client.keys read strictly: the parsed file, and every reason to refuse it (none: it is valid)."""
+
+    keys: KeysFile
+    problems: tuple[KeysProblem, ...]
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def usable(self) -> KeysFile:
+        """The file without its invalid lines: what a manager that must start anyway loads."""
+        if not self.problems:
+            return self.keys
+        if any(problem.line_no == 0 for problem in self.problems):  # the file as a whole is refused
+            return KeysFile([])
+        return self.keys.blanked({problem.line_no for problem in self.problems})
+
+
+def check_keys(data: bytes) -> CheckedKeys:
+    """The file's bytes, parsed, with every invalid line (number and reason).
+
+    Lines are split on `\\n` only (an ending `\\r` is dropped), as Wazuh's fgets() reads them; for a file
+    without problems the entries are exactly those `KeysFile.parse` finds. Invalid: what `parse_line`
+    refuses, and what it lets through: NUL bytes, bytes that are not UTF-8, control characters, lines
+    over LINE_MAX (comments too: Wazuh would read the rest as a line of its own), keys that are not
+    KEY_LENGTH hex characters, bad names, id 0 (the manager's) or above ID_MAX, an id or a name that an
+    earlier active entry has. A file over FILE_MAX is refused as a whole (line 0).
+    """
+    if len(data) > FILE_MAX:
+        return CheckedKeys(KeysFile([]), (KeysProblem(0, f"file larger than {FILE_MAX} bytes"),))
+    text = data.decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")  # an \r left is a control character inside a line
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    keys = KeysFile(lines)
+    reasons: dict[int, str] = {}
+    if _BAD_IN_TEXT.search(text) is not None or max(map(len, lines), default=0) > LINE_MAX:
+        for number, line in enumerate(lines, start=1):  # only a file with a problem is read line by line
+            reason = _text_problem(line)
+            if reason is not None:
+                reasons[number] = reason
+    for problem in keys.problems:
+        reasons.setdefault(problem.line_no, problem.reason)
+    _entry_problems(keys.entries, reasons)
+    problems = tuple(KeysProblem(number, _printable(reasons[number])) for number in sorted(reasons))
+    return CheckedKeys(keys, problems)
+
+
+def _text_problem(line: str) -> str | None:
+    if len(line) > LINE_MAX:
+        return f"line of {len(line)} characters, longer than {LINE_MAX}"
+    found = _BAD_CHAR.search(line)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "NUL byte"
+    if char == "\ufffd":
+        return "bytes that are not UTF-8"
+    return f"control character {char!a}"
+
+
+def _entry_problem(entry: AgentKey, number: int) -> str | None:
+    if not _KEY_RE.fullmatch(entry.key):
+        return f"key of {len(entry.key)} characters, expected {KEY_LENGTH} hex characters"
+    if number == 0:
+        return f"agent id {entry.id} is the manager's"
+    if number > ID_MAX:
+        return f"agent id {entry.id[:20]}... above {ID_MAX}"
+    name = entry.name[1:] if entry.removed else entry.name
+    try:
+        validate_name(name)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _entry_problems(entries: list[AgentKey], reasons: dict[int, str]) -> None:
+    """Per entry not already refused: its own fields, then duplicates among the active entries (the
+    first line keeps the id or name, a later one is the invalid line)."""
+    ids: dict[int, int] = {}
+    names: dict[str, int] = {}
+    for entry in entries:
+        line_no = entry.line_no
+        if line_no in reasons:
+            continue
+        number = int(entry.id)
+        reason = _entry_problem(entry, number)
+        if reason is None and not entry.removed:
+            if number in ids:
+                reason = f"agent id {entry.id} already on line {ids[number]}"
+            elif entry.name in names:
+                reason = f"agent name {entry.name!r} already on line {names[entry.name]}"
+        if reason is not None:
+            reasons[line_no] = reason
+        elif not entry.removed:
+            ids[number] = line_no
+            names[entry.name] = line_no
+
+
+def _printable(reason: str) -> str:
+    """ASCII only, cut to REASON_MAX: the reasons quote the file, and they go to the log."""
+    text = reason.encode("ascii", "backslashreplace").decode("ascii")
+    return text if len(text) <= REASON_MAX else text[: REASON_MAX - 3] + "..."

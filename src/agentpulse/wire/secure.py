@@ -1,12 +1,9 @@
-"""Secure messages (reference section 3): build and read the encrypted payload of one frame or datagram.
+"""Secure messages: build and read the encrypted payload of one frame or datagram (docs/protocol.md).
 
-Layout of a payload: `[!<id>!]` + (`#AES:` | `:`) + ciphertext. The plaintext of the ciphertext is 1-8 `!`
-bytes of padding + zlib(level 9) of `checksum(clear) + clear`, where clear = `%05u%010u:%04u:` (random,
-global counter, local counter) + the message.
-
-Everything an unauthenticated peer sends passes through `split_header()` and `AgentCipher.open()`, so both
-bound their work by the input length and raise only WireError. The cipher contexts are built once per agent
-(`AgentCipher`), because rebuilding the AES key schedule per message is a measurable cost on the hot path.
+Layout: `[!<id>!]` + (`#AES:` | `:`) + ciphertext of 1-8 `!` bytes + zlib(checksum + clear), where clear is
+`%05u%010u:%04u:` (random, global counter, local counter) + the message (see `AgentCipher.seal`). The
+danger is untrusted input: `split_header()` and `AgentCipher.open()` bound their work by its length and
+raise only WireError.
 """
 
 from __future__ import annotations
@@ -135,7 +132,11 @@ def pad(compressed: bytes) -> bytes:
 
 
 class AgentCipher:
-    """The cipher contexts of one agent key, prepared once and reused for every message."""
+    """The cipher contexts of one agent key, prepared once and reused for every message.
+
+    Built once per agent because rebuilding the AES key schedule per message is a measurable cost on the
+    hot path.
+    """
 
     __slots__ = ("_aes", "_blowfish")
 
@@ -158,7 +159,12 @@ class AgentCipher:
         agent_id: str | None = None,
         compressor: Callable[[bytes], bytes] = compress,
     ) -> bytes:
-        """Build a payload (no TCP length prefix). `agent_id` adds the `!<id>!` prefix."""
+        """Build a payload (no TCP length prefix). `agent_id` adds the `!<id>!` prefix.
+
+        The plaintext of the ciphertext is 1-8 `!` bytes of padding + zlib(level 9, or `compressor`) of
+        `checksum(clear) + clear`, where clear = `%05u%010u:%04u:` (random, global counter, local counter)
+        + the message; AES adds PKCS#7 padding on top.
+        """
         if not payload or len(payload) > MAX_MESSAGE:
             raise ValueError(f"message length {len(payload)} outside 1..{MAX_MESSAGE}")
         clear = clear_text(payload, rand, global_counter, local_counter)
@@ -174,7 +180,11 @@ class AgentCipher:
         return prefix + cipher.header + body
 
     def open(self, envelope: Envelope) -> SecureMessage:
-        """Decrypt and verify. Raises WireError: BAD_PADDING, WRONG_KEY, CORRUPT or CHECKSUM_MISMATCH."""
+        """Decrypt and verify. Raises WireError: BAD_PADDING, WRONG_KEY, CORRUPT or CHECKSUM_MISMATCH.
+
+        The envelope comes from an unauthenticated peer: the work done is bounded by its length (inflating
+        stops at OS_MAXSTR bytes) and nothing but WireError leaves.
+        """
         clear = self._decrypt(envelope.cipher, envelope.body)
         if clear[:1] != b"!":
             if clear[:1] == BLOWFISH_HEADER:

@@ -1,4 +1,4 @@
-"""global.db (Wazuh v7 + agentpulse tables) and the per-agent DB (v16), as reference section 6 lists them."""
+"""global.db (Wazuh v7 + agentpulse tables) and the per-agent DB (v16), Wazuh's tables column for column."""
 
 from __future__ import annotations
 

@@ -78,10 +78,12 @@ class SqliteBackend:
                 name,
                 register_ip or "",
                 self.agent_db_path(agent_id).exists(),
+                float(date_add or 0),
+                float(disconnection_time or 0),
             )
-            for agent_id, status, code, last_keepalive, name, register_ip in db.execute(
-                "SELECT id, connection_status, status_code, last_keepalive, name, register_ip "
-                "FROM agent WHERE id != ?",
+            for agent_id, status, code, last_keepalive, name, register_ip, date_add, disconnection_time in db.execute(
+                "SELECT id, connection_status, status_code, last_keepalive, name, register_ip, date_add, "
+                "disconnection_time FROM agent WHERE id != ?",
                 (schema.MANAGER_ID,),
             )
         ]

@@ -1,13 +1,8 @@
-"""SQLite upkeep: fragmentation, vacuum, integrity checks and sizes of database files.
+"""SQLite maintenance: fragmentation, vacuum, integrity checks and sizes of database files.
 
-The measures follow Wazuh's (`wdb_get_db_state()`, `wdb_get_db_free_pages_percentage()`): fragmentation
-is the share of pages that do not follow their predecessor when each b-tree is walked in order (SQLite's
-`dbstat`), as a percentage; the free-pages percentage is `freelist_count / page_count`. One deliberate
-difference: Wazuh walks `dbstat ORDER BY path` across all b-trees at once, which interleaves the trees
-level by level and reads about 40% on a global.db of 10,000 agents fresh from a VACUUM; we order by
-`name, path` and compare neighbours within one tree only, which reads about 1% there (50% before the
-vacuum), so the number means what it says. A vacuum rewrites the file, truncates the WAL (so the size on
-disk really drops) and records `last_vacuum_time` and `last_vacuum_value` in `metadata`, as wazuh-db does.
+The measures follow wazuh-db's (`wdb_get_db_state()`, `wdb_get_db_free_pages_percentage()`), except that
+`fragmentation()` compares pages within one b-tree only, so the number means what it says. A vacuum
+truncates the WAL and records itself in `metadata`, as wazuh-db does.
 """
 
 from __future__ import annotations
@@ -23,6 +18,15 @@ from agentpulse.store.sqlite import schema
 
 
 def fragmentation(db: sqlite3.Connection) -> Fragmentation:
+    """Fragmentation and free pages of an open database, as percentages.
+
+    Fragmentation is the share of pages that do not follow their predecessor when each b-tree is walked in
+    order (SQLite's `dbstat`); the free-pages percentage is `freelist_count / page_count`. One deliberate
+    difference from Wazuh: it walks `dbstat ORDER BY path` across all b-trees at once, which interleaves
+    the trees level by level and reads about 40% on a global.db of 10,000 agents fresh from a VACUUM; we
+    order by `name, path` and compare neighbours within one tree only, which reads about 1% there (50%
+    before the vacuum).
+    """
     pages = [(row[0], row[1]) for row in db.execute("SELECT name, pageno FROM dbstat ORDER BY name, path")]
     pairs = sequential = 0
     for (tree, page), (next_tree, next_page) in itertools.pairwise(pages):
@@ -43,7 +47,11 @@ def measure(path: Path) -> Fragmentation:
 
 
 def vacuum(db: sqlite3.Connection, now: float | None = None) -> int:
-    """VACUUM an open write connection (no transaction open); returns the fragmentation after it."""
+    """VACUUM an open write connection (no transaction open); returns the fragmentation after it.
+
+    The vacuum rewrites the file, truncates the WAL (so the size on disk really drops) and records
+    `last_vacuum_time` and `last_vacuum_value` in `metadata`, as wazuh-db does.
+    """
     if db.in_transaction:
         db.commit()
     db.execute("VACUUM")

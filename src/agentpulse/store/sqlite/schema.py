@@ -1,12 +1,8 @@
 """The SQLite schemas: Wazuh's global.db (v7) and per-agent DB (v16), plus agentpulse's own tables.
 
-The Wazuh tables are kept column for column (reference section 6) so that tooling written for wazuh-db reads
-our files unchanged; agentpulse adds tables beside them and never alters theirs. Every statement is
-idempotent (`IF NOT EXISTS`, `INSERT OR IGNORE`), so creating a database that already exists is harmless.
-
-Danger: a read-only SQLite connection to a WAL database creates the `-wal` and `-shm` files when they are
-missing and cannot remove them afterwards. Run by another user (root running `agent_control`) those files
-would then belong to the wrong owner and the manager could no longer write. `connect()` avoids that.
+The Wazuh tables are kept column for column so that tooling written for wazuh-db reads our files
+unchanged; agentpulse adds tables beside them and never alters theirs. Every statement is idempotent. The
+danger is a reader that writes: `connect()` keeps read-only opens from creating `-wal`/`-shm` files.
 """
 
 from __future__ import annotations
@@ -244,6 +240,9 @@ def _is_idle_wal_database(path: Path) -> bool:
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open a database. Readers never write, not even the `-wal`/`-shm` files of an idle database.
 
+    A read-only SQLite connection to a WAL database creates the `-wal` and `-shm` files when they are
+    missing and cannot remove them afterwards. Run by another user (root running `agent_control`) those
+    files would then belong to the wrong owner and the manager could no longer write.
     A read-only open of an idle WAL database uses `immutable=1`: nothing is in a WAL to read, and SQLite then
     creates no side files. A manager starting during that one read is the accepted (tiny) risk.
     """
@@ -264,7 +263,11 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def _create(path: Path, schema: str) -> bool:
-    """Apply `schema` in one transaction; True if the database had no schema before."""
+    """Apply `schema` in one transaction; True if the database had no schema before.
+
+    Every statement is idempotent (`IF NOT EXISTS`, `INSERT OR IGNORE`), so creating a database that
+    already exists is harmless.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(connect(path)) as conn:
         conn.isolation_level = None  # the script below manages its own transaction

@@ -1,8 +1,9 @@
 """`Context`: what a command handler works with, and `Command`, what the dispatch table holds.
 
 The store (writes, and the in-memory agent views), its reader (SQL reads, run on the read pool so that no
-query runs on the event loop), the clock, the server's options, and the one piece of state a command keeps
-between calls. The pools exist between the server's start and stop only.
+query runs on the event loop), the clock, the server's options, what the manager lets commands ask of it
+(send to agents, reload client.keys), and the one piece of state a command keeps between calls. The pools
+exist between the server's start and stop only.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from agentpulse.remoted.keyguard import ReloadDecision
 from agentpulse.store.facade import Store
 from agentpulse.wdb.protocol import Reply, dumps, page
 
 T = TypeVar("T")
+KeysReload = Callable[[bool], Awaitable[ReloadDecision]]  # force -> what the manager decided
 COMMIT_TIMEOUT = 60.0  # seconds a write command waits for its batch to be committed
 ALLOW_SQL_READ_ONLY = "read-only"
 
@@ -30,12 +33,14 @@ class Context:
         sql_time_limit: float,
         send_to_agents: Callable[[list[int], bytes], int] | None,
         clock: Callable[[], float],
+        reload_keys: KeysReload | None = None,
     ) -> None:
         self.store = store
         self.reader = store.reader()
         self.allow_sql = allow_sql
         self.sql_time_limit = sql_time_limit
         self.send_to_agents = send_to_agents
+        self.reload_keys = reload_keys
         self.clock = clock
         self.readers: ThreadPoolExecutor | None = None  # the read pool
         self.sql_thread: ThreadPoolExecutor | None = None  # ad-hoc `sql`, one at a time, apart from the reads

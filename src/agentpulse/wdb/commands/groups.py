@@ -1,5 +1,6 @@
 """Group commands: create and delete groups, set an agent's groups, list groups and their members, and
-`remoted force-reconnect <group>` (agentpulse's: tell every connected member to reconnect).
+`force_reconnect` (agentpulse's `remoted force-reconnect <group>`: tell every connected member to
+reconnect; the `remoted` actor is in `remoted.py`).
 
 Group names are checked here (Wazuh's rule: letters, digits, `_`, `-`, `.`; not `.` or `..`), since a name
 becomes a directory of shared files. An agent's groups keep Wazuh's priority order; `default` stays.
@@ -127,14 +128,11 @@ async def get_group_agents(ctx: Context, argument: str) -> Reply:
     )
 
 
-async def remoted(ctx: Context, rest: str) -> Reply:
-    """The `remoted` actor: `force-reconnect <group>`."""
-    command, _, argument = rest.partition(" ")
-    if command != "force-reconnect":
-        return f"err Invalid DB query syntax, near '{near(command)}'"
+async def force_reconnect(ctx: Context, argument: str) -> Reply:
+    """`remoted force-reconnect <group>`."""
     name = argument.strip()
     if not name:
-        return f"err Invalid DB query syntax, near '{near(command)}'"
+        return "err Invalid DB query syntax, near 'force-reconnect'"
     ids = await ctx.read(lambda: ctx.reader.group_members(name))
     if ids is None:
         return f"err Group '{near(name)}' not found"

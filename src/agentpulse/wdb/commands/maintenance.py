@@ -32,7 +32,7 @@ async def agent(ctx: Context, rest: str) -> Reply:
     id_text, sep, query = rest.partition(" ")
     if not sep:
         return f"err Invalid DB query syntax, near '{near(id_text)}'"
-    if not re.fullmatch(r"[+-]?\d+", id_text):
+    if not re.fullmatch(r"[+-]?[0-9]{1,10}", id_text):  # int() of 4,300+ digits raises
         return f"err Invalid agent ID '{near(id_text)}'"
     agent_id = int(id_text)
     if agent_id != MANAGER_ID and not ctx.known(agent_id):
