@@ -251,3 +251,48 @@ def test_a_silent_connection_on_one_worker_is_overtaken_from_the_other(manager: 
     assert "connection overtaken by another worker" in output
     for key in keys:  # startup, keep-alive, startup, keep-alive: never disconnected on the way
         assert all(to != "disconnected" for _, to, _ in manager.history(key.number)[:4])
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_a_reset_startup_waits_until_the_old_connection_is_gone_then_must_answer(
+    manager: ManagerProcess, workers: int
+) -> None:
+    """Counters that went back are taken only through a startup on a new connection once no other
+    connection holds the agent, and only once the getstate request is answered."""
+    manager.settings.workers = workers
+    (key,) = manager.add_agents(1)
+    manager.start()
+
+    async def scenario() -> None:
+        old = await FakeAgent.open(manager, key, SenderCounter())
+        await old.round(STARTUP)
+        for _ in range(5):
+            await old.round(KEEPALIVE)
+        await manager.reach(key.number, "active")
+        for n in range(ATTEMPTS // 2):  # reinstalled (0:1 again) while the old connection is live
+            early = await AgentConnection.open(
+                AgentCodec(key, counter=SenderCounter()), LOOPBACK, manager.port, local_addr=(SOURCES[n], 0)
+            )
+            early.send(STARTUP)
+            assert await early.receive() is None, "a reset startup was taken beside a live connection"
+        await old.round(KEEPALIVE)
+        old.connection.close()
+        await manager.reach(key.number, "disconnected", 6, timeout=5)
+        reinstalled = await AgentConnection.open(
+            AgentCodec(key, counter=SenderCounter()), LOOPBACK, manager.port
+        )
+        reinstalled.send(STARTUP)
+        assert await reinstalled.receive() == control.Ack()
+        request = await reinstalled.receive()
+        assert isinstance(request, control.Request) and request.payload == control.GETSTATE
+        await asyncio.sleep(manager.settings.flush_interval * 3)
+        assert manager.status(key.number) == ("disconnected", 6)  # the ack alone counts for nothing
+        reinstalled.send(control.build_request_reply(request.counter, '{"error":0,"data":{}}'))
+        reinstalled.send(KEEPALIVE)
+        assert await reinstalled.receive() == control.Ack()
+        await manager.reach(key.number, "active")
+        reinstalled.close()
+
+    asyncio.run(scenario())
+    assert manager.history(key.number)[-2:] == [("disconnected", "pending", 0), ("pending", "active", 0)]
+    assert any("agent key already in use" in line for line in refusals(manager))
