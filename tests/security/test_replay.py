@@ -296,3 +296,26 @@ def test_a_reset_startup_waits_until_the_old_connection_is_gone_then_must_answer
     asyncio.run(scenario())
     assert manager.history(key.number)[-2:] == [("disconnected", "pending", 0), ("pending", "active", 0)]
     assert any("agent key already in use" in line for line in refusals(manager))
+
+
+def test_verify_msg_id_works_with_two_workers_and_locks_out_a_reset_agent(
+    manager: ManagerProcess, agent_process: AgentFactory
+) -> None:
+    """Wazuh refuses to start with verify_msg_id and several workers; here the manager's book applies the
+    strict rule on every worker: a restart that keeps counting passes, counters that went back do not."""
+    manager.settings.workers = 2
+    manager.settings.extra_remote = "<verify_msg_id>yes</verify_msg_id>"
+    (key,) = manager.add_agents(1)
+    manager.start()
+    agent = agent_process(key)
+    for run in range(1, 3):
+        agent.start()
+        wait_until(lambda: _times_active(manager, key) == run, f"active in run {run}")  # noqa: B023
+        assert agent.terminate() == 0
+        manager.wait_for(key.number, "disconnected", 3, timeout=5)
+    agent.home.sender_counter.unlink()  # reinstalled, same key
+    agent.start()
+    wait_until(lambda: "replayed counter" in manager.output(), "the reset startup refused", 10)
+    assert manager.status(key.number) == ("disconnected", 3) and _times_active(manager, key) == 2
+    assert "challenge" not in manager.output()
+    agent.terminate()
