@@ -315,7 +315,12 @@ def test_verify_msg_id_works_with_two_workers_and_locks_out_a_reset_agent(
         manager.wait_for(key.number, "disconnected", 3, timeout=5)
     agent.home.sender_counter.unlink()  # reinstalled, same key
     agent.start()
-    wait_until(lambda: "replayed counter" in manager.output(), "the reset startup refused", 10)
-    assert manager.status(key.number) == ("disconnected", 3) and _times_active(manager, key) == 2
+    wait_until(
+        lambda: "replayed counter" in manager.output() or _times_active(manager, key) > 2,
+        "the reset startup refused (or taken)",
+        10,
+    )
+    assert _times_active(manager, key) == 2, "counters that went back were taken with verify_msg_id"
+    assert manager.status(key.number) == ("disconnected", 3)
     assert "challenge" not in manager.output()
     agent.terminate()
