@@ -22,6 +22,8 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from agentpulse import filemodes
 from agentpulse.config import Config
+from agentpulse.metrics.listener import MetricsListener
+from agentpulse.metrics.registry import Metrics
 from agentpulse.paths import Home
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import MANAGER_ID, StatusUpdate
@@ -183,10 +185,23 @@ class Manager:
                 hostname=socket.gethostname(),
             )
             self.front_services.append(self.authd)
+        events = None
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
-            self.services.append(EventsService(config.nats, self.store, home, self.keys.name_of))
+            events = EventsService(config.nats, self.store, home, self.keys.name_of)
+            self.services.append(events)
+        # Prometheus metrics: `self.metrics.render` serves any /metrics (our listener, the HTTP API's).
+        self.metrics = Metrics(
+            self.store,
+            sweeper=self.sweeper,
+            remoted=self.remoted,
+            pool=self.pool,
+            events=events,
+            enrolment=self.authd,
+        )
+        if config.metrics.enabled:
+            self.front_services.append(MetricsListener(config.metrics, self.metrics.render))
 
     async def run(self) -> None:
         self._started = int(time.time())

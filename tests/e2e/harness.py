@@ -45,6 +45,7 @@ class ManagerSettings:
     nats: str = "<nats><enabled>no</enabled></nats>"
     database: str = ""  # extra <database> options
     auth: str | None = None  # the options of an <auth> block (port and local_ip are set): None, no block
+    sections: str = ""  # more sections, verbatim (e.g. <metrics>)
 
     def render(self, port: int, auth_port: int = 0) -> str:
         yes = {True: "yes", False: "no"}
@@ -75,6 +76,7 @@ class ManagerSettings:
   {self.nats}
   <database><flush_interval>{self.flush_interval}</flush_interval>{self.database}</database>
   {auth}
+  {self.sections}
 </ossec_config>
 """
 

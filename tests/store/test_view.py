@@ -62,3 +62,29 @@ def test_a_change_to_the_same_status_and_code_is_no_row() -> None:
     view.apply(agent, StatusUpdate(1, Trigger.ALIVE, 1.0))
     assert view.apply(agent, StatusUpdate(1, Trigger.ALIVE, 2.0)) is None
     assert agent.seq == 1
+
+
+def test_counts_follow_every_status_change_add_and_removal() -> None:
+    from agentpulse.records import StatusUpdate
+    from agentpulse.status import ConnectionStatus, StatusCode, Trigger
+    from agentpulse.store.view import StatusView
+
+    view = StatusView()
+    for agent_id in (1, 2, 3):
+        view.add(agent_id, f"a{agent_id}", "any", 0.0)
+    never = (ConnectionStatus.NEVER_CONNECTED, StatusCode.NONE)
+    assert view.counts() == {never: 3}
+    one = view.agents[1]
+    view.apply(one, StatusUpdate(1, Trigger.STARTUP, 1.0))
+    view.apply(one, StatusUpdate(1, Trigger.ALIVE, 2.0))
+    view.apply(one, StatusUpdate(1, Trigger.ALIVE, 3.0))  # no change: no count moves
+    view.apply(view.agents[2], StatusUpdate(2, Trigger.STARTUP, 1.0))
+    view.apply(view.agents[2], StatusUpdate(2, Trigger.SHUTDOWN, 2.0))
+    assert view.counts() == {
+        never: 1,
+        (ConnectionStatus.ACTIVE, StatusCode.NONE): 1,
+        (ConnectionStatus.DISCONNECTED, StatusCode.SHUTDOWN_RECEIVED): 1,
+    }
+    view.remove(1, 4.0)
+    view.add(2, "again", "any", 5.0)  # an id re-added replaces its old view
+    assert view.counts() == {never: 2}

@@ -23,6 +23,7 @@ import logging
 import socket
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,7 @@ class EnrolmentService:
         self.context: ssl.SSLContext | None = None
         self.port = 0
         self.enrolled = 0
+        self.refusals: Counter[str] = Counter()  # by kind (the words of Wazuh's error before its colon)
         self._listener: socket.socket | None = None
         self._connections: set[EnrolConnection] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
@@ -359,6 +361,7 @@ class EnrolmentService:
         who = f"'{name}' " if name is not None else ""
         detail = f" ({error.detail})" if error.detail else ""
         kind = error.response.split(":", 2)[1] if ":" in error.response else error.response[:40]
+        self.refusals[kind.strip()] += 1
         self.warn.warning(
             f"refused:{kind}",  # the kind of refusal, never the text an agent sent
             "Enrolment %sfrom %s refused: %s%s",

@@ -10,12 +10,13 @@ ever partially configured: the first error raises. Sections the manager does not
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Final
 
 from agentpulse.config import convert as cv
 from agentpulse.config.auth import AuthConfig, read_auth
+from agentpulse.config.metrics import MetricsConfig, read_metrics
 from agentpulse.config.sections import (
     Fields,
     SectionReader,
@@ -138,6 +139,8 @@ class Config:
     nats: NatsConfig = NatsConfig()
     database: DatabaseConfig = DatabaseConfig()
     auth: AuthConfig | None = None  # None: no <auth> element, so no enrolment port (see config/auth.py)
+    # the standalone Prometheus listener (config/metrics.py)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def parse_config(text: str, source: str = "ossec.conf") -> Config:
@@ -286,6 +289,7 @@ class _ManagerReader(SectionReader):
             nats=self.nats(sections.get("nats", [])),
             database=self.database(sections.get("database", [])),
             auth=read_auth(sections.get("auth", []), self.source),
+            metrics=read_metrics(sections.get("metrics", []), self.source),
         )
 
     # -- <remote> -----------------------------------------------------------------------------------------

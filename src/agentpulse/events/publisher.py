@@ -42,6 +42,8 @@ KEEPALIVE_INTERVAL = 0.05
 KEEPALIVE_BUFFER_MAX = 200_000  # events waiting for the next batch; beyond that they are dropped
 FLUSH_TIMEOUT = 2  # seconds (nats-py wants an int)
 KV_SUBJECT = "$KV.{bucket}.{key}"
+# Told of each batch published: (seconds from the first publish to the last ack or flush, events sent)
+PublishObserver = Callable[[float, int], None]
 
 
 class NatsLink:
@@ -142,6 +144,9 @@ class OutboxPublisher:
         self.kv_bucket = kv_bucket
         self.batch = batch
         self.published = 0  # events acknowledged by JetStream in this run
+        self.backlog_at_start = 0  # outbox rows left by the last run (set once by the service)
+        self.committed = 0  # outbox rows committed in this run (writer thread)
+        self.on_published: PublishObserver | None = None  # metrics: publish latency
         self._acked_upto = 0  # every outbox id up to this one is acknowledged (ids only grow)
         self._in_stream: set[int] = set()  # accepted by JetStream, not yet acknowledged as a prefix
         self._kv_seq: dict[int, int] = {}  # the sequence of each agent's KV entry, as written by this run
@@ -159,6 +164,7 @@ class OutboxPublisher:
 
     def on_commit(self, count: int) -> None:
         """Writer thread: a commit inserted outbox rows."""
+        self.committed += count
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closing
@@ -218,6 +224,11 @@ class OutboxPublisher:
                 self._came_back(sent)
                 return sent
 
+    @property
+    def depth(self) -> int:
+        """Outbox rows not yet acknowledged by JetStream, counted in memory (no query)."""
+        return max(0, self.backlog_at_start + self.committed - self.published)
+
     # -- JetStream -------------------------------------------------------------------------------------
 
     async def _setup(self) -> None:
@@ -271,11 +282,14 @@ class OutboxPublisher:
         stream_acks: dict[int, asyncio.Future[Any]] = {}
         kv_acks: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         failure: str | None = None
+        started = time.monotonic()
         try:
             await self._send(rows, stream_acks, kv_acks)
         except (NatsError, OSError, TimeoutError) as error:
             failure = f"publish failed: {error!r}"
         settled = await self._settle(stream_acks, kv_acks)  # also for what was sent before a failure
+        if self.on_published is not None and failure is None and settled is None:
+            self.on_published(time.monotonic() - started, len(rows))
         failure = failure or settled
         done: list[int] = []
         for row in rows:
@@ -425,6 +439,7 @@ class KeepalivePublisher:
         self.interval = interval
         self.published = 0
         self.dropped = 0
+        self.on_published: PublishObserver | None = None  # metrics: publish latency
         self._dropped_checked = 0
         self._drops_before = 0
         self._dropping = False
@@ -466,6 +481,7 @@ class KeepalivePublisher:
     async def _send(self, batch: list[payloads.KeepaliveFacts]) -> None:
         nc = self.link.nc
         sent = 0
+        started = time.monotonic()
         try:
             if not self.link.up:
                 raise Unavailable("not connected")
@@ -474,6 +490,8 @@ class KeepalivePublisher:
                 await nc.publish(payloads.keepalive_subject(self.prefix, facts.agent_id), body)
                 sent += 1
             await nc.flush(FLUSH_TIMEOUT)
+            if self.on_published is not None:
+                self.on_published(time.monotonic() - started, sent)
         except (Unavailable, NatsError, OSError, TimeoutError):
             self.dropped += len(batch) - sent
         self.published += sent

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -130,7 +131,17 @@ class EventsService:
             stream=self.config.stream,
             kv_bucket=self.config.kv_bucket,
         )
+        # Made here, not at start: whoever observes it (metrics) can do so from the first event.
         self.keepalives: KeepalivePublisher | None = None
+        if self.config.keepalive_events:
+            self.keepalives = KeepalivePublisher(
+                self.link,
+                prefix=self.config.subject_prefix,
+                origin=self.origin,
+                run=int(time.time() * 1000),
+                name_of=self.name_of,
+                status_of=self.status_of,
+            )
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error: str | None = None
         self._disconnected_at: float | None = None
@@ -192,15 +203,10 @@ class EventsService:
             await self._probe(options, where)
         loop = asyncio.get_running_loop()
         self.outbox.bind(loop)
-        if self.config.keepalive_events:
-            self.keepalives = KeepalivePublisher(
-                self.link,
-                prefix=self.config.subject_prefix,
-                origin=self.origin,
-                run=int(time.time() * 1000),
-                name_of=self.name_of,
-                status_of=self.status_of,
-            )
+        try:  # before the subscription below: from then on commits are counted (the outbox depth)
+            self.outbox.backlog_at_start = await self.reader.count(0)
+        except sqlite3.Error as error:
+            log.warning("cannot count the outbox left by the last run: %s", error)
         self._subscriber = Subscriber(
             on_keepalive=self.keepalives.on_keepalive if self.keepalives is not None else None,
             on_outbox_committed=self.outbox.on_commit,

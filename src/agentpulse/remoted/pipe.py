@@ -46,6 +46,7 @@ class Tag(enum.StrEnum):
     KEYS_ADDED = enum.auto()  # (KEYS_ADDED, token): the lines of ADD_KEYS <token> are in the key store
     KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
     FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
+    STATS = enum.auto()  # (STATS, worker index, stats.WorkerStats): its counters, once a second (metrics)
 
 
 class Command(enum.StrEnum):

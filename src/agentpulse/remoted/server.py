@@ -31,6 +31,7 @@ from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.replay import LocalReplayGuard, ReplayGuard
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
+from agentpulse.remoted.stats import PING_KIND, RemotedStats, WorkerStats, snapshot
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import boundedjson, control
 from agentpulse.wire.counters import SEQUENCE_LOCAL, SenderCounter
@@ -98,6 +99,7 @@ class Remoted:
         self.warn = RateLimitedLog(log)
         self.admission = Admission(config.remote, self.describe, monotonic)
         self.faults = FaultLog(log, monotonic)
+        self.stats = RemotedStats()  # messages, refusals, dropped replies: read by `stats_snapshot()`
         self._admission_sweep: asyncio.Task[None] | None = None
         self._event_counts: dict[int, int] = {}
         self.stopping = False
@@ -187,6 +189,7 @@ class Remoted:
     ) -> None:
         """One frame (TCP) or datagram (UDP). Raises WireError for anything refused."""
         if data == PING:
+            self.stats.messages[PING_KIND] += 1
             if session is not None and not session.authenticated:
                 self.admission.ping(session)
             self._send_plain(PONG, session, udp_peer)
@@ -229,7 +232,8 @@ class Remoted:
     def dispatch(
         self, entry: AgentEntry, parsed: control.FromAgent, session: Session | None, udp_peer: UdpPeer | None
     ) -> None:
-        """What an accepted message means."""
+        """What an accepted message means (a refused replay, or one waiting for its verdict, is not counted)."""
+        self.stats.messages[type(parsed)] += 1
         now = self.clock()
         number = entry.number
         if isinstance(parsed, control.Keepalive):
@@ -374,7 +378,8 @@ class Remoted:
     def _reply(self, entry: AgentEntry, payload: bytes) -> None:
         session = self.bindings.session_of(entry.number)
         if session is not None:
-            session.send(self._seal(entry, payload))
+            if not session.send(self._seal(entry, payload)):
+                self.stats.replies_dropped += 1
             return
         udp_peer = self.bindings.udp_peer_of(entry.number)
         if udp_peer is not None and self.udp is not None:
@@ -387,7 +392,10 @@ class Remoted:
 
     def send_on(self, session: Session, entry: AgentEntry, payload: bytes) -> bool:
         """Encrypt a message for the agent bound to this session and queue it; False when dropped."""
-        return session.send(self._seal(entry, payload))
+        if session.send(self._seal(entry, payload)):
+            return True
+        self.stats.replies_dropped += 1
+        return False
 
     def send_to_agent(self, agent_id: int, payload: bytes) -> bool:
         """Send a control message (probe, force_reconnect) to a connected agent."""
@@ -407,6 +415,7 @@ class Remoted:
 
     def refused(self, error: WireError, peer_ip: str, session: Session | None) -> None:
         who = self.describe(session) if session is not None else f"'{peer_ip}'"
+        self.stats.refusals[error.reason] += 1
         self.warn.warning(f"refused:{error.reason.name}", "Connection from %s refused: %s", who, error)
 
     def failed(self, error: Exception, peer_ip: str, session: Session | None) -> None:
@@ -448,6 +457,18 @@ class Remoted:
             if entry is not None:  # the agent's last counter is known before its connection is gone
                 self.replay.closing(agent_id, entry.received.highest)
         self.bindings.unbind(session, reason)
+
+    def stats_snapshot(self) -> WorkerStats:
+        """The counters now, with the admission's and the fault log's (metrics; a worker's `Tag.STATS`)."""
+        admission = self.admission
+        return snapshot(
+            self.stats,
+            len(self.sessions),
+            admission_refused=admission.refused,
+            admission_evicted=admission.evicted,
+            admission_timed_out=admission.timed_out,
+            unexpected=self.faults.count,
+        )
 
     def flush_event_counts(self) -> None:
         if self._event_counts:

@@ -25,6 +25,7 @@ from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.keywatch import Signature
 from agentpulse.remoted.pipe import Command, Tag
 from agentpulse.remoted.replay import ReplayBook
+from agentpulse.remoted.stats import WorkerTotals
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class WorkerHandle:
     acks: dict[int, asyncio.Future[bool]] = field(default_factory=dict)  # ADD_KEYS token -> answered
     keys_generation: int = 0  # the last KEYS command this process said it applied
     failure: str | None = None  # why it could not start, as it said before exiting
+    stats: WorkerTotals = field(default_factory=WorkerTotals)  # its counters, from its Tag.STATS
 
 
 class WorkerPool:
@@ -192,6 +194,7 @@ class WorkerPool:
                 len(lost),
             )
             worker.restarts += 1
+            worker.stats.restarted()
             await asyncio.sleep(RESTART_DELAY)
             if self.stopping:
                 return
@@ -237,6 +240,8 @@ class WorkerPool:
         elif tag is Tag.KEYS_LOADED:
             worker.keys_generation = record[2]
             self._keys_acked.set()
+        elif tag is Tag.STATS:
+            worker.stats.update(record[2])
         elif tag is Tag.FAILED:
             worker.failure = str(record[2])
         elif tag is Tag.READY:

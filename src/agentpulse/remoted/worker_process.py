@@ -138,6 +138,7 @@ class WorkerProcess:
         while True:
             await asyncio.sleep(1.0)
             self.remoted.housekeeping()
+            self.pipe.send([(Tag.STATS, self.index, self.remoted.stats_snapshot())])
 
     def _on_commands(self, commands: list[pipe.Record]) -> None:
         for command in commands:

@@ -22,7 +22,7 @@ from agentpulse.store.sqlite.backend import SqliteBackend
 from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.store.subscriber import KeepaliveListener, OutboxEncoder, Subscriber, TransitionListener
 from agentpulse.store.view import AgentView, StatusView
-from agentpulse.store.writer import BatchWriter, StoreClosed
+from agentpulse.store.writer import BatchWriter, FlushObserver, StoreClosed
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
@@ -385,6 +385,10 @@ class Store:
     def flush_wait(self, timeout: float = 30.0) -> bool:
         """Block until everything submitted before this call is committed (for start-up and tests)."""
         return self._writer.flush_wait(timeout)
+
+    def observe_flushes(self, observer: FlushObserver | None) -> None:
+        """`observer(batch, seconds, committed_at)` after each commit, on the writer thread (metrics)."""
+        self._writer.on_flush = observer
 
     @property
     def flushes(self) -> int:

@@ -38,6 +38,8 @@ class Sweeper:
         self.timeout = timeout
         self.alert_time = alert_time
         self._alerts: dict[int, tuple[int, float]] = {}  # agent -> (history seq, monotonic due time)
+        self.runs = 0  # sweeps since start (metrics)
+        self.disconnected = 0  # agents it marked disconnected since start
         store.subscribe(Subscriber(on_transition=self._on_transition))
 
     def _on_transition(self, row: TransitionRow) -> None:
@@ -53,6 +55,8 @@ class Sweeper:
         now = self.store.clock()
         for agent_id in stale:
             self.store.submit(StatusUpdate(agent_id, Trigger.TIMEOUT, now))
+        self.runs += 1
+        self.disconnected += len(stale)
         if stale:
             log.info("Sweeper: %d agents silent for %.0f s marked disconnected", len(stale), self.timeout)
         self._raise_alerts(now_monotonic)

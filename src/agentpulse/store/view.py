@@ -53,12 +53,23 @@ class StatusView:
         self.heard: OrderedDict[int, None] = OrderedDict()
         self._retired: dict[int, int] = {}  # last history seq of removed agents, should their id come back
         self._retired_names: dict[int, str] = {}  # for the events that follow a removal
+        # agents per (status, code), kept as statuses change: a scrape of the metrics must not walk
+        # 200,000 views (`counts()`)
+        self._counts: dict[tuple[ConnectionStatus, StatusCode], int] = {}
 
     def __contains__(self, agent_id: int) -> bool:
         return agent_id in self.agents
 
     def __len__(self) -> int:
         return len(self.agents)
+
+    def counts(self) -> dict[tuple[ConnectionStatus, StatusCode], int]:
+        """Agents per (status, code) now, the empty pairs left out: O(pairs), not O(agents)."""
+        return {pair: count for pair, count in self._counts.items() if count}
+
+    def _count(self, status: ConnectionStatus, code: StatusCode, delta: int) -> None:
+        pair = (status, code)
+        self._counts[pair] = self._counts.get(pair, 0) + delta
 
     def get(self, agent_id: int) -> AgentView | None:
         return self.agents.get(agent_id)
@@ -85,9 +96,14 @@ class StatusView:
             if agent.status in LIVE:
                 self.heard[agent.agent_id] = None
             self._retired.pop(agent.agent_id, None)
+            self._count(agent.status, agent.code, 1)
 
     def add(self, agent_id: int, name: str, register_ip: str, date_add: float) -> AgentView:
         """A new agent, never connected; its history goes on from a removed agent with the same id."""
+        old = self.agents.get(agent_id)
+        if old is not None:
+            self._count(old.status, old.code, -1)
+        self._count(ConnectionStatus.NEVER_CONNECTED, StatusCode.NONE, 1)
         view = self.agents[agent_id] = AgentView(
             ConnectionStatus.NEVER_CONNECTED,
             StatusCode.NONE,
@@ -120,6 +136,8 @@ class StatusView:
         row = TransitionRow(
             update.agent_id, view.seq, view.status, moved.new, moved.code, update.at, view.last_keepalive
         )
+        self._count(view.status, view.code, -1)
+        self._count(moved.new, moved.code, 1)
         view.status, view.code = moved.new, moved.code
         # as the status write sets disconnection_time (store/sqlite/writes.py)
         view.disconnection_time = update.at if moved.new is ConnectionStatus.DISCONNECTED else 0.0
@@ -133,6 +151,7 @@ class StatusView:
         self.heard.pop(agent_id, None)
         if view is None:
             return None
+        self._count(view.status, view.code, -1)
         code = view.code if view.status is ConnectionStatus.DISCONNECTED else StatusCode.NONE
         view.seq += 1
         self._retired[agent_id] = view.seq

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 STOP_RETRIES = 5
 T = TypeVar("T")
 Job = Callable[[Backend], Any]
+# Told of each batch committed, on the writer thread: (the batch, seconds its write took, when it ended)
+FlushObserver = Callable[[Batch, float, float], None]
 
 
 class StoreClosed(RuntimeError):
@@ -63,6 +66,7 @@ class BatchWriter:
         self._closed = False
         self.flushes = 0
         self.write_errors = 0
+        self.on_flush: FlushObserver | None = None  # metrics: flush duration, batch size, lag
         self._agent_dbs: queue.SimpleQueue[int | Callable[[], object] | None] = queue.SimpleQueue()
         self._agent_db_thread: threading.Thread | None = None
 
@@ -192,7 +196,13 @@ class BatchWriter:
     def _write(self, batch: Batch) -> None:
         if not batch:
             return
+        started = time.perf_counter()
         self.backend.write(batch, self.clock())
+        if self.on_flush is not None:
+            try:
+                self.on_flush(batch, time.perf_counter() - started, self.clock())
+            except Exception:  # the batch is committed: a broken observer must not have it written again
+                log.exception("flush observer failed")
         for agent_id, purge in batch.deleted.items():
             if purge:
                 self.backend.remove_agent_files(agent_id)
