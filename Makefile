@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOME_DIR ?= ./var/ossec
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean cluster-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
+
+# A throwaway PostgreSQL, a 3-server NATS cluster and three nodes under var/cluster-demo (docs/cluster.md).
+cluster-demo: $(STAMP)
+	$(BIN)/python -m agentpulse.cluster.demo --root var/cluster-demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/fleet.py --agents 10000 --interval 20 --ramp 20

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests import pgserver
 from tests.e2e.harness import ManagerProcess
+from tests.pgserver import PostgresServer
 
 VECTORS = Path(__file__).resolve().parent / "data" / "reference" / "vectors.json"
 
@@ -28,3 +30,17 @@ def manager(tmp_path: Path) -> Iterator[ManagerProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the session (initdb as the postgres user, a free port, removed after)."""
+    why = pgserver.available()
+    if why is not None:
+        pytest.skip(f"no PostgreSQL for the tests: {why}")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -37,6 +37,7 @@ from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
 from agentpulse.remoted.worker_pool import WorkerPool
+from agentpulse.store.backends import backend_for, db_dir_of
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
@@ -114,11 +115,17 @@ class Manager:
     def __init__(self, home: Home, config: Config, log_level: str = "info") -> None:
         self.home = home
         self.config = config
+        db_dir = db_dir_of(config.database, home.db_dir)
+        manager_host = config.global_.manager_host or socket.gethostname()
         self.store = Store(
-            Path(config.database.path) if config.database.path else home.db_dir,
-            manager_host=config.global_.manager_host or socket.gethostname(),
+            db_dir,
+            manager_host=manager_host,
             node_name=config.global_.node_name,
             flush_interval=config.database.flush_interval,
+            max_pending=config.database.max_pending,
+            backend=backend_for(
+                config.database, db_dir, manager_host=manager_host, node_name=config.global_.node_name
+            ),
         )
         self.grace = GraceTracker(self.store.submit, config.remote.connection_grace)
         # client.keys in memory: remoted authenticates against it, events read names from it. With
@@ -226,7 +233,7 @@ class Manager:
         db = db_dir / "global.db"
         paths = [self.home.client_keys, db, db.with_name("global.db-wal"), db.with_name("global.db-shm")]
         nats = self.config.nats
-        if nats.password or nats.token:
+        if nats.password or nats.token or self.config.database.password:
             paths.append(self.home.ossec_conf)
         paths.extend(Path(name) for name in (nats.creds_file, nats.tls_key) if name)
         for exposed in filemodes.world_readable(paths):

@@ -36,3 +36,19 @@ def test_no_active_key_or_several_are_setup_errors(tmp_path: Path) -> None:
     path.write_text("001 a any aaaa\n002 b any bbbb\n")
     with pytest.raises(AgentSetupError, match=r"2 active keys \(ids 001, 002\)"):
         load_agent_key(path)
+
+
+def test_an_agent_home_lists_its_servers_in_order(tmp_path: Path) -> None:
+    from agentpulse.agent.config import ServerAddress, load_agent_config
+    from agentpulse.agent.daemon import init_agent_home
+
+    home = init_agent_home(
+        tmp_path, "127.0.0.1", 1514, None, max_retries=2, more_servers=[("10.0.0.2", 1600), ("node-c", 1514)]
+    )
+    config = load_agent_config(home.ossec_conf)
+    assert config is not None
+    assert config.servers == (
+        ServerAddress("127.0.0.1", 1514, max_retries=2),
+        ServerAddress("10.0.0.2", 1600, max_retries=2),
+        ServerAddress("node-c", 1514, max_retries=2),
+    )

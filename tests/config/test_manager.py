@@ -72,6 +72,7 @@ def test_nats_defaults_to_disabled_embedded_server_with_agent_subjects() -> None
     assert (nats.stream, nats.kv_bucket) == ("AGENT_STATUS", "agent_status")
     assert (nats.user, nats.password, nats.token, nats.creds_file) == (None, None, None, None)
     assert (nats.keepalive_events, nats.start_without_nats) == (True, True)
+    assert nats.replicas == 1  # one server; a 3-server NATS cluster wants <replicas>3</replicas>
 
 
 def test_database_defaults() -> None:
@@ -332,6 +333,7 @@ def test_nats_section_is_parsed() -> None:
   <tls_key>/etc/nats/key.pem</tls_key>
   <keepalive_events>none</keepalive_events>
   <start_without_nats>no</start_without_nats>
+  <replicas>3</replicas>
 </nats>"""
         )
     )
@@ -350,6 +352,7 @@ def test_nats_section_is_parsed() -> None:
         tls_key="/etc/nats/key.pem",
         keepalive_events=False,
         start_without_nats=False,
+        replicas=3,
     )
 
 

@@ -88,6 +88,12 @@ class ManagerProcess:
     port: int = field(default_factory=free_port)
     auth_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    pg_dsn: str | None = None  # set by `use_postgresql`: `query` then reads PostgreSQL
+
+    def use_postgresql(self, dsn: str) -> None:
+        """Run this manager on PostgreSQL at `dsn` (`<database><backend>postgresql`)."""
+        self.pg_dsn = dsn
+        self.settings.database += f"<backend>postgresql</backend><dsn>{dsn}</dsn>"
 
     @property
     def home(self) -> Home:
@@ -180,6 +186,13 @@ class ManagerProcess:
     # -- reading global.db the way an operator's tool does ---------------------------------------------
 
     def query(self, sql: str, *params: object) -> list[sqlite3.Row]:
+        if self.pg_dsn is not None:
+            import psycopg
+
+            from tests.store.databases import postgres_sql
+
+            with psycopg.connect(self.pg_dsn) as conn:
+                return conn.execute(postgres_sql(sql), params).fetchall()  # type: ignore[arg-type,return-value]
         db = schema.connect(self.home.global_db, readonly=True)
         try:
             return list(db.execute(sql, params))

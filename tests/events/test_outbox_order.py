@@ -23,7 +23,9 @@ class ScriptedJetStream:
     kv: list[tuple[str, int]] = field(default_factory=list)  # (key, sequence), in publish order
 
     async def stream_info(self, name: str) -> Any:
-        config = type("Config", (), {"subjects": ["agent.status.>"], "duplicate_window": 120.0})()
+        config = type(
+            "Config", (), {"subjects": ["agent.status.>"], "duplicate_window": 120.0, "num_replicas": 1}
+        )()
         return type("Info", (), {"config": config})()
 
     async def key_value(self, bucket: str) -> None:

@@ -37,3 +37,10 @@ def test_failure_shares_need_a_time_and_the_manager_must_be_local() -> None:
         10,
         12,
     )
+
+
+def test_further_managers_follow_the_first_in_order_and_must_be_local_too() -> None:
+    config = SimulatorConfig(LOOPBACK, 1514, 10, more_servers=(("127.0.0.2", 1515), ("127.0.0.3", 1516)))
+    assert config.servers == ((LOOPBACK, 1514), ("127.0.0.2", 1515), ("127.0.0.3", 1516))
+    with pytest.raises(ValueError, match=r"not '192\.0\.2\.1'"):
+        SimulatorConfig(LOOPBACK, 1514, 10, more_servers=(("192.0.2.1", 1514),))

@@ -1,8 +1,8 @@
-"""The store: status rules applied in memory, written in batches to a real global.db."""
+"""The store: status rules applied in memory, written in batches to a real database (SQLite and PostgreSQL:
+the `database` fixture runs each test on both)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +12,10 @@ import pytest
 from agentpulse.records import StatusUpdate
 from agentpulse.status import ConnectionStatus, StatusCode, Trigger
 from agentpulse.store.facade import Store
-from agentpulse.store.sqlite import schema
 from agentpulse.store.subscriber import Subscriber
 from agentpulse.wire import control
 from agentpulse.wire.keys import KeysFile
+from tests.store.databases import Database, read
 
 KEEPALIVE = control.parse_keepalive(
     b'Linux |h |6.1 |#1 |x86_64 [Debian GNU/Linux|debian: 12 (bookworm)] - Wazuh v4.14.7\n"env":prod\nx merged.mg\n'
@@ -41,10 +41,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
+def store(tmp_path: Path, clock: Clock, database: Database) -> Iterator[Store]:
     keys = KeysFile.parse("".join(f"{n:03d} agent-{n:02d} any key{n}\n" for n in range(1, 6)))
     store = Store(
         tmp_path / "db",
+        backend=database.backend(tmp_path / "db"),
         manager_host="mgr",
         node_name="node01",
         flush_interval=0.05,
@@ -54,14 +55,6 @@ def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
     store.open(list(keys.active()))
     yield store
     store.close()
-
-
-def read(store: Store, sql: str, *params: object) -> list[sqlite3.Row]:
-    db = schema.connect(store.global_db, readonly=True)
-    try:
-        return list(db.execute(sql, params))
-    finally:
-        db.close()
 
 
 def test_agents_of_client_keys_start_never_connected_in_the_default_group(store: Store) -> None:
@@ -104,9 +97,9 @@ def test_startup_then_keepalive_writes_pending_then_active_with_the_keepalive_co
     }
     # The per-agent database is created off the writer thread, shortly after the commit.
     deadline = time.monotonic() + 5
-    while not (store.db_dir / "001.db").exists() and time.monotonic() < deadline:
+    while not store.reader().has_agent_db(1) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert (store.db_dir / "001.db").exists()
+    assert store.reader().has_agent_db(1)
 
 
 def test_repeated_keepalives_are_one_write_and_no_transition(store: Store) -> None:
@@ -189,11 +182,16 @@ def test_version_refusal_keeps_the_status_and_sets_the_code(store: Store) -> Non
     assert tuple(row) == ("never_connected", 1, "Wazuh v9.9.9")
 
 
-def test_history_sequence_continues_after_a_reopen(tmp_path: Path, clock: Clock) -> None:
+def test_history_sequence_continues_after_a_reopen(tmp_path: Path, clock: Clock, database: Database) -> None:
     keys = list(KeysFile.parse("001 a1 any k\n").active())
     for _ in range(2):
         store = Store(
-            tmp_path / "db", manager_host="m", node_name="n", clock=clock.wall, monotonic=clock.monotonic
+            tmp_path / "db",
+            manager_host="m",
+            node_name="n",
+            clock=clock.wall,
+            monotonic=clock.monotonic,
+            backend=database.backend(tmp_path / "db"),
         )
         store.open(keys)
         store.submit(StatusUpdate(1, Trigger.STARTUP, 1))
@@ -203,28 +201,30 @@ def test_history_sequence_continues_after_a_reopen(tmp_path: Path, clock: Clock)
 
 
 def test_close_commits_what_was_submitted_even_with_a_long_flush_interval(
-    tmp_path: Path, clock: Clock
+    tmp_path: Path, clock: Clock, database: Database
 ) -> None:
-    store = Store(tmp_path / "db", manager_host="m", node_name="n", flush_interval=60, clock=clock.wall)
+    store = Store(
+        tmp_path / "db",
+        manager_host="m",
+        node_name="n",
+        flush_interval=60,
+        clock=clock.wall,
+        backend=database.backend(tmp_path / "db"),
+    )
     store.open(list(KeysFile.parse("001 a1 any k\n").active()))
     store.submit(StatusUpdate(1, Trigger.STARTUP, 1))
     store.close()
     assert read(store, "SELECT connection_status FROM agent WHERE id = 1")[0][0] == "pending"
 
 
-def test_a_failed_write_is_retried_without_losing_the_batch(store: Store) -> None:
-    blocker = sqlite3.connect(store.global_db, timeout=0)
-    blocker.execute("PRAGMA busy_timeout = 0")
-    blocker.execute("BEGIN EXCLUSIVE")
-    store.submit(StatusUpdate(5, Trigger.STARTUP, 1))
-    store.flush_soon()
-
-    deadline = time.monotonic() + 15
-    while store.write_errors == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert store.write_errors >= 1
-    blocker.rollback()
-    blocker.close()
+def test_a_failed_write_is_retried_without_losing_the_batch(store: Store, database: Database) -> None:
+    with database.refusing_writes():
+        store.submit(StatusUpdate(5, Trigger.STARTUP, 1))
+        store.flush_soon()
+        deadline = time.monotonic() + 15
+        while store.write_errors == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.write_errors >= 1
     store.submit(StatusUpdate(5, Trigger.ALIVE, 2, keepalive=KEEPALIVE))
     assert store.flush_wait()
     assert read(store, "SELECT connection_status FROM agent WHERE id = 5")[0][0] == "active"

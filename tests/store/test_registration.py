@@ -15,7 +15,8 @@ from agentpulse.status import ConnectionStatus, RowReason, StatusCode, Trigger
 from agentpulse.store.batch import InsertedAgent
 from agentpulse.store.facade import Store
 from agentpulse.store.subscriber import Subscriber
-from tests.store.test_facade import Clock, read
+from tests.store.databases import Database, read
+from tests.store.test_facade import Clock
 
 NEVER = ConnectionStatus.NEVER_CONNECTED
 
@@ -26,9 +27,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
+def store(tmp_path: Path, clock: Clock, database: Database) -> Iterator[Store]:
     store = Store(
         tmp_path / "db",
+        backend=database.backend(tmp_path / "db"),
         manager_host="mgr",
         node_name="node01",
         flush_interval=0.05,
@@ -116,7 +118,7 @@ def test_a_replaced_agent_leaves_with_a_removal_row_that_says_why(store: Store) 
 
 
 def test_the_view_keeps_date_add_and_disconnection_time_as_the_database_has_them(
-    store: Store, tmp_path: Path, clock: Clock
+    store: Store, tmp_path: Path, clock: Clock, database: Database
 ) -> None:
     store.register_agents([enrolled(1, at=1_600_000_000)], 1_600_000_000.0)
     store.submit(StatusUpdate(1, Trigger.STARTUP, 1_700_000_001))
@@ -125,7 +127,13 @@ def test_the_view_keeps_date_add_and_disconnection_time_as_the_database_has_them
     view = store.agents[1]
     assert (view.date_add, view.disconnection_time) == (1_600_000_000, 1_700_000_002)
     store.close()
-    again = Store(tmp_path / "db", manager_host="mgr", node_name="node01", clock=clock.wall)
+    again = Store(
+        tmp_path / "db",
+        manager_host="mgr",
+        node_name="node01",
+        clock=clock.wall,
+        backend=database.backend(tmp_path / "db"),
+    )
     again.open([])
     try:
         loaded = again.agents[1]

@@ -9,14 +9,17 @@ from agentpulse.records import StatusUpdate
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.store.facade import Store
 from agentpulse.wire.keys import KeysFile
-from tests.store.test_facade import KEEPALIVE, read
+from tests.store.databases import Database, read
+from tests.store.test_facade import KEEPALIVE
 
 KEYS = KeysFile.parse("".join(f"{n:03d} agent-{n:02d} any key{n}\n" for n in range(1, 6)))
 T0 = 1_700_000_000.0
 
 
-def _store(db_dir: Path) -> Store:
-    store = Store(db_dir, manager_host="mgr", node_name="node01", flush_interval=0.05)
+def _store(db_dir: Path, database: Database) -> Store:
+    store = Store(
+        db_dir, manager_host="mgr", node_name="node01", flush_interval=0.05, backend=database.backend(db_dir)
+    )
     store.open(list(KEYS.active()))
     return store
 
@@ -30,8 +33,8 @@ def _history(store: Store, agent_id: int) -> list[tuple[str, str, int]]:
     return [(row[0], row[1], row[2]) for row in rows]
 
 
-def test_a_startup_the_database_lacks_is_restored_then_reset(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_a_startup_the_database_lacks_is_restored_then_reset(tmp_path: Path, database: Database) -> None:
+    store = _store(tmp_path, database)
     try:
         restored = store.restore_acks([StatusUpdate(1, Trigger.STARTUP, T0 + 0.5)])
         reset = store.reset_connections()
@@ -46,13 +49,13 @@ def test_a_startup_the_database_lacks_is_restored_then_reset(tmp_path: Path) -> 
         store.close()
 
 
-def test_an_ack_the_database_already_shows_is_not_replayed(tmp_path: Path) -> None:
-    first = _store(tmp_path)
+def test_an_ack_the_database_already_shows_is_not_replayed(tmp_path: Path, database: Database) -> None:
+    first = _store(tmp_path, database)
     first.submit(StatusUpdate(2, Trigger.STARTUP, T0 + 0.7))  # committed: last_keepalive = T0
     first.submit(StatusUpdate(2, Trigger.SHUTDOWN, T0 + 0.8))
     first.submit(StatusUpdate(3, Trigger.STARTUP, T0 + 1))  # committed, still pending
     first.close()
-    store = _store(tmp_path)
+    store = _store(tmp_path, database)
     try:
         restored = store.restore_acks(
             [StatusUpdate(2, Trigger.STARTUP, T0 + 0.7), StatusUpdate(3, Trigger.STARTUP, T0 + 1)]
@@ -65,13 +68,15 @@ def test_an_ack_the_database_already_shows_is_not_replayed(tmp_path: Path) -> No
         store.close()
 
 
-def test_a_later_ack_after_a_stored_disconnection_is_restored_once(tmp_path: Path) -> None:
-    first = _store(tmp_path)
+def test_a_later_ack_after_a_stored_disconnection_is_restored_once(
+    tmp_path: Path, database: Database
+) -> None:
+    first = _store(tmp_path, database)
     first.submit(StatusUpdate(4, Trigger.STARTUP, T0))
     first.submit(StatusUpdate(4, Trigger.ALIVE, T0 + 1, keepalive=KEEPALIVE))
     first.submit(StatusUpdate(4, Trigger.SHUTDOWN, T0 + 2))
     first.close()
-    store = _store(tmp_path)
+    store = _store(tmp_path, database)
     try:
         acks = [
             StatusUpdate(4, Trigger.STARTUP, T0 + 50),  # the agent came back; the kill beat the commit

@@ -13,7 +13,8 @@ from agentpulse.status import Trigger
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.wire.keys import KeysFile
-from tests.store.test_facade import KEEPALIVE, Clock, read
+from tests.store.databases import Database, read
+from tests.store.test_facade import KEEPALIVE, Clock
 
 
 @pytest.fixture
@@ -22,10 +23,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
+def store(tmp_path: Path, clock: Clock, database: Database) -> Iterator[Store]:
     keys = KeysFile.parse("001 web-01 any k1\n002 web-02 10.0.0.2 k2\n003 web-03 any k3\n004 web-04 any k4\n")
     store = Store(
-        tmp_path / "db", manager_host="m", node_name="n", clock=clock.wall, monotonic=clock.monotonic
+        tmp_path / "db",
+        manager_host="m",
+        node_name="n",
+        clock=clock.wall,
+        monotonic=clock.monotonic,
+        backend=database.backend(tmp_path / "db"),
     )
     store.open(list(keys.active()))
     yield store

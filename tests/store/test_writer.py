@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from agentpulse.records import TransitionRow
+from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.backend import Fragmentation, WriteFailed
 from agentpulse.store.batch import Batch
 from agentpulse.store.view import LoadedAgent
@@ -139,3 +143,49 @@ def test_close_writes_what_was_accepted_then_refuses_jobs_and_waiters(backend: R
     with pytest.raises(StoreClosed):
         writer.run_job(lambda b: None).result(1)
     assert not writer.when_committed(lambda: None)
+
+
+def _row(agent_id: int, seq: int) -> TransitionRow:
+    return TransitionRow(
+        agent_id, seq, ConnectionStatus.PENDING, ConnectionStatus.ACTIVE, StatusCode.NONE, 1.0, None
+    )
+
+
+def test_an_outage_holds_at_most_max_pending_rows_keeps_every_status_and_logs_once_each_way(
+    backend: RecordingBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend.fail = 1_000_000  # until the test lets writes through
+    writer = BatchWriter(
+        backend,
+        flush_interval=0.01,
+        clock=lambda: 1.0,
+        known=lambda _: True,
+        committed=[].append,
+        max_pending=1000,
+    )
+    caplog.set_level(logging.DEBUG, "agentpulse.store.writer")
+    writer.start(lambda: None)
+    try:
+        for seq in range(1, 1501):  # 1,500 changes of agent 1, each with its outbox row: 3,000 rows
+            with writer.lock:
+                writer.batch.history.append(_row(1, seq))
+                writer.batch.outbox.append(("s", f"001:{seq}", b"{}"))
+                writer.batch.statuses[1] = (ConnectionStatus.ACTIVE, StatusCode.NONE, float(seq), None)
+            writer.wake()
+        deadline = time.monotonic() + 10
+        while writer.dropped < 2000 and time.monotonic() < deadline:
+            writer.wake()
+            time.sleep(0.01)
+        backend.fail = 0
+        assert writer.flush_wait(10)
+    finally:
+        writer.close()
+    written = [row.seq for batch in backend.written for row in batch.history]
+    assert written == list(range(1001, 1501))  # the newest 500 history rows (and 500 outbox rows) kept
+    outbox = [msg for batch in backend.written for _, msg, _ in batch.outbox]
+    assert (outbox[0], len(outbox)) == ("001:1001", 500)
+    assert backend.written[0].statuses[1][2] == 1500.0  # the latest status, always kept
+    assert writer.dropped == 2000
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "holding status changes in memory" in w]) == 1
+    assert len([w for w in warnings if "work again" in w]) == 1

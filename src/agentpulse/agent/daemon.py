@@ -16,7 +16,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -134,12 +134,14 @@ def init_agent_home(
     state_interval: float | None = None,
     labels: Iterable[tuple[str, str, bool]] = (),
     enrollment: Mapping[str, object] | None = None,
+    more_servers: Sequence[tuple[str, int]] = (),
 ) -> Home:
     """Write an agent home: etc/ossec.conf with `<client>` (and `<labels>`), etc/client.keys with one line
     (empty without `key_line`: the agent enrols).
 
-    `labels` are (key, value, hidden); `enrollment` the `<enrollment>` options (element -> value). Values
-    left None keep Wazuh's defaults. Overwrites both files.
+    `labels` are (key, value, hidden); `enrollment` the `<enrollment>` options (element -> value);
+    `more_servers` further `<server>` blocks (host, port) after the first, with its protocol and retries,
+    tried in that order. Values left None keep Wazuh's defaults. Overwrites both files.
     """
     if not isinstance(home, Home):
         home = Home(Path(home))
@@ -148,21 +150,19 @@ def init_agent_home(
     entry = parse_line(key_line.strip()) if key_line is not None else None
     if key_line is not None and (entry is None or entry.removed):
         raise ValueError("key_line must be an active client.keys line: '<id> <name> <ip> <key>'")
-    server = [
-        f"      <address>{escape(manager_host)}</address>",
-        f"      <port>{int(manager_port)}</port>",
-        f"      <protocol>{protocol}</protocol>",
-    ]
-    if max_retries is not None:
-        server.append(f"      <max_retries>{int(max_retries)}</max_retries>")
-    if retry_interval is not None:
-        server.append(f"      <retry_interval>{_seconds(retry_interval)}</retry_interval>")
-    client = [
-        "    <server>",
-        *server,
-        "    </server>",
-        f"    <notify_time>{_seconds(notify_time)}</notify_time>",
-    ]
+    client: list[str] = []
+    for host, port in ((manager_host, manager_port), *more_servers):
+        server = [
+            f"      <address>{escape(host)}</address>",
+            f"      <port>{int(port)}</port>",
+            f"      <protocol>{protocol}</protocol>",
+        ]
+        if max_retries is not None:
+            server.append(f"      <max_retries>{int(max_retries)}</max_retries>")
+        if retry_interval is not None:
+            server.append(f"      <retry_interval>{_seconds(retry_interval)}</retry_interval>")
+        client += ["    <server>", *server, "    </server>"]
+    client.append(f"    <notify_time>{_seconds(notify_time)}</notify_time>")
     if time_reconnect is not None:
         client.append(f"    <time-reconnect>{_seconds(time_reconnect)}</time-reconnect>")
     client.append(f"    <crypto_method>{escape(crypto_method)}</crypto_method>")

@@ -13,21 +13,21 @@ import enum
 import getopt
 import json
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from agentpulse import __version__
+from agentpulse.cli.database import open_database
 from agentpulse.cli.home import HOME_HELP, resolve_home
+from agentpulse.config.xmltree import ConfigError
 from agentpulse.escape import for_terminal, json_safe
 from agentpulse.keysfile import read_keys_file
 from agentpulse.paths import Home
 from agentpulse.status import ConnectionStatus
-from agentpulse.store.sqlite.reads import SqliteReader
+from agentpulse.store.reader import Reader, ReadFailed
 from agentpulse.store.sqlite.schema import MANAGER_IP
 from agentpulse.wire.keys import AgentKey, KeysFile
 
@@ -321,31 +321,22 @@ def _read_keys(home: Home) -> KeysFile | None:
         return None
 
 
-def read_statuses(global_db: Path) -> dict[int, str]:
-    """agent id -> connection_status; empty when the manager never created global.db."""
-    if not global_db.exists():
-        return {}
-    return SqliteReader(global_db).statuses()
+def read_statuses(reader: Reader) -> dict[int, str]:
+    """agent id -> connection_status; empty when the manager never created the database."""
+    return reader.statuses() if reader.exists() else {}
 
 
-def read_group_members(global_db: Path, group: str) -> set[int]:
-    if not global_db.exists():
-        return set()
-    return set(SqliteReader(global_db).group_members(group) or ())
+def read_group_members(reader: Reader, group: str) -> set[int]:
+    return set(reader.group_members(group) or ()) if reader.exists() else set()
 
 
-def _agent_row(global_db: Path, number: int) -> dict[str, Any] | None:
-    """The agent's global.db row, NULL columns left out."""
-    if not global_db.exists():
-        return None
-    return SqliteReader(global_db).agent(number)
+def _agent_row(reader: Reader, number: int) -> dict[str, Any] | None:
+    """The agent's row, NULL columns left out."""
+    return reader.agent(number) if reader.exists() else None
 
 
-def _fim_scan(home: Home, number: int) -> tuple[int | None, int | None]:
-    agent_db = home.agent_db(number)
-    if not agent_db.exists():
-        return None, None
-    return SqliteReader(home.global_db).fim_scan(agent_db)
+def _fim_scan(reader: Reader, number: int) -> tuple[int | None, int | None]:
+    return reader.fim_scan(number) if reader.exists() else (None, None)
 
 
 def list_agents(
@@ -369,11 +360,11 @@ def list_agents(
     return listed
 
 
-def read_info(home: Home, key: AgentKey | None, host: str) -> AgentInfo:
+def read_info(reader: Reader, key: AgentKey | None, host: str) -> AgentInfo:
     """The -i record for an agent from client.keys, or for the manager when `key` is None."""
     number = 0 if key is None else key.number
-    row = _agent_row(home.global_db, number)
-    start, end = _fim_scan(home, number)
+    row = _agent_row(reader, number)
+    start, end = _fim_scan(reader, number)
     if key is None:
         # The manager's row is always active; without a database the manager has simply not started yet.
         status = status_words(row.get("connection_status")) if row is not None else "Active"
@@ -396,13 +387,21 @@ def read_info(home: Home, key: AgentKey | None, host: str) -> AgentInfo:
 
 def run(options: Options, home: Home, host: str) -> tuple[str, int]:
     """The text to print and the exit status, in Wazuh's order of precedence."""
+    reader = open_database(home).reader
+    try:
+        return _run(options, home, reader, host)
+    finally:
+        reader.close()
+
+
+def _run(options: Options, home: Home, reader: Reader, host: str) -> tuple[str, int]:
     if options.list_responses:
         return "\n   No active response available.\n\n", 0  # agentpulse runs no active responses
     keys = _read_keys(home)
     active = list(keys.active()) if keys is not None else []
     if options.list_agents:
-        members = None if options.group is None else read_group_members(home.global_db, options.group)
-        agents = list_agents(active, read_statuses(home.global_db), options, members)
+        members = None if options.group is None else read_group_members(reader, options.group)
+        agents = list_agents(active, read_statuses(reader), options, members)
         text = format_list(
             host,
             agents,
@@ -419,7 +418,7 @@ def run(options: Options, home: Home, host: str) -> tuple[str, int]:
             invalid = format_invalid_id(options.agent_id, options.output)
             return invalid, 0 if options.output is Output.JSON else 1
     if options.info:
-        return format_info(read_info(home, key, host), options.output), 0
+        return format_info(read_info(reader, key, host), options.output), 0
     if options.remoted_action:
         return format_remoted_unreachable(options.output), 1
     return "\n** Invalid argument combination.\n" + HELP, 1
@@ -443,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     home = resolve_home(parsed)
     try:
         text, status = run(parsed, home, socket.gethostname())
-    except (sqlite3.Error, OSError) as exc:
+    except (ReadFailed, ConfigError, OSError) as exc:
         sys.stderr.write(f"{PROG}: cannot read the manager home {home.root}: {exc}\n")
         return 1
     sys.stdout.write(text)

@@ -99,7 +99,17 @@ def check(home: Home, agent: int | None) -> tuple[int, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agentpulse.cli import db_postgresql
+    from agentpulse.cli.database import database_config
+
     home = resolve_home(args)
-    code, text = (vacuum if args.action == "vacuum" else check)(home, args.agent)
+    config = database_config(home)
+    if config.backend == "postgresql":
+        if args.action == "vacuum":
+            code, text = db_postgresql.vacuum(home, config, args.agent)
+        else:
+            code, text = db_postgresql.check(config)
+    else:
+        code, text = (vacuum if args.action == "vacuum" else check)(home, args.agent)
     (sys.stdout if code == 0 else sys.stderr).write(text)
     return code

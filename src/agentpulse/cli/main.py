@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "group",
     "db",
     "watch",
+    "cluster",
 )
 
 

@@ -13,6 +13,7 @@ from agentpulse import filemodes, logs
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config import ConfigError, default_config_text, load_config
 from agentpulse.paths import Home
+from agentpulse.store.backend import StoreError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -92,7 +93,7 @@ def run_start(args: argparse.Namespace) -> int:
     except WorkerStartError as error:
         log.error("Cannot start: %s", error)
         return 1
-    except OSError as error:
+    except (OSError, StoreError) as error:
         log.error("Cannot start: %s", error)
         return 1
     except KeyboardInterrupt:

@@ -32,7 +32,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--interval seconds, answers to getstate probes, reconnects. Prints a JSON summary."
         ),
     )
-    parser.add_argument("--manager", required=True, metavar="HOST:PORT", type=_manager_address)
+    parser.add_argument(
+        "--manager",
+        required=True,
+        metavar="HOST:PORT",
+        type=_manager_addresses,
+        action="extend",
+        help="a manager; repeat it (or separate by commas) for an agent's list of servers, tried in order",
+    )
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="with several --manager: agent i starts at the (i mod n)-th, as behind a load balancer",
+    )
     parser.add_argument("--agents", required=True, type=_positive_int, metavar="N")
     keys = parser.add_mutually_exclusive_group(required=True)
     keys.add_argument(
@@ -149,12 +161,14 @@ def run_simulate(args: argparse.Namespace) -> int:
     from agentpulse.simulator.report import Progress, exit_code
     from agentpulse.simulator.runner import run
 
-    host, port = args.manager
+    (host, port), *more_servers = args.manager
     ramp = args.ramp if args.ramp is not None else min(DEFAULT_RAMP, args.duration / 4)
     try:
         config = SimulatorConfig(
             host=host,
             port=port,
+            more_servers=tuple(more_servers),
+            spread=args.spread,
             agents=args.agents,
             protocol=Transport(args.protocol),
             interval=args.interval,
@@ -231,6 +245,13 @@ def _port(text: str) -> int:
 def _fail(message: str) -> int:
     print(f"{PROGRAM}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _manager_addresses(text: str) -> list[tuple[str, int]]:
+    addresses = [_manager_address(item.strip()) for item in text.split(",") if item.strip()]
+    if not addresses:
+        raise argparse.ArgumentTypeError("expected HOST:PORT[,HOST:PORT...]")
+    return addresses
 
 
 def _manager_address(text: str) -> tuple[str, int]:

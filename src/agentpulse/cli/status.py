@@ -1,6 +1,7 @@
 """`agentpulse status`: how the fleet is doing, at a glance.
 
-Counts per status, per group, and the latest changes, from global.db opened read-only, and the running
+Counts per status, per group, and the latest changes, from the home's database (global.db opened read-only,
+or PostgreSQL), and the running
 manager's counters from its state file (client.keys reloads). Names print via `for_terminal`.
 """
 
@@ -8,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentpulse.cli.database import open_database
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.config.xmltree import ConfigError
 from agentpulse.escape import for_terminal
 from agentpulse.status import ConnectionStatus, StatusCode
-from agentpulse.store.sqlite.reads import SqliteReader
+from agentpulse.store.reader import Reader, ReadFailed
 
 RECENT = 10
 _COLOURS = {
@@ -92,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-def read_summary(reader: SqliteReader, recent: int, reloads: KeysReloads | None = None) -> Summary:
+def read_summary(reader: Reader, recent: int, reloads: KeysReloads | None = None) -> Summary:
     counts = dict.fromkeys(ConnectionStatus, 0)
     for status, count in reader.status_counts().items():
         counts[ConnectionStatus(status)] = count
@@ -151,17 +153,24 @@ def render(summary: Summary, colour: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     home = resolve_home(args)
-    if not home.global_db.exists():
-        print(
-            f"agentpulse status: no database at {home.global_db}: has the manager run on this home?",
-            file=sys.stderr,
-        )
+    try:
+        database = open_database(home)
+    except ConfigError as error:
+        print(f"agentpulse status: {error}", file=sys.stderr)
         return 1
     try:
-        summary = read_summary(SqliteReader(home.global_db), args.recent, read_reloads(home.remoted_state))
-    except sqlite3.Error as error:
-        print(f"agentpulse status: cannot read {home.global_db}: {error}", file=sys.stderr)
+        if not database.reader.exists():
+            print(
+                f"agentpulse status: no database at {database.where}: has the manager run on this home?",
+                file=sys.stderr,
+            )
+            return 1
+        summary = read_summary(database.reader, args.recent, read_reloads(home.remoted_state))
+    except ReadFailed as error:
+        print(f"agentpulse status: cannot read {database.where}: {error}", file=sys.stderr)
         return 1
+    finally:
+        database.reader.close()
     colour = args.color == "always" or (
         args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     )

@@ -32,6 +32,7 @@ __all__ = [
     "nonempty",
     "number",
     "parse_time",
+    "postgres_dsn",
     "protocols",
     "subject_prefix",
     "time",
@@ -239,5 +240,13 @@ def backend(value: str) -> str:
     if value == "sqlite":
         return value
     if value in ("postgresql", "postgres"):
-        raise Invalid("postgresql is not yet supported; use 'sqlite'")
-    raise Invalid("expected 'sqlite' (postgresql is not yet supported)")
+        return "postgresql"
+    raise Invalid("expected 'sqlite' or 'postgresql'")
+
+
+def postgres_dsn(value: str) -> str:
+    """A libpq connection string: a postgresql:// URI or `key=value` pairs (libpq checks the rest)."""
+    value = value.strip()
+    if value.startswith(("postgresql://", "postgres://")) or "=" in value:
+        return value
+    raise Invalid("expected a PostgreSQL DSN (postgresql://user@host:port/dbname or key=value pairs)")

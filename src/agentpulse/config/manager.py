@@ -112,6 +112,7 @@ class NatsConfig:
     tls_key: str | None = None
     keepalive_events: bool = True
     start_without_nats: bool = True
+    replicas: int = 1  # of the stream and KV bucket agentpulse creates: 3 on a 3-server NATS cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,17 @@ class DatabaseConfig:
     # queue/db/wdb (wdb.server's defaults): clients at once, and how long one may wait between requests.
     wdb_max_clients: int = 64
     wdb_idle_timeout: float = 5.0
+    # PostgreSQL (backend postgresql): a libpq DSN and/or its parts; the password may come from a file (or
+    # PGPASSWORD, which libpq reads itself). See store/postgresql/connect.py and docs/cluster.md.
+    dsn: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    dbname: str | None = None
+    # status changes (history and outbox rows) held in memory while the database cannot be written
+    max_pending: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,11 +278,20 @@ _NATS_FIELDS: Final[Fields] = {
     "tls_key": ("tls_key", cv.nonempty),
     "keepalive_events": ("keepalive_events", cv.keepalive_events),
     "start_without_nats": ("start_without_nats", cv.boolean),
+    "replicas": ("replicas", cv.integer(1, 5)),  # JetStream allows at most 5
 }
 
 _DATABASE_FIELDS: Final[Fields] = {
     "backend": ("backend", cv.backend),
     "path": ("path", cv.nonempty),
+    "dsn": ("dsn", cv.postgres_dsn),
+    "host": ("host", cv.nonempty),
+    "port": ("port", cv.integer(1, 65535)),
+    "user": ("user", cv.nonempty),
+    "password": ("password", cv.nonempty),
+    "password_file": ("password_file", cv.nonempty),
+    "dbname": ("dbname", cv.nonempty),
+    "max_pending": ("max_pending", cv.integer(1000)),
     "allow_sql": ("allow_sql", cv.choice("no", "read-only")),
     "max_fragmentation": ("max_fragmentation", cv.number(0, 100)),
     "fragmentation_check_interval": ("fragmentation_check_interval", cv.time(1)),
@@ -383,4 +404,13 @@ class _ManagerReader(SectionReader):
         values = Values()
         for node in nodes:
             self.read(node, "<database>", _DATABASE_FIELDS, values)
-        return DatabaseConfig(**values.kwargs)
+        kwargs = values.kwargs
+        postgres = ("dsn", "host", "port", "user", "password", "password_file", "dbname")
+        if kwargs.get("backend", "sqlite") == "postgresql":
+            if "dsn" not in kwargs and "host" not in kwargs and "dbname" not in kwargs:
+                raise self.error(nodes[-1], "<database>", "backend postgresql needs <dsn> or <host>/<dbname>")
+        elif any(name in kwargs for name in postgres):
+            name = next(name for name in postgres if name in kwargs)
+            node, path = values.origin[name]
+            raise self.error(node, path, "set without <database><backend>postgresql</backend>")
+        return DatabaseConfig(**kwargs)

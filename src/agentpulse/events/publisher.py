@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from agentpulse.backoff import SATURATED, backoff_delay
 from agentpulse.events import payloads
 from agentpulse.status import ConnectionStatus, Trigger, transition
 from agentpulse.store.facade import Store
-from agentpulse.store.sqlite.reads import SqliteReader
+from agentpulse.store.reader import Reader, ReadFailed
 from agentpulse.wire.control import Keepalive
 
 log = logging.getLogger(__name__)
@@ -81,9 +80,9 @@ class Unavailable(Exception):
 
 class OutboxReader:
     """Outbox reads on one dedicated thread, over the read-only connection it keeps (sqlite3 objects stay
-    on the thread that made them)."""
+    on the thread that made them; a PostgreSQL reader keeps one per thread too)."""
 
-    def __init__(self, reader: SqliteReader) -> None:
+    def __init__(self, reader: Reader) -> None:
         self._reader = reader  # keep_open: opened once the store has global.db open
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events-outbox")
 
@@ -135,6 +134,7 @@ class OutboxPublisher:
         stream: str,
         kv_bucket: str,
         batch: int = OUTBOX_BATCH,
+        replicas: int = 1,
     ) -> None:
         self.link = link
         self.store = store
@@ -143,6 +143,7 @@ class OutboxPublisher:
         self.stream = stream
         self.kv_bucket = kv_bucket
         self.batch = batch
+        self.replicas = replicas  # for the stream and bucket this creates; an existing one keeps its own
         self.published = 0  # events acknowledged by JetStream in this run
         self.backlog_at_start = 0  # outbox rows left by the last run (set once by the service)
         self.committed = 0  # outbox rows committed in this run (writer thread)
@@ -151,6 +152,7 @@ class OutboxPublisher:
         self._in_stream: set[int] = set()  # accepted by JetStream, not yet acknowledged as a prefix
         self._kv_seq: dict[int, int] = {}  # the sequence of each agent's KV entry, as written by this run
         self._setup_epoch = -1
+        self._replicas_noted = ""
         self._wake = asyncio.Event()  # a commit added rows
         self._kick = asyncio.Event()  # the connection came (back)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -190,7 +192,7 @@ class OutboxPublisher:
             self._kick.clear()
             try:
                 await self.drain()
-            except (Unavailable, sqlite3.Error) as why:
+            except (Unavailable, ReadFailed) as why:
                 # Set up again before the next try: the stream or the bucket may be what went away.
                 self._setup_epoch = -1
                 await self._went_away(
@@ -248,12 +250,19 @@ class OutboxPublisher:
                         subjects=[subject],
                         duplicate_window=DUPLICATE_WINDOW,
                         storage=js_api.StorageType.FILE,
+                        num_replicas=self.replicas,
                         description="agentpulse status events (one per transition)",
                     )
                 )
-                log.info("Created JetStream stream %s (subjects %s)", self.stream, subject)
+                log.info(
+                    "Created JetStream stream %s (subjects %s, %d replicas)",
+                    self.stream,
+                    subject,
+                    self.replicas,
+                )
             else:
                 config = info.config
+                self._note_replicas(f"stream {self.stream}", config.num_replicas)
                 subjects = list(config.subjects or [])
                 window = max(config.duplicate_window or 0.0, DUPLICATE_WINDOW)  # a longer one only helps
                 if subject not in subjects or config.duplicate_window != window:
@@ -264,12 +273,26 @@ class OutboxPublisher:
             try:
                 await js.key_value(self.kv_bucket)
             except NotFoundError:
-                await js.create_key_value(bucket=self.kv_bucket, history=1, storage=js_api.StorageType.FILE)
-                log.info("Created KV bucket %s", self.kv_bucket)
+                await js.create_key_value(
+                    bucket=self.kv_bucket, history=1, storage=js_api.StorageType.FILE, replicas=self.replicas
+                )
+                log.info("Created KV bucket %s (%d replicas)", self.kv_bucket, self.replicas)
         except (NatsError, OSError, TimeoutError) as error:
             raise Unavailable(
                 f"cannot set up stream {self.stream} and KV bucket {self.kv_bucket}: {error!r}"
             ) from None
+
+    def _note_replicas(self, what: str, existing: int | None) -> None:
+        """An existing stream keeps its replicas (changing them is the NATS operator's call): say so once."""
+        if (existing or 1) != self.replicas and self._replicas_noted != what:
+            self._replicas_noted = what
+            log.warning(
+                "JetStream %s has %d replicas, <nats><replicas> asks for %d: kept as it is "
+                "(change it with `nats stream edit --replicas`)",
+                what,
+                existing or 1,
+                self.replicas,
+            )
 
     def _js(self) -> JetStreamContext:
         js = self.link.js
@@ -371,7 +394,7 @@ class OutboxPublisher:
         self._away_since = time.monotonic()
         try:
             pending = await self.reader.count(self._acked_upto)
-        except sqlite3.Error:
+        except ReadFailed:
             pending = -1
         log.warning(
             "Status events held in the outbox: NATS is unavailable (%s); %s pending, retrying with back-off "

@@ -130,6 +130,7 @@ class EventsService:
             prefix=self.config.subject_prefix,
             stream=self.config.stream,
             kv_bucket=self.config.kv_bucket,
+            replicas=self.config.replicas,
         )
         # Made here, not at start: whoever observes it (metrics) can do so from the first event.
         self.keepalives: KeepalivePublisher | None = None

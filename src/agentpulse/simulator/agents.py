@@ -79,6 +79,7 @@ class SimAgent:
         "pending",
         "phase",
         "role",
+        "server",
         "source",
         "startup_at",
         "state",
@@ -92,6 +93,7 @@ class SimAgent:
         self.source = source
         self.phase = phase
         self.role = role
+        self.server = 0  # index into the run's servers: where the next connect goes
         self.state = WAITING
         self.gen = 0  # the timing wheel's generation
         self.connection: SimConnection | None = None

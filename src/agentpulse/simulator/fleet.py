@@ -63,6 +63,7 @@ RECONNECT_JITTER: Final = 0.2
 ACK_TIMEOUT_MIN: Final = 10.0  # a keep-alive unacked for max(this, 2 x interval) is an error
 MAX_PENDING: Final = 8  # keep-alives awaiting their ack, per agent
 CLOSE_GRACE: Final = 2.0  # at the end, how long closed sockets may take to flush
+RECONNECT: Final = "reconnect"  # the retry kind of a dropped acked connection: its server is tried again
 
 
 class FleetProcess:
@@ -95,6 +96,13 @@ class FleetProcess:
             )
             for index, key in members
         ]
+        self.servers = config.servers
+        if config.spread:
+            for agent in self.agents:
+                agent.server = agent.index % len(self.servers)
+        self.failovers = 0  # moves to the next server after a failed connect or handshake
+        self.server_names = [f"{host}:{port}" for host, port in self.servers]
+        self.handshakes_by_server: dict[str, int] = {}
         self.ciphers: dict[str, int] = {}
         for agent in self.agents:
             add_count(self.ciphers, agent.codec.cipher_kind.value)
@@ -232,7 +240,7 @@ class FleetProcess:
 
     async def _open(self, agent: SimAgent, connection: SimConnection) -> None:
         try:
-            await connection.open((self.config.host, self.config.port))
+            await connection.open(self.servers[agent.server])
         except asyncio.CancelledError:
             self._connect_ended(agent, connection, "connect_timeout")
             raise
@@ -280,6 +288,11 @@ class FleetProcess:
         if agent.state in (SILENT, STOPPED):
             return
         add_count(self.retries, kind)
+        if kind != RECONNECT and len(self.servers) > 1:
+            # This server did not take the agent: the next one in the list, as agentd does once a server
+            # has used its attempts (one here). A dropped connection tries its server again first.
+            agent.server = (agent.server + 1) % len(self.servers)
+            self.failovers += 1
         agent.failures += 1
         agent.state = WAITING
         if delay is None:
@@ -295,11 +308,11 @@ class FleetProcess:
             self.retry(agent, "refused", time.monotonic())
         elif state == RUNNING:
             self.error("connection_lost")
-            self.retry(agent, "reconnect", time.monotonic(), jittered(RECONNECT_PAUSE, RECONNECT_JITTER))
+            self.retry(agent, RECONNECT, time.monotonic(), jittered(RECONNECT_PAUSE, RECONNECT_JITTER))
 
     def bad_stream(self, connection: SimConnection) -> None:
         self.error("bad_frame")
-        self.retry(connection.agent, "reconnect", time.monotonic(), RECONNECT_PAUSE)
+        self.retry(connection.agent, RECONNECT, time.monotonic(), RECONNECT_PAUSE)
 
     # -- messages -----------------------------------------------------------------------------------------
 
@@ -357,6 +370,7 @@ class FleetProcess:
 
     def handshake_done(self, agent: SimAgent, connection: SimConnection, now: float) -> None:
         self.startup_latency.record(now - agent.startup_at)
+        add_count(self.handshakes_by_server, self.server_names[agent.server])
         agent.state = RUNNING
         agent.failures = 0
         if not agent.acked_once:
@@ -449,6 +463,8 @@ class FleetProcess:
             steady_s=steady_s,
             requests_answered=self.requests_answered,
             forced_reconnects=self.forced_reconnects,
+            failovers=self.failovers,
+            handshakes_by_server=dict(self.handshakes_by_server),
             silent=self.silent,
             shutdown=self.shutdown,
             ciphers=dict(self.ciphers),

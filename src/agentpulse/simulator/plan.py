@@ -75,6 +75,14 @@ class SimulatorConfig:
     processes: int = 1
     sources: int = 1
     version: str = AGENT_VERSION
+    # Further managers after host:port, in the order an agent's <client><server> list gives them: an agent
+    # whose connect or handshake fails moves to the next one (a lost connection retries the same first).
+    more_servers: tuple[tuple[str, int], ...] = ()
+    spread: bool = False  # agent i starts at server i % len(servers), as behind a load balancer
+
+    @property
+    def servers(self) -> tuple[tuple[str, int], ...]:
+        return ((self.host, self.port), *self.more_servers)
 
     def __post_init__(self) -> None:
         # In this order: the message lists every problem, the run's shape first.
@@ -117,8 +125,9 @@ class SimulatorConfig:
             problems.append("processes must be between 1 and the number of agents")
         if not 1 <= self.sources <= MAX_SOURCES:
             problems.append(f"sources must be between 1 and {MAX_SOURCES}")
-        if not is_loopback(self.host):
-            problems.append(f"the manager must be on this machine (127.0.0.0/8), not {self.host!r}")
+        for host, _ in self.servers:
+            if not is_loopback(host):
+                problems.append(f"the manager must be on this machine (127.0.0.0/8), not {host!r}")
         return problems
 
     @property

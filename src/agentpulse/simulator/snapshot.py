@@ -37,6 +37,8 @@ class Snapshot:
     steady_s: float = 0.0
     requests_answered: int = 0
     forced_reconnects: int = 0
+    failovers: int = 0  # moves to the next server after a failed connect or handshake
+    handshakes_by_server: dict[str, int] = field(default_factory=dict)  # acked startups, by host:port
     silent: int = 0
     shutdown: int = 0
     ciphers: dict[str, int] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class Snapshot:
                 "steady_acked",
                 "requests_answered",
                 "forced_reconnects",
+                "failovers",
                 "silent",
                 "shutdown",
                 "processes",
@@ -73,6 +76,7 @@ class Snapshot:
                 (total.errors, part.errors),
                 (total.retries, part.retries),
                 (total.ciphers, part.ciphers),
+                (total.handshakes_by_server, part.handshakes_by_server),
             ):
                 for kind, amount in theirs.items():
                     add_count(mine, kind, amount)

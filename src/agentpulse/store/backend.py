@@ -2,14 +2,14 @@
 
 The facade (`store/facade.py`) owns the status view, the batch and the writer thread; a backend owns the
 database: its schema, the statements that turn a `Batch` into one transaction, reading the view back at
-start, and maintenance. SQLite (`store/sqlite/`) is the one backend today; PostgreSQL comes next behind this
-same protocol. Every method runs on the writer thread, except `fragmentation`, which callers run in a thread.
+start, and maintenance. SQLite (`store/sqlite/`) is the embedded default, PostgreSQL (`store/postgresql/`) the
+shared one. Every method runs on the writer thread, except `fragmentation`, which callers run in a thread, and
+the agent-database ones, which run on the store's agent-database thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from agentpulse.store.batch import Batch
@@ -17,7 +17,7 @@ from agentpulse.store.view import LoadedAgent
 from agentpulse.wire.keys import AgentKey
 
 if TYPE_CHECKING:  # the reader answers with this module's data
-    from agentpulse.store.sqlite.reads import SqliteReader
+    from agentpulse.store.reader import Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,11 @@ class Fragmentation:
         return {"fragmentation": self.fragmentation, "free_pages_percentage": self.free_pages_percentage}
 
 
-class WriteFailed(Exception):
+class StoreError(Exception):
+    """The database failed, whichever it is: callers catch this, never a driver's own exception."""
+
+
+class WriteFailed(StoreError):
     """A batch could not be committed (full disk, locked file...); it was rolled back and will be retried."""
 
 
@@ -64,8 +68,5 @@ class Backend(Protocol):
     def fragmentation(self, agent_id: int | None = None) -> Fragmentation:
         """Measured read-only, on the global database or one agent's."""
 
-    def agent_db_path(self, agent_id: int) -> Path: ...
-
-    def reader(self, *, keep_open: bool = False) -> SqliteReader:
-        """Named reads on connections of their own, for any thread but the writer's. (The PostgreSQL
-        backend will make `SqliteReader`'s public methods a protocol of their own.)"""
+    def reader(self, *, keep_open: bool = False) -> Reader:
+        """Named reads on connections of their own, for any thread but the writer's."""

@@ -111,6 +111,18 @@ class Batch:
         self.new_agents = [a for a in self.new_agents if a.number != agent_id]
         self.deleted[agent_id] = purge_files or self.deleted.get(agent_id, False)
 
+    def drop_oldest(self, keep: int) -> int:
+        """Keep at most `keep` history plus outbox rows, the newest of each (half the cut from each list);
+        returns how many were dropped. The status columns (one entry per agent) are never dropped."""
+        excess = len(self.history) + len(self.outbox) - keep
+        if excess <= 0:
+            return 0
+        from_history = min(len(self.history), max(excess - len(self.outbox), (excess + 1) // 2))
+        from_outbox = excess - from_history
+        del self.history[:from_history]
+        del self.outbox[:from_outbox]
+        return excess
+
     def requeue_under(self, newer: Batch) -> Batch:
         """This batch failed to commit: merge `newer` (what arrived since) over it, and return the result.
 

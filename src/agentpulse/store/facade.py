@@ -1,7 +1,7 @@
 """The store: what every other component calls to change or read agent statuses. Backend-neutral.
 
 `Store.submit()` runs on the event loop and costs a dict update; the writer thread (`store/writer.py`)
-commits the pending batch through the backend (`store/sqlite/` today). Every write rides in that one
+commits the pending batch through the backend (`store/sqlite/` by default, or `store/postgresql/`). Every write rides in that one
 batch, so it keeps its order against the status changes around it. An enrolled agent starts with a
 registration row, `never_connected -> never_connected` code 0 (see `register_agents`).
 """
@@ -18,11 +18,11 @@ from agentpulse.records import MANAGER_ID, StatusUpdate, TransitionRow
 from agentpulse.status import LIVE, ConnectionStatus, RowReason, Trigger
 from agentpulse.store.backend import Backend, Fragmentation
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
+from agentpulse.store.reader import Reader
 from agentpulse.store.sqlite.backend import SqliteBackend
-from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.store.subscriber import KeepaliveListener, OutboxEncoder, Subscriber, TransitionListener
 from agentpulse.store.view import AgentView, StatusView
-from agentpulse.store.writer import BatchWriter, FlushObserver, StoreClosed
+from agentpulse.store.writer import DEFAULT_MAX_PENDING, BatchWriter, FlushObserver, StoreClosed
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
@@ -44,6 +44,7 @@ class Store:
         manager_host: str,
         node_name: str,
         flush_interval: float = 1.0,
+        max_pending: int = DEFAULT_MAX_PENDING,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         backend: Backend | None = None,
@@ -61,6 +62,7 @@ class Store:
         self._writer = BatchWriter(
             self.backend,
             flush_interval=flush_interval,
+            max_pending=max_pending,
             clock=clock,
             known=self.view.__contains__,
             committed=self._committed,
@@ -408,9 +410,6 @@ class Store:
         """Blocking, read-only: call it from a thread."""
         return self.backend.fragmentation(agent_id)
 
-    def reader(self, *, keep_open: bool = False) -> SqliteReader:
+    def reader(self, *, keep_open: bool = False) -> Reader:
         """Named reads that never touch the writer's connection (wdb, the events' outbox, the API)."""
         return self.backend.reader(keep_open=keep_open)
-
-    def agent_db_path(self, agent_id: int) -> Path:
-        return self.backend.agent_db_path(agent_id)

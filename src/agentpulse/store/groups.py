@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from agentpulse.store.batch import GroupMode
+
 DEFAULT_GROUP = "default"
 GROUP_HASH_SIZE = 8  # Wazuh's WDB_GROUP_HASH_SIZE: the first 8 hex digits of the SHA-1 of the group list
 SYNC_STATUSES = ("synced", "syncreq", "syncreq_status", "syncreq_keepalive")
@@ -18,3 +20,17 @@ def group_hash(groups: Iterable[str]) -> str | None:
     """Wazuh's group_hash: SHA-1 of the comma-separated group list, first 8 hex digits; None for no group."""
     csv = ",".join(groups)
     return hashlib.sha1(csv.encode()).hexdigest()[:GROUP_HASH_SIZE] if csv else None
+
+
+def regrouped(current: list[str], wanted: list[str], mode: GroupMode) -> list[str] | None:
+    """An agent's groups after a SET in this mode; None when the mode leaves them as they are."""
+    match mode:
+        case GroupMode.APPEND:
+            return current + [name for name in wanted if name not in current]
+        case GroupMode.EMPTY_ONLY:
+            return None if current else wanted
+        case GroupMode.REMOVE:
+            return [name for name in current if name not in wanted]
+        case GroupMode.OVERRIDE:
+            return wanted
+    raise AssertionError(mode)  # pragma: no cover

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sqlite3
 
+from agentpulse.store.backend import StoreError
 from agentpulse.store.facade import Store
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class Upkeep:
             await asyncio.sleep(self.interval)
             try:
                 await self.check()
-            except (sqlite3.Error, OSError, RuntimeError):
+            except (StoreError, sqlite3.Error, OSError, RuntimeError):
                 log.exception("global.db fragmentation check failed")
 
     async def check(self) -> int | None:

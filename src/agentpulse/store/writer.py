@@ -2,7 +2,10 @@
 
 `BatchWriter` keeps the database off the event loop and makes thousands of keep-alives cost one commit.
 The danger is losing what was accepted: a failed commit is put back under what arrived since and retried,
-so a full disk does not drop status changes.
+so a full disk or a stopped PostgreSQL does not drop status changes. While the database is away the held
+history and outbox rows are bounded (`max_pending`): past it the oldest are dropped, counted and logged, but
+each agent's current status (one entry per agent) is always kept. One warning when writes start failing,
+one line when they work again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from agentpulse.store.batch import Batch
 log = logging.getLogger(__name__)
 
 STOP_RETRIES = 5
+DEFAULT_MAX_PENDING = 1_000_000  # history + outbox rows held while the database cannot be written
 T = TypeVar("T")
 Job = Callable[[Backend], Any]
 # Told of each batch committed, on the writer thread: (the batch, seconds its write took, when it ended)
@@ -48,6 +52,7 @@ class BatchWriter:
         *,
         flush_interval: float,
         clock: Callable[[], float],
+        max_pending: int = DEFAULT_MAX_PENDING,
         known: Callable[[int], bool],
         committed: Callable[[Batch], None],
     ) -> None:
@@ -67,6 +72,9 @@ class BatchWriter:
         self.flushes = 0
         self.write_errors = 0
         self.on_flush: FlushObserver | None = None  # metrics: flush duration, batch size, lag
+        self.max_pending = max_pending
+        self.dropped = 0  # history/outbox rows dropped past max_pending during an outage
+        self._failing_since: float | None = None  # monotonic time of the first failure of an outage
         self._agent_dbs: queue.SimpleQueue[int | Callable[[], object] | None] = queue.SimpleQueue()
         self._agent_db_thread: threading.Thread | None = None
 
@@ -150,9 +158,9 @@ class BatchWriter:
             stopping = self._stop.is_set()
             try:
                 self._flush()
-            except WriteFailed:
+            except WriteFailed as error:
                 self.write_errors += 1
-                log.exception("global.db write failed; retrying in %.1f s", self.flush_interval)
+                self._failed(error)
                 if stopping and self.write_errors > STOP_RETRIES:
                     log.error("giving up on the last batch at shutdown after %d failures", STOP_RETRIES)
                     break
@@ -193,6 +201,33 @@ class BatchWriter:
             except BaseException as exc:
                 future.set_exception(exc)
 
+    def _failed(self, error: WriteFailed) -> None:
+        """Log the start of an outage once (later failures at debug level), and keep the held rows bounded."""
+        with self.lock:
+            held = len(self.batch.history) + len(self.batch.outbox)
+            dropped = self.batch.drop_oldest(self.max_pending) if held > self.max_pending else 0
+            held -= dropped
+        self.dropped += dropped
+        if dropped:
+            log.error(
+                "database still unavailable: dropped the %d oldest history/outbox rows to stay within "
+                "max_pending %d (current statuses are kept; %d dropped in all)",
+                dropped,
+                self.max_pending,
+                self.dropped,
+            )
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning(
+                "database write failed, holding status changes in memory and retrying every %.1f s "
+                "(at most %d history/outbox rows): %s",
+                self.flush_interval,
+                self.max_pending,
+                error,
+            )
+        else:
+            log.debug("database write failed again (%d rows held): %s", held, error)
+
     def _write(self, batch: Batch) -> None:
         if not batch:
             return
@@ -203,6 +238,13 @@ class BatchWriter:
                 self.on_flush(batch, time.perf_counter() - started, self.clock())
             except Exception:  # the batch is committed: a broken observer must not have it written again
                 log.exception("flush observer failed")
+        if self._failing_since is not None:
+            log.warning(
+                "database writes work again after %.1f s: wrote the %d status changes held meanwhile",
+                time.monotonic() - self._failing_since,
+                len(batch.history),
+            )
+            self._failing_since = None
         for agent_id, purge in batch.deleted.items():
             if purge:
                 self.backend.remove_agent_files(agent_id)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.store.backend import StoreError
 from agentpulse.store.facade import Store
 from agentpulse.wdb.commands import agents, groups, maintenance, remoted, sql, status, sync
 from agentpulse.wdb.commands.context import Command, Context, KeysReload
@@ -222,7 +223,7 @@ class WdbServer:
             return await self._dispatch(text.lstrip(" \n"))
         except WdbError as error:
             return f"err {error}"
-        except (sqlite3.Error, OSError, RuntimeError) as error:
+        except (StoreError, sqlite3.Error, OSError, RuntimeError) as error:
             log.warning("Query socket: %r failed: %s", near(text), error)
             return f"err Cannot execute Global database query; {error}"
         except Exception:

@@ -147,14 +147,14 @@ def test_outbox_rows_and_count(reader: SqliteReader) -> None:
 def test_fim_scan_and_fragmentation_of_a_per_agent_database(reader: SqliteReader, tmp_path: Path) -> None:
     agent_db = tmp_path / "001.db"
     schema.create_agent_db(agent_db)
-    assert reader.fim_scan(agent_db) == (0, 0)
+    assert reader.fim_scan(1) == (0, 0)
     with closing(schema.connect(agent_db)) as db, db:
         db.execute("UPDATE scan_info SET start_scan = 5, end_scan = 9 WHERE module = 'fim'")
-    assert reader.fim_scan(agent_db) == (5, 9)
+    assert reader.fim_scan(1) == (5, 9)
     with closing(schema.connect(agent_db)) as db, db:
         db.execute("DELETE FROM scan_info WHERE module = 'fim'")
-    assert reader.fim_scan(agent_db) == (None, None)
-    assert reader.fragmentation(agent_db).free_pages_percentage == 0
+    assert reader.fim_scan(1) == (None, None)
+    assert reader.fragmentation(1).free_pages_percentage == 0
     assert set(reader.fragmentation().as_json()) == {"fragmentation", "free_pages_percentage"}
 
 

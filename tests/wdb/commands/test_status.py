@@ -26,7 +26,7 @@ def test_update_keepalive_moves_the_agent_through_the_status_model(served: Serve
     assert (row[0], row[1], row[3]) == ("active", 0, "syncreq")
     assert abs(row[2] - time.time()) < 5
     assert history(served, 1) == [("never_connected", "pending", 0), ("pending", "active", 0)]
-    assert served.store.agent_db_path(1).exists()  # created on the agent's first startup, as from remoted
+    assert served.store.reader().has_agent_db(1)  # created on the agent's first startup, as from remoted
 
 
 def test_update_keepalive_refuses_a_status_a_keepalive_cannot_bring(served: Served) -> None:

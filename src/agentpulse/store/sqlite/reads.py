@@ -1,6 +1,7 @@
-"""`SqliteReader`: every read of the store's databases made outside the writer, as named operations that
-return plain data (rows as dicts without their NULL columns, ints, dataclasses): the query socket's, the
-CLIs', the events'. Each opens a read-only connection for the call (never a side file on an idle database).
+"""`SqliteReader`: the `Reader` (`store/reader.py`) of global.db: every read made outside the writer, as named
+operations that return plain data (rows as dicts without their NULL columns, ints, dataclasses): the query
+socket's, the CLIs', the events'. Each opens a read-only connection for the call (never a side file on an
+idle database); a SQLite error reaches callers as `ReadFailed`.
 
 The danger: with `keep_open` each thread keeps its connection, and one opened on an idle WAL database is
 immutable, blind to later commits: only for readers running while the store has global.db open (the outbox).
@@ -12,45 +13,24 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from agentpulse.store.backend import Fragmentation
+from agentpulse.store.reader import (
+    NO_LIMIT,  # SQLite's LIMIT -1
+    PARTIAL_SYNCS,
+    HistoryEntry,
+    OutboxRow,
+    ReadFailed,
+    Row,
+    UnsyncedAgent,
+)
 from agentpulse.store.sqlite import maintenance, schema
-from agentpulse.store.sqlite.sandbox import Row, read_only_query, row_object
+from agentpulse.store.sqlite.sandbox import read_only_query, row_object
+
+__all__ = ["HistoryEntry", "OutboxRow", "SqliteReader", "UnsyncedAgent"]
 
 MEMBERSHIP = schema.MEMBERSHIP
-# sync_status of an agent of which only these columns wait for the cluster; any other, the whole row
-PARTIAL_SYNCS = ("syncreq_keepalive", "syncreq_status")
-NO_LIMIT = -1  # SQLite's LIMIT -1
-
-
-@dataclass(frozen=True, slots=True)
-class UnsyncedAgent:
-    """An agent row the cluster has not had yet; `labels` unless only part of it waits (PARTIAL_SYNCS)."""
-
-    row: Row
-    labels: list[Row] | None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One row of agent_status_history with the agent's name (None once the agent is gone)."""
-
-    agent_id: int
-    name: str | None
-    from_status: str
-    to_status: str
-    status_code: int
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    row_id: int
-    subject: str
-    msg_id: str
-    payload: bytes
 
 
 class SqliteReader:
@@ -64,14 +44,23 @@ class SqliteReader:
     @contextlib.contextmanager
     def _connection(self, database: Path | None = None) -> Iterator[sqlite3.Connection]:
         path = self.global_db if database is None else database
-        if not self.keep_open or database is not None:
-            with contextlib.closing(schema.connect(path, readonly=True)) as db:
-                yield db
-            return
-        kept: sqlite3.Connection | None = getattr(self._kept, "db", None)
-        if kept is None:
-            kept = self._kept.db = schema.connect(path, readonly=True)
-        yield kept
+        try:
+            if not self.keep_open or database is not None:
+                with contextlib.closing(schema.connect(path, readonly=True)) as db:
+                    yield db
+                return
+            kept: sqlite3.Connection | None = getattr(self._kept, "db", None)
+            if kept is None:
+                kept = self._kept.db = schema.connect(path, readonly=True)
+            yield kept
+        except sqlite3.Error as error:
+            raise ReadFailed(f"{path}: {error}") from error
+
+    def exists(self) -> bool:
+        return self.global_db.exists()
+
+    def agent_db(self, agent_id: int) -> Path:
+        return self.global_db.parent / f"{agent_id:03d}.db"
 
     def close(self) -> None:
         """Close the connection this thread kept (`keep_open`); sqlite3 objects close on their own thread."""
@@ -235,17 +224,23 @@ class SqliteReader:
 
     # -- per-agent databases, upkeep and ad-hoc SQL ------------------------------------------------------
 
-    def fim_scan(self, agent_db: Path) -> tuple[int | None, int | None]:
-        """start_scan and end_scan of the `fim` module in scan_info (None, None without a row)."""
+    def has_agent_db(self, agent_id: int) -> bool:
+        return self.agent_db(agent_id).exists()
+
+    def fim_scan(self, agent_id: int) -> tuple[int | None, int | None]:
+        """start_scan and end_scan of the `fim` module in scan_info (None, None without a row or file)."""
+        agent_db = self.agent_db(agent_id)
+        if not agent_db.exists():
+            return None, None
         with self._connection(agent_db) as db:
             row = db.execute("SELECT start_scan, end_scan FROM scan_info WHERE module = 'fim'").fetchone()
         if row is None:
             return None, None
         return row["start_scan"], row["end_scan"]
 
-    def fragmentation(self, database: Path | None = None) -> Fragmentation:
-        """The fragmentation of global.db, or of the database at `database`."""
-        with self._connection(database) as db:
+    def fragmentation(self, agent_id: int | None = None) -> Fragmentation:
+        """The fragmentation of global.db, or of one agent's database."""
+        with self._connection(None if agent_id is None else self.agent_db(agent_id)) as db:
             return maintenance.fragmentation(db)
 
     def sql(self, statement: str, *, time_limit: float, max_bytes: int) -> list[Row]:

@@ -13,8 +13,10 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
+from agentpulse.store.reader import AnswerTooLarge as AnswerTooLarge
+from agentpulse.store.reader import Row
+from agentpulse.store.reader import SqlRefused as SqlRefused
 from agentpulse.store.sqlite import schema
 
 PROGRESS_STEPS = 10_000  # SQLite virtual-machine steps between two looks at the clock
@@ -25,16 +27,6 @@ _ALLOWED_ACTIONS = {
     sqlite3.SQLITE_FUNCTION,
     sqlite3.SQLITE_RECURSIVE,
 }
-
-Row = dict[str, Any]
-
-
-class SqlRefused(Exception):
-    """The statement failed or was refused; the message is SQLite's (or says the time limit stopped it)."""
-
-
-class AnswerTooLarge(Exception):
-    """The rows passed `max_bytes` of JSON."""
 
 
 def row_object(row: sqlite3.Row) -> Row:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, GroupChangeKind, GroupMode, InsertedAgent
-from agentpulse.store.groups import DEFAULT_GROUP, group_hash
+from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, GroupChangeKind, InsertedAgent
+from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
 from agentpulse.store.sqlite import schema
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
@@ -282,22 +282,6 @@ def change_groups(db: sqlite3.Connection, change: GroupChange) -> None:
         for agent_id in members:
             write_groups(db, agent_id, agent_groups(db, agent_id), "syncreq")
     elif db.execute("SELECT 1 FROM agent WHERE id = ?", (change.agent_id,)).fetchone() is not None:
-        groups = _regrouped(
-            agent_groups(db, change.agent_id), list(dict.fromkeys(change.groups)), change.mode
-        )
+        groups = regrouped(agent_groups(db, change.agent_id), list(dict.fromkeys(change.groups)), change.mode)
         if groups is not None:
             write_groups(db, change.agent_id, groups, change.sync_status)
-
-
-def _regrouped(current: list[str], wanted: list[str], mode: GroupMode) -> list[str] | None:
-    """An agent's groups after a SET in this mode; None when the mode leaves them as they are."""
-    match mode:
-        case GroupMode.APPEND:
-            return current + [name for name in wanted if name not in current]
-        case GroupMode.EMPTY_ONLY:
-            return None if current else wanted
-        case GroupMode.REMOVE:
-            return [name for name in current if name not in wanted]
-        case GroupMode.OVERRIDE:
-            return wanted
-    raise AssertionError(mode)  # pragma: no cover

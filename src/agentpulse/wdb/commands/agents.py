@@ -8,8 +8,8 @@ the status model (a removal row), both answered once committed.
 from __future__ import annotations
 
 from agentpulse.store.batch import InsertedAgent
+from agentpulse.store.reader import Row
 from agentpulse.store.sqlite import schema
-from agentpulse.store.sqlite.sandbox import Row
 from agentpulse.wdb.commands.arguments import invalid_data, json_int, parse_json
 from agentpulse.wdb.commands.context import Command, Context
 from agentpulse.wdb.commands.groups import valid_group

@@ -38,15 +38,14 @@ async def agent(ctx: Context, rest: str) -> Reply:
     if agent_id != MANAGER_ID and not ctx.known(agent_id):
         return "err Agent not found"
     command = query.partition(" ")[0]
-    path = ctx.store.agent_db_path(agent_id)
     if command not in AGENT_COMMANDS:
         return f"err Invalid DB query syntax, near '{near(command)}'"
-    if not await asyncio.to_thread(path.exists):
+    if not await ctx.read(lambda: ctx.reader.has_agent_db(agent_id)):
         return f"err Couldn't open DB for agent {agent_id}"
     if command == "vacuum":
         after = await asyncio.wrap_future(ctx.store.vacuum(agent_id))
         return "ok " + dumps({"fragmentation_after_vacuum": after})
-    state = await ctx.read(lambda: ctx.reader.fragmentation(path))
+    state = await ctx.read(lambda: ctx.reader.fragmentation(agent_id))
     return "ok " + dumps(state.as_json())
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from agentpulse.records import StatusUpdate
 from agentpulse.status import ConnectionStatus, Trigger
 from agentpulse.store.batch import ColumnUpdate
-from agentpulse.store.sqlite.reads import UnsyncedAgent
+from agentpulse.store.reader import UnsyncedAgent
 from agentpulse.wdb.commands.arguments import invalid_data, json_int, parse_json
 from agentpulse.wdb.commands.context import Command, Context
 from agentpulse.wdb.commands.status import STATUS_EVENTS, no_transition

@@ -1,0 +1,144 @@
+"""`ClusterService`: what a node runs to be part of a cluster, as one manager service (`start`/`stop`):
+its lease, the leader election, and, on the leader only, the claim of dead nodes' leases.
+
+The manager gives it two callbacks: `on_leadership(bool)` (start or stop the sweeper, alerts and upkeep
+here) and `on_node_expired(conn, lease)`, run inside the transaction that claims the lease, so the code-6
+rows written on `conn` and the claim commit together or not at all: a crash between them, or a callback
+that raises, leaves the lease unclaimed and the next leader does it. That is the danger: writes made
+elsewhere (another connection, the store's writer thread) are not covered by that transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import psycopg
+
+from agentpulse.cluster.leader import TRY_INTERVAL, LeaderElection
+from agentpulse.cluster.lease import (
+    LEASE_TTL,
+    OPERATION_TIMEOUT,
+    RENEW_INTERVAL,
+    Connection,
+    ExpiredLease,
+    NodeLease,
+    Ticker,
+    claim_expired,
+    close_quietly,
+    connect,
+)
+
+log = logging.getLogger(__name__)
+
+CLAIM_INTERVAL: Final = 0.5  # how often the leader looks for expired leases
+
+NodeExpired = Callable[[Connection, ExpiredLease], Awaitable[None]]
+
+
+class ClusterService:
+    def __init__(
+        self,
+        dsn: str,
+        node: str,
+        *,
+        grace: float,
+        on_node_expired: NodeExpired,
+        on_leadership: Callable[[bool], None] | None = None,
+        on_lease_lost: Callable[[str], None] | None = None,
+        renew_interval: float = RENEW_INTERVAL,
+        ttl: float = LEASE_TTL,
+        try_interval: float = TRY_INTERVAL,
+        claim_interval: float = CLAIM_INTERVAL,
+    ) -> None:
+        self.dsn = dsn
+        self.node = node
+        self.grace = grace
+        self.on_node_expired = on_node_expired
+        self.on_leadership = on_leadership
+        self.claim_interval = claim_interval
+        self.lease = NodeLease(dsn, node, interval=renew_interval, ttl=ttl, on_lost=on_lease_lost)
+        self.election = LeaderElection(
+            dsn, node, interval=try_interval, on_elected=self._elected, on_lost=self._deposed
+        )
+        self.claimed: list[ExpiredLease] = []  # what this node took over, in order (for logs and tests)
+        self._conn: Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker()
+
+    @property
+    def epoch(self) -> int:
+        return self.lease.epoch
+
+    @property
+    def leader(self) -> bool:
+        return self.election.leader
+
+    async def start(self) -> None:
+        """Register the lease (a new epoch), then take part in the election; claims run on the leader."""
+        await self.lease.start()
+        self.election.start()
+        self._ticker.reset()
+        self._task = asyncio.create_task(self._claims(), name=f"claims-{self.node}")
+
+    def _elected(self) -> None:
+        if self.on_leadership is not None:
+            self.on_leadership(True)
+
+    def _deposed(self, why: str) -> None:
+        if self.on_leadership is not None:
+            self.on_leadership(False)
+
+    async def _claims(self) -> None:
+        failing = False
+        while not await self._ticker.sleep(self.claim_interval):
+            if not self.election.leader:
+                continue
+            try:
+                # Bounded (the take-over's own writes included), so a stuck claim cannot hold a leader.
+                await asyncio.wait_for(self.claim_once(), OPERATION_TIMEOUT * 5)
+            except (psycopg.Error, OSError, TimeoutError) as error:
+                await self._drop_connection()
+                if not failing:
+                    failing = True
+                    log.warning("Node %s cannot claim expired leases: %s; retrying", self.node, error)
+                continue
+            except Exception:
+                # The callback failed: its transaction rolled back, the claim with it; try again later.
+                log.exception("Node %s: taking over an expired node failed; retrying", self.node)
+                continue
+            failing = False
+
+    async def claim_once(self) -> list[ExpiredLease]:
+        """Claim what has been expired for `grace`, each in a transaction with its callback's writes."""
+        if self._conn is None or self._conn.closed:
+            self._conn = await connect(self.dsn, f"agentpulse:{self.node}:claims")
+        taken: list[ExpiredLease] = []
+        async with self._conn.transaction():
+            for lease in await claim_expired(self._conn, self.grace):
+                log.warning(
+                    "Node %s (epoch %d) expired %.1f s ago: node %s takes over its agents",
+                    lease.name,
+                    lease.epoch,
+                    lease.expired_for,
+                    self.node,
+                )
+                await self.on_node_expired(self._conn, lease)
+                taken.append(lease)
+        self.claimed.extend(taken)
+        return taken
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await close_quietly(conn)
+
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop claiming, leave the election (unlocking), and release the lease (expired at once)."""
+        task, self._task = self._task, None
+        await self._ticker.end(task)
+        await self.election.stop()
+        await self.lease.stop(release=release)
+        await self._drop_connection()

@@ -1,0 +1,351 @@
+"""Every write of the PostgreSQL backend: one accepted `Batch` becomes the statements of one transaction.
+
+Runs on the writer thread only. The shapes were chosen by bench/pg_driver.py: the per-agent updates of a
+flush are one `UPDATE ... FROM unnest(arrays)` each, the history and outbox rows one COPY each, and the
+keep-alives that only move `last_keepalive` one `= ANY(array)` statement per second of arrival; like the
+SQLite writer it remembers which keep-alive columns the table already holds (`_data_written`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from agentpulse.status import ConnectionStatus
+from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, GroupChangeKind, InsertedAgent
+from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
+from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP, create_agent_data, remove_agent_data
+from agentpulse.wire.control import Keepalive
+from agentpulse.wire.keys import AgentKey
+
+Conn = psycopg.Connection[Any]
+
+_UPDATE_KEEPALIVE = (
+    "UPDATE agent SET version = %s, config_sum = %s, merged_sum = %s, manager_host = %s, "
+    "node_name = %s, ip = COALESCE(%s, ip), os_uname = %s, os_name = %s, os_platform = %s, "
+    "os_version = %s, os_codename = %s, os_major = %s, os_minor = %s, os_arch = %s, "
+    "last_keepalive = %s, sync_status = 'synced' WHERE id = %s"
+)
+_UPDATE_STATUSES = (
+    "UPDATE agent AS a SET connection_status = u.status, status_code = u.code, "
+    "disconnection_time = CASE WHEN u.status = 'disconnected' THEN u.at ELSE 0 END, "
+    "version = COALESCE(u.version, a.version) "
+    "FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[], %s::int[]) AS u(status, code, at, version, id) "
+    "WHERE a.id = u.id"
+)
+_UPSERT_SEQS = (
+    "INSERT INTO agent_runtime (agent_id, status_seq) SELECT * FROM unnest(%s::int[], %s::int[]) "
+    "ON CONFLICT (agent_id) DO UPDATE SET status_seq = excluded.status_seq"
+)
+_SYNC_STATUS = (
+    "UPDATE agent SET sync_status = CASE "
+    "WHEN sync_status = 'syncreq' AND %(v)s NOT IN ('synced', 'syncreq') THEN sync_status "
+    "WHEN sync_status = 'syncreq_status' AND %(v)s = 'syncreq_keepalive' THEN sync_status "
+    "ELSE %(v)s END WHERE id = %(id)s"
+)
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+class PostgresWrites:
+    def __init__(self, manager_host: str, node_name: str) -> None:
+        self.manager_host = manager_host
+        self.node_name = node_name
+        self._data_written: dict[int, Keepalive] = {}
+        self._labels_written: dict[int, tuple[tuple[str, str], ...]] = {}
+        self.node_epoch = 0  # this node's lease epoch (lease.acquire), written beside each agent it holds
+
+    def rolled_back(self, batch: Batch) -> None:
+        for agent_id in batch.keepalives:
+            self._data_written.pop(agent_id, None)
+            self._labels_written.pop(agent_id, None)
+        for update in batch.column_updates:
+            self._data_written.pop(update.agent_id, None)
+
+    def write(self, db: Conn, batch: Batch, now: float) -> None:
+        reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
+        with db.cursor() as cur:
+            if batch.deleted:
+                gone = list(batch.deleted)
+                cur.execute("DELETE FROM agent WHERE id = ANY(%s)", (gone,))  # labels and belongs cascade
+                cur.execute("DELETE FROM agent_runtime WHERE agent_id = ANY(%s)", (gone,))
+                purged = [agent_id for agent_id, purge in batch.deleted.items() if purge]
+                if purged:
+                    remove_agent_data(cur, purged)
+                for agent_id in gone:
+                    self._data_written.pop(agent_id, None)
+                    self._labels_written.pop(agent_id, None)
+            if batch.new_agents:
+                insert_agents(cur, batch.new_agents, int(now))
+            if batch.inserted:
+                _insert_rows(cur, list(batch.inserted.values()))
+            self._write_keepalives(cur, batch)
+            _write_statuses(cur, batch, batch.deleted.keys() - reinserted)
+            self._write_holders(cur, batch)
+            _write_outbox(cur, batch, now)
+            _write_runtime(cur, batch)
+            if batch.agent_dbs:
+                create_agent_data(cur, sorted(batch.agent_dbs))
+            for change in batch.group_changes:
+                change_groups(cur, change)
+            for update in batch.column_updates:
+                self._update_columns(cur, update)
+            if batch.sync_statuses:
+                cur.executemany(
+                    _SYNC_STATUS,
+                    [{"v": value, "id": agent_id} for agent_id, value in batch.sync_statuses.items()],
+                )
+
+    def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
+        """Which node holds each agent this batch saw live, with this node's epoch; `connection_epoch` goes
+        up by one per new connection (a transition to pending), counted by the database."""
+        live = [
+            a
+            for a, (status, *_) in batch.statuses.items()
+            if status in (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
+        ]
+        if not live:
+            return
+        connections = dict.fromkeys(live, 0)
+        for row in batch.history:
+            if row.to_status is ConnectionStatus.PENDING and row.agent_id in connections:
+                connections[row.agent_id] += 1
+        cur.execute(
+            "INSERT INTO agent_runtime (agent_id, node_name, node_epoch, connection_epoch) "
+            "SELECT a, %s, %s, c FROM unnest(%s::int[], %s::bigint[]) AS u(a, c) "
+            "ON CONFLICT (agent_id) DO UPDATE SET node_name = excluded.node_name, "
+            "node_epoch = excluded.node_epoch, "
+            "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch",
+            (self.node_name, self.node_epoch, list(connections), list(connections.values())),
+        )
+
+    def _write_keepalives(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
+        data_rows, label_agents = [], []
+        touched: dict[int, list[int]] = {}  # last_keepalive (whole seconds) -> agents
+        for agent_id, (at, keepalive) in batch.keepalives.items():
+            if keepalive is None or keepalive == self._data_written.get(agent_id):
+                touched.setdefault(int(at), []).append(agent_id)
+                continue
+            self._data_written[agent_id] = keepalive
+            data_rows.append(self._keepalive_row(agent_id, at, keepalive))
+            if self._labels_written.get(agent_id) != keepalive.labels:
+                self._labels_written[agent_id] = keepalive.labels
+                label_agents.append((agent_id, keepalive))
+        if data_rows:
+            cur.executemany(_UPDATE_KEEPALIVE, data_rows)
+        for second, agent_ids in touched.items():
+            cur.execute("UPDATE agent SET last_keepalive = %s WHERE id = ANY(%s)", (second, agent_ids))
+        for agent_id, keepalive in label_agents:
+            self._write_labels(cur, agent_id, keepalive)
+
+    def _keepalive_row(self, agent_id: int, at: float, k: Keepalive) -> tuple[object, ...]:
+        return (
+            k.version,
+            k.config_sum,
+            k.merged_sum,
+            self.manager_host,
+            self.node_name,
+            k.agent_ip,
+            k.uname,
+            k.os_name,
+            k.os_platform,
+            k.os_version,
+            k.os_codename,
+            k.os_major,
+            k.os_minor,
+            k.os_arch,
+            int(at),
+            agent_id,
+        )
+
+    def _update_columns(self, cur: psycopg.Cursor[Any], update: ColumnUpdate) -> None:
+        names = [name for name in update.columns if name in AGENT_COLUMNS]  # identifiers: known only
+        self._data_written.pop(update.agent_id, None)
+        if names:
+            assignments = sql.SQL(", ").join(
+                sql.SQL("{} = %s").format(sql.Identifier(name)) for name in names
+            )
+            cur.execute(
+                sql.SQL("UPDATE agent SET {}, sync_status = 'synced' WHERE id = %s").format(assignments),
+                [*(update.columns[name] for name in names), update.agent_id],
+            )
+        if update.labels is not None:
+            cur.execute("DELETE FROM labels WHERE id = %s", (update.agent_id,))
+            cur.executemany(
+                "INSERT INTO labels (id, key, value) VALUES (%s, %s, %s) "
+                "ON CONFLICT (id, key) DO UPDATE SET value = excluded.value",
+                [(update.agent_id, key, value) for key, value in update.labels],
+            )
+            self._labels_written.pop(update.agent_id, None)
+
+    def _write_labels(self, cur: psycopg.Cursor[Any], agent_id: int, keepalive: Keepalive) -> None:
+        labels = dict(keepalive.labels)
+        labels['#"_manager_hostname"'] = self.manager_host
+        labels['#"_node_name"'] = self.node_name
+        if keepalive.agent_ip:
+            labels['#"_agent_ip"'] = keepalive.agent_ip
+        if keepalive.version:
+            labels['#"_wazuh_version"'] = keepalive.version
+        cur.execute("DELETE FROM labels WHERE id = %s", (agent_id,))
+        cur.executemany(
+            "INSERT INTO labels (id, key, value) VALUES (%s, %s, %s)",
+            [(agent_id, key, value) for key, value in labels.items()],
+        )
+
+
+def _write_statuses(cur: psycopg.Cursor[Any], batch: Batch, removed: set[int]) -> None:
+    if batch.statuses:
+        cur.execute(
+            _UPDATE_STATUSES,
+            _columns(
+                [
+                    (status.value, int(code), int(at or 0), version, agent_id)
+                    for agent_id, (status, code, at, version) in batch.statuses.items()
+                ]
+            ),
+        )
+    if not batch.history:
+        return
+    with cur.copy(
+        "COPY agent_status_history (agent_id, seq, from_status, to_status, status_code, at) FROM STDIN"
+    ) as copy:
+        for r in batch.history:
+            copy.write_row((r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at))
+    last_seqs = {r.agent_id: (r.agent_id, r.seq) for r in batch.history if r.agent_id not in removed}
+    if last_seqs:
+        cur.execute(_UPSERT_SEQS, _columns(list(last_seqs.values())))
+
+
+def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch, now: float) -> None:
+    if batch.outbox:
+        with cur.copy("COPY event_outbox (subject, msg_id, payload, created) FROM STDIN") as copy:
+            for subject, msg_id, payload in batch.outbox:
+                copy.write_row((subject, msg_id, payload, now))
+    if batch.alerted:
+        cur.execute(
+            "UPDATE agent_status_history AS h SET alerted = 1 FROM unnest(%s::int[], %s::int[]) AS u(a, s) "
+            "WHERE h.agent_id = u.a AND h.seq = u.s",
+            _columns(batch.alerted),
+        )
+    if batch.outbox_acked:
+        cur.execute("DELETE FROM event_outbox WHERE id = ANY(%s::bigint[])", (batch.outbox_acked,))
+
+
+def _write_runtime(cur: psycopg.Cursor[Any], batch: Batch) -> None:
+    if batch.runtime_states:
+        cur.executemany(
+            "INSERT INTO agent_runtime (agent_id, state_json, state_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (agent_id) DO UPDATE SET state_json = excluded.state_json, state_at = excluded.state_at",
+            [(agent_id, text, at) for agent_id, (text, at) in batch.runtime_states.items()],
+        )
+    if batch.event_counts:
+        cur.execute(
+            "INSERT INTO agent_runtime (agent_id, events_received) SELECT * FROM unnest(%s::int[], %s::bigint[]) "
+            "ON CONFLICT (agent_id) DO UPDATE SET events_received = "
+            "agent_runtime.events_received + excluded.events_received",
+            _columns(list(batch.event_counts.items())),
+        )
+
+
+def _insert_rows(cur: psycopg.Cursor[Any], agents: list[InsertedAgent]) -> None:
+    cur.executemany(
+        'INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add, "group", group_hash) '
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            (
+                a.id,
+                a.name,
+                a.ip,
+                a.register_ip,
+                a.internal_key,
+                a.date_add,
+                ",".join(a.groups) or None,
+                group_hash(a.groups),
+            )
+            for a in agents
+        ],
+    )
+    for agent in agents:
+        if agent.groups:
+            write_groups(cur, agent.id, list(agent.groups), "synced")
+
+
+def insert_agents(cur: psycopg.Cursor[Any], agents: list[AgentKey], now: int) -> None:
+    """Agents of client.keys, never connected, in the default group (ids already there are left alone)."""
+    if not agents:
+        return
+    cur.execute(
+        "INSERT INTO agent (id, name, register_ip, internal_key, date_add, group_hash) "
+        "SELECT u.id, u.name, u.ip, u.key, %s, %s FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[]) "
+        "AS u(id, name, ip, key) ON CONFLICT (id) DO NOTHING",
+        (
+            now,
+            group_hash([DEFAULT_GROUP]),
+            *_columns([(a.number, a.name, a.ip.text, a.key) for a in agents]),
+        ),
+    )
+    group_id = group_id_of(cur, DEFAULT_GROUP)
+    cur.execute(
+        "INSERT INTO belongs (id_agent, id_group, priority) SELECT a, %s, 0 FROM unnest(%s::int[]) AS a "
+        "ON CONFLICT DO NOTHING",
+        (group_id, [a.number for a in agents]),
+    )
+
+
+def group_id_of(cur: psycopg.Cursor[Any], name: str) -> int:
+    row = cur.execute('SELECT id FROM "group" WHERE name = %s', (name,)).fetchone()
+    if row is None:
+        row = cur.execute(
+            'INSERT INTO "group" (name) VALUES (%s) ON CONFLICT (name) DO UPDATE SET name = excluded.name '
+            "RETURNING id",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def agent_groups(cur: psycopg.Cursor[Any], agent_id: int) -> list[str]:
+    rows = cur.execute(
+        f"SELECT g.name FROM {MEMBERSHIP} WHERE b.id_agent = %s ORDER BY b.priority", (agent_id,)
+    )
+    return [row[0] for row in rows.fetchall()]
+
+
+def write_groups(cur: psycopg.Cursor[Any], agent_id: int, groups: list[str], sync: str) -> None:
+    if not groups:
+        groups = [DEFAULT_GROUP]
+    cur.execute("DELETE FROM belongs WHERE id_agent = %s", (agent_id,))
+    cur.executemany(
+        "INSERT INTO belongs (id_agent, id_group, priority) VALUES (%s, %s, %s)",
+        [(agent_id, group_id_of(cur, name), priority) for priority, name in enumerate(groups)],
+    )
+    cur.execute(
+        'UPDATE agent SET "group" = %s, group_hash = %s, group_sync_status = %s WHERE id = %s',
+        (",".join(groups), group_hash(groups), sync, agent_id),
+    )
+
+
+def change_groups(cur: psycopg.Cursor[Any], change: GroupChange) -> None:
+    if change.kind is GroupChangeKind.CREATE:
+        group_id_of(cur, change.groups[0])
+    elif change.kind is GroupChangeKind.DELETE:
+        name = change.groups[0]
+        members = [
+            row[0]
+            for row in cur.execute(
+                f"SELECT b.id_agent FROM {MEMBERSHIP} WHERE g.name = %s", (name,)
+            ).fetchall()
+        ]
+        cur.execute('DELETE FROM "group" WHERE name = %s', (name,))
+        for agent_id in members:
+            write_groups(cur, agent_id, agent_groups(cur, agent_id), "syncreq")
+    elif cur.execute("SELECT 1 FROM agent WHERE id = %s", (change.agent_id,)).fetchone() is not None:
+        groups = regrouped(
+            agent_groups(cur, change.agent_id), list(dict.fromkeys(change.groups)), change.mode
+        )
+        if groups is not None:
+            write_groups(cur, change.agent_id, groups, change.sync_status)

@@ -1,0 +1,124 @@
+"""`ClusterService` with a real node process killed with SIGKILL: the survivor leads within 2 s and takes the
+dead node over exactly once, after its lease expired and the grace passed; a failed take-over is retried."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+from agentpulse.cluster.lease import Connection, ExpiredLease, connect, read_nodes
+from agentpulse.cluster.service import ClusterService
+
+TTL = 1.0
+GRACE = 1.0
+FAST = {"renew_interval": 0.2, "ttl": TTL, "claim_interval": 0.1}
+
+NODE_SCRIPT = """
+import asyncio, sys
+from agentpulse.cluster.service import ClusterService
+
+async def nothing(conn, lease):
+    pass
+
+async def main():
+    service = ClusterService(
+        sys.argv[1], "node-child", grace=1.0, on_node_expired=nothing, renew_interval=0.2, ttl=1.0,
+        on_leadership=lambda leader: print("leader" if leader else "follower", flush=True),
+    )
+    await service.start()
+    print("epoch", service.epoch, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_leader_node_is_replaced_within_2_s_and_taken_over_once_after_ttl_and_grace(
+    dsn: str,
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", NODE_SCRIPT, dsn], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().split() == ["epoch", "1"]
+        assert child.stdout.readline().strip() == "leader"
+
+        async def scenario() -> None:
+            taken: list[tuple[ExpiredLease, float]] = []
+            leadership: list[bool] = []
+
+            async def take_over(conn: Connection, lease: ExpiredLease) -> None:
+                # What the code-6 pass will do: write in the claim's transaction.
+                await conn.execute("CREATE TABLE IF NOT EXISTS closed (node TEXT, epoch BIGINT)")
+                await conn.execute("INSERT INTO closed VALUES (%s, %s)", (lease.name, lease.epoch))
+                taken.append((lease, time.monotonic()))
+
+            survivor = ClusterService(
+                dsn, "node-b", grace=GRACE, on_node_expired=take_over, on_leadership=leadership.append, **FAST
+            )
+            await survivor.start()
+            await asyncio.sleep(1.0)
+            assert not survivor.leader and taken == []
+
+            child.kill()
+            killed = time.monotonic()
+            await asyncio.to_thread(child.wait, 10)
+            while not survivor.leader:
+                assert time.monotonic() - killed < 2.0, "no new leader within 2 s"
+                await asyncio.sleep(0.02)
+            while not taken:
+                assert time.monotonic() - killed < TTL + GRACE + 1.0, "the dead node was not taken over"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.5)  # more claim rounds: nothing more to take
+            assert [(lease.name, lease.epoch) for lease, _ in taken] == [("node-child", 1)]
+            assert taken[0][1] - killed >= GRACE  # not before the grace
+            assert leadership == [True]
+            conn = await connect(dsn, "test")
+            cursor = await conn.execute("SELECT node, epoch FROM closed")
+            assert await cursor.fetchall() == [("node-child", 1)]
+            nodes = {row.name: row for row in await read_nodes(conn)}
+            assert nodes["node-child"].claimed and not nodes["node-b"].expired
+            await conn.close()
+            await survivor.stop()
+            assert leadership == [True, False]
+
+        asyncio.run(scenario())
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+def test_a_take_over_that_fails_rolls_its_claim_back_and_is_done_once_later(dsn: str) -> None:
+    async def scenario() -> None:
+        attempts: list[int] = []
+
+        async def flaky(conn: Connection, lease: ExpiredLease) -> None:
+            attempts.append(lease.epoch)
+            await conn.execute("CREATE TABLE IF NOT EXISTS closed (node TEXT)")
+            await conn.execute("INSERT INTO closed VALUES (%s)", (lease.name,))
+            if len(attempts) == 1:
+                raise RuntimeError("the first take-over fails half-way")
+
+        dead = ClusterService(dsn, "node-a", grace=0.0, on_node_expired=flaky, **FAST)
+        await dead.start()
+        await dead.stop(release=True)  # a clean stop: expired at once, still to be taken over
+        survivor = ClusterService(dsn, "node-b", grace=0.0, on_node_expired=flaky, **FAST)
+        await survivor.start()
+        deadline = time.monotonic() + 5
+        while len(survivor.claimed) < 1:
+            assert time.monotonic() < deadline, f"not taken over: {attempts}"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert attempts == [1, 1]  # failed once, done once
+        assert [lease.name for lease in survivor.claimed] == ["node-a"]
+        conn = await connect(dsn, "test")
+        cursor = await conn.execute("SELECT node FROM closed")
+        assert await cursor.fetchall() == [("node-a",)]  # the failed attempt's row rolled back with it
+        await conn.close()
+        await survivor.stop()
+
+    asyncio.run(scenario())

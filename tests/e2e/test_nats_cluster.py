@@ -1,0 +1,160 @@
+"""A 3-server NATS cluster (R3 stream and bucket) loses the server the manager publishes through while 200
+agents keep changing status: every transition reaches the stream exactly once, in each agent's order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats.errors
+import pytest
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+
+from agentpulse.cluster.localnats import LOOPBACK, LocalNatsCluster
+from tests.e2e.harness import ManagerProcess
+from tests.events.fleet import (
+    Agent,
+    as_history,
+    connect_all,
+    history_by_agent,
+    nats_client,
+    nats_settings,
+    per_agent,
+    read_stream,
+)
+
+AGENTS = 200
+ROUNDS = 4  # each: every agent shuts down, starts again and sends a keep-alive (three transitions each)
+KILL_IN_ROUND = 1
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[LocalNatsCluster]:
+    cluster = LocalNatsCluster(tmp_path / "nats-cluster", 3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def publishing_server(cluster: LocalNatsCluster) -> int:
+    """Which server holds the manager's connection (the client named "agentpulse"), from /connz."""
+    for index, ports in enumerate(cluster.ports):
+        url = f"http://{LOOPBACK}:{ports.monitor}/connz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            connections = json.load(response).get("connections") or []
+        if any(connection.get("name") == "agentpulse" for connection in connections):
+            return index
+    raise AssertionError("the manager is connected to no server of the cluster")
+
+
+async def read_all(url: str, at_least: int, timeout: float) -> list[Msg]:
+    """The whole stream through an R1 in-memory consumer: a consumer's own raft group is not what is
+    tested, and a replicated one is slow to elect its leader with a server down."""
+    nc = await nats_client(url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        count = 0
+        while count < at_least:
+            assert time.monotonic() < deadline, f"the stream holds {count} messages, expected {at_least}"
+            with contextlib.suppress(nats.errors.TimeoutError):  # while its leader is being elected
+                count = (await js.stream_info("AGENT_STATUS")).state.messages
+            await asyncio.sleep(0.2)
+        sub = await js.pull_subscribe(
+            "",
+            stream="AGENT_STATUS",
+            config=js_api.ConsumerConfig(
+                deliver_policy=js_api.DeliverPolicy.ALL,
+                ack_policy=js_api.AckPolicy.NONE,  # nothing to redeliver, no cap on messages in flight
+                num_replicas=1,
+                mem_storage=True,
+            ),
+        )
+        messages: list[Msg] = []
+        while len(messages) < count:
+            assert time.monotonic() < deadline, f"read {len(messages)} of {count} messages"
+            with contextlib.suppress(nats.errors.TimeoutError):
+                messages.extend(await sub.fetch(min(1000, count - len(messages)), timeout=2))
+        return messages
+    finally:
+        await nc.close()
+
+
+async def stream_replicas(url: str, stream: str = "AGENT_STATUS") -> tuple[int, str | None]:
+    nc = await nats_client(url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        return info.config.num_replicas or 1, info.cluster.leader if info.cluster else None
+    finally:
+        await nc.close()
+
+
+async def cycle(manager: ManagerProcess, agents: list[Agent]) -> None:
+    for agent in agents:
+        agent.shutdown()
+    await manager.reach_all("disconnected", AGENTS, timeout=20)
+    await asyncio.gather(*(agent.startup() for agent in agents))
+    await asyncio.gather(*(agent.keepalive() for agent in agents))
+
+
+def test_killing_a_nats_server_loses_and_repeats_no_status_event(
+    nats_cluster: LocalNatsCluster, manager: ManagerProcess
+) -> None:
+    manager.settings = nats_settings(nats_cluster.url, "<replicas>3</replicas>")
+    keys = manager.add_agents(AGENTS)
+    manager.start()
+    killed: list[int] = []
+
+    async def scenario() -> None:
+        agents = await connect_all(manager, keys)
+        await asyncio.gather(*(agent.startup() for agent in agents))
+        await asyncio.gather(*(agent.keepalive() for agent in agents))
+        messages = await read_stream(nats_cluster.urls[0], at_least=2 * AGENTS, timeout=20)
+        assert len(messages) == 2 * AGENTS  # pending, then active
+        assert (await stream_replicas(nats_cluster.urls[0]))[0] == 3
+        assert (await stream_replicas(nats_cluster.urls[0], "KV_agent_status"))[0] == 3  # the KV bucket
+        for round_no in range(ROUNDS):
+            if round_no == KILL_IN_ROUND:
+                victim = publishing_server(nats_cluster)
+                killed.append(victim)
+                for agent in agents:  # the events of these transitions are in flight during the kill
+                    agent.shutdown()
+                nats_cluster.kill(victim)
+                await manager.reach_all("disconnected", AGENTS, timeout=20)
+                await asyncio.gather(*(agent.startup() for agent in agents))
+                await asyncio.gather(*(agent.keepalive() for agent in agents))
+            else:
+                await cycle(manager, agents)
+        for agent in agents:  # a last, clean disconnection: closing alone would start the grace
+            agent.shutdown()
+        await manager.reach_all("disconnected", AGENTS, timeout=20)
+        for agent in agents:
+            agent.close()
+
+    started = time.monotonic()
+    asyncio.run(scenario())
+    expected = (2 + 3 * ROUNDS + 1) * AGENTS
+    deadline = time.monotonic() + 10  # the last flush
+    while sum(map(len, (history := history_by_agent(manager)).values())) < expected:
+        assert time.monotonic() < deadline, f"{sum(map(len, history.values()))} of {expected} transitions"
+        time.sleep(0.1)
+    assert sum(map(len, history.values())) == expected
+    survivor = next(url for index, url in enumerate(nats_cluster.urls) if index not in killed)
+    messages = asyncio.run(read_all(survivor, expected, timeout=60))
+    assert len(messages) == expected, "a status event was stored twice"  # dedup by Nats-Msg-Id
+    stream = per_agent(messages)
+    for agent, rows in history.items():
+        assert as_history(stream[agent]) == rows, agent
+        assert [event["sequence"] for event in stream[agent]] == list(range(1, 3 * ROUNDS + 4)), agent
+    output = manager.output()
+    assert "NATS reconnected to" in output, output[-3000:]
+    assert output.count("Status events flowing again") <= 1
+    assert time.monotonic() - started < 90
