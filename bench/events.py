@@ -10,8 +10,17 @@ this process.
    subscriber matches each event (agent id, sequence) to the moment its keep-alive left the agent, so the
    latency covers agent -> manager -> batch -> NATS -> subscriber.
 
+3. Agent events: `agentpulse simulate` (a separate process) runs 1,000 agents sending keep-alives and
+   `--events-per-agent` events a second (the syslog/FIM/inventory mix) to a manager with its remoted
+   workers; first a keep-alives-only run, then the same fleet with events, in the same invocation. Reported:
+   events/s into JetStream (the stream's own store times) and to a core-NATS subscriber, CPU seconds per
+   event of each process (manager, each worker, nats-server, simulator; /proc), p99 agent-to-subscriber
+   latency measured on 20 probe agents of this process that stamp their events, and the keep-alive ack
+   p99 of both runs (the simulator's).
+
     .venv/bin/python bench/events.py                         # 1000 agents, 10 cycles, 5000 keep-alives/s for 10 s
     .venv/bin/python bench/events.py --agents 2000 --cycles 5 --keepalive-rate 10000
+    .venv/bin/python bench/events.py --only agent-events --events-per-agent 30 --event-duration 20
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -37,6 +48,8 @@ from tests.events.natsserver import NatsServer  # noqa: E402
 from agentpulse.agent.connection import AgentCodec, AgentConnection  # noqa: E402
 from agentpulse.wire import control  # noqa: E402
 from agentpulse.wire.keys import AgentKey  # noqa: E402
+
+__all__ = ["agent_events_bench"]
 
 KEEPALIVE = control.build_keepalive(
     "Linux |bench-host |6.1.0-18-amd64 |#1 SMP Debian 6.1.76-1 |x86_64 [Debian GNU/Linux|debian: 12 (bookworm)]"
@@ -200,6 +213,205 @@ async def keepalive_bench(root: Path, agents: int, rate: int, duration: float) -
     )
 
 
+PROBES = 20
+PROBE_RATE = 10.0  # stamped events per probe agent per second
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in processes.items()}
+
+
+async def probe_events(
+    connections: list[AgentConnection], until: float, latencies: list[float], url: str
+) -> int:
+    """PROBES agents of this process send stamped events; a subscriber times agent -> subscriber."""
+    sent_at: dict[str, float] = {}
+
+    async def on_event(msg: Msg) -> None:
+        text = json.loads(msg.data).get("text") or ""
+        start = sent_at.pop(text.split(" ", 1)[0], None)
+        if start is not None:
+            latencies.append(time.perf_counter() - start)
+
+    nc = await nats.connect(url)
+    await nc.subscribe("agent.events.*.logcollector", cb=on_event)
+    await nc.flush()
+    sent = 0
+    try:
+        while time.monotonic() < until:
+            for index, connection in enumerate(connections):
+                token = f"probe-{index}-{sent}"
+                sent_at[token] = time.perf_counter()
+                connection.send(f"1:/var/log/probe:{token} probe event".encode())
+                sent += 1
+            await asyncio.sleep(1.0 / PROBE_RATE)
+        await asyncio.sleep(2.0)
+    finally:
+        for connection in connections:
+            connection.close()
+        await nc.close()
+    return sent
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+
+
+async def fleet_run(
+    root: Path, name: str, agents: int, events_per_agent: float, duration: float, workers: int
+) -> dict[str, object]:
+    nats_server = NatsServer(root / f"nats-{name}" / "store")
+    nats_server.start()
+    manager = ManagerProcess(
+        root / f"{name}-home",
+        settings=ManagerSettings(
+            nats=f"<nats><enabled>yes</enabled><url>{nats_server.url}</url></nats>",
+            flush_interval=0.5,
+            workers=workers,
+            connection_grace=30,
+        ),
+    )
+    manager.add_agents(agents)
+    probe_keys = manager.add_agents(PROBES, prefix="probe")
+    manager.start()
+    received = [0]
+    sub = await nats.connect(nats_server.url)
+
+    async def count(msg: Msg) -> None:
+        received[0] += 1
+
+    await sub.subscribe("agent.events.>", cb=count)
+    await sub.flush()
+    probes_connected = await connect(manager, probe_keys)  # before the load: their startups are not timed
+    await asyncio.gather(*(request(c, STARTUP) for c in probes_connected))
+    ramp = 5.0
+    command = [
+        str(Path(sys.executable).parent / "agentpulse"),
+        "simulate",
+        "--manager",
+        f"{LOOPBACK}:{manager.port}",
+        "--agents",
+        str(agents),
+        "--keys",
+        str(manager.home.client_keys),
+        "--interval",
+        "10",
+        "--ramp",
+        str(ramp),
+        "--duration",
+        str(duration + ramp),
+        "--events-per-agent",
+        str(events_per_agent),
+        "--progress",
+        "never",
+        "--processes",
+        "1",
+    ]
+    simulator = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert manager.process is not None and nats_server.process is not None
+    await asyncio.sleep(ramp)
+    processes = {"manager": manager.process.pid, "nats-server": nats_server.process.pid}
+    for index, pid in enumerate(children(manager.process.pid)):
+        processes[f"worker {index + 1}"] = pid
+    before_cpu, before_count, started = cpu_snapshot(processes), received[0], time.monotonic()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    latencies: list[float] = []
+    probes = 0
+    if events_per_agent:
+        probes = await probe_events(probes_connected, started + duration - 2, latencies, nats_server.url)
+    stdout, _ = await simulator.communicate()
+    elapsed = time.monotonic() - started
+    after_cpu, after_count = cpu_snapshot(processes), received[0]
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the simulator, whole run with its ramp
+    simulator_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    summary = json.loads(stdout)
+    js = sub.jetstream()
+    stored = 0
+    store_rate = 0.0
+    try:
+        info = await js.stream_info("AGENT_EVENTS")
+        stored = info.state.messages
+        if stored > 1:
+            first = await js.get_msg("AGENT_EVENTS", max(1, stored // 10))
+            last = await js.get_msg("AGENT_EVENTS", stored - stored // 10)
+            store_rate = (stored - 2 * (stored // 10)) / max(1e-6, _stored_at(last) - _stored_at(first))
+    except nats.js.errors.NotFoundError:
+        pass
+    await sub.close()
+    manager.stop()
+    nats_server.stop()
+    events = after_count - before_count
+    cpu = {name: after_cpu[name] - before_cpu[name] for name in processes}
+    cpu["simulator (incl. ramp)"] = simulator_cpu
+    return {
+        "events_sent": summary["events_sent"],
+        "events_per_s_subscriber": events / elapsed,
+        "events_per_s_jetstream": store_rate,
+        "stored": stored,
+        "probes": probes,
+        "probe_p50_ms": percentile(latencies, 0.5) * 1000,
+        "probe_p99_ms": percentile(latencies, 0.99) * 1000,
+        "ack_p99_ms": summary["steady_ack_latency_ms"].get("p99"),
+        "ack_p50_ms": summary["steady_ack_latency_ms"].get("p50"),
+        "keepalives_acked": summary["keepalives_acked"],
+        "errors": summary["error_kinds"],
+        "cpu": cpu,
+        "elapsed": elapsed,
+        "events": events,
+    }
+
+
+async def agent_events_bench(
+    root: Path, agents: int, events_per_agent: float, duration: float, workers: int
+) -> str:
+    base = await fleet_run(root, "ka-only", agents, 0.0, duration, workers)
+    loaded = await fleet_run(root, "events", agents, events_per_agent, duration, workers)
+    events = max(1, int(loaded["events"]))  # type: ignore[call-overload]
+    cpu = loaded["cpu"]
+    assert isinstance(cpu, dict)
+    per_event = ", ".join(f"{name} {seconds / events * 1e6:.0f} us" for name, seconds in cpu.items())
+    lines = [
+        f"agent events ({agents} agents x {events_per_agent:g}/s offered = {agents * events_per_agent:,.0f}/s, "
+        f"syslog/fim/inventory mix, {workers} workers, {duration:.0f} s):",
+        f"  sent by the simulator {loaded['events_sent']:,}; to the subscriber "
+        f"{loaded['events_per_s_subscriber']:,.0f} events/s; into JetStream {loaded['events_per_s_jetstream']:,.0f} "
+        f"events/s (store times, middle 80 %); stream holds {loaded['stored']:,}",
+        f"  CPU per event: {per_event}",
+        f"  agent -> subscriber ({loaded['probes']} stamped probe events): p50 {loaded['probe_p50_ms']:.1f} ms, "
+        f"p99 {loaded['probe_p99_ms']:.1f} ms",
+        f"  keep-alive ack p50/p99: keep-alives only {base['ack_p50_ms']}/{base['ack_p99_ms']} ms, "
+        f"with events {loaded['ack_p50_ms']}/{loaded['ack_p99_ms']} ms",
+        f"  simulator errors: keep-alives only {base['errors']}, with events {loaded['errors']}",
+    ]
+    return "\n".join(lines)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -208,11 +420,29 @@ async def main() -> None:
     parser.add_argument("--cycles", type=int, default=10, help="startup/keep-alive/shutdown cycles per agent")
     parser.add_argument("--keepalive-rate", type=int, default=5000, help="keep-alives per second, all agents")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of keep-alive load")
+    parser.add_argument(
+        "--events-per-agent", type=float, default=30.0, help="agent events per agent per second"
+    )
+    parser.add_argument("--event-duration", type=float, default=20.0, help="seconds of each agent-events run")
+    parser.add_argument("--workers", type=int, default=0, help="remoted workers (0: one per core)")
+    parser.add_argument(
+        "--only", choices=("status", "keepalive", "agent-events"), help="run one part (default: all three)"
+    )
     args = parser.parse_args()
+    workers = args.workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="agentpulse-events-bench-") as tmp:
         root = Path(tmp)
-        print(await status_bench(root, args.agents, args.cycles), flush=True)
-        print(await keepalive_bench(root, args.agents, args.keepalive_rate, args.duration), flush=True)
+        if args.only in (None, "status"):
+            print(await status_bench(root, args.agents, args.cycles), flush=True)
+        if args.only in (None, "keepalive"):
+            print(await keepalive_bench(root, args.agents, args.keepalive_rate, args.duration), flush=True)
+        if args.only in (None, "agent-events"):
+            print(
+                await agent_events_bench(
+                    root, args.agents, args.events_per_agent, args.event_duration, workers
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

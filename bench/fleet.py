@@ -12,6 +12,10 @@ a minimal echo-ack server (bench/echo_server.py).
     .venv/bin/python bench/fleet.py --agents 50000 --interval 20 --workers 4 --ramp 60
     .venv/bin/python bench/fleet.py --agents 200000 --interval 20 --sim-batch-reads  # 12 workers, 600 s ramp
     .venv/bin/python bench/fleet.py --peak --agents 2000 --ramp 5 --duration 30 --workers 2  # as fast as acked
+    .venv/bin/python bench/fleet.py --restart-storm --agents 20000  # restart the manager under the fleet
+
+A step that fails (the manager does not start, the probe agent gets no ack, a stop that hangs) is named
+in the report (`failed_step`), and the run exits 1: the bench never ends in a traceback.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import limit
+import storm
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.wire import control
 from agentpulse.wire.keys import KeysFile
@@ -195,7 +200,7 @@ def start_manager(home: Path, port: int) -> subprocess.Popen[bytes]:
     raise TimeoutError("manager did not start")
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 120) -> None:  # > StopGuard.deadline
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
@@ -210,9 +215,19 @@ async def probe_latencies(
 ) -> tuple[list[float], list[float]]:
     """A probe agent sends keep-alives with a fresh label; we time until global.db (and NATS) show it."""
     entry = next(e for e in keys.active() if e.name == "probe-agent")
-    connection = await AgentConnection.open(AgentCodec(entry), LOOPBACK, port)
+    try:
+        connection = await asyncio.wait_for(AgentConnection.open(AgentCodec(entry), LOOPBACK, port), 60)
+    except (OSError, TimeoutError) as error:
+        raise storm.StepFailed(f"probe agent: cannot connect to the manager: {error!r}") from None
     connection.send(control.build_startup("v4.14.7"))
-    await connection.receive(timeout=30)
+    try:
+        reply = await connection.receive(timeout=60)
+    except (OSError, TimeoutError) as error:
+        raise storm.StepFailed(f"probe agent: no answer to its startup: {error!r}") from None
+    if reply is None:
+        raise storm.StepFailed(
+            "probe agent: the manager closed the connection instead of acknowledging the startup"
+        )
     nats_seen: dict[str, float] = {}
     subscription_close = None
     if nats_url:
@@ -265,14 +280,9 @@ async def probe_latencies(
     return db_latencies, nats_latencies
 
 
-def run_simulator(
-    args: argparse.Namespace,
-    port: int,
-    keys_path: Path,
-    out: Path,
-    agents: int,
-    on_start: Callable[[int], None] | None = None,
-) -> dict[str, object]:
+def simulator_command(
+    args: argparse.Namespace, port: int, keys_path: Path, out: Path, agents: int, duration: float
+) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -289,7 +299,7 @@ def run_simulator(
         "--ramp",
         str(args.ramp),
         "--duration",
-        str(args.ramp + args.duration + 5),
+        str(duration),
         "--json-out",
         str(out),
         "--progress",
@@ -304,6 +314,18 @@ def run_simulator(
         command += ["--processes", str(args.sim_processes)]
     if args.sim_nice:
         command = ["nice", "-n", str(args.sim_nice), *command]
+    return command
+
+
+def run_simulator(
+    args: argparse.Namespace,
+    port: int,
+    keys_path: Path,
+    out: Path,
+    agents: int,
+    on_start: Callable[[int], None] | None = None,
+) -> dict[str, object]:
+    command = simulator_command(args, port, keys_path, out, agents, args.ramp + args.duration + 5)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     if on_start is not None:
         on_start(process.pid)
@@ -312,7 +334,10 @@ def run_simulator(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    result: dict[str, object] = json.loads(out.read_text())
+    try:
+        result: dict[str, object] = json.loads(out.read_text())
+    except (OSError, ValueError) as error:
+        raise storm.StepFailed(f"simulator: no summary ({error}); exit status {process.returncode}") from None
     return result
 
 
@@ -349,14 +374,33 @@ def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, obj
         )
         time.sleep(2)
     else:
-        server = start_manager(home, port)
+        try:
+            server = start_manager(home, port)
+        except (RuntimeError, TimeoutError) as error:
+            return {"server": "agentpulse", "agents": args.agents, "failed_step": f"manager start: {error}"}
     sampler = Sampler(server.pid)
     sampler.start()
     try:
         measured = _measure(args, home, port, keys, server, sampler, baseline)
+    except storm.StepFailed as failure:
+        measured = {"server": "agentpulse", "agents": args.agents, "failed_step": str(failure)}
     finally:
         sampler.stop()
+        stopped = time.monotonic()
         stop_process(server)
+    if not baseline:
+        measured["stop_s"] = round(time.monotonic() - stopped, 1)
+        log_text = (
+            (home / "logs" / "ossec.log").read_text(errors="replace")
+            if (home / "logs" / "ossec.log").exists()
+            else ""
+        )
+        measured["workers_killed_at_stop"] = log_text.count("did not stop in time")
+        measured["tracebacks_in_log"] = log_text.count("Traceback")
+        measured["overload_lines"] = log_text.count("Overloaded: new connections paced")
+        events = [line for line in log_text.splitlines() if "Events stopped" in line]
+        if events:
+            measured["events_at_stop"] = events[-1].split("Events stopped: ", 1)[-1]
     return measured
 
 
@@ -392,7 +436,12 @@ def _measure(
 
     simulator = threading.Thread(target=simulate)
     simulator.start()
-    time.sleep(args.ramp + 2)
+    with storm.QueueWatch(port) as ramp_queue:
+        time.sleep(args.ramp + 2)
+    per_process = storm.ProcessCpu(
+        lambda: process_tree(server.pid) + (process_tree(generator[0].root_pid) if generator else [])
+    )
+    per_process.begin()
     steady_start = time.monotonic()
     steady_start_wall = time.time()
     kernel_during = tcp_kernel_memory()
@@ -404,6 +453,7 @@ def _measure(
         time.sleep(remaining)
     steady_end = time.monotonic()
     steady_end_wall = time.time()
+    cpu_per_process = per_process.end()
     cpu_percent, peak_rss = sampler.window(steady_start, steady_end)
     generator_cpu = generator[0].window(steady_start, steady_end)[0] if generator else float("nan")
     simulator.join()
@@ -427,6 +477,10 @@ def _measure(
         "rss_mb": round(peak_rss / 2**20, 1),
         "memory_per_agent_kib": round(memory_per_agent / 1024, 2),
         "idle_cpu_s": round(idle_cpu, 2),
+        "cpu_percent_per_process": cpu_per_process,
+        "accept_queue_peak_during_ramp": ramp_queue.peak,
+        "startup_latency_ms": sim.get("startup_latency_ms"),
+        "retry_kinds": sim.get("retry_kinds"),
     }
     if not baseline:
         db_latencies, nats_latencies = probes
@@ -462,6 +516,12 @@ def main() -> int:
     )
     parser.add_argument("--sim-processes", type=int, default=0)
     parser.add_argument(
+        "--sim-sources",
+        type=int,
+        default=0,
+        help="source addresses of the simulator (storm default: agents/50)",
+    )
+    parser.add_argument(
         "--sim-nice",
         type=int,
         default=0,
@@ -472,6 +532,11 @@ def main() -> int:
         action="store_true",
         help="the simulator reads replies once per 10 ms tick (fewer wake-ups; latencies overstated <= 10 ms)",
     )
+    parser.add_argument(
+        "--restart-storm",
+        action="store_true",
+        help="connect --agents, restart the manager (SIGTERM, start), time until all are active again",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     # What a fleet of this size needs on this machine: the ramp that two shared cores take (measured at
@@ -481,6 +546,26 @@ def main() -> int:
     if args.workers is None:
         args.workers = max(1, math.ceil(args.agents / AGENTS_PER_WORKER))
     OUT.mkdir(exist_ok=True)
+    if args.restart_storm:
+        result = storm.restart_storm(
+            args,
+            write_home=write_home,
+            start_manager=start_manager,
+            simulator_command=lambda port, keys, out, duration: [
+                *simulator_command(args, port, keys, out, args.agents, duration),
+                # A real fleet comes from many addresses: 50 agents per source address, not 4,000
+                # behind one (which max_unauthenticated_per_ip, 64, treats as one client).
+                *("--sources", str(args.sim_sources or max(1, args.agents // 50))),
+            ],
+            process_tree=process_tree,
+            out=OUT,
+            free_port=free_port,
+        )
+        result["command"] = " ".join(sys.argv)
+        storm.print_storm(result)
+        if args.json_out:
+            args.json_out.write_text(json.dumps(result, indent=2))
+        return 1 if "failed_step" in result or result.get("refused") else 0
     ceiling = limit.measure(1000, 3.0)
     results = [run_fleet(args)]
     if args.baseline:
@@ -497,6 +582,8 @@ def main() -> int:
         "results": results,
     }
     for result in results:
+        if "failed_step" in result:
+            print(f"{result['server']}: FAILED at {result['failed_step']}", file=sys.stderr)
         rate = float(result.get("keepalives_per_s") or 0)  # type: ignore[arg-type]
         cpu = float(result.get("cpu_percent") or 0) / 100  # type: ignore[arg-type]
         result["ratio_to_limit"] = round(rate / ceiling["keepalives_per_s"], 3)
@@ -525,20 +612,28 @@ def main() -> int:
         latency = result.get("steady_ack_latency_ms") or result.get("ack_latency_ms") or {}
         assert isinstance(latency, dict)
         print(
-            f"| {result['server']} | {result['agents']} | {result['connected']} | "
+            f"| {result.get('server')} | {result.get('agents')} | {result.get('connected')} | "
             f"{float(result.get('keepalives_per_s') or 0):,.0f} | "  # type: ignore[arg-type]
             f"{latency.get('p50')}/{latency.get('p99')}/{latency.get('max')} | "
             f"{result.get('keepalive_to_db_p99_ms', '-')} | {result.get('keepalive_to_nats_p99_ms', '-')} | "
-            f"{result['cpu_percent']} | {result.get('generator_cpu_percent')} | {result.get('cpu_us_per_keepalive')} | {result['rss_mb']} | "
-            f"{result['memory_per_agent_kib']} | {result.get('errors')} | {result.get('disconnections', '-')} | "
-            f"{result['ratio_to_limit']} | {result.get('efficiency_vs_limit')} |"
+            f"{result.get('cpu_percent')} | {result.get('generator_cpu_percent')} | {result.get('cpu_us_per_keepalive')} | {result.get('rss_mb')} | "
+            f"{result.get('memory_per_agent_kib')} | {result.get('errors')} | {result.get('disconnections', '-')} | "
+            f"{result.get('ratio_to_limit')} | {result.get('efficiency_vs_limit')} |"
         )
     print(f"\nlimit: {ceiling['keepalives_per_s']:,.0f} keep-alives/s on one core (bench/limit.py)")
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2))
-    failed = any(r.get("errors") or r.get("disconnections") for r in results if isinstance(r, dict))
+    failed = any(
+        r.get("errors") or r.get("disconnections") or r.get("failed_step")
+        for r in results
+        if isinstance(r, dict)
+    )
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -43,7 +43,13 @@ def test_each_caller_keeps_its_numbers() -> None:
     from agentpulse.simulator import fleet
 
     assert (daemon.BACKOFF_START, daemon.BACKOFF_MAX, daemon.BACKOFF_JITTER) == (1.0, 60.0, 0.2)
-    assert (fleet.BACKOFF_START, fleet.BACKOFF_MAX, fleet.BACKOFF_JITTER) == (0.5, 8.0, 0.2)
+    timing = fleet.AgentTiming()
+    assert (timing.retry_interval, timing.max_retries, timing.retry_max, timing.jitter) == (
+        10.0,
+        5,
+        60.0,
+        0.2,
+    )
     assert (publisher.BACKOFF_MIN, publisher.BACKOFF_MAX) == (0.5, 10.0)
 
 

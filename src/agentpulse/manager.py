@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -22,21 +23,27 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from agentpulse import filemodes
 from agentpulse.config import Config
+from agentpulse.looplag import LoopLag, overload_of
 from agentpulse.metrics.listener import MetricsListener
 from agentpulse.metrics.registry import Metrics
 from agentpulse.paths import Home
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import MANAGER_ID, StatusUpdate
-from agentpulse.remoted import keyguard
+from agentpulse.remoted import keyguard, slowdown
 from agentpulse.remoted.grace import LOCAL, GraceTracker
+from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
 from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher, Signature
+from agentpulse.remoted.pushes import SharedPushes
 from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
 from agentpulse.remoted.worker_pool import WorkerPool
+from agentpulse.rollout.coordinator import Rollout
+from agentpulse.shared.tree import SharedTree
+from agentpulse.stopguard import StopGuard
 from agentpulse.store.backends import backend_for, db_dir_of
 from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
@@ -127,7 +134,7 @@ class Manager:
                 config.database, db_dir, manager_host=manager_host, node_name=config.global_.node_name
             ),
         )
-        self.grace = GraceTracker(self.store.submit, config.remote.connection_grace)
+        self.grace = GraceTracker(self._connection_lost, config.remote.connection_grace)
         # client.keys in memory: remoted authenticates against it, events read names from it. With
         # several workers each holds its own copy, and this one serves the lookups by id.
         self.keys = KeyStore()
@@ -136,21 +143,45 @@ class Manager:
         self.scheduler: KeepaliveScheduler | None = None
         self.pool: WorkerPool | None = None
         self.journal: AckJournal | None = None  # this process's, when remoted runs here
+        self.lag = LoopLag()  # this process's loop: the sweeper (and remoted, when here) allow for it
         if config.remote.worker_processes > 1:
             book = ReplayBook(
-                self.grace.holders, config.remote.connection_overtake_time, config.remote.verify_msg_id
+                self.grace.holder_mask, config.remote.connection_overtake_time, config.remote.verify_msg_id
             )
             self.pool = WorkerPool(
                 str(home.root), config.remote.worker_processes, self.store, self.grace, book, log_level
             )
         else:
             self.journal = AckJournal(home.ack_journal_dir, LOCAL, keep_for(config.database.flush_interval))
-            self.remoted = Remoted(config, self.keys, self.store, self.grace, journal=self.journal)
-            self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+            self.remoted = Remoted(
+                config,
+                self.keys,
+                self.store,
+                self.grace,
+                journal=self.journal,
+                lag=self.lag,
+                intake=build_intake(config, home, 0, 1),
+            )
+            self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive, lag=self.lag)
+            slowdown.apply(self.remoted)  # TEST ONLY, and only when its variable is set
+        # Shared files (docs/shared-files.md): the rollout compares each keep-alive's merged.mg md5 with the
+        # agent's group's and asks the remoted process holding the agent to push it (`_push`).
+        self.rollout = Rollout(
+            SharedTree(home.shared_dir, home.multigroups_dir),
+            self.store,
+            self._push,
+            shared_reload=config.remote.shared_reload,
+            max_pushes=config.remote.max_concurrent_pushes,
+            push=config.remote.shared_push,
+        )
+        self.pushes = SharedPushes(self.remoted, self.rollout.pushed) if self.remoted is not None else None
+        if self.pool is not None:
+            self.pool.on_pushed = self.rollout.pushed
         self.sweeper = Sweeper(
             self.store,
             config.global_.agents_disconnection_time,
             config.global_.agents_disconnection_alert_time,
+            allowance=self._behind,
         )
         self.keys_watcher = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self.reload_keys)
         self.reload_limits = ReloadLimits(
@@ -162,6 +193,7 @@ class Manager:
         self._started = 0
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
+        self.stop_guard = StopGuard()  # the stop ends within its deadline; a second signal forces it
         self._purges: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.services: list[Service] = []
@@ -173,11 +205,12 @@ class Manager:
             max_clients=config.database.wdb_max_clients,
             idle_timeout=config.database.wdb_idle_timeout,
             reload_keys=self.reload_keys,
+            shared=self.rollout,
         )
         self.upkeep = Upkeep(
             self.store, config.database.max_fragmentation, config.database.fragmentation_check_interval
         )
-        self.front_services: list[Service] = [self.wdb, self.upkeep]
+        self.front_services: list[Service] = [self.wdb, self.upkeep, self.rollout]
         self._front_started: list[Service] = []
         self.authd: EnrolmentService | None = None
         if config.auth is not None and config.auth.listens:
@@ -220,11 +253,12 @@ class Manager:
         # worker that never comes up) takes the normal way out, Stopping to Stopped, exit 0.
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
+            loop.add_signal_handler(signum, self._signalled, signum)
         loop.add_signal_handler(signal.SIGHUP, self.keys_watcher.trigger)
         try:
             await self._run()
         finally:
+            self.stop_guard.phase = "releasing the home lock and closing the event loop"
             self.lock.release()
 
     def _warn_exposed_files(self) -> None:
@@ -252,7 +286,9 @@ class Manager:
             # Events drain the outbox last; the store's final flush then commits what they acknowledged,
             # so a clean restart does not publish those events again.
             for service in reversed(started):
+                self.stop_guard.phase = f"stopping {type(service).__name__}"
                 await service.stop()
+            self.stop_guard.phase = "closing the store"
             await asyncio.to_thread(self.store.close)
 
     async def _serve(self, checked: CheckedKeys) -> None:
@@ -303,28 +339,36 @@ class Manager:
                 tasks.append(asyncio.create_task(self.scheduler.run(), name="keepalive-scheduler"))
             if self.journal is not None:
                 tasks.append(asyncio.create_task(self.journal.run(), name="ack-journal"))
+            self.lag.start()
             self.ready.set()
             await self._stop.wait()
         finally:
             log.info("Stopping")
+            self.lag.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             # The signal handlers stay until the loop closes: a second SIGTERM during the final flush
             # must not kill the process with its default action.
+            self.stop_guard.phase = "stopping remoted"
             if self.pool is not None:
                 await self.pool.stop()
+            if self.pushes is not None:
+                await self.pushes.stop()
             if self.remoted is not None:
                 await self.remoted.stop()
             self.grace.cancel_all()
+            self.stop_guard.phase = "stopping the query socket, upkeep and enrolment"
             await self._stop_front()
             for task in list(self._purges):
                 await task
             if self.journal is not None:
                 self.journal.close()
+            self.stop_guard.phase = "committing the last changes"
             if await asyncio.to_thread(self.store.flush_wait):
                 # Everything acknowledged is committed: the next start has nothing to restore.
                 await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
+                self.stop_guard.committed = True
             log.info("Stopped: every accepted status change is committed")
 
     async def _start_listeners(self) -> bool:
@@ -348,11 +392,30 @@ class Manager:
         starting.result()
         return True
 
+    def _connection_lost(self, update: StatusUpdate) -> None:
+        """The grace ran out (code 6): said to be under overload when the manager was behind then."""
+        overload = overload_of(self._behind())
+        self.store.submit(dataclasses.replace(update, overload=overload) if overload else update)
+
+    def _behind(self) -> float:
+        """Seconds the manager is behind reading its agents: this loop's, and the slowest worker's."""
+        return self.lag.allowance() + (self.pool.behind() if self.pool is not None else 0.0)
+
     def _require_pool(self) -> WorkerPool:
         assert self.pool is not None
         return self.pool
 
     def stop(self) -> None:
+        self._stop.set()
+
+    def _signalled(self, signum: int) -> None:
+        """The first SIGTERM or SIGINT stops (within the guard's deadline), a second one forces the exit."""
+        name = signal.Signals(signum).name
+        if self.stop_guard.armed:
+            self.stop_guard.force(f"a second {name}")
+            return
+        log.info("%s received: stopping (a second SIGTERM or SIGINT forces the exit)", name)
+        self.stop_guard.arm()
         self._stop.set()
 
     def send_to_agents(self, agent_ids: list[int], payload: bytes) -> int:
@@ -363,6 +426,19 @@ class Manager:
             self.pool.send_to_agents(agent_ids, payload)
             return len(agent_ids)
         return sum(self.remoted.send_to_agent(agent_id, payload) for agent_id in agent_ids)
+
+    def _push(self, agent_id: int, md5: str, path: str) -> bool:
+        """The rollout's pushes go to the remoted process holding the agent; False when none does."""
+        if self.pushes is not None:
+            if not self.pushes.holds(agent_id):
+                return False
+            self.pushes.push(agent_id, md5, path)
+            return True
+        holders = self.grace.holders(agent_id)
+        if not holders and "udp" not in self.config.remote.protocols:
+            return False  # not connected: the grace tracker knows every TCP connection
+        # No holder known: a UDP agent (no connection to track), so every worker is asked.
+        return self._require_pool().push(holders[-1] if holders else None, agent_id, md5, path)
 
     async def _housekeeping(self) -> None:
         while True:

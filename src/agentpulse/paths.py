@@ -82,9 +82,23 @@ class Home:
         return self.root / "var" / "nats"
 
     @property
+    def events_spool_dir(self) -> Path:
+        """Agent events not yet in JetStream, one folder per remoted process (`ingest/spool.py`)."""
+        return self.root / "queue" / "events"
+
+    @property
     def ack_journal_dir(self) -> Path:
         """remoted's acknowledgement journals, one per remoted process (see remoted/journal.py)."""
         return self.root / "queue" / "acks"
+
+    @property
+    def shared_dir(self) -> Path:
+        """etc/shared: one folder per group (and, on an agent, the pushed merged.mg and its files)."""
+        return self.etc / "shared"
+
+    @property
+    def multigroups_dir(self) -> Path:
+        return self.root / "var" / "multigroups"
 
     @property
     def logs_dir(self) -> Path:

@@ -24,6 +24,9 @@ class StatusUpdate:
     keepalive: Keepalive | None = None  # the parsed keep-alive body, for ALIVE from a keep-alive
     code: StatusCode = StatusCode.NONE  # for VERSION_REFUSED
     version: str | None = None  # for VERSION_REFUSED with code 1
+    # seconds the deciding loop lagged when it declared the agent silent (TIMEOUT, CONNECTION_LOST); 0:
+    # the manager was not overloaded (agentpulse.looplag)
+    overload: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,15 @@ class TransitionRow:
     at: float
     last_keepalive: float | None
     reason: RowReason | None = None  # a registration or replacement row (else the code says why)
+    overload: float = 0.0  # the manager's lag when it decided, for a disconnection under overload
+
+    @property
+    def reason_text(self) -> str:
+        """Why, as the history row and the status event say it."""
+        text = self.reason.value if self.reason is not None else self.code.reason
+        if self.overload:
+            text += f" (while the manager was overloaded: {self.overload:.1f} s behind)"
+        return text
 
 
 class RecordSink(Protocol):

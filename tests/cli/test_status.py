@@ -50,6 +50,8 @@ def test_status_counts_groups_and_changes_without_colour_when_piped(tmp_path: Pa
     assert "  Disconnected            1\n" in out
     assert "  Never connected         1\n" in out
     assert "  web: Active 1, Disconnected 1\n" in out
+    assert "Shared files (members that have their group's merged.mg):\n" in out
+    assert "  web: synced 0, not synced 2\n" in out
     assert (
         "002 web-02: Active -> Disconnected (connection lost and not re-opened within the grace time)" in out
     )

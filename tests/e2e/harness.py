@@ -46,6 +46,9 @@ class ManagerSettings:
     database: str = ""  # extra <database> options
     auth: str | None = None  # the options of an <auth> block (port and local_ip are set): None, no block
     sections: str = ""  # more sections, verbatim (e.g. <metrics>)
+    # Shared-file pushes off unless a test is about them: other tests read "the next message after a
+    # keep-alive", and a push (the default group's merged.mg) would come in between.
+    shared_push: bool = False
 
     def render(self, port: int, auth_port: int = 0) -> str:
         yes = {True: "yes", False: "no"}
@@ -62,6 +65,7 @@ class ManagerSettings:
     <connection_overtake_time>{self.overtake_time}</connection_overtake_time>
     <keyupdate_interval>1</keyupdate_interval>
     <workers>{self.workers}</workers>
+    <shared_push>{yes[self.shared_push]}</shared_push>
     <agents><allow_higher_versions>{yes[self.allow_higher_versions]}</allow_higher_versions></agents>
     <manager_keepalive>
       <enabled>{yes[self.keepalive_enabled]}</enabled>

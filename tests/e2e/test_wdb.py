@@ -179,8 +179,8 @@ def _every_command(manager: ManagerProcess) -> None:
     assert _q(manager, 'global set-agent-groups {"mode":"append","data":[{"id":9,"groups":["web"]}]}') == "ok"
     assert _q(manager, "global select-group-belong 9") == 'ok ["default","web"]'
     assert _ok_json(manager, "global get-distinct-groups") == [
-        {"group": "default", "group_hash": "7505d64a"},
-        {"group": "default,web", "group_hash": "bb533513"},
+        {"group": "default", "group_hash": "37a8eec1"},
+        {"group": "default,web", "group_hash": "5288d400"},
     ]
     assert _q(manager, "global sync-agent-info-get") == "ok []"
     agent = {"id": 10, "name": "agent-00010", "os_name": "Alpine", "connection_status": "never_connected"}

@@ -166,6 +166,19 @@ def test_a_new_connection_waits_for_the_answer_and_then_goes_on_in_order() -> No
     assert transport.reading and len(guard.questions) == 1  # the rest was on the current connection
 
 
+def test_the_events_back_pressure_does_not_let_a_waiting_connection_go_on_before_its_answer() -> None:
+    remoted, guard, store = _worker()
+    session, transport = _connect(remoted)
+    codec = _codec()
+    session.data_received(codec.seal(STARTUP) + codec.seal(KEEPALIVE))
+    session.pause_reading()  # the event intake fills up meanwhile ...
+    session.resume_reading()  # ... and drains: the verdict is still pending
+    assert store.updates == [] and transport.written == [] and not transport.reading
+    guard.callbacks[0]((Verdict.ADMIT, 0))
+    assert [u.trigger for u in store.updates] == [Trigger.STARTUP, Trigger.ALIVE]
+    assert transport.reading
+
+
 def test_no_answer_closes_the_waiting_connection() -> None:
     remoted, guard, store = _worker()
     session, _ = _connect(remoted)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.config import Config, ManagerKeepalive, RemoteConfig
+from agentpulse.looplag import LoopLag
 from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.scheduler import KeepaliveScheduler
@@ -129,5 +130,46 @@ def test_heap_holds_one_entry_per_connection_whatever_the_traffic(tmp_path: Path
         assert len(scheduler) == 1
         await remoted.stop()
         await asyncio.to_thread(store.close)
+
+    asyncio.run(scenario())
+
+
+def test_bytes_waiting_unread_and_the_loop_lag_spare_an_agent_the_manager_could_not_read(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+
+    async def scenario() -> None:
+        store, remoted, scheduler = await _stack(tmp_path, clock)
+        lag = LoopLag(monotonic=clock.monotonic)
+        scheduler.lag = lag
+        waiting = await _agent(remoted, 1)
+        session = next(iter(remoted.sessions))
+        assert session.transport is not None
+        session.transport.pause_reading()  # the manager is too busy to read it
+        waiting.send(control.build_keepalive("Linux - Wazuh v4.14.7", merged_sum=None))
+        await asyncio.sleep(0.2)
+        clock.mono += 6.0  # past the 5 s timeout by last_received
+        scheduler.check(clock.mono)
+        assert scheduler.timeouts == 0 and scheduler.spared == 1
+        session.transport.resume_reading()
+        assert await waiting.receive() == control.Ack()
+        waiting.close()
+        lagging = await _agent(remoted, 2)
+        lag.note(3.0, clock.mono)  # the loop ran 3 s late
+        clock.mono += 7.0  # agent 2 silent 7 s: under 5 s + 3 s
+        scheduler.check(clock.mono)
+        assert scheduler.timeouts == 0
+        clock.mono += 1.5
+        scheduler.check(clock.mono)
+        assert scheduler.timeouts == 1  # agent 2, now silent 8.5 s
+        assert await _until_closed(lagging)
+        await remoted.stop()
+        await asyncio.to_thread(store.close)
+        rows = read(store, "SELECT status_code, reason FROM agent_status_history WHERE agent_id = 2")
+        assert tuple(rows[-1]) == (
+            4,
+            "no keep-alive within the timeout (while the manager was overloaded: 3.0 s behind)",
+        )
 
     asyncio.run(scenario())

@@ -71,6 +71,7 @@ def test_small_fleet_with_created_keys_is_all_connected_acked_and_kept_alive(
 ) -> None:
     manager.start()  # the keys are created after the start: refused until the manager reloads them (1 s)
     args = simulate_args(manager, 50, "--create-keys", str(manager.home.client_keys))
+    args += ["--retry-interval", "0.3"]  # not Wazuh's 10 s: the run lasts 3 s
     code, summary = simulate_here(
         capsys,
         [

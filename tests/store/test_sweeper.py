@@ -126,3 +126,32 @@ def test_no_alert_when_the_agent_came_back(
     with caplog.at_level(logging.WARNING):
         sweeper.sweep()
     assert "Agent disconnected" not in caplog.text
+
+
+def test_an_overloaded_manager_stretches_the_timeout_and_says_so_in_the_history_row(
+    store: Store, clock: Clock
+) -> None:
+    behind = [3.0]
+    sweeper = Sweeper(store, timeout=10, allowance=lambda: behind[0])
+    _alive(store, clock, 1)
+    clock.mono += 12.9  # silent for T + 2.9 s while the manager is 3 s behind: not the agent's fault
+    assert sweeper.sweep() == []
+    clock.mono += 0.2
+    assert sweeper.sweep() == [1]
+    assert store.flush_wait()
+    rows = read(store, "SELECT status_code, reason FROM agent_status_history WHERE agent_id = 1 ORDER BY seq")
+    code, reason = rows[-1]
+    assert code == 4
+    assert reason == "no keep-alive within the timeout (while the manager was overloaded: 3.0 s behind)"
+
+
+def test_a_small_lag_stretches_but_is_not_called_overload(store: Store, clock: Clock) -> None:
+    sweeper = Sweeper(store, timeout=10, allowance=lambda: 0.5)
+    _alive(store, clock, 1)
+    clock.mono += 10.6
+    assert sweeper.sweep() == [1]
+    assert store.flush_wait()
+    assert (
+        read(store, "SELECT reason FROM agent_status_history WHERE agent_id = 1 ORDER BY seq DESC")[0][0]
+        is None
+    )

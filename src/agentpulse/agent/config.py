@@ -75,6 +75,7 @@ class ClientConfig:
     labels: tuple[tuple[str, str, bool, bool], ...] = ()
     state_interval: float = 5.0
     enrollment: EnrollmentConfig = EnrollmentConfig()
+    localfiles: tuple[str, ...] = ()  # <localfile><location>: files the agent tails (agent/logcollector.py)
 
 
 def parse_agent_config(text: str, source: str = "ossec.conf") -> ClientConfig | None:
@@ -202,8 +203,19 @@ class _ClientReader(SectionReader):
             servers=tuple(servers),
             labels=self.labels(sections.get("labels", [])),
             enrollment=EnrollmentConfig(**enrollment.kwargs),
+            localfiles=self.localfiles(sections.get("localfile", [])),
             **kwargs,
         )
+
+    def localfiles(self, nodes: list[Node]) -> tuple[str, ...]:
+        """The `<location>` of each `<localfile>` (its other options are Wazuh's and not used here)."""
+        locations: list[str] = []
+        for node in nodes:
+            found = [child for child in node.children if child.tag == "location"]
+            if not found:
+                raise self.error(node, "<localfile>", "missing <location>")
+            locations.append(self.value(found[-1], "<localfile><location>", cv.nonempty))
+        return tuple(locations)
 
     def labels(self, nodes: list[Node]) -> tuple[tuple[str, str, bool, bool], ...]:
         labels: list[tuple[str, str, bool, bool]] = []

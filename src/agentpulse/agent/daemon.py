@@ -25,6 +25,8 @@ from xml.sax.saxutils import escape, quoteattr
 from agentpulse.agent import enrol
 from agentpulse.agent.config import ClientConfig, ServerAddress, load_agent_config
 from agentpulse.agent.connection import AgentCodec, AgentConnection
+from agentpulse.agent.logcollector import POLL_INTERVAL, LogCollector
+from agentpulse.agent.shared import SharedReceiver, truncate
 from agentpulse.agent.state import (
     CONNECTED,
     DISCONNECTED,
@@ -135,13 +137,15 @@ def init_agent_home(
     labels: Iterable[tuple[str, str, bool]] = (),
     enrollment: Mapping[str, object] | None = None,
     more_servers: Sequence[tuple[str, int]] = (),
+    localfiles: Iterable[str] = (),
 ) -> Home:
     """Write an agent home: etc/ossec.conf with `<client>` (and `<labels>`), etc/client.keys with one line
     (empty without `key_line`: the agent enrols).
 
     `labels` are (key, value, hidden); `enrollment` the `<enrollment>` options (element -> value);
     `more_servers` further `<server>` blocks (host, port) after the first, with its protocol and retries,
-    tried in that order. Values left None keep Wazuh's defaults. Overwrites both files.
+    tried in that order. `localfiles` the files to tail
+    (`<localfile>`). Values left None keep Wazuh's defaults. Overwrites both files.
     """
     if not isinstance(home, Home):
         home = Home(Path(home))
@@ -178,6 +182,13 @@ def init_agent_home(
     ]
     if label_lines:
         lines += ["  <labels>", *label_lines, "  </labels>"]
+    for location in localfiles:
+        lines += [
+            "  <localfile>",
+            "    <log_format>syslog</log_format>",
+            f"    <location>{escape(location)}</location>",
+            "  </localfile>",
+        ]
     lines.append("</ossec_config>")
 
     for directory in (home.etc, home.rids_dir, home.run_dir, home.logs_dir):
@@ -265,6 +276,8 @@ class AgentDaemon:
         self._handshaken = False
         self._started_sent = False
         self._server_index = 0  # where the next connection attempt starts: the last server that worked
+        self.shared = SharedReceiver(home.shared_dir)  # pushed merged.mg (reference 15.5)
+        self.logs = LogCollector(config.localfiles) if config.localfiles else None
 
     def stop(self) -> None:
         self._stop.set()
@@ -460,6 +473,7 @@ class AgentDaemon:
         time_reconnect = self.config.time_reconnect
         last_received = loop.time()  # the ack counts (agentd's available_server)
         next_keepalive = last_received
+        next_poll = last_received
         try:
             if not self._started_sent and self.key is not None:
                 self._send(connection, STARTED_EVENT.format(name=self.key.name, ip=self.key.ip.text).encode())
@@ -473,11 +487,16 @@ class AgentDaemon:
                     if next_keepalive <= now:  # the loop was held up: do not send a burst
                         next_keepalive = now + notify_time
                     continue
+                if self.logs is not None and now >= next_poll:
+                    await self._send_logs(connection)
+                    next_poll = now + POLL_INTERVAL
+                    continue
                 silent_until = last_received + time_reconnect
                 if now >= silent_until:
                     return _End.SILENT
+                wake = min(next_keepalive, silent_until, next_poll if self.logs is not None else silent_until)
                 try:
-                    message = await connection.receive(min(next_keepalive, silent_until) - now)
+                    message = await connection.receive(max(0.0, wake - now))
                 except TimeoutError:
                     continue
                 if message is None:
@@ -488,16 +507,58 @@ class AgentDaemon:
                 last_received = loop.time()
                 if not isinstance(message, control.AgentEvent):
                     self.state.last_ack = time.time()
-                if isinstance(message, control.Request):
-                    self._answer(connection, message)
-                elif isinstance(message, control.ForceReconnect):
-                    return _End.FORCED
-                elif isinstance(message, control.ErrorReply):
-                    log.warning("Server %s says: %s", _where(link.server), message.message)
-                elif not isinstance(message, control.Ack):
-                    log.debug("Ignoring a message from the server: %s", message)
+                end = await self._on_message(link, message)
+                if end is not None:
+                    return end
         except ConnectionError:
             return _End.DROPPED
+        finally:
+            self.shared.abandon()  # a push cut by the connection's end is never verified
+
+    async def _on_message(self, link: _ServerConnection, message: control.FromManager) -> _End | None:
+        """One message from the manager on a handshaken connection; an `_End` when the session ends."""
+        if await self._shared_file(message):
+            return None
+        if isinstance(message, control.Request):
+            self._answer(link.connection, message)
+        elif isinstance(message, control.ForceReconnect):
+            return _End.FORCED
+        elif isinstance(message, control.ErrorReply):
+            log.warning("Server %s says: %s", _where(link.server), message.message)
+        elif not isinstance(message, control.Ack):
+            log.debug("Ignoring a message from the server: %s", message)
+        return None
+
+    async def _shared_file(self, message: control.FromManager) -> bool:
+        """A pushed file's messages (receive_msg()); True when `message` was one of them. Ack, requests and
+        force_reconnect leave an open file open; any other control message closes it unverified."""
+        if isinstance(message, control.FileUpdate):
+            path = self.shared.begin(message.md5, message.name)
+            if path is not None:
+                await asyncio.to_thread(truncate, path)
+            return True
+        if isinstance(message, control.FileClose):
+            closed = self.shared.close()
+            if closed is not None:
+                await asyncio.to_thread(self.shared.finish, *closed)
+            return True
+        if isinstance(message, control.AgentEvent):
+            if self.shared.receiving:
+                self.shared.append(message.payload)
+                return True
+            return False
+        if not isinstance(message, control.Ack | control.Request | control.ForceReconnect):
+            if self.shared.receiving:
+                log.warning("Unknown message received from server while a shared file was open")
+            self.shared.abandon()
+        return False
+
+    async def _send_logs(self, connection: AgentConnection) -> None:
+        """The lines the tailed files gained since the last poll, as logcollector events."""
+        assert self.logs is not None
+        for event in await asyncio.to_thread(self.logs.poll):
+            self._send(connection, event)
+            self.state.msg_count += 1
 
     # -- what the agent says ------------------------------------------------------------------------------
 

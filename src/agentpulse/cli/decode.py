@@ -39,6 +39,8 @@ _CONTROL_TYPES: dict[type, str] = {
     control.ErrorReply: "err",
     control.Request: "request",
     control.ForceReconnect: "force_reconnect",
+    control.FileUpdate: "file_update",
+    control.FileClose: "file_close",
     control.OtherControl: "other",
     control.AgentEvent: "event",
 }

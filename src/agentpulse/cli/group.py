@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from agentpulse.cli import group_files
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.escape import for_terminal
 
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "reconnect", help="tell every connected agent of a group to reconnect (#!-force_reconnect)"
     )
     reconnect.add_argument("name")
+    group_files.register(actions)
     parser.set_defaults(handler=run)
 
 
@@ -105,8 +107,8 @@ def execute(client: WdbClient, args: argparse.Namespace) -> str:
     set-agent-groups; plus `remoted force-reconnect`). An agent's groups keep Wazuh's priority order: the
     group it was given first has priority 0, each later one the next number.
     """
+    from agentpulse.shared.names import valid_group
     from agentpulse.store.groups import DEFAULT_GROUP
-    from agentpulse.wdb.commands.groups import valid_group
 
     name = args.name
     if name is not None and not valid_group(name):
@@ -159,12 +161,20 @@ def execute(client: WdbClient, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agentpulse.shared.names import valid_group
     from agentpulse.wdb.client import WdbClient, WdbUnavailable
     from agentpulse.wdb.protocol import WdbError
 
     home = resolve_home(args)
     try:
         with WdbClient(home.wdb_socket) as client:
+            if args.action in group_files.ACTIONS:
+                name = getattr(args, "name", None)
+                if name is not None and not valid_group(name):
+                    raise GroupCommandError(
+                        f"invalid group name '{name}': letters, digits, '_', '-' and '.' only"
+                    )
+                return group_files.execute(client, args)
             sys.stdout.write(execute(client, args))
     except WdbUnavailable:
         print(

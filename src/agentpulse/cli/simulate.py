@@ -91,6 +91,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--duration", type=_positive_float, default=60.0, metavar="S", help="length of the run (default 60)"
     )
     parser.add_argument(
+        "--merged-sum",
+        metavar="MD5",
+        help="the merged.mg md5 the agents report until the manager pushes another (default: a fixed one)",
+    )
+    parser.add_argument(
+        "--steady-from",
+        type=_non_negative_float,
+        metavar="S",
+        help="the steady_* figures (ack latency, rate) count from S seconds into the run (default: the ramp's "
+        "end); with one process, SIGUSR1 starts them at once",
+    )
+    parser.add_argument(
         "--cipher", choices=("aes", "blowfish", "mix"), default="aes", help="mix: half AES, half Blowfish"
     )
     parser.add_argument(
@@ -137,6 +149,73 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="K",
         help="source addresses 127.0.X.Y to spread connections over (default: one per 4,000 agents)",
     )
+    timing = parser.add_argument_group(
+        "agent timing", "as a Wazuh 4.x agent waits (its defaults); each wait is jittered by --jitter"
+    )
+    timing.add_argument(
+        "--recv-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="wait for the startup's ack, agentd's recv_timeout (default 60; UDP: at most 3)",
+    )
+    timing.add_argument(
+        "--retry-interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="wait after a failed connect or handshake, <server><retry_interval> (default 10)",
+    )
+    timing.add_argument(
+        "--max-retries",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="failures in a row at --retry-interval, <server><max_retries>; then the wait doubles (default 5)",
+    )
+    timing.add_argument(
+        "--retry-max",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="the longest wait between two attempts (default 60)",
+    )
+    timing.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="a connect not completed by then fails (default 60: the kernel retries the SYN meanwhile)",
+    )
+    timing.add_argument(
+        "--time-reconnect",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="reconnect when the oldest keep-alive has had no ack this long, <client><time-reconnect> "
+        "(default 60; at most --interval means 3 x --interval, as agentd does)",
+    )
+    timing.add_argument(
+        "--jitter",
+        type=_share,
+        default=0.2,
+        metavar="F",
+        help="each wait is scaled by a random factor in [1-F, 1+F] (default 0.2)",
+    )
+    parser.add_argument(
+        "--events-per-agent",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="R",
+        help="agent events (log lines, FIM, inventory) each agent sends per second, besides keep-alives",
+    )
+    parser.add_argument(
+        "--event-mix",
+        default="syslog,fim,inventory",
+        metavar="KINDS",
+        help="comma-separated kinds of events, sent in turn: syslog (100-400 B), fim (~1 KB), "
+        "inventory (1-8 KB)",
+    )
     parser.set_defaults(handler=run_simulate)
 
 
@@ -149,8 +228,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     which a running manager loads within its keyupdate_interval (until then their startups are refused and
     retried with back-off).
     """
+    from agentpulse.simulator.eventgen import parse_mix
     from agentpulse.simulator.keys import create_keys, load_keys
     from agentpulse.simulator.plan import (
+        AgentTiming,
         CipherMode,
         SimulatorConfig,
         SimulatorError,
@@ -174,6 +255,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             interval=args.interval,
             ramp=ramp,
             duration=args.duration,
+            steady_from=args.steady_from,
+            merged_sum=args.merged_sum,
             cipher=CipherMode(args.cipher),
             silent_share=args.silent_share,
             shutdown_share=args.shutdown_share,
@@ -183,6 +266,17 @@ def run_simulate(args: argparse.Namespace) -> int:
             batch_reads=args.batch_reads,
             processes=args.processes or default_processes(args.agents),
             sources=args.sources or default_sources(args.agents),
+            timing=AgentTiming(
+                recv_timeout=args.recv_timeout,
+                retry_interval=args.retry_interval,
+                max_retries=args.max_retries,
+                retry_max=args.retry_max,
+                connect_timeout=args.connect_timeout,
+                time_reconnect=args.time_reconnect,
+                jitter=min(args.jitter, 0.99),
+            ),
+            events_per_agent=args.events_per_agent,
+            event_mix=parse_mix(args.event_mix),
         )
     except ValueError as error:
         return _fail(str(error))

@@ -11,10 +11,11 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentpulse.cli.database import open_database
+from agentpulse.cli.events_status import render_agent_events
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config.xmltree import ConfigError
 from agentpulse.escape import for_terminal
@@ -57,6 +58,7 @@ class Summary:
     groups: dict[str, dict[ConnectionStatus, int]]
     recent: list[Change]
     reloads: KeysReloads | None = None
+    configs: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> group_config_status -> n
 
 
 def read_state_file(path: Path) -> dict[str, str]:
@@ -114,7 +116,7 @@ def read_summary(reader: Reader, recent: int, reloads: KeysReloads | None = None
         )
         for entry in reader.recent_changes(recent)
     ]
-    return Summary(counts, groups, changes, reloads)
+    return Summary(counts, groups, changes, reloads, reader.group_config_counts())
 
 
 def render(summary: Summary, colour: bool) -> str:
@@ -131,6 +133,12 @@ def render(summary: Summary, colour: bool) -> str:
         for name, counts in summary.groups.items():
             cells = ", ".join(f"{paint(s, s.words)} {counts[s]}" for s in ConnectionStatus if counts[s])
             lines.append(f"  {for_terminal(name)}: {cells}")
+    if summary.configs:
+        lines.append("")
+        lines.append("Shared files (members that have their group's merged.mg):")
+        for name, by_config in summary.configs.items():
+            synced, other = by_config.get("synced", 0), by_config.get("not synced", 0)
+            lines.append(f"  {for_terminal(name)}: synced {synced}, not synced {other}")
     if summary.reloads is not None:
         reloads = summary.reloads
         lines.append("")
@@ -175,4 +183,5 @@ def run(args: argparse.Namespace) -> int:
         args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     )
     sys.stdout.write(render(summary, colour))
+    sys.stdout.write(render_agent_events(home))
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import sys
@@ -20,9 +21,12 @@ from typing import Any
 from agentpulse.cli.home import add_home_option, resolve_home
 from agentpulse.config import ConfigError, NatsConfig, load_config
 from agentpulse.escape import for_terminal, json_safe
+from agentpulse.ingest.event import EVENTS_TOKEN
+from agentpulse.ingest.kinds import ALL_KINDS
 from agentpulse.paths import Home
 
 SUBJECTS = ("status", "keepalive", "all")
+TEXT_SHOWN = 300  # characters of an event's text on one terminal line (--json prints it all)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +40,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     watch.add_argument(
         "--snapshot", action="store_true", help="print the current status of every agent first"
     )
+    watch.add_argument(
+        "--events", action="store_true", help="follow agent events (log lines, FIM, inventory ...) instead"
+    )
+    watch.add_argument("--agent", metavar="ID", help="with --events: only this agent's (e.g. 001)")
+    watch.add_argument("--kind", choices=ALL_KINDS, help="with --events: only events of this kind")
     watch.set_defaults(handler=run_watch)
+
+
+def event_subject(prefix: str, agent: str | None, kind: str | None) -> str:
+    """The subscription for `--events [--agent ID] [--kind K]`; raises ValueError for a bad id."""
+    if agent is not None and not (agent.isdigit() and len(agent) <= 9):
+        raise ValueError(f"--agent must be an agent id (digits), not {agent!r}")
+    token = f"{int(agent):03d}" if agent is not None else "*"
+    return f"{prefix}.{EVENTS_TOKEN}.{token}.{kind or '*'}"
+
+
+def format_agent_event(event: dict[str, Any]) -> str:
+    """One line for an agent event: when, who, kind, location and the start of the text."""
+    text = event.get("text")
+    if text is None and event.get("text_b64") is not None:
+        text = f"<{len(base64.b64decode(event['text_b64']))} bytes, not UTF-8>"
+    location = event.get("location") if event.get("location") is not None else "-"
+    shown = str(text)[:TEXT_SHOWN] + ("..." if text is not None and len(str(text)) > TEXT_SHOWN else "")
+    return (
+        f"{event.get('received_iso') or '-'}  {event.get('agent_id', '?')} {event.get('name') or '-'}  "
+        f"{event.get('kind')}  {location}: {shown}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +98,8 @@ def resolve_target(home: Home, url: str | None) -> Target:
 
 def format_event(event: dict[str, Any], *, snapshot: bool = False) -> str:
     """One line per event, for a terminal."""
+    if event.get("type") == "event":
+        return format_agent_event(event)
     agent = f"{event.get('agent_id', '?')} {event.get('name') or '-'}"
     if event.get("type") == "keepalive":
         return (
@@ -94,13 +126,27 @@ def run_watch(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"agentpulse watch: {error}", file=sys.stderr)
         return 1
+    subjects: list[str] | None = None
+    if args.events:
+        try:
+            subjects = [event_subject(target.config.subject_prefix, args.agent, args.kind)]
+        except ValueError as error:
+            print(f"agentpulse watch: {error}", file=sys.stderr)
+            return 2
+    elif args.agent is not None or args.kind is not None:
+        print("agentpulse watch: --agent and --kind go with --events", file=sys.stderr)
+        return 2
     try:
-        return asyncio.run(watch(target, args.subjects, as_json=args.json, snapshot=args.snapshot))
+        return asyncio.run(
+            watch(target, args.subjects, as_json=args.json, snapshot=args.snapshot, only=subjects)
+        )
     except KeyboardInterrupt:
         return 0
 
 
-async def watch(target: Target, subjects: str, *, as_json: bool, snapshot: bool) -> int:
+async def watch(
+    target: Target, subjects: str, *, as_json: bool, snapshot: bool, only: list[str] | None = None
+) -> int:
     import nats
     from nats.aio.msg import Msg
     from nats.js.errors import NoKeysError, NotFoundError
@@ -132,11 +178,13 @@ async def watch(target: Target, subjects: str, *, as_json: bool, snapshot: bool)
 
     prefix = target.config.subject_prefix
     tokens = ("status", "keepalive") if subjects == "all" else (subjects,)
+    wanted = only if only is not None else [f"{prefix}.{token}.*" for token in tokens]
     try:
-        for token in tokens:
-            await nc.subscribe(f"{prefix}.{token}.*", cb=enqueue)
+        for subject in wanted:
+            await nc.subscribe(subject, cb=enqueue)
         await nc.flush()
-        print(f"agentpulse watch: following {', '.join(tokens)} events on {where}", file=sys.stderr)
+        following = f"{', '.join(tokens)} events" if only is None else f"agent events ({', '.join(only)})"
+        print(f"agentpulse watch: following {following} on {where}", file=sys.stderr)
         if snapshot:
             try:
                 kv = await nc.jetstream().key_value(target.config.kv_bucket)

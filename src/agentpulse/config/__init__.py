@@ -6,6 +6,7 @@ manager's sections. The agent's `<client>` lives beside the agent (`agentpulse.a
 the same file with these parts; this package never imports the agent.
 """
 
+from agentpulse.config.agent_events import AgentEventsConfig
 from agentpulse.config.auth import AuthConfig, ForceOptions
 from agentpulse.config.convert import parse_time
 from agentpulse.config.manager import (
@@ -24,6 +25,7 @@ from agentpulse.config.xmltree import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_TEXT",
+    "AgentEventsConfig",
     "AuthConfig",
     "Config",
     "ConfigError",

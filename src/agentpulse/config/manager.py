@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Final
 
 from agentpulse.config import convert as cv
+from agentpulse.config.agent_events import AgentEventsConfig, read_agent_events
 from agentpulse.config.auth import AuthConfig, read_auth
 from agentpulse.config.metrics import MetricsConfig, read_metrics
 from agentpulse.config.sections import (
@@ -78,6 +79,9 @@ class RemoteConfig:
     max_unauthenticated: int = 4096  # past it, the oldest unauthenticated one is closed (one listen backlog)
     max_connections: int = 0  # 0 ("auto"): the open-file limit less a tenth (database, pipes, logs)
     max_unauthenticated_frame: int = 16384  # bytes a frame may announce before authentication
+    shared_reload: float = 10.0  # remoted.shared_reload: seconds between scans of etc/shared (1-18000)
+    max_concurrent_pushes: int = 64  # merged.mg pushes in flight at once, for the whole manager
+    shared_push: bool = True  # no: compare and record group_config_status, never push
 
     @property
     def worker_processes(self) -> int:
@@ -113,6 +117,9 @@ class NatsConfig:
     keepalive_events: bool = True
     start_without_nats: bool = True
     replicas: int = 1  # of the stream and KV bucket agentpulse creates: 3 on a 3-server NATS cluster
+    agent_events: AgentEventsConfig = field(
+        default_factory=AgentEventsConfig
+    )  # <agent_events> (config/agent_events.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +208,9 @@ _REMOTE_FIELDS: Final[Fields] = {
     "max_unauthenticated": ("max_unauthenticated", cv.integer(1)),
     "max_connections": ("max_connections", cv.auto_or_integer(1)),
     "max_unauthenticated_frame": ("max_unauthenticated_frame", cv.integer(256, 65536)),  # 65536: OS_MAXSTR
+    "shared_reload": ("shared_reload", cv.time(1, 18000)),
+    "max_concurrent_pushes": ("max_concurrent_pushes", cv.integer(1, 100000)),
+    "shared_push": ("shared_push", cv.boolean),
 }
 # Wazuh options of <remote> that only matter to syslog connections.
 _REMOTE_IGNORED: Final = frozenset({"connection", "allowed-ips", "denied-ips"})
@@ -384,19 +394,26 @@ class _ManagerReader(SectionReader):
     def nats(self, nodes: list[Node]) -> NatsConfig:
         values = Values()
         urls: list[str] = []
+        agent_events: list[Node] = []
 
         def url(node: Node, path: str) -> None:
             urls.extend(self.value(node, path, cv.nats_urls))
 
         for node in nodes:
-            self.read(node, "<nats>", _NATS_FIELDS, values, nested={"url": url})
+            self.read(
+                node,
+                "<nats>",
+                _NATS_FIELDS,
+                values,
+                nested={"url": url, "agent_events": lambda n, _: agent_events.append(n)},
+            )
         kwargs = values.kwargs
         pairs = (("user", "password"), ("password", "user"), ("tls_cert", "tls_key"), ("tls_key", "tls_cert"))
         for present, missing in pairs:
             if present in kwargs and missing not in kwargs:
                 node, path = values.origin[present]
                 raise self.error(node, path, f"set without <nats><{missing}>")
-        return NatsConfig(**kwargs, urls=tuple(urls))
+        return NatsConfig(**kwargs, urls=tuple(urls), agent_events=read_agent_events(self, agent_events))
 
     # -- <database> ---------------------------------------------------------------------------------------
 

@@ -30,6 +30,14 @@ DEFAULT_PORT = 4222
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 START_ATTEMPTS = 3
+# What our one client may have the server hold for it, and how long a write to it may block, before the
+# server calls it a slow consumer and closes it (defaults 64 MB and 10 s). Under load the manager's loop
+# reads its JetStream acks late: at 200,000 agents the keep-alive events alone are ~5 MB/s, and a loop
+# that lags 10 s would lose the connection, and every ack with it.
+SERVER_CONFIG = """# written by agentpulse at each start of its embedded nats-server
+write_deadline: "60s"
+max_pending: 536870912
+"""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -120,7 +128,19 @@ class EmbeddedNats:
 
     async def _spawn(self, binary: str, port: int) -> str:
         """Start the server on `port` and wait until it greets a client; '' on success, else why not."""
-        command = [binary, "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(self.home.nats_store)]
+        config = await asyncio.to_thread(self._write_config)
+        command = [
+            binary,
+            "-c",
+            str(config),
+            "-a",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-js",
+            "-sd",
+            str(self.home.nats_store),
+        ]
         output = await asyncio.to_thread(self._open_log)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -147,6 +167,11 @@ class EmbeddedNats:
             await asyncio.sleep(0.05)
         await self.stop()
         return f"it did not listen on {LOOPBACK}:{port} within {READY_TIMEOUT:.0f} s (see {self.log_path})"
+
+    def _write_config(self) -> Path:
+        path = self.home.run_dir / "nats-server.conf"
+        path.write_text(SERVER_CONFIG)
+        return path
 
     def _write_url(self, url: str) -> None:
         path = self.home.nats_url_file

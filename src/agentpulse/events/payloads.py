@@ -21,6 +21,7 @@ MAX_EVENT_BYTES = 4096
 TEXT_CAPS = (256, 64, 16, 0)  # successive limits for free text until the event fits MAX_EVENT_BYTES
 STATUS_TOKEN = "status"
 KEEPALIVE_TOKEN = "keepalive"
+CONFIG_TOKEN = "config"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 
@@ -45,6 +46,27 @@ def status_subject(prefix: str, agent_id: int) -> str:
 
 def keepalive_subject(prefix: str, agent_id: int) -> str:
     return f"{prefix}.{KEEPALIVE_TOKEN}.{agent_token(agent_id)}"
+
+
+def config_subject(prefix: str, agent_id: int) -> str:
+    return f"{prefix}.{CONFIG_TOKEN}.{agent_token(agent_id)}"
+
+
+def config_event(agent_id: int, status: str, at: float, name: str | None, origin: Origin) -> bytes:
+    """The body of `<prefix>.config.<id>`: the agent's group_config_status changed (`synced` once it
+    reported its group's merged.mg md5, `not synced` when it lacks it)."""
+
+    def build(limit: int) -> dict[str, Any]:
+        return {
+            "type": CONFIG_TOKEN,
+            "agent_id": agent_token(agent_id),
+            "name": _cut(name, limit),
+            "group_config_status": status,
+            "at": iso_utc(at),
+            "node": _cut(origin.node, limit),
+        }
+
+    return _fit(build)
 
 
 def status_msg_id(agent_id: int, sequence: int) -> str:
@@ -101,7 +123,7 @@ def status_event(row: TransitionRow, name: str | None, origin: Origin) -> bytes:
             "previous": row.from_status.value,
             "status": row.to_status.value,
             "status_code": int(row.code),
-            "reason": row.reason.value if row.reason is not None else row.code.reason,
+            "reason": row.reason_text,
             "at": row.at,
             "at_iso": iso_utc(row.at),
             "last_keepalive": row.last_keepalive,

@@ -38,8 +38,13 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 10.0
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream drops a repeated Nats-Msg-Id within this window
 KEEPALIVE_INTERVAL = 0.05
-KEEPALIVE_BUFFER_MAX = 200_000  # events waiting for the next batch; beyond that they are dropped
-FLUSH_TIMEOUT = 2  # seconds (nats-py wants an int)
+KEEPALIVE_BUFFER_MAX = 500_000  # events waiting for the next batch; beyond that they are dropped
+FLUSH_TIMEOUT = 2  # seconds a batch waits for its flush before the next batch coalesces behind it
+# nats-py (2.16 included) resolves the oldest PING's future on every PONG without checking whether it was
+# cancelled: a flush that timed out leaves a cancelled future there, and its late PONG raises
+# InvalidStateError in the client's read loop, which stops (nats-py issue 624 family). So a flush is never
+# cancelled while it can still get its PONG: it is asked to wait a day, and we stop waiting for it instead.
+FLUSH_NEVER = 86_400  # seconds (nats-py wants an int)
 KV_SUBJECT = "$KV.{bucket}.{key}"
 # Told of each batch published: (seconds from the first publish to the last ack or flush, events sent)
 PublishObserver = Callable[[float, int], None]
@@ -158,6 +163,9 @@ class OutboxPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._away_since: float | None = None
         self._state: str | None = None  # "up" or "away", for one log line per change
+        # nats-py's publish swallows a cancellation (`_flush_pending` catches CancelledError), so a
+        # cancelled task may go on: run() also ends when this is set.
+        self.stopped = False
 
     # -- wake-ups --------------------------------------------------------------------------------------
 
@@ -181,7 +189,7 @@ class OutboxPublisher:
 
     async def run(self) -> None:
         delay, failures = 0.0, 0
-        while True:
+        while not self.stopped:
             if self.link.epoch == 0:
                 # Never connected yet: the service logs why; nothing to retry before it connects.
                 await self._kick.wait()
@@ -191,7 +199,7 @@ class OutboxPublisher:
             self._wake.clear()
             self._kick.clear()
             try:
-                await self.drain()
+                await self.drain(until_stopped=True)
             except (Unavailable, ReadFailed) as why:
                 # Set up again before the next try: the stream or the bucket may be what went away.
                 self._setup_epoch = -1
@@ -210,8 +218,9 @@ class OutboxPublisher:
             else:
                 delay, failures = 0.0, 0
 
-    async def drain(self) -> int:
-        """Publish everything in the outbox, batch after batch. Raises Unavailable at the first failure."""
+    async def drain(self, *, until_stopped: bool = False) -> int:
+        """Publish everything in the outbox, batch after batch (the task's drain also ends, between two
+        batches, once `stopped`: the stop's own drain is bounded). Raises Unavailable at the first failure."""
         if not self.link.up:
             raise Unavailable("not connected")
         if self._setup_epoch != self.link.epoch:
@@ -224,6 +233,8 @@ class OutboxPublisher:
                 sent += await self._publish(rows)
             if len(rows) < self.batch:
                 self._came_back(sent)
+                return sent
+            if until_stopped and self.stopped:
                 return sent
 
     @property
@@ -435,11 +446,14 @@ def _error_of(future: asyncio.Future[Any]) -> BaseException | str:
 
 
 class KeepalivePublisher:
-    """Keep-alive events: one cheap append per keep-alive on the loop, one batch per interval on core NATS.
+    """Keep-alive events: one cheap store per keep-alive on the loop, one batch per interval on core NATS.
 
     At-most-once: appended to a list on the loop (the store calls us for every keep-alive), published every
-    `KEEPALIVE_INTERVAL` as one batch and one flush. While NATS is away they are counted and dropped: a
-    keep-alive is stale a minute later, and the status stream already says whether the agent lives.
+    `KEEPALIVE_INTERVAL` as one batch, then flushed. While a flush has not come back (NATS lags) no batch
+    is sent and keep-alives coalesce per agent, so a slow NATS costs one event per agent, not a growing
+    queue (`coalesced` counts the events replaced; each event's `sequence` shows
+    the gap). While NATS is away they are counted and dropped: a keep-alive is stale a minute later, and
+    the status stream already says whether the agent lives.
     """
 
     def __init__(
@@ -463,11 +477,17 @@ class KeepalivePublisher:
         self.published = 0
         self.dropped = 0
         self.on_published: PublishObserver | None = None  # metrics: publish latency
+        self.coalesced = 0  # events replaced by a newer one of the same agent before they were sent
         self._dropped_checked = 0
         self._drops_before = 0
         self._dropping = False
         self._buffer: list[payloads.KeepaliveFacts] = []
+        self._held: dict[int, payloads.KeepaliveFacts] = {}  # while NATS lags: each agent's newest only
+        self._coalescing = False
         self._sequences: dict[int, int] = {}
+        self._flushing: asyncio.Task[None] | None = None  # never cancelled while connected (see FLUSH_NEVER)
+        self._flushing_epoch = 0
+        self.stopped = False  # run() ends when set (a cancellation may be swallowed by nats-py's publish)
 
     def on_keepalive(self, agent_id: int, at: float, keepalive: Keepalive) -> None:
         """Store listener, on the loop: count the keep-alive and queue its event.
@@ -477,29 +497,56 @@ class KeepalivePublisher:
         """
         sequence = self._sequences.get(agent_id, 0) + 1
         self._sequences[agent_id] = sequence
-        if not self.link.up or len(self._buffer) >= KEEPALIVE_BUFFER_MAX:
+        if not self.link.up or len(self._buffer) + len(self._held) >= KEEPALIVE_BUFFER_MAX:
             self.dropped += 1
             return
         current = self.status_of(agent_id)
         moved = transition(current, Trigger.ALIVE)
         status = current if moved is None else moved.new
-        self._buffer.append(
-            payloads.KeepaliveFacts(agent_id, at, sequence, status, keepalive.agent_ip, keepalive.version)
-        )
+        facts = payloads.KeepaliveFacts(agent_id, at, sequence, status, keepalive.agent_ip, keepalive.version)
+        if self._coalescing:
+            if agent_id in self._held:
+                self.coalesced += 1
+            self._held[agent_id] = facts
+        else:
+            self._buffer.append(facts)
 
     async def run(self) -> None:
-        while True:
+        while not self.stopped:
             await asyncio.sleep(self.interval)
+            if self.stopped:
+                return
             try:
                 await self.flush()
             except Exception:
                 log.exception("keep-alive events publisher failed; going on")  # at-most-once: drop, continue
 
     async def flush(self) -> None:
+        if self._lagging():
+            self._coalescing = True  # the last batch's flush is not back: hold one event per agent
+            self._note_drops()
+            return
         batch, self._buffer = self._buffer, []
+        if self._held:
+            batch.extend(self._held.values())  # each newer than any of its agent's in the list
+            self._held = {}
+        self._coalescing = False
         if batch:
             await self._send(batch)
         self._note_drops()
+
+    def _lagging(self) -> bool:
+        """True while the last flush is out and can still get its PONG (same connection)."""
+        task = self._flushing
+        if task is None or task.done():
+            return False
+        if self._flushing_epoch != self.link.epoch or not self.link.up:
+            # nats-py forgot that PING when the connection went: nothing can resolve it any more, so
+            # cancelling it is safe.
+            task.cancel()
+            self._flushing = None
+            return False
+        return True
 
     async def _send(self, batch: list[payloads.KeepaliveFacts]) -> None:
         nc = self.link.nc
@@ -512,12 +559,26 @@ class KeepalivePublisher:
                 body = payloads.keepalive_event(facts, self.name_of(facts.agent_id), self.run_id, self.origin)
                 await nc.publish(payloads.keepalive_subject(self.prefix, facts.agent_id), body)
                 sent += 1
-            await nc.flush(FLUSH_TIMEOUT)
-            if self.on_published is not None:
+            self._flushing = asyncio.ensure_future(self._flush_once(nc))
+            self._flushing_epoch = self.link.epoch
+            # Wait for it, bounded, without cancelling it (asyncio.wait, not wait_for).
+            await asyncio.wait((self._flushing,), timeout=FLUSH_TIMEOUT)
+            if self.on_published is not None and self._flushing.done():
                 self.on_published(time.monotonic() - started, sent)
         except (Unavailable, NatsError, OSError, TimeoutError):
             self.dropped += len(batch) - sent
         self.published += sent
+
+    @staticmethod
+    async def _flush_once(nc: NATS) -> None:
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await nc.flush(FLUSH_NEVER)
+
+    def close(self) -> None:
+        """After the connection closed: a flush still out can no longer be answered."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
 
     def _note_drops(self) -> None:
         """One warning when keep-alive events start being dropped, one when they flow again."""

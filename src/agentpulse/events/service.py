@@ -25,6 +25,7 @@ from nats.errors import Error as NatsError
 
 from agentpulse.config import NatsConfig
 from agentpulse.events import payloads
+from agentpulse.events.config import ConfigPublisher
 from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
 from agentpulse.events.publisher import KeepalivePublisher, NatsLink, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
@@ -45,6 +46,7 @@ MAX_OUTSTANDING_PINGS = 3
 REMINDER_INTERVAL = 300.0  # while NATS stays unavailable, one reminder line every five minutes
 FINAL_DRAIN_TIMEOUT = 3.0
 CLOSE_TIMEOUT = 5.0
+TASKS_TIMEOUT = 5.0  # for the publishers' tasks to end once cancelled and told to stop
 CLIENT_NAME = "agentpulse"
 
 
@@ -143,6 +145,7 @@ class EventsService:
                 name_of=self.name_of,
                 status_of=self.status_of,
             )
+        self.configs: ConfigPublisher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error: str | None = None
         self._disconnected_at: float | None = None
@@ -208,7 +211,11 @@ class EventsService:
             self.outbox.backlog_at_start = await self.reader.count(0)
         except sqlite3.Error as error:
             log.warning("cannot count the outbox left by the last run: %s", error)
+        self.configs = ConfigPublisher(
+            self.link, prefix=self.config.subject_prefix, origin=self.origin, name_of=self.name_of
+        )
         self._subscriber = Subscriber(
+            on_config_status=self.configs.on_config_status,
             on_keepalive=self.keepalives.on_keepalive if self.keepalives is not None else None,
             on_outbox_committed=self.outbox.on_commit,
             outbox_encoder=self.encode,
@@ -222,6 +229,7 @@ class EventsService:
         self._tasks.append(asyncio.create_task(self.outbox.run(), name="events-outbox"))
         if self.keepalives is not None:
             self._tasks.append(asyncio.create_task(self.keepalives.run(), name="events-keepalive"))
+        self._tasks.append(asyncio.create_task(self.configs.run(), name="events-config"))
         if not self.config.start_without_nats:
             try:
                 await asyncio.wait_for(connected.wait(), PROBE_TIMEOUT)
@@ -370,32 +378,58 @@ class EventsService:
             self.store.unsubscribe(self._subscriber)
             self._subscriber = None
         tasks, self._tasks = self._tasks, []
+        self.outbox.stopped = True
+        if self.keepalives is not None:
+            self.keepalives.stopped = True
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Not gather(): nats-py's publish swallows a cancellation, and a task caught in it goes on until
+        # it sees `stopped`; a stop must not wait for ever on that.
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=TASKS_TIMEOUT)
+            if late:
+                log.warning(
+                    "events: %s did not end within %.0f s of the stop; going on without them",
+                    ", ".join(task.get_name() for task in late),
+                    TASKS_TIMEOUT,
+                )
         if drain and self.link.up:
             await self._bounded("final outbox drain", self.outbox.drain(), FINAL_DRAIN_TIMEOUT)
             if self.keepalives is not None:
                 await self._bounded("last keep-alive events", self.keepalives.flush(), FINAL_DRAIN_TIMEOUT)
+            if self.configs is not None:
+                await self._bounded("last config events", self.configs.flush(), FINAL_DRAIN_TIMEOUT)
         self._closing = True
         if self._connect_started and not self.nc.is_closed:
             await self._bounded("NATS close", self.nc.close(), CLOSE_TIMEOUT)
+        if self.keepalives is not None:
+            self.keepalives.close()
         await self.reader.close()
         if self.embedded is not None:
             await self.embedded.stop()
         if drain:
             log.info(
-                "Events stopped: %d status events and %d keep-alive events published, %d keep-alive events dropped",
+                "Events stopped: %d status events and %d keep-alive events published, %d keep-alive events "
+                "dropped, %d coalesced while NATS lagged",
                 self.outbox.published,
                 self.keepalives.published if self.keepalives else 0,
                 self.keepalives.dropped if self.keepalives else 0,
+                self.keepalives.coalesced if self.keepalives else 0,
             )
 
     @staticmethod
     async def _bounded(what: str, work: Awaitable[Any], timeout: float) -> None:
-        try:
-            await asyncio.wait_for(work, timeout)
-        except TimeoutError:
+        """Wait for `work` at most `timeout`, then go on without it. Not `wait_for`: that waits for the
+        cancelled work to end, and nats-py's close swallows a cancellation while it waits for the socket to
+        drain (a stuck server: for ever). The work left behind ends when the connection does."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+        if not done:
+            task.cancel()
             log.warning("%s did not finish within %.0f s", what, timeout)
-        except Exception as error:  # stopping: report and go on
+            return
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, Exception):  # stopping: report and go on
             log.warning("%s failed: %s", what, describe(error))
+        elif error is not None:
+            raise error

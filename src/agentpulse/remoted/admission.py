@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from agentpulse.config import RemoteConfig
 from agentpulse.ratelimit import RateLimitedLog
-from agentpulse.remoted.session import CloseReason, Session
+from agentpulse.remoted.session import CloseReason, Session, unread_bytes
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.secure import OS_MAXSTR
 
@@ -73,6 +73,10 @@ class Admission:
         self.refused = 0  # refused at connect (per-address cap, or every connection authenticated)
         self.evicted = 0  # oldest unauthenticated closed to make room
         self.timed_out = 0  # closed by frame_timeout
+        self.handshakes = 0  # connections that authenticated (the acceptor's measure of what we serve)
+        # Seconds this loop is behind (LoopLag.allowance): a startup it has not read yet is not the
+        # peer's slowness, so the deadlines and the per-address count run that much later.
+        self.allowance: Callable[[], float] = lambda: 0.0
 
     @property
     def unauthenticated(self) -> int:
@@ -111,6 +115,7 @@ class Admission:
     def authenticated(self, session: Session) -> None:
         """Its first message opened with an agent's key: full-size frames, and no longer counted as waiting."""
         session.authenticated = True
+        self.handshakes += 1
         session.decoder.max_size = OS_MAXSTR
         self._stop_waiting(session)
 
@@ -133,13 +138,21 @@ class Admission:
             self._uncount(session)
 
     def _count(self, now: float) -> None:
-        """Connections unauthenticated for `counted_after` start counting toward their address's cap."""
+        """Connections unauthenticated for `counted_after` start counting toward their address's cap,
+        unless what they sent waits unread in the kernel (this loop is behind, not the peer): those are
+        looked at again at the next sweep."""
         young, waiting = self._young, self._unauthenticated
+        behind: list[Session] = []
         while young and young[0].opened_at + self.counted_after <= now:
             session = young.popleft()
-            if session in waiting:
-                session.ip_counted = True
-                self._per_ip[session.peer_ip] = self._per_ip.get(session.peer_ip, 0) + 1
+            if session not in waiting:
+                continue
+            if unread_bytes(session):
+                behind.append(session)
+                continue
+            session.ip_counted = True
+            self._per_ip[session.peer_ip] = self._per_ip.get(session.peer_ip, 0) + 1
+        young.extendleft(reversed(behind))  # oldest first again
 
     def _uncount(self, session: Session) -> None:
         if not session.ip_counted:
@@ -232,7 +245,7 @@ class Admission:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.tick)
-            self.sweep(self.monotonic())
+            self.sweep(self.monotonic() - self.allowance())
 
     def __len__(self) -> int:
         return len(self._deadlines)

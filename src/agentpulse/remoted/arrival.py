@@ -122,7 +122,7 @@ class Arrivals:
             entry.reply_cipher = arrival.cipher
             if not isinstance(parsed, control.Shutdown):  # as in Wazuh, a shutdown binds nothing
                 self.remoted.bind(entry, arrival.session, arrival.udp_peer)
-            self.remoted.dispatch(entry, parsed, arrival.session, arrival.udp_peer)
+            self.remoted.dispatch(entry, arrival.seq, parsed, arrival.session, arrival.udp_peer)
         elif verdict is Verdict.CHALLENGE:
             assert isinstance(parsed, control.Startup)
             self._challenge(arrival, parsed)

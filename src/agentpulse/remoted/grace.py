@@ -52,7 +52,7 @@ class GraceTracker:
         if timer is not None:
             timer.cancel()
 
-    def holders(self, agent_id: int) -> int:
+    def holder_mask(self, agent_id: int) -> int:
         """The bit mask of the processes holding a connection of the agent (bit i: holder i)."""
         return self._holders.get(agent_id, 0)
 
@@ -80,6 +80,11 @@ class GraceTracker:
             return True
         del self._holders[agent_id]
         return False
+
+    def holders(self, agent_id: int) -> list[int]:
+        """The processes holding a connection of the agent now (LOCAL, or worker indexes)."""
+        mask = self._holders.get(agent_id, 0)
+        return [holder for holder in range(mask.bit_length()) if mask & (1 << holder)]
 
     def holder_lost(self, holder: int) -> list[int]:
         """A worker died: every agent it held lost its connection now."""

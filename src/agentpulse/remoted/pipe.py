@@ -31,7 +31,8 @@ _TRIGGERS = {trigger.value: trigger for trigger in Trigger}
 class Tag(enum.StrEnum):
     """The first field of a record from a worker to the manager: what the rest of the tuple is."""
 
-    UPDATE = enum.auto()  # (UPDATE, agent, trigger, at, keep-alive fields or SAME_KEEPALIVE, code, version)
+    # (UPDATE, agent, trigger, at, keep-alive fields or SAME_KEEPALIVE, code, version, overload lag)
+    UPDATE = enum.auto()
     REPEATS = enum.auto()  # (REPEATS, agent ids, times): agents repeating their last keep-alive, in order
     STATE = enum.auto()  # (STATE, agent, state json): a getstate reply
     COUNTS = enum.auto()  # (COUNTS, {agent: events})
@@ -47,6 +48,10 @@ class Tag(enum.StrEnum):
     KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
     FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
     STATS = enum.auto()  # (STATS, worker index, stats.WorkerStats): its counters, once a second (metrics)
+    PUSHED = enum.auto()  # (PUSHED, agent, md5, ok): how a Command.PUSH to that agent ended
+    # (LAG, worker index, peak loop lag s, sent at (CLOCK_MONOTONIC, the same in every process), bytes
+    # the worker has not written to the pipe yet): once a second, for the manager's liveness deadlines
+    LAG = enum.auto()
 
 
 class Command(enum.StrEnum):
@@ -62,6 +67,9 @@ class Command(enum.StrEnum):
     # (KEYS, generation, text): the client.keys lines the manager accepted; the worker's only source of
     # keys (it never reads the file), first thing after it starts and after every accepted reload
     KEYS = enum.auto()
+    # (PUSH, agent, md5, path, quiet): send the agent that merged.mg (remoted/pushes.py); answered with
+    # PUSHED, except with quiet by a worker that does not hold the agent (sent to every worker)
+    PUSH = enum.auto()
 
 
 Record = tuple[Any, ...]
@@ -83,6 +91,7 @@ def update_to_record(update: StatusUpdate, keepalive: tuple[object, ...] | int |
         keepalive,
         int(update.code),
         update.version,
+        update.overload,
     )
 
 
@@ -93,13 +102,13 @@ class UpdateDecoder:
         self.last: dict[int, Keepalive] = {}  # each agent's last keep-alive, which REPEATS refer to
 
     def __call__(self, record: Record) -> StatusUpdate:
-        _, agent_id, trigger, at, fields, code, version = record
+        _, agent_id, trigger, at, fields, code, version, overload = record
         keepalive: Keepalive | None = None
         if fields == SAME_KEEPALIVE:
             keepalive = self.last.get(agent_id)
         elif fields is not None:
             keepalive = self.last[agent_id] = interned(Keepalive(*fields))
-        return StatusUpdate(agent_id, _TRIGGERS[trigger], at, keepalive, StatusCode(code), version)
+        return StatusUpdate(agent_id, _TRIGGERS[trigger], at, keepalive, StatusCode(code), version, overload)
 
 
 def encode(records: list[Record]) -> bytes:

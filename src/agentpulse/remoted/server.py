@@ -15,18 +15,20 @@ import json
 import logging
 import os
 import random
-import socket
 import time
 from collections.abc import Callable, Iterator
 
 from agentpulse.config import Config
+from agentpulse.looplag import LoopLag
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
+from agentpulse.remoted.acceptor import Acceptor, listening_socket
 from agentpulse.remoted.admission import Admission
 from agentpulse.remoted.arrival import Arrival, Arrivals
 from agentpulse.remoted.bindings import Bindings
 from agentpulse.remoted.faults import FaultLog
 from agentpulse.remoted.grace import GraceEvents
+from agentpulse.remoted.intake import EventIntake
 from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
 from agentpulse.remoted.replay import LocalReplayGuard, ReplayGuard
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 MANAGER_VERSION = "v4.14.7"  # the Wazuh version agentpulse answers as, for the startup version check
 PING, PONG = b"#ping", b"#pong"
 LISTEN_BACKLOG = 4096
+# At a stop, connections get this long to send what is queued for them (an agent that does not read
+# never lets its write buffer drain); the rest are aborted, so a stop never waits on a peer.
+STOP_GRACE = 2.0
 
 
 @contextlib.contextmanager
@@ -77,9 +82,13 @@ class Remoted:
         monotonic: Callable[[], float] = time.monotonic,
         manager_version: str = MANAGER_VERSION,
         journal: AckJournal | None = None,
+        lag: LoopLag | None = None,
+        intake: EventIntake | None = None,
         replay: ReplayGuard | None = None,
     ) -> None:
         self.config = config
+        self.lag = lag  # this loop's lag: the acceptor takes fewer connections while it lags
+        self.intake = intake  # agent events out (remoted/intake.py); None: they are only counted
         self.journal = journal  # written before an ack the store has not committed yet
         self.remote = config.remote
         self.store = store
@@ -92,15 +101,18 @@ class Remoted:
         self.arrivals = Arrivals(self, self.replay)
         self.sender = SenderCounter()
         self.sessions: set[Session] = set()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[Acceptor] = []
         self.udp: UdpEndpoint | None = None
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.addresses: list[tuple[str, int, str]] = []  # (host, port, protocol) actually bound
         self.warn = RateLimitedLog(log)
         self.admission = Admission(config.remote, self.describe, monotonic)
+        if lag is not None:
+            self.admission.allowance = lag.allowance
         self.faults = FaultLog(log, monotonic)
         self.stats = RemotedStats()  # messages, refusals, dropped replies: read by `stats_snapshot()`
         self._admission_sweep: asyncio.Task[None] | None = None
+        self._events_tick: asyncio.Task[None] | None = None
         self._event_counts: dict[int, int] = {}
         self.stopping = False
         self.on_session_opened: list[Callable[[Session], None]] = []
@@ -113,24 +125,29 @@ class Remoted:
         datagrams keep reaching the same worker while the set of workers is stable (see `UdpEndpoint`).
         Raises OSError naming the address when a port cannot be bound."""
         loop = asyncio.get_running_loop()
+        if self.intake is not None:  # what the last run spooled goes out first; no agent waits on it
+            await self.intake.start()
+            self._events_tick = asyncio.create_task(self._tick_events(), name="agent-events-tick")
         host = self.remote.local_ip or ("::" if self.remote.ipv6 else "0.0.0.0")
         shared = self.remote.worker_processes > 1
         if "tcp" in self.remote.protocols:
             first_frame_max = self.admission.first_frame_max
             with _naming(host, self.remote.port, "tcp"):
-                server = await loop.create_server(
-                    lambda: Session(self, first_frame_max),
-                    host=host,
-                    port=self.remote.port,
-                    backlog=LISTEN_BACKLOG,
-                    reuse_address=True,
-                    reuse_port=shared,
-                )
+                sock = listening_socket(host, self.remote.port, LISTEN_BACKLOG, reuse_port=shared)
+            admission = self.admission
+            server = Acceptor(
+                sock,
+                lambda: Session(self, first_frame_max),
+                waiting=lambda: admission.unauthenticated,
+                handshakes=lambda: admission.handshakes,
+                lag=self.lag,
+                budget_max=admission.unauthenticated_cap,
+                monotonic=self.monotonic,
+            )
+            server.start()
             self.servers.append(server)
-            for sock in server.sockets:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                name = sock.getsockname()
-                self.addresses.append((name[0], name[1], "tcp"))
+            name = sock.getsockname()
+            self.addresses.append((name[0], name[1], "tcp"))
             self._admission_sweep = asyncio.create_task(self.admission.run(), name="admission-sweep")
         if "udp" in self.remote.protocols:
             udp_port = self.addresses[0][1] if self.addresses else self.remote.port
@@ -158,7 +175,28 @@ class Remoted:
             self.udp_transport.close()
         for server in self.servers:
             await server.wait_closed()
+        for session in list(self.sessions):  # set up while the listener closed
+            session.close(CloseReason.MANAGER_STOPPING)
+        await self._sessions_gone(STOP_GRACE)
+        if self.sessions:
+            log.info(
+                "Stopping: %d connections did not drain in %g s; aborted", len(self.sessions), STOP_GRACE
+            )
+            for session in list(self.sessions):
+                if session.transport is not None:
+                    session.transport.abort()
+            await self._sessions_gone(STOP_GRACE)
         self.flush_event_counts()
+        if self._events_tick is not None:
+            self._events_tick.cancel()
+        if self.intake is not None:
+            await self.intake.stop()
+
+    async def _sessions_gone(self, timeout: float) -> None:
+        """Until every session's connection_lost ran (its unbinding is sent before the pipe closes)."""
+        deadline = time.monotonic() + timeout  # real time, whatever clock the tests inject
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     @property
     def tcp_port(self) -> int:
@@ -225,12 +263,17 @@ class Remoted:
             if isinstance(parsed, control.Keepalive):
                 entry.last_keepalive_text, entry.last_keepalive = payload, parsed
         if current:
-            self.dispatch(entry, parsed, session, udp_peer)
+            self.dispatch(entry, seq, parsed, session, udp_peer)
         else:
             self.arrivals.first(Arrival(entry, seq, parsed, envelope.cipher, session, udp_peer))
 
     def dispatch(
-        self, entry: AgentEntry, parsed: control.FromAgent, session: Session | None, udp_peer: UdpPeer | None
+        self,
+        entry: AgentEntry,
+        seq: int,
+        parsed: control.FromAgent,
+        session: Session | None,
+        udp_peer: UdpPeer | None,
     ) -> None:
         """What an accepted message means (a refused replay, or one waiting for its verdict, is not counted)."""
         self.stats.messages[type(parsed)] += 1
@@ -246,7 +289,13 @@ class Remoted:
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
             self._event_counts[number] = self._event_counts.get(number, 0) + 1
-            self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
+            counters = divmod(seq, SEQUENCE_LOCAL)  # (global, local)
+            intake = self.intake
+            accept = intake is None or intake.accept(
+                entry.key, parsed.payload, counters, now, self.monotonic(), session
+            )
+            if accept:
+                self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
         elif isinstance(parsed, control.Startup):
             self._startup(entry, parsed, session, udp_peer, now)
         elif isinstance(parsed, control.Shutdown):
@@ -390,6 +439,10 @@ class Remoted:
         agent_id = self.bindings.agent_of(session)
         return self.keys.entries.get(agent_id) if agent_id is not None else None
 
+    def seal_for(self, entry: AgentEntry, payload: bytes) -> bytes:
+        """A message for the agent, encrypted as its replies are (for senders that batch, pushes.py)."""
+        return self._seal(entry, payload)
+
     def send_on(self, session: Session, entry: AgentEntry, payload: bytes) -> bool:
         """Encrypt a message for the agent bound to this session and queue it; False when dropped."""
         if session.send(self._seal(entry, payload)):
@@ -448,6 +501,8 @@ class Remoted:
         self.sessions.discard(session)
         self.arrivals.challenges.session_closed(session)
         self.admission.closed(session)
+        if self.intake is not None:
+            self.intake.closed(session)
         reason = session.close_reason or CloseReason.PEER_CLOSED
         if self.stopping:  # however it closed, it goes with the manager: the next start resets it
             reason = CloseReason.MANAGER_STOPPING
@@ -469,6 +524,25 @@ class Remoted:
             admission_timed_out=admission.timed_out,
             unexpected=self.faults.count,
         )
+
+    async def _tick_events(self) -> None:
+        """Once a second: the intake pauses or resumes senders. An agent it holds paused looks fresh to the
+        manager keep-alive and to the frame deadline, and is acked and reported alive every few seconds
+        on its behalf: the pause is ours, so it never changes the agent's status."""
+        assert self.intake is not None
+        while True:
+            await asyncio.sleep(1.0)
+            now, monotonic = self.clock(), self.monotonic()
+            held, due = self.intake.tick(monotonic)
+            for session in held:
+                session.last_received = monotonic
+                if session.frame_started >= 0:
+                    session.frame_started = monotonic
+            for session in due:
+                entry = self.agent_on(session)
+                if entry is not None:
+                    self.send_on(session, entry, control.ACK)
+                    self.store.submit(StatusUpdate(entry.number, Trigger.ALIVE, now))
 
     def flush_event_counts(self) -> None:
         if self._event_counts:

@@ -9,8 +9,11 @@ authenticates it may buffer only a small frame and queue only a small reply (`re
 
 from __future__ import annotations
 
+import array
 import asyncio
 import enum
+import fcntl
+import termios
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -55,6 +58,21 @@ _CONNECTION_LOST = frozenset(
 _ABORTED = frozenset({CloseReason.FRAME_TIMEOUT, CloseReason.LIMIT})
 
 
+def unread_bytes(session: Session) -> int:
+    """Bytes the kernel holds for this connection that the loop has not read yet (0 when unknown): when
+    there are some, a silence is the manager's (its loop is behind), not the agent's."""
+    transport = session.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return 0
+    try:
+        count = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    except (OSError, ValueError):
+        return 0
+    return count[0]
+
+
 def normalize_ip(host: str) -> str:
     """An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d; client.keys names it a.b.c.d."""
     return host[7:] if host.startswith("::ffff:") and "." in host else host
@@ -96,6 +114,7 @@ class Session(asyncio.Protocol):
         "pings",
         "probed_at",
         "transport",
+        "waiting",
         "watched",
     )
 
@@ -107,8 +126,6 @@ class Session(asyncio.Protocol):
         self.last_received = 0.0  # monotonic
         self.close_reason: CloseReason | None = None  # None while open
         self.probed_at = -1.0  # monotonic time of the last manager keep-alive probe
-        # While the dispatcher waits for an answer about this connection (see `hold()`), frames wait here.
-        self.held: list[bytes] | None = None
         self.opened_at = 0.0  # monotonic
         self.frame_started = -1.0  # monotonic time the frame now buffered began; -1 when none is
         self.authenticated = False  # a message on it opened with an agent's key
@@ -116,6 +133,9 @@ class Session(asyncio.Protocol):
         self.admitted = False  # counted by the admission limits (until it closes)
         self.ip_counted = False  # counted toward its address's cap (unauthenticated for a while)
         self.watched = False  # has its entry in the admission deadlines
+        # Paused (a replay verdict pending, `hold()`, or agent events back-pressure): frames read, not handled.
+        self.held: list[bytes] | None = None
+        self.waiting = False  # a replay verdict is pending: only `resume()` goes on
 
     @property
     def closed(self) -> bool:
@@ -140,7 +160,7 @@ class Session(asyncio.Protocol):
             self.dispatcher.refused(error, self.peer_ip, self)
             self.close(CloseReason.REFUSED)
             return
-        if self.held is not None:
+        if self.held is not None:  # paused while this read was under way: handled on resume
             self.held.extend(frames)
         elif not self._dispatch(frames):
             return
@@ -153,13 +173,13 @@ class Session(asyncio.Protocol):
             self.frame_started = -1.0
 
     def _dispatch(self, frames: list[bytes]) -> bool:
-        """Hand the frames to the dispatcher in order; False when the connection closed meanwhile."""
+        """Handle frames in order; False when the session closed. A pause stops it: the rest are held."""
         try:
             for index, frame in enumerate(frames):
                 self.dispatcher.handle(frame, self.peer_ip, self)
                 if self.close_reason is not None:
                     return False
-                if self.held is not None:  # the dispatcher waits for an answer: the rest waits too
+                if self.held is not None:
                     self.held.extend(frames[index + 1 :])
                     return True
         except WireError as error:
@@ -173,20 +193,31 @@ class Session(asyncio.Protocol):
         return True
 
     def hold(self) -> None:
-        """Stop reading and dispatching until `resume()`: the frame just handled waits for an answer."""
-        if self.held is None:
-            self.held = []
-            if self.transport is not None:
-                self.transport.pause_reading()
+        """The replay verdict on the frame just handled is pending (`arrival.py`): the frames after it wait,
+        whatever the events back-pressure does meanwhile, until `resume()`."""
+        self.waiting = True
+        self.pause_reading()
 
     def resume(self) -> None:
-        """The answer came: dispatch what arrived meanwhile, in order, and read again."""
-        frames, self.held = self.held, None
-        if frames is None or self.close_reason is not None:
+        """The verdict came: handle what was held, and read again unless something else paused it."""
+        self.waiting = False
+        self.resume_reading()
+
+    def pause_reading(self) -> None:
+        """Stop reading (agent events back-pressure); frames already read wait in `held`, in memory."""
+        if self.held is None and self.transport is not None and self.close_reason is None:
+            self.held = []
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Handle what was held, then read again (unless that paused it anew)."""
+        if self.waiting:  # a replay verdict is pending: `resume()` goes on
             return
-        if self.transport is not None:
+        held, self.held = self.held, None
+        if held is None or self.close_reason is not None or self.transport is None:
+            return
+        if self._dispatch(held) and self.held is None:
             self.transport.resume_reading()
-        self._dispatch(frames)
 
     def send(self, payload: bytes) -> bool:
         transport = self.transport
@@ -198,12 +229,23 @@ class Session(asyncio.Protocol):
         transport.write(LENGTH.pack(len(payload)) + payload)
         return True
 
+    def send_frames(self, payloads: list[bytes]) -> bool:
+        """Several sealed messages in one write (a shared-file push): one system call, not one each."""
+        transport = self.transport
+        if self.close_reason is not None or transport is None or not self.authenticated:
+            return False
+        if transport.get_write_buffer_size() > SEND_BUFFER_SIZE:
+            return False
+        transport.write(b"".join(LENGTH.pack(len(payload)) + payload for payload in payloads))
+        return True
+
     def close(self, reason: CloseReason) -> None:
         """Close the connection; the first reason given is the one that counts."""
         if self.close_reason is None:
             self.close_reason = reason
             # Timer heaps keep a closed session until its entry comes up: not the bytes it buffered.
             self.decoder.clear()
+            self.held = None
             if self.transport is not None:
                 if reason.aborts:
                     self.transport.abort()

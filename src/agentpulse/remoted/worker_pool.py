@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agentpulse.records import RepeatSink
@@ -30,10 +31,13 @@ from agentpulse.remoted.stats import WorkerTotals
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0
-STOP_TIMEOUT = 10.0
+# For every worker to stop: each bounds its own stop (remoted.server.STOP_GRACE, twice, for connections
+# that do not drain), then the manager reads its last records.
+STOP_TIMEOUT = 20.0
 READY_TIMEOUT = 30.0
 ADD_KEYS_TIMEOUT = 5.0  # an enrolment waits this long at most for every worker to take its key
 FAILURE_READ_TIMEOUT = 1.0  # after a worker exited at start: time to read the reason it sent
+LAG_INTERVAL = 1.0  # a worker reports its lag this often (worker_process._housekeeping)
 
 
 class WorkerStartError(RuntimeError):
@@ -59,6 +63,8 @@ class WorkerHandle:
     keys_generation: int = 0  # the last KEYS command this process said it applied
     failure: str | None = None  # why it could not start, as it said before exiting
     stats: WorkerTotals = field(default_factory=WorkerTotals)  # its counters, from its Tag.STATS
+    lag: float = 0.0  # its loop's recent peak lag plus the record pipe's delay, as of lag_at
+    lag_at: float = 0.0  # monotonic time its last lag report arrived; 0: none yet
 
 
 class WorkerPool:
@@ -84,6 +90,7 @@ class WorkerPool:
         self.added_lines: list[str] = []  # enrolment's lines since: not in keys_text
         self.keys_generation = 0
         self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
+        self.on_pushed: Callable[[int, str, bool], None] | None = None  # how each push() ended
 
     async def start(self) -> None:
         """Start every worker and wait until each listens. Raises WorkerStartError when one cannot;
@@ -223,17 +230,17 @@ class WorkerPool:
                 self._admit(worker, record)
             elif tag is Tag.UNADMITTED:
                 self.book.unadmitted(record[1], holder)
+            elif tag is Tag.STATE:
+                store.record_state(record[1], record[2])
+            elif tag is Tag.COUNTS:
+                store.count_events(record[1])
             else:
-                self._on_other(worker, record)
+                self._on_worker_message(worker, record)
 
-    def _on_other(self, worker: WorkerHandle, record: pipe.Record) -> None:
-        """The records that are not about one agent's connection (rare: at most a few a second)."""
+    def _on_worker_message(self, worker: WorkerHandle, record: pipe.Record) -> None:
+        """The rarer records: answers to commands, and the worker's own life cycle."""
         tag = record[0]
-        if tag is Tag.STATE:
-            self.store.record_state(record[1], record[2])
-        elif tag is Tag.COUNTS:
-            self.store.count_events(record[1])
-        elif tag is Tag.KEYS_ADDED:
+        if tag is Tag.KEYS_ADDED:
             future = worker.acks.pop(record[1], None)
             if future is not None and not future.done():
                 future.set_result(True)
@@ -242,6 +249,12 @@ class WorkerPool:
             self._keys_acked.set()
         elif tag is Tag.STATS:
             worker.stats.update(record[2])
+        elif tag is Tag.LAG:
+            now = time.monotonic()
+            worker.lag, worker.lag_at = record[2] + max(0.0, now - record[3]), now
+        elif tag is Tag.PUSHED:
+            if self.on_pushed is not None:
+                self.on_pushed(record[1], record[2], record[3])
         elif tag is Tag.FAILED:
             worker.failure = str(record[2])
         elif tag is Tag.READY:
@@ -260,6 +273,16 @@ class WorkerPool:
             other = self.workers[index - 1] if 0 < index <= len(self.workers) else None
             if other is not None and other.reader is not None:
                 other.reader.send([(Command.DROP, agent_id)])
+
+    def behind(self) -> float:
+        """Seconds the slowest worker is behind: its loop's lag plus the pipe's delay, or, when its
+        reports stopped coming (a loop or a pipe stuck), how long they have been missing."""
+        now = time.monotonic()
+        worst = 0.0
+        for worker in self.workers:
+            if worker.lag_at and worker.ready.is_set():
+                worst = max(worst, worker.lag, now - worker.lag_at - LAG_INTERVAL)
+        return worst
 
     def load_keys(self, text: str) -> None:
         """The keys the manager accepted: to every worker now, and to every worker started later."""
@@ -288,6 +311,19 @@ class WorkerPool:
         for worker in self.workers:
             if worker.reader is not None:
                 worker.reader.send([(Command.SEND, agent_ids, payload)])
+
+    def push(self, holder: int | None, agent_id: int, md5: str, path: str) -> bool:
+        """Ask the worker `holder` (its index) to push merged.mg to the agent; False when it is not running.
+        None: every worker is asked, and only the one holding the agent answers (UDP agents: the grace
+        tracker knows TCP connections only)."""
+        asked = False
+        for worker in self.workers:
+            if holder is not None and worker.index != holder:
+                continue
+            if worker.reader is not None and not worker.pipe_closed.is_set():
+                worker.reader.send([(Command.PUSH, agent_id, md5, path, holder is None)])
+                asked = True
+        return asked
 
     async def add_keys(
         self, lines: list[str], before: Signature, after: Signature, timeout: float = ADD_KEYS_TIMEOUT

@@ -18,13 +18,17 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from agentpulse.config import Config
+from agentpulse.looplag import LoopLag
 from agentpulse.paths import Home
-from agentpulse.remoted import pipe
+from agentpulse.remoted import pipe, slowdown
+from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, keep_for
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.pipe import Command, Tag
+from agentpulse.remoted.pushes import SharedPushes
 from agentpulse.remoted.replay import PipeReplayGuard
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
@@ -47,11 +51,22 @@ class WorkerProcess:
         self.sink = pipe.PipeSink(self.pipe)
         self.keys = KeyStore()
         self.journal = AckJournal(home.ack_journal_dir, index, keep_for(config.database.flush_interval))
+        intake = build_intake(config, home, index, config.remote.worker_processes)  # events: straight to NATS
+        self.lag = LoopLag()
         self.replay = PipeReplayGuard(self.sink)
         self.remoted = Remoted(
-            config, self.keys, self.sink, self.sink, journal=self.journal, replay=self.replay
+            config,
+            self.keys,
+            self.sink,
+            self.sink,
+            journal=self.journal,
+            lag=self.lag,
+            intake=intake,
+            replay=self.replay,
         )
-        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive)
+        self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive, lag=self.lag)
+        slowdown.apply(self.remoted)  # TEST ONLY, and only when its variable is set
+        self.pushes = SharedPushes(self.remoted, self._pushed)
         self._has_keys = asyncio.Event()
         self._keys_generation = -1  # of the keys in use
         self._keys_tasks: set[asyncio.Task[None]] = set()
@@ -89,6 +104,7 @@ class WorkerProcess:
 
     async def _serve(self) -> None:
         self.pipe.send([(Tag.READY, self.index, self.remoted.port)])
+        self.lag.start()
         tasks = [
             asyncio.create_task(self._housekeeping()),
             asyncio.create_task(self.journal.run()),
@@ -101,6 +117,8 @@ class WorkerProcess:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.pushes.stop()
+            self.lag.stop()
             await self.remoted.stop()
             self.journal.close()
             self.sink.flush()
@@ -139,6 +157,9 @@ class WorkerProcess:
             await asyncio.sleep(1.0)
             self.remoted.housekeeping()
             self.pipe.send([(Tag.STATS, self.index, self.remoted.stats_snapshot())])
+            transport = self.pipe.transport
+            unsent = transport.get_write_buffer_size() if transport is not None else 0
+            self.pipe.send([(Tag.LAG, self.index, self.lag.peak, time.monotonic(), unsent)])
 
     def _on_commands(self, commands: list[pipe.Record]) -> None:
         for command in commands:
@@ -159,11 +180,17 @@ class WorkerProcess:
                 self.replay.answered(request, verdict, highest)
             elif command[0] is Command.DROP:
                 self.remoted.overtaken(command[1])
+            elif command[0] is Command.PUSH:
+                _, agent_id, md5, path, quiet = command
+                self.pushes.push(agent_id, md5, path, quiet=quiet)
             elif command[0] is Command.ADD_KEYS:
                 _, token, lines, _before, _after = command
                 self.remoted.keys_changed(self.keys.apply_lines(lines))
                 self._added.append((self._keys_received, lines))
                 self.pipe.send([(Tag.KEYS_ADDED, token)])
+
+    def _pushed(self, agent_id: int, md5: str, ok: bool) -> None:
+        self.pipe.send([(Tag.PUSHED, agent_id, md5, ok)])
 
 
 def die_with_parent(manager_pid: int) -> None:

@@ -2,7 +2,8 @@
 
 Nothing runs per agent: a `SimAgent` is its key, codec, state and one deadline in the timing wheel, plus
 its connection while it has one. Its keep-alive carries a realistic uname line (one of three common Linux
-servers, by index) and the merged.mg sum of an agent that has its configuration.
+servers, by index) and the md5 of the merged.mg it holds: a fixed one until the manager pushes another
+(kept in memory only: the md5 of the pushed bytes, checked at `#!-close file `).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agentpulse.agent.connection import AgentCodec
 from agentpulse.agent.sysinfo import OsInfo, uname_line
@@ -75,9 +76,11 @@ class SimAgent:
         "keepalive",
         "keepalive_frame",
         "key",
+        "merged_sum",
         "messages_sent",
         "pending",
         "phase",
+        "receiving",
         "role",
         "server",
         "source",
@@ -86,7 +89,16 @@ class SimAgent:
         "task",
     )
 
-    def __init__(self, index: int, key: AgentKey, codec: AgentCodec, source: str, phase: float, role: Role):
+    def __init__(
+        self,
+        index: int,
+        key: AgentKey,
+        codec: AgentCodec,
+        source: str,
+        phase: float,
+        role: Role,
+        merged_sum: str | None = None,
+    ):
         self.index = index  # global: ramp slot, keep-alive phase, role and cipher follow from it
         self.key = key
         self.codec = codec
@@ -106,6 +118,8 @@ class SimAgent:
         self.connected_once = False
         self.acked_once = False
         self.messages_sent = 0
+        self.merged_sum = merged_sum or MERGED_SUM
+        self.receiving: tuple[str, Any] | None = None  # a push in progress: (announced md5, running md5)
 
 
 def sim_uname(index: int, name: str) -> str:
@@ -122,5 +136,5 @@ class _Uname:
     machine: str
 
 
-def keepalive_payload(index: int, name: str, agent_ip: str) -> bytes:
-    return control.build_keepalive(sim_uname(index, name), merged_sum=MERGED_SUM, agent_ip=agent_ip)
+def keepalive_payload(index: int, name: str, agent_ip: str, merged_sum: str = MERGED_SUM) -> bytes:
+    return control.build_keepalive(sim_uname(index, name), merged_sum=merged_sum, agent_ip=agent_ip)

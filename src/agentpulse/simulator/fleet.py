@@ -9,6 +9,7 @@ obeyed. The danger is measuring the simulator, not the manager: no task, timer o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,9 +30,11 @@ from agentpulse.simulator.agents import (
     keepalive_payload,
 )
 from agentpulse.simulator.connections import SimConnection, TcpConnection, UdpConnection, connect_error
+from agentpulse.simulator.eventgen import EventSchedule, seal_event
 from agentpulse.simulator.histogram import LatencyHistogram
 from agentpulse.simulator.plan import (
     FD_HEADROOM,
+    AgentTiming,
     Role,
     SimulatorConfig,
     Transport,
@@ -51,19 +54,24 @@ from agentpulse.wire.keys import AgentKey
 TICK: Final = 0.01  # the scheduling loop's period (s)
 WHEEL_SLOTS: Final = 4096  # 41 s per revolution at 10 ms: most deadlines land in the current one
 COUNT_INTERVAL: Final = 5.0  # how often a report walks every agent for the live counts (s)
-CONNECTS_IN_FLIGHT: Final = 512  # per process: more would only queue in the manager's listen backlog
-CONNECT_TIMEOUT: Final = 10.0
-# Startup sent, no ack: start over (UDP may lose it).
-HANDSHAKE_TIMEOUT: Final = {Transport.TCP: 15.0, Transport.UDP: 3.0}
-BACKOFF_START: Final = 0.5  # after a refused or failed attempt; doubles per failure
-BACKOFF_MAX: Final = 8.0
-BACKOFF_JITTER: Final = 0.2  # +-20 %, so refused agents do not come back in lock-step
+# Per process: connects waiting in the manager's accept queue count too (real agents each have their own).
+CONNECTS_IN_FLIGHT: Final = 4096
+UDP_HANDSHAKE: Final = 3.0  # a UDP startup without an ack is sent again after this at most (lost datagram)
 RECONNECT_PAUSE: Final = 1.0  # after the manager dropped an acked connection, as agentd sleeps
 RECONNECT_JITTER: Final = 0.2
 ACK_TIMEOUT_MIN: Final = 10.0  # a keep-alive unacked for max(this, 2 x interval) is an error
 MAX_PENDING: Final = 8  # keep-alives awaiting their ack, per agent
 CLOSE_GRACE: Final = 2.0  # at the end, how long closed sockets may take to flush
 RECONNECT: Final = "reconnect"  # the retry kind of a dropped acked connection: its server is tried again
+
+
+def retry_delay(timing: AgentTiming, failures: int) -> float:
+    """After the `failures`-th failed attempt in a row: `retry_interval` for the first `max_retries`, then
+    doubling up to `retry_max`; jittered."""
+    beyond = failures - timing.max_retries
+    if beyond <= 0:
+        return jittered(timing.retry_interval, timing.jitter)
+    return backoff_delay(beyond + 1, base=timing.retry_interval, cap=timing.retry_max, jitter=timing.jitter)
 
 
 class FleetProcess:
@@ -78,8 +86,13 @@ class FleetProcess:
         self.config = config
         self.tcp = config.protocol == Transport.TCP
         self.report = report
-        self.handshake_timeout = HANDSHAKE_TIMEOUT[config.protocol]
+        timing = self.timing = config.timing
+        self.handshake_timeout = timing.recv_timeout if self.tcp else min(timing.recv_timeout, UDP_HANDSHAKE)
         self.ack_timeout = max(ACK_TIMEOUT_MIN, 2 * config.interval)
+        # agentd forces time-reconnect to 3 x notify_time when it is not above notify_time
+        self.time_reconnect = (
+            timing.time_reconnect if timing.time_reconnect > config.interval else 3 * config.interval
+        )
         self.startup = control.build_startup(config.version)
         sources = source_addresses(config.sources)
         failing = config.failing
@@ -93,6 +106,7 @@ class FleetProcess:
                 source_for(key, index, sources),
                 config.interval * index / config.agents,
                 role_for(index, failing),
+                config.merged_sum,
             )
             for index, key in members
         ]
@@ -116,9 +130,14 @@ class FleetProcess:
         self.retries: dict[str, int] = {}
         self.connected = self.acked = 0
         self.keepalives_sent = self.keepalives_acked = 0
+        self.events = EventSchedule(config.events_per_agent, config.event_mix)
+        self.events_sent = 0
+        self._running = (-math.inf, 0)  # (when, agents running) for the event rate
+        self._event_cursor = 0
         self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
         self.steady_latency_base: LatencyHistogram | None = None
         self.requests_answered = self.forced_reconnects = 0
+        self.shared_received = self.shared_failed = 0  # pushed merged.mg files whose md5 matched, or not
         self.silent = self.shutdown = 0
         self.latency = LatencyHistogram()
         self.startup_latency = LatencyHistogram()
@@ -130,6 +149,11 @@ class FleetProcess:
     def stop(self) -> None:
         self.stopping = True
 
+    def mark_steady(self) -> None:
+        """SIGUSR1: the steady figures (ack latency, rate) count from now (e.g. a change a test measures)."""
+        self.steady_base = (self.keepalives_acked, time.monotonic())
+        self.steady_latency_base = self.latency.copy()
+
     async def run(self) -> Snapshot:
         config = self.config
         raise_fd_limit(len(self.agents) + FD_HEADROOM)
@@ -140,7 +164,7 @@ class FleetProcess:
             self.wheel.schedule(agent, now + config.ramp * agent.index / config.agents)
         deadline = now + config.duration
         fail_time = now + config.fail_at if config.fail_at is not None else None
-        ramp_end = now + config.ramp
+        ramp_end = now + (config.steady_from if config.steady_from is not None else config.ramp)
         next_report = now + REPORT_INTERVAL
         try:
             while not self.stopping:
@@ -155,7 +179,11 @@ class FleetProcess:
                     self.inject_failures(now)
                 for agent in self.wheel.advance(now):
                     self.on_timer(agent, now)
+                if self.events.rate:
+                    self.send_events(self.events.due(now, self._running[1]))
                 self.start_connects()
+                if self.events.rate and now - self._running[0] >= 1.0:
+                    self._running = (now, self._count_live()[1])  # events go to the running agents only
                 if self.report is not None and now >= next_report:
                     next_report = now + REPORT_INTERVAL
                     self.report(self.snapshot(now))
@@ -200,6 +228,9 @@ class FleetProcess:
         elif state == HANDSHAKE:
             self.retry(agent, "handshake_timeout", now)
         elif state == RUNNING:
+            if agent.pending and now - agent.pending[0] > self.time_reconnect:
+                self.retry(agent, "time_reconnect", now, 0.0)  # no answer for time-reconnect: start over
+                return
             # --peak: acks drive the sending; the timer only restarts an agent whose ack never came.
             if not self.config.peak or not agent.pending or now - agent.pending[0] > self.ack_timeout:
                 self.send_keepalive(agent)
@@ -236,7 +267,7 @@ class FleetProcess:
         agent.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        self.wheel.schedule(agent, time.monotonic() + CONNECT_TIMEOUT)
+        self.wheel.schedule(agent, time.monotonic() + self.timing.connect_timeout)
 
     async def _open(self, agent: SimAgent, connection: SimConnection) -> None:
         try:
@@ -281,6 +312,7 @@ class FleetProcess:
             connection.close()
         agent.pending.clear()
         agent.keepalive_frame = None
+        agent.receiving = None  # a push cut by the drop is never verified
 
     def retry(self, agent: SimAgent, kind: str, now: float, delay: float | None = None) -> None:
         """This attempt failed (refused, timed out, dropped): try again after a back-off."""
@@ -296,7 +328,7 @@ class FleetProcess:
         agent.failures += 1
         agent.state = WAITING
         if delay is None:
-            delay = backoff_delay(agent.failures, base=BACKOFF_START, cap=BACKOFF_MAX, jitter=BACKOFF_JITTER)
+            delay = retry_delay(self.timing, agent.failures)
         self.wheel.schedule(agent, now + delay)
 
     def on_connection_lost(self, connection: SimConnection) -> None:
@@ -338,6 +370,23 @@ class FleetProcess:
             agent.messages_sent += 1
             self.keepalives_sent += 1
 
+    def send_events(self, count: int) -> None:
+        """`count` events, one per running agent in turn (an agent whose socket is full is skipped)."""
+        agents = self.agents
+        tries = len(agents)
+        while count > 0 and tries > 0:
+            agent = agents[self._event_cursor]
+            self._event_cursor = (self._event_cursor + 1) % len(agents)
+            tries -= 1
+            connection = agent.connection
+            if agent.state != RUNNING or connection is None:
+                continue
+            if connection.write(seal_event(agent.codec, self.events.payload())):
+                agent.messages_sent += 1
+                self.events_sent += 1
+                count -= 1
+                tries = len(agents)
+
     def on_message(self, connection: SimConnection, data: bytes) -> None:
         agent = connection.agent
         if agent.state in (SILENT, STOPPED):
@@ -357,6 +406,10 @@ class FleetProcess:
                         self.send_keepalive(agent)
             elif agent.state == HANDSHAKE:
                 self.handshake_done(agent, connection, now)
+        elif agent.receiving is not None and isinstance(message, control.AgentEvent):
+            agent.receiving[1].update(message.payload)
+        elif isinstance(message, control.FileUpdate | control.FileClose):
+            self.shared_file(agent, message, connection)
         elif isinstance(message, control.Request):
             self.answer(agent, message)
         elif isinstance(message, control.ForceReconnect):
@@ -367,6 +420,30 @@ class FleetProcess:
                 self.wheel.schedule(agent, now)
         elif isinstance(message, control.ErrorReply):
             self.error("manager_error")  # e.g. a refused version: no ack follows, the handshake times out
+        if agent.receiving is not None and isinstance(message, control.OtherControl | control.ErrorReply):
+            agent.receiving = None  # agentd: any other control message closes the file unverified
+
+    def shared_file(
+        self, agent: SimAgent, message: control.FileUpdate | control.FileClose, connection: SimConnection
+    ) -> None:
+        """A push as agentd takes it, in memory: the md5 of the chunks, compared at the close; a match is
+        the merged.mg the next keep-alive reports."""
+        if isinstance(message, control.FileUpdate):
+            agent.receiving = (message.md5, hashlib.md5(usedforsecurity=False))
+            return
+        receiving, agent.receiving = agent.receiving, None
+        if receiving is None:
+            return
+        if receiving[1].hexdigest() != receiving[0]:
+            self.shared_failed += 1
+            return
+        self.shared_received += 1
+        agent.merged_sum = receiving[0]
+        agent.keepalive = keepalive_payload(
+            agent.index, agent.key.name, connection.local_ip(), agent.merged_sum
+        )
+        if agent.keepalive_frame is not None:
+            agent.keepalive_frame = agent.codec.seal(agent.keepalive)
 
     def handshake_done(self, agent: SimAgent, connection: SimConnection, now: float) -> None:
         self.startup_latency.record(now - agent.startup_at)
@@ -376,7 +453,9 @@ class FleetProcess:
         if not agent.acked_once:
             agent.acked_once = True
             self.acked += 1
-        agent.keepalive = keepalive_payload(agent.index, agent.key.name, connection.local_ip())
+        agent.keepalive = keepalive_payload(
+            agent.index, agent.key.name, connection.local_ip(), agent.merged_sum
+        )
         # Over UDP the manager takes each counter once (anyone can send from the agent's address).
         if self.config.precompute and self.tcp:
             agent.keepalive_frame = agent.codec.seal(agent.keepalive)
@@ -459,12 +538,15 @@ class FleetProcess:
             retries=dict(self.retries),
             keepalives_sent=self.keepalives_sent,
             keepalives_acked=self.keepalives_acked,
+            events_sent=self.events_sent,
             steady_acked=steady_acked,
             steady_s=steady_s,
             requests_answered=self.requests_answered,
             forced_reconnects=self.forced_reconnects,
             failovers=self.failovers,
             handshakes_by_server=dict(self.handshakes_by_server),
+            shared_received=self.shared_received,
+            shared_failed=self.shared_failed,
             silent=self.silent,
             shutdown=self.shutdown,
             ciphers=dict(self.ciphers),

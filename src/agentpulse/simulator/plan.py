@@ -44,6 +44,40 @@ class CipherMode(enum.StrEnum):
     MIX = "mix"  # even agents AES, odd ones Blowfish
 
 
+@dataclass(frozen=True, slots=True)
+class AgentTiming:
+    """How long a simulated agent waits, as a Wazuh 4.x agent does (reference sections 4.4 and 10), with
+    jitter so that agents refused together do not come back in the same instant.
+
+    `recv_timeout`: the wait for the startup's ack (agentd's `recv_timeout`, 60 s; UDP agents give up
+    after at most UDP_HANDSHAKE, a lost datagram being likelier than a slow manager). `retry_interval`:
+    the wait after a failed connect or handshake, for the first `max_retries` failures in a row; after
+    that the wait doubles per failure up to `retry_max` (the agent moves to its next server, of which the
+    simulator has one). `connect_timeout`: a connect that has not completed (the agent's blocking
+    connect lets the kernel retry the SYN for over a minute). `time_reconnect`: an agent whose oldest
+    keep-alive has had no ack for this long reconnects (at least 3 keep-alive intervals, as agentd forces).
+    """
+
+    recv_timeout: float = 60.0
+    retry_interval: float = 10.0
+    max_retries: int = 5
+    retry_max: float = 60.0
+    connect_timeout: float = 60.0
+    time_reconnect: float = 60.0
+    jitter: float = 0.2
+
+    def problems(self) -> list[str]:
+        problems = []
+        for name in ("recv_timeout", "retry_interval", "retry_max", "connect_timeout", "time_reconnect"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name.replace('_', '-')} must be above 0")
+        if self.max_retries < 1:
+            problems.append("max-retries must be at least 1")
+        if not 0 <= self.jitter < 1:
+            problems.append("jitter must be at least 0 and below 1")
+        return problems
+
+
 class Role(enum.IntEnum):
     """What an agent does at `fail_at` (failure injection)."""
 
@@ -65,6 +99,10 @@ class SimulatorConfig:
     interval: float = 10.0
     ramp: float = 5.0
     duration: float = 60.0
+    merged_sum: str | None = None  # the merged.mg md5 the agents report until a push; None: agents.MERGED_SUM
+    steady_from: float | None = (
+        None  # when the "steady" figures start (s into the run); None: at the ramp's end
+    )
     cipher: CipherMode = CipherMode.AES
     silent_share: float = 0.0
     shutdown_share: float = 0.0
@@ -84,9 +122,18 @@ class SimulatorConfig:
     def servers(self) -> tuple[tuple[str, int], ...]:
         return ((self.host, self.port), *self.more_servers)
 
+    timing: AgentTiming = AgentTiming()
+    events_per_agent: float = 0.0  # agent events (syslog, FIM, inventory) per agent per second
+    event_mix: tuple[str, ...] = ("syslog", "fim", "inventory")
+
     def __post_init__(self) -> None:
         # In this order: the message lists every problem, the run's shape first.
-        problems = [*self._shape_problems(), *self._failure_problems(), *self._placement_problems()]
+        problems = [
+            *self._shape_problems(),
+            *self._failure_problems(),
+            *self._placement_problems(),
+            *self.timing.problems(),
+        ]
         if problems:
             raise ValueError("; ".join(problems))
 

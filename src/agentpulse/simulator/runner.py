@@ -65,10 +65,14 @@ def _run_here(
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.add_signal_handler(signum, fleet.stop)
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGUSR1, fleet.mark_steady)  # one process: the window starts now
         return await fleet.run()
 
     # uvloop leaves its own (closed) loop's handlers installed: give the caller back its own.
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    }
     try:
         return uvloop.run(main())
     finally:

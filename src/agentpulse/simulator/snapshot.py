@@ -33,12 +33,15 @@ class Snapshot:
     retries: dict[str, int] = field(default_factory=dict)
     keepalives_sent: int = 0
     keepalives_acked: int = 0
+    events_sent: int = 0
     steady_acked: int = 0  # keep-alives acked after the ramp
     steady_s: float = 0.0
     requests_answered: int = 0
     forced_reconnects: int = 0
     failovers: int = 0  # moves to the next server after a failed connect or handshake
     handshakes_by_server: dict[str, int] = field(default_factory=dict)  # acked startups, by host:port
+    shared_received: int = 0  # pushed merged.mg files whose md5 matched
+    shared_failed: int = 0
     silent: int = 0
     shutdown: int = 0
     ciphers: dict[str, int] = field(default_factory=dict)
@@ -63,10 +66,13 @@ class Snapshot:
                 "acked_now",
                 "keepalives_sent",
                 "keepalives_acked",
+                "events_sent",
                 "steady_acked",
                 "requests_answered",
                 "forced_reconnects",
                 "failovers",
+                "shared_received",
+                "shared_failed",
                 "silent",
                 "shutdown",
                 "processes",

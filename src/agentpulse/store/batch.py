@@ -92,6 +92,7 @@ class Batch:
     group_changes: list[GroupChange] = field(default_factory=list)
     column_updates: list[ColumnUpdate] = field(default_factory=list)
     sync_statuses: dict[int, str] = field(default_factory=dict)
+    config_statuses: dict[int, str] = field(default_factory=dict)  # group_config_status changes
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in self.__slots__)
@@ -105,6 +106,7 @@ class Batch:
             self.event_counts,
             self.inserted,
             self.sync_statuses,
+            self.config_statuses,
         ):
             pending.pop(agent_id, None)
         self.agent_dbs.discard(agent_id)
@@ -146,4 +148,5 @@ class Batch:
         self.group_changes.extend(newer.group_changes)
         self.column_updates.extend(newer.column_updates)
         self.sync_statuses.update(newer.sync_statuses)
+        self.config_statuses.update(newer.config_statuses)
         return self

@@ -20,7 +20,13 @@ from agentpulse.store.backend import Backend, Fragmentation
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
 from agentpulse.store.reader import Reader
 from agentpulse.store.sqlite.backend import SqliteBackend
-from agentpulse.store.subscriber import KeepaliveListener, OutboxEncoder, Subscriber, TransitionListener
+from agentpulse.store.subscriber import (
+    ConfigListener,
+    KeepaliveListener,
+    OutboxEncoder,
+    Subscriber,
+    TransitionListener,
+)
 from agentpulse.store.view import AgentView, StatusView
 from agentpulse.store.writer import DEFAULT_MAX_PENDING, BatchWriter, FlushObserver, StoreClosed
 from agentpulse.wire.control import Keepalive
@@ -71,6 +77,8 @@ class Store:
         self._transition_listeners: tuple[TransitionListener, ...] = ()
         self._keepalive_listeners: tuple[KeepaliveListener, ...] = ()
         self._outbox_encoder: OutboxEncoder | None = None
+        self._config_listeners: tuple[ConfigListener, ...] = ()
+        self._groups_listeners: tuple[Callable[[], None], ...] = ()
 
     # -- start and stop (called from a thread, never from the event loop) -------------------------------
 
@@ -107,6 +115,8 @@ class Store:
         self._transition_listeners = tuple(s.on_transition for s in subs if s.on_transition is not None)
         self._keepalive_listeners = tuple(s.on_keepalive for s in subs if s.on_keepalive is not None)
         self._outbox_encoder = next((s.outbox_encoder for s in subs if s.outbox_encoder is not None), None)
+        self._config_listeners = tuple(s.on_config_status for s in subs if s.on_config_status is not None)
+        self._groups_listeners = tuple(s.on_groups_changed for s in subs if s.on_groups_changed is not None)
 
     def _committed(self, batch: Batch) -> None:
         if batch.outbox:
@@ -266,6 +276,7 @@ class Store:
             with self._writer.lock:
                 self._writer.batch.new_agents.extend(new)
             self._writer.wake()
+            self._groups_changed()
         return [agent.number for agent in new]
 
     def touch(self, agent_id: int, at: float) -> None:
@@ -295,6 +306,7 @@ class Store:
         with self._writer.lock:
             self._writer.batch.inserted[agent.id] = agent
         self._writer.wake()
+        self._groups_changed()
         return True
 
     def register_agents(self, agents: Iterable[InsertedAgent], at: float) -> list[TransitionRow]:
@@ -318,6 +330,7 @@ class Store:
                 listener(row)
         if rows:
             self._writer.wake()
+            self._groups_changed()
         return rows
 
     def remove_agents(
@@ -360,6 +373,22 @@ class Store:
         with self._writer.lock:
             self._writer.batch.group_changes.extend(changes)
         self._writer.wake()
+        self._groups_changed()
+
+    def _groups_changed(self) -> None:
+        for listener in self._groups_listeners:
+            listener()
+
+    def set_config_statuses(self, statuses: Mapping[int, str], at: float) -> None:
+        """group_config_status (`synced` / `not synced`) of agents whose status changed; listeners told."""
+        known = {agent_id: value for agent_id, value in statuses.items() if agent_id in self.view}
+        if not known:
+            return
+        with self._writer.lock:
+            self._writer.batch.config_statuses.update(known)
+        for listener in self._config_listeners:
+            for agent_id, value in known.items():
+                listener(agent_id, value, at)
 
     def update_columns(self, update: ColumnUpdate) -> None:
         """`sync-agent-info-set`: the descriptive columns; statuses go through `submit()` separately."""

@@ -17,6 +17,7 @@ from agentpulse.wire.control import Keepalive
 
 TransitionListener = Callable[[TransitionRow], None]
 KeepaliveListener = Callable[[int, float, Keepalive], None]  # agent id, epoch seconds, the keep-alive
+ConfigListener = Callable[[int, str, float], None]  # agent id, its new group_config_status, epoch seconds
 OutboxEncoder = Callable[[TransitionRow], OutboxRow]
 
 
@@ -26,3 +27,5 @@ class Subscriber:
     on_keepalive: KeepaliveListener | None = None
     on_outbox_committed: Callable[[int], None] | None = None  # how many outbox rows a commit held
     outbox_encoder: OutboxEncoder | None = None
+    on_config_status: ConfigListener | None = None  # an agent's group_config_status changed
+    on_groups_changed: Callable[[], None] | None = None  # groups or memberships changed (not yet committed)

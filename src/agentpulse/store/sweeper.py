@@ -3,12 +3,16 @@
 Every second, live agents silent for `agents_disconnection_time` go disconnected (code 4), measured on the
 monotonic clock so a jump of the wall clock disconnects nobody. An agent that went away unexpectedly and
 is still disconnected `agents_disconnection_alert_time` later raises Wazuh's "Agent disconnected" line.
+While the manager is overloaded (its loops or the record pipe behind) the timeout is stretched by that lag,
+and a disconnection that still happens says so in its history row.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from agentpulse.looplag import overload_of
 from agentpulse.records import StatusUpdate, TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode, Trigger
 from agentpulse.store.facade import Store
@@ -33,10 +37,19 @@ class Sweeper:
     is marked alerted.
     """
 
-    def __init__(self, store: Store, timeout: float, alert_time: float = 0.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        timeout: float,
+        alert_time: float = 0.0,
+        allowance: Callable[[], float] | None = None,
+    ) -> None:
         self.store = store
         self.timeout = timeout
         self.alert_time = alert_time
+        # Seconds the manager is behind (its loop, the workers' loops, the record pipe): what it could not
+        # read in that time is not the agents' silence.
+        self.allowance = allowance
         self._alerts: dict[int, tuple[int, float]] = {}  # agent -> (history seq, monotonic due time)
         self.runs = 0  # sweeps since start (metrics)
         self.disconnected = 0  # agents it marked disconnected since start
@@ -50,15 +63,22 @@ class Sweeper:
 
     def sweep(self) -> list[int]:
         now_monotonic = self.store.monotonic()
-        threshold = now_monotonic - self.timeout
+        behind = self.allowance() if self.allowance is not None else 0.0
+        threshold = now_monotonic - self.timeout - behind
         stale = self.store.view.silent_since(threshold)
         now = self.store.clock()
+        overload = overload_of(behind)
         for agent_id in stale:
-            self.store.submit(StatusUpdate(agent_id, Trigger.TIMEOUT, now))
+            self.store.submit(StatusUpdate(agent_id, Trigger.TIMEOUT, now, overload=overload))
         self.runs += 1
         self.disconnected += len(stale)
         if stale:
-            log.info("Sweeper: %d agents silent for %.0f s marked disconnected", len(stale), self.timeout)
+            log.info(
+                "Sweeper: %d agents silent for %.0f s marked disconnected%s",
+                len(stale),
+                self.timeout + behind,
+                f" (the manager {behind:.1f} s behind)" if overload else "",
+            )
         self._raise_alerts(now_monotonic)
         return stale
 

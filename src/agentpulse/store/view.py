@@ -134,7 +134,14 @@ class StatusView:
             return None
         view.seq += 1
         row = TransitionRow(
-            update.agent_id, view.seq, view.status, moved.new, moved.code, update.at, view.last_keepalive
+            update.agent_id,
+            view.seq,
+            view.status,
+            moved.new,
+            moved.code,
+            update.at,
+            view.last_keepalive,
+            overload=update.overload if moved.new is ConnectionStatus.DISCONNECTED else 0.0,
         )
         self._count(view.status, view.code, -1)
         self._count(moved.new, moved.code, 1)

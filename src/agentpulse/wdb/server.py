@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.shared.control import SharedControl
 from agentpulse.store.backend import StoreError
 from agentpulse.store.facade import Store
 from agentpulse.wdb.commands import agents, groups, maintenance, remoted, sql, status, sync
@@ -75,6 +76,7 @@ class WdbServer:
         allow_sql: str = "no",
         send_to_agents: Callable[[list[int], bytes], int] | None = None,
         reload_keys: KeysReload | None = None,
+        shared: SharedControl | None = None,
         max_clients: int = MAX_CLIENTS,
         frame_timeout: float = FRAME_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -93,6 +95,7 @@ class WdbServer:
             send_to_agents=send_to_agents,
             clock=clock,
             reload_keys=reload_keys,
+            shared=shared,
         )
         self.warn = RateLimitedLog(log)
         self.stats = {"requests": 0, "errors": 0, "refused_clients": 0, "evicted_clients": 0, "closed": 0}

@@ -22,9 +22,13 @@ HC_ACK = b"agent ack "
 HC_REQUEST = b"req "
 HC_ERROR = b"err "
 HC_FORCE_RECONNECT = b"force_reconnect"
+FILE_UPDATE_HEADER = b"up file "  # `#!-up file <md5> <name>\n`: a shared file follows (reference 15.4)
+FILE_CLOSE_HEADER = b"close file "
 ACK = CONTROL_HEADER + HC_ACK
 SHUTDOWN = CONTROL_HEADER + HC_SHUTDOWN
 FORCE_RECONNECT = CONTROL_HEADER + HC_FORCE_RECONNECT
+FILE_CLOSE = CONTROL_HEADER + FILE_CLOSE_HEADER
+MD5_HEX_LEN = 32
 MERGED_SUFFIX = " merged.mg"
 AGENT_IP_LABEL = '#"_agent_ip"'
 ERR_NEWER_VERSION = "Agent version must be lower or equal to manager version"
@@ -122,6 +126,19 @@ class ForceReconnect:
 
 
 @dataclass(frozen=True, slots=True)
+class FileUpdate:
+    """Manager to agent: a shared file follows, in messages without `#!-`, until `FileClose`."""
+
+    md5: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileClose:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class OtherControl:
     """A control message this side does not act on (file pushes, active responses)."""
 
@@ -136,7 +153,7 @@ class AgentEvent:
 
 
 FromAgent = Startup | Keepalive | Shutdown | RequestReply | OtherControl | AgentEvent
-FromManager = Ack | ErrorReply | Request | ForceReconnect | OtherControl | AgentEvent
+FromManager = Ack | ErrorReply | Request | ForceReconnect | FileUpdate | FileClose | OtherControl | AgentEvent
 
 
 def _text(data: bytes) -> str:
@@ -184,7 +201,20 @@ def parse_from_manager(payload: bytes) -> FromManager:
         return Request(counter, target, request_payload)
     if body.startswith(HC_FORCE_RECONNECT):
         return ForceReconnect()
+    if body.startswith(FILE_UPDATE_HEADER):
+        return parse_file_update(body[len(FILE_UPDATE_HEADER) :])
+    if body.startswith(FILE_CLOSE_HEADER):
+        return FileClose()
     return OtherControl(_text(body))
+
+
+def parse_file_update(rest: bytes) -> FileUpdate:
+    """`<md5> <name>\n` (receive_msg(): the first 32 characters are the md5, the name follows a space)."""
+    line = _text(rest).split("\n", 1)[0]
+    md5, _, name = line.partition(" ")
+    if len(md5) != MD5_HEX_LEN or not name:
+        raise WireError(Reason.BAD_CONTROL, "file update without an md5 and a name")
+    return FileUpdate(md5, name)
 
 
 def parse_startup(rest: bytes) -> Startup:
@@ -299,6 +329,10 @@ def build_keepalive(
     if agent_ip:
         lines.append(f"{AGENT_IP_LABEL}:{agent_ip}")
     return CONTROL_HEADER + "".join(line + "\n" for line in lines).encode()
+
+
+def build_file_update(md5: str, name: str) -> bytes:
+    return CONTROL_HEADER + FILE_UPDATE_HEADER + f"{md5} {name}\n".encode()
 
 
 def build_error(message: str) -> bytes:

@@ -68,6 +68,7 @@ OTHER_TABLES = {
         ("status_code", "INTEGER", 1, None, 0),
         ("at", "REAL", 1, None, 0),
         ("alerted", "INTEGER", 1, "0", 0),
+        ("reason", "TEXT", 0, None, 0),
     ],
     "event_outbox": [
         ("id", "INTEGER", 0, None, 1),
@@ -310,3 +311,14 @@ def test_agent_db_from_template_bytes(tmp_path: Path) -> None:
     with closing(schema.connect(path)) as conn:
         assert conn.execute("SELECT start_scan FROM scan_info WHERE module = 'fim'").fetchone()[0] == 7
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_a_global_db_from_before_the_reason_column_gets_it(tmp_path: Path) -> None:
+    path = tmp_path / "global.db"
+    schema.create_global_db(path, "manager", 1)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("ALTER TABLE agent_status_history DROP COLUMN reason")
+    schema.create_global_db(path, "manager", 1)
+    with closing(sqlite3.connect(path)) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(agent_status_history)")]
+    assert columns[-1] == "reason"

@@ -24,7 +24,7 @@ def test_set_agent_groups_modes_keep_wazuhs_priority_order(served: Served) -> No
     assert served.query(request.format(mode="remove", groups='["ops"]')) == "ok"
     assert served.query("global select-group-belong 1") == 'ok ["default"]'
     sync = served.rows("SELECT group_sync_status, group_hash FROM agent WHERE id = 1")[0]
-    assert sync[0] == "syncreq" and sync[1] == "7505d64a"
+    assert sync[0] == "syncreq" and sync[1] == "37a8eec1"
 
 
 def test_set_agent_groups_errors(served: Served) -> None:
@@ -67,11 +67,11 @@ def test_group_listing_commands(served: Served) -> None:
     assert served.query("global get-group-agents web last_id 3") == "ok [5]"
     assert served.query("global get-group-agents web") == "err Invalid arguments, 'last_id' not found."
     assert served.query("global get-distinct-groups") == (
-        'ok [{"group":"default","group_hash":"7505d64a"},{"group":"default,web","group_hash":"bb533513"}]'
+        'ok [{"group":"default","group_hash":"37a8eec1"},{"group":"default,web","group_hash":"5288d400"}]'
     )
     assert (
-        served.query("global get-distinct-groups 7505d64a")
-        == 'ok [{"group":"default,web","group_hash":"bb533513"}]'
+        served.query("global get-distinct-groups 37a8eec1")
+        == 'ok [{"group":"default,web","group_hash":"5288d400"}]'
     )
 
 

@@ -194,6 +194,21 @@ class PostgresReader:
         )
         return [(row["group"], row["group_hash"]) for row in rows]
 
+    def agent_group_lists(self) -> list[tuple[int, str | None, str]]:
+        rows = self._rows(
+            'SELECT id, "group", group_config_status FROM agent WHERE id > %s ORDER BY id', (MANAGER_ID,)
+        )
+        return [(row["id"], row["group"], row["group_config_status"]) for row in rows]
+
+    def group_config_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for row in self._rows(
+            f"SELECT g.name, a.group_config_status, COUNT(*) AS n FROM {MEMBERSHIP} "
+            "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.group_config_status ORDER BY g.name"
+        ):
+            counts.setdefault(row["name"], {})[row["group_config_status"]] = int(row["n"])
+        return counts
+
     def group_status_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         for row in self._rows(

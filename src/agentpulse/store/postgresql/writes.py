@@ -94,6 +94,11 @@ class PostgresWrites:
                 change_groups(cur, change)
             for update in batch.column_updates:
                 self._update_columns(cur, update)
+            if batch.config_statuses:
+                cur.executemany(
+                    "UPDATE agent SET group_config_status = %(v)s WHERE id = %(id)s",
+                    [{"v": value, "id": agent_id} for agent_id, value in batch.config_statuses.items()],
+                )
             if batch.sync_statuses:
                 cur.executemany(
                     _SYNC_STATUS,

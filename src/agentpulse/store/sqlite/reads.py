@@ -174,6 +174,26 @@ class SqliteReader:
             )
             return [(row[0], row[1]) for row in rows]
 
+    def agent_group_lists(self) -> list[tuple[int, str | None, str]]:
+        """(id, `group` CSV, group_config_status) of every agent but the manager: the rollout's start."""
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT id, `group`, group_config_status FROM agent WHERE id > ? ORDER BY id",
+                (schema.MANAGER_ID,),
+            )
+            return [(row[0], row[1], row[2]) for row in rows]
+
+    def group_config_counts(self) -> dict[str, dict[str, int]]:
+        """group name -> group_config_status -> members (`agentpulse status`, `group status`)."""
+        counts: dict[str, dict[str, int]] = {}
+        with self._connection() as db:
+            for name, status, count in db.execute(
+                f"SELECT g.name, a.group_config_status, COUNT(*) FROM {MEMBERSHIP} "
+                "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.group_config_status ORDER BY g.name"
+            ):
+                counts.setdefault(name, {})[status] = count
+        return counts
+
     def group_status_counts(self) -> dict[str, dict[str, int]]:
         """group name -> connection_status -> members, by group name."""
         counts: dict[str, dict[str, int]] = {}

@@ -140,6 +140,7 @@ CREATE TABLE IF NOT EXISTS agent_status_history (
     status_code INTEGER NOT NULL,
     at REAL NOT NULL,
     alerted INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,  -- NULL: the status code says why; set for a disconnection while the manager was overloaded
     PRIMARY KEY (agent_id, seq)
 );
 CREATE INDEX IF NOT EXISTS agent_status_history_at ON agent_status_history (at);
@@ -283,6 +284,9 @@ def create_global_db(path: Path, manager_name: str, now: int) -> None:
     """Create `global.db` (or complete it) and insert the manager's row, id 0, if it is absent."""
     _create(path, GLOBAL_SCHEMA)
     with closing(connect(path)) as conn, conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(agent_status_history)")}
+        if "reason" not in columns:  # a global.db from before the column (issue 19)
+            conn.execute("ALTER TABLE agent_status_history ADD COLUMN reason TEXT")
         conn.execute(
             "INSERT OR IGNORE INTO agent (id, name, ip, register_ip, date_add, last_keepalive, `group`,"
             " connection_status) VALUES (?, ?, ?, ?, ?, ?, NULL, 'active')",

@@ -62,6 +62,11 @@ class SqliteWrites:
             change_groups(db, change)
         for update in batch.column_updates:
             self._update_columns(db, update)
+        if batch.config_statuses:
+            db.executemany(
+                "UPDATE agent SET group_config_status = ? WHERE id = ?",
+                [(value, agent_id) for agent_id, value in batch.config_statuses.items()],
+            )
         if batch.sync_statuses:
             # wdb_global_validate_sync_status(): never downgrade what the cluster still has to send.
             db.executemany(
@@ -129,10 +134,18 @@ class SqliteWrites:
         if not batch.history:
             return
         db.executemany(
-            "INSERT INTO agent_status_history (agent_id, seq, from_status, to_status, status_code, at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO agent_status_history (agent_id, seq, from_status, to_status, status_code, at, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at)
+                (
+                    r.agent_id,
+                    r.seq,
+                    r.from_status.value,
+                    r.to_status.value,
+                    int(r.code),
+                    r.at,
+                    r.reason_text if r.overload else None,
+                )
                 for r in batch.history
             ],
         )

@@ -7,12 +7,12 @@ the status model (a removal row), both answered once committed.
 
 from __future__ import annotations
 
+from agentpulse.shared.names import valid_group
 from agentpulse.store.batch import InsertedAgent
 from agentpulse.store.reader import Row
 from agentpulse.store.sqlite import schema
 from agentpulse.wdb.commands.arguments import invalid_data, json_int, parse_json
 from agentpulse.wdb.commands.context import Command, Context
-from agentpulse.wdb.commands.groups import valid_group
 from agentpulse.wdb.protocol import Reply, WdbError, atoi, rows_to_fill
 
 ID_ITEM_SIZE = len('{"id":0}')  # the smallest item of an id list

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from agentpulse.remoted.keyguard import ReloadDecision
+from agentpulse.shared.control import SharedControl
 from agentpulse.store.facade import Store
 from agentpulse.wdb.protocol import Reply, dumps, page
 
@@ -34,6 +35,7 @@ class Context:
         send_to_agents: Callable[[list[int], bytes], int] | None,
         clock: Callable[[], float],
         reload_keys: KeysReload | None = None,
+        shared: SharedControl | None = None,
     ) -> None:
         self.store = store
         self.reader = store.reader()
@@ -41,6 +43,7 @@ class Context:
         self.sql_time_limit = sql_time_limit
         self.send_to_agents = send_to_agents
         self.reload_keys = reload_keys
+        self.shared = shared  # the shared-files rollout (`remoted shared-*`)
         self.clock = clock
         self.readers: ThreadPoolExecutor | None = None  # the read pool
         self.sql_thread: ThreadPoolExecutor | None = None  # ad-hoc `sql`, one at a time, apart from the reads

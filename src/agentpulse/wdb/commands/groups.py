@@ -9,8 +9,8 @@ becomes a directory of shared files. An agent's groups keep Wazuh's priority ord
 from __future__ import annotations
 
 import logging
-import re
 
+from agentpulse.shared.names import valid_group
 from agentpulse.store.batch import GroupChange, GroupChangeKind, GroupMode
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash
 from agentpulse.wdb.commands.arguments import json_int, parse_json
@@ -20,16 +20,10 @@ from agentpulse.wire.control import FORCE_RECONNECT
 
 log = logging.getLogger(__name__)
 
-GROUP_NAME = re.compile(r"^[\w.\-]{1,255}$")
-RESERVED_GROUPS = (".", "..")
 MODES = ("override", "append", "empty_only", "remove")
 SYNC_VALUES = ("synced", "syncreq")  # what set-agent-groups may set group_sync_status to
 SET_FAILED = "An error occurred during the set of the groups"
 MEMBER_ITEM_SIZE = 1  # an id list of get-group-agents is bare numbers
-
-
-def valid_group(name: str) -> bool:
-    return bool(GROUP_NAME.match(name)) and name not in RESERVED_GROUPS
 
 
 async def insert_agent_group(ctx: Context, argument: str) -> Reply:
@@ -38,6 +32,8 @@ async def insert_agent_group(ctx: Context, argument: str) -> Reply:
         raise WdbError("Error inserting group in global.db.")
     ctx.store.change_groups([GroupChange(GroupChangeKind.CREATE, (name,))])
     await ctx.committed()
+    if ctx.shared is not None:  # its folder in etc/shared, with the stock agent.conf
+        await ctx.shared.create_group(name)
     return "ok"
 
 

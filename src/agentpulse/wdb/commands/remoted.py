@@ -1,6 +1,8 @@
 """The `remoted` actor: agentpulse's commands to the connection side of the manager.
 
 - `remoted force-reconnect <group>`: every connected member of the group is told to reconnect (`groups`).
+- `remoted shared-reload`, `shared-files <group>`, `shared-push <group>`, `shared-status <group>`: the
+  groups' shared files (`shared.py`).
 - `remoted reload-keys [force]`: read client.keys now and apply it if the reload guard accepts it
   (`remoted/keyguard.py`); `force` accepts one that removes more agents than the limits allow, never one
   with invalid lines. The answer is `ok <JSON of the decision>`, accepted or not (`accepted` says which).
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from agentpulse.wdb.commands.context import Context
 from agentpulse.wdb.commands.groups import force_reconnect
+from agentpulse.wdb.commands.shared import SHARED_COMMANDS
 from agentpulse.wdb.protocol import Reply, dumps, near
 
 FORCE = "force"
@@ -31,4 +34,6 @@ async def remoted(ctx: Context, rest: str) -> Reply:
         return await force_reconnect(ctx, argument)
     if command == "reload-keys":
         return await reload_keys(ctx, argument)
+    if command in SHARED_COMMANDS:
+        return await SHARED_COMMANDS[command](ctx, argument)
     return f"err Invalid DB query syntax, near '{near(command)}'"

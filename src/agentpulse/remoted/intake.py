@@ -1,0 +1,231 @@
+"""`EventIntake`: what remoted does with an agent event, and the back-pressure on the agents that send them.
+
+Each event is built once (`ingest.event`), given to the analysisd sink if any, and to this process's
+`EventPublisher`, whose spool is bounded. The danger is that spool: when it fills (NATS away or slow),
+reading stops on the sockets of the agents that send events, the biggest senders first, so their own
+`client_buffer` holds the events; an agent that sends only keep-alives is never paused. A paused agent is
+alive by our own doing: `keepalive_due()` names it every `PAUSED_KEEPALIVE` seconds, and remoted then
+acks it and tells the store it is alive, so nothing probes it, sweeps it or changes its status. The
+per-agent rate limit (`max_eps_per_agent`) pauses reading the same way, for as long as the excess takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import Enum
+from typing import Final
+
+from agentpulse.config import AgentEventsConfig, Config
+from agentpulse.ingest.analysisd import AnalysisdSink
+from agentpulse.ingest.event import Source, build, is_keepalive_location
+from agentpulse.ingest.publisher import EventCounters, EventPublisher
+from agentpulse.paths import Home
+from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.remoted.session import Session
+from agentpulse.wire.keys import AgentKey
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER: Final = 0.75  # past this share of the limit the biggest senders are paused
+LOW_WATER: Final = 0.5  # below it every agent paused for the spool reads again
+BIGGEST_SHARE: Final = 0.5  # at HIGH_WATER pause the top senders until they make this share of the bytes
+PAUSED_KEEPALIVE: Final = 10.0  # seconds between acks and "alive" on behalf of a paused agent
+ALIVE_INTERVAL: Final = 1.0  # an agent's events tell the store it is alive at most this often
+
+
+class Pause(Enum):
+    SPOOL = "spool full"
+    RATE = "max_eps_per_agent"
+
+
+class EventIntake:
+    def __init__(
+        self,
+        config: AgentEventsConfig,
+        prefix: str,
+        node: str,
+        publisher: EventPublisher | None,
+        sink: AnalysisdSink | None,
+    ) -> None:
+        self.config = config
+        self.prefix = prefix
+        self.node = node
+        self.publisher = publisher
+        self.sink = sink
+        self.counters = publisher.counters if publisher is not None else EventCounters()
+        self.eps = config.max_eps_per_agent
+        self._sources: dict[int, tuple[AgentKey, Source]] = {}
+        self._paused: dict[Session, set[Pause]] = {}
+        self._kept_alive: dict[Session, float] = {}  # spool-paused session -> last ack on its behalf
+        self._recent: dict[Session, int] = {}  # event bytes per session since the last tick
+        self._buckets: dict[int, list[float]] = {}  # agent -> [tokens, monotonic of the last refill]
+        self._alive_at: dict[int, float] = {}
+        self._warn = RateLimitedLog(log)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.publisher is not None:
+            self.publisher.on_acked = self._acked
+            await self.publisher.start()
+
+    async def stop(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.stop()
+        if self.sink is not None:
+            self.sink.close()
+
+    def source(self, key: AgentKey) -> Source:
+        cached = self._sources.get(key.number)
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        source = Source(key.number, key.name, key.ip.text, self.node)
+        self._sources[key.number] = (key, source)
+        return source
+
+    # -- the hot path -----------------------------------------------------------------------------------
+
+    def accept(
+        self,
+        key: AgentKey,
+        payload: bytes,
+        counters: tuple[int, int],
+        now: float,
+        monotonic: float,
+        session: Session | None,
+    ) -> bool:
+        """One event read from an agent. True when the store should hear the agent is alive now."""
+        if is_keepalive_location(payload):
+            self.counters.ignored_keepalive += 1
+            return False
+        event = build(self.prefix, self.source(key), payload, now, counters)
+        if self.sink is not None and event.wazuh_line is not None:
+            self.sink.send(event.wazuh_line)
+        publisher = self.publisher
+        if publisher is not None:
+            # TCP: at most the one event that finds the spool full per connection, then it is paused.
+            # UDP cannot be paused: past the hard limit its events are dropped, counted.
+            if publisher.full and (
+                self.config.drop_when_full or (session is None and publisher.over_hard_limit)
+            ):
+                self._drop(key)
+            else:
+                publisher.submit(event.record())
+                if session is not None:
+                    self._recent[session] = self._recent.get(session, 0) + len(payload)
+                    if publisher.full and not self.config.drop_when_full:
+                        self.pause(session, Pause.SPOOL)
+        if self.eps and session is not None:
+            self._limit_rate(key.number, session, monotonic)
+        last = self._alive_at.get(key.number, -ALIVE_INTERVAL)
+        if monotonic - last >= ALIVE_INTERVAL:
+            self._alive_at[key.number] = monotonic
+            return True
+        return False
+
+    def _drop(self, key: AgentKey) -> None:
+        self.counters.dropped += 1
+        why = (
+            "drop_when_full is yes"
+            if self.config.drop_when_full
+            else "past the hard limit (UDP cannot be paused)"
+        )
+        self._warn.warning(
+            "events-dropped",
+            "Agent events dropped: the spool is full (%s); %d dropped so far (last from agent %s)",
+            why,
+            self.counters.dropped,
+            key.id,
+        )
+
+    def _limit_rate(self, agent_id: int, session: Session, monotonic: float) -> None:
+        bucket = self._buckets.get(agent_id)
+        if bucket is None:
+            bucket = self._buckets[agent_id] = [self.eps, monotonic]
+        tokens = min(self.eps, bucket[0] + (monotonic - bucket[1]) * self.eps) - 1.0
+        bucket[0], bucket[1] = tokens, monotonic
+        if tokens < 0 and self._loop is not None and Pause.RATE not in self._paused.get(session, ()):
+            self.counters.rate_limited += 1
+            self.pause(session, Pause.RATE)
+            self._loop.call_later(-tokens / self.eps, self.resume, session, Pause.RATE)
+
+    # -- pausing ----------------------------------------------------------------------------------------
+
+    def pause(self, session: Session, reason: Pause) -> None:
+        if session.closed or session.transport is None:
+            return
+        reasons = self._paused.get(session)
+        if reasons is None:
+            reasons = self._paused[session] = set()
+            session.pause_reading()
+            self.counters.pauses += 1
+        reasons.add(reason)
+        self._kept_alive.setdefault(session, -1.0)
+
+    def resume(self, session: Session, reason: Pause) -> None:
+        reasons = self._paused.get(session)
+        if reasons is None:
+            return
+        reasons.discard(reason)
+        if not reasons:
+            del self._paused[session]
+            self._kept_alive.pop(session, None)
+            session.resume_reading()
+
+    def _acked(self) -> None:
+        """The spool shrank: below LOW_WATER every agent paused for it reads again, at once."""
+        if self._kept_alive and self.publisher is not None and self.publisher.level() < LOW_WATER:
+            for session in [s for s, reasons in self._paused.items() if Pause.SPOOL in reasons]:
+                self.resume(session, Pause.SPOOL)
+
+    def closed(self, session: Session) -> None:
+        self._paused.pop(session, None)
+        self._kept_alive.pop(session, None)
+        self._recent.pop(session, None)
+
+    def is_paused(self, session: Session) -> bool:
+        return session in self._paused
+
+    def tick(self, monotonic: float) -> tuple[list[Session], list[Session]]:
+        """Once a second: pause the biggest senders past HIGH_WATER, resume everyone below LOW_WATER.
+        Returns (every paused session, those due an ack and an "alive" on their behalf)."""
+        publisher = self.publisher
+        recent, self._recent = self._recent, {}
+        if publisher is not None:
+            level = publisher.level()
+            if level >= HIGH_WATER and recent and not self.config.drop_when_full:
+                total = sum(recent.values())
+                taken = 0
+                for session, sent in sorted(recent.items(), key=lambda item: -item[1]):
+                    if taken >= total * BIGGEST_SHARE:
+                        break
+                    self.pause(session, Pause.SPOOL)
+                    taken += sent
+            elif level < LOW_WATER:
+                self._acked()
+        self.counters.paused_now = len(self._paused)
+        if self.sink is not None:
+            self.counters.analysisd_lost = self.sink.lost
+        held, due = [], []
+        for session, at in self._kept_alive.items():
+            if session.closed:
+                continue
+            held.append(session)
+            if monotonic - at >= PAUSED_KEEPALIVE:
+                self._kept_alive[session] = monotonic
+                due.append(session)
+        return held, due
+
+
+def build_intake(config: Config, home: Home, index: int, processes: int) -> EventIntake | None:
+    """The intake of remoted process `index` of `processes`; None when agent events go nowhere (no NATS
+    and no analysisd socket): they are then only counted, as before."""
+    events = config.nats.agent_events
+    if not events.enabled:
+        return None
+    publisher = EventPublisher(config.nats, home, index, processes) if config.nats.enabled else None
+    sink = AnalysisdSink(events.analysisd_socket) if events.analysisd_socket else None
+    if publisher is None and sink is None:
+        return None
+    return EventIntake(events, config.nats.subject_prefix, config.global_.node_name, publisher, sink)

@@ -1,0 +1,93 @@
+"""The paced listener: a batch per loop iteration, none beyond the handshake budget, and the oldest queued
+connections refused (cleanly) once the queue holds more than SHED_WAIT seconds of work."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from agentpulse.remoted import acceptor
+from agentpulse.remoted.acceptor import ACCEPT_BATCH, SHED_WAIT, Acceptor, listening_socket
+
+
+class Sink(asyncio.Protocol):
+    made = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        Sink.made += 1
+
+
+def _queue(port: int, count: int) -> list[socket.socket]:
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"startup")
+        clients.append(client)
+    return clients
+
+
+def _wait_queued(server: Acceptor, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while server.queued() < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_one_batch_per_iteration_and_nothing_beyond_the_budget() -> None:
+    async def scenario() -> None:
+        sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
+        waiting = [0]
+        server = Acceptor(sock, Sink, waiting=lambda: waiting[0], handshakes=lambda: 0)
+        clients = _queue(sock.getsockname()[1], 200)
+        _wait_queued(server, 200)
+        assert server.queued() == 200
+        server._readable()
+        assert server.accepted == ACCEPT_BATCH
+        waiting[0] = server.budget  # as many waiting for their answer as the budget allows
+        server._readable()
+        assert server.accepted == ACCEPT_BATCH and server.paused_times == 1
+        waiting[0] = 0
+        server.start()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if server.accepted == 200:
+                break
+        assert server.accepted == 200
+        server.close()
+        for client in clients:
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_queue_longer_than_the_work_agents_wait_for_is_refused_oldest_first_with_a_fin() -> None:
+    async def scenario() -> None:
+        sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
+        server = Acceptor(sock, Sink, waiting=lambda: 0, handshakes=lambda: 0)
+        server.best_rate = 1.0  # one handshake a second: SHED_WAIT connections are all it can serve in time
+        server._busy_windows = acceptor.SHED_AFTER  # measured while busy
+        clients = _queue(sock.getsockname()[1], int(SHED_WAIT) + 20)
+        _wait_queued(server, len(clients))
+        server._shed(time.monotonic())
+        assert server.shed == 20
+        assert server.queued() == int(SHED_WAIT)
+        clients[0].settimeout(2)
+        assert clients[0].recv(10) == b""  # the oldest: closed cleanly (FIN), not reset
+        server.close()
+        for client in clients:
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_measured_rate_sets_the_budget() -> None:
+    count = [0]
+    now = [100.0]
+    sock = listening_socket("127.0.0.1", 0, 16, reuse_port=False)
+    server = Acceptor(sock, Sink, waiting=lambda: 0, handshakes=lambda: count[0], monotonic=lambda: now[0])
+    assert server.budget == acceptor.BUDGET_MIN
+    count[0], now[0] = 1000, 101.0  # 1,000 handshakes in the last second
+    server._measure(now[0])
+    assert server.best_rate == 1000.0
+    assert server.budget == int(1000 * acceptor.HANDSHAKE_TARGET)
+    sock.close()

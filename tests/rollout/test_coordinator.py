@@ -1,0 +1,133 @@
+"""The rollout against a real store and real group folders: who gets a push, how many at once, and when an
+agent counts as synced. The push sender is the recording function the manager would pass (no remoted)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentpulse.records import StatusUpdate
+from agentpulse.rollout.coordinator import FREE_RETRIES, Rollout
+from agentpulse.shared.tree import SharedTree
+from agentpulse.status import Trigger
+from agentpulse.store.facade import Store
+from agentpulse.wire.control import Keepalive
+from agentpulse.wire.keys import KeysFile
+from tests.store.test_facade import read
+
+DEFAULT_MD5 = "ca35f9148a3273413eccb79f149f4757"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    keys = KeysFile.parse("".join(f"{n:03d} agent-{n:02d} any key{n}\n" for n in range(1, 6)))
+    store = Store(tmp_path / "db", manager_host="mgr", node_name="node01", flush_interval=5)
+    store.open(list(keys.active()))
+    for n in range(1, 6):
+        store.submit(StatusUpdate(n, Trigger.STARTUP, 1.0))
+    yield store
+    store.close()
+
+
+class Sender:
+    def __init__(self, answer: bool = True) -> None:
+        self.calls: list[tuple[int, str, str]] = []
+        self.answer = answer
+
+    def __call__(self, agent_id: int, md5: str, path: str) -> bool:
+        self.calls.append((agent_id, md5, path))
+        return self.answer
+
+
+def rollout(tmp_path: Path, store: Store, sender: Sender, max_pushes: int = 64) -> Rollout:
+    tree = SharedTree(tmp_path / "shared", tmp_path / "multigroups")
+    made = Rollout(tree, store, sender, shared_reload=3600, max_pushes=max_pushes)
+    asyncio.run(made.reload())  # no loop task: the tests drive it
+    tree.ensure_default()
+    asyncio.run(made.reload())
+    made.members = {n: "default" for n in range(1, 6)}
+    return made
+
+
+def keepalive(md5: str | None) -> Keepalive:
+    return Keepalive(uname="Linux", version="Wazuh v4.14.7", merged_sum=md5)
+
+
+def test_an_agent_without_its_groups_sum_gets_a_push_and_is_synced_once_it_reports_it(
+    tmp_path: Path, store: Store
+) -> None:
+    sender = Sender()
+    shared = rollout(tmp_path, store, sender)
+    shared.on_keepalive(1, 2.0, keepalive(None))
+    assert sender.calls == [(1, DEFAULT_MD5, str(tmp_path / "shared/default/merged.mg"))]
+    shared.on_keepalive(1, 3.0, keepalive(None))  # one push in flight per agent
+    assert len(sender.calls) == 1
+    shared.pushed(1, DEFAULT_MD5, True)
+    assert store.flush_wait()
+    assert read(store, "SELECT group_config_status FROM agent WHERE id = 1")[0][0] == "not synced"
+    shared.on_keepalive(1, 4.0, keepalive(DEFAULT_MD5))
+    assert store.flush_wait()
+    assert read(store, "SELECT group_config_status FROM agent WHERE id = 1")[0][0] == "synced"
+    assert shared.group_status("default")["synced"] == 1
+
+
+def test_no_more_than_max_pushes_are_in_flight_and_the_rest_follow_in_order(
+    tmp_path: Path, store: Store
+) -> None:
+    sender = Sender()
+    shared = rollout(tmp_path, store, sender, max_pushes=2)
+    for n in range(1, 6):
+        shared.on_keepalive(n, 2.0, keepalive("old"))
+    assert [call[0] for call in sender.calls] == [1, 2]
+    shared.pushed(2, DEFAULT_MD5, True)
+    assert [call[0] for call in sender.calls] == [1, 2, 3]
+    shared.pushed(1, DEFAULT_MD5, False)
+    shared.pushed(3, DEFAULT_MD5, True)
+    assert [call[0] for call in sender.calls] == [1, 2, 3, 4, 5]
+
+
+def test_a_push_no_remoted_could_start_is_asked_again_at_the_next_keepalive(
+    tmp_path: Path, store: Store
+) -> None:
+    sender = Sender(answer=False)
+    shared = rollout(tmp_path, store, sender)
+    shared.on_keepalive(1, 2.0, keepalive(None))
+    assert not shared.in_flight
+    shared.on_keepalive(1, 3.0, keepalive(None))
+    assert len(sender.calls) == 2
+
+
+def test_an_agent_that_keeps_lacking_the_same_file_is_pushed_less_often(tmp_path: Path, store: Store) -> None:
+    sender = Sender()
+    shared = rollout(tmp_path, store, sender)
+    for attempt in range(FREE_RETRIES + 3):
+        shared.on_keepalive(1, 2.0 + attempt, keepalive("wrong"))
+        shared.pushed(1, DEFAULT_MD5, True)
+    assert len(sender.calls) == FREE_RETRIES + 1  # then it backs off
+
+
+def test_push_group_sends_to_every_connected_member_even_a_synced_one(tmp_path: Path, store: Store) -> None:
+    sender = Sender()
+    shared = rollout(tmp_path, store, sender)
+    shared.on_keepalive(1, 2.0, keepalive(DEFAULT_MD5))
+    assert sender.calls == []
+    assert shared.push_group("default") == 5
+    assert sorted(call[0] for call in sender.calls) == [1, 2, 3, 4, 5]
+
+
+def test_a_changed_group_is_pushed_at_once_to_connected_members_that_lack_it(
+    tmp_path: Path, store: Store
+) -> None:
+    sender = Sender()
+    shared = rollout(tmp_path, store, sender)
+    for n in range(1, 6):
+        shared.on_keepalive(n, 2.0, keepalive(DEFAULT_MD5))
+    (tmp_path / "shared/default/agent.conf").write_text("<agent_config/>\n")
+    sums = asyncio.run(shared.reload())
+    assert sums["default"] != DEFAULT_MD5
+    assert sorted(call[0] for call in sender.calls) == [1, 2, 3, 4, 5]
+    assert {call[1] for call in sender.calls} == {sums["default"]}
+    assert shared.group_status("default")["synced"] == 0
