@@ -39,6 +39,7 @@ from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLi
 from agentpulse.remoted.keystore import KeysChange, KeyStore
 from agentpulse.remoted.keywatch import KeysWatcher, Signature, signature
 from agentpulse.remoted.pushes import SharedPushes
+from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
 from agentpulse.remoted.worker_pool import WorkerPool
@@ -148,8 +149,11 @@ class Manager:
         self.journal: AckJournal | None = None  # this process's, when remoted runs here
         self.lag = LoopLag()  # this process's loop: the sweeper (and remoted, when here) allow for it
         if config.remote.worker_processes > 1:
+            book = ReplayBook(
+                self.grace.holder_mask, config.remote.connection_overtake_time, config.remote.verify_msg_id
+            )
             self.pool = WorkerPool(
-                str(home.root), config.remote.worker_processes, self.store, self.grace, log_level
+                str(home.root), config.remote.worker_processes, self.store, self.grace, book, log_level
             )
         else:
             self.journal = AckJournal(home.ack_journal_dir, LOCAL, keep_for(config.database.flush_interval))
@@ -448,7 +452,7 @@ class Manager:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             if self.remoted is not None:
-                self.remoted.flush_event_counts()
+                self.remoted.housekeeping()
             self.sweeper.sweep()
 
     # -- client.keys ----------------------------------------------------------------------------------
@@ -526,6 +530,7 @@ class Manager:
             self.remoted.keys_changed(change)
         else:
             assert self.pool is not None
+            self.pool.book.forget([key.number for key in change.removed])
             self.pool.load_keys("".join(line + "\n" for line in self.keys.lines.values()))
             disconnect_gone(change, self.store, time.time())
         return change

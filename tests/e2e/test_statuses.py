@@ -7,6 +7,7 @@ import signal
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.wire import control
+from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.keys import AgentKey
 from agentpulse.wire.secure import CipherKind
 from tests.e2e.harness import LOOPBACK, ManagerProcess, wait_until
@@ -22,9 +23,15 @@ KEEPALIVE = control.build_keepalive(
 
 
 async def connect(
-    manager: ManagerProcess, key: AgentKey, cipher: CipherKind = CipherKind.AES
+    manager: ManagerProcess,
+    key: AgentKey,
+    cipher: CipherKind = CipherKind.AES,
+    counter: SenderCounter | None = None,
 ) -> AgentConnection:
-    return await AgentConnection.open(AgentCodec(key, cipher), LOOPBACK, manager.port)
+    """A new connection; pass the counter of an earlier one to reconnect as the same agent process would
+    (its count goes on: a fresh one starting at 0:1 is a reinstalled agent, and is challenged)."""
+    codec = AgentCodec(key, cipher, counter or SenderCounter())
+    return await AgentConnection.open(codec, LOOPBACK, manager.port)
 
 
 async def handshake(connection: AgentConnection, version: str = "v4.14.7") -> control.FromManager | None:
@@ -116,7 +123,7 @@ def test_reconnect_within_the_grace_never_shows_disconnected(manager: ManagerPro
         await first.receive()
         first.abort()
         await asyncio.sleep(0.3)
-        second = await connect(manager, key)
+        second = await connect(manager, key, counter=first.codec.counter)
         assert await handshake(second) == control.Ack()
         second.send(KEEPALIVE)
         assert await second.receive() == control.Ack()

@@ -8,13 +8,17 @@ import signal
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.wire import control
+from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.keys import AgentKey
 from tests.e2e.harness import LOOPBACK, ManagerProcess
 from tests.e2e.test_statuses import KEEPALIVE
 
 
-async def _up(manager: ManagerProcess, key: AgentKey) -> AgentConnection:
-    connection = await AgentConnection.open(AgentCodec(key), LOOPBACK, manager.port)
+async def _up(
+    manager: ManagerProcess, key: AgentKey, counter: SenderCounter | None = None
+) -> AgentConnection:
+    codec = AgentCodec(key, counter=counter or SenderCounter())  # a reconnecting agent's count goes on
+    connection = await AgentConnection.open(codec, LOOPBACK, manager.port)
     connection.send(control.build_startup("v4.14.7"))
     assert await connection.receive() == control.Ack()
     connection.send(KEEPALIVE)
@@ -80,7 +84,7 @@ def test_killed_worker_is_restarted_and_agents_that_return_in_the_grace_never_di
         assert 0 < sum(dropped) < len(keys)
         alive = await asyncio.gather(
             *(
-                _reconnect(manager, key) if closed else _same(connection)
+                _reconnect(manager, key, connection.codec.counter) if closed else _same(connection)
                 for key, connection, closed in zip(keys, connections, dropped, strict=True)
             )
         )
@@ -103,10 +107,10 @@ async def _same(connection: AgentConnection) -> AgentConnection:
     return connection
 
 
-async def _reconnect(manager: ManagerProcess, key: AgentKey) -> AgentConnection:
+async def _reconnect(manager: ManagerProcess, key: AgentKey, counter: SenderCounter) -> AgentConnection:
     for _ in range(50):
         try:
-            return await _up(manager, key)
+            return await _up(manager, key, counter)
         except (ConnectionError, AssertionError, OSError):
             await asyncio.sleep(0.1)
     raise AssertionError(f"agent {key.id} could not reconnect")

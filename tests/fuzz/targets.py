@@ -35,7 +35,7 @@ from agentpulse.wdb.commands.arguments import json_int, parse_json
 from agentpulse.wdb.protocol import OS_MAXSTR, WdbError, answer_body, atoi, split_request
 from agentpulse.wdb.server import WdbServer
 from agentpulse.wire import control
-from agentpulse.wire.counters import ReceiverCounter
+from agentpulse.wire.counters import ReceiverCounter, sequence
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.frames import FrameDecoder, encode_frame
 from agentpulse.wire.keys import KeysFile, aes_key
@@ -108,7 +108,9 @@ def frames(data: bytes) -> None:
 
 def _after_open(message_payload: bytes, global_counter: int, local_counter: int) -> None:
     """What remoted does once a message opened: the replay rule, then the control parser."""
-    ReceiverCounter().accept(global_counter, local_counter, verify=True)
+    seq = sequence(global_counter, local_counter)
+    ReceiverCounter().accept_strict(seq)  # verify_msg_id, on the current connection
+    ReceiverCounter().accept_window(seq)  # UDP
     _from_agent(message_payload)
 
 

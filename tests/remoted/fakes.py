@@ -21,6 +21,7 @@ class FakeTransport(asyncio.Transport):
         self.buffered = buffered
         self.written: list[bytes] = []
         self.closing = False
+        self.reading = True
         self.aborted = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -34,6 +35,12 @@ class FakeTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closing
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def close(self) -> None:
         self.closing = True

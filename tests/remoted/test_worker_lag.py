@@ -6,13 +6,15 @@ import time
 from typing import Any
 
 from agentpulse.remoted.pipe import Tag
+from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.worker_pool import LAG_INTERVAL, WorkerPool
 
 
 def _pool() -> WorkerPool:
     store: Any = None  # a LAG record touches neither the store nor the grace tracker
     grace: Any = None
-    pool = WorkerPool("/nonexistent", 2, store, grace)
+    book = ReplayBook(lambda agent: 0, 60.0, False)
+    pool = WorkerPool("/nonexistent", 2, store, grace, book)
     for worker in pool.workers:
         worker.ready.set()
     return pool

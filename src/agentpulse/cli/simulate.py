@@ -131,7 +131,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--precompute",
         action="store_true",
-        help="seal each agent's keep-alive once per connection and resend it (needs verify_msg_id off)",
+        help="seal each agent's keep-alive once per TCP connection and resend it (needs verify_msg_id off; "
+        "ignored over UDP, where the manager takes each counter once)",
     )
     parser.add_argument(
         "--peak", action="store_true", help="closed loop: each agent sends its next keep-alive once acked"

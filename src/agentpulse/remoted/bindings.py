@@ -45,6 +45,12 @@ class Bindings:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def agents(self) -> list[int]:
+        """Every agent with a TCP session or a UDP peer here."""
+        if not self._udp_peers:
+            return list(self._sessions)
+        return list(self._sessions.keys() | self._udp_peers.keys())
+
     def bind_udp(self, agent_id: int, peer: UdpPeer | None) -> None:
         if peer is None:
             self._udp_peers.pop(agent_id, None)

@@ -52,6 +52,10 @@ class GraceTracker:
         if timer is not None:
             timer.cancel()
 
+    def holder_mask(self, agent_id: int) -> int:
+        """The bit mask of the processes holding a connection of the agent (bit i: holder i)."""
+        return self._holders.get(agent_id, 0)
+
     def closed(self, agent_id: int, holder: int = LOCAL) -> None:
         """The holder's connection of the agent was lost: grace starts when no other holder has one."""
         holders = self._holders.get(agent_id, 0)

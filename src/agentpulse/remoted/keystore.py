@@ -25,6 +25,7 @@ class AgentEntry:
     key: AgentKey
     cipher: AgentCipher
     received: ReceiverCounter = field(default_factory=ReceiverCounter)
+    reported: int = 0  # `received.current` when last reported to the manager (several workers)
     reply_cipher: CipherKind = CipherKind.AES  # replies use the method of the agent's last message
     # An agent repeats the same keep-alive text for hours: parse it once, and hand the store the same
     # object, so it can tell "nothing changed" by identity.

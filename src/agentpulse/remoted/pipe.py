@@ -2,8 +2,9 @@
 
 A worker holds the agents' connections; the manager holds the store. Everything a worker's remoted would
 hand to the store or to the grace tracker is appended to a batch here and sent at most every
-`flush_interval` seconds (or sooner when the batch is large), pickled, behind a 4-byte length. Both ends
-are our own processes on a private socketpair, so pickle is safe here and the cheapest codec at hand.
+`flush_interval` seconds (sooner when the batch is large or someone waits for it), pickled, behind a
+4-byte length. Both ends are our own processes on a private socketpair, so pickle is safe here and the
+cheapest codec at hand.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Tag(enum.StrEnum):
     CLOSED = enum.auto()  # (CLOSED, agent)
     RELEASED = enum.auto()  # (RELEASED, agent)
     READY = enum.auto()  # (READY, worker index, tcp port): the worker listens
+    ADMIT = enum.auto()  # (ADMIT, request, agent, counter, is startup, highest known here): see replay.py
+    # (HIGHEST, {agent: highest counter}): agents that talked, or whose connection closes
+    HIGHEST = enum.auto()
+    UNADMITTED = enum.auto()  # (UNADMITTED, agent): an admitted connection closed before it was bound
     KEYS_ADDED = enum.auto()  # (KEYS_ADDED, token): the lines of ADD_KEYS <token> are in the key store
     KEYS_LOADED = enum.auto()  # (KEYS_LOADED, worker index, generation): the worker uses those keys now
     FAILED = enum.auto()  # (FAILED, worker index, reason): the worker could not start, and exits
@@ -54,6 +59,8 @@ class Command(enum.StrEnum):
 
     STOP = enum.auto()  # (STOP,)
     SEND = enum.auto()  # (SEND, agent ids, payload): the worker holding an agent sends it the payload
+    VERDICT = enum.auto()  # (VERDICT, request, verdict value, highest counter): the answer to an ADMIT
+    DROP = enum.auto()  # (DROP, agent): another worker's connection overtook the agent's connection here
     # (ADD_KEYS, token, lines, signature before, after): enrolment's client.keys lines, to take before
     # the agent is told its key; the worker answers KEYS_ADDED
     ADD_KEYS = enum.auto()
@@ -148,12 +155,24 @@ class PipeSink:
         # fraction of the cost of one tuple each. They become one REPEATS record before any other record.
         self._repeat_ids: list[int] = []
         self._repeat_ats: list[float] = []
+        self._soon = False
 
-    def _add(self, record: Record) -> None:
+    def add(self, record: Record) -> None:
         if self._repeat_ids:
             self._close_repeats()
         self._batch.append(record)
         self._added()
+
+    def send_now(self, record: Record) -> None:
+        """A record someone waits for: it goes with what is batched, now."""
+        self.add(record)
+        self.flush()
+
+    def _flush_soon(self) -> None:
+        """Before the batch timer: at the end of this turn of the loop, so a burst still makes one batch."""
+        if not self._soon:
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def _added(self) -> None:
         if len(self._batch) + len(self._repeat_ids) >= self.max_batch:
@@ -166,6 +185,7 @@ class PipeSink:
         self._repeat_ids, self._repeat_ats = [], []
 
     def flush(self) -> None:
+        self._soon = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -194,19 +214,23 @@ class PipeSink:
             else:
                 self._sent[update.agent_id] = keepalive
                 fields = keepalive_to_tuple(keepalive)
-        self._add(update_to_record(update, fields))
+        self.add(update_to_record(update, fields))
 
     def record_state(self, agent_id: int, state_json: str) -> None:
-        self._add((Tag.STATE, agent_id, state_json))
+        self.add((Tag.STATE, agent_id, state_json))
 
     def count_events(self, counts: dict[int, int]) -> None:
-        self._add((Tag.COUNTS, counts))
+        self.add((Tag.COUNTS, counts))
 
     def bound(self, agent_id: int, holder: int = LOCAL) -> None:
-        self._add((Tag.BOUND, agent_id))
+        self.add((Tag.BOUND, agent_id))
 
+    # A connection that ends is told soon: until the manager knows, a new connection of the agent on
+    # another worker is refused as "key in use".
     def closed(self, agent_id: int, holder: int = LOCAL) -> None:
-        self._add((Tag.CLOSED, agent_id))
+        self.add((Tag.CLOSED, agent_id))
+        self._flush_soon()
 
     def released(self, agent_id: int, holder: int = LOCAL) -> None:
-        self._add((Tag.RELEASED, agent_id))
+        self.add((Tag.RELEASED, agent_id))
+        self._flush_soon()

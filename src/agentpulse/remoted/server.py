@@ -3,7 +3,8 @@
 `Remoted` is the dispatcher. `handle()` is the hot path: authenticate (against the `KeyStore` it is given),
 decrypt, classify, bind (`Bindings`), answer, and hand one record to the store. It does no I/O besides
 writing the reply, and no logging unless something is wrong. Connections are admitted, and timed until
-they authenticate, by `Admission`; exceptions at the frame boundary go to one `FaultLog`.
+they authenticate, by `Admission`; exceptions at the frame boundary go to one `FaultLog`. A message on a
+connection that is not its agent's current one first passes the replay rule (`arrival.py`, `replay.py`).
 """
 
 from __future__ import annotations
@@ -23,19 +24,21 @@ from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
 from agentpulse.remoted.acceptor import Acceptor, listening_socket
 from agentpulse.remoted.admission import Admission
+from agentpulse.remoted.arrival import Arrival, Arrivals
 from agentpulse.remoted.bindings import Bindings
 from agentpulse.remoted.faults import FaultLog
 from agentpulse.remoted.grace import GraceEvents
 from agentpulse.remoted.intake import EventIntake
 from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
+from agentpulse.remoted.replay import LocalReplayGuard, ReplayGuard
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.remoted.stats import PING_KIND, RemotedStats, WorkerStats, snapshot
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import boundedjson, control
-from agentpulse.wire.counters import SenderCounter
+from agentpulse.wire.counters import SEQUENCE_LOCAL, SenderCounter
 from agentpulse.wire.errors import Reason, WireError
-from agentpulse.wire.secure import compress_stored, split_header
+from agentpulse.wire.secure import CipherKind, compress_stored, split_header
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class Remoted:
         journal: AckJournal | None = None,
         lag: LoopLag | None = None,
         intake: EventIntake | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.config = config
         self.lag = lag  # this loop's lag: the acceptor takes fewer connections while it lags
@@ -93,6 +97,8 @@ class Remoted:
         self.manager_version = manager_version
         self.keys = keys
         self.bindings = Bindings(grace, config.remote.connection_overtake_time, monotonic)
+        self.replay = replay or LocalReplayGuard(config.remote.verify_msg_id)
+        self.arrivals = Arrivals(self, self.replay)
         self.sender = SenderCounter()
         self.sessions: set[Session] = set()
         self.servers: list[Acceptor] = []
@@ -228,17 +234,26 @@ class Remoted:
             return
         envelope = split_header(data)
         entry = self.keys.find(envelope.agent_id, peer_ip)
+        number = entry.number
         if session is not None:
             bound = self.bindings.agent_of(session)
-            if bound is not None and bound != entry.number:
+            if bound is not None and bound != number:
                 raise WireError(
                     Reason.AGENT_MISMATCH, f"connection of agent {self._id_text(bound)} sent as another agent"
                 )
+            current = bound is not None
+        else:
+            current = udp_peer is not None and self.bindings.udp_peer_of(number) == udp_peer
         message = entry.cipher.open(envelope)
-        entry.received.accept(message.global_counter, message.local_counter, verify=self.remote.verify_msg_id)
-        entry.reply_cipher = envelope.cipher
-        if session is not None and not session.authenticated:
-            self.admission.authenticated(session)
+        seq = message.global_counter * SEQUENCE_LOCAL + message.local_counter
+        if current:
+            if self.remote.verify_msg_id:
+                entry.received.accept_strict(seq)
+            elif session is None:
+                entry.received.accept_window(seq)  # anyone can send a datagram from the agent's address
+            else:
+                entry.received.note(seq)
+            entry.reply_cipher = envelope.cipher
         payload = message.payload
         parsed: control.FromAgent
         if payload == entry.last_keepalive_text and entry.last_keepalive is not None:
@@ -247,11 +262,25 @@ class Remoted:
             parsed = control.parse_from_agent(payload)
             if isinstance(parsed, control.Keepalive):
                 entry.last_keepalive_text, entry.last_keepalive = payload, parsed
+        if current:
+            self.dispatch(entry, seq, parsed, session, udp_peer)
+        else:
+            self.arrivals.first(Arrival(entry, seq, parsed, envelope.cipher, session, udp_peer))
+
+    def dispatch(
+        self,
+        entry: AgentEntry,
+        seq: int,
+        parsed: control.FromAgent,
+        session: Session | None,
+        udp_peer: UdpPeer | None,
+    ) -> None:
+        """What an accepted message means (a refused replay, or one waiting for its verdict, is not counted)."""
         self.stats.messages[type(parsed)] += 1
         now = self.clock()
         number = entry.number
         if isinstance(parsed, control.Keepalive):
-            self._bind(entry, session, udp_peer)
+            self.bind(entry, session, udp_peer)
             if not entry.journaled and self.journal is not None:
                 # A UDP agent goes on with keep-alives across a manager restart, without a startup.
                 self.journal.record(number, Trigger.ALIVE, now)
@@ -260,9 +289,12 @@ class Remoted:
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
             self._event_counts[number] = self._event_counts.get(number, 0) + 1
-            counters = (message.global_counter, message.local_counter)
+            counters = divmod(seq, SEQUENCE_LOCAL)  # (global, local)
             intake = self.intake
-            if intake is None or intake.accept(entry.key, payload, counters, now, self.monotonic(), session):
+            accept = intake is None or intake.accept(
+                entry.key, parsed.payload, counters, now, self.monotonic(), session
+            )
+            if accept:
                 self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
         elif isinstance(parsed, control.Startup):
             self._startup(entry, parsed, session, udp_peer, now)
@@ -271,8 +303,33 @@ class Remoted:
         elif isinstance(parsed, control.RequestReply):
             self._request_reply(entry, parsed, now)
         else:
-            self._bind(entry, session, udp_peer)
+            self.bind(entry, session, udp_peer)
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now))
+
+    def counters_to_report(self) -> dict[int, int]:
+        """The highest counters of the agents held here that talked since the last call."""
+        changed: dict[int, int] = {}
+        entries = self.keys.entries
+        for agent_id in self.bindings.agents():
+            entry = entries.get(agent_id)
+            if entry is not None and entry.received.current != entry.reported:
+                entry.reported = entry.received.current
+                changed[agent_id] = entry.received.highest
+        return changed
+
+    def housekeeping(self) -> None:
+        """About once a second: event counts to the store, late challenges, counters to the replay guard."""
+        self.flush_event_counts()
+        self.arrivals.expire_challenges()
+        if self.replay.reports:
+            self.replay.report(self.counters_to_report())
+
+    def overtaken(self, agent_id: int) -> None:
+        """A connection on another worker took this agent over (its connection here was silent)."""
+        session = self.bindings.session_of(agent_id)
+        if session is not None:
+            log.info("Agent %s: connection overtaken by another worker", self._id_text(agent_id))
+            session.close(CloseReason.OVERTAKEN)
 
     def _startup(
         self,
@@ -282,16 +339,8 @@ class Remoted:
         udp_peer: UdpPeer | None,
         now: float,
     ) -> None:
-        refusal: tuple[StatusCode, str] | None = None
-        if startup.version_missing:
-            refusal = (StatusCode.VERSION_NOT_RECEIVED, control.ERR_NO_VERSION)
-        elif (
-            startup.version is not None
-            and not self.remote.allow_higher_versions
-            and control.is_newer(startup.version, self.manager_version)
-        ):
-            refusal = (StatusCode.INVALID_VERSION, control.ERR_NEWER_VERSION)
-        self._bind(entry, session, udp_peer)
+        refusal = self.version_refusal(startup)
+        self.bind(entry, session, udp_peer)
         if refusal is not None:
             code, message = refusal
             self.warn.warning(
@@ -314,6 +363,17 @@ class Remoted:
         self._reply(entry, control.ACK)
         self.store.submit(StatusUpdate(entry.number, Trigger.STARTUP, now))
 
+    def version_refusal(self, startup: control.Startup) -> tuple[StatusCode, str] | None:
+        if startup.version_missing:
+            return (StatusCode.VERSION_NOT_RECEIVED, control.ERR_NO_VERSION)
+        if (
+            startup.version is not None
+            and not self.remote.allow_higher_versions
+            and control.is_newer(startup.version, self.manager_version)
+        ):
+            return (StatusCode.INVALID_VERSION, control.ERR_NEWER_VERSION)
+        return None
+
     def _request_reply(self, entry: AgentEntry, reply: control.RequestReply, now: float) -> None:
         self.store.submit(StatusUpdate(entry.number, Trigger.ALIVE, now))
         response = reply.response
@@ -330,23 +390,39 @@ class Remoted:
             if isinstance(decoded, dict) and isinstance(decoded.get("data"), dict):
                 self.store.record_state(entry.number, json.dumps(decoded["data"])[: control.FIELD_CAP * 4])
 
-    def _bind(self, entry: AgentEntry, session: Session | None, udp_peer: UdpPeer | None) -> None:
+    def bind(self, entry: AgentEntry, session: Session | None, udp_peer: UdpPeer | None) -> None:
         """Tie the agent to this TCP session (or UDP peer); raises KEY_IN_USE (see `Bindings.bind`)."""
         if session is None:
             self.bindings.bind_udp(entry.number, udp_peer)
         else:
             self.bindings.bind(entry.number, session, entry.key.id)
+            if not session.authenticated:  # proven the agent's (replay rule passed): the pre-auth limits end
+                self.admission.authenticated(session)
 
-    def _seal(self, entry: AgentEntry, payload: bytes) -> bytes:
+    def _seal(self, entry: AgentEntry, payload: bytes, cipher: CipherKind | None = None) -> bytes:
         global_counter, local_counter = self.sender.advance()
         return entry.cipher.seal(
             payload,
-            cipher=entry.reply_cipher,
+            cipher=cipher or entry.reply_cipher,
             rand=random.getrandbits(16),
             global_counter=global_counter,
             local_counter=local_counter,
             compressor=compress_stored,
         )
+
+    def send_direct(
+        self,
+        entry: AgentEntry,
+        payload: bytes,
+        session: Session | None,
+        udp_peer: UdpPeer | None,
+        cipher: CipherKind,
+    ) -> None:
+        """To this connection, bound or not, in the cipher it spoke."""
+        if session is not None:
+            session.send(self._seal(entry, payload, cipher))
+        elif udp_peer is not None and self.udp is not None:
+            self.udp.send(self._seal(entry, payload, cipher), udp_peer)
 
     def _reply(self, entry: AgentEntry, payload: bytes) -> None:
         session = self.bindings.session_of(entry.number)
@@ -423,12 +499,18 @@ class Remoted:
 
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
+        self.arrivals.challenges.session_closed(session)
         self.admission.closed(session)
         if self.intake is not None:
             self.intake.closed(session)
         reason = session.close_reason or CloseReason.PEER_CLOSED
         if self.stopping:  # however it closed, it goes with the manager: the next start resets it
             reason = CloseReason.MANAGER_STOPPING
+        agent_id = self.bindings.agent_of(session)
+        if agent_id is not None:
+            entry = self.keys.entries.get(agent_id)
+            if entry is not None:  # the agent's last counter is known before its connection is gone
+                self.replay.closing(agent_id, entry.received.highest)
         self.bindings.unbind(session, reason)
 
     def stats_snapshot(self) -> WorkerStats:

@@ -114,6 +114,7 @@ class Session(asyncio.Protocol):
         "pings",
         "probed_at",
         "transport",
+        "waiting",
         "watched",
     )
 
@@ -132,7 +133,9 @@ class Session(asyncio.Protocol):
         self.admitted = False  # counted by the admission limits (until it closes)
         self.ip_counted = False  # counted toward its address's cap (unauthenticated for a while)
         self.watched = False  # has its entry in the admission deadlines
-        self.held: list[bytes] | None = None  # paused (agent events back-pressure): frames read, not handled
+        # Paused (a replay verdict pending, `hold()`, or agent events back-pressure): frames read, not handled.
+        self.held: list[bytes] | None = None
+        self.waiting = False  # a replay verdict is pending: only `resume()` goes on
 
     @property
     def closed(self) -> bool:
@@ -189,6 +192,17 @@ class Session(asyncio.Protocol):
             return False
         return True
 
+    def hold(self) -> None:
+        """The replay verdict on the frame just handled is pending (`arrival.py`): the frames after it wait,
+        whatever the events back-pressure does meanwhile, until `resume()`."""
+        self.waiting = True
+        self.pause_reading()
+
+    def resume(self) -> None:
+        """The verdict came: handle what was held, and read again unless something else paused it."""
+        self.waiting = False
+        self.resume_reading()
+
     def pause_reading(self) -> None:
         """Stop reading (agent events back-pressure); frames already read wait in `held`, in memory."""
         if self.held is None and self.transport is not None and self.close_reason is None:
@@ -197,6 +211,8 @@ class Session(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         """Handle what was held, then read again (unless that paused it anew)."""
+        if self.waiting:  # a replay verdict is pending: `resume()` goes on
+            return
         held, self.held = self.held, None
         if held is None or self.close_reason is not None or self.transport is None:
             return

@@ -4,6 +4,7 @@ the grace tracker, restart them. (`worker_process.py` is the other side: the mai
 The danger is a dying worker: every agent it held has lost its connection, and the grace tracker must
 learn so before the worker is restarted (see `WorkerPool._supervise`). Workers never read client.keys: the
 manager sends each the accepted lines (`Command.KEYS`). Start is all or nothing (`WorkerStartError`).
+A worker's question about a new connection of an agent is answered from the `ReplayBook` (replay.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from agentpulse.remoted import pipe
 from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.keywatch import Signature
 from agentpulse.remoted.pipe import Command, Tag
+from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.stats import WorkerTotals
 
 log = logging.getLogger(__name__)
@@ -67,11 +69,18 @@ class WorkerHandle:
 
 class WorkerPool:
     def __init__(
-        self, home_root: str, count: int, store: RepeatSink, grace: GraceTracker, log_level: str = "info"
+        self,
+        home_root: str,
+        count: int,
+        store: RepeatSink,
+        grace: GraceTracker,
+        book: ReplayBook,
+        log_level: str = "info",
     ) -> None:
         self.home_root = home_root
         self.store = store
         self.grace = grace
+        self.book = book
         self.log_level = log_level
         self.workers = [WorkerHandle(index) for index in range(1, count + 1)]
         self.stopping = False
@@ -183,6 +192,7 @@ class WorkerPool:
             if self.stopping:
                 return
             lost = self.grace.holder_lost(worker.index)
+            self.book.worker_lost(worker.index)
             log.error(
                 "remoted worker %d exited with %s%s; %d agents lost their connection; restarting",
                 worker.index,
@@ -209,10 +219,17 @@ class WorkerPool:
                 store.submit(decode(record))
             elif tag is Tag.BOUND:
                 grace.bound(record[1], holder)
+                self.book.bound(record[1], holder)
             elif tag is Tag.CLOSED:
                 grace.closed(record[1], holder)
             elif tag is Tag.RELEASED:
                 grace.released(record[1], holder)
+            elif tag is Tag.HIGHEST:
+                self.book.report(record[1])
+            elif tag is Tag.ADMIT:
+                self._admit(worker, record)
+            elif tag is Tag.UNADMITTED:
+                self.book.unadmitted(record[1], holder)
             elif tag is Tag.STATE:
                 store.record_state(record[1], record[2])
             elif tag is Tag.COUNTS:
@@ -244,6 +261,18 @@ class WorkerPool:
             worker.port = record[2]
             worker.ready.set()
             log.info("remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid)
+
+    def _admit(self, worker: WorkerHandle, record: pipe.Record) -> None:
+        """A worker asks whether a new connection may carry an agent (replay.py); a stale connection
+        of it on another worker is closed when the new one is admitted."""
+        _, request, agent_id, seq, startup, highest = record
+        decision = self.book.decide(worker.index, agent_id, seq, startup, highest)
+        if worker.reader is not None:
+            worker.reader.send([(Command.VERDICT, request, decision.verdict.value, decision.highest)])
+        for index in decision.overtaken:
+            other = self.workers[index - 1] if 0 < index <= len(self.workers) else None
+            if other is not None and other.reader is not None:
+                other.reader.send([(Command.DROP, agent_id)])
 
     def behind(self) -> float:
         """Seconds the slowest worker is behind: its loop's lag plus the pipe's delay, or, when its

@@ -29,6 +29,7 @@ from agentpulse.remoted.journal import AckJournal, keep_for
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.pipe import Command, Tag
 from agentpulse.remoted.pushes import SharedPushes
+from agentpulse.remoted.replay import PipeReplayGuard
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
 from agentpulse.wire.keys import KeysFile
@@ -52,8 +53,16 @@ class WorkerProcess:
         self.journal = AckJournal(home.ack_journal_dir, index, keep_for(config.database.flush_interval))
         intake = build_intake(config, home, index, config.remote.worker_processes)  # events: straight to NATS
         self.lag = LoopLag()
+        self.replay = PipeReplayGuard(self.sink)
         self.remoted = Remoted(
-            config, self.keys, self.sink, self.sink, journal=self.journal, lag=self.lag, intake=intake
+            config,
+            self.keys,
+            self.sink,
+            self.sink,
+            journal=self.journal,
+            lag=self.lag,
+            intake=intake,
+            replay=self.replay,
         )
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive, lag=self.lag)
         slowdown.apply(self.remoted)  # TEST ONLY, and only when its variable is set
@@ -146,7 +155,7 @@ class WorkerProcess:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.remoted.flush_event_counts()
+            self.remoted.housekeeping()
             self.pipe.send([(Tag.STATS, self.index, self.remoted.stats_snapshot())])
             transport = self.pipe.transport
             unsent = transport.get_write_buffer_size() if transport is not None else 0
@@ -166,6 +175,11 @@ class WorkerProcess:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:
                     self.remoted.send_to_agent(agent_id, payload)
+            elif command[0] is Command.VERDICT:
+                _, request, verdict, highest = command
+                self.replay.answered(request, verdict, highest)
+            elif command[0] is Command.DROP:
+                self.remoted.overtaken(command[1])
             elif command[0] is Command.PUSH:
                 _, agent_id, md5, path, quiet = command
                 self.pushes.push(agent_id, md5, path, quiet=quiet)

@@ -456,7 +456,8 @@ class FleetProcess:
         agent.keepalive = keepalive_payload(
             agent.index, agent.key.name, connection.local_ip(), agent.merged_sum
         )
-        if self.config.precompute:
+        # Over UDP the manager takes each counter once (anyone can send from the agent's address).
+        if self.config.precompute and self.tcp:
             agent.keepalive_frame = agent.codec.seal(agent.keepalive)
         self.send_keepalive(agent)  # at once, as agentd does after its startup
         self.wheel.schedule(agent, self.next_keepalive(agent, now))

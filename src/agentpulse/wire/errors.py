@@ -23,6 +23,8 @@ class Reason(enum.Enum):
     CHECKSUM_MISMATCH = "checksum mismatch"
     DUPLICATE_COUNTER = "duplicate counter"
     OLD_COUNTER = "counter older than the last one"
+    REPLAYED_COUNTER = "replayed counter"  # not newer than the agent's highest, on a new connection
+    NO_ADMISSION = "no admission answer"  # a worker's question to the manager went unanswered
     BAD_CONTROL = "invalid control message"
     KEY_IN_USE = "agent key already in use"
     AGENT_MISMATCH = "agent mismatch"  # a connection bound to one agent sent as another
