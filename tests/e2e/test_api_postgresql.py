@@ -67,7 +67,9 @@ def check_live_answers(api: Api, manager: ManagerProcess) -> None:
 
     names = sorted(every, key=lambda i: i["name"].encode(), reverse=True)
     pages = [ids(api, f"sort=-name&limit=5&offset={offset}") for offset in range(0, FLEET + 1, 5)]
-    assert sum(pages, []) == [i["id"] for i in names]  # paged by 5 from either end: one sort
+    assert [n for page in pages for n in page] == [
+        i["id"] for i in names
+    ]  # paged by 5 from either end: one sort
     newest = api.get("/agents?sort=-lastKeepAlive&limit=500")["data"]["affected_items"]
     stamps = [i.get("lastKeepAlive", "") for i in newest]
     assert sorted(i["id"] for i in newest) == [i["id"] for i in every]
