@@ -19,6 +19,7 @@ from psycopg.rows import dict_row, tuple_row
 
 from agentpulse.records import MANAGER_ID
 from agentpulse.store.backend import Fragmentation
+from agentpulse.store.postgresql import agentquery
 from agentpulse.store.postgresql.connect import redacted
 from agentpulse.store.postgresql.lease import NODES, NodeRow
 from agentpulse.store.postgresql.schema import MEMBERSHIP
@@ -78,8 +79,6 @@ def dead_tuples(db: psycopg.Connection[Any], tables: tuple[str, ...]) -> Fragmen
 
 if TYPE_CHECKING:
     from agentpulse.store import agentquery as aq
-
-API_READS_MISSING = "the HTTP API's agent queries are not on PostgreSQL yet (SQLite only)"
 
 
 class PostgresReader:
@@ -314,24 +313,31 @@ class PostgresReader:
         except psycopg.Error as error:
             raise SqlRefused(str(error).strip()) from None
 
-    # -- the HTTP API: not on PostgreSQL yet; each read fails with a clear reason (the API answers 500 with it)
+    # -- the HTTP API (store/postgresql/agentquery.py) ---------------------------------------------------
     def agents_page(self, query: aq.AgentQuery) -> aq.AgentPage:
-        raise ReadFailed(API_READS_MISSING)
+        with self._connection() as db:
+            return agentquery.agents_page(db, query)
 
     def agents_json(self, query: aq.AgentQuery, outputs: tuple[aq.Output, ...]) -> aq.JsonPage:
-        raise ReadFailed(API_READS_MISSING)
+        with self._connection() as db:
+            return agentquery.agents_json(db, query, outputs)
 
     def existing_ids(self, ids: list[int]) -> set[int]:
-        raise ReadFailed(API_READS_MISSING)
+        with self._connection() as db:
+            return agentquery.existing_ids(db, ids)
 
     def history(self, agent_id: int, limit: int) -> list[aq.StatusChange]:
-        raise ReadFailed(API_READS_MISSING)
+        with self._connection() as db:
+            return agentquery.history(db, agent_id, limit)
 
     def changes_by_minute(self, since: float) -> list[tuple[int, str, str, int, int]]:
-        raise ReadFailed(API_READS_MISSING)
+        with self._connection() as db:
+            return agentquery.changes_by_minute(db, since)
 
     def config_counts(self) -> dict[str, int]:
-        raise ReadFailed(API_READS_MISSING)
+        with self._connection() as db:
+            return agentquery.config_counts(db)
 
     def group_counts(self) -> dict[str, int]:
-        raise ReadFailed(API_READS_MISSING)
+        with self._connection() as db:
+            return agentquery.group_counts(db)
