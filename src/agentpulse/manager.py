@@ -45,6 +45,7 @@ from agentpulse.wire.keys import CheckedKeys, KeysFile
 
 if TYPE_CHECKING:
     from agentpulse.authd.service import EnrolmentService
+    from agentpulse.cluster.service import ClusterService
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class Manager:
         self._purges: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.services: list[Service] = []
+        self.cluster: ClusterService | None = None
         self.wdb = WdbServer(
             self.store,
             home.wdb_socket,
@@ -188,6 +190,20 @@ class Manager:
                 hostname=socket.gethostname(),
             )
             self.front_services.append(self.authd)
+        if config.database.backend == "postgresql":
+            # Several nodes share the database: this node's lease (its epoch goes beside each agent it
+            # holds) and its part in the leader election. First service: started before any agent is
+            # served, stopped (the lease released) after everything else.
+            from agentpulse.cluster.service import ClusterService
+            from agentpulse.store.postgresql.connect import conninfo
+
+            self.cluster = ClusterService(
+                conninfo(config.database),
+                config.global_.node_name,
+                grace=config.remote.connection_grace,
+                on_epoch=self.store.set_node_epoch,
+            )
+            self.services.append(self.cluster)
         events = None
         if config.nats.enabled:
             from agentpulse.events.service import EventsService

@@ -70,3 +70,6 @@ class Backend(Protocol):
 
     def reader(self, *, keep_open: bool = False) -> Reader:
         """Named reads on connections of their own, for any thread but the writer's."""
+
+    def set_node_epoch(self, epoch: int) -> None:
+        """This node's lease epoch, recorded beside the agents it holds (a no-op for one node on SQLite)."""

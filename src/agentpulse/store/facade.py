@@ -410,6 +410,10 @@ class Store:
         """Blocking, read-only: call it from a thread."""
         return self.backend.fragmentation(agent_id)
 
+    def set_node_epoch(self, epoch: int) -> None:
+        """The lease epoch this node holds (agentpulse.cluster), written beside each agent from the next flush."""
+        self.backend.set_node_epoch(epoch)
+
     def reader(self, *, keep_open: bool = False) -> Reader:
         """Named reads that never touch the writer's connection (wdb, the events' outbox, the API)."""
         return self.backend.reader(keep_open=keep_open)

@@ -57,7 +57,9 @@ class PostgresWrites:
         self.node_name = node_name
         self._data_written: dict[int, Keepalive] = {}
         self._labels_written: dict[int, tuple[tuple[str, str], ...]] = {}
-        self.node_epoch = 0  # this node's lease epoch (lease.acquire), written beside each agent it holds
+        self.node_epoch = (
+            0  # this node's lease epoch (agentpulse.cluster), written beside each agent it holds
+        )
 
     def rolled_back(self, batch: Batch) -> None:
         for agent_id in batch.keepalives:

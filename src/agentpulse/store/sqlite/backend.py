@@ -133,6 +133,9 @@ class SqliteBackend:
     def vacuum_agent_db(self, agent_id: int) -> int:
         return maintenance.vacuum_file(self.agent_db_path(agent_id))
 
+    def set_node_epoch(self, epoch: int) -> None:
+        """One node on SQLite holds no lease."""
+
     def reader(self, *, keep_open: bool = False) -> SqliteReader:
         return SqliteReader(self.global_db, keep_open=keep_open)
 
