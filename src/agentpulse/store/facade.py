@@ -107,6 +107,7 @@ class Store:
         self._transition_listeners = tuple(s.on_transition for s in subs if s.on_transition is not None)
         self._keepalive_listeners = tuple(s.on_keepalive for s in subs if s.on_keepalive is not None)
         self._outbox_encoder = next((s.outbox_encoder for s in subs if s.outbox_encoder is not None), None)
+        self.backend.set_outbox_encoder(self._outbox_encoder)
 
     def _committed(self, batch: Batch) -> None:
         if batch.outbox:
@@ -188,9 +189,7 @@ class Store:
                     batch.agent_dbs.add(update.agent_id)
                 if row is not None:
                     batch.statuses[update.agent_id] = (row.to_status, row.code, update.at, update.version)
-                    batch.history.append(row)
-                    if outbox is not None:
-                        batch.outbox.append(outbox)
+                    batch.add_event(row, outbox)
         if row is not None:
             for listener in self._transition_listeners:
                 listener(row)
@@ -310,9 +309,7 @@ class Store:
             with self._writer.lock:
                 batch = self._writer.batch
                 batch.inserted[agent.id] = agent
-                batch.history.append(row)
-                if outbox is not None:
-                    batch.outbox.append(outbox)
+                batch.add_event(row, outbox)
             rows.append(row)
             for listener in self._transition_listeners:
                 listener(row)
@@ -346,9 +343,7 @@ class Store:
             with self._writer.lock:
                 batch = self._writer.batch
                 batch.forget(agent_id, purge_files=purge_files)
-                batch.history.append(row)
-                if outbox is not None:
-                    batch.outbox.append(outbox)
+                batch.add_event(row, outbox)
             rows.append(row)
             for listener in self._transition_listeners:
                 listener(row)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 
-from agentpulse.records import MANAGER_ID
+from agentpulse.records import MANAGER_ID, TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.backend import Fragmentation, StoreError, WriteFailed
-from agentpulse.store.batch import Batch
+from agentpulse.store.batch import Batch, OutboxRow
 from agentpulse.store.postgresql import schema
 from agentpulse.store.postgresql.connect import redacted
 from agentpulse.store.postgresql.reads import AGENT_TABLES, GLOBAL_TABLES, PostgresReader, dead_tuples
@@ -76,6 +76,9 @@ class PostgresBackend:
         """This node's lease epoch (`agentpulse.cluster`, which owns the leases), written beside each agent
         it holds from the next flush on."""
         self._writes.node_epoch = epoch
+
+    def set_outbox_encoder(self, encoder: Callable[[TransitionRow], OutboxRow] | None) -> None:
+        self._writes.encoder = encoder
 
     def _require_db(self) -> Conn:
         if self._db is None or self._db.closed:

@@ -8,13 +8,23 @@ SQLite writer it remembers which keep-alive columns the table already holds (`_d
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
-from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, GroupChangeKind, InsertedAgent
+from agentpulse.store.batch import (
+    Batch,
+    ColumnUpdate,
+    GroupChange,
+    GroupChangeKind,
+    InsertedAgent,
+    OutboxRow,
+)
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
 from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP, create_agent_data, remove_agent_data
 from agentpulse.wire.control import Keepalive
@@ -60,6 +70,7 @@ class PostgresWrites:
         self.node_epoch = (
             0  # this node's lease epoch (agentpulse.cluster), written beside each agent it holds
         )
+        self.encoder: Callable[[TransitionRow], OutboxRow] | None = None  # the store's outbox encoder
 
     def rolled_back(self, batch: Batch) -> None:
         for agent_id in batch.keepalives:
@@ -71,6 +82,7 @@ class PostgresWrites:
     def write(self, db: Conn, batch: Batch, now: float) -> None:
         reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
         with db.cursor() as cur:
+            history, outbox = self._sequence(cur, batch)  # first: before a removal drops agent_runtime
             if batch.deleted:
                 gone = list(batch.deleted)
                 cur.execute("DELETE FROM agent WHERE id = ANY(%s)", (gone,))  # labels and belongs cascade
@@ -86,9 +98,9 @@ class PostgresWrites:
             if batch.inserted:
                 _insert_rows(cur, list(batch.inserted.values()))
             self._write_keepalives(cur, batch)
-            _write_statuses(cur, batch, batch.deleted.keys() - reinserted)
+            _write_statuses(cur, batch, history, batch.deleted.keys() - reinserted)
             self._write_holders(cur, batch)
-            _write_outbox(cur, batch, now)
+            _write_outbox(cur, batch, outbox, now)
             _write_runtime(cur, batch)
             if batch.agent_dbs:
                 create_agent_data(cur, sorted(batch.agent_dbs))
@@ -101,6 +113,51 @@ class PostgresWrites:
                     _SYNC_STATUS,
                     [{"v": value, "id": agent_id} for agent_id, value in batch.sync_statuses.items()],
                 )
+
+    def _sequence(
+        self, cur: psycopg.Cursor[Any], batch: Batch
+    ) -> tuple[list[TransitionRow], list[OutboxRow]]:
+        """The batch's history numbered by the database, and its outbox encoded from those numbers.
+
+        Several nodes may write one agent (it moved, or two nodes saw it inside the grace): each node's view
+        numbers rows from what it knew, so the numbers are decided here. The batch's agents'
+        `agent_runtime` rows are locked (in agent order: two nodes' batches never deadlock on them) and
+        each agent's rows follow its committed `status_seq`; a row whose number changed is encoded again,
+        so `<id>:<seq>` stays one per transition and in order whichever node wrote it. The batch itself
+        is left as it was: a rolled-back write is numbered afresh at its retry.
+        """
+        if not batch.history:
+            return [], list(batch.outbox)
+        agents = sorted({row.agent_id for row in batch.history})
+        # An agent without a row yet (or whose id came back after a removal) goes on from its history.
+        cur.execute(
+            "INSERT INTO agent_runtime (agent_id, status_seq) SELECT a, COALESCE((SELECT MAX(h.seq) "
+            "FROM agent_status_history h WHERE h.agent_id = a), 0) FROM unnest(%s::int[]) AS a "
+            "ON CONFLICT DO NOTHING",
+            (agents,),
+        )
+        rows = cur.execute(
+            "SELECT agent_id, status_seq FROM agent_runtime WHERE agent_id = ANY(%s) ORDER BY agent_id "
+            "FOR UPDATE",
+            (agents,),
+        ).fetchall()
+        last = {int(agent_id): int(seq) for agent_id, seq in rows}
+        history: list[TransitionRow] = []
+        renumbered: dict[tuple[int, int], TransitionRow] = {}
+        for row in batch.history:
+            seq = last[row.agent_id] + 1
+            last[row.agent_id] = seq
+            if seq != row.seq:
+                renumbered[(row.agent_id, row.seq)] = new = dataclasses.replace(row, seq=seq)
+                row = new
+            history.append(row)
+        outbox = list(batch.outbox)
+        if renumbered and self.encoder is not None and len(batch.outbox_sources) == len(outbox):
+            for index, source in enumerate(batch.outbox_sources):
+                moved = renumbered.get((source.agent_id, source.seq))
+                if moved is not None:
+                    outbox[index] = self.encoder(moved)
+        return history, outbox
 
     def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         """Which node holds each agent this batch saw live, with this node's epoch; `connection_epoch` goes
@@ -199,7 +256,9 @@ class PostgresWrites:
         )
 
 
-def _write_statuses(cur: psycopg.Cursor[Any], batch: Batch, removed: set[int]) -> None:
+def _write_statuses(
+    cur: psycopg.Cursor[Any], batch: Batch, history: list[TransitionRow], removed: set[int]
+) -> None:
     if batch.statuses:
         cur.execute(
             _UPDATE_STATUSES,
@@ -210,22 +269,22 @@ def _write_statuses(cur: psycopg.Cursor[Any], batch: Batch, removed: set[int]) -
                 ]
             ),
         )
-    if not batch.history:
+    if not history:
         return
     with cur.copy(
         "COPY agent_status_history (agent_id, seq, from_status, to_status, status_code, at) FROM STDIN"
     ) as copy:
-        for r in batch.history:
+        for r in history:
             copy.write_row((r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at))
-    last_seqs = {r.agent_id: (r.agent_id, r.seq) for r in batch.history if r.agent_id not in removed}
+    last_seqs = {r.agent_id: (r.agent_id, r.seq) for r in history if r.agent_id not in removed}
     if last_seqs:
         cur.execute(_UPSERT_SEQS, _columns(list(last_seqs.values())))
 
 
-def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch, now: float) -> None:
-    if batch.outbox:
+def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch, outbox: list[OutboxRow], now: float) -> None:
+    if outbox:
         with cur.copy("COPY event_outbox (subject, msg_id, payload, created) FROM STDIN") as copy:
-            for subject, msg_id, payload in batch.outbox:
+            for subject, msg_id, payload in outbox:
                 copy.write_row((subject, msg_id, payload, now))
     if batch.alerted:
         cur.execute(
