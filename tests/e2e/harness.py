@@ -46,6 +46,7 @@ class ManagerSettings:
     database: str = ""  # extra <database> options
     auth: str | None = None  # the options of an <auth> block (port and local_ip are set): None, no block
     sections: str = ""  # more sections, verbatim (e.g. <metrics>)
+    node_name: str = "node01"  # <global><node_name>: unique per node of a cluster
 
     def render(self, port: int, auth_port: int = 0) -> str:
         yes = {True: "yes", False: "no"}
@@ -72,6 +73,7 @@ class ManagerSettings:
   </remote>
   <global>
     <agents_disconnection_time>{self.disconnection_time}</agents_disconnection_time>
+    <node_name>{self.node_name}</node_name>
   </global>
   {self.nats}
   <database><flush_interval>{self.flush_interval}</flush_interval>{self.database}</database>

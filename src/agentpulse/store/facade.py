@@ -154,9 +154,10 @@ class Store:
         return len(restored)
 
     def reset_connections(self) -> int:
-        """Manager start: every pending or active agent becomes disconnected with code 5."""
+        """Manager start: every pending or active agent becomes disconnected with code 5 (but those another
+        node of the cluster holds: theirs to keep, or the survivors' to close when that node dies)."""
         now = self.clock()
-        live = [agent_id for agent_id, _ in self.view.live()]
+        live = [agent_id for agent_id, view in self.view.live() if not view.elsewhere]
         for agent_id in live:
             self.submit(StatusUpdate(agent_id, Trigger.MANAGER_RESET, now))
         return len(live)

@@ -104,9 +104,10 @@ class PostgresBackend:
             }
             with_data = {int(row[0]) for row in cur.execute("SELECT DISTINCT agent_id FROM agent_scan_info")}
             rows = cur.execute(
-                "SELECT id, connection_status, status_code, last_keepalive, name, register_ip, date_add, "
-                "disconnection_time FROM agent WHERE id != %s",
-                (MANAGER_ID,),
+                "SELECT a.id, a.connection_status, a.status_code, a.last_keepalive, a.name, a.register_ip, "
+                "a.date_add, a.disconnection_time, COALESCE(r.node_name <> %s, false) FROM agent a "
+                "LEFT JOIN agent_runtime r ON r.agent_id = a.id WHERE a.id != %s",
+                (self.node_name, MANAGER_ID),
             ).fetchall()
         agents = [
             LoadedAgent(
@@ -119,8 +120,19 @@ class PostgresBackend:
                 agent_id in with_data,
                 float(date_add or 0),
                 float(disconnection_time or 0),
+                bool(elsewhere),
             )
-            for agent_id, status, code, last_keepalive, name, register_ip, date_add, disconnection_time in rows
+            for (
+                agent_id,
+                status,
+                code,
+                last_keepalive,
+                name,
+                register_ip,
+                date_add,
+                disconnection_time,
+                elsewhere,
+            ) in rows
         ]
         return agents, seqs
 

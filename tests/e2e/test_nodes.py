@@ -1,0 +1,76 @@
+"""Two real manager processes on one PostgreSQL, one client.keys: a node that starts leaves the agents the
+other node holds as they are (no code-5 reset of another node's agents), both hold leases and one leads,
+and when the leader is killed with SIGKILL the other leads within 2 s."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+import psycopg
+
+from agentpulse.cluster import sql
+from tests.e2e.harness import ManagerProcess, ManagerSettings, run_cli
+from tests.e2e.wdb_tools import FleetStats, run_agent, write_keys
+from tests.pgserver import PostgresServer
+
+FLEET = 20
+
+
+def leader(dsn: str) -> str | None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(sql.LOCK_HOLDER, (sql.SWEEPER_LOCK, sql.SWEEPER_LOCK)).fetchone()
+    return str(row[0]).split(":")[1] if row else None
+
+
+def test_a_second_node_keeps_the_first_ones_agents_and_takes_the_lead_within_2_s_of_a_sigkill(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    dsn = postgres.create_database("e2e_nodes")
+    a = ManagerProcess(tmp_path / "a", ManagerSettings(node_name="node-a", connection_grace=2.0))
+    b = ManagerProcess(tmp_path / "b", ManagerSettings(node_name="node-b", connection_grace=2.0))
+    a.use_postgresql(dsn)
+    b.use_postgresql(dsn)
+    keys = write_keys(a, FLEET)
+    b.home.create_layout()
+    shutil.copy(a.home.client_keys, b.home.client_keys)
+    a.start()
+    try:
+
+        async def scenario() -> None:
+            stats, stop = FleetStats(), asyncio.Event()
+            agents = [asyncio.create_task(run_agent(a, key, stop, stats, interval=1.0)) for key in keys]
+            await a.reach_all("active", FLEET, timeout=60)
+            await asyncio.to_thread(b.start)
+            await asyncio.sleep(1.5)  # b's start-up reset (if any) is flushed by now
+            statuses = a.statuses()
+            assert sorted(statuses.values()) == [("active", 0)] * FLEET, statuses
+            holders = a.query("SELECT DISTINCT node_name FROM agent_runtime WHERE node_name IS NOT NULL")
+            assert [row[0] for row in holders] == ["node-a"]
+
+            done = await asyncio.to_thread(run_cli, "agentpulse", "cluster", "status", "--json", home=a.root)
+            report = json.loads(done.stdout)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert {node["name"]: node["expired"] for node in report["nodes"]} == {
+                "node-a": False,
+                "node-b": False,
+            }
+            assert report["leader"] == "node-a"  # the first to start
+            assert report["agents_by_node"]["node-a"] == {"active": FLEET}
+
+            a.kill()
+            killed = time.monotonic()
+            while leader(dsn) != "node-b":
+                assert time.monotonic() - killed < 2.0, f"no new leader 2 s after the kill: {leader(dsn)}"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*agents)
+
+        asyncio.run(scenario())
+    finally:
+        if a.process is not None:
+            a.kill()
+        assert b.stop() == 0
