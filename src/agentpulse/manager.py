@@ -45,6 +45,7 @@ from agentpulse.wire.keys import CheckedKeys, KeysFile
 
 if TYPE_CHECKING:
     from agentpulse.authd.service import EnrolmentService
+    from agentpulse.cluster.lease import Connection, ExpiredLease
     from agentpulse.cluster.service import ClusterService
 
 log = logging.getLogger(__name__)
@@ -202,8 +203,10 @@ class Manager:
                 config.global_.node_name,
                 grace=config.remote.connection_grace,
                 on_epoch=self.store.set_node_epoch,
+                on_node_expired=self._take_over,
             )
             self.services.append(self.cluster)
+            self.upkeep.active = lambda: self.cluster is not None and self.cluster.leader
         events = None
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
@@ -382,6 +385,21 @@ class Manager:
             if self.remoted is not None:
                 self.remoted.flush_event_counts()
             self.sweeper.sweep()
+
+    async def _take_over(self, conn: Connection, lease: ExpiredLease) -> None:
+        """The leader, in the transaction that claims a dead node's lease: its agents that did not come
+        back elsewhere within the grace become disconnected, code 6 (docs/cluster.md)."""
+        from agentpulse.store.postgresql.takeover import disconnect_node
+
+        rows = await disconnect_node(conn, lease.name, lease.epoch, time.time(), self.store.outbox_encoder)
+        log.warning(
+            "Node %s (epoch %d) is gone: %d of its agents did not reconnect elsewhere within %.0f s and "
+            "are disconnected (code 6)",
+            lease.name,
+            lease.epoch,
+            len(rows),
+            self.config.remote.connection_grace,
+        )
 
     # -- client.keys ----------------------------------------------------------------------------------
 

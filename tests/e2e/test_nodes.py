@@ -74,3 +74,61 @@ def test_a_second_node_keeps_the_first_ones_agents_and_takes_the_lead_within_2_s
         if a.process is not None:
             a.kill()
         assert b.stop() == 0
+
+
+def test_a_killed_nodes_agents_that_move_stay_live_and_the_others_get_code_6_once(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """kill -9 of node-a: its agents 1-10 reconnect to node-b inside connection_grace and are never seen
+    disconnected (the database sampled every 200 ms); agents 11-20 do not come back and are all code 6
+    within lease expiry (3 s) + grace + 1 s of the kill, each with exactly one code-6 history row."""
+    grace = 2.0
+    dsn = postgres.create_database("e2e_nodes_takeover")
+    a = ManagerProcess(tmp_path / "a", ManagerSettings(node_name="node-a", connection_grace=grace))
+    b = ManagerProcess(tmp_path / "b", ManagerSettings(node_name="node-b", connection_grace=grace))
+    a.use_postgresql(dsn)
+    b.use_postgresql(dsn)
+    keys = write_keys(a, FLEET)
+    b.home.create_layout()
+    shutil.copy(a.home.client_keys, b.home.client_keys)
+    a.start()
+    b.start()
+    movers, stayers = keys[:10], keys[10:]
+    try:
+
+        async def scenario() -> None:
+            stats, on_a, on_b = FleetStats(), asyncio.Event(), asyncio.Event()
+            first = [asyncio.create_task(run_agent(a, key, on_a, stats, interval=0.5)) for key in keys]
+            await a.reach_all("active", FLEET, timeout=60)
+            a.kill()
+            killed = time.monotonic()
+            on_a.set()
+            await asyncio.gather(*first)
+            second = [asyncio.create_task(run_agent(b, key, on_b, stats, interval=0.5)) for key in movers]
+            seen_disconnected: set[int] = set()
+            closed_at: float | None = None
+            while time.monotonic() - killed < 3.0 + grace + 3.0:
+                statuses = b.statuses()
+                seen_disconnected |= {
+                    key.number for key in movers if statuses[key.number][0] == "disconnected"
+                }
+                if closed_at is None and all(statuses[key.number] == ("disconnected", 6) for key in stayers):
+                    closed_at = time.monotonic() - killed
+                await asyncio.sleep(0.2)
+            assert seen_disconnected == set(), seen_disconnected
+            assert closed_at is not None and closed_at <= 3.0 + grace + 1.0, closed_at
+            on_b.set()
+            await asyncio.gather(*second)
+
+        asyncio.run(scenario())
+        sixes = b.query(
+            "SELECT agent_id, COUNT(*) FROM agent_status_history WHERE status_code = 6 GROUP BY agent_id "
+            "ORDER BY agent_id"
+        )
+        assert [tuple(row) for row in sixes] == [(key.number, 1) for key in stayers]
+        holders = b.query("SELECT agent_id, node_name FROM agent_runtime WHERE agent_id <= 10 ORDER BY 1")
+        assert [tuple(row) for row in holders] == [(key.number, "node-b") for key in movers]
+    finally:
+        if a.process is not None:
+            a.kill()
+        assert b.stop() == 0

@@ -406,6 +406,11 @@ class Store:
         """Blocking, read-only: call it from a thread."""
         return self.backend.fragmentation(agent_id)
 
+    @property
+    def outbox_encoder(self) -> OutboxEncoder | None:
+        """The subscriber's encoder of status events (for writes made outside the writer: a take-over)."""
+        return self._outbox_encoder
+
     def set_node_epoch(self, epoch: int) -> None:
         """The lease epoch this node holds (agentpulse.cluster), written beside each agent from the next flush."""
         self.backend.set_node_epoch(epoch)
