@@ -213,6 +213,8 @@ class Manager:
 
             events = EventsService(config.nats, self.store, home, self.keys.name_of)
             self.services.append(events)
+            if self.cluster is not None:  # one relay of the shared outbox: the leader's
+                events.outbox.active = lambda: self.cluster is not None and self.cluster.leader
         # Prometheus metrics: `self.metrics.render` serves any /metrics (our listener, the HTTP API's).
         self.metrics = Metrics(
             self.store,

@@ -158,6 +158,9 @@ class OutboxPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._away_since: float | None = None
         self._state: str | None = None  # "up" or "away", for one log line per change
+        # Several nodes share one PostgreSQL outbox: only the leader relays it (the manager sets this), so
+        # one relay writes each KV entry, oldest first; the others' events wait for it.
+        self.active: Callable[[], bool] = lambda: True
 
     # -- wake-ups --------------------------------------------------------------------------------------
 
@@ -190,6 +193,8 @@ class OutboxPublisher:
                 await asyncio.wait_for(event.wait(), timeout)
             self._wake.clear()
             self._kick.clear()
+            if not self.active():
+                continue
             try:
                 await self.drain()
             except (Unavailable, ReadFailed) as why:
