@@ -132,3 +132,47 @@ def test_a_killed_nodes_agents_that_move_stay_live_and_the_others_get_code_6_onc
         if a.process is not None:
             a.kill()
         assert b.stop() == 0
+
+
+def test_agents_moving_between_live_nodes_inside_the_grace_never_show_disconnected(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """Both nodes stay up; 10 agents drop their connection to node-a and connect to node-b at once. node-a's
+    grace (2 s) then ends for each, but node-b holds them by then: the database (sampled every 200 ms)
+    never shows them disconnected and node-a's late code-6 rows are not written."""
+    grace = 2.0
+    dsn = postgres.create_database("e2e_nodes_move")
+    a = ManagerProcess(tmp_path / "a", ManagerSettings(node_name="node-a", connection_grace=grace))
+    b = ManagerProcess(tmp_path / "b", ManagerSettings(node_name="node-b", connection_grace=grace))
+    a.use_postgresql(dsn)
+    b.use_postgresql(dsn)
+    keys = write_keys(a, 10)
+    b.home.create_layout()
+    shutil.copy(a.home.client_keys, b.home.client_keys)
+    a.start()
+    b.start()
+    try:
+
+        async def scenario() -> None:
+            stats, on_a, on_b = FleetStats(), asyncio.Event(), asyncio.Event()
+            first = [asyncio.create_task(run_agent(a, key, on_a, stats, interval=0.5)) for key in keys]
+            await a.reach_all("active", 10, timeout=60)
+            on_a.set()  # each closes its connection to node-a (no shutdown message)
+            await asyncio.gather(*first)
+            moved = time.monotonic()
+            second = [asyncio.create_task(run_agent(b, key, on_b, stats, interval=0.5)) for key in keys]
+            seen: set[int] = set()
+            while time.monotonic() - moved < grace + 2.0:
+                seen |= {n for n, (status, _) in a.statuses().items() if status == "disconnected"}
+                await asyncio.sleep(0.2)
+            assert seen == set(), seen
+            on_b.set()
+            await asyncio.gather(*second)
+
+        asyncio.run(scenario())
+        assert a.query("SELECT COUNT(*) FROM agent_status_history WHERE status_code = 6")[0][0] == 0
+        holders = a.query("SELECT DISTINCT node_name FROM agent_runtime WHERE node_name IS NOT NULL")
+        assert [row[0] for row in holders] == ["node-b"]
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0

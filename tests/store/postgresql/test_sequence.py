@@ -1,7 +1,8 @@
 """The per-agent status sequence on PostgreSQL is the database's: two nodes writing one agent's history (it
 moved from one to the other, each node's view numbering from what it knew) never clash on the history key,
 and each outbox row's `<id>:<seq>` and payload follow the committed numbers, one ordered history per agent
-whichever node wrote it."""
+whichever node wrote it. A node's late "connection lost" for an agent another node holds by then is not
+written at all."""
 
 from __future__ import annotations
 
@@ -53,8 +54,10 @@ def test_two_nodes_writing_one_agent_get_one_ordered_history_and_one_event_per_r
         b.submit(StatusUpdate(1, Trigger.STARTUP, 3.0))  # the agent moved to node-b: b's view says seq 1
         b.submit(StatusUpdate(1, Trigger.ALIVE, 4.0, keepalive=KEEPALIVE))
         assert b.flush_wait(10)
-        a.submit(StatusUpdate(1, Trigger.CONNECTION_LOST, 5.0))  # a's view says seq 3
+        a.submit(StatusUpdate(1, Trigger.CONNECTION_LOST, 5.0))  # a's grace ended: b holds it, not written
         assert a.flush_wait(10)
+        b.submit(StatusUpdate(1, Trigger.SHUTDOWN, 6.0))  # b's view says seq 3
+        assert b.flush_wait(10)
         history = read(a, "SELECT agent_id, seq, to_status FROM agent_status_history ORDER BY agent_id, seq")
         outbox = read(a, "SELECT msg_id, payload FROM event_outbox ORDER BY id")
         seqs = read(a, "SELECT agent_id, status_seq FROM agent_runtime ORDER BY agent_id")
@@ -72,3 +75,13 @@ def test_two_nodes_writing_one_agent_get_one_ordered_history_and_one_event_per_r
     agent_1 = [(row[0], json.loads(bytes(row[1]))["seq"]) for row in outbox if row[0].startswith("1:")]
     assert agent_1 == [(f"1:{n}", n) for n in range(1, 6)]  # one event per row, in order, numbers agree
     assert [tuple(row) for row in seqs] == [(1, 5), (2, 1)]
+    assert read_code(dsn) == 3  # node-b's shutdown, not node-a's code 6
+
+
+def read_code(dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT status_code FROM agent WHERE id = 1").fetchone()
+    assert row is not None
+    return int(row[0])

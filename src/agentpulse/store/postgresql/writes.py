@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from agentpulse.records import TransitionRow
-from agentpulse.status import ConnectionStatus
+from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.batch import (
     Batch,
     ColumnUpdate,
@@ -31,6 +31,9 @@ from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
 Conn = psycopg.Connection[Any]
+
+# A node's "connection lost" and "silent" for an agent another node holds by then: not written (it moved).
+SUPERSEDED_CODES = (StatusCode.CONNECTION_LOST, StatusCode.NO_KEEPALIVE)
 
 _UPDATE_KEEPALIVE = (
     "UPDATE agent SET version = %s, config_sum = %s, merged_sum = %s, manager_host = %s, "
@@ -82,7 +85,8 @@ class PostgresWrites:
     def write(self, db: Conn, batch: Batch, now: float) -> None:
         reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
         with db.cursor() as cur:
-            history, outbox = self._sequence(cur, batch)  # first: before a removal drops agent_runtime
+            # First: before a removal drops agent_runtime rows.
+            history, outbox, superseded = self._sequence(cur, batch)
             if batch.deleted:
                 gone = list(batch.deleted)
                 cur.execute("DELETE FROM agent WHERE id = ANY(%s)", (gone,))  # labels and belongs cascade
@@ -98,7 +102,7 @@ class PostgresWrites:
             if batch.inserted:
                 _insert_rows(cur, list(batch.inserted.values()))
             self._write_keepalives(cur, batch)
-            _write_statuses(cur, batch, history, batch.deleted.keys() - reinserted)
+            _write_statuses(cur, batch, history, batch.deleted.keys() - reinserted, superseded)
             self._write_holders(cur, batch)
             _write_outbox(cur, batch, outbox, now)
             _write_runtime(cur, batch)
@@ -116,8 +120,9 @@ class PostgresWrites:
 
     def _sequence(
         self, cur: psycopg.Cursor[Any], batch: Batch
-    ) -> tuple[list[TransitionRow], list[OutboxRow]]:
-        """The batch's history numbered by the database, and its outbox encoded from those numbers.
+    ) -> tuple[list[TransitionRow], list[OutboxRow], set[int]]:
+        """The batch's history numbered by the database, its outbox encoded from those numbers, and the
+        agents whose loss this node must not write (`superseded`).
 
         Several nodes may write one agent (it moved, or two nodes saw it inside the grace): each node's view
         numbers rows from what it knew, so the numbers are decided here. The batch's agents'
@@ -125,9 +130,14 @@ class PostgresWrites:
         each agent's rows follow its committed `status_seq`; a row whose number changed is encoded again,
         so `<id>:<seq>` stays one per transition and in order whichever node wrote it. The batch itself
         is left as it was: a rolled-back write is numbered afresh at its retry.
+
+        An agent that moved to another node inside the grace: that node committed the agent's new binding
+        (agent_runtime.node_name), so this node's late "connection lost" or "silent" (codes 6 and 4) for it
+        is dropped here (row, status columns and event), decided under the same lock. The agent is never
+        seen disconnected in the database or the stream; this node's own view still says disconnected.
         """
         if not batch.history:
-            return [], list(batch.outbox)
+            return [], list(batch.outbox), set()
         agents = sorted({row.agent_id for row in batch.history})
         # An agent without a row yet (or whose id came back after a removal) goes on from its history.
         cur.execute(
@@ -137,14 +147,18 @@ class PostgresWrites:
             (agents,),
         )
         rows = cur.execute(
-            "SELECT agent_id, status_seq FROM agent_runtime WHERE agent_id = ANY(%s) ORDER BY agent_id "
-            "FOR UPDATE",
+            "SELECT agent_id, status_seq, node_name FROM agent_runtime WHERE agent_id = ANY(%s) "
+            "ORDER BY agent_id FOR UPDATE",
             (agents,),
         ).fetchall()
-        last = {int(agent_id): int(seq) for agent_id, seq in rows}
+        last = {int(agent_id): int(seq) for agent_id, seq, _ in rows}
+        superseded = self._superseded(batch, {int(agent_id): holder for agent_id, _, holder in rows})
         history: list[TransitionRow] = []
-        renumbered: dict[tuple[int, int], TransitionRow] = {}
+        renumbered: dict[tuple[int, int], TransitionRow | None] = {}
         for row in batch.history:
+            if row.agent_id in superseded and row.code in SUPERSEDED_CODES:
+                renumbered[(row.agent_id, row.seq)] = None
+                continue
             seq = last[row.agent_id] + 1
             last[row.agent_id] = seq
             if seq != row.seq:
@@ -152,12 +166,27 @@ class PostgresWrites:
                 row = new
             history.append(row)
         outbox = list(batch.outbox)
-        if renumbered and self.encoder is not None and len(batch.outbox_sources) == len(outbox):
-            for index, source in enumerate(batch.outbox_sources):
-                moved = renumbered.get((source.agent_id, source.seq))
-                if moved is not None:
-                    outbox[index] = self.encoder(moved)
-        return history, outbox
+        if renumbered and len(batch.outbox_sources) == len(outbox):
+            kept: list[OutboxRow] = []
+            for event, source in zip(outbox, batch.outbox_sources, strict=True):
+                key = (source.agent_id, source.seq)
+                if key not in renumbered:
+                    kept.append(event)
+                elif (moved := renumbered[key]) is not None:
+                    kept.append(self.encoder(moved) if self.encoder is not None else event)
+            outbox = kept
+        return history, outbox, superseded
+
+    def _superseded(self, batch: Batch, holders: dict[int, str | None]) -> set[int]:
+        """Agents another node holds now and this batch does not take back (no live status for them)."""
+        return {
+            agent_id
+            for agent_id, holder in holders.items()
+            if holder is not None
+            and holder != self.node_name
+            and batch.statuses.get(agent_id, (ConnectionStatus.DISCONNECTED,))[0]
+            is ConnectionStatus.DISCONNECTED
+        }
 
     def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         """Which node holds each agent this batch saw live, with this node's epoch; `connection_epoch` goes
@@ -257,18 +286,19 @@ class PostgresWrites:
 
 
 def _write_statuses(
-    cur: psycopg.Cursor[Any], batch: Batch, history: list[TransitionRow], removed: set[int]
+    cur: psycopg.Cursor[Any],
+    batch: Batch,
+    history: list[TransitionRow],
+    removed: set[int],
+    superseded: set[int],
 ) -> None:
-    if batch.statuses:
-        cur.execute(
-            _UPDATE_STATUSES,
-            _columns(
-                [
-                    (status.value, int(code), int(at or 0), version, agent_id)
-                    for agent_id, (status, code, at, version) in batch.statuses.items()
-                ]
-            ),
-        )
+    statuses = [
+        (status.value, int(code), int(at or 0), version, agent_id)
+        for agent_id, (status, code, at, version) in batch.statuses.items()
+        if not (agent_id in superseded and code in SUPERSEDED_CODES)
+    ]
+    if statuses:
+        cur.execute(_UPDATE_STATUSES, _columns(statuses))
     if not history:
         return
     with cur.copy(
