@@ -206,6 +206,18 @@ class Manager:
                 on_node_expired=self._take_over,
             )
             self.services.append(self.cluster)
+            from agentpulse.cluster.keysync import KeysSync
+
+            # Keys enrolled on another node, from the database into this node's client.keys.
+            self.front_services.append(
+                KeysSync(
+                    conninfo(config.database),
+                    config.global_.node_name,
+                    home.client_keys,
+                    self.keys.__contains__,
+                    self.keys_watcher.trigger,
+                )
+            )
             self.upkeep.active = lambda: self.cluster is not None and self.cluster.leader
         events = None
         if config.nats.enabled:

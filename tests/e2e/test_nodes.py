@@ -176,3 +176,42 @@ def test_agents_moving_between_live_nodes_inside_the_grace_never_show_disconnect
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
+
+
+def test_an_agent_enrolled_on_one_node_connects_to_another_within_a_second_or_so(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    from agentpulse.wire import enrolment
+    from agentpulse.wire.keys import parse_line
+    from tests.e2e.test_enrolment import KEY_REPLY, exchange
+
+    dsn = postgres.create_database("e2e_nodes_keys")
+    a = ManagerProcess(tmp_path / "a", ManagerSettings(node_name="node-a", auth=""))
+    b = ManagerProcess(tmp_path / "b", ManagerSettings(node_name="node-b"))
+    a.use_postgresql(dsn)
+    b.use_postgresql(dsn)
+    a.start()
+    b.start()
+    try:
+
+        async def scenario() -> None:
+            reply = await exchange(a, enrolment.build_request("web-01"))
+            enrolled = time.monotonic()
+            match = KEY_REPLY.search(reply)
+            assert match is not None, reply
+            key = parse_line(b" ".join(match.groups()).decode(), 1)
+            assert key is not None
+            while str(key.number).zfill(3) + " web-01" not in b.home.client_keys.read_text():
+                assert time.monotonic() - enrolled < 1.5, "node-b lacks the key 1.5 s after the enrolment"
+                await asyncio.sleep(0.05)
+            stats, stop = FleetStats(), asyncio.Event()
+            agent = asyncio.create_task(run_agent(b, key, stop, stats))
+            await b.reach(key.number, "active", timeout=10)
+            stop.set()
+            await agent
+            assert stats.failures == [], stats.failures
+
+        asyncio.run(scenario())
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0
