@@ -56,6 +56,8 @@ from agentpulse.wire.keys import CheckedKeys, KeysFile
 if TYPE_CHECKING:
     from agentpulse.api.service import ApiService
     from agentpulse.authd.service import EnrolmentService
+    from agentpulse.cluster.lease import Connection, ExpiredLease
+    from agentpulse.cluster.service import ClusterService
     from agentpulse.events.service import EventsService
 
 log = logging.getLogger(__name__)
@@ -201,6 +203,7 @@ class Manager:
         self._purges: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.services: list[Service] = []
+        self.cluster: ClusterService | None = None
         self.wdb = WdbServer(
             self.store,
             home.wdb_socket,
@@ -229,12 +232,42 @@ class Manager:
                 hostname=socket.gethostname(),
             )
             self.front_services.append(self.authd)
+        if config.database.backend == "postgresql":
+            # Several nodes share the database: this node's lease (its epoch goes beside each agent it
+            # holds) and its part in the leader election. First service: started before any agent is
+            # served, stopped (the lease released) after everything else.
+            from agentpulse.cluster.service import ClusterService
+            from agentpulse.store.postgresql.connect import conninfo
+
+            self.cluster = ClusterService(
+                conninfo(config.database),
+                config.global_.node_name,
+                grace=config.remote.connection_grace,
+                on_epoch=self.store.set_node_epoch,
+                on_node_expired=self._take_over,
+            )
+            self.services.append(self.cluster)
+            from agentpulse.cluster.keysync import KeysSync
+
+            # Keys enrolled on another node, from the database into this node's client.keys.
+            self.front_services.append(
+                KeysSync(
+                    conninfo(config.database),
+                    config.global_.node_name,
+                    home.client_keys,
+                    self.keys.__contains__,
+                    self.keys_watcher.trigger,
+                )
+            )
+            self.upkeep.active = lambda: self.cluster is not None and self.cluster.leader
         self.events: EventsService | None = None
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
 
             self.events = EventsService(config.nats, self.store, home, self.keys.name_of)
             self.services.append(self.events)
+            if self.cluster is not None:  # one relay of the shared outbox: the leader's
+                self.events.outbox.active = lambda: self.cluster is not None and self.cluster.leader
         # Prometheus metrics: `self.metrics.render` serves any /metrics (our listener, the HTTP API's).
         self.metrics = Metrics(
             self.store,
@@ -454,6 +487,21 @@ class Manager:
             if self.remoted is not None:
                 self.remoted.housekeeping()
             self.sweeper.sweep()
+
+    async def _take_over(self, conn: Connection, lease: ExpiredLease) -> None:
+        """The leader, in the transaction that claims a dead node's lease: its agents that did not come
+        back elsewhere within the grace become disconnected, code 6 (docs/cluster.md)."""
+        from agentpulse.store.postgresql.takeover import disconnect_node
+
+        rows = await disconnect_node(conn, lease.name, lease.epoch, time.time(), self.store.outbox_encoder)
+        log.warning(
+            "Node %s (epoch %d) is gone: %d of its agents did not reconnect elsewhere within %.0f s and "
+            "are disconnected (code 6)",
+            lease.name,
+            lease.epoch,
+            len(rows),
+            self.config.remote.connection_grace,
+        )
 
     # -- client.keys ----------------------------------------------------------------------------------
 

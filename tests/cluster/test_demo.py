@@ -68,6 +68,7 @@ def run_demo(root: Path) -> None:
                 assert time.monotonic() < deadline, done.stdout + done.stderr
                 time.sleep(0.5)
             assert done.stdout.count(" up: server n") == 3, done.stdout
+            assert done.stdout.count("lease live") == 3, done.stdout  # one PostgreSQL for the three nodes
             assert "Stream AGENT_STATUS: 3 replica(s)" in done.stdout
             per_node.append(done.stdout)
         demo.terminate()  # as Ctrl-C: stops everything in order

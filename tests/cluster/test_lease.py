@@ -133,3 +133,18 @@ def test_the_schema_is_created_once_and_read_by_plain_sql(dsn: str) -> None:
             )
         ]
     assert columns == ["name", "host", "epoch", "started", "renewed", "expires", "claimed_epoch"]
+
+
+def test_nodes_starting_together_on_an_empty_database_all_register(dsn: str) -> None:
+    """Concurrent CREATE TABLE IF NOT EXISTS can fail one session (pg_type duplicate key): the schema is
+    made under an advisory lock, so every node of a cluster started at once gets its lease."""
+
+    async def scenario() -> list[int]:
+        leases = [NodeLease(dsn, f"node-{n}", interval=0.2, ttl=1.0) for n in range(6)]
+        try:
+            return list(await asyncio.gather(*(lease.start() for lease in leases)))
+        finally:
+            for lease in leases:
+                await lease.stop()
+
+    assert asyncio.run(scenario()) == [1] * 6

@@ -50,6 +50,7 @@ class ManagerSettings:
     # keep-alive", and a push (the default group's merged.mg) would come in between.
     shared_push: bool = False
     api: str | None = None  # the options of an <api> block (port and host are set): None, no block
+    node_name: str = "node01"  # <global><node_name>: unique per node of a cluster
 
     def render(self, port: int, auth_port: int = 0, api_port: int = 0) -> str:
         yes = {True: "yes", False: "no"}
@@ -80,6 +81,7 @@ class ManagerSettings:
   </remote>
   <global>
     <agents_disconnection_time>{self.disconnection_time}</agents_disconnection_time>
+    <node_name>{self.node_name}</node_name>
   </global>
   {self.nats}
   <database><flush_interval>{self.flush_interval}</flush_interval>{self.database}</database>

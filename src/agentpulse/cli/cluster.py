@@ -28,11 +28,13 @@ PROGRAM = "agentpulse cluster"
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cluster = subparsers.add_parser("cluster", help="several nodes: status of the nodes, leases and leader")
+    add_home_option(cluster)  # `cluster --home DIR status`, as `db --home DIR vacuum`
     commands = cluster.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
     status = commands.add_parser(
         "status", help="nodes and leases, the leader, agents per node, database and NATS health"
     )
-    add_home_option(status)
+    # `cluster status --home DIR` too; SUPPRESS keeps a --home given before `status`.
+    status.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     status.add_argument(
         "--dsn",
         metavar="DSN",
@@ -85,12 +87,12 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def _configured_dsn(config: Config) -> str | None:
-    """The home's PostgreSQL, once `<database><backend>postgresql` exists (the pg branch adds `dsn`)."""
-    database = config.database
-    if getattr(database, "backend", "sqlite") != "postgresql":
+    """The home's PostgreSQL (`<dsn>` or `<host>`/`<port>`/`<user>`/`<password_file>`...), None on SQLite."""
+    if config.database.backend != "postgresql":
         return None
-    dsn = getattr(database, "dsn", None)
-    return str(dsn) if dsn else None
+    from agentpulse.store.postgresql.connect import conninfo
+
+    return conninfo(config.database)
 
 
 def _json_value(value: object) -> object:

@@ -2,8 +2,8 @@
 
 Under `var/cluster-demo/`: a throwaway PostgreSQL (initdb/pg_ctl on a free port), a 3-server NATS cluster
 (R3 stream and bucket), three agentpulse nodes (node-1..3, one client.keys) and a simulated fleet listing
-the three nodes as its servers. Until the PostgreSQL store backend is merged each node keeps its agents in
-its own SQLite; the PostgreSQL is up for `agentpulse cluster status --dsn` and for that backend. Ctrl-C
+the three nodes as its servers. The nodes share the PostgreSQL (`<database><backend>postgresql`): their
+leases, the leader, every agent's status and history, the outbox the leader relays. Ctrl-C
 stops everything in reverse order and removes the PostgreSQL; the danger is leaving processes behind, so
 every child is started here and stopped here, with a bounded wait.
 """
@@ -52,6 +52,10 @@ NODE_CONF: Final = """<ossec_config>
     <url>{nats}</url>
     <replicas>3</replicas>
   </nats>
+  <database>
+    <backend>postgresql</backend>
+    <dsn>{dsn}</dsn>
+  </database>
 </ossec_config>
 """
 
@@ -83,7 +87,11 @@ class Demo:
         for index, home in enumerate(self.homes):
             home.create_layout()
             text = NODE_CONF.format(
-                port=self.ports[index], loopback=LOOPBACK, node=f"node-{index + 1}", nats=self.nats.url
+                port=self.ports[index],
+                loopback=LOOPBACK,
+                node=f"node-{index + 1}",
+                nats=self.nats.url,
+                dsn=self.postgres.dsn_for(DATABASE),
             )
             home.ossec_conf.write_text(text)
             write_keys_file(home.client_keys, keys)
@@ -150,8 +158,8 @@ class Demo:
             f"  kill -9 {self.nats.processes[0].pid if self.nats.processes[0] else '?'}    # NATS n1: events go on"
         )
         print()
-        print("Until the PostgreSQL store backend is merged, each node keeps its agents in its own SQLite")
-        print("(queue/db/global.db of its home); see docs/cluster.md. Ctrl-C stops everything.")
+        print("The three nodes share the PostgreSQL: leases, the leader, every agent's status and history;")
+        print("see docs/cluster.md. Ctrl-C stops everything.")
 
     def stop(self) -> None:
         children = [self.fleet, *reversed(self.nodes)]

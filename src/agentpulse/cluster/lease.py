@@ -116,7 +116,12 @@ class Ticker:
 
 
 async def ensure_schema(conn: Connection) -> None:
-    await conn.execute(sql.CREATE_CLUSTER_NODE)
+    """Create `cluster_node` if missing. Under a transaction-scoped advisory lock: nodes starting together
+    would otherwise race in CREATE TABLE IF NOT EXISTS (PostgreSQL then fails one with a duplicate key in
+    pg_type) and that node would not start."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (sql.SCHEMA_LOCK,))
+        await conn.execute(sql.CREATE_CLUSTER_NODE)
 
 
 class NodeLease:

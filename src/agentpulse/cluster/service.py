@@ -45,7 +45,8 @@ class ClusterService:
         node: str,
         *,
         grace: float,
-        on_node_expired: NodeExpired,
+        on_node_expired: NodeExpired | None = None,
+        on_epoch: Callable[[int], None] | None = None,
         on_leadership: Callable[[bool], None] | None = None,
         on_lease_lost: Callable[[str], None] | None = None,
         renew_interval: float = RENEW_INTERVAL,
@@ -56,7 +57,8 @@ class ClusterService:
         self.dsn = dsn
         self.node = node
         self.grace = grace
-        self.on_node_expired = on_node_expired
+        self.on_node_expired = on_node_expired  # None: this node never claims (no take-over yet)
+        self.on_epoch = on_epoch
         self.on_leadership = on_leadership
         self.claim_interval = claim_interval
         self.lease = NodeLease(dsn, node, interval=renew_interval, ttl=ttl, on_lost=on_lease_lost)
@@ -78,10 +80,13 @@ class ClusterService:
 
     async def start(self) -> None:
         """Register the lease (a new epoch), then take part in the election; claims run on the leader."""
-        await self.lease.start()
+        epoch = await self.lease.start()
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
         self.election.start()
         self._ticker.reset()
-        self._task = asyncio.create_task(self._claims(), name=f"claims-{self.node}")
+        if self.on_node_expired is not None:
+            self._task = asyncio.create_task(self._claims(), name=f"claims-{self.node}")
 
     def _elected(self) -> None:
         if self.on_leadership is not None:
@@ -116,6 +121,7 @@ class ClusterService:
         if self._conn is None or self._conn.closed:
             self._conn = await connect(self.dsn, f"agentpulse:{self.node}:claims")
         taken: list[ExpiredLease] = []
+        assert self.on_node_expired is not None
         async with self._conn.transaction():
             for lease in await claim_expired(self._conn, self.grace):
                 log.warning(

@@ -16,7 +16,8 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-SWEEPER_LOCK: Final = lock_key("agentpulse:sweeper")  # the leader runs the sweeper, alerts, upkeep
+SWEEPER_LOCK: Final = lock_key("agentpulse:sweeper")  # the leader: claims, upkeep, the outbox relay
+SCHEMA_LOCK: Final = lock_key("agentpulse:cluster-schema")  # held while a node creates cluster_node
 
 # A peer gone without a FIN (power loss) is dropped by the server after ~1 + 1 * 2 s of silence, which
 # frees its advisory lock; the same on the client side through tcp_user_timeout.

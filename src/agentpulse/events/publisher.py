@@ -166,6 +166,9 @@ class OutboxPublisher:
         # nats-py's publish swallows a cancellation (`_flush_pending` catches CancelledError), so a
         # cancelled task may go on: run() also ends when this is set.
         self.stopped = False
+        # Several nodes share one PostgreSQL outbox: only the leader relays it (the manager sets this), so
+        # one relay writes each KV entry, oldest first; the others' events wait for it.
+        self.active: Callable[[], bool] = lambda: True
 
     # -- wake-ups --------------------------------------------------------------------------------------
 
@@ -198,6 +201,8 @@ class OutboxPublisher:
                 await asyncio.wait_for(event.wait(), timeout)
             self._wake.clear()
             self._kick.clear()
+            if not self.active():
+                continue
             try:
                 await self.drain(until_stopped=True)
             except (Unavailable, ReadFailed) as why:

@@ -9,10 +9,12 @@ the agent-database ones, which run on the store's agent-database thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from agentpulse.store.batch import Batch
+from agentpulse.records import TransitionRow
+from agentpulse.store.batch import Batch, OutboxRow
 from agentpulse.store.view import LoadedAgent
 from agentpulse.wire.keys import AgentKey
 
@@ -70,3 +72,10 @@ class Backend(Protocol):
 
     def reader(self, *, keep_open: bool = False) -> Reader:
         """Named reads on connections of their own, for any thread but the writer's."""
+
+    def set_node_epoch(self, epoch: int) -> None:
+        """This node's lease epoch, recorded beside the agents it holds (a no-op for one node on SQLite)."""
+
+    def set_outbox_encoder(self, encoder: Callable[[TransitionRow], OutboxRow] | None) -> None:
+        """How a transition becomes its outbox row, for a backend that numbers history itself (PostgreSQL:
+        the database decides each agent's sequence, so a renumbered row is encoded again)."""

@@ -85,6 +85,9 @@ class Batch:
     agent_dbs: set[int] = field(default_factory=set)
     new_agents: list[AgentKey] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
+    # The transition each outbox row was encoded from, in the same order: on PostgreSQL the database
+    # decides each agent's sequence, and a row numbered again is encoded again (`add_event`).
+    outbox_sources: list[TransitionRow] = field(default_factory=list)
     outbox_acked: list[int] = field(default_factory=list)
     alerted: list[tuple[int, int]] = field(default_factory=list)
     inserted: dict[int, InsertedAgent] = field(default_factory=dict)
@@ -113,6 +116,13 @@ class Batch:
         self.new_agents = [a for a in self.new_agents if a.number != agent_id]
         self.deleted[agent_id] = purge_files or self.deleted.get(agent_id, False)
 
+    def add_event(self, row: TransitionRow, outbox: OutboxRow | None) -> None:
+        """A transition's history row and, when events are on, its outbox row."""
+        self.history.append(row)
+        if outbox is not None:
+            self.outbox.append(outbox)
+            self.outbox_sources.append(row)
+
     def drop_oldest(self, keep: int) -> int:
         """Keep at most `keep` history plus outbox rows, the newest of each (half the cut from each list);
         returns how many were dropped. The status columns (one entry per agent) are never dropped."""
@@ -123,6 +133,7 @@ class Batch:
         from_outbox = excess - from_history
         del self.history[:from_history]
         del self.outbox[:from_outbox]
+        del self.outbox_sources[: max(0, len(self.outbox_sources) - len(self.outbox))]  # the same rows
         return excess
 
     def requeue_under(self, newer: Batch) -> Batch:
@@ -142,6 +153,7 @@ class Batch:
         self.agent_dbs |= newer.agent_dbs
         self.new_agents.extend(newer.new_agents)
         self.outbox.extend(newer.outbox)
+        self.outbox_sources.extend(newer.outbox_sources)
         self.outbox_acked.extend(newer.outbox_acked)
         self.alerted.extend(newer.alerted)
         self.inserted.update(newer.inserted)

@@ -117,6 +117,7 @@ class Store:
         self._outbox_encoder = next((s.outbox_encoder for s in subs if s.outbox_encoder is not None), None)
         self._config_listeners = tuple(s.on_config_status for s in subs if s.on_config_status is not None)
         self._groups_listeners = tuple(s.on_groups_changed for s in subs if s.on_groups_changed is not None)
+        self.backend.set_outbox_encoder(self._outbox_encoder)
 
     def _committed(self, batch: Batch) -> None:
         if batch.outbox:
@@ -163,9 +164,10 @@ class Store:
         return len(restored)
 
     def reset_connections(self) -> int:
-        """Manager start: every pending or active agent becomes disconnected with code 5."""
+        """Manager start: every pending or active agent becomes disconnected with code 5 (but those another
+        node of the cluster holds: theirs to keep, or the survivors' to close when that node dies)."""
         now = self.clock()
-        live = [agent_id for agent_id, _ in self.view.live()]
+        live = [agent_id for agent_id, view in self.view.live() if not view.elsewhere]
         for agent_id in live:
             self.submit(StatusUpdate(agent_id, Trigger.MANAGER_RESET, now))
         return len(live)
@@ -198,9 +200,7 @@ class Store:
                     batch.agent_dbs.add(update.agent_id)
                 if row is not None:
                     batch.statuses[update.agent_id] = (row.to_status, row.code, update.at, update.version)
-                    batch.history.append(row)
-                    if outbox is not None:
-                        batch.outbox.append(outbox)
+                    batch.add_event(row, outbox)
         if row is not None:
             for listener in self._transition_listeners:
                 listener(row)
@@ -322,9 +322,7 @@ class Store:
             with self._writer.lock:
                 batch = self._writer.batch
                 batch.inserted[agent.id] = agent
-                batch.history.append(row)
-                if outbox is not None:
-                    batch.outbox.append(outbox)
+                batch.add_event(row, outbox)
             rows.append(row)
             for listener in self._transition_listeners:
                 listener(row)
@@ -359,9 +357,7 @@ class Store:
             with self._writer.lock:
                 batch = self._writer.batch
                 batch.forget(agent_id, purge_files=purge_files)
-                batch.history.append(row)
-                if outbox is not None:
-                    batch.outbox.append(outbox)
+                batch.add_event(row, outbox)
             rows.append(row)
             for listener in self._transition_listeners:
                 listener(row)
@@ -438,6 +434,15 @@ class Store:
     def fragmentation(self, agent_id: int | None = None) -> Fragmentation:
         """Blocking, read-only: call it from a thread."""
         return self.backend.fragmentation(agent_id)
+
+    @property
+    def outbox_encoder(self) -> OutboxEncoder | None:
+        """The subscriber's encoder of status events (for writes made outside the writer: a take-over)."""
+        return self._outbox_encoder
+
+    def set_node_epoch(self, epoch: int) -> None:
+        """The lease epoch this node holds (agentpulse.cluster), written beside each agent from the next flush."""
+        self.backend.set_node_epoch(epoch)
 
     def reader(self, *, keep_open: bool = False) -> Reader:
         """Named reads that never touch the writer's connection (wdb, the events' outbox, the API)."""

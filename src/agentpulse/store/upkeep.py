@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Callable
 
 from agentpulse.store.backend import StoreError
 from agentpulse.store.facade import Store
@@ -32,6 +33,8 @@ class Upkeep:
         self.max_fragmentation = max_fragmentation
         self.interval = interval
         self.vacuums = 0
+        # Several nodes share one PostgreSQL: only the leader vacuums it (the manager sets this).
+        self.active: Callable[[], bool] = lambda: True
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -47,6 +50,8 @@ class Upkeep:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            if not self.active():
+                continue
             try:
                 await self.check()
             except (StoreError, sqlite3.Error, OSError, RuntimeError):

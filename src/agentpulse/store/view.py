@@ -30,6 +30,9 @@ class AgentView:
     register_ip: str = ""
     date_add: float = 0.0  # when it was registered (epoch seconds), for enrolment's replacement rules
     disconnection_time: float = 0.0  # when it last became disconnected, 0 while it is not
+    # Several nodes: at start another node held it (PostgreSQL's agent_runtime.node_name), so this node
+    # neither resets nor sweeps it until it hears from it itself.
+    elsewhere: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class LoadedAgent:
     has_agent_db: bool
     date_add: float = 0.0
     disconnection_time: float = 0.0
+    held_elsewhere: bool = False  # another node of the cluster held it last
 
 
 class StatusView:
@@ -99,8 +103,9 @@ class StatusView:
                 register_ip=agent.register_ip,
                 date_add=agent.date_add,
                 disconnection_time=agent.disconnection_time,
+                elsewhere=agent.held_elsewhere,
             )
-            if agent.status in LIVE:
+            if agent.status in LIVE and not agent.held_elsewhere:
                 self.heard[agent.agent_id] = None
             self._retired.pop(agent.agent_id, None)
             self._count(agent.status, agent.code, 1)
@@ -130,6 +135,7 @@ class StatusView:
 
     def heard_from(self, agent_id: int, view: AgentView, monotonic: float) -> None:
         view.seen_monotonic = monotonic
+        view.elsewhere = False
         heard = self.heard
         heard[agent_id] = None
         heard.move_to_end(agent_id)

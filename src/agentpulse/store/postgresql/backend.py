@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 
-from agentpulse.records import MANAGER_ID
+from agentpulse.records import MANAGER_ID, TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.backend import Fragmentation, StoreError, WriteFailed
-from agentpulse.store.batch import Batch
-from agentpulse.store.postgresql import lease, schema
+from agentpulse.store.batch import Batch, OutboxRow
+from agentpulse.store.postgresql import schema
 from agentpulse.store.postgresql.connect import redacted
-from agentpulse.store.postgresql.lease import NodeLease
 from agentpulse.store.postgresql.reads import AGENT_TABLES, GLOBAL_TABLES, PostgresReader, dead_tuples
 from agentpulse.store.postgresql.writes import PostgresWrites, insert_agents
 from agentpulse.store.view import LoadedAgent
@@ -41,7 +40,6 @@ class PostgresBackend:
         self.node_name = node_name
         self._writes = PostgresWrites(manager_host, node_name)
         self._db: Conn | None = None
-        self.lease: NodeLease | None = None  # this node's lease while open
 
     def _connect(self) -> Conn:
         return psycopg.connect(self.conninfo, autocommit=True)  # transactions are explicit
@@ -60,11 +58,6 @@ class PostgresBackend:
         with self._opening("connect or migrate"):
             self._db = self._connect()
             before = schema.migrate(self._db, self.manager_host, int(now))
-            epoch = lease.acquire(self._db, self.node_name, self.manager_host)
-        self._writes.node_epoch = epoch
-        self.lease = NodeLease(self.conninfo, self.node_name, epoch)
-        self.lease.start()
-        log.info("node %s holds its lease on PostgreSQL, epoch %d", self.node_name, epoch)
         if before != schema.SCHEMA_VERSION:
             log.info(
                 "PostgreSQL %s: schema version %d -> %d",
@@ -74,13 +67,18 @@ class PostgresBackend:
             )
 
     def close(self) -> None:
-        if self.lease is not None:
-            self.lease.stop()  # not released: the lease expires, as it would for a node that died
-            self.lease = None
         if self._db is not None:
             with contextlib.suppress(psycopg.Error):
                 self._db.close()
         self._db = None
+
+    def set_node_epoch(self, epoch: int) -> None:
+        """This node's lease epoch (`agentpulse.cluster`, which owns the leases), written beside each agent
+        it holds from the next flush on."""
+        self._writes.node_epoch = epoch
+
+    def set_outbox_encoder(self, encoder: Callable[[TransitionRow], OutboxRow] | None) -> None:
+        self._writes.encoder = encoder
 
     def _require_db(self) -> Conn:
         if self._db is None or self._db.closed:
@@ -106,9 +104,10 @@ class PostgresBackend:
             }
             with_data = {int(row[0]) for row in cur.execute("SELECT DISTINCT agent_id FROM agent_scan_info")}
             rows = cur.execute(
-                "SELECT id, connection_status, status_code, last_keepalive, name, register_ip, date_add, "
-                "disconnection_time FROM agent WHERE id != %s",
-                (MANAGER_ID,),
+                "SELECT a.id, a.connection_status, a.status_code, a.last_keepalive, a.name, a.register_ip, "
+                "a.date_add, a.disconnection_time, COALESCE(r.node_name <> %s, false) FROM agent a "
+                "LEFT JOIN agent_runtime r ON r.agent_id = a.id WHERE a.id != %s",
+                (self.node_name, MANAGER_ID),
             ).fetchall()
         agents = [
             LoadedAgent(
@@ -121,8 +120,19 @@ class PostgresBackend:
                 agent_id in with_data,
                 float(date_add or 0),
                 float(disconnection_time or 0),
+                bool(elsewhere),
             )
-            for agent_id, status, code, last_keepalive, name, register_ip, date_add, disconnection_time in rows
+            for (
+                agent_id,
+                status,
+                code,
+                last_keepalive,
+                name,
+                register_ip,
+                date_add,
+                disconnection_time,
+                elsewhere,
+            ) in rows
         ]
         return agents, seqs
 

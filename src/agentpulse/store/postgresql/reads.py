@@ -21,7 +21,6 @@ from agentpulse.records import MANAGER_ID
 from agentpulse.store.backend import Fragmentation
 from agentpulse.store.postgresql import agentquery
 from agentpulse.store.postgresql.connect import redacted
-from agentpulse.store.postgresql.lease import NODES, NodeRow
 from agentpulse.store.postgresql.schema import MEMBERSHIP
 from agentpulse.store.reader import (
     NO_LIMIT,
@@ -252,23 +251,6 @@ class PostgresReader:
 
     def outbox_count(self, after: int) -> int:
         return int(self._column("SELECT COUNT(*) FROM event_outbox WHERE id > %s", (after,))[0])
-
-    # -- several nodes (PostgreSQL only: `agentpulse cluster status`) -------------------------------------
-
-    def nodes(self) -> list[NodeRow]:
-        with self._connection() as db, db.cursor(row_factory=tuple_row) as cur:
-            return [NodeRow(*row) for row in cur.execute(NODES).fetchall()]
-
-    def agents_per_node(self) -> dict[str, dict[str, int]]:
-        """node name -> connection_status -> agents it holds (or held last), never-connected ones left out."""
-        counts: dict[str, dict[str, int]] = {}
-        for row in self._rows(
-            "SELECT r.node_name, a.connection_status, COUNT(*) AS n FROM agent_runtime r "
-            "JOIN agent a ON a.id = r.agent_id WHERE r.node_name IS NOT NULL "
-            "GROUP BY r.node_name, a.connection_status ORDER BY r.node_name"
-        ):
-            counts.setdefault(row["node_name"], {})[row["connection_status"]] = int(row["n"])
-        return counts
 
     # -- per-agent data, upkeep and ad-hoc SQL ------------------------------------------------------------
 

@@ -150,17 +150,9 @@ CREATE TABLE IF NOT EXISTS agent_sync_info (
 );
 """
 
-# Several nodes (docs/cluster.md): each node's lease, and which node holds each agent. Times are the
-# database's clock (now()), so nodes whose clocks differ still agree on who expired.
+# Several nodes (docs/cluster.md): which node (and which of its lease epochs) holds each agent. The leases
+# themselves are `agentpulse.cluster`'s table `cluster_node`, its one owner.
 V2 = """
-CREATE TABLE IF NOT EXISTS node (
-    name TEXT PRIMARY KEY,
-    epoch BIGINT NOT NULL,                 -- one more at each start of the node: decided here
-    host TEXT,
-    started_at DOUBLE PRECISION NOT NULL,
-    renewed_at DOUBLE PRECISION NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL
-);
 ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS node_name TEXT;
 ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS node_epoch BIGINT;
 ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS connection_epoch BIGINT NOT NULL DEFAULT 0;

@@ -8,19 +8,32 @@ SQLite writer it remembers which keep-alive columns the table already holds (`_d
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from agentpulse.status import ConnectionStatus
-from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, GroupChangeKind, InsertedAgent
+from agentpulse.records import TransitionRow
+from agentpulse.status import ConnectionStatus, StatusCode
+from agentpulse.store.batch import (
+    Batch,
+    ColumnUpdate,
+    GroupChange,
+    GroupChangeKind,
+    InsertedAgent,
+    OutboxRow,
+)
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
 from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP, create_agent_data, remove_agent_data
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
 Conn = psycopg.Connection[Any]
+
+# A node's "connection lost" and "silent" for an agent another node holds by then: not written (it moved).
+SUPERSEDED_CODES = (StatusCode.CONNECTION_LOST, StatusCode.NO_KEEPALIVE)
 
 _UPDATE_KEEPALIVE = (
     "UPDATE agent SET version = %s, config_sum = %s, merged_sum = %s, manager_host = %s, "
@@ -57,7 +70,10 @@ class PostgresWrites:
         self.node_name = node_name
         self._data_written: dict[int, Keepalive] = {}
         self._labels_written: dict[int, tuple[tuple[str, str], ...]] = {}
-        self.node_epoch = 0  # this node's lease epoch (lease.acquire), written beside each agent it holds
+        self.node_epoch = (
+            0  # this node's lease epoch (agentpulse.cluster), written beside each agent it holds
+        )
+        self.encoder: Callable[[TransitionRow], OutboxRow] | None = None  # the store's outbox encoder
 
     def rolled_back(self, batch: Batch) -> None:
         for agent_id in batch.keepalives:
@@ -69,6 +85,8 @@ class PostgresWrites:
     def write(self, db: Conn, batch: Batch, now: float) -> None:
         reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
         with db.cursor() as cur:
+            # First: before a removal drops agent_runtime rows.
+            history, outbox, superseded = self._sequence(cur, batch)
             if batch.deleted:
                 gone = list(batch.deleted)
                 cur.execute("DELETE FROM agent WHERE id = ANY(%s)", (gone,))  # labels and belongs cascade
@@ -84,9 +102,9 @@ class PostgresWrites:
             if batch.inserted:
                 _insert_rows(cur, list(batch.inserted.values()))
             self._write_keepalives(cur, batch)
-            _write_statuses(cur, batch, batch.deleted.keys() - reinserted)
+            _write_statuses(cur, batch, history, batch.deleted.keys() - reinserted, superseded)
             self._write_holders(cur, batch)
-            _write_outbox(cur, batch, now)
+            _write_outbox(cur, batch, outbox, now)
             _write_runtime(cur, batch)
             if batch.agent_dbs:
                 create_agent_data(cur, sorted(batch.agent_dbs))
@@ -104,6 +122,76 @@ class PostgresWrites:
                     _SYNC_STATUS,
                     [{"v": value, "id": agent_id} for agent_id, value in batch.sync_statuses.items()],
                 )
+
+    def _sequence(
+        self, cur: psycopg.Cursor[Any], batch: Batch
+    ) -> tuple[list[TransitionRow], list[OutboxRow], set[int]]:
+        """The batch's history numbered by the database, its outbox encoded from those numbers, and the
+        agents whose loss this node must not write (`superseded`).
+
+        Several nodes may write one agent (it moved, or two nodes saw it inside the grace): each node's view
+        numbers rows from what it knew, so the numbers are decided here. The batch's agents'
+        `agent_runtime` rows are locked (in agent order: two nodes' batches never deadlock on them) and
+        each agent's rows follow its committed `status_seq`; a row whose number changed is encoded again,
+        so `<id>:<seq>` stays one per transition and in order whichever node wrote it. The batch itself
+        is left as it was: a rolled-back write is numbered afresh at its retry.
+
+        An agent that moved to another node inside the grace: that node committed the agent's new binding
+        (agent_runtime.node_name), so this node's late "connection lost" or "silent" (codes 6 and 4) for it
+        is dropped here (row, status columns and event), decided under the same lock. The agent is never
+        seen disconnected in the database or the stream; this node's own view still says disconnected.
+        """
+        if not batch.history:
+            return [], list(batch.outbox), set()
+        agents = sorted({row.agent_id for row in batch.history})
+        # An agent without a row yet (or whose id came back after a removal) goes on from its history.
+        cur.execute(
+            "INSERT INTO agent_runtime (agent_id, status_seq) SELECT a, COALESCE((SELECT MAX(h.seq) "
+            "FROM agent_status_history h WHERE h.agent_id = a), 0) FROM unnest(%s::int[]) AS a "
+            "ON CONFLICT DO NOTHING",
+            (agents,),
+        )
+        rows = cur.execute(
+            "SELECT agent_id, status_seq, node_name FROM agent_runtime WHERE agent_id = ANY(%s) "
+            "ORDER BY agent_id FOR UPDATE",
+            (agents,),
+        ).fetchall()
+        last = {int(agent_id): int(seq) for agent_id, seq, _ in rows}
+        superseded = self._superseded(batch, {int(agent_id): holder for agent_id, _, holder in rows})
+        history: list[TransitionRow] = []
+        renumbered: dict[tuple[int, int], TransitionRow | None] = {}
+        for row in batch.history:
+            if row.agent_id in superseded and row.code in SUPERSEDED_CODES:
+                renumbered[(row.agent_id, row.seq)] = None
+                continue
+            seq = last[row.agent_id] + 1
+            last[row.agent_id] = seq
+            if seq != row.seq:
+                renumbered[(row.agent_id, row.seq)] = new = dataclasses.replace(row, seq=seq)
+                row = new
+            history.append(row)
+        outbox = list(batch.outbox)
+        if renumbered and len(batch.outbox_sources) == len(outbox):
+            kept: list[OutboxRow] = []
+            for event, source in zip(outbox, batch.outbox_sources, strict=True):
+                key = (source.agent_id, source.seq)
+                if key not in renumbered:
+                    kept.append(event)
+                elif (moved := renumbered[key]) is not None:
+                    kept.append(self.encoder(moved) if self.encoder is not None else event)
+            outbox = kept
+        return history, outbox, superseded
+
+    def _superseded(self, batch: Batch, holders: dict[int, str | None]) -> set[int]:
+        """Agents another node holds now and this batch does not take back (no live status for them)."""
+        return {
+            agent_id
+            for agent_id, holder in holders.items()
+            if holder is not None
+            and holder != self.node_name
+            and batch.statuses.get(agent_id, (ConnectionStatus.DISCONNECTED,))[0]
+            is ConnectionStatus.DISCONNECTED
+        }
 
     def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         """Which node holds each agent this batch saw live, with this node's epoch; `connection_epoch` goes
@@ -202,36 +290,39 @@ class PostgresWrites:
         )
 
 
-def _write_statuses(cur: psycopg.Cursor[Any], batch: Batch, removed: set[int]) -> None:
-    if batch.statuses:
-        cur.execute(
-            _UPDATE_STATUSES,
-            _columns(
-                [
-                    (status.value, int(code), int(at or 0), version, agent_id)
-                    for agent_id, (status, code, at, version) in batch.statuses.items()
-                ]
-            ),
-        )
-    if not batch.history:
+def _write_statuses(
+    cur: psycopg.Cursor[Any],
+    batch: Batch,
+    history: list[TransitionRow],
+    removed: set[int],
+    superseded: set[int],
+) -> None:
+    statuses = [
+        (status.value, int(code), int(at or 0), version, agent_id)
+        for agent_id, (status, code, at, version) in batch.statuses.items()
+        if not (agent_id in superseded and code in SUPERSEDED_CODES)
+    ]
+    if statuses:
+        cur.execute(_UPDATE_STATUSES, _columns(statuses))
+    if not history:
         return
     with cur.copy(
         "COPY agent_status_history (agent_id, seq, from_status, to_status, status_code, at, reason) FROM STDIN"
     ) as copy:
-        for r in batch.history:
+        for r in history:
             reason = r.reason_text if r.overload else None
             copy.write_row(
                 (r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at, reason)
             )
-    last_seqs = {r.agent_id: (r.agent_id, r.seq) for r in batch.history if r.agent_id not in removed}
+    last_seqs = {r.agent_id: (r.agent_id, r.seq) for r in history if r.agent_id not in removed}
     if last_seqs:
         cur.execute(_UPSERT_SEQS, _columns(list(last_seqs.values())))
 
 
-def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch, now: float) -> None:
-    if batch.outbox:
+def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch, outbox: list[OutboxRow], now: float) -> None:
+    if outbox:
         with cur.copy("COPY event_outbox (subject, msg_id, payload, created) FROM STDIN") as copy:
-            for subject, msg_id, payload in batch.outbox:
+            for subject, msg_id, payload in outbox:
                 copy.write_row((subject, msg_id, payload, now))
     if batch.alerted:
         cur.execute(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.backend import Fragmentation, WriteFailed
-from agentpulse.store.batch import Batch
+from agentpulse.store.batch import Batch, OutboxRow
 from agentpulse.store.sqlite import maintenance, schema
 from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.store.sqlite.writes import SqliteWrites, insert_agents
@@ -132,6 +134,12 @@ class SqliteBackend:
 
     def vacuum_agent_db(self, agent_id: int) -> int:
         return maintenance.vacuum_file(self.agent_db_path(agent_id))
+
+    def set_node_epoch(self, epoch: int) -> None:
+        """One node on SQLite holds no lease."""
+
+    def set_outbox_encoder(self, encoder: Callable[[TransitionRow], OutboxRow] | None) -> None:
+        """One writer numbers every agent's history here: the view's sequence is the database's."""
 
     def reader(self, *, keep_open: bool = False) -> SqliteReader:
         return SqliteReader(self.global_db, keep_open=keep_open)

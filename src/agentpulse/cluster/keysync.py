@@ -1,0 +1,106 @@
+"""`KeysSync`: keys enrolled on one node usable on every node within a second. The shared PostgreSQL holds
+every agent's key (`agent.internal_key`, written with its registration); every second each node appends to
+its own client.keys the agents it lacks, under the keys file's lock, and has its key reload run at once.
+
+Only additions: an id this node's file knows in any form (a removed `!` line included) is never touched,
+so a removal made here is not undone. The danger is a key in the database that should not be trusted:
+the database is as sensitive as client.keys (see docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import psycopg
+
+from agentpulse.cluster.lease import Connection, Ticker, close_quietly, connect
+from agentpulse.keysfile import KeysLock, KeysRead, read_keys_file, write_keys_lines
+
+log = logging.getLogger(__name__)
+
+SYNC_INTERVAL: Final = 1.0
+AGENT_KEYS: Final = (
+    "SELECT id, name, COALESCE(NULLIF(register_ip, ''), 'any'), internal_key FROM agent "
+    "WHERE id > 0 AND internal_key IS NOT NULL AND internal_key <> '' ORDER BY id"
+)
+
+
+class KeysSync:
+    def __init__(
+        self,
+        dsn: str,
+        node: str,
+        client_keys: Path,
+        known: Callable[[int], bool],
+        reload: Callable[[], None],
+        *,
+        interval: float = SYNC_INTERVAL,
+    ) -> None:
+        self.dsn = dsn
+        self.node = node
+        self.client_keys = client_keys
+        self.known = known  # the node's key store has this agent
+        self.reload = reload  # run the key reload now (as SIGHUP does)
+        self.interval = interval
+        self.added = 0
+        self._conn: Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker()
+
+    async def start(self) -> None:
+        self._ticker.reset()
+        self._task = asyncio.create_task(self._run(), name=f"keys-sync-{self.node}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await self._ticker.end(task)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await close_quietly(conn)
+
+    async def _run(self) -> None:
+        failing = False
+        while not await self._ticker.sleep(self.interval):
+            try:
+                await self.once()
+            except (psycopg.Error, OSError) as error:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await close_quietly(conn)
+                if not failing:
+                    log.warning("Node %s cannot read the cluster's keys: %s; retrying", self.node, error)
+                failing = True
+                continue
+            failing = False
+
+    async def once(self) -> int:
+        """Append the agents this node lacks; how many were added."""
+        if self._conn is None or self._conn.closed:
+            self._conn = await connect(self.dsn, f"agentpulse:{self.node}:keys")
+        cursor = await self._conn.execute(AGENT_KEYS)
+        missing = [row for row in await cursor.fetchall() if not self.known(int(row[0]))]
+        if not missing:
+            return 0
+        added = await asyncio.to_thread(self._append, missing)
+        if added:
+            self.added += added
+            log.info("Node %s: %d agents enrolled on other nodes added to client.keys", self.node, added)
+            self.reload()
+        return added
+
+    def _append(self, rows: list[tuple[int, str, str, str]]) -> int:
+        with KeysLock(self.client_keys):
+            keys = read_keys_file(self.client_keys, mode=KeysRead.EDIT, missing_ok=True)
+            present = {entry.number for entry in keys.entries}
+            lines = [
+                f"{int(agent_id):03d} {name} {ip} {key}"
+                for agent_id, name, ip, key in rows
+                if int(agent_id) not in present
+            ]
+            if lines:
+                write_keys_lines(self.client_keys, [*keys.render().splitlines(), *lines])
+            return len(lines)

@@ -1,0 +1,38 @@
+"""`KeysSync` against a real PostgreSQL and a real client.keys: agents the node lacks are appended (and the
+reload asked for), an id the file knows, even as a removed line, is left alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import psycopg
+
+from agentpulse.cluster.keysync import KeysSync
+from agentpulse.keysfile import read_keys_file
+
+
+def test_missing_agents_are_appended_and_removed_ones_stay_removed(dsn: str, tmp_path: Path) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE agent (id INTEGER, name TEXT, register_ip TEXT, internal_key TEXT)")
+        conn.execute(
+            "INSERT INTO agent VALUES (0, 'manager', '127.0.0.1', NULL), (1, 'a', 'any', 'k1'), "
+            "(2, 'b', 'any', 'k2'), (3, 'c', '10.0.0.3', 'k3'), (4, 'd', NULL, 'k4')"
+        )
+    keys = tmp_path / "client.keys"
+    keys.write_text("001 a any k1\n002 !b any k2\n")
+    reloads: list[bool] = []
+    present = {1}
+    sync = KeysSync(dsn, "node-b", keys, present.__contains__, lambda: reloads.append(True))
+
+    async def scenario() -> tuple[int, int]:
+        first = await sync.once()
+        present.update({3, 4})  # the reload took them
+        second = await sync.once()
+        await sync.stop()
+        return first, second
+
+    assert asyncio.run(scenario()) == (2, 0)
+    assert keys.read_text() == "001 a any k1\n002 !b any k2\n003 c 10.0.0.3 k3\n004 d any k4\n"
+    assert [entry.number for entry in read_keys_file(keys).active()] == [1, 3, 4]
+    assert reloads == [True]
