@@ -117,6 +117,7 @@ def test_every_manager_command_has_the_same_home_option() -> None:
         "wdb",
         "group",
         "db",
+        "cluster",
         "watch",
         "api-user",
     }
