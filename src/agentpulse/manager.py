@@ -276,6 +276,7 @@ class Manager:
             pool=self.pool,
             events=self.events,
             enrolment=self.authd,
+            reloads=self.reloads,
         )
         if config.metrics.enabled:
             self.front_services.append(MetricsListener(config.metrics, self.metrics.render))

@@ -12,6 +12,7 @@ from agentpulse.metrics.exposition import Family
 from agentpulse.metrics.registry import Metrics
 from agentpulse.records import StatusUpdate
 from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, Verdict
 from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.server import Remoted
 from agentpulse.status import StatusCode, Trigger
@@ -79,6 +80,26 @@ def test_the_sweeper_runs_are_counted(store: Store) -> None:
     sweeper.sweep()
     sweeper.sweep()
     assert samples(metrics.families(), "agentpulse_sweeper_runs_total") == {(): 2}
+
+
+def test_keys_reloads_are_counted_by_result(store: Store) -> None:
+    reloads = ReloadCounters()
+    metrics = Metrics(store, reloads=reloads)
+    assert samples(metrics.families(), "agentpulse_keys_reloads_total") == {
+        (("result", "accepted"),): 0,
+        (("result", "refused"),): 0,
+    }
+    accepted = ReloadDecision(Verdict.ACCEPTED, agents=5, added=1, changed=0, removed=(), known=4, allowed=1)
+    refused = ReloadDecision(
+        Verdict.TOO_MANY_REMOVED, agents=1, added=0, changed=0, removed=(2, 3, 4, 5), known=5, allowed=1
+    )
+    reloads.count(accepted, 1.0)
+    reloads.count(refused, 2.0)
+    reloads.count(refused, 3.0)
+    assert samples(metrics.families(), "agentpulse_keys_reloads_total") == {
+        (("result", "accepted"),): 1,
+        (("result", "refused"),): 2,
+    }
 
 
 def test_an_in_process_remoted_is_worker_0(store: Store) -> None:

@@ -17,6 +17,7 @@ from agentpulse.metrics.exposition import CONTENT_TYPE, Family, MetricType, labe
 from agentpulse.metrics.histogram import DURATION_BUCKETS, SIZE_BUCKETS, Histogram
 from agentpulse.metrics.sources import EnrolmentFigures, EventsFigures
 from agentpulse.remoted.grace import LOCAL
+from agentpulse.remoted.keyguard import ReloadCounters
 from agentpulse.remoted.server import Remoted
 from agentpulse.remoted.stats import WorkerStats
 from agentpulse.remoted.worker_pool import WorkerPool
@@ -50,6 +51,7 @@ class Metrics:
         pool: WorkerPool | None = None,
         events: EventsFigures | None = None,
         enrolment: EnrolmentFigures | None = None,
+        reloads: ReloadCounters | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -58,6 +60,7 @@ class Metrics:
         self.pool = pool
         self.events = events
         self.enrolment = enrolment
+        self.reloads = reloads
         self.clock = clock
         self.started = clock()
         self.flush_seconds = Histogram(DURATION_BUCKETS)
@@ -111,6 +114,7 @@ class Metrics:
             *self._events(),
             *self._enrolment(),
             *self._sweeper(),
+            *self._reloads(),
         ]
         spool = Family("agentpulse_event_spool_depth", GAUGE, "Agent events waiting in the spool")
         spool.add(self._spool_depth() if self._spool_depth is not None else 0)
@@ -261,3 +265,15 @@ class Metrics:
         )
         swept.add(self.sweeper.disconnected)
         return [runs, swept]
+
+    def _reloads(self) -> list[Family]:
+        if self.reloads is None:
+            return []
+        reloads = Family(
+            "agentpulse_keys_reloads_total",
+            COUNTER,
+            "client.keys reloads judged: accepted, or refused whole (an invalid line or too many removals)",
+        )
+        reloads.add(self.reloads.accepted, (("result", "accepted"),))
+        reloads.add(self.reloads.refused, (("result", "refused"),))
+        return [reloads]
