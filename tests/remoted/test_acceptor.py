@@ -91,3 +91,30 @@ def test_the_measured_rate_sets_the_budget() -> None:
     assert server.best_rate == 1000.0
     assert server.budget == int(1000 * acceptor.HANDSHAKE_TARGET)
     sock.close()
+
+
+def test_at_the_unauthenticated_cap_it_takes_one_new_connection_per_evictable_oldest() -> None:
+    async def scenario() -> None:
+        sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
+        evictable = [0]
+        server = Acceptor(
+            sock,
+            Sink,
+            waiting=lambda: 40,  # at the cap, all of them waiting
+            handshakes=lambda: 0,
+            evictable=lambda limit: min(limit, evictable[0]),
+            budget_max=40,
+        )
+        clients = _queue(sock.getsockname()[1], 10)
+        _wait_queued(server, 10)
+        server._readable()  # none the admission may close: held back, as before
+        assert (server.accepted, server.paused_times) == (0, 1)
+        evictable[0] = 6
+        server._look()
+        server._readable()
+        assert server.accepted == 6
+        server.close()
+        for client in clients:
+            client.close()
+
+    asyncio.run(scenario())

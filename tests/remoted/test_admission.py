@@ -130,6 +130,19 @@ def test_at_the_total_cap_the_oldest_unauthenticated_connection_is_closed_for_th
     assert stack.admission.connections == 3
 
 
+def test_evictable_counts_the_oldest_unauthenticated_that_waited_counted_after_oldest_first() -> None:
+    stack = Stack(max_unauthenticated=5)
+    old = [stack.connect(f"10.0.0.{n}")[0] for n in range(1, 4)]
+    stack.advance(COUNTED_AFTER)
+    stack.connect("10.0.0.9")  # young: the loop may owe it an answer
+    assert stack.admission.evictable(10) == 3
+    assert stack.admission.evictable(2) == 2
+    stack.admission.authenticated(old[1])  # no longer waiting: the rest still count
+    assert stack.admission.evictable(10) == 2
+    stack.admission.allowance = lambda: COUNTED_AFTER  # the loop is a second behind: none waited on their own
+    assert stack.admission.evictable(10) == 0
+
+
 def test_at_the_connection_cap_the_oldest_unauthenticated_goes_and_authenticated_ones_stay() -> None:
     stack = Stack(max_connections=3)
     agent, _ = stack.connect()

@@ -11,7 +11,9 @@ expect (well within the agent's 60 s `recv_timeout`). What is not taken waits in
 A queue longer than `SHED_WAIT` seconds of work at the measured rate would be served after its agents
 gave up (they wait 60 s): its oldest connections are refused at once instead, with a clean close (read,
 then FIN, no decryption), and retry after their `retry_interval`. The danger is starving the listener:
-it is paused only while connections it accepted wait, so it always comes back.
+it is paused only while connections it accepted wait, so it always comes back; and at the total cap of
+unauthenticated connections (`budget_max`) it still takes one new connection for each of the oldest that
+has waited over a second with nothing unread (admission closes those to make room, issue 17).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Acceptor:
         *,
         waiting: Callable[[], int],
         handshakes: Callable[[], int],
+        evictable: Callable[[int], int] = lambda limit: 0,
         lag: LoopLag | None = None,
         budget_max: int = 0,
         monotonic: Callable[[], float] = time.monotonic,
@@ -66,6 +69,7 @@ class Acceptor:
         self.factory = factory
         self.waiting = waiting  # accepted, startup not answered yet (Admission.unauthenticated)
         self.handshakes = handshakes  # completed so far (Admission.handshakes)
+        self.evictable = evictable  # the oldest admission may close for new ones (Admission.evictable)
         self.lag = lag
         self.budget_max = budget_max  # 0: none (else max_unauthenticated: beyond it admission evicts)
         self.monotonic = monotonic
@@ -126,7 +130,13 @@ class Acceptor:
         batch = ACCEPT_BATCH
         if self.lag is not None and self.lag.current > LAGGING:
             batch = LAGGING_BATCH
-        room = min(batch, self.budget - self.waiting())
+        waiting = self.waiting()
+        room = min(batch, self.budget - waiting)
+        if room <= 0 and self.budget_max and waiting >= self.budget_max:
+            # At max_unauthenticated admission closes the oldest unauthenticated for each new one, so the
+            # work in flight does not grow; held back here, idle hostile connections would keep agents in
+            # the kernel's queue until their frame_timeout. Only those the loop owes nothing to make room.
+            room = self.evictable(batch)
         if room < ACCEPT_BATCH:
             self._held_back += 1
             if now - self._reported_at >= REPORT_INTERVAL:

@@ -82,6 +82,18 @@ class Admission:
     def unauthenticated(self) -> int:
         return len(self._unauthenticated)
 
+    def evictable(self, limit: int) -> int:
+        """How many of the oldest unauthenticated connections (at most `limit`, oldest first, stopping at
+        the first that is not) have waited `counted_after` with nothing unread: not a startup this loop
+        owes an answer to, so at the total cap the listener may take as many, each closing one of them."""
+        now = self.monotonic() - self.allowance()
+        count = 0
+        for session in self._unauthenticated:
+            if count >= limit or session.opened_at + self.counted_after > now or unread_bytes(session):
+                break
+            count += 1
+        return count
+
     # -- connect, authenticate, close ---------------------------------------------------------------------
 
     def admit(self, session: Session) -> bool:

@@ -140,6 +140,7 @@ class Remoted:
                 lambda: Session(self, first_frame_max),
                 waiting=lambda: admission.unauthenticated,
                 handshakes=lambda: admission.handshakes,
+                evictable=admission.evictable,
                 lag=self.lag,
                 budget_max=admission.unauthenticated_cap,
                 monotonic=self.monotonic,
