@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
+from agentpulse.remoted.acceptor import HANDSHAKE_TARGET
 from agentpulse.remoted.admission import COUNTED_AFTER
 from agentpulse.wire import control
 from agentpulse.wire.frames import LENGTH
@@ -174,3 +175,28 @@ def test_at_the_total_cap_the_oldest_unauthenticated_make_room_for_new_connectio
     output = manager.output()
     assert "Closed the oldest unauthenticated connection (from '127.0.0.2'" in output
     assert "max_unauthenticated 40 reached" in output
+
+
+def test_a_few_hundred_idle_connections_do_not_hold_the_listener_shut(manager: ManagerProcess) -> None:
+    # More idle connections than the acceptor's smallest handshake budget (256), spread over addresses so no
+    # per-address cap applies, with a long frame_timeout: agents must still connect once the idle ones are
+    # a handshake's wait old, not after their frame_timeout.
+    manager.settings.extra_remote = "<frame_timeout>30</frame_timeout>"
+    keys = manager.add_agents(5)
+    manager.start()
+
+    async def scenario() -> None:
+        sources = HOSTILE_SOURCES
+        idle = [await open_hostile(manager.port, sources[n % len(sources)], "idle") for n in range(300)]
+        await asyncio.sleep(HANDSHAKE_TARGET + 1.0)
+        started = time.monotonic()
+        agents = [await agent_online(manager, key) for key in keys]
+        assert time.monotonic() - started < 5.0
+        await keepalive_round(agents)
+        for hostile in idle:
+            hostile.writer.close()
+        for agent in agents:
+            agent.close()
+
+    asyncio.run(scenario())
+    assert "Traceback" not in manager.output()

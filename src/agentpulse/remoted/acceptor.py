@@ -67,7 +67,7 @@ class Acceptor:
     ) -> None:
         self.sock = sock
         self.factory = factory
-        self.waiting = waiting  # accepted, startup not answered yet (Admission.unauthenticated)
+        self.waiting = waiting  # accepted, startup not answered yet (Admission.in_flight)
         self.handshakes = handshakes  # completed so far (Admission.handshakes)
         self.evictable = evictable  # the oldest admission may close for new ones (Admission.evictable)
         self.lag = lag

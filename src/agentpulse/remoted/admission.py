@@ -82,6 +82,19 @@ class Admission:
     def unauthenticated(self) -> int:
         return len(self._unauthenticated)
 
+    def in_flight(self, window: float) -> int:
+        """Unauthenticated connections opened within the last `window` seconds (stretched by the loop's
+        lag): the handshakes the listener paces. Older ones are idle or hostile (an agent sends its startup
+        at once), cost no work, and their deadlines close them; counting them would let a few hundred idle
+        connections hold the listener shut until their frame_timeout."""
+        since = self.monotonic() - window - self.allowance()
+        count = 0
+        for session in reversed(self._unauthenticated):  # newest first: opened in order
+            if session.opened_at < since:
+                break
+            count += 1
+        return count
+
     def evictable(self, limit: int) -> int:
         """How many of the oldest unauthenticated connections (at most `limit`, oldest first, stopping at
         the first that is not) have waited `counted_after` with nothing unread: not a startup this loop

@@ -22,7 +22,7 @@ from agentpulse.config import Config
 from agentpulse.looplag import LoopLag
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.records import RecordSink, StatusUpdate
-from agentpulse.remoted.acceptor import Acceptor, listening_socket
+from agentpulse.remoted.acceptor import HANDSHAKE_TARGET, Acceptor, listening_socket
 from agentpulse.remoted.admission import Admission
 from agentpulse.remoted.arrival import Arrival, Arrivals
 from agentpulse.remoted.bindings import Bindings
@@ -138,7 +138,7 @@ class Remoted:
             server = Acceptor(
                 sock,
                 lambda: Session(self, first_frame_max),
-                waiting=lambda: admission.unauthenticated,
+                waiting=lambda: admission.in_flight(HANDSHAKE_TARGET),
                 handshakes=lambda: admission.handshakes,
                 evictable=admission.evictable,
                 lag=self.lag,
