@@ -101,6 +101,9 @@ class ManagerProcess:
     api_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     pg_dsn: str | None = None  # set by `use_postgresql`: `query` then reads PostgreSQL
+    # The running process was already sent a stop (SIGTERM/SIGINT): `stop` then only waits, since a
+    # second signal would force the exit (StopGuard), maybe before the last commit, and exit 1.
+    stop_signalled: bool = False
 
     def use_postgresql(self, dsn: str) -> None:
         """Run this manager on PostgreSQL at `dsn` (`<database><backend>postgresql`)."""
@@ -130,6 +133,7 @@ class ManagerProcess:
         """Start and wait until it listens. `own_group`: the manager leads a process group of its own, as
         in a terminal, where Ctrl-C goes to the whole group (see `interrupt_group`)."""
         self.write_config()
+        self.stop_signalled = False
         with open(self.root / "manager.out", "ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(
                 [
@@ -163,6 +167,8 @@ class ManagerProcess:
     def signal(self, signum: int) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stop_signalled = True
 
     def interrupt_group(self, timeout: float = 20.0) -> int:
         """Ctrl-C in the manager's terminal: SIGINT to its whole process group (started with own_group)."""
@@ -175,7 +181,7 @@ class ManagerProcess:
     def stop(self, timeout: float = 20.0) -> int:
         if self.process is None:
             return 0
-        if self.process.poll() is None:
+        if self.process.poll() is None and not self.stop_signalled:
             self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout)

@@ -236,5 +236,6 @@ def test_sigterm_commits_every_accepted_change_before_exit(manager: ManagerProce
 
     asyncio.run(scenario())
     manager.signal(signal.SIGTERM)
-    assert manager.stop() == 0
+    code = manager.stop()
+    assert code == 0, manager.output()[-4000:]
     assert {status for status, _ in manager.statuses().values()} == {"active"}
