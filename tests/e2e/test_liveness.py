@@ -30,7 +30,9 @@ def test_frozen_agent_is_probed_then_disconnected_with_code_4_and_returns_after_
         assert manager.settings.keepalive_timeout - 0.5 <= took <= manager.settings.keepalive_timeout + 2.5
         output = manager.output()
         assert f"Agent {key.id} silent for " in output and "probed with getstate" in output
-        assert re.search(rf"Agent {key.id} silent for 3\.\d s: disconnected \(code 4\)", output)
+        # 3.x s, or a little more when the loop lagged: the probe's deadline is stretched by the measured
+        # lag (docs/overload.md), the bound above still holds
+        assert re.search(rf"Agent {key.id} silent for [34]\.\d s: disconnected \(code 4\)", output)
     finally:
         agent.process.send_signal(signal.SIGCONT)
     wait_until(lambda: manager.history(key.number)[-1][1] == "active", "the agent active again", timeout=15)
