@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOME_DIR ?= ./var/ossec
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean cluster-demo
+.PHONY: run test test-load lint typecheck pytest bench clean cluster-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
+
+# The load runs kept out of `make test` (pytest marker `load`): minutes each, for a quiet machine.
+test-load: $(STAMP)
+	$(BIN)/python -m pytest -q -m load
 
 # A throwaway PostgreSQL, a 3-server NATS cluster and three nodes under var/cluster-demo (docs/cluster.md).
 cluster-demo: $(STAMP)

@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings, agentpulse_bin
 
 HEALTHY, LOAD = 2000, 200
@@ -38,6 +40,7 @@ def _simulate(
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.load
 def test_two_thousand_healthy_agents_are_never_disconnected_under_load(tmp_path: Path) -> None:
     manager = ManagerProcess(
         tmp_path / "ossec",

@@ -7,11 +7,14 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings, agentpulse_bin, run_cli
 
 FLEET = 5000
 
 
+@pytest.mark.load
 def test_simulate_5000_agents_all_acked_and_listed_active(tmp_path: Path) -> None:
     # A long grace: the listing must not depend on how fast the simulator's sockets close afterwards.
     manager = ManagerProcess(tmp_path / "ossec", ManagerSettings(connection_grace=60))
