@@ -9,6 +9,7 @@ import json
 import time
 
 from agentpulse.ingest.event import decode_record
+from agentpulse.ingest.publisher import read_states
 from agentpulse.ingest.spool import Spool
 from tests.e2e.harness import ManagerProcess
 from tests.events.agent_events import body, numbered, per_agent_sequences, read_events, sequence_of
@@ -32,6 +33,12 @@ def spooled_sequences(manager: ManagerProcess) -> dict[str, list[int]]:
     return out
 
 
+def spool_full(manager: ManagerProcess) -> bool:
+    """The remoted process's own view (its state file, written every second): spool nearly full, senders paused."""
+    states = read_states(manager.home)
+    return any(int(s.get("spooled_bytes", 0)) >= LIMIT * 0.8 and int(s.get("paused_now", 0)) for s in states)
+
+
 def test_sigkill_with_a_full_spool_loses_nothing_and_repeats_nothing(
     nats_server: NatsServer, manager: ManagerProcess
 ) -> None:
@@ -51,8 +58,10 @@ def test_sigkill_with_a_full_spool_loses_nothing_and_repeats_nothing(
             sequence += 1
             await asyncio.sleep(0.01)
         nats_server.stop()
-        deadline = time.monotonic() + 3  # NATS away: the spool fills, reading pauses
-        while time.monotonic() < deadline:
+        # NATS away: the spool fills and reading pauses. At least 3 s, and on a loaded machine (which
+        # reads more slowly) until the manager's own state says the spool is full and senders are paused.
+        at_least, deadline = time.monotonic() + 3, time.monotonic() + 20
+        while time.monotonic() < at_least or (time.monotonic() < deadline and not spool_full(manager)):
             for agent in agents:
                 agent.connection.send(numbered(sequence, 1000))
             sequence += 1
