@@ -1,4 +1,4 @@
-"""The keep-alive publisher must never cancel a flush whose PONG may still come (nats-py issue 624 family).
+"""The keep-alive and config publishers must never cancel a flush whose PONG may still come (nats-py issue 624 family).
 
 nats-py's `_process_pong` calls `set_result` on the oldest flush future; if that flush was cancelled (its
 timeout ran out while the server was slow), the PONG raises InvalidStateError in the client's read loop,
@@ -16,6 +16,7 @@ import nats
 import pytest
 
 from agentpulse.events import payloads
+from agentpulse.events.config import ConfigPublisher
 from agentpulse.events.publisher import FLUSH_TIMEOUT, KeepalivePublisher, NatsLink
 from agentpulse.status import ConnectionStatus
 from agentpulse.wire.control import Keepalive
@@ -72,6 +73,54 @@ async def _slow_server(nats_server: NatsServer) -> None:
         assert reply.data == b"pong"
         keepalives.on_keepalive(2, 2.0, KEEPALIVE)
         await keepalives.flush()
+        for _ in range(100):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(seen) == 2, seen
+        assert nc.is_connected
+    finally:
+        await nc.close()
+        await watcher.close()
+
+
+@pytest.mark.timeout(60)
+def test_config_events_to_a_slow_server_do_not_kill_the_read_loop(nats_server: NatsServer) -> None:
+    asyncio.run(_slow_server_config(nats_server))
+
+
+async def _slow_server_config(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url, ping_interval=120, allow_reconnect=False)
+    link = NatsLink(nc)
+    configs = ConfigPublisher(
+        link, prefix="agentpulse", origin=payloads.Origin("node01", "manager"), name_of=lambda _: "a"
+    )
+    watcher = await nats.connect(nats_server.url)
+    seen: list[bytes] = []
+
+    async def on_message(message: nats.aio.msg.Msg) -> None:
+        seen.append(message.data)
+
+    async def on_request(message: nats.aio.msg.Msg) -> None:
+        await message.respond(b"pong")
+
+    await watcher.subscribe("agentpulse.config.>", cb=on_message)
+    await watcher.subscribe("test.echo", cb=on_request)
+    await watcher.flush()
+    try:
+        assert nats_server.process is not None
+        os.kill(nats_server.process.pid, signal.SIGSTOP)
+        try:
+            configs.on_config_status(1, "synced", 1.0)
+            await asyncio.wait_for(configs.flush(), FLUSH_TIMEOUT * 2)  # never waits on the stopped server
+            await asyncio.sleep(FLUSH_TIMEOUT + 0.5)  # past any flush timeout a publisher could have used
+        finally:
+            os.kill(nats_server.process.pid, signal.SIGCONT)
+        await asyncio.sleep(0.5)
+        reply = await nc.request("test.echo", b"ping", timeout=FLUSH_TIMEOUT * 2)
+        assert reply.data == b"pong"
+        configs.on_config_status(2, "synced", 2.0)
+        await configs.flush()
         for _ in range(100):
             if len(seen) >= 2:
                 break

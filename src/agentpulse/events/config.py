@@ -15,7 +15,7 @@ from typing import Final
 from nats.errors import Error as NatsError
 
 from agentpulse.events import payloads
-from agentpulse.events.publisher import FLUSH_TIMEOUT, NatsLink
+from agentpulse.events.publisher import NatsLink
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ class ConfigPublisher:
                 body = payloads.config_event(agent_id, status, at, self.name_of(agent_id), self.origin)
                 await self.link.nc.publish(payloads.config_subject(self.prefix, agent_id), body)
                 sent += 1
-            await self.link.nc.flush(FLUSH_TIMEOUT)
+            # No flush with a timeout here: nats-py cancels the PONG's future when the timeout runs out, and
+            # the late PONG then kills the client's read loop (InvalidStateError, nats-py issue 624): seen
+            # in the 200,000-agent run. The client's own flusher writes what publish() buffered.
         except (NatsError, OSError, TimeoutError):
             self.dropped += len(batch) - sent
         self.published += sent
