@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from agentpulse.store import agentquery as aq
+from agentpulse.store.agentsql import AgentQueryReads, Run
 from agentpulse.store.backend import Fragmentation
 from agentpulse.store.reader import (
     NO_LIMIT,  # SQLite's LIMIT -1
@@ -34,8 +34,11 @@ __all__ = ["HistoryEntry", "OutboxRow", "SqliteReader", "UnsyncedAgent"]
 MEMBERSHIP = schema.MEMBERSHIP
 
 
-class SqliteReader:
-    """Read-only operations on global.db (`global_db`) and, given their path, the per-agent databases."""
+class SqliteReader(AgentQueryReads):
+    """Read-only operations on global.db (`global_db`) and, given their path, the per-agent databases; the
+    HTTP API's (`AgentQueryReads`) in SQLite's dialect."""
+
+    dialect = agentquery.SQLITE
 
     def __init__(self, global_db: Path, *, keep_open: bool = False) -> None:
         self.global_db = global_db
@@ -56,6 +59,11 @@ class SqliteReader:
             yield kept
         except sqlite3.Error as error:
             raise ReadFailed(f"{path}: {error}") from error
+
+    @contextlib.contextmanager
+    def _statements(self) -> Iterator[Run]:
+        with self._connection() as db:
+            yield agentquery.runner(db)
 
     def exists(self) -> bool:
         return self.global_db.exists()
@@ -226,38 +234,6 @@ class SqliteReader:
                 (limit,),
             )
             return [HistoryEntry(*tuple(row)) for row in rows]
-
-    # -- the HTTP API (store/sqlite/agentquery.py) -------------------------------------------------------
-
-    def agents_page(self, query: aq.AgentQuery) -> aq.AgentPage:
-        """The rows of one page of agents matching `query`, and how many match."""
-        with self._connection() as db:
-            return agentquery.agents_page(db, query)
-
-    def agents_json(self, query: aq.AgentQuery, outputs: tuple[aq.Output, ...]) -> aq.JsonPage:
-        """One page of agents as JSON objects (`outputs` says which members), and how many match."""
-        with self._connection() as db:
-            return agentquery.agents_json(db, query, outputs)
-
-    def existing_ids(self, ids: list[int]) -> set[int]:
-        with self._connection() as db:
-            return agentquery.existing_ids(db, ids)
-
-    def history(self, agent_id: int, limit: int) -> list[aq.StatusChange]:
-        with self._connection() as db:
-            return agentquery.history(db, agent_id, limit)
-
-    def changes_by_minute(self, since: float) -> list[tuple[int, str, str, int, int]]:
-        with self._connection() as db:
-            return agentquery.changes_by_minute(db, since)
-
-    def config_counts(self) -> dict[str, int]:
-        with self._connection() as db:
-            return agentquery.config_counts(db)
-
-    def group_counts(self) -> dict[str, int]:
-        with self._connection() as db:
-            return agentquery.group_counts(db)
 
     # -- the events' outbox ------------------------------------------------------------------------------
 
