@@ -27,6 +27,7 @@ from agentpulse.store.reader import (
     NO_LIMIT,
     PARTIAL_SYNCS,
     AnswerTooLarge,
+    GroupCountColumn,
     HistoryEntry,
     OutboxRow,
     ReadFailed,
@@ -211,21 +212,18 @@ class PostgresReader(AgentQueryReads):
         return [(row["id"], row["group"], row["group_config_status"]) for row in rows]
 
     def group_config_counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for row in self._rows(
-            f"SELECT g.name, a.group_config_status, COUNT(*) AS n FROM {MEMBERSHIP} "
-            "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.group_config_status ORDER BY g.name"
-        ):
-            counts.setdefault(row["name"], {})[row["group_config_status"]] = int(row["n"])
-        return counts
+        return self._counts_by_group("group_config_status")
 
     def group_status_counts(self) -> dict[str, dict[str, int]]:
+        return self._counts_by_group("connection_status")
+
+    def _counts_by_group(self, column: GroupCountColumn) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         for row in self._rows(
-            f"SELECT g.name, a.connection_status, COUNT(*) AS n FROM {MEMBERSHIP} "
-            "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.connection_status ORDER BY g.name"
+            f"SELECT g.name, a.{column}, COUNT(*) AS n FROM {MEMBERSHIP} "
+            f"JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.{column} ORDER BY g.name"
         ):
-            counts.setdefault(row["name"], {})[row["connection_status"]] = int(row["n"])
+            counts.setdefault(row["name"], {})[row[column]] = int(row["n"])
         return counts
 
     # -- statuses ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from agentpulse.store.backend import Fragmentation
 from agentpulse.store.reader import (
     NO_LIMIT,  # SQLite's LIMIT -1
     PARTIAL_SYNCS,
+    GroupCountColumn,
     HistoryEntry,
     OutboxRow,
     ReadFailed,
@@ -194,24 +195,20 @@ class SqliteReader(AgentQueryReads):
 
     def group_config_counts(self) -> dict[str, dict[str, int]]:
         """group name -> group_config_status -> members (`agentpulse status`, `group status`)."""
-        counts: dict[str, dict[str, int]] = {}
-        with self._connection() as db:
-            for name, status, count in db.execute(
-                f"SELECT g.name, a.group_config_status, COUNT(*) FROM {MEMBERSHIP} "
-                "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.group_config_status ORDER BY g.name"
-            ):
-                counts.setdefault(name, {})[status] = count
-        return counts
+        return self._counts_by_group("group_config_status")
 
     def group_status_counts(self) -> dict[str, dict[str, int]]:
         """group name -> connection_status -> members, by group name."""
+        return self._counts_by_group("connection_status")
+
+    def _counts_by_group(self, column: GroupCountColumn) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         with self._connection() as db:
-            for name, status, count in db.execute(
-                f"SELECT g.name, a.connection_status, COUNT(*) FROM {MEMBERSHIP} "
-                "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.connection_status ORDER BY g.name"
+            for name, value, count in db.execute(
+                f"SELECT g.name, a.{column}, COUNT(*) FROM {MEMBERSHIP} "
+                f"JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.{column} ORDER BY g.name"
             ):
-                counts.setdefault(name, {})[status] = count
+                counts.setdefault(name, {})[value] = count
         return counts
 
     # -- statuses ----------------------------------------------------------------------------------------
