@@ -57,6 +57,7 @@ def store(tmp_path: Path, database: Database) -> Iterator[Store]:
     )
     store.set_sync_status(3, "syncreq")
     store.set_sync_status(4, "syncreq_status")
+    store.set_config_statuses({2: "synced"}, 14.0)
     assert store.flush_wait()
     yield store
     store.close()
@@ -126,6 +127,10 @@ def test_groups(reader: Reader) -> None:
     assert reader.group_status_counts() == {
         "default": {"active": 1, "never_connected": 2},
         "web": {"active": 1, "disconnected": 1},
+    }
+    assert reader.group_config_counts() == {
+        "default": {"not synced": 3},
+        "web": {"not synced": 1, "synced": 1},
     }
 
 

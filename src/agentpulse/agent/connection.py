@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -17,7 +18,7 @@ from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.errors import WireError
 from agentpulse.wire.frames import FrameDecoder, encode_frame
 from agentpulse.wire.keys import AgentKey
-from agentpulse.wire.secure import AgentCipher, CipherKind, split_header
+from agentpulse.wire.secure import AgentCipher, CipherKind, compress, split_header
 
 
 @dataclass
@@ -32,7 +33,7 @@ class AgentCodec:
         # An agent whose own entry is not a single host prefixes every message with !<id>! (as agentd does).
         self.prefix = None if self.key.ip.single_host else self.key.id
 
-    def seal(self, payload: bytes) -> bytes:
+    def seal(self, payload: bytes, *, compressor: Callable[[bytes], bytes] = compress) -> bytes:
         global_counter, local_counter = self.counter.advance()
         sealed = self.cipher.seal(
             payload,
@@ -41,6 +42,7 @@ class AgentCodec:
             global_counter=global_counter,
             local_counter=local_counter,
             agent_id=self.prefix,
+            compressor=compressor,
         )
         return encode_frame(sealed) if self.tcp else sealed
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import operator
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -156,44 +157,53 @@ async def assign(ctx: ApiContext, request: Request) -> Response:
     name = check_name(_group_param(request))
     await _require_group(ctx, name)
     force = (request.param("force_single_group") or "false").lower() == "true"
-    listed = request.param("agents_list")
-    ids = query.id_list(listed) if listed else None
-    rows = await _member_rows(ctx, ids)
-    failures = Failures()
-    changes: list[GroupChange] = []
-    done: list[str] = []
-    for agent_id in dict.fromkeys(ids if ids is not None else sorted(rows)):
-        text = f"{agent_id:03d}"
-        row = rows.get(agent_id)
-        if agent_id == MANAGER_ID:
-            failures.add(1703, text)
-        elif row is None:
-            failures.add(1701, text)
-        elif not force and name in _groups_of(row):
-            failures.add(1751, text)
-        elif not force and len(_groups_of(row)) >= MAX_GROUPS:
-            failures.add(1737, text)
-        else:
-            mode = GroupMode.OVERRIDE if force else GroupMode.APPEND
-            changes.append(GroupChange(GroupChangeKind.SET, (name,), agent_id, mode))
-            done.append(text)
-    if ids is None:
-        failures.drop((1701, 1703))
-    if changes:
-        ctx.store.change_groups(changes)
-        await ctx.committed()
+
+    def refusal(groups: list[str]) -> int | None:
+        if force:
+            return None
+        if name in groups:
+            return 1751
+        return 1737 if len(groups) >= MAX_GROUPS else None
+
     suffix = " and removed from the other groups" if force else ""
     messages = (
         f"All selected agents were assigned to {name}{suffix}",
         f"Some agents were not assigned to {name}{suffix}",
         "No agents were assigned to the group",
     )
-    return envelope(done, len(done), failures, messages)
+    mode = GroupMode.OVERRIDE if force else GroupMode.APPEND
+    return await _change_members(ctx, request, name, mode, refusal, (1701, 1703), messages)
 
 
 async def unassign(ctx: ApiContext, request: Request) -> Response:
     name = check_name(_group_param(request))
     await _require_group(ctx, name)
+
+    def refusal(groups: list[str]) -> int | None:
+        if name not in groups:
+            return 1734
+        return 1745 if groups == [DEFAULT_GROUP] else None
+
+    messages = (
+        f"All selected agents were removed from group {name}",
+        f"Some agents were not removed from group {name}",
+        "No agent was removed from any group",
+    )
+    return await _change_members(ctx, request, name, GroupMode.REMOVE, refusal, (1701, 1703, 1734), messages)
+
+
+async def _change_members(
+    ctx: ApiContext,
+    request: Request,
+    name: str,
+    mode: GroupMode,
+    refusal: Callable[[list[str]], int | None],
+    unlisted: tuple[int, ...],
+    messages: tuple[str, str, str],
+) -> Response:
+    """Assign or unassign the agents of `agents_list` (all agents without it): the manager and unknown ids
+    fail, as does an agent whose groups `refusal` gives an error code for; the failures in `unlisted` are
+    not reported when the client named no agents."""
     listed = request.param("agents_list")
     ids = query.id_list(listed) if listed else None
     rows = await _member_rows(ctx, ids)
@@ -204,26 +214,21 @@ async def unassign(ctx: ApiContext, request: Request) -> Response:
         text = f"{agent_id:03d}"
         row = rows.get(agent_id)
         if agent_id == MANAGER_ID:
-            failures.add(1703, text)
+            code: int | None = 1703
         elif row is None:
-            failures.add(1701, text)
-        elif name not in _groups_of(row):
-            failures.add(1734, text)
-        elif _groups_of(row) == [DEFAULT_GROUP]:
-            failures.add(1745, text)
+            code = 1701
         else:
-            changes.append(GroupChange(GroupChangeKind.SET, (name,), agent_id, GroupMode.REMOVE))
+            code = refusal(_groups_of(row))
+        if code is not None:
+            failures.add(code, text)
+        else:
+            changes.append(GroupChange(GroupChangeKind.SET, (name,), agent_id, mode))
             done.append(text)
     if ids is None:
-        failures.drop((1701, 1703, 1734))
+        failures.drop(unlisted)
     if changes:
         ctx.store.change_groups(changes)
         await ctx.committed()
-    messages = (
-        f"All selected agents were removed from group {name}",
-        f"Some agents were not removed from group {name}",
-        "No agent was removed from any group",
-    )
     return envelope(done, len(done), failures, messages)
 
 

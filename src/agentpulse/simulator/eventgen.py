@@ -14,7 +14,6 @@ import zlib
 from typing import Final
 
 from agentpulse.agent.connection import AgentCodec
-from agentpulse.wire.frames import encode_frame
 
 MIXES: Final = ("syslog", "fim", "inventory")
 POOL: Final = 64  # payloads per kind
@@ -39,17 +38,7 @@ def fast_compress(block: bytes) -> bytes:
 
 def seal_event(codec: AgentCodec, payload: bytes) -> bytes:
     """The agent's frame for one event: its own counters, zlib level 1 (see the module note)."""
-    global_counter, local_counter = codec.counter.advance()
-    sealed = codec.cipher.seal(
-        payload,
-        cipher=codec.cipher_kind,
-        rand=random.getrandbits(16),
-        global_counter=global_counter,
-        local_counter=local_counter,
-        agent_id=codec.prefix,
-        compressor=fast_compress,
-    )
-    return encode_frame(sealed) if codec.tcp else sealed
+    return codec.seal(payload, compressor=fast_compress)
 
 
 def _syslog(rng: random.Random, host: str) -> bytes:

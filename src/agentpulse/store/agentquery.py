@@ -1,8 +1,7 @@
 """A query over agent rows, backend-neutral: which agents (a tree of conditions), in what order, which page.
 
-The HTTP API builds it from Wazuh's `q`, `search`, `status`, ... parameters; each backend turns it into its
-own SQL with every value bound as a parameter (`store/sqlite/agentquery.py`), so no client text becomes
-SQL. Time conditions arrive as epoch seconds: turning "7d" into a threshold is the caller's business.
+The HTTP API builds it from Wazuh's `q`, `search`, `status`, ... parameters; `store/agentsql.py` turns it
+into SQL in each backend's dialect with every value bound as a parameter, so no client text becomes SQL. Time conditions arrive as epoch seconds: turning "7d" into a threshold is the caller's business.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ raises `ReadFailed` (or, for `sql`, `SqlRefused`/`AnswerTooLarge`) and nothing d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from agentpulse.store.backend import Fragmentation, StoreError
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 Row = dict[str, Any]  # a row as wdb_exec_stmt() gives it: columns in order, NULL columns left out
 NO_LIMIT = -1
+# what the per-group counts count, the only column names a reader puts into their SQL
+GroupCountColumn = Literal["group_config_status", "connection_status"]
 # sync_status of an agent of which only these columns wait for the cluster; any other, the whole row
 PARTIAL_SYNCS = ("syncreq_keepalive", "syncreq_status")
 
@@ -97,7 +99,7 @@ class Reader(Protocol):
     def group_config_counts(self) -> dict[str, dict[str, int]]:
         """group name -> group_config_status -> members (`agentpulse status`, `group status`)."""
 
-    # -- the HTTP API (store/agentquery.py)
+    # -- the HTTP API (store/agentquery.py; written once for both backends in store/agentsql.py)
     def agents_page(self, query: aq.AgentQuery) -> aq.AgentPage: ...
     def agents_json(self, query: aq.AgentQuery, outputs: tuple[aq.Output, ...]) -> aq.JsonPage: ...
     def existing_ids(self, ids: list[int]) -> set[int]: ...

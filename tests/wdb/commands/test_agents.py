@@ -79,6 +79,7 @@ def test_select_name_group_find_agent_and_labels(served: Served) -> None:
         served.query('global find-agent {"name":"agent-00003"}')
         == 'err Invalid JSON data, near \'{"name":"agent-00003"}\''
     )
+    assert served.query("global find-agent []") == "err Invalid JSON data, near '[]'"
     assert served.query("global get-labels 1") == "ok []"
 
 

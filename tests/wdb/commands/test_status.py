@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.subscriber import Subscriber
+from agentpulse.wdb.protocol import near
 from tests.wdb.served import Served, history
 
 
@@ -42,6 +45,28 @@ def test_update_keepalive_with_bad_sync_status_is_the_check_error(served: Served
         'global update-keepalive {"id":1,"connection_status":"active","sync_status":"bogus"}'
     )
     assert answer == "err Cannot execute Global database query; CHECK constraint failed: sync_status"
+
+
+@pytest.mark.parametrize(
+    ("command", "argument"),
+    [
+        ("update-keepalive", '["id", 1]'),
+        ("update-keepalive", '{"connection_status":"active","sync_status":"synced"}'),
+        ("update-keepalive", '{"id":1,"connection_status":"active","sync_status":1}'),
+        ("update-keepalive", '{"id":1,"sync_status":"bogus"}'),  # before the value of sync_status
+        ("update-connection-status", "3"),
+        ("update-connection-status", '{"id":1,"connection_status":"active","sync_status":"synced"}'),
+        ("update-connection-status", '{"id":1,"status_code":0,"sync_status":"bogus"}'),
+        ("update-status-code", "null"),
+        ("update-status-code", '{"id":true,"status_code":6,"sync_status":"synced"}'),
+        ("update-status-code", '{"id":1,"status_code":6,"version":4,"sync_status":"bogus"}'),
+    ],
+)
+def test_a_status_command_without_its_members_is_invalid_data_and_writes_nothing(
+    served: Served, command: str, argument: str
+) -> None:
+    assert served.query(f"global {command} {argument}") == f"err Invalid JSON data, near '{near(argument)}'"
+    assert history(served, 1) == []
 
 
 def test_update_connection_status_shutdown_is_code_3_with_disconnection_time(served: Served) -> None:

@@ -12,12 +12,13 @@ import contextlib
 import json
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from agentpulse.records import MANAGER_ID
+from agentpulse.store.agentsql import AgentQueryReads, Run
 from agentpulse.store.backend import Fragmentation
 from agentpulse.store.postgresql import agentquery
 from agentpulse.store.postgresql.connect import redacted
@@ -26,6 +27,7 @@ from agentpulse.store.reader import (
     NO_LIMIT,
     PARTIAL_SYNCS,
     AnswerTooLarge,
+    GroupCountColumn,
     HistoryEntry,
     OutboxRow,
     ReadFailed,
@@ -76,11 +78,11 @@ def dead_tuples(db: psycopg.Connection[Any], tables: tuple[str, ...]) -> Fragmen
     return Fragmentation(share, share)
 
 
-if TYPE_CHECKING:
-    from agentpulse.store import agentquery as aq
+class PostgresReader(AgentQueryReads):
+    """`Reader` on PostgreSQL; the HTTP API's reads (`AgentQueryReads`) in PostgreSQL's dialect."""
 
+    dialect = agentquery.POSTGRES
 
-class PostgresReader:
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
         self._kept = threading.local()
@@ -95,6 +97,11 @@ class PostgresReader:
         except psycopg.Error as error:
             self.close()
             raise ReadFailed(f"PostgreSQL ({redacted(self.conninfo)}): {error}") from error
+
+    @contextlib.contextmanager
+    def _statements(self) -> Iterator[Run]:
+        with self._connection() as db:
+            yield agentquery.runner(db)
 
     def _rows(self, query: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
         with self._connection() as db:
@@ -205,21 +212,18 @@ class PostgresReader:
         return [(row["id"], row["group"], row["group_config_status"]) for row in rows]
 
     def group_config_counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for row in self._rows(
-            f"SELECT g.name, a.group_config_status, COUNT(*) AS n FROM {MEMBERSHIP} "
-            "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.group_config_status ORDER BY g.name"
-        ):
-            counts.setdefault(row["name"], {})[row["group_config_status"]] = int(row["n"])
-        return counts
+        return self._counts_by_group("group_config_status")
 
     def group_status_counts(self) -> dict[str, dict[str, int]]:
+        return self._counts_by_group("connection_status")
+
+    def _counts_by_group(self, column: GroupCountColumn) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         for row in self._rows(
-            f"SELECT g.name, a.connection_status, COUNT(*) AS n FROM {MEMBERSHIP} "
-            "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.connection_status ORDER BY g.name"
+            f"SELECT g.name, a.{column}, COUNT(*) AS n FROM {MEMBERSHIP} "
+            f"JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.{column} ORDER BY g.name"
         ):
-            counts.setdefault(row["name"], {})[row["connection_status"]] = int(row["n"])
+            counts.setdefault(row["name"], {})[row[column]] = int(row["n"])
         return counts
 
     # -- statuses ----------------------------------------------------------------------------------------
@@ -294,32 +298,3 @@ class PostgresReader:
             raise SqlRefused(f"interrupted after {time_limit:g} s") from None
         except psycopg.Error as error:
             raise SqlRefused(str(error).strip()) from None
-
-    # -- the HTTP API (store/postgresql/agentquery.py) ---------------------------------------------------
-    def agents_page(self, query: aq.AgentQuery) -> aq.AgentPage:
-        with self._connection() as db:
-            return agentquery.agents_page(db, query)
-
-    def agents_json(self, query: aq.AgentQuery, outputs: tuple[aq.Output, ...]) -> aq.JsonPage:
-        with self._connection() as db:
-            return agentquery.agents_json(db, query, outputs)
-
-    def existing_ids(self, ids: list[int]) -> set[int]:
-        with self._connection() as db:
-            return agentquery.existing_ids(db, ids)
-
-    def history(self, agent_id: int, limit: int) -> list[aq.StatusChange]:
-        with self._connection() as db:
-            return agentquery.history(db, agent_id, limit)
-
-    def changes_by_minute(self, since: float) -> list[tuple[int, str, str, int, int]]:
-        with self._connection() as db:
-            return agentquery.changes_by_minute(db, since)
-
-    def config_counts(self) -> dict[str, int]:
-        with self._connection() as db:
-            return agentquery.config_counts(db)
-
-    def group_counts(self) -> dict[str, int]:
-        with self._connection() as db:
-            return agentquery.group_counts(db)

@@ -15,11 +15,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from agentpulse.store import agentquery as aq
+from agentpulse.store.agentsql import AgentQueryReads, Run
 from agentpulse.store.backend import Fragmentation
 from agentpulse.store.reader import (
     NO_LIMIT,  # SQLite's LIMIT -1
     PARTIAL_SYNCS,
+    GroupCountColumn,
     HistoryEntry,
     OutboxRow,
     ReadFailed,
@@ -34,8 +35,11 @@ __all__ = ["HistoryEntry", "OutboxRow", "SqliteReader", "UnsyncedAgent"]
 MEMBERSHIP = schema.MEMBERSHIP
 
 
-class SqliteReader:
-    """Read-only operations on global.db (`global_db`) and, given their path, the per-agent databases."""
+class SqliteReader(AgentQueryReads):
+    """Read-only operations on global.db (`global_db`) and, given their path, the per-agent databases; the
+    HTTP API's (`AgentQueryReads`) in SQLite's dialect."""
+
+    dialect = agentquery.SQLITE
 
     def __init__(self, global_db: Path, *, keep_open: bool = False) -> None:
         self.global_db = global_db
@@ -56,6 +60,11 @@ class SqliteReader:
             yield kept
         except sqlite3.Error as error:
             raise ReadFailed(f"{path}: {error}") from error
+
+    @contextlib.contextmanager
+    def _statements(self) -> Iterator[Run]:
+        with self._connection() as db:
+            yield agentquery.runner(db)
 
     def exists(self) -> bool:
         return self.global_db.exists()
@@ -186,24 +195,20 @@ class SqliteReader:
 
     def group_config_counts(self) -> dict[str, dict[str, int]]:
         """group name -> group_config_status -> members (`agentpulse status`, `group status`)."""
-        counts: dict[str, dict[str, int]] = {}
-        with self._connection() as db:
-            for name, status, count in db.execute(
-                f"SELECT g.name, a.group_config_status, COUNT(*) FROM {MEMBERSHIP} "
-                "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.group_config_status ORDER BY g.name"
-            ):
-                counts.setdefault(name, {})[status] = count
-        return counts
+        return self._counts_by_group("group_config_status")
 
     def group_status_counts(self) -> dict[str, dict[str, int]]:
         """group name -> connection_status -> members, by group name."""
+        return self._counts_by_group("connection_status")
+
+    def _counts_by_group(self, column: GroupCountColumn) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         with self._connection() as db:
-            for name, status, count in db.execute(
-                f"SELECT g.name, a.connection_status, COUNT(*) FROM {MEMBERSHIP} "
-                "JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.connection_status ORDER BY g.name"
+            for name, value, count in db.execute(
+                f"SELECT g.name, a.{column}, COUNT(*) FROM {MEMBERSHIP} "
+                f"JOIN agent AS a ON a.id = b.id_agent GROUP BY g.name, a.{column} ORDER BY g.name"
             ):
-                counts.setdefault(name, {})[status] = count
+                counts.setdefault(name, {})[value] = count
         return counts
 
     # -- statuses ----------------------------------------------------------------------------------------
@@ -226,38 +231,6 @@ class SqliteReader:
                 (limit,),
             )
             return [HistoryEntry(*tuple(row)) for row in rows]
-
-    # -- the HTTP API (store/sqlite/agentquery.py) -------------------------------------------------------
-
-    def agents_page(self, query: aq.AgentQuery) -> aq.AgentPage:
-        """The rows of one page of agents matching `query`, and how many match."""
-        with self._connection() as db:
-            return agentquery.agents_page(db, query)
-
-    def agents_json(self, query: aq.AgentQuery, outputs: tuple[aq.Output, ...]) -> aq.JsonPage:
-        """One page of agents as JSON objects (`outputs` says which members), and how many match."""
-        with self._connection() as db:
-            return agentquery.agents_json(db, query, outputs)
-
-    def existing_ids(self, ids: list[int]) -> set[int]:
-        with self._connection() as db:
-            return agentquery.existing_ids(db, ids)
-
-    def history(self, agent_id: int, limit: int) -> list[aq.StatusChange]:
-        with self._connection() as db:
-            return agentquery.history(db, agent_id, limit)
-
-    def changes_by_minute(self, since: float) -> list[tuple[int, str, str, int, int]]:
-        with self._connection() as db:
-            return agentquery.changes_by_minute(db, since)
-
-    def config_counts(self) -> dict[str, int]:
-        with self._connection() as db:
-            return agentquery.config_counts(db)
-
-    def group_counts(self) -> dict[str, int]:
-        with self._connection() as db:
-            return agentquery.group_counts(db)
 
     # -- the events' outbox ------------------------------------------------------------------------------
 

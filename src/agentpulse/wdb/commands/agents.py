@@ -11,7 +11,7 @@ from agentpulse.shared.names import valid_group
 from agentpulse.store.batch import InsertedAgent
 from agentpulse.store.reader import Row
 from agentpulse.store.sqlite import schema
-from agentpulse.wdb.commands.arguments import invalid_data, json_int, parse_json
+from agentpulse.wdb.commands.arguments import invalid_data, json_int, json_object
 from agentpulse.wdb.commands.context import Command, Context
 from agentpulse.wdb.protocol import Reply, WdbError, atoi, rows_to_fill
 
@@ -49,9 +49,8 @@ async def select_agent_group(ctx: Context, argument: str) -> Reply:
 
 
 async def find_agent(ctx: Context, argument: str) -> Reply:
-    data = parse_json(argument)
-    name = data.get("name") if isinstance(data, dict) else None
-    ip = data.get("ip") if isinstance(data, dict) else None
+    data = json_object(argument)
+    name, ip = data.get("name"), data.get("ip")
     if not isinstance(name, str) or not isinstance(ip, str):
         raise invalid_data(argument)
     return await ctx.read_json(lambda: [{"id": agent_id} for agent_id in ctx.reader.find_agent(name, ip)])
@@ -91,9 +90,7 @@ async def get_agents_by_connection_status(ctx: Context, argument: str) -> Reply:
 
 
 async def insert_agent(ctx: Context, argument: str) -> Reply:
-    data = parse_json(argument)
-    if not isinstance(data, dict):
-        raise invalid_data(argument)
+    data = json_object(argument)
     agent_id = json_int(data.get("id"))
     date_add = json_int(data.get("date_add"))
     name = data.get("name")

@@ -28,6 +28,14 @@ def invalid_data(argument: str) -> WdbError:
     return WdbError(f"Invalid JSON data, near '{near(argument)}'")
 
 
+def json_object(argument: str) -> dict[str, Any]:
+    """Parsed JSON that must be an object (invalid data otherwise)."""
+    data = parse_json(argument)
+    if not isinstance(data, dict):
+        raise invalid_data(argument)
+    return data
+
+
 def json_int(value: object) -> int | None:
     """A JSON number as cJSON's valueint would give it, or None; never outside 64 bits."""
     if isinstance(value, bool):

@@ -7,10 +7,12 @@ cannot produce is refused rather than written.
 
 from __future__ import annotations
 
+from typing import Any
+
 from agentpulse.records import StatusUpdate
 from agentpulse.status import LIVE, ConnectionStatus, StatusCode, Trigger
 from agentpulse.store.groups import SYNC_STATUSES
-from agentpulse.wdb.commands.arguments import invalid_data, json_int, parse_json
+from agentpulse.wdb.commands.arguments import invalid_data, json_int, json_object
 from agentpulse.wdb.commands.context import Command, Context
 from agentpulse.wdb.protocol import Reply, WdbError, atoi, near, page
 
@@ -56,11 +58,20 @@ async def change_status(ctx: Context, update: StatusUpdate, sync: str, *, touch:
         await ctx.committed()
 
 
+def _status_argument(argument: str) -> tuple[dict[str, Any], int]:
+    """A status command's JSON object and its agent id: invalid data without an integer `id` and a text
+    `sync_status` (whose value `sync_status()` checks once the command's own members are checked)."""
+    data = json_object(argument)
+    agent_id = json_int(data.get("id"))
+    if agent_id is None or not isinstance(data.get("sync_status"), str):
+        raise invalid_data(argument)
+    return data, agent_id
+
+
 async def update_keepalive(ctx: Context, argument: str) -> Reply:
-    data = parse_json(argument)
-    agent_id = json_int(data.get("id")) if isinstance(data, dict) else None
-    status = data.get("connection_status") if isinstance(data, dict) else None
-    if agent_id is None or not isinstance(status, str) or not isinstance(data.get("sync_status"), str):
+    data, agent_id = _status_argument(argument)
+    status = data.get("connection_status")
+    if not isinstance(status, str):
         raise invalid_data(argument)
     sync = sync_status(data["sync_status"], argument)
     event = KEEPALIVE_EVENTS.get(status)
@@ -74,18 +85,10 @@ async def update_keepalive(ctx: Context, argument: str) -> Reply:
 
 
 async def update_connection_status(ctx: Context, argument: str) -> Reply:
-    data = parse_json(argument)
-    if not isinstance(data, dict):
-        raise invalid_data(argument)
-    agent_id = json_int(data.get("id"))
+    data, agent_id = _status_argument(argument)
     code = json_int(data.get("status_code"))
     status = data.get("connection_status")
-    if (
-        agent_id is None
-        or code is None
-        or not isinstance(status, str)
-        or not isinstance(data.get("sync_status"), str)
-    ):
+    if code is None or not isinstance(status, str):
         raise invalid_data(argument)
     sync = sync_status(data["sync_status"], argument)
     event = STATUS_EVENTS.get((status, code))
@@ -97,18 +100,10 @@ async def update_connection_status(ctx: Context, argument: str) -> Reply:
 
 
 async def update_status_code(ctx: Context, argument: str) -> Reply:
-    data = parse_json(argument)
-    if not isinstance(data, dict):
-        raise invalid_data(argument)
-    agent_id = json_int(data.get("id"))
+    data, agent_id = _status_argument(argument)
     code = json_int(data.get("status_code"))
     version = data.get("version")
-    if (
-        agent_id is None
-        or code is None
-        or not (version is None or isinstance(version, str))
-        or not isinstance(data.get("sync_status"), str)
-    ):
+    if code is None or not (version is None or isinstance(version, str)):
         raise invalid_data(argument)
     sync = sync_status(data["sync_status"], argument)
     try:
