@@ -82,6 +82,19 @@ WHERE claimed_epoch < epoch AND expires + make_interval(secs => %s) < clock_time
 RETURNING name, epoch, EXTRACT(EPOCH FROM clock_timestamp() - expires)
 """
 
+# The same, one lease at a time (the oldest expiry first); a lease another claimer holds locked is skipped,
+# and re-checked by it under the lock, so each epoch still goes to exactly one survivor.
+CLAIM_ONE_EXPIRED: Final = """
+UPDATE cluster_node AS node SET claimed_epoch = node.epoch
+FROM (
+    SELECT name FROM cluster_node
+    WHERE claimed_epoch < epoch AND expires + make_interval(secs => %s) < clock_timestamp()
+    ORDER BY expires, name LIMIT 1 FOR UPDATE SKIP LOCKED
+) AS due
+WHERE node.name = due.name AND node.claimed_epoch < node.epoch
+RETURNING node.name, node.epoch, EXTRACT(EPOCH FROM clock_timestamp() - node.expires)
+"""
+
 TRY_LOCK: Final = "SELECT pg_try_advisory_lock(%s)"
 UNLOCK: Final = "SELECT pg_advisory_unlock(%s)"
 PING: Final = "SELECT 1"
