@@ -282,11 +282,12 @@ async def claim_expired(conn: Connection, grace: float = 0.0) -> list[ExpiredLea
     return [ExpiredLease(str(row[0]), int(row[1]), float(row[2])) for row in await cursor.fetchall()]
 
 
-async def claim_one_expired(conn: Connection, grace: float = 0.0) -> ExpiredLease | None:
-    """One lease expired for more than `grace` seconds and not yet claimed, now claimed by the caller (in
-    the caller's transaction), or None. One per transaction: a take-over's last statements take the outbox
-    lock, and a second take-over's row locks must not come after it (`store.postgresql.takeover`)."""
-    cursor = await conn.execute(sql.CLAIM_ONE_EXPIRED, (grace,))
+async def claim_one_expired(conn: Connection, grace: float, claimer: str) -> ExpiredLease | None:
+    """One lease expired for more than `grace` seconds and not yet claimed, never `claimer`'s own, now
+    claimed by the caller (in the caller's transaction), or None. One per transaction: a take-over's last
+    statements take the outbox lock, and a second take-over's row locks must not come after it
+    (`store.postgresql.takeover`)."""
+    cursor = await conn.execute(sql.CLAIM_ONE_EXPIRED, (grace, claimer))
     row = await cursor.fetchone()
     return None if row is None else ExpiredLease(str(row[0]), int(row[1]), float(row[2]))
 

@@ -156,7 +156,7 @@ class ClusterService:
         assert self.on_node_expired is not None
         while True:
             async with self._conn.transaction():
-                lease = await claim_one_expired(self._conn, self.grace)
+                lease = await claim_one_expired(self._conn, self.grace, self.node)
                 if lease is None:
                     break
                 log.warning(

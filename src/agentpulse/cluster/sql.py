@@ -82,17 +82,16 @@ WHERE claimed_epoch < epoch AND expires + make_interval(secs => %s) < clock_time
 RETURNING name, epoch, EXTRACT(EPOCH FROM clock_timestamp() - expires)
 """
 
-# The same, one lease at a time (the oldest expiry first); a lease another claimer holds locked is skipped,
-# and re-checked by it under the lock, so each epoch still goes to exactly one survivor.
+# The same, one lease at a time (the oldest expiry first) and never the claimer's own: a lease another
+# claimer holds locked is skipped, so each epoch still goes to exactly one survivor.
 CLAIM_ONE_EXPIRED: Final = """
-UPDATE cluster_node AS node SET claimed_epoch = node.epoch
-FROM (
+UPDATE cluster_node SET claimed_epoch = epoch
+WHERE name = (
     SELECT name FROM cluster_node
-    WHERE claimed_epoch < epoch AND expires + make_interval(secs => %s) < clock_timestamp()
+    WHERE claimed_epoch < epoch AND expires + make_interval(secs => %s) < clock_timestamp() AND name <> %s
     ORDER BY expires, name LIMIT 1 FOR UPDATE SKIP LOCKED
-) AS due
-WHERE node.name = due.name AND node.claimed_epoch < node.epoch
-RETURNING node.name, node.epoch, EXTRACT(EPOCH FROM clock_timestamp() - node.expires)
+) AND claimed_epoch < epoch
+RETURNING name, epoch, EXTRACT(EPOCH FROM clock_timestamp() - expires)
 """
 
 TRY_LOCK: Final = "SELECT pg_try_advisory_lock(%s)"
