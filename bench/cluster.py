@@ -281,24 +281,33 @@ def keepalive_phase(
             "flushes_per_s": round(flushes / window, 2),
             "rows_per_s": round(delta("agentpulse_store_flush_batch_size_sum") / window, 1),
         }
+        result |= status_phase(nodes, counts, sim, args)
     finally:
         end(sim)
-    closed = time.monotonic()
+    return result
+
+
+def status_phase(
+    nodes: list[Node], counts: Counts, sim: subprocess.Popen[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The simulator stops: every connection closes at once, every agent's grace ends together, and N
+    status changes (code 6) go through the nodes."""
     before = totals(nodes)
+    sim.send_signal(signal.SIGTERM)
+    closed = time.monotonic()
     took = counts.wait("disconnected", args.agents, 120, "status changes after the fleet closed")
     after = totals(nodes)
     flushes = max(
         1.0, after["agentpulse_store_flush_seconds_count"] - before["agentpulse_store_flush_seconds_count"]
     )
     flush_s = after["agentpulse_store_flush_seconds_sum"] - before["agentpulse_store_flush_seconds_sum"]
-    result |= {
+    return {
         "status_changes": args.agents,
         "status_changes_committed_s": round(took, 2),  # from the fleet's close: grace + processing + commit
         "status_changes_per_s_after_grace": round(args.agents / max(POLL, took - GRACE), 1),
         "status_flush_ms_mean": round(flush_s / flushes * 1000, 1),
         "status_phase_s": round(time.monotonic() - closed, 1),
     }
-    return result
 
 
 def storm_phase(nodes: list[Node], counts: Counts, args: argparse.Namespace, out: Path) -> dict[str, Any]:
