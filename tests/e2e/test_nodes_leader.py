@@ -61,6 +61,7 @@ class Fleet:
             for agent in await connect_all(node, placed[node.settings.node_name]):
                 self.agents[agent.key.number] = agent
         await asyncio.gather(*(agent.startup() for agent in self.agents.values()))
+        await asyncio.gather(*(agent.keepalive() for agent in self.agents.values()))  # active
 
     def pump(self) -> None:
         for number, agent in self.agents.items():
