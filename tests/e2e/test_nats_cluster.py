@@ -228,11 +228,13 @@ def test_killing_the_leaders_nats_server_under_three_nodes_loses_and_repeats_no_
         lambda name: nats_settings(nats_cluster.url, "<replicas>3</replicas>", node_name=f"node-{name}"),
     )
     killed: list[int] = []
+    relays: list[ManagerProcess] = []  # the leader whose server was killed
 
     def kill_the_leaders_server() -> None:
         holder = leader(dsn)
         node = next(node for node in nodes if node.settings.node_name == holder)
         assert node.process is not None
+        relays.append(node)
         victim = server_of(nats_cluster, node.process.pid)
         killed.append(victim)
         nats_cluster.kill(victim)
@@ -266,6 +268,7 @@ def test_killing_the_leaders_nats_server_under_three_nodes_loses_and_repeats_no_
         for agent, rows in history.items():
             assert as_history(stream[agent]) == rows, agent
             assert [event["sequence"] for event in stream[agent]] == list(range(1, 3 * ROUNDS + 4)), agent
+        assert "NATS reconnected to" in relays[0].output(), relays[0].output()[-3000:]
     finally:
         for node in nodes:
             assert node.stop() == 0
