@@ -225,6 +225,7 @@ def test_postgresql_stopped_20_s_under_three_nodes_nothing_lost_and_no_node_take
         # Acks went on while the database was away: no keep-alive waited anywhere near the outage.
         latency = summary["ack_latency_ms"]
         assert isinstance(latency, dict) and latency["max"] < FLEET_OUTAGE * 1000 / 4, summary
+        assert summary["errors"] == 0 and summary["keepalives_acked"] == summary["keepalives_sent"], summary
         assert caught_up < 15, caught_up
         for node in nodes:
             output = node.output()
