@@ -1,127 +1,425 @@
-"""Several nodes on one PostgreSQL against one node on SQLite, in the same run: keep-alives/s through 1, 2
-and 3 nodes (each node a `Store` with its own writer thread and connection, holding its share of the
-agents), and the restart storm: every agent's startup and first keep-alive (status, history with the
-database-decided sequence, outbox) committed after a restart, on one node and spread over the nodes.
+"""Several real nodes on one PostgreSQL against one node on SQLite, in the same run (issue 16's benchmark).
 
-The nodes share this process (and its GIL): a lower bound for nodes on their own machines. Short by
-default (the machine is shared):
+Each configuration starts real manager processes (`agentpulse start`, own homes under bench/out/cluster/,
+free loopback ports, the same client.keys, Prometheus metrics on), and drives them with `agentpulse
+simulate --spread` (agent i starts at node i mod n, as behind a balancer):
 
-    .venv/bin/python bench/cluster.py --agents 3000 --rounds 5
+1. keep-alives: the fleet connects, then a steady window; keep-alives/s through the nodes (their
+   `agentpulse_keepalives_total`), CPU of the node processes (and of the PostgreSQL server) per keep-alive,
+   the commit latency per flush and rows per second (`agentpulse_store_flush_seconds`/`_batch_size`);
+2. status changes: every agent shuts down at once; the seconds until all N changes are committed;
+3. the restart storm: a fresh fleet connects, every node is stopped (SIGTERM) and started again at once;
+   the seconds until all N agents are active again.
+
+Configurations: 1 node on SQLite (the baseline), then 1, 2 and 3 nodes on a throwaway PostgreSQL
+(tests/pgserver.py, fsync off). NATS is off in all of them (no outbox rows on either backend). Small by
+default (the machine is shared); the issue's storm figure is `--agents 50000`:
+
+    .venv/bin/python bench/cluster.py --agents 2000 --interval 5 --steady 20
+    .venv/bin/python bench/cluster.py --agents 50000 --interval 20 --steady 60 --ramp 150
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from bench.pg_store import KEEPALIVE, encode  # noqa: E402
 from tests.pgserver import PostgresServer  # noqa: E402
 
-from agentpulse.records import StatusUpdate  # noqa: E402
-from agentpulse.status import Trigger  # noqa: E402
-from agentpulse.store.backend import Backend  # noqa: E402
-from agentpulse.store.facade import Store  # noqa: E402
-from agentpulse.store.postgresql.backend import PostgresBackend  # noqa: E402
-from agentpulse.store.sqlite.backend import SqliteBackend  # noqa: E402
-from agentpulse.store.subscriber import Subscriber  # noqa: E402
+import storm  # noqa: E402
 from agentpulse.wire.keys import KeysFile  # noqa: E402
+from fleet import LOOPBACK, free_port, process_tree  # noqa: E402
+
+OUT = ROOT / "bench" / "out" / "cluster"
+GRACE = 1.0  # <connection_grace>: the status phase waits it out once
+POLL = 0.25
 
 
-def open_nodes(backends: list[Backend], agents: int) -> list[Store]:
-    keys = KeysFile.parse("".join(f"{n:03d} a{n} any k{n}\n" for n in range(1, agents + 1)))
-    stores = []
-    for index, backend in enumerate(backends):
-        store = Store(
-            Path(tempfile.mkdtemp()),
-            manager_host=f"m{index}",
-            node_name=f"node-{index}",
-            flush_interval=60,
-            backend=backend,
+@dataclass
+class Node:
+    name: str
+    home: Path
+    port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def write(self, database: str, interval: float, keys: str) -> None:
+        (self.home / "etc").mkdir(parents=True, exist_ok=True)
+        (self.home / "etc" / "client.keys").write_text(keys)
+        (self.home / "etc" / "ossec.conf").write_text(
+            f"""<ossec_config>
+  <remote>
+    <connection>secure</connection><port>{self.port}</port><protocol>tcp</protocol>
+    <local_ip>{LOOPBACK}</local_ip><workers>1</workers><connection_grace>{GRACE}</connection_grace>
+    <manager_keepalive><enabled>yes</enabled><interval>{max(60, interval * 3)}</interval>
+      <timeout>{max(180, interval * 9)}</timeout></manager_keepalive>
+  </remote>
+  <global><agents_disconnection_time>900</agents_disconnection_time><node_name>{self.name}</node_name></global>
+  <nats><enabled>no</enabled></nats>
+  <database>{database}</database>
+  <metrics><enabled>yes</enabled><host>{LOOPBACK}</host><port>{self.metrics_port}</port></metrics>
+</ossec_config>
+"""
         )
-        store.subscribe(Subscriber(outbox_encoder=encode))
-        store.open(list(keys.active()))
-        store.set_node_epoch(1)
-        stores.append(store)
-    return stores
+
+    def launch(self) -> None:
+        with contextlib.suppress(FileNotFoundError):  # the last run's, naming the same port
+            (self.home / "var" / "run" / "agentpulse-remoted.state").unlink()
+        log = open(self.home / "manager.out", "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agentpulse", "start", "--home", str(self.home), "--log-level", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def listening(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            text = (self.home / "manager.out").read_text(errors="replace")[-2000:]
+            raise storm.StepFailed(f"{self.name} exited with {self.process.returncode}: {text}")
+        state = self.home / "var" / "run" / "agentpulse-remoted.state"
+        return state.exists() and f":{self.port}/" in state.read_text()
+
+    def stop(self, timeout: float = 150) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def scrape(self) -> dict[str, float]:
+        """Each metric summed over its labels."""
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.metrics_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        totals: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                name = name.split("{", 1)[0]
+                with contextlib.suppress(ValueError):
+                    totals[name] = totals.get(name, 0.0) + float(value)
+        return totals
 
 
-def shares(agents: int, nodes: int) -> list[list[int]]:
-    return [list(range(1 + i, agents + 1, nodes)) for i in range(nodes)]
+def start_all(nodes: list[Node], timeout: float = 120) -> float:
+    """Start every node at once; seconds until all listen."""
+    started = time.monotonic()
+    for node in nodes:
+        node.launch()
+    while not all(node.listening() for node in nodes):
+        if time.monotonic() - started > timeout:
+            raise storm.StepFailed(f"the nodes did not all listen within {timeout:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
-def storm(stores: list[Store], parts: list[list[int]], now: float) -> float:
-    """Every agent's startup and first keep-alive, each node its share, until all are committed."""
-    start = time.perf_counter()
-    for store, ids in zip(stores, parts, strict=True):
-        for agent_id in ids:
-            store.submit(StatusUpdate(agent_id, Trigger.STARTUP, now))
-            store.submit(StatusUpdate(agent_id, Trigger.ALIVE, now, keepalive=KEEPALIVE))
-    with ThreadPoolExecutor(len(stores)) as pool:
-        assert all(pool.map(lambda store: store.flush_wait(300), stores))
-    return time.perf_counter() - start
+def stop_all(nodes: list[Node]) -> float:
+    started = time.monotonic()
+    for node in nodes:
+        if node.process is not None and node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+    for node in nodes:
+        node.stop()
+    return time.monotonic() - started
 
 
-def keepalives(stores: list[Store], parts: list[list[int]], rounds: int, now: float) -> float:
-    """Median keep-alives/s over `rounds` rounds of one keep-alive per agent, each node one flush."""
-    rates = []
-    with ThreadPoolExecutor(len(stores)) as pool:
-        for _ in range(rounds):
-            now += 1
-            start = time.perf_counter()
-            for store, ids in zip(stores, parts, strict=True):
-                store.submit_repeats(ids, [now] * len(ids), dict.fromkeys(ids, KEEPALIVE))
-            assert all(pool.map(lambda store: store.flush_wait(300), stores))
-            rates.append(sum(map(len, parts)) / (time.perf_counter() - start))
-    return statistics.median(rates)
+class Counts:
+    """Agents per status, read the way an operator's tool reads the database."""
+
+    def __init__(self, dsn: str | None, home: Path) -> None:
+        self.dsn = dsn
+        self.home = home
+
+    def count(self, status: str) -> int:
+        query = "SELECT COUNT(*) FROM agent WHERE id != 0 AND connection_status = %s"
+        with contextlib.suppress(Exception):
+            if self.dsn is not None:
+                import psycopg
+
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                    row = conn.execute(query, (status,)).fetchone()
+            else:
+                import sqlite3
+
+                db = sqlite3.connect(f"file:{self.home / 'queue/db/global.db'}?mode=ro", uri=True, timeout=5)
+                try:
+                    row = db.execute(query.replace("%s", "?"), (status,)).fetchone()
+                finally:
+                    db.close()
+            return int(row[0]) if row else 0
+        return 0
+
+    def wait(self, status: str, count: int, timeout: float, what: str) -> float:
+        started = time.monotonic()
+        seen = 0
+        while time.monotonic() - started < timeout:
+            seen = self.count(status)
+            if seen >= count:
+                return time.monotonic() - started
+            time.sleep(POLL)
+        raise storm.StepFailed(f"{what}: {seen} of {count} agents {status} after {timeout:.0f} s")
 
 
-def run(name: str, backends: list[Backend], agents: int, rounds: int) -> None:
-    stores = open_nodes(backends, agents)
+def simulate(nodes: list[Node], args: argparse.Namespace, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "agentpulse",
+        "simulate",
+        "--manager",
+        ",".join(f"{LOOPBACK}:{node.port}" for node in nodes),
+        "--spread",
+        "--agents",
+        str(args.agents),
+        "--keys",
+        str(nodes[0].home / "etc" / "client.keys"),
+        "--interval",
+        str(args.interval),
+        "--ramp",
+        str(args.ramp),
+        "--json-out",
+        str(out),
+        "--progress",
+        "never",
+        "--precompute",
+        "--sources",
+        str(max(1, args.agents // 50)),  # many addresses, as a real fleet (see bench/fleet.py's storm)
+        *extra,
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def end(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     try:
-        parts = shares(agents, len(stores))
-        took = storm(stores, parts, 1_700_000_000.0)
-        rate = keepalives(stores, parts, rounds, 1_700_000_100.0)
-        print(
-            f"{name:22s} keep-alives {rate:10,.0f}/s   restart storm of {agents} agents "
-            f"committed in {took:6.2f} s ({agents / took:8,.0f} agents/s)"
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cpu_of(pids: list[int]) -> float:
+    return sum(storm.cpu_seconds(pid) for pid in pids)
+
+
+def node_pids(nodes: list[Node]) -> list[int]:
+    return [pid for node in nodes if node.process is not None for pid in process_tree(node.process.pid)]
+
+
+def totals(nodes: list[Node]) -> dict[str, float]:
+    summed: dict[str, float] = {}
+    for node in nodes:
+        for name, value in node.scrape().items():
+            summed[name] = summed.get(name, 0.0) + value
+    return summed
+
+
+def keepalive_phase(
+    nodes: list[Node],
+    counts: Counts,
+    server_pids: Callable[[], list[int]],
+    args: argparse.Namespace,
+    out: Path,
+) -> dict[str, Any]:
+    """Connect, a steady window of keep-alives; then the simulator ends, every connection closes at once,
+    and each agent's grace ends together: N status changes (code 6) through the nodes."""
+    result: dict[str, Any] = {}
+    idle_start, idle_cpu = time.monotonic(), cpu_of(node_pids(nodes))
+    time.sleep(3)
+    idle = (cpu_of(node_pids(nodes)) - idle_cpu) / (time.monotonic() - idle_start)
+    result["idle_cpu_percent"] = round(idle * 100, 1)
+    sim = simulate(nodes, args, out, "--duration", "3600")
+    try:
+        connect_for = args.ramp + 300
+        result["connected_s"] = round(counts.wait("active", args.agents, connect_for, "initial connect"), 1)
+        time.sleep(2)
+        before, cpu, db_cpu, at = (
+            totals(nodes),
+            cpu_of(node_pids(nodes)),
+            cpu_of(server_pids()),
+            time.monotonic(),
         )
+        time.sleep(args.steady)
+        after, cpu2, db_cpu2 = totals(nodes), cpu_of(node_pids(nodes)), cpu_of(server_pids())
+        window = time.monotonic() - at
+
+        def delta(name: str) -> float:
+            return after.get(name, 0.0) - before.get(name, 0.0)
+
+        keepalives = max(1.0, delta("agentpulse_keepalives_total"))
+        flushes = max(1.0, delta("agentpulse_store_flush_seconds_count"))
+        busy = max(0.0, (cpu2 - cpu) - idle * window)
+        result |= {
+            "keepalives_per_s": round(keepalives / window, 1),
+            "node_cpu_percent": round((cpu2 - cpu) / window * 100, 1),
+            "node_cpu_us_per_keepalive": round((cpu2 - cpu) / keepalives * 1e6, 1),
+            "node_cpu_us_per_keepalive_less_idle": round(busy / keepalives * 1e6, 1),
+            "db_server_cpu_us_per_keepalive": round((db_cpu2 - db_cpu) / keepalives * 1e6, 1),
+            "flush_ms_mean": round(delta("agentpulse_store_flush_seconds_sum") / flushes * 1000, 1),
+            "flushes_per_s": round(flushes / window, 2),
+            "rows_per_s": round(delta("agentpulse_store_flush_batch_size_sum") / window, 1),
+        }
+        result |= status_phase(nodes, counts, sim, args)
     finally:
-        for store in stores:
-            store.close()
+        end(sim)
+    return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--agents", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    print(f"{args.agents} agents, {args.rounds} keep-alive rounds, one flush per node per round")
-    run(
-        "1 node, SQLite",
-        [SqliteBackend(Path(tempfile.mkdtemp()), manager_host="m", node_name="n")],
-        args.agents,
-        args.rounds,
+def status_phase(
+    nodes: list[Node], counts: Counts, sim: subprocess.Popen[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The simulator stops: every connection closes at once, every agent's grace ends together, and N
+    status changes (code 6) go through the nodes."""
+    before = totals(nodes)
+    sim.send_signal(signal.SIGTERM)
+    closed = time.monotonic()
+    took = counts.wait("disconnected", args.agents, 120, "status changes after the fleet closed")
+    after = totals(nodes)
+    flushes = max(
+        1.0, after["agentpulse_store_flush_seconds_count"] - before["agentpulse_store_flush_seconds_count"]
     )
+    flush_s = after["agentpulse_store_flush_seconds_sum"] - before["agentpulse_store_flush_seconds_sum"]
+    return {
+        "status_changes": args.agents,
+        "status_changes_committed_s": round(took, 2),  # from the fleet's close: grace + processing + commit
+        "status_changes_per_s_after_grace": round(args.agents / max(POLL, took - GRACE), 1),
+        "status_flush_ms_mean": round(flush_s / flushes * 1000, 1),
+        "status_phase_s": round(time.monotonic() - closed, 1),
+    }
+
+
+def storm_phase(nodes: list[Node], counts: Counts, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """A fleet connects; every node is stopped and started again at once; until all N are active again."""
+    result: dict[str, Any] = {}
+    sim = simulate(nodes, args, out, "--duration", "3600")
+    try:
+        counts.wait("active", args.agents, args.ramp + 300, "storm: initial connect")
+        time.sleep(3)
+        stopping = time.monotonic()
+        result["stop_s"] = round(stop_all(nodes), 1)
+        result["start_s"] = round(start_all(nodes), 1)
+        cpu = storm.ProcessCpu(lambda: node_pids(nodes) + process_tree(sim.pid))
+        cpu.begin()
+        recovered = counts.wait("active", args.agents, 600, "storm: recovery after the restart")
+        result["cpu_percent_during_recovery"] = cpu.end()
+        result["active_again_after_sigterm_s"] = round(time.monotonic() - stopping, 1)
+        result["active_again_after_start_s"] = round(recovered, 1)
+    finally:
+        end(sim)
+    with contextlib.suppress(OSError, ValueError):
+        summary = json.loads(out.read_text())
+        result["simulator_retries"] = summary.get("retry_kinds")
+    return result
+
+
+def run_config(
+    label: str, count: int, dsn: str | None, server_pids: Callable[[], list[int]], args: argparse.Namespace
+) -> dict[str, Any]:
+    folder = OUT / label.replace(" ", "-").replace(",", "")
+    shutil.rmtree(folder, ignore_errors=True)
+    keys = KeysFile([])
+    keys.add_many(f"bench-{n:06d}" for n in range(1, args.agents + 1))
+    text = keys.render()
+    backend = f"<backend>postgresql</backend><dsn>{dsn}</dsn>" if dsn else ""
+    nodes = [Node(f"node-{i + 1}", folder / f"node-{i + 1}") for i in range(count)]
+    for node in nodes:
+        node.write(backend, args.interval, text)
+    counts = Counts(dsn, nodes[0].home)
+    result: dict[str, Any] = {"config": label, "nodes": count, "agents": args.agents}
+    try:
+        result["first_start_s"] = round(start_all(nodes), 1)
+        result |= keepalive_phase(nodes, counts, server_pids, args, folder / "keepalives.json")
+        result |= storm_phase(nodes, counts, args, folder / "storm.json")
+    except storm.StepFailed as failure:
+        result["failed_step"] = str(failure)
+    finally:
+        stop_all(nodes)
+    tracebacks = sum(
+        (node.home / "manager.out").read_text(errors="replace").count("Traceback") for node in nodes
+    )
+    result["tracebacks_in_logs"] = tracebacks
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=2000)
+    parser.add_argument("--interval", type=float, default=5.0, help="the fleet's keep-alive interval (s)")
+    parser.add_argument("--steady", type=float, default=20.0, help="the measured window of keep-alives (s)")
+    parser.add_argument("--ramp", type=float, default=10.0, help="the simulator's connection ramp (s)")
+    parser.add_argument("--nodes", default="1,2,3", help="node counts to run on PostgreSQL")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = []
+    if not args.skip_sqlite:
+        results.append(run_config("1 node, SQLite", 1, None, list, args))
+        print(json.dumps(results[-1]), flush=True)
     server = PostgresServer()
     server.start()
     try:
-        for nodes in (1, 2, 3):
-            dsn = server.create_database(f"bench_{nodes}")
-            backends: list[Backend] = [
-                PostgresBackend(dsn, manager_host=f"m{i}", node_name=f"node-{i}") for i in range(nodes)
-            ]
-            run(f"{nodes} node(s), PostgreSQL", backends, args.agents, args.rounds)
+        postmaster = server.postmaster
+        for count in (int(part) for part in args.nodes.split(",")):
+            dsn = server.create_database(f"bench_cluster_{count}")
+            results.append(
+                run_config(f"{count} node(s), PostgreSQL", count, dsn, lambda: process_tree(postmaster), args)
+            )
+            print(json.dumps(results[-1]), flush=True)
     finally:
         server.stop()
+    print_table(results)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+    return 1 if any("failed_step" in result for result in results) else 0
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    columns = [
+        ("config", "config"),
+        ("keepalives_per_s", "ka/s"),
+        ("node_cpu_us_per_keepalive", "node us/ka"),
+        ("node_cpu_us_per_keepalive_less_idle", "less idle"),
+        ("db_server_cpu_us_per_keepalive", "db us/ka"),
+        ("flush_ms_mean", "flush ms"),
+        ("rows_per_s", "rows/s"),
+        ("status_changes_committed_s", "N changes s"),
+        ("status_flush_ms_mean", "status flush ms"),
+        ("active_again_after_sigterm_s", "storm s (SIGTERM)"),
+        ("active_again_after_start_s", "storm s (start)"),
+    ]
+    print("| " + " | ".join(title for _, title in columns) + " |")
+    print("|" + " --- |" * len(columns))
+    for result in results:
+        cells = [
+            str(result.get(key, result.get("failed_step", "-") if key == "config" else "-"))
+            for key, _ in columns
+        ]
+        cells[0] = result["config"]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,5 +1,6 @@
 """`ClusterService` with a real node process killed with SIGKILL: the survivor leads within 2 s and takes the
-dead node over exactly once, after its lease expired and the grace passed; a failed take-over is retried."""
+dead node over exactly once, after its lease expired and the grace passed; a failed take-over is retried;
+after a database outage only the node that died meanwhile is taken over."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from agentpulse.cluster.lease import Connection, ExpiredLease, connect, read_nodes
 from agentpulse.cluster.service import ClusterService
+from tests import pgserver
+from tests.pgserver import PostgresServer
 
 TTL = 1.0
 GRACE = 1.0
@@ -122,3 +127,57 @@ def test_a_take_over_that_fails_rolls_its_claim_back_and_is_done_once_later(dsn:
         await survivor.stop()
 
     asyncio.run(scenario())
+
+
+def test_after_a_database_outage_the_leader_claims_only_the_node_that_died_meanwhile() -> None:
+    """PostgreSQL stopped for longer than ttl + grace: every lease has expired on its clock when it comes
+    back, the live nodes' too. The leader waits until its own lease is unbroken for ttl + grace; by then
+    the live node has renewed, so only the node that died during the outage is taken over."""
+    why = pgserver.available()
+    if why is not None:
+        pytest.skip(f"no PostgreSQL for the tests: {why}")
+    server = PostgresServer()
+    server.start()
+
+    async def scenario(dsn: str) -> None:
+        taken: list[str] = []
+
+        async def take_over(conn: Connection, lease: ExpiredLease) -> None:
+            taken.append(lease.name)
+
+        services = [
+            ClusterService(dsn, name, grace=GRACE, on_node_expired=take_over, **FAST)
+            for name in ("node-a", "node-b", "node-c")
+        ]
+        for service in services:
+            await service.start()
+        live, dying = services[:2], services[2]
+        await asyncio.sleep(TTL + GRACE + 0.5)  # the first leader's claims are open
+        assert live[0].leader and taken == []
+        await asyncio.to_thread(server.pause)
+        await dying.stop(release=False)  # dies while the database is away
+        await asyncio.sleep(TTL + GRACE + 1.0)  # every lease expired for longer than the grace
+        await asyncio.to_thread(server.resume)
+        back = time.monotonic()
+        while not taken:
+            assert time.monotonic() - back < TTL + GRACE + 5, "the dead node was not taken over"
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - back >= TTL + GRACE - 0.3  # not before the live ones could renew
+        await asyncio.sleep(1.0)  # more claim rounds
+        assert taken == ["node-c"]
+        assert all(service.lease.held and not service.lease.lost.is_set() for service in live)
+        conn = await connect(dsn, "test")
+        nodes = {row.name: row for row in await read_nodes(conn)}
+        await conn.close()
+        assert {name: (row.expired, row.claimed) for name, row in nodes.items()} == {
+            "node-a": (False, False),
+            "node-b": (False, False),
+            "node-c": (True, True),
+        }
+        for service in live:
+            await service.stop()
+
+    try:
+        asyncio.run(scenario(server.create_database("outage_claims")))
+    finally:
+        server.stop()

@@ -1,14 +1,17 @@
 """A 3-server NATS cluster (R3 stream and bucket) loses the server the manager publishes through while 200
-agents keep changing status: every transition reaches the stream exactly once, in each agent's order."""
+agents keep changing status: every transition reaches the stream exactly once, in each agent's order. The
+same with three nodes on one PostgreSQL, the server of the leader (whose relay publishes the shared
+outbox) killed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nats.errors
@@ -18,6 +21,7 @@ from nats.js import api as js_api
 
 from agentpulse.cluster.localnats import LOOPBACK, LocalNatsCluster
 from tests.e2e.harness import ManagerProcess
+from tests.e2e.nodes_tools import leader, make_nodes
 from tests.events.fleet import (
     Agent,
     as_history,
@@ -28,6 +32,7 @@ from tests.events.fleet import (
     per_agent,
     read_stream,
 )
+from tests.pgserver import PostgresServer
 
 AGENTS = 200
 ROUNDS = 4  # each: every agent shuts down, starts again and sends a keep-alive (three transitions each)
@@ -158,3 +163,112 @@ def test_killing_a_nats_server_loses_and_repeats_no_status_event(
     assert "NATS reconnected to" in output, output[-3000:]
     assert output.count("Status events flowing again") <= 1
     assert time.monotonic() - started < 90
+
+
+NODE_AGENTS = 60  # per node
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets (from /proc: its fds' inodes, matched in /proc/net/tcp)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def server_of(cluster: LocalNatsCluster, pid: int) -> int:
+    """Which server of the cluster holds the NATS connection of the process `pid`, from /connz."""
+    ports = local_ports(pid)
+    for index, server in enumerate(cluster.ports):
+        url = f"http://{LOOPBACK}:{server.monitor}/connz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            connections = json.load(response).get("connections") or []
+        if any(connection.get("port") in ports for connection in connections):
+            return index
+    raise AssertionError(f"process {pid} is connected to no server of the cluster")
+
+
+async def cycle_all(
+    nodes: list[ManagerProcess], agents: list[Agent], kill: Callable[[], None] | None
+) -> None:
+    """Every agent of every node shuts down (the NATS server killed meanwhile, if asked), starts again and
+    keeps alive: three transitions each, written by three nodes at once."""
+    for agent in agents:
+        agent.shutdown()
+    if kill is not None:
+        kill()
+    await nodes[0].reach_all("disconnected", len(agents), timeout=30)
+    await asyncio.gather(*(agent.startup() for agent in agents))
+    await asyncio.gather(*(agent.keepalive() for agent in agents))
+
+
+def test_killing_the_leaders_nats_server_under_three_nodes_loses_and_repeats_no_status_event(
+    nats_cluster: LocalNatsCluster, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Three nodes write the one outbox at once; the leader relays it. The NATS server the leader
+    publishes through is killed while every agent's shutdown is on its way: the stream still holds every
+    transition exactly once, in each agent's order, whichever node wrote it."""
+    dsn = postgres.create_database("e2e_nats_nodes")
+    nodes, keys = make_nodes(
+        tmp_path,
+        dsn,
+        ["a", "b", "c"],
+        3 * NODE_AGENTS,
+        lambda name: nats_settings(nats_cluster.url, "<replicas>3</replicas>", node_name=f"node-{name}"),
+    )
+    killed: list[int] = []
+    relays: list[ManagerProcess] = []  # the leader whose server was killed
+
+    def kill_the_leaders_server() -> None:
+        holder = leader(dsn)
+        node = next(node for node in nodes if node.settings.node_name == holder)
+        assert node.process is not None
+        relays.append(node)
+        victim = server_of(nats_cluster, node.process.pid)
+        killed.append(victim)
+        nats_cluster.kill(victim)
+
+    async def scenario() -> None:
+        agents = []
+        for index, node in enumerate(nodes):
+            agents += await connect_all(node, keys[index * NODE_AGENTS : (index + 1) * NODE_AGENTS])
+        await asyncio.gather(*(agent.startup() for agent in agents))
+        await asyncio.gather(*(agent.keepalive() for agent in agents))
+        await nodes[0].reach_all("active", len(agents), timeout=30)
+        for round_no in range(ROUNDS):
+            await cycle_all(nodes, agents, kill_the_leaders_server if round_no == KILL_IN_ROUND else None)
+        for agent in agents:
+            agent.shutdown()
+        await nodes[0].reach_all("disconnected", len(agents), timeout=30)
+        for agent in agents:
+            agent.close()
+
+    try:
+        for node in nodes:
+            node.start()
+        asyncio.run(scenario())
+        expected = (2 + 3 * ROUNDS + 1) * len(keys)
+        history = history_by_agent(nodes[0])
+        assert sum(map(len, history.values())) == expected
+        survivor = next(url for index, url in enumerate(nats_cluster.urls) if index not in killed)
+        messages = asyncio.run(read_all(survivor, expected, timeout=60))
+        assert len(messages) == expected, "a status event was stored twice"
+        stream = per_agent(messages)
+        for agent, rows in history.items():
+            assert as_history(stream[agent]) == rows, agent
+            assert [event["sequence"] for event in stream[agent]] == list(range(1, 3 * ROUNDS + 4)), agent
+        assert "NATS reconnected to" in relays[0].output(), relays[0].output()[-3000:]
+    finally:
+        for node in nodes:
+            assert node.stop() == 0

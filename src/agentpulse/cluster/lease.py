@@ -153,6 +153,11 @@ class NodeLease:
         self._task: asyncio.Task[None] | None = None
         self._ticker = Ticker()
         self._renewed_at = 0.0  # loop time of the last successful renewal
+        # Loop time since which every renewal succeeded within the ttl of the one before: a survivor only
+        # takes others' expired leases over once its own has been unbroken for long enough (see
+        # `unbroken_for`), because a lease that expired while the database was away is not a dead node.
+        self._unbroken_since = 0.0
+        self.breaks = 0  # renewals that came after a failure or later than the ttl, since start
         self._failing = False
 
     @property
@@ -170,7 +175,7 @@ class NodeLease:
         self.epoch = int(row[0])
         self.lost.clear()
         self._ticker.reset()
-        self._renewed_at = asyncio.get_running_loop().time()
+        self._renewed_at = self._unbroken_since = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name=f"lease-{self.name}")
         log.info("Cluster lease of node %s held (epoch %d, ttl %.1f s)", self.name, self.epoch, self.ttl)
         return self.epoch
@@ -196,10 +201,27 @@ class NodeLease:
             if not renewed:
                 self._lose("a newer start of this node name, or a survivor, took the lease")
                 return
-            self._renewed_at = loop.time()
+            now = loop.time()
+            if self._failing or now - self._renewed_at >= self.ttl:
+                self._unbroken_since = now  # a break: this lease (and maybe every other) ran out meanwhile
+                self.breaks += 1
+            self._renewed_at = now
             if self._failing:
                 self._failing = False
                 log.info("Cluster lease of node %s renewed again", self.name)
+
+    def unbroken_for(self) -> float:
+        """Seconds this lease has been renewed without a break (0 when it is not held).
+
+        After a database outage every lease has expired on the database's clock, the live nodes' as much as
+        a dead one's; the live ones renew within a renewal interval of the database's return. A survivor
+        that waits until its own lease has been unbroken for ttl + grace before claiming gives each live
+        node the same ttl + grace it would have had with the database up: only a node that stays silent
+        that long while the database answers is taken over.
+        """
+        if not self.held:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._unbroken_since
 
     async def renew(self) -> bool:
         """One renewal; False when this epoch no longer holds the row."""
@@ -258,6 +280,16 @@ async def claim_expired(conn: Connection, grace: float = 0.0) -> list[ExpiredLea
     """
     cursor = await conn.execute(sql.CLAIM_EXPIRED, (grace,))
     return [ExpiredLease(str(row[0]), int(row[1]), float(row[2])) for row in await cursor.fetchall()]
+
+
+async def claim_one_expired(conn: Connection, grace: float, claimer: str) -> ExpiredLease | None:
+    """One lease expired for more than `grace` seconds and not yet claimed, never `claimer`'s own, now
+    claimed by the caller (in the caller's transaction), or None. One per transaction: a take-over's last
+    statements take the outbox lock, and a second take-over's row locks must not come after it
+    (`store.postgresql.takeover`)."""
+    cursor = await conn.execute(sql.CLAIM_ONE_EXPIRED, (grace, claimer))
+    row = await cursor.fetchone()
+    return None if row is None else ExpiredLease(str(row[0]), int(row[1]), float(row[2]))
 
 
 def _time(value: object) -> datetime:

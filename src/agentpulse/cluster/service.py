@@ -6,6 +6,11 @@ here) and `on_node_expired(conn, lease)`, run inside the transaction that claims
 rows written on `conn` and the claim commit together or not at all: a crash between them, or a callback
 that raises, leaves the lease unclaimed and the next leader does it. That is the danger: writes made
 elsewhere (another connection, the store's writer thread) are not covered by that transaction.
+
+The other danger is a database outage: every lease expires on the database's clock while it is away, the
+live nodes' too. The leader claims only once its own lease has been renewed without a break for
+ttl + grace (`NodeLease.unbroken_for`), so the live nodes have renewed by then and only the silent ones
+are taken over.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from agentpulse.cluster.lease import (
     ExpiredLease,
     NodeLease,
     Ticker,
-    claim_expired,
+    claim_one_expired,
     close_quietly,
     connect,
 )
@@ -66,6 +71,8 @@ class ClusterService:
             dsn, node, interval=try_interval, on_elected=self._elected, on_lost=self._deposed
         )
         self.claimed: list[ExpiredLease] = []  # what this node took over, in order (for logs and tests)
+        self.ttl = ttl
+        self._holding_off = False  # claims wait for an unbroken lease (after an outage): said once
         self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticker = Ticker()
@@ -99,7 +106,7 @@ class ClusterService:
     async def _claims(self) -> None:
         failing = False
         while not await self._ticker.sleep(self.claim_interval):
-            if not self.election.leader:
+            if not self.election.leader or not self._may_claim():
                 continue
             try:
                 # Bounded (the take-over's own writes included), so a stuck claim cannot hold a leader.
@@ -116,14 +123,42 @@ class ClusterService:
                 continue
             failing = False
 
+    def _may_claim(self) -> bool:
+        """Claims wait until this node's own lease has been unbroken for ttl + grace: after an outage of
+        the database the live nodes renew first, so their expired-looking leases are not taken over."""
+        unbroken = self.lease.unbroken_for()
+        wait = self.ttl + self.grace
+        if unbroken >= wait:
+            if self._holding_off:
+                self._holding_off = False
+                log.info(
+                    "Node %s claims expired leases again (its own lease unbroken for %.1f s)",
+                    self.node,
+                    unbroken,
+                )
+            return True
+        if not self._holding_off and self.lease.breaks > 0:  # not at start: waiting then is the rule
+            self._holding_off = True
+            log.info(
+                "Node %s leads but claims no expired lease until its own has been renewed without a break for "
+                "%.1f s (ttl + grace): leases that ran out while the database was away are the live nodes' too",
+                self.node,
+                wait,
+            )
+        return False
+
     async def claim_once(self) -> list[ExpiredLease]:
-        """Claim what has been expired for `grace`, each in a transaction with its callback's writes."""
+        """Claim what has been expired for `grace`, each lease in a transaction with its callback's writes
+        (one lease per transaction: see `claim_one_expired`)."""
         if self._conn is None or self._conn.closed:
             self._conn = await connect(self.dsn, f"agentpulse:{self.node}:claims")
         taken: list[ExpiredLease] = []
         assert self.on_node_expired is not None
-        async with self._conn.transaction():
-            for lease in await claim_expired(self._conn, self.grace):
+        while True:
+            async with self._conn.transaction():
+                lease = await claim_one_expired(self._conn, self.grace, self.node)
+                if lease is None:
+                    break
                 log.warning(
                     "Node %s (epoch %d) expired %.1f s ago: node %s takes over its agents",
                     lease.name,
@@ -132,8 +167,8 @@ class ClusterService:
                     self.node,
                 )
                 await self.on_node_expired(self._conn, lease)
-                taken.append(lease)
-        self.claimed.extend(taken)
+            taken.append(lease)
+            self.claimed.append(lease)
         return taken
 
     async def _drop_connection(self) -> None:

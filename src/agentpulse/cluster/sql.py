@@ -82,6 +82,18 @@ WHERE claimed_epoch < epoch AND expires + make_interval(secs => %s) < clock_time
 RETURNING name, epoch, EXTRACT(EPOCH FROM clock_timestamp() - expires)
 """
 
+# The same, one lease at a time (the oldest expiry first) and never the claimer's own: a lease another
+# claimer holds locked is skipped, so each epoch still goes to exactly one survivor.
+CLAIM_ONE_EXPIRED: Final = """
+UPDATE cluster_node SET claimed_epoch = epoch
+WHERE name = (
+    SELECT name FROM cluster_node
+    WHERE claimed_epoch < epoch AND expires + make_interval(secs => %s) < clock_timestamp() AND name <> %s
+    ORDER BY expires, name LIMIT 1 FOR UPDATE SKIP LOCKED
+) AND claimed_epoch < epoch
+RETURNING name, epoch, EXTRACT(EPOCH FROM clock_timestamp() - expires)
+"""
+
 TRY_LOCK: Final = "SELECT pg_try_advisory_lock(%s)"
 UNLOCK: Final = "SELECT pg_advisory_unlock(%s)"
 PING: Final = "SELECT 1"

@@ -4,8 +4,8 @@
 The danger is losing what was accepted: a failed commit is put back under what arrived since and retried,
 so a full disk or a stopped PostgreSQL does not drop status changes. While the database is away the held
 history and outbox rows are bounded (`max_pending`): past it the oldest are dropped, counted and logged, but
-each agent's current status (one entry per agent) is always kept. One warning when writes start failing,
-one line when they work again.
+each agent's current status (one entry per agent) is always kept (those drops are logged at most every
+10 s). One warning when writes start failing, one line when they work again, with what was held.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.store.backend import Backend, WriteFailed
 from agentpulse.store.batch import Batch
 
@@ -75,6 +76,8 @@ class BatchWriter:
         self.max_pending = max_pending
         self.dropped = 0  # history/outbox rows dropped past max_pending during an outage
         self._failing_since: float | None = None  # monotonic time of the first failure of an outage
+        self._dropped_since_failing = 0
+        self._drops_log = RateLimitedLog(log)
         self._agent_dbs: queue.SimpleQueue[int | Callable[[], object] | None] = queue.SimpleQueue()
         self._agent_db_thread: threading.Thread | None = None
 
@@ -208,8 +211,10 @@ class BatchWriter:
             dropped = self.batch.drop_oldest(self.max_pending) if held > self.max_pending else 0
             held -= dropped
         self.dropped += dropped
+        self._dropped_since_failing += dropped
         if dropped:
-            log.error(
+            self._drops_log.error(
+                "max-pending",
                 "database still unavailable: dropped the %d oldest history/outbox rows to stay within "
                 "max_pending %d (current statuses are kept; %d dropped in all)",
                 dropped,
@@ -240,11 +245,18 @@ class BatchWriter:
                 log.exception("flush observer failed")
         if self._failing_since is not None:
             log.warning(
-                "database writes work again after %.1f s: wrote the %d status changes held meanwhile",
+                "database writes work again after %.1f s: wrote the %d status changes, %d status events and "
+                "%d keep-alives held meanwhile%s",
                 time.monotonic() - self._failing_since,
                 len(batch.history),
+                len(batch.outbox),
+                len(batch.keepalives),
+                f" ({self._dropped_since_failing} older history/outbox rows were dropped at max_pending)"
+                if self._dropped_since_failing
+                else "",
             )
             self._failing_since = None
+            self._dropped_since_failing = 0
         for agent_id, purge in batch.deleted.items():
             if purge:
                 self.backend.remove_agent_files(agent_id)

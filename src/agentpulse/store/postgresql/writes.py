@@ -9,6 +9,7 @@ SQLite writer it remembers which keep-alive columns the table already holds (`_d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,13 @@ from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
 Conn = psycopg.Connection[Any]
+
+# Several nodes insert into one event_outbox, whose ids are taken at insert and become visible at commit:
+# without an order, node A's rows 100-150 may commit after node B's 151-200, and the relay, which reads
+# past the last id it published, would never see them. Every transaction that inserts outbox rows takes
+# this lock (transaction-scoped) just before its inserts and holds it to its commit, so ids become visible
+# in id order. Taken last, after every row lock of the transaction, so no lock waits on it in a cycle.
+OUTBOX_LOCK = int.from_bytes(hashlib.sha256(b"agentpulse:outbox").digest()[:8], "big", signed=True)
 
 # A node's "connection lost" and "silent" for an agent another node holds by then: not written (it moved).
 SUPERSEDED_CODES = (StatusCode.CONNECTION_LOST, StatusCode.NO_KEEPALIVE)
@@ -104,7 +112,7 @@ class PostgresWrites:
             self._write_keepalives(cur, batch)
             _write_statuses(cur, batch, history, batch.deleted.keys() - reinserted, superseded)
             self._write_holders(cur, batch)
-            _write_outbox(cur, batch, outbox, now)
+            _write_outbox_upkeep(cur, batch)
             _write_runtime(cur, batch)
             if batch.agent_dbs:
                 create_agent_data(cur, sorted(batch.agent_dbs))
@@ -122,6 +130,7 @@ class PostgresWrites:
                     _SYNC_STATUS,
                     [{"v": value, "id": agent_id} for agent_id, value in batch.sync_statuses.items()],
                 )
+            insert_outbox(cur, outbox, now)  # last: see OUTBOX_LOCK
 
     def _sequence(
         self, cur: psycopg.Cursor[Any], batch: Batch
@@ -319,11 +328,16 @@ def _write_statuses(
         cur.execute(_UPSERT_SEQS, _columns(list(last_seqs.values())))
 
 
-def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch, outbox: list[OutboxRow], now: float) -> None:
+def insert_outbox(cur: psycopg.Cursor[Any], outbox: list[OutboxRow], now: float) -> None:
+    """The transaction's status events, under OUTBOX_LOCK: the last statement before its commit."""
     if outbox:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
         with cur.copy("COPY event_outbox (subject, msg_id, payload, created) FROM STDIN") as copy:
             for subject, msg_id, payload in outbox:
                 copy.write_row((subject, msg_id, payload, now))
+
+
+def _write_outbox_upkeep(cur: psycopg.Cursor[Any], batch: Batch) -> None:
     if batch.alerted:
         cur.execute(
             "UPDATE agent_status_history AS h SET alerted = 1 FROM unnest(%s::int[], %s::int[]) AS u(a, s) "
