@@ -209,7 +209,9 @@ class OutboxPublisher:
                 # Set up again before the next try: the stream or the bucket may be what went away.
                 self._setup_epoch = -1
                 await self._went_away(
-                    str(why) if isinstance(why, Unavailable) else f"reading the outbox: {why}"
+                    f"NATS is unavailable ({why})"
+                    if isinstance(why, Unavailable)
+                    else f"the database is unavailable (reading the outbox: {why})"
                 )
                 failures += 1
                 delay = backoff_delay(failures, base=BACKOFF_MIN, cap=BACKOFF_MAX)
@@ -413,8 +415,7 @@ class OutboxPublisher:
         except ReadFailed:
             pending = -1
         log.warning(
-            "Status events held in the outbox: NATS is unavailable (%s); %s pending, retrying with back-off "
-            "up to %.0f s",
+            "Status events held in the outbox: %s; %s pending, retrying with back-off up to %.0f s",
             why,
             pending if pending >= 0 else "some",
             BACKOFF_MAX,
