@@ -9,7 +9,10 @@ SQLite writer it remembers which keep-alive columns the table already holds (`_d
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -27,6 +30,7 @@ from agentpulse.store.batch import (
 )
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
 from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP, create_agent_data, remove_agent_data
+from agentpulse.store.view import Adopted
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
@@ -34,6 +38,9 @@ Conn = psycopg.Connection[Any]
 
 # A node's "connection lost" and "silent" for an agent another node holds by then: not written (it moved).
 SUPERSEDED_CODES = (StatusCode.CONNECTION_LOST, StatusCode.NO_KEEPALIVE)
+# Bindings taken from another node are told to it on this channel (JSON, at most 8000 bytes a payload).
+BINDINGS_CHANNEL = "agentpulse_bindings"
+NOTIFY_CHUNK = 300  # agents per payload: [id, "pending"] is at most 22 bytes
 
 _UPDATE_KEEPALIVE = (
     "UPDATE agent SET version = %s, config_sum = %s, merged_sum = %s, manager_host = %s, "
@@ -64,6 +71,17 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What `_sequence` decided under the agents' row locks, for the rest of the write."""
+
+    history: list[TransitionRow]
+    outbox: list[OutboxRow]
+    superseded: set[int]  # agents whose loss is not written (another node holds them, or closed already)
+    holders: dict[int, str | None]  # the node each locked agent was bound to before this write
+    bound: dict[int, bool]  # agents this write binds to this node (True: kept against a newer connection)
+
+
 class PostgresWrites:
     def __init__(self, manager_host: str, node_name: str) -> None:
         self.manager_host = manager_host
@@ -74,8 +92,13 @@ class PostgresWrites:
             0  # this node's lease epoch (agentpulse.cluster), written beside each agent it holds
         )
         self.encoder: Callable[[TransitionRow], OutboxRow] | None = None  # the store's outbox encoder
+        self.adopted: list[Adopted] = []  # what the last write found of agents another node took
+        self._mark: datetime | None = None  # database time at the end of the last committed flush
+        self._next_mark: datetime | None = None
 
     def rolled_back(self, batch: Batch) -> None:
+        self.adopted = []
+        self._next_mark = None
         for agent_id in batch.keepalives:
             self._data_written.pop(agent_id, None)
             self._labels_written.pop(agent_id, None)
@@ -84,9 +107,10 @@ class PostgresWrites:
 
     def write(self, db: Conn, batch: Batch, now: float) -> None:
         reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
+        self.adopted = []
         with db.cursor() as cur:
             # First: before a removal drops agent_runtime rows.
-            history, outbox, superseded = self._sequence(cur, batch)
+            held = self._sequence(cur, batch)
             if batch.deleted:
                 gone = list(batch.deleted)
                 cur.execute("DELETE FROM agent WHERE id = ANY(%s)", (gone,))  # labels and belongs cascade
@@ -102,9 +126,9 @@ class PostgresWrites:
             if batch.inserted:
                 _insert_rows(cur, list(batch.inserted.values()))
             self._write_keepalives(cur, batch)
-            _write_statuses(cur, batch, history, batch.deleted.keys() - reinserted, superseded)
-            self._write_holders(cur, batch)
-            _write_outbox(cur, batch, outbox, now)
+            _write_statuses(cur, batch, held.history, batch.deleted.keys() - reinserted, held.superseded)
+            self._write_holders(cur, batch, held)
+            _write_outbox(cur, batch, held.outbox, now)
             _write_runtime(cur, batch)
             if batch.agent_dbs:
                 create_agent_data(cur, sorted(batch.agent_dbs))
@@ -122,12 +146,43 @@ class PostgresWrites:
                     _SYNC_STATUS,
                     [{"v": value, "id": agent_id} for agent_id, value in batch.sync_statuses.items()],
                 )
+            self._mark_flush(cur)
 
-    def _sequence(
-        self, cur: psycopg.Cursor[Any], batch: Batch
-    ) -> tuple[list[TransitionRow], list[OutboxRow], set[int]]:
-        """The batch's history numbered by the database, its outbox encoded from those numbers, and the
-        agents whose loss this node must not write (`superseded`).
+    def committed(self) -> None:
+        """The transaction committed: its mark is the one the next flush publishes."""
+        self._mark = self._next_mark
+
+    def _mark_flush(self, cur: psycopg.Cursor[Any]) -> None:
+        """Publish the mark read at the end of the last committed flush (everything this node accepted
+        before it was in that flush or an earlier one, so it is committed now), and read the next one."""
+        if not self.node_epoch:
+            return
+        if self._mark is not None:
+            cur.execute(
+                "INSERT INTO node_flush (node_name, epoch, flushed) VALUES (%s, %s, %s) ON CONFLICT "
+                "(node_name) DO UPDATE SET epoch = excluded.epoch, flushed = excluded.flushed",
+                (self.node_name, self.node_epoch, self._mark),
+            )
+        row = cur.execute("SELECT clock_timestamp()").fetchone()
+        self._next_mark = row[0] if row is not None else None
+
+    def _bound(self, batch: Batch) -> dict[int, bool]:
+        """The agents this flush binds to this node (a live status, or a claim), True for those it keeps
+        against a newer connection on another node."""
+        bound = {
+            agent_id: False
+            for agent_id, (status, *_) in batch.statuses.items()
+            if status in (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
+        }
+        for agent_id, kept in batch.claims.items():
+            final = batch.statuses.get(agent_id)
+            if final is None or final[0] in (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE):
+                bound[agent_id] = kept or bound.get(agent_id, False)
+        return bound
+
+    def _sequence(self, cur: psycopg.Cursor[Any], batch: Batch) -> Held:
+        """The batch's history numbered by the database, its outbox encoded from those numbers, the
+        agents whose loss this node must not write (`superseded`), and who held the agents it binds.
 
         Several nodes may write one agent (it moved, or two nodes saw it inside the grace): each node's view
         numbers rows from what it knew, so the numbers are decided here. The batch's agents'
@@ -138,12 +193,14 @@ class PostgresWrites:
 
         An agent that moved to another node inside the grace: that node committed the agent's new binding
         (agent_runtime.node_name), so this node's late "connection lost" or "silent" (codes 6 and 4) for it
-        is dropped here (row, status columns and event), decided under the same lock. The agent is never
-        seen disconnected in the database or the stream; this node's own view still says disconnected.
+        is dropped here (row, status columns and event), decided under the same lock; so is one for an
+        agent the database has disconnected already (a survivor's take-over closed it). Either way the
+        view is told (`adopted`): it takes the database's status, and raises no alert for it.
         """
-        if not batch.history:
-            return [], list(batch.outbox), set()
-        agents = sorted({row.agent_id for row in batch.history})
+        bound = self._bound(batch)
+        agents = sorted({row.agent_id for row in batch.history} | bound.keys())
+        if not agents:
+            return Held([], list(batch.outbox), set(), {}, bound)
         # An agent without a row yet (or whose id came back after a removal) goes on from its history.
         cur.execute(
             "INSERT INTO agent_runtime (agent_id, status_seq) SELECT a, COALESCE((SELECT MAX(h.seq) "
@@ -152,17 +209,26 @@ class PostgresWrites:
             (agents,),
         )
         rows = cur.execute(
-            "SELECT agent_id, status_seq, node_name FROM agent_runtime WHERE agent_id = ANY(%s) "
-            "ORDER BY agent_id FOR UPDATE",
+            "SELECT r.agent_id, r.status_seq, r.node_name, a.connection_status, a.status_code "
+            "FROM agent_runtime r LEFT JOIN agent a ON a.id = r.agent_id WHERE r.agent_id = ANY(%s) "
+            "ORDER BY r.agent_id FOR UPDATE OF r",
             (agents,),
         ).fetchall()
-        last = {int(agent_id): int(seq) for agent_id, seq, _ in rows}
-        superseded = self._superseded(batch, {int(agent_id): holder for agent_id, _, holder in rows})
+        last = {int(agent_id): int(seq) for agent_id, seq, *_ in rows}
+        holders: dict[int, str | None] = {int(agent_id): holder for agent_id, _, holder, *_ in rows}
+        committed = {
+            int(agent_id): (ConnectionStatus(status), StatusCode(code or 0))
+            for agent_id, _, _, status, code in rows
+            if status is not None
+        }
+        superseded = self._superseded(batch, holders, committed)
         history: list[TransitionRow] = []
         renumbered: dict[tuple[int, int], TransitionRow | None] = {}
+        dropped: set[int] = set()
         for row in batch.history:
             if row.agent_id in superseded and row.code in SUPERSEDED_CODES:
                 renumbered[(row.agent_id, row.seq)] = None
+                dropped.add(row.agent_id)
                 continue
             seq = last[row.agent_id] + 1
             last[row.agent_id] = seq
@@ -170,6 +236,12 @@ class PostgresWrites:
                 renumbered[(row.agent_id, row.seq)] = new = dataclasses.replace(row, seq=seq)
                 row = new
             history.append(row)
+        for agent_id in sorted(dropped):
+            holder = holders.get(agent_id)
+            status, code = committed.get(agent_id, (ConnectionStatus.DISCONNECTED, StatusCode.NONE))
+            self.adopted.append(
+                Adopted(agent_id, holder if holder != self.node_name else None, status, code, last[agent_id])
+            )
         outbox = list(batch.outbox)
         if renumbered and len(batch.outbox_sources) == len(outbox):
             kept: list[OutboxRow] = []
@@ -180,30 +252,41 @@ class PostgresWrites:
                 elif (moved := renumbered[key]) is not None:
                     kept.append(self.encoder(moved) if self.encoder is not None else event)
             outbox = kept
-        return history, outbox, superseded
+        return Held(history, outbox, superseded, holders, bound)
 
-    def _superseded(self, batch: Batch, holders: dict[int, str | None]) -> set[int]:
-        """Agents another node holds now and this batch does not take back (no live status for them)."""
-        return {
-            agent_id
-            for agent_id, holder in holders.items()
-            if holder is not None
-            and holder != self.node_name
-            and batch.statuses.get(agent_id, (ConnectionStatus.DISCONNECTED,))[0]
-            is ConnectionStatus.DISCONNECTED
-        }
+    def _superseded(
+        self,
+        batch: Batch,
+        holders: dict[int, str | None],
+        committed: dict[int, tuple[ConnectionStatus, StatusCode]],
+    ) -> set[int]:
+        """Agents whose loss this batch must not write: another node holds them now and this batch does not
+        take them back (no live status for them), or the database has them disconnected already and this
+        batch has nothing else for them (its loss would be a second one)."""
+        only_losses: dict[int, bool] = {}
+        for row in batch.history:
+            loss = row.to_status is ConnectionStatus.DISCONNECTED and row.code in SUPERSEDED_CODES
+            only_losses[row.agent_id] = only_losses.get(row.agent_id, True) and loss
+        superseded = set()
+        for agent_id, holder in holders.items():
+            final = batch.statuses.get(agent_id, (ConnectionStatus.DISCONNECTED,))[0]
+            if final is not ConnectionStatus.DISCONNECTED:
+                continue
+            if (holder is not None and holder != self.node_name) or (
+                only_losses.get(agent_id, False)
+                and committed.get(agent_id, (None,))[0] is ConnectionStatus.DISCONNECTED
+            ):
+                superseded.add(agent_id)
+        return superseded
 
-    def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
-        """Which node holds each agent this batch saw live, with this node's epoch; `connection_epoch` goes
-        up by one per new connection (a transition to pending), counted by the database."""
-        live = [
-            a
-            for a, (status, *_) in batch.statuses.items()
-            if status in (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
-        ]
-        if not live:
+    def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch, held: Held) -> None:
+        """Which node holds each agent this batch saw live (or claimed), with this node's epoch;
+        `connection_epoch` goes up by one per new connection (a transition to pending), counted by the
+        database. The node that held an agent before is told (NOTIFY, delivered at the commit): it lets
+        its own session go, or keeps it by the overtake rule (`cluster/bindings.py`)."""
+        if not held.bound:
             return
-        connections = dict.fromkeys(live, 0)
+        connections = dict.fromkeys(held.bound, 0)
         for row in batch.history:
             if row.to_status is ConnectionStatus.PENDING and row.agent_id in connections:
                 connections[row.agent_id] += 1
@@ -215,6 +298,26 @@ class PostgresWrites:
             "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch",
             (self.node_name, self.node_epoch, list(connections), list(connections.values())),
         )
+        moved: dict[tuple[str, bool], list[list[object]]] = {}
+        for agent_id, kept in held.bound.items():
+            before = held.holders.get(agent_id)
+            if before is None or before == self.node_name:
+                continue
+            final = batch.statuses.get(agent_id)
+            status = final[0].value if final is not None else ConnectionStatus.ACTIVE.value
+            moved.setdefault((before, kept), []).append([agent_id, status])
+        for (before, kept), agents in moved.items():
+            for start in range(0, len(agents), NOTIFY_CHUNK):
+                payload = json.dumps(
+                    {
+                        "kind": "kept" if kept else "moved",
+                        "from": before,
+                        "to": self.node_name,
+                        "epoch": self.node_epoch,
+                        "agents": agents[start : start + NOTIFY_CHUNK],
+                    }
+                )
+                cur.execute("SELECT pg_notify(%s, %s)", (BINDINGS_CHANNEL, payload))
 
     def _write_keepalives(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         data_rows, label_agents = [], []
