@@ -225,6 +225,7 @@ class PostgresWrites:
         history: list[TransitionRow] = []
         renumbered: dict[tuple[int, int], TransitionRow | None] = {}
         dropped: set[int] = set()
+        first: set[int] = set()
         for row in batch.history:
             if row.agent_id in superseded and row.code in SUPERSEDED_CODES:
                 renumbered[(row.agent_id, row.seq)] = None
@@ -232,8 +233,15 @@ class PostgresWrites:
                 continue
             seq = last[row.agent_id] + 1
             last[row.agent_id] = seq
-            if seq != row.seq:
-                renumbered[(row.agent_id, row.seq)] = new = dataclasses.replace(row, seq=seq)
+            before = row.from_status
+            if row.agent_id not in first:
+                # An agent another node wrote since this node's view last did (it came from there):
+                # its first row here goes on from the committed status, as its history and events do.
+                first.add(row.agent_id)
+                before = committed.get(row.agent_id, (before,))[0]
+            if seq != row.seq or before is not row.from_status:
+                new = dataclasses.replace(row, seq=seq, from_status=before)
+                renumbered[(row.agent_id, row.seq)] = new
                 row = new
             history.append(row)
         for agent_id in sorted(dropped):
