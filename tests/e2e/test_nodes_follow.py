@@ -78,13 +78,13 @@ def test_a_node_whose_agents_moved_inside_the_grace_never_counts_them_disconnect
             assert set(counted) == {0.0}, counted
             # node-a's view has them as node-b holds them: live, not disconnected
             assert await asyncio.to_thread(live_on, metrics) == FLEET
+            assert a.query("SELECT COUNT(*) FROM agent_status_history WHERE status_code = 6")[0][0] == 0
+            holders = a.query("SELECT DISTINCT node_name FROM agent_runtime WHERE node_name IS NOT NULL")
+            assert [row[0] for row in holders] == ["node-b"]
             on_b.set()
             await asyncio.gather(*second)
 
         asyncio.run(scenario())
-        assert a.query("SELECT COUNT(*) FROM agent_status_history WHERE status_code = 6")[0][0] == 0
-        holders = a.query("SELECT DISTINCT node_name FROM agent_runtime WHERE node_name IS NOT NULL")
-        assert [row[0] for row in holders] == ["node-b"]
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
@@ -135,17 +135,17 @@ def test_the_late_grace_race_node_b_commits_its_binding_after_node_a_s_grace_end
                 await asyncio.sleep(0.2)
             assert set(counted) == {0.0}, counted
             assert all(status == "active" for status, _ in b.statuses().values())
+            history = a.query(
+                "SELECT agent_id, to_status, status_code FROM agent_status_history "
+                "WHERE to_status = 'disconnected' ORDER BY agent_id, seq"
+            )
+            assert [tuple(row) for row in history] == []
+            holders = a.query("SELECT DISTINCT node_name FROM agent_runtime WHERE node_name IS NOT NULL")
+            assert [row[0] for row in holders] == ["node-b"]
             on_b.set()
             await asyncio.gather(*second)
 
         asyncio.run(scenario())
-        history = a.query(
-            "SELECT agent_id, to_status, status_code FROM agent_status_history "
-            "WHERE to_status = 'disconnected' ORDER BY agent_id, seq"
-        )
-        assert [tuple(row) for row in history] == []
-        holders = a.query("SELECT DISTINCT node_name FROM agent_runtime WHERE node_name IS NOT NULL")
-        assert [row[0] for row in holders] == ["node-b"]
     finally:
         assert a.stop() == 0
         assert b.stop() == 0

@@ -63,16 +63,16 @@ def test_a_newer_connection_on_another_node_is_refused_while_the_old_one_is_live
             await asyncio.sleep(1.0)
             stop.set()
             assert await sender > 0, "node-a stopped answering the old connection"
-            old.close()
             assert holder(a, key.number) == "node-a"
             assert a.status(key.number) == ("active", 0)
+            disconnections = a.query(
+                "SELECT COUNT(*) FROM agent_status_history WHERE agent_id = ? AND to_status = 'disconnected'",
+                key.number,
+            )
+            assert disconnections[0][0] == 0
+            old.close()
 
         asyncio.run(scenario())
-        disconnections = a.query(
-            "SELECT COUNT(*) FROM agent_status_history WHERE agent_id = ? AND to_status = 'disconnected'",
-            key.number,
-        )
-        assert disconnections[0][0] == 0
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
@@ -102,15 +102,15 @@ def test_a_connection_quiet_for_the_overtake_time_is_overtaken_by_another_node(
             await asyncio.sleep(1.5)
             stop.set()
             assert await sender > 0
-            newer.close()
             assert holder(b, key.number) == "node-b"
             assert b.status(key.number) == ("active", 0)
+            rows = a.query(
+                "SELECT to_status FROM agent_status_history WHERE agent_id = ? ORDER BY seq", key.number
+            )
+            assert "disconnected" not in [row[0] for row in rows], rows
+            newer.close()
 
         asyncio.run(scenario())
-        rows = a.query(
-            "SELECT to_status FROM agent_status_history WHERE agent_id = ? ORDER BY seq", key.number
-        )
-        assert "disconnected" not in [row[0] for row in rows], rows
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
