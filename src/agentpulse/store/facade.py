@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from agentpulse.records import MANAGER_ID, StatusUpdate, TransitionRow
-from agentpulse.status import LIVE, ConnectionStatus, RowReason, Trigger
+from agentpulse.status import LIVE, ConnectionStatus, RowReason, StatusCode, Trigger
 from agentpulse.store.backend import Backend, Fragmentation
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
 from agentpulse.store.reader import Reader
@@ -31,6 +31,9 @@ from agentpulse.store.view import Adopted, AgentView, StatusView
 from agentpulse.store.writer import DEFAULT_MAX_PENDING, BatchWriter, FlushObserver, StoreClosed
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
+
+# A node's own "connection lost" and "silent": the losses another node's binding can supersede.
+LOSS_CODES = (StatusCode.CONNECTION_LOST, StatusCode.NO_KEEPALIVE)
 
 
 class Store:
@@ -467,7 +470,15 @@ class Store:
         holds the agent, or it was closed already), into the view. Loop thread."""
         with self._writer.lock:
             found, self._writer.adopted = self._writer.adopted, []
-        return self.adopt(found)
+        # Only while the view still has the loss that was not written: an agent heard from here since
+        # (it came back) keeps what the view says now.
+        return self.adopt(
+            item
+            for item in found
+            if (view := self.view.agents.get(item.agent_id)) is not None
+            and view.status is ConnectionStatus.DISCONNECTED
+            and view.code in LOSS_CODES
+        )
 
     def claim(self, agent_id: int, *, kept: bool) -> None:
         """Bind the agent to this node at the next flush without a status change; `kept`: this node keeps
