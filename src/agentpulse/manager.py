@@ -282,6 +282,7 @@ class Manager:
                     self.keys.__contains__,
                     self.keys_watcher.trigger,
                     removed=self._removed_elsewhere,
+                    in_db=lambda: self.store.loaded,
                 )
             )
             self.upkeep.active = lambda: self.cluster is not None and self.cluster.leader

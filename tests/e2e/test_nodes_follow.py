@@ -149,8 +149,10 @@ def test_the_late_grace_race_node_b_commits_its_binding_after_node_a_s_grace_end
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
-    assert "Agent disconnected" not in a.output()
-    assert "held by other nodes" in a.output()
+    output = a.output()
+    assert "Agent disconnected" not in output
+    # node-a learnt it through node-b's binding or its own gate, whichever came first
+    assert "agents that were held here: no loss here" in output or "held by other nodes" in output
 
 
 async def connect(manager: ManagerProcess, key: AgentKey) -> AgentConnection:

@@ -120,6 +120,8 @@ class NodeFollow:
                 self.overtake_time,
                 refused,
             )
+        elif adopted:
+            log.info("Node %s holds %d agents that were held here: no loss here", taken.to, len(adopted))
 
     def keep_or_let_go(self, to: str, agents: list[tuple[int, ConnectionStatus]]) -> None:
         """Connections that looked live here when `to` bound their agents: still live, this node keeps

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Final
 
@@ -42,6 +42,7 @@ class KeysSync:
         reload: Callable[[], None],
         *,
         removed: Callable[[list[int]], Awaitable[object]] | None = None,
+        in_db: Callable[[], Iterable[int]] | None = None,
         interval: float = SYNC_INTERVAL,
     ) -> None:
         self.dsn = dsn
@@ -53,14 +54,18 @@ class KeysSync:
         self.interval = interval
         self.added = 0
         self.removals = 0
-        # The agents of the database at the last read: only those can be seen to go (an agent enrolled
-        # here is in this node's keys before its row is committed, and must not look removed).
+        # The agents of the database at the last read (at first, those it had when the store opened):
+        # only those can be seen to go (an agent enrolled here is in this node's keys before its row is
+        # committed, and must not look removed).
         self._in_db: set[int] | None = None
+        self._initial = in_db
         self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticker = Ticker()
 
     async def start(self) -> None:
+        if self._initial is not None:
+            self._in_db = set(self._initial())
         self._ticker.reset()
         self._task = asyncio.create_task(self._run(), name=f"keys-sync-{self.node}")
 

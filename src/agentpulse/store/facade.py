@@ -77,6 +77,7 @@ class Store:
             committed=self._committed,
         )
         self._subscribers: list[Subscriber] = []
+        self.loaded: frozenset[int] = frozenset()  # the agents the database had at open
         self._transition_listeners: tuple[TransitionListener, ...] = ()
         self._keepalive_listeners: tuple[KeepaliveListener, ...] = ()
         self._outbox_encoder: OutboxEncoder | None = None
@@ -93,6 +94,7 @@ class Store:
             self.backend.open(self.clock())
             self.backend.insert_missing(agent_list, self.clock())
             self.view.load(*self.backend.load())
+            self.loaded = frozenset(self.view.agents)
 
         self._writer.start(opening)
 
