@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from nats.aio.msg import Msg
+from nats.js import api as js_api
 
 from agentpulse.cluster.localnats import LocalNatsCluster
 from tests.e2e.harness import LOOPBACK, ManagerProcess, agentpulse_bin
@@ -29,7 +30,6 @@ from tests.events.fleet import (
     nats_client,
     nats_settings,
     per_agent,
-    read_stream,
 )
 from tests.pgserver import PostgresServer
 
@@ -53,6 +53,32 @@ class LatestStatus:
 
     def disconnected(self) -> list[str]:
         return [agent for agent, (_, status) in self.latest.items() if status == "disconnected"]
+
+
+async def read_all(url: str, at_least: int, timeout: float = 30.0) -> list[Msg]:
+    """Every message of the status stream, once it holds `at_least`: an ordered consumer that needs no
+    acknowledgements (read_stream's default consumer stops at 1,000 unacknowledged messages)."""
+    nc = await nats_client(url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while (count := (await js.stream_info("AGENT_STATUS")).state.messages) < at_least:
+            assert time.monotonic() < deadline, f"the stream holds {count} messages, expected {at_least}"
+            await asyncio.sleep(0.2)
+        sub = await js.pull_subscribe(
+            "",
+            stream="AGENT_STATUS",
+            config=js_api.ConsumerConfig(
+                deliver_policy=js_api.DeliverPolicy.ALL, ack_policy=js_api.AckPolicy.NONE
+            ),
+        )
+        messages: list[Msg] = []
+        while len(messages) < count:
+            assert time.monotonic() < deadline + timeout, f"read {len(messages)} of {count}"
+            messages.extend(await sub.fetch(min(1000, count - len(messages)), timeout=10))
+        return messages
+    finally:
+        await nc.close()
 
 
 def count_status(node: ManagerProcess, status: str) -> int:
@@ -149,7 +175,7 @@ def run_fleet(tmp_path: Path, postgres: PostgresServer, agents: int, database: s
         asyncio.run(drained())
         history = history_by_agent(a)
         rows = sum(len(agent_rows) for agent_rows in history.values())
-        messages = asyncio.run(read_stream(nats.url, at_least=rows, timeout=30))
+        messages = asyncio.run(read_all(nats.url, rows))
         ids = Counter(msg.headers["Nats-Msg-Id"] for msg in messages if msg.headers is not None)
         assert [msg_id for msg_id, n in ids.items() if n > 1] == []
         events = per_agent(messages)
