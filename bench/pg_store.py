@@ -108,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--with-lease", action="store_true", help="also PostgreSQL as a node with a lease")
     args = parser.parse_args()
     print(f"{args.agents} agents, {args.rounds} rounds of each, one flush per round")
     run(
@@ -122,6 +123,11 @@ def main() -> None:
     try:
         backend = PostgresBackend(server.create_database("bench"), manager_host="m", node_name="n")
         run("postgresql", backend, args.agents, args.rounds, server)
+        if args.with_lease:
+            # As a node of a cluster: its lease epoch beside each agent and its flush mark with each flush.
+            backend = PostgresBackend(server.create_database("bench_lease"), manager_host="m", node_name="n")
+            backend.set_node_epoch(1)
+            run("pg+lease", backend, args.agents, args.rounds, server)
     finally:
         server.stop()
 
