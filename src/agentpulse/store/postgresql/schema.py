@@ -27,6 +27,7 @@ from agentpulse.store.sqlite.schema import (
 )
 
 MIGRATION_LOCK = 0x61676E74  # pg_advisory_xact_lock key while a node migrates ("agnt")
+OUTBOX_LOCK = 0x6F757462  # pg_advisory_xact_lock key while a transaction inserts status events ("outb")
 MEMBERSHIP = 'belongs AS b JOIN "group" AS g ON g.id = b.id_group'
 
 V1 = f"""

@@ -18,6 +18,7 @@ import psycopg
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.batch import OutboxRow
+from agentpulse.store.postgresql.schema import OUTBOX_LOCK
 
 Encoder = Callable[[TransitionRow], OutboxRow]
 
@@ -65,6 +66,9 @@ async def disconnect_node(
             [(r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at) for r in rows],
         )
         if encoder is not None:
+            # The lock every writer of the shared outbox takes (writes.py `insert_outbox`), held to the
+            # claim's commit: ids are given and committed in the same order.
+            await cur.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
             await cur.executemany(
                 "INSERT INTO event_outbox (subject, msg_id, payload, created) VALUES (%s, %s, %s, %s)",
                 [(*encoder(row), now) for row in rows],

@@ -29,7 +29,13 @@ from agentpulse.store.batch import (
     OutboxRow,
 )
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
-from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP, create_agent_data, remove_agent_data
+from agentpulse.store.postgresql.schema import (
+    AGENT_COLUMNS,
+    MEMBERSHIP,
+    OUTBOX_LOCK,
+    create_agent_data,
+    remove_agent_data,
+)
 from agentpulse.store.view import Adopted
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
@@ -128,7 +134,7 @@ class PostgresWrites:
             self._write_keepalives(cur, batch)
             _write_statuses(cur, batch, held.history, batch.deleted.keys() - reinserted, held.superseded)
             self._write_holders(cur, batch, held)
-            _write_outbox(cur, batch, held.outbox, now)
+            _write_outbox(cur, batch)
             _write_runtime(cur, batch)
             if batch.agent_dbs:
                 create_agent_data(cur, sorted(batch.agent_dbs))
@@ -151,6 +157,7 @@ class PostgresWrites:
                 # other nodes one more wait, so it need not wait for the WAL to reach the disk.
                 cur.execute("SET LOCAL synchronous_commit TO OFF")
             self._mark_flush(cur)
+            insert_outbox(cur, held.outbox, now)  # last: it holds the outbox lock until the commit
 
     def committed(self) -> None:
         """The transaction committed: its mark is the one the next flush publishes."""
@@ -434,11 +441,21 @@ def _write_statuses(
         cur.execute(_UPSERT_SEQS, _columns(list(last_seqs.values())))
 
 
-def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch, outbox: list[OutboxRow], now: float) -> None:
-    if outbox:
-        with cur.copy("COPY event_outbox (subject, msg_id, payload, created) FROM STDIN") as copy:
-            for subject, msg_id, payload in outbox:
-                copy.write_row((subject, msg_id, payload, now))
+def insert_outbox(cur: psycopg.Cursor[Any], outbox: list[OutboxRow], now: float) -> None:
+    """The status events, as the last statements of the transaction, under a transaction-scoped lock that
+    every writer of the shared outbox takes (each node's writer, a survivor's take-over). The relay reads
+    the outbox by id and moves past what it published (`id > last`): with two nodes' transactions
+    inserting at once, a row given a lower id could commit after a higher one was published and be passed
+    over. Under the lock, ids are given and committed in the same order."""
+    if not outbox:
+        return
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
+    with cur.copy("COPY event_outbox (subject, msg_id, payload, created) FROM STDIN") as copy:
+        for subject, msg_id, payload in outbox:
+            copy.write_row((subject, msg_id, payload, now))
+
+
+def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch) -> None:
     if batch.alerted:
         cur.execute(
             "UPDATE agent_status_history AS h SET alerted = 1 FROM unnest(%s::int[], %s::int[]) AS u(a, s) "
