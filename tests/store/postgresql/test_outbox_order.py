@@ -10,7 +10,7 @@ import threading
 import psycopg
 
 from agentpulse.store.postgresql import schema
-from agentpulse.store.postgresql.writes import insert_outbox
+from agentpulse.store.postgresql.binding import insert_outbox
 from tests.pgserver import PostgresServer
 
 

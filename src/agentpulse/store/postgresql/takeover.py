@@ -66,7 +66,7 @@ async def disconnect_node(
             [(r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at) for r in rows],
         )
         if encoder is not None:
-            # The lock every writer of the shared outbox takes (writes.py `insert_outbox`), held to the
+            # The lock every writer of the shared outbox takes (binding.py `insert_outbox`), held to the
             # claim's commit: ids are given and committed in the same order.
             await cur.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
             await cur.executemany(

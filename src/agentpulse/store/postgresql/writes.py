@@ -9,9 +9,7 @@ SQLite writer it remembers which keep-alive columns the table already holds (`_d
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,10 +27,17 @@ from agentpulse.store.batch import (
     OutboxRow,
 )
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
+from agentpulse.store.postgresql.binding import (
+    SUPERSEDED_CODES,
+    Held,
+    bound_agents,
+    insert_outbox,
+    notify_moved,
+    superseded_losses,
+)
 from agentpulse.store.postgresql.schema import (
     AGENT_COLUMNS,
     MEMBERSHIP,
-    OUTBOX_LOCK,
     create_agent_data,
     remove_agent_data,
 )
@@ -41,12 +46,6 @@ from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
 Conn = psycopg.Connection[Any]
-
-# A node's "connection lost" and "silent" for an agent another node holds by then: not written (it moved).
-SUPERSEDED_CODES = (StatusCode.CONNECTION_LOST, StatusCode.NO_KEEPALIVE)
-# Bindings taken from another node are told to it on this channel (JSON, at most 8000 bytes a payload).
-BINDINGS_CHANNEL = "agentpulse_bindings"
-NOTIFY_CHUNK = 300  # agents per payload: [id, "pending"] is at most 22 bytes
 
 _UPDATE_KEEPALIVE = (
     "UPDATE agent SET version = %s, config_sum = %s, merged_sum = %s, manager_host = %s, "
@@ -75,17 +74,6 @@ _SYNC_STATUS = (
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """What `_sequence` decided under the agents' row locks, for the rest of the write."""
-
-    history: list[TransitionRow]
-    outbox: list[OutboxRow]
-    superseded: set[int]  # agents whose loss is not written (another node holds them, or closed already)
-    holders: dict[int, str | None]  # the node each locked agent was bound to before this write
-    bound: dict[int, bool]  # agents this write binds to this node (True: kept against a newer connection)
 
 
 class PostgresWrites:
@@ -177,20 +165,6 @@ class PostgresWrites:
         row = cur.execute("SELECT clock_timestamp()").fetchone()
         self._next_mark = row[0] if row is not None else None
 
-    def _bound(self, batch: Batch) -> dict[int, bool]:
-        """The agents this flush binds to this node (a live status, or a claim), True for those it keeps
-        against a newer connection on another node."""
-        bound = {
-            agent_id: False
-            for agent_id, (status, *_) in batch.statuses.items()
-            if status in (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
-        }
-        for agent_id, kept in batch.claims.items():
-            final = batch.statuses.get(agent_id)
-            if final is None or final[0] in (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE):
-                bound[agent_id] = kept or bound.get(agent_id, False)
-        return bound
-
     def _sequence(self, cur: psycopg.Cursor[Any], batch: Batch) -> Held:
         """The batch's history numbered by the database, its outbox encoded from those numbers, the
         agents whose loss this node must not write (`superseded`), and who held the agents it binds.
@@ -208,7 +182,7 @@ class PostgresWrites:
         agent the database has disconnected already (a survivor's take-over closed it). Either way the
         view is told (`adopted`): it takes the database's status, and raises no alert for it.
         """
-        bound = self._bound(batch)
+        bound = bound_agents(batch)
         agents = sorted({row.agent_id for row in batch.history} | bound.keys())
         if not agents:
             return Held([], list(batch.outbox), set(), {}, bound)
@@ -232,7 +206,7 @@ class PostgresWrites:
             for agent_id, _, _, status, code in rows
             if status is not None
         }
-        superseded = self._superseded(batch, holders, committed)
+        superseded = superseded_losses(batch, holders, committed, self.node_name)
         history: list[TransitionRow] = []
         renumbered: dict[tuple[int, int], TransitionRow | None] = {}
         dropped: set[int] = set()
@@ -273,31 +247,6 @@ class PostgresWrites:
             outbox = kept
         return Held(history, outbox, superseded, holders, bound)
 
-    def _superseded(
-        self,
-        batch: Batch,
-        holders: dict[int, str | None],
-        committed: dict[int, tuple[ConnectionStatus, StatusCode]],
-    ) -> set[int]:
-        """Agents whose loss this batch must not write: another node holds them now and this batch does not
-        take them back (no live status for them), or the database has them disconnected already and this
-        batch has nothing else for them (its loss would be a second one)."""
-        only_losses: dict[int, bool] = {}
-        for row in batch.history:
-            loss = row.to_status is ConnectionStatus.DISCONNECTED and row.code in SUPERSEDED_CODES
-            only_losses[row.agent_id] = only_losses.get(row.agent_id, True) and loss
-        superseded = set()
-        for agent_id, holder in holders.items():
-            final = batch.statuses.get(agent_id, (ConnectionStatus.DISCONNECTED,))[0]
-            if final is not ConnectionStatus.DISCONNECTED:
-                continue
-            if (holder is not None and holder != self.node_name) or (
-                only_losses.get(agent_id, False)
-                and committed.get(agent_id, (None,))[0] is ConnectionStatus.DISCONNECTED
-            ):
-                superseded.add(agent_id)
-        return superseded
-
     def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch, held: Held) -> None:
         """Which node holds each agent this batch saw live (or claimed), with this node's epoch;
         `connection_epoch` goes up by one per new connection (a transition to pending), counted by the
@@ -317,26 +266,7 @@ class PostgresWrites:
             "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch",
             (self.node_name, self.node_epoch, list(connections), list(connections.values())),
         )
-        moved: dict[tuple[str, bool], list[list[object]]] = {}
-        for agent_id, kept in held.bound.items():
-            before = held.holders.get(agent_id)
-            if before is None or before == self.node_name:
-                continue
-            final = batch.statuses.get(agent_id)
-            status = final[0].value if final is not None else ConnectionStatus.ACTIVE.value
-            moved.setdefault((before, kept), []).append([agent_id, status])
-        for (before, kept), agents in moved.items():
-            for start in range(0, len(agents), NOTIFY_CHUNK):
-                payload = json.dumps(
-                    {
-                        "kind": "kept" if kept else "moved",
-                        "from": before,
-                        "to": self.node_name,
-                        "epoch": self.node_epoch,
-                        "agents": agents[start : start + NOTIFY_CHUNK],
-                    }
-                )
-                cur.execute("SELECT pg_notify(%s, %s)", (BINDINGS_CHANNEL, payload))
+        notify_moved(cur, batch, held, self.node_name, self.node_epoch)
 
     def _write_keepalives(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         data_rows, label_agents = [], []
@@ -439,20 +369,6 @@ def _write_statuses(
     last_seqs = {r.agent_id: (r.agent_id, r.seq) for r in history if r.agent_id not in removed}
     if last_seqs:
         cur.execute(_UPSERT_SEQS, _columns(list(last_seqs.values())))
-
-
-def insert_outbox(cur: psycopg.Cursor[Any], outbox: list[OutboxRow], now: float) -> None:
-    """The status events, as the last statements of the transaction, under a transaction-scoped lock that
-    every writer of the shared outbox takes (each node's writer, a survivor's take-over). The relay reads
-    the outbox by id and moves past what it published (`id > last`): with two nodes' transactions
-    inserting at once, a row given a lower id could commit after a higher one was published and be passed
-    over. Under the lock, ids are given and committed in the same order."""
-    if not outbox:
-        return
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
-    with cur.copy("COPY event_outbox (subject, msg_id, payload, created) FROM STDIN") as copy:
-        for subject, msg_id, payload in outbox:
-            copy.write_row((subject, msg_id, payload, now))
 
 
 def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch) -> None:
