@@ -108,6 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--with-lease", action="store_true", help="also PostgreSQL as a node with a lease")
+    parser.add_argument("--lease-first", action="store_true", help="with --with-lease: that run first")
     args = parser.parse_args()
     print(f"{args.agents} agents, {args.rounds} rounds of each, one flush per round")
     run(
@@ -120,8 +122,17 @@ def main() -> None:
     server = PostgresServer()
     server.start()
     try:
-        backend = PostgresBackend(server.create_database("bench"), manager_host="m", node_name="n")
-        run("postgresql", backend, args.agents, args.rounds, server)
+        order = ["postgresql", "pg+lease"] if args.with_lease else ["postgresql"]
+        if args.lease_first:
+            order.reverse()
+        for name in order:
+            backend = PostgresBackend(
+                server.create_database(f"bench_{len(name)}"), manager_host="m", node_name="n"
+            )
+            if name == "pg+lease":
+                # As a node of a cluster: its lease epoch beside each agent, its flush mark with each flush.
+                backend.set_node_epoch(1)
+            run(name, backend, args.agents, args.rounds, server)
     finally:
         server.stop()
 

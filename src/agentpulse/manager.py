@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from agentpulse.api.service import ApiService
     from agentpulse.authd.service import EnrolmentService
     from agentpulse.cluster.lease import Connection, ExpiredLease
+    from agentpulse.cluster.losses import LossGate
     from agentpulse.cluster.service import ClusterService
     from agentpulse.events.service import EventsService
 
@@ -204,6 +205,7 @@ class Manager:
         self.ready = asyncio.Event()
         self.services: list[Service] = []
         self.cluster: ClusterService | None = None
+        self.losses: LossGate | None = None
         self.wdb = WdbServer(
             self.store,
             home.wdb_socket,
@@ -236,27 +238,51 @@ class Manager:
             # Several nodes share the database: this node's lease (its epoch goes beside each agent it
             # holds) and its part in the leader election. First service: started before any agent is
             # served, stopped (the lease released) after everything else.
+            from agentpulse.cluster.bindings import BindingsWatch
+            from agentpulse.cluster.follow import NodeFollow
+            from agentpulse.cluster.keysync import KeysSync
+            from agentpulse.cluster.losses import LossGate
             from agentpulse.cluster.service import ClusterService
             from agentpulse.store.postgresql.connect import conninfo
 
+            dsn, node = conninfo(config.database), config.global_.node_name
+            # How this node follows the others' writes: a loss here is decided against their bindings
+            # (the late-grace race), it hears at once when another one takes its agents (the cross-node
+            # overtake rule), and it lets its agents go while it has no lease.
+            follow = NodeFollow(
+                self.store, self.grace, self.remoted, self.pool, config.remote.connection_overtake_time
+            )
             self.cluster = ClusterService(
-                conninfo(config.database),
-                config.global_.node_name,
+                dsn,
+                node,
                 grace=config.remote.connection_grace,
                 on_epoch=self.store.set_node_epoch,
                 on_node_expired=self._take_over,
+                on_lease_lost=follow.lease_lost,
+                on_lease_regained=follow.lease_regained,
             )
             self.services.append(self.cluster)
-            from agentpulse.cluster.keysync import KeysSync
+            self.losses = follow.losses = LossGate(
+                dsn,
+                node,
+                submit=self.store.submit,
+                adopt=self.store.adopt,
+                still_lost=follow.still_lost,
+                tick=self.store.apply_adopted,
+            )
+            self.front_services.extend([BindingsWatch(dsn, node, follow.bound_elsewhere), self.losses])
 
-            # Keys enrolled on another node, from the database into this node's client.keys.
+            # Keys enrolled on another node, from the database into this node's client.keys; and
+            # agents removed on another node removed here.
             self.front_services.append(
                 KeysSync(
-                    conninfo(config.database),
-                    config.global_.node_name,
+                    dsn,
+                    node,
                     home.client_keys,
                     self.keys.__contains__,
                     self.keys_watcher.trigger,
+                    removed=self._removed_elsewhere,
+                    in_db=lambda: self.store.loaded,
                 )
             )
             self.upkeep.active = lambda: self.cluster is not None and self.cluster.leader
@@ -435,9 +461,37 @@ class Manager:
         return True
 
     def _connection_lost(self, update: StatusUpdate) -> None:
-        """The grace ran out (code 6): said to be under overload when the manager was behind then."""
+        """The grace ran out (code 6): said to be under overload when the manager was behind then. With
+        several nodes it is first decided against the other nodes' bindings (`cluster/losses.py`)."""
         overload = overload_of(self._behind())
-        self.store.submit(dataclasses.replace(update, overload=overload) if overload else update)
+        update = dataclasses.replace(update, overload=overload) if overload else update
+        if self.losses is not None:
+            self.losses.add(update)
+        else:
+            self.store.submit(update)
+
+    # -- several nodes (docs/cluster.md; the rest is cluster/follow.py) ---------------------------------
+
+    async def _removed_elsewhere(self, ids: list[int]) -> None:
+        """Agents another node removed: out of this node's view first (their removal row is written
+        already, and their connection's loss must not add one), then out of client.keys (marked `!`, as
+        manage_agents -r does) and remoted, which closes their connections."""
+        self.store.forget_removed(ids, time.time())
+        keys = EnrolledKeys(self.keys, self.keys_watcher, self.remoted, self.pool, self.store)
+        keys.hold()
+        try:
+            lines, before, after = await asyncio.to_thread(
+                _remove_key_lines, self.home.client_keys, ids, False
+            )
+        except BaseException:
+            keys.release()
+            raise
+        if lines:
+            await keys.take(lines, before, after)
+        else:
+            keys.release()
+        await asyncio.to_thread(_unlink_all, [self.home.rids_file(f"{agent_id:03d}") for agent_id in ids])
+        log.info("Removed %d agents that another node removed", len(lines))
 
     def _behind(self) -> float:
         """Seconds the manager is behind reading its agents: this loop's, and the slowest worker's."""
@@ -487,6 +541,7 @@ class Manager:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             if self.remoted is not None:
                 self.remoted.housekeeping()
+            self.store.apply_adopted()
             self.sweeper.sweep()
 
     async def _take_over(self, conn: Connection, lease: ExpiredLease) -> None:

@@ -36,3 +36,35 @@ def test_missing_agents_are_appended_and_removed_ones_stay_removed(dsn: str, tmp
     assert keys.read_text() == "001 a any k1\n002 !b any k2\n003 c 10.0.0.3 k3\n004 d any k4\n"
     assert [entry.number for entry in read_keys_file(keys).active()] == [1, 3, 4]
     assert reloads == [True]
+
+
+def test_an_agent_gone_from_the_database_is_removed_here_once_but_not_one_never_seen_there(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Agent 2 was in the database and is gone (removed on another node): removed here. Agent 5 is in this
+    node's keys but was never seen in the database (enrolled here, its row not committed yet): kept."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE agent (id INTEGER, name TEXT, register_ip TEXT, internal_key TEXT)")
+        conn.execute("INSERT INTO agent VALUES (1, 'a', 'any', 'k1'), (2, 'b', 'any', 'k2')")
+    keys = tmp_path / "client.keys"
+    keys.write_text("001 a any k1\n002 b any k2\n005 e any k5\n")
+    present = {1, 2, 5}
+    removed: list[list[int]] = []
+
+    async def remove(ids: list[int]) -> None:
+        removed.append(ids)
+        present.difference_update(ids)
+
+    sync = KeysSync(dsn, "node-b", keys, present.__contains__, lambda: None, removed=remove)
+
+    async def scenario() -> None:
+        await sync.once()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM agent WHERE id = 2")
+        await sync.once()
+        await sync.once()
+        await sync.stop()
+
+    asyncio.run(scenario())
+    assert removed == [[2]]
+    assert sync.removals == 1

@@ -118,6 +118,7 @@ GRACE_OF = {
     CloseReason.MANAGER_STOPPING: "released",
     CloseReason.FRAME_TIMEOUT: "closed",  # a frame that stalls: the agent's connection is broken
     CloseReason.LIMIT: "closed",  # only unauthenticated connections, which hold no agent
+    CloseReason.LEASE_LOST: "closed",  # several nodes: the agent fails over, the other nodes decide
 }
 
 

@@ -48,6 +48,12 @@ class RecordingBackend:
 
     def prepare_agent_dbs(self) -> None: ...
 
+    def wants_idle_flush(self) -> bool:
+        return False
+
+    def take_adopted(self) -> list[object]:
+        return []
+
     def create_agent_db(self, agent_id: int) -> None:
         self.agent_dbs.append(agent_id)
 

@@ -2,16 +2,19 @@
 every agent's key (`agent.internal_key`, written with its registration); every second each node appends to
 its own client.keys the agents it lacks, under the keys file's lock, and has its key reload run at once.
 
-Only additions: an id this node's file knows in any form (a removed `!` line included) is never touched,
-so a removal made here is not undone. The danger is a key in the database that should not be trusted:
-the database is as sensitive as client.keys (see docs/cluster.md).
+An id this node's file knows in any form (a removed `!` line included) is never added again, so a removal
+made here is not undone. Removals spread too: an agent this sync saw in the database and that is gone
+from it since (removed on another node: manage_agents -r, DELETE /agents, a purge) while this node still
+has its key is removed here (`removed`: marked `!` in client.keys, its connection closed), within a
+second or so. The danger is a key in the database that should not be trusted: the database is as
+sensitive as client.keys (see docs/cluster.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Final
 
@@ -38,6 +41,8 @@ class KeysSync:
         known: Callable[[int], bool],
         reload: Callable[[], None],
         *,
+        removed: Callable[[list[int]], Awaitable[object]] | None = None,
+        in_db: Callable[[], Iterable[int]] | None = None,
         interval: float = SYNC_INTERVAL,
     ) -> None:
         self.dsn = dsn
@@ -45,13 +50,22 @@ class KeysSync:
         self.client_keys = client_keys
         self.known = known  # the node's key store has this agent
         self.reload = reload  # run the key reload now (as SIGHUP does)
+        self.removed = removed  # agents removed on another node: remove them here too
         self.interval = interval
         self.added = 0
+        self.removals = 0
+        # The agents of the database at the last read (at first, those it had when the store opened):
+        # only those can be seen to go (an agent enrolled here is in this node's keys before its row is
+        # committed, and must not look removed).
+        self._in_db: set[int] | None = None
+        self._initial = in_db
         self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticker = Ticker()
 
     async def start(self) -> None:
+        if self._initial is not None:
+            self._in_db = set(self._initial())
         self._ticker.reset()
         self._task = asyncio.create_task(self._run(), name=f"keys-sync-{self.node}")
 
@@ -82,7 +96,16 @@ class KeysSync:
         if self._conn is None or self._conn.closed:
             self._conn = await connect(self.dsn, f"agentpulse:{self.node}:keys")
         cursor = await self._conn.execute(AGENT_KEYS)
-        missing = [row for row in await cursor.fetchall() if not self.known(int(row[0]))]
+        rows = await cursor.fetchall()
+        in_db = {int(row[0]) for row in rows}
+        seen, self._in_db = self._in_db, in_db
+        if seen is not None and self.removed is not None:
+            gone = sorted(agent_id for agent_id in seen - in_db if self.known(agent_id))
+            if gone:
+                self.removals += len(gone)
+                log.info("Node %s: %d agents removed on other nodes: removed here too", self.node, len(gone))
+                await self.removed(gone)
+        missing = [row for row in rows if not self.known(int(row[0]))]
         if not missing:
             return 0
         added = await asyncio.to_thread(self._append, missing)

@@ -34,11 +34,13 @@ from agentpulse.cluster.lease import (
     claim_one_expired,
     close_quietly,
     connect,
+    read_nodes,
 )
 
 log = logging.getLogger(__name__)
 
 CLAIM_INTERVAL: Final = 0.5  # how often the leader looks for expired leases
+DUPLICATE_LOG_INTERVAL: Final = 30.0  # seconds between two errors about a node name another process holds
 
 NodeExpired = Callable[[Connection, ExpiredLease], Awaitable[None]]
 
@@ -54,6 +56,7 @@ class ClusterService:
         on_epoch: Callable[[int], None] | None = None,
         on_leadership: Callable[[bool], None] | None = None,
         on_lease_lost: Callable[[str], None] | None = None,
+        on_lease_regained: Callable[[int], None] | None = None,
         renew_interval: float = RENEW_INTERVAL,
         ttl: float = LEASE_TTL,
         try_interval: float = TRY_INTERVAL,
@@ -66,7 +69,11 @@ class ClusterService:
         self.on_epoch = on_epoch
         self.on_leadership = on_leadership
         self.claim_interval = claim_interval
-        self.lease = NodeLease(dsn, node, interval=renew_interval, ttl=ttl, on_lost=on_lease_lost)
+        self.on_lease_lost = on_lease_lost
+        self.on_lease_regained = on_lease_regained
+        self.regain_interval = renew_interval
+        self.lease = NodeLease(dsn, node, interval=renew_interval, ttl=ttl, on_lost=self._lost)
+        self._regain: asyncio.Task[None] | None = None
         self.election = LeaderElection(
             dsn, node, interval=try_interval, on_elected=self._elected, on_lost=self._deposed
         )
@@ -94,6 +101,56 @@ class ClusterService:
         self._ticker.reset()
         if self.on_node_expired is not None:
             self._task = asyncio.create_task(self._claims(), name=f"claims-{self.node}")
+
+    def _lost(self, why: str) -> None:
+        """The lease is gone (a survivor claimed it, or a newer start of this name took it): the manager
+        stops serving agents, and this node registers again (a new epoch) once no other live process
+        holds its name."""
+        if self.on_lease_lost is not None:
+            self.on_lease_lost(why)
+        if self._regain is None or self._regain.done():
+            self._regain = asyncio.create_task(self._register_again(), name=f"regain-{self.node}")
+
+    async def _register_again(self) -> None:
+        told = -DUPLICATE_LOG_INTERVAL
+        loop = asyncio.get_running_loop()
+        while not await self._ticker.sleep(self.regain_interval):
+            try:
+                conn = await connect(self.dsn, f"agentpulse:{self.node}:regain")
+                try:
+                    rows = {row.name: row for row in await read_nodes(conn)}
+                finally:
+                    await close_quietly(conn)
+                mine = rows.get(self.node)
+                if (
+                    mine is not None
+                    and mine.epoch > self.lease.epoch
+                    and not mine.expired
+                    and not mine.claimed
+                ):
+                    if loop.time() - told >= DUPLICATE_LOG_INTERVAL:
+                        told = loop.time()
+                        log.error(
+                            "Node name %s is held by another process (host %s, epoch %d, started %s): this "
+                            "process serves no agents until that one stops; give each node its own "
+                            "<node_name>",
+                            self.node,
+                            mine.host,
+                            mine.epoch,
+                            mine.started.isoformat(timespec="seconds"),
+                        )
+                    continue
+                await self.lease.stop(release=False)
+                epoch = await self.lease.start()
+            except (psycopg.Error, OSError, TimeoutError) as error:
+                log.debug("Node %s cannot register again yet: %s", self.node, error)
+                continue
+            log.warning("Node %s registered again (epoch %d): serving agents again", self.node, epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch)
+            if self.on_lease_regained is not None:
+                self.on_lease_regained(epoch)
+            return
 
     def _elected(self) -> None:
         if self.on_leadership is not None:
@@ -180,6 +237,9 @@ class ClusterService:
         """Stop claiming, leave the election (unlocking), and release the lease (expired at once)."""
         task, self._task = self._task, None
         await self._ticker.end(task)
+        regain, self._regain = self._regain, None
+        if regain is not None:
+            await self._ticker.end(regain)
         await self.election.stop()
         await self.lease.stop(release=release)
         await self._drop_connection()

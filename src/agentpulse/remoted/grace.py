@@ -81,6 +81,12 @@ class GraceTracker:
         del self._holders[agent_id]
         return False
 
+    def forget(self, agent_id: int) -> None:
+        """Another node holds the agent now: the grace running here for it ends without a loss."""
+        timer = self._timers.pop(agent_id, None)
+        if timer is not None:
+            timer.cancel()
+
     def holders(self, agent_id: int) -> list[int]:
         """The processes holding a connection of the agent now (LOCAL, or worker indexes)."""
         mask = self._holders.get(agent_id, 0)

@@ -70,6 +70,9 @@ class Command(enum.StrEnum):
     # (PUSH, agent, md5, path, quiet): send the agent that merged.mg (remoted/pushes.py); answered with
     # PUSHED, except with quiet by a worker that does not hold the agent (sent to every worker)
     PUSH = enum.auto()
+    # (PAUSE, paused): several nodes, the node lost its lease (True: close every connection and take
+    # none) or registered again (False)
+    PAUSE = enum.auto()
 
 
 Record = tuple[Any, ...]

@@ -178,6 +178,10 @@ class ReplayBook:
                 others.append(holder)
         return others
 
+    def silent_for(self, agent_id: int) -> float:
+        """Seconds since the agent's counter last moved on any worker (its connection's silence)."""
+        return self.monotonic() - self._seen.get(agent_id, 0.0)
+
     def report(self, counters: dict[int, int]) -> None:
         now = self.monotonic()
         known, seen = self._highest, self._seen

@@ -115,6 +115,8 @@ class Remoted:
         self._events_tick: asyncio.Task[None] | None = None
         self._event_counts: dict[int, int] = {}
         self.stopping = False
+        # Several nodes: this node lost its lease, so it takes no agent until it registers again
+        self.paused = False
         self.on_session_opened: list[Callable[[Session], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -325,6 +327,17 @@ class Remoted:
         if self.replay.reports:
             self.replay.report(self.counters_to_report())
 
+    def pause(self, paused: bool) -> int:
+        """Several nodes: take no agent while this node has no lease (`paused`), and let every connection
+        go now (as lost: each agent's grace runs, and the other nodes' bindings decide). How many closed."""
+        self.paused = paused
+        if not paused:
+            return 0
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.close(CloseReason.LEASE_LOST)
+        return len(sessions)
+
     def overtaken(self, agent_id: int) -> None:
         """A connection on another worker took this agent over (its connection here was silent)."""
         session = self.bindings.session_of(agent_id)
@@ -489,6 +502,9 @@ class Remoted:
     # -- sessions -----------------------------------------------------------------------------------------
 
     def session_opened(self, session: Session) -> None:
+        if self.paused:
+            session.close(CloseReason.LEASE_LOST)
+            return
         if not self.admission.admit(session):
             return  # refused and closed at once
         self.sessions.add(session)

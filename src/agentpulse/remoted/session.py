@@ -38,6 +38,9 @@ class CloseReason(enum.Enum):
     MANAGER_STOPPING = "manager stopping"  # the next start resets every live agent (code 5)
     FRAME_TIMEOUT = "frame timeout"  # not authenticated, or a frame begun not finished, within frame_timeout
     LIMIT = "connection limit"  # unauthenticated, closed or refused to keep a connection cap
+    # Several nodes: this node lost its cluster lease; its agents fail over (grace, then the other nodes'
+    # bindings decide: docs/cluster.md)
+    LEASE_LOST = "lease lost"
 
     @property
     def aborts(self) -> bool:
@@ -53,7 +56,13 @@ class CloseReason(enum.Enum):
 
 
 _CONNECTION_LOST = frozenset(
-    {CloseReason.PEER_CLOSED, CloseReason.REFUSED, CloseReason.FRAME_TIMEOUT, CloseReason.LIMIT}
+    {
+        CloseReason.PEER_CLOSED,
+        CloseReason.REFUSED,
+        CloseReason.FRAME_TIMEOUT,
+        CloseReason.LIMIT,
+        CloseReason.LEASE_LOST,
+    }
 )
 _ABORTED = frozenset({CloseReason.FRAME_TIMEOUT, CloseReason.LIMIT})
 

@@ -274,6 +274,19 @@ class WorkerPool:
             if other is not None and other.reader is not None:
                 other.reader.send([(Command.DROP, agent_id)])
 
+    def drop(self, agent_id: int, holders: list[int]) -> None:
+        """Close the agent's connection on these workers (let go: no grace), as an overtake does."""
+        for index in holders:
+            worker = self.workers[index - 1] if 0 < index <= len(self.workers) else None
+            if worker is not None and worker.reader is not None:
+                worker.reader.send([(Command.DROP, agent_id)])
+
+    def pause(self, paused: bool) -> None:
+        """Several nodes: every worker closes its connections and takes none (True), or takes them again."""
+        for worker in self.workers:
+            if worker.reader is not None:
+                worker.reader.send([(Command.PAUSE, paused)])
+
     def behind(self) -> float:
         """Seconds the slowest worker is behind: its loop's lag plus the pipe's delay, or, when its
         reports stopped coming (a loop or a pipe stuck), how long they have been missing."""

@@ -180,6 +180,8 @@ class WorkerProcess:
                 self.replay.answered(request, verdict, highest)
             elif command[0] is Command.DROP:
                 self.remoted.overtaken(command[1])
+            elif command[0] is Command.PAUSE:
+                self.remoted.pause(bool(command[1]))
             elif command[0] is Command.PUSH:
                 _, agent_id, md5, path, quiet = command
                 self.pushes.push(agent_id, md5, path, quiet=quiet)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from agentpulse.records import TransitionRow
 from agentpulse.store.batch import Batch, OutboxRow
-from agentpulse.store.view import LoadedAgent
+from agentpulse.store.view import Adopted, LoadedAgent
 from agentpulse.wire.keys import AgentKey
 
 if TYPE_CHECKING:  # the reader answers with this module's data
@@ -75,6 +75,14 @@ class Backend(Protocol):
 
     def set_node_epoch(self, epoch: int) -> None:
         """This node's lease epoch, recorded beside the agents it holds (a no-op for one node on SQLite)."""
+
+    def wants_idle_flush(self) -> bool:
+        """True: `write` is called with an empty batch too, every flush interval (PostgreSQL with several
+        nodes commits its flush mark even when idle)."""
+
+    def take_adopted(self) -> list[Adopted]:
+        """What the last `write` found of agents another node holds (their loss here was not written), and
+        forgets it; empty on a backend with one node."""
 
     def set_outbox_encoder(self, encoder: Callable[[TransitionRow], OutboxRow] | None) -> None:
         """How a transition becomes its outbox row, for a backend that numbers history itself (PostgreSQL:

@@ -96,6 +96,10 @@ class Batch:
     column_updates: list[ColumnUpdate] = field(default_factory=list)
     sync_statuses: dict[int, str] = field(default_factory=dict)
     config_statuses: dict[int, str] = field(default_factory=dict)  # group_config_status changes
+    # Several nodes: agents this node serves without a status change to carry its binding (it heard from
+    # one its view had as another node's), True when it keeps an older live connection against a newer
+    # one on another node (the cross-node overtake rule): the binding is written with the next flush.
+    claims: dict[int, bool] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in self.__slots__)
@@ -110,6 +114,7 @@ class Batch:
             self.inserted,
             self.sync_statuses,
             self.config_statuses,
+            self.claims,
         ):
             pending.pop(agent_id, None)
         self.agent_dbs.discard(agent_id)
@@ -161,4 +166,6 @@ class Batch:
         self.column_updates.extend(newer.column_updates)
         self.sync_statuses.update(newer.sync_statuses)
         self.config_statuses.update(newer.config_statuses)
+        for agent_id, kept in newer.claims.items():
+            self.claims[agent_id] = kept or self.claims.get(agent_id, False)
         return self

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from agentpulse.records import MANAGER_ID, StatusUpdate, TransitionRow
-from agentpulse.status import LIVE, ConnectionStatus, RowReason, Trigger
+from agentpulse.status import LIVE, ConnectionStatus, RowReason, StatusCode, Trigger
 from agentpulse.store.backend import Backend, Fragmentation
 from agentpulse.store.batch import Batch, ColumnUpdate, GroupChange, InsertedAgent, OutboxRow
 from agentpulse.store.reader import Reader
@@ -27,10 +27,13 @@ from agentpulse.store.subscriber import (
     Subscriber,
     TransitionListener,
 )
-from agentpulse.store.view import AgentView, StatusView
+from agentpulse.store.view import Adopted, AgentView, StatusView
 from agentpulse.store.writer import DEFAULT_MAX_PENDING, BatchWriter, FlushObserver, StoreClosed
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
+
+# A node's own "connection lost" and "silent": the losses another node's binding can supersede.
+LOSS_CODES = (StatusCode.CONNECTION_LOST, StatusCode.NO_KEEPALIVE)
 
 
 class Store:
@@ -74,6 +77,7 @@ class Store:
             committed=self._committed,
         )
         self._subscribers: list[Subscriber] = []
+        self.loaded: frozenset[int] = frozenset()  # the agents the database had at open
         self._transition_listeners: tuple[TransitionListener, ...] = ()
         self._keepalive_listeners: tuple[KeepaliveListener, ...] = ()
         self._outbox_encoder: OutboxEncoder | None = None
@@ -90,6 +94,7 @@ class Store:
             self.backend.open(self.clock())
             self.backend.insert_missing(agent_list, self.clock())
             self.view.load(*self.backend.load())
+            self.loaded = frozenset(self.view.agents)
 
         self._writer.start(opening)
 
@@ -182,8 +187,9 @@ class Store:
             for keepalive_listener in self._keepalive_listeners:
                 keepalive_listener(update.agent_id, update.at, keepalive)
         starting = trigger is Trigger.STARTUP
+        claimed = False
         if starting or trigger is Trigger.ALIVE:
-            self.view.heard_from(update.agent_id, view, self.monotonic())
+            claimed = self.view.heard_from(update.agent_id, view, self.monotonic())
             if starting or keepalive is not None:
                 view.last_keepalive = update.at
         writes_keepalive = starting or (trigger is Trigger.ALIVE and keepalive is not None)
@@ -191,9 +197,11 @@ class Store:
         view.has_agent_db = view.has_agent_db or starting
         row = self.view.apply(view, update)
         outbox = self._outbox_row(row)
-        if writes_keepalive or new_db or row is not None:
+        if writes_keepalive or new_db or row is not None or claimed:
             with self._writer.lock:
                 batch = self._writer.batch
+                if claimed:
+                    batch.claims.setdefault(update.agent_id, False)
                 if writes_keepalive:
                     batch.keepalives[update.agent_id] = (update.at, keepalive)
                 if new_db:
@@ -219,6 +227,7 @@ class Store:
         agents, view_of = self.view.agents, self.view
         monotonic = self.monotonic()
         accepted: list[tuple[int, float, Keepalive]] = []
+        claimed: list[int] = []
         others: list[StatusUpdate] = []
         for agent_id, at in zip(agent_ids, ats, strict=True):
             view = agents.get(agent_id)
@@ -229,13 +238,16 @@ class Store:
                 # a transition (or anything after one, to keep the order): the general path
                 others.append(StatusUpdate(agent_id, Trigger.ALIVE, at, keepalive=keepalive))
                 continue
-            view_of.heard_from(agent_id, view, monotonic)
+            if view_of.heard_from(agent_id, view, monotonic):
+                claimed.append(agent_id)
             view.last_keepalive = at
             accepted.append((agent_id, at, keepalive))
         with self._writer.lock:
             pending = self._writer.batch.keepalives
             for agent_id, at, keepalive in accepted:
                 pending[agent_id] = (at, keepalive)
+            for agent_id in claimed:
+                self._writer.batch.claims.setdefault(agent_id, False)
         for listener in self._keepalive_listeners:
             for agent_id, at, keepalive in accepted:
                 listener(agent_id, at, keepalive)
@@ -285,8 +297,10 @@ class Store:
         if view is None:
             return
         view.last_keepalive = at
-        self.view.heard_from(agent_id, view, self.monotonic())
+        claimed = self.view.heard_from(agent_id, view, self.monotonic())
         with self._writer.lock:
+            if claimed:
+                self._writer.batch.claims.setdefault(agent_id, False)
             pending = self._writer.batch.keepalives
             current = pending.get(agent_id)
             if current is None or current[1] is None:
@@ -365,6 +379,11 @@ class Store:
             self._writer.wake()
         return rows
 
+    def forget_removed(self, agent_ids: Iterable[int], at: float) -> list[int]:
+        """Agents another node removed (their rows are gone from the shared database, with their removal
+        row and event): out of this node's view, with nothing written. The agents forgotten."""
+        return [agent_id for agent_id in agent_ids if self.view.remove(agent_id, at) is not None]
+
     def change_groups(self, changes: Iterable[GroupChange]) -> None:
         with self._writer.lock:
             self._writer.batch.group_changes.extend(changes)
@@ -439,6 +458,41 @@ class Store:
     def outbox_encoder(self) -> OutboxEncoder | None:
         """The subscriber's encoder of status events (for writes made outside the writer: a take-over)."""
         return self._outbox_encoder
+
+    # -- several nodes (docs/cluster.md): what the database says of agents another node took ------------
+
+    def adopt(self, adopted: Iterable[Adopted]) -> list[int]:
+        """The database's status for agents another node holds now, or that were closed already (a
+        survivor's take-over): the view takes it, without a transition of this node's (no row, no event,
+        no alert, not swept while another node holds it). Loop thread. The agents adopted."""
+        return [item.agent_id for item in adopted if self.view.adopt(item)]
+
+    def apply_adopted(self) -> list[int]:
+        """What the writer's last commits found (a loss of this node's dropped because another node
+        holds the agent, or it was closed already), into the view. Loop thread."""
+        with self._writer.lock:
+            found, self._writer.adopted = self._writer.adopted, []
+        # Only while the view still has the loss that was not written: an agent heard from here since
+        # (it came back) keeps what the view says now.
+        return self.adopt(
+            item
+            for item in found
+            if (view := self.view.agents.get(item.agent_id)) is not None
+            and view.status is ConnectionStatus.DISCONNECTED
+            and view.code in LOSS_CODES
+        )
+
+    def claim(self, agent_id: int, *, kept: bool) -> None:
+        """Bind the agent to this node at the next flush without a status change; `kept`: this node keeps
+        its older live connection against a newer one on another node (the cross-node overtake rule)."""
+        view = self.view.agents.get(agent_id)
+        if view is None:
+            return
+        view.elsewhere = False
+        with self._writer.lock:
+            claims = self._writer.batch.claims
+            claims[agent_id] = kept or claims.get(agent_id, False)
+        self._writer.wake()
 
     def set_node_epoch(self, epoch: int) -> None:
         """The lease epoch this node holds (agentpulse.cluster), written beside each agent from the next flush."""

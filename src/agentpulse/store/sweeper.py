@@ -87,7 +87,8 @@ class Sweeper:
         for agent_id in due:
             seq, _ = self._alerts.pop(agent_id)
             view = self.store.agents.get(agent_id)
-            if view is None or view.seq != seq:
+            # Not an agent another node took meanwhile (the view adopted the database's status).
+            if view is None or view.seq != seq or view.status is not ConnectionStatus.DISCONNECTED:
                 continue
             log.warning("Agent disconnected: '%s-%s'.", view.name, view.register_ip)
             self.store.mark_alerted(agent_id, seq)

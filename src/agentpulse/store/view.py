@@ -51,6 +51,18 @@ class LoadedAgent:
     held_elsewhere: bool = False  # another node of the cluster held it last
 
 
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """The database's word on an agent this node's view had otherwise: another node holds it (`holder`),
+    or it was closed already (a survivor's take-over). The view takes this status, code and sequence."""
+
+    agent_id: int
+    holder: str | None
+    status: ConnectionStatus
+    code: StatusCode
+    seq: int
+
+
 class StatusView:
     def __init__(self) -> None:
         self.agents: dict[int, AgentView] = {}
@@ -133,12 +145,29 @@ class StatusView:
         status = view.status
         return TransitionRow(agent_id, view.seq, status, status, view.code, at, None, RowReason.REGISTERED)
 
-    def heard_from(self, agent_id: int, view: AgentView, monotonic: float) -> None:
+    def heard_from(self, agent_id: int, view: AgentView, monotonic: float) -> bool:
+        """The agent talked to this node; True when the view had it as another node's until now."""
         view.seen_monotonic = monotonic
+        was_elsewhere = view.elsewhere
         view.elsewhere = False
         heard = self.heard
         heard[agent_id] = None
         heard.move_to_end(agent_id)
+        return was_elsewhere
+
+    def adopt(self, adopted: Adopted) -> bool:
+        """The database's status for an agent another node holds (or that is closed already): no
+        transition of this node's, no sweep while another node holds it. False for an unknown agent."""
+        view = self.agents.get(adopted.agent_id)
+        if view is None:
+            return False
+        self._count(view.status, view.code, -1)
+        self._count(adopted.status, adopted.code, 1)
+        view.status, view.code = adopted.status, adopted.code
+        view.seq = max(view.seq, adopted.seq)
+        view.elsewhere = adopted.status in LIVE
+        self.heard.pop(adopted.agent_id, None)
+        return True
 
     def apply(self, view: AgentView, update: StatusUpdate) -> TransitionRow | None:
         """The status model applied to one agent: the transition row, or None when nothing changed."""

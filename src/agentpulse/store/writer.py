@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from agentpulse.ratelimit import RateLimitedLog
 from agentpulse.store.backend import Backend, WriteFailed
 from agentpulse.store.batch import Batch
+from agentpulse.store.view import Adopted
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class BatchWriter:
         self._failing_since: float | None = None  # monotonic time of the first failure of an outage
         self._dropped_since_failing = 0
         self._drops_log = RateLimitedLog(log)
+        # What the backend's commits found of agents another node took (`Store.apply_adopted`).
+        self.adopted: list[Adopted] = []
         self._agent_dbs: queue.SimpleQueue[int | Callable[[], object] | None] = queue.SimpleQueue()
         self._agent_db_thread: threading.Thread | None = None
 
@@ -235,9 +238,17 @@ class BatchWriter:
 
     def _write(self, batch: Batch) -> None:
         if not batch:
+            # Several nodes: an idle node still commits its flush mark (PostgreSQL's node_flush), which
+            # tells the others that it holds no binding it has not written (`cluster/losses.py`).
+            if self.backend.wants_idle_flush():
+                self.backend.write(batch, self.clock())
             return
         started = time.perf_counter()
         self.backend.write(batch, self.clock())
+        adopted = self.backend.take_adopted()
+        if adopted:
+            with self.lock:
+                self.adopted.extend(adopted)
         if self.on_flush is not None:
             try:
                 self.on_flush(batch, time.perf_counter() - started, self.clock())

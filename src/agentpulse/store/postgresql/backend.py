@@ -24,7 +24,7 @@ from agentpulse.store.postgresql import schema
 from agentpulse.store.postgresql.connect import redacted
 from agentpulse.store.postgresql.reads import AGENT_TABLES, GLOBAL_TABLES, PostgresReader, dead_tuples
 from agentpulse.store.postgresql.writes import PostgresWrites, insert_agents
-from agentpulse.store.view import LoadedAgent
+from agentpulse.store.view import Adopted, LoadedAgent
 from agentpulse.wire.keys import AgentKey
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,14 @@ class PostgresBackend:
         """This node's lease epoch (`agentpulse.cluster`, which owns the leases), written beside each agent
         it holds from the next flush on."""
         self._writes.node_epoch = epoch
+
+    def wants_idle_flush(self) -> bool:
+        """With a lease (several nodes), every flush interval commits the node's flush mark."""
+        return self._writes.node_epoch > 0
+
+    def take_adopted(self) -> list[Adopted]:
+        adopted, self._writes.adopted = self._writes.adopted, []
+        return adopted
 
     def set_outbox_encoder(self, encoder: Callable[[TransitionRow], OutboxRow] | None) -> None:
         self._writes.encoder = encoder
@@ -141,6 +149,7 @@ class PostgresBackend:
             db = self._require_db()
             with db.transaction():
                 self._writes.write(db, batch, now)
+            self._writes.committed()
         except psycopg.Error as error:
             self._writes.rolled_back(batch)
             if self._db is not None and (self._db.closed or self._db.broken):

@@ -27,6 +27,7 @@ from agentpulse.store.sqlite.schema import (
 )
 
 MIGRATION_LOCK = 0x61676E74  # pg_advisory_xact_lock key while a node migrates ("agnt")
+OUTBOX_LOCK = 0x6F757462  # pg_advisory_xact_lock key while a transaction inserts status events ("outb")
 MEMBERSHIP = 'belongs AS b JOIN "group" AS g ON g.id = b.id_group'
 
 V1 = f"""
@@ -167,7 +168,19 @@ ALTER TABLE agent_status_history ADD COLUMN IF NOT EXISTS reason TEXT;
 CREATE INDEX IF NOT EXISTS agent_connection_status ON agent (connection_status);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, V1), (2, V2), (3, V3))
+# Several nodes: each node's writer commits, with every flush (an idle one included), a time of the
+# database's clock read at the end of its previous flush: everything that node accepted before that time
+# is committed (its bindings included). A node deciding a "connection lost" waits until every live node's
+# mark passed the loss (`cluster/losses.py`), so a binding another node made inside the grace is seen.
+V4 = """
+CREATE TABLE IF NOT EXISTS node_flush (
+    node_name TEXT PRIMARY KEY,
+    epoch BIGINT NOT NULL,
+    flushed TIMESTAMPTZ NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, V1), (2, V2), (3, V3), (4, V4))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -5,9 +5,7 @@ event in the outbox, all on the caller's connection and in the caller's transact
 of that lease), so the claim and these writes commit together: exactly once.
 
 The danger is an agent that reconnected elsewhere meanwhile: the rows are locked (`FOR UPDATE`) and the
-binding re-checked under the lock, so a node that committed the agent's new binding first keeps it. The
-outbox rows go last, under the writers' outbox lock (`writes.OUTBOX_LOCK`), so the relay sees them in id
-order; the caller commits right after and takes no other lock in between.
+binding re-checked under the lock, so a node that committed the agent's new binding first keeps it.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import psycopg
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus, StatusCode
 from agentpulse.store.batch import OutboxRow
-from agentpulse.store.postgresql.writes import OUTBOX_LOCK
+from agentpulse.store.postgresql.schema import OUTBOX_LOCK
 
 Encoder = Callable[[TransitionRow], OutboxRow]
 
@@ -68,6 +66,8 @@ async def disconnect_node(
             [(r.agent_id, r.seq, r.from_status.value, r.to_status.value, int(r.code), r.at) for r in rows],
         )
         if encoder is not None:
+            # The lock every writer of the shared outbox takes (binding.py `insert_outbox`), held to the
+            # claim's commit: ids are given and committed in the same order.
             await cur.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
             await cur.executemany(
                 "INSERT INTO event_outbox (subject, msg_id, payload, created) VALUES (%s, %s, %s, %s)",

@@ -9,8 +9,8 @@ SQLite writer it remembers which keep-alive columns the table already holds (`_d
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -27,21 +27,25 @@ from agentpulse.store.batch import (
     OutboxRow,
 )
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
-from agentpulse.store.postgresql.schema import AGENT_COLUMNS, MEMBERSHIP, create_agent_data, remove_agent_data
+from agentpulse.store.postgresql.binding import (
+    SUPERSEDED_CODES,
+    Held,
+    bound_agents,
+    insert_outbox,
+    notify_moved,
+    superseded_losses,
+)
+from agentpulse.store.postgresql.schema import (
+    AGENT_COLUMNS,
+    MEMBERSHIP,
+    create_agent_data,
+    remove_agent_data,
+)
+from agentpulse.store.view import Adopted
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
 Conn = psycopg.Connection[Any]
-
-# Several nodes insert into one event_outbox, whose ids are taken at insert and become visible at commit:
-# without an order, node A's rows 100-150 may commit after node B's 151-200, and the relay, which reads
-# past the last id it published, would never see them. Every transaction that inserts outbox rows takes
-# this lock (transaction-scoped) just before its inserts and holds it to its commit, so ids become visible
-# in id order. Taken last, after every row lock of the transaction, so no lock waits on it in a cycle.
-OUTBOX_LOCK = int.from_bytes(hashlib.sha256(b"agentpulse:outbox").digest()[:8], "big", signed=True)
-
-# A node's "connection lost" and "silent" for an agent another node holds by then: not written (it moved).
-SUPERSEDED_CODES = (StatusCode.CONNECTION_LOST, StatusCode.NO_KEEPALIVE)
 
 _UPDATE_KEEPALIVE = (
     "UPDATE agent SET version = %s, config_sum = %s, merged_sum = %s, manager_host = %s, "
@@ -82,8 +86,13 @@ class PostgresWrites:
             0  # this node's lease epoch (agentpulse.cluster), written beside each agent it holds
         )
         self.encoder: Callable[[TransitionRow], OutboxRow] | None = None  # the store's outbox encoder
+        self.adopted: list[Adopted] = []  # what the last write found of agents another node took
+        self._mark: datetime | None = None  # database time at the end of the last committed flush
+        self._next_mark: datetime | None = None
 
     def rolled_back(self, batch: Batch) -> None:
+        self.adopted = []
+        self._next_mark = None
         for agent_id in batch.keepalives:
             self._data_written.pop(agent_id, None)
             self._labels_written.pop(agent_id, None)
@@ -92,9 +101,10 @@ class PostgresWrites:
 
     def write(self, db: Conn, batch: Batch, now: float) -> None:
         reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
+        self.adopted = []
         with db.cursor() as cur:
             # First: before a removal drops agent_runtime rows.
-            history, outbox, superseded = self._sequence(cur, batch)
+            held = self._sequence(cur, batch)
             if batch.deleted:
                 gone = list(batch.deleted)
                 cur.execute("DELETE FROM agent WHERE id = ANY(%s)", (gone,))  # labels and belongs cascade
@@ -110,9 +120,9 @@ class PostgresWrites:
             if batch.inserted:
                 _insert_rows(cur, list(batch.inserted.values()))
             self._write_keepalives(cur, batch)
-            _write_statuses(cur, batch, history, batch.deleted.keys() - reinserted, superseded)
-            self._write_holders(cur, batch)
-            _write_outbox_upkeep(cur, batch)
+            _write_statuses(cur, batch, held.history, batch.deleted.keys() - reinserted, held.superseded)
+            self._write_holders(cur, batch, held)
+            _write_outbox(cur, batch)
             _write_runtime(cur, batch)
             if batch.agent_dbs:
                 create_agent_data(cur, sorted(batch.agent_dbs))
@@ -130,13 +140,34 @@ class PostgresWrites:
                     _SYNC_STATUS,
                     [{"v": value, "id": agent_id} for agent_id, value in batch.sync_statuses.items()],
                 )
-            insert_outbox(cur, outbox, now)  # last: see OUTBOX_LOCK
+            if not batch:
+                # An idle flush commits only its mark: a mark lost in a crash of the database costs the
+                # other nodes one more wait, so it need not wait for the WAL to reach the disk.
+                cur.execute("SET LOCAL synchronous_commit TO OFF")
+            self._mark_flush(cur)
+            insert_outbox(cur, held.outbox, now)  # last: it holds the outbox lock until the commit
 
-    def _sequence(
-        self, cur: psycopg.Cursor[Any], batch: Batch
-    ) -> tuple[list[TransitionRow], list[OutboxRow], set[int]]:
-        """The batch's history numbered by the database, its outbox encoded from those numbers, and the
-        agents whose loss this node must not write (`superseded`).
+    def committed(self) -> None:
+        """The transaction committed: its mark is the one the next flush publishes."""
+        self._mark = self._next_mark
+
+    def _mark_flush(self, cur: psycopg.Cursor[Any]) -> None:
+        """Publish the mark read at the end of the last committed flush (everything this node accepted
+        before it was in that flush or an earlier one, so it is committed now), and read the next one."""
+        if not self.node_epoch:
+            return
+        if self._mark is not None:
+            cur.execute(
+                "INSERT INTO node_flush (node_name, epoch, flushed) VALUES (%s, %s, %s) ON CONFLICT "
+                "(node_name) DO UPDATE SET epoch = excluded.epoch, flushed = excluded.flushed",
+                (self.node_name, self.node_epoch, self._mark),
+            )
+        row = cur.execute("SELECT clock_timestamp()").fetchone()
+        self._next_mark = row[0] if row is not None else None
+
+    def _sequence(self, cur: psycopg.Cursor[Any], batch: Batch) -> Held:
+        """The batch's history numbered by the database, its outbox encoded from those numbers, the
+        agents whose loss this node must not write (`superseded`), and who held the agents it binds.
 
         Several nodes may write one agent (it moved, or two nodes saw it inside the grace): each node's view
         numbers rows from what it knew, so the numbers are decided here. The batch's agents'
@@ -147,12 +178,14 @@ class PostgresWrites:
 
         An agent that moved to another node inside the grace: that node committed the agent's new binding
         (agent_runtime.node_name), so this node's late "connection lost" or "silent" (codes 6 and 4) for it
-        is dropped here (row, status columns and event), decided under the same lock. The agent is never
-        seen disconnected in the database or the stream; this node's own view still says disconnected.
+        is dropped here (row, status columns and event), decided under the same lock; so is one for an
+        agent the database has disconnected already (a survivor's take-over closed it). Either way the
+        view is told (`adopted`): it takes the database's status, and raises no alert for it.
         """
-        if not batch.history:
-            return [], list(batch.outbox), set()
-        agents = sorted({row.agent_id for row in batch.history})
+        bound = bound_agents(batch)
+        agents = sorted({row.agent_id for row in batch.history} | bound.keys())
+        if not agents:
+            return Held([], list(batch.outbox), set(), {}, bound)
         # An agent without a row yet (or whose id came back after a removal) goes on from its history.
         cur.execute(
             "INSERT INTO agent_runtime (agent_id, status_seq) SELECT a, COALESCE((SELECT MAX(h.seq) "
@@ -161,24 +194,47 @@ class PostgresWrites:
             (agents,),
         )
         rows = cur.execute(
-            "SELECT agent_id, status_seq, node_name FROM agent_runtime WHERE agent_id = ANY(%s) "
-            "ORDER BY agent_id FOR UPDATE",
+            "SELECT r.agent_id, r.status_seq, r.node_name, a.connection_status, a.status_code "
+            "FROM agent_runtime r LEFT JOIN agent a ON a.id = r.agent_id WHERE r.agent_id = ANY(%s) "
+            "ORDER BY r.agent_id FOR UPDATE OF r",
             (agents,),
         ).fetchall()
-        last = {int(agent_id): int(seq) for agent_id, seq, _ in rows}
-        superseded = self._superseded(batch, {int(agent_id): holder for agent_id, _, holder in rows})
+        last = {int(agent_id): int(seq) for agent_id, seq, *_ in rows}
+        holders: dict[int, str | None] = {int(agent_id): holder for agent_id, _, holder, *_ in rows}
+        committed = {
+            int(agent_id): (ConnectionStatus(status), StatusCode(code or 0))
+            for agent_id, _, _, status, code in rows
+            if status is not None
+        }
+        superseded = superseded_losses(batch, holders, committed, self.node_name)
         history: list[TransitionRow] = []
         renumbered: dict[tuple[int, int], TransitionRow | None] = {}
+        dropped: set[int] = set()
+        first: set[int] = set()
         for row in batch.history:
             if row.agent_id in superseded and row.code in SUPERSEDED_CODES:
                 renumbered[(row.agent_id, row.seq)] = None
+                dropped.add(row.agent_id)
                 continue
             seq = last[row.agent_id] + 1
             last[row.agent_id] = seq
-            if seq != row.seq:
-                renumbered[(row.agent_id, row.seq)] = new = dataclasses.replace(row, seq=seq)
+            before = row.from_status
+            if row.agent_id not in first:
+                # An agent another node wrote since this node's view last did (it came from there):
+                # its first row here goes on from the committed status, as its history and events do.
+                first.add(row.agent_id)
+                before = committed.get(row.agent_id, (before,))[0]
+            if seq != row.seq or before is not row.from_status:
+                new = dataclasses.replace(row, seq=seq, from_status=before)
+                renumbered[(row.agent_id, row.seq)] = new
                 row = new
             history.append(row)
+        for agent_id in sorted(dropped):
+            holder = holders.get(agent_id)
+            status, code = committed.get(agent_id, (ConnectionStatus.DISCONNECTED, StatusCode.NONE))
+            self.adopted.append(
+                Adopted(agent_id, holder if holder != self.node_name else None, status, code, last[agent_id])
+            )
         outbox = list(batch.outbox)
         if renumbered and len(batch.outbox_sources) == len(outbox):
             kept: list[OutboxRow] = []
@@ -189,30 +245,16 @@ class PostgresWrites:
                 elif (moved := renumbered[key]) is not None:
                     kept.append(self.encoder(moved) if self.encoder is not None else event)
             outbox = kept
-        return history, outbox, superseded
+        return Held(history, outbox, superseded, holders, bound)
 
-    def _superseded(self, batch: Batch, holders: dict[int, str | None]) -> set[int]:
-        """Agents another node holds now and this batch does not take back (no live status for them)."""
-        return {
-            agent_id
-            for agent_id, holder in holders.items()
-            if holder is not None
-            and holder != self.node_name
-            and batch.statuses.get(agent_id, (ConnectionStatus.DISCONNECTED,))[0]
-            is ConnectionStatus.DISCONNECTED
-        }
-
-    def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
-        """Which node holds each agent this batch saw live, with this node's epoch; `connection_epoch` goes
-        up by one per new connection (a transition to pending), counted by the database."""
-        live = [
-            a
-            for a, (status, *_) in batch.statuses.items()
-            if status in (ConnectionStatus.PENDING, ConnectionStatus.ACTIVE)
-        ]
-        if not live:
+    def _write_holders(self, cur: psycopg.Cursor[Any], batch: Batch, held: Held) -> None:
+        """Which node holds each agent this batch saw live (or claimed), with this node's epoch;
+        `connection_epoch` goes up by one per new connection (a transition to pending), counted by the
+        database. The node that held an agent before is told (NOTIFY, delivered at the commit): it lets
+        its own session go, or keeps it by the overtake rule (`cluster/bindings.py`)."""
+        if not held.bound:
             return
-        connections = dict.fromkeys(live, 0)
+        connections = dict.fromkeys(held.bound, 0)
         for row in batch.history:
             if row.to_status is ConnectionStatus.PENDING and row.agent_id in connections:
                 connections[row.agent_id] += 1
@@ -224,6 +266,7 @@ class PostgresWrites:
             "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch",
             (self.node_name, self.node_epoch, list(connections), list(connections.values())),
         )
+        notify_moved(cur, batch, held, self.node_name, self.node_epoch)
 
     def _write_keepalives(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         data_rows, label_agents = [], []
@@ -328,16 +371,7 @@ def _write_statuses(
         cur.execute(_UPSERT_SEQS, _columns(list(last_seqs.values())))
 
 
-def insert_outbox(cur: psycopg.Cursor[Any], outbox: list[OutboxRow], now: float) -> None:
-    """The transaction's status events, under OUTBOX_LOCK: the last statement before its commit."""
-    if outbox:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
-        with cur.copy("COPY event_outbox (subject, msg_id, payload, created) FROM STDIN") as copy:
-            for subject, msg_id, payload in outbox:
-                copy.write_row((subject, msg_id, payload, now))
-
-
-def _write_outbox_upkeep(cur: psycopg.Cursor[Any], batch: Batch) -> None:
+def _write_outbox(cur: psycopg.Cursor[Any], batch: Batch) -> None:
     if batch.alerted:
         cur.execute(
             "UPDATE agent_status_history AS h SET alerted = 1 FROM unnest(%s::int[], %s::int[]) AS u(a, s) "

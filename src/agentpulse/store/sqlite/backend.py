@@ -18,7 +18,7 @@ from agentpulse.store.batch import Batch, OutboxRow
 from agentpulse.store.sqlite import maintenance, schema
 from agentpulse.store.sqlite.reads import SqliteReader
 from agentpulse.store.sqlite.writes import SqliteWrites, insert_agents
-from agentpulse.store.view import LoadedAgent
+from agentpulse.store.view import Adopted, LoadedAgent
 from agentpulse.wire.keys import AgentKey
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,13 @@ class SqliteBackend:
 
     def set_node_epoch(self, epoch: int) -> None:
         """One node on SQLite holds no lease."""
+
+    def wants_idle_flush(self) -> bool:
+        return False
+
+    def take_adopted(self) -> list[Adopted]:
+        """One node: no other node takes its agents."""
+        return []
 
     def set_outbox_encoder(self, encoder: Callable[[TransitionRow], OutboxRow] | None) -> None:
         """One writer numbers every agent's history here: the view's sequence is the database's."""
