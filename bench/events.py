@@ -14,13 +14,18 @@ this process.
    `--events-per-agent` events a second (the syslog/FIM/inventory mix) to a manager with its remoted
    workers; first a keep-alives-only run, then the same fleet with events, in the same invocation. Reported:
    events/s into JetStream (the stream's own store times) and to a core-NATS subscriber, CPU seconds per
-   event of each process (manager, each worker, nats-server, simulator; /proc), p99 agent-to-subscriber
-   latency measured on 20 probe agents of this process that stamp their events, and the keep-alive ack
-   p99 of both runs (the simulator's).
+   event of each process (manager, each worker, nats-server, simulator, this process: its subscriber and
+   probes; /proc and rusage), the events/s that CPU per event allows on two idle cores, p99
+   agent-to-subscriber latency measured on 20 probe agents of this process that stamp their events, and
+   the keep-alive ack p99 of both runs (the simulator's). `--events-per-agent 5,15,30` runs several rates
+   after the one keep-alives-only run. The subscriber that counts every event is a bare NATS protocol
+   reader (it counts messages, it decodes nothing), so that counting 30,000 events/s does not take a
+   core of the two the run is on; the probes' own subscriptions (their subjects only) use nats-py.
 
     .venv/bin/python bench/events.py                         # 1000 agents, 10 cycles, 5000 keep-alives/s for 10 s
     .venv/bin/python bench/events.py --agents 2000 --cycles 5 --keepalive-rate 10000
     .venv/bin/python bench/events.py --only agent-events --events-per-agent 30 --event-duration 20
+    .venv/bin/python bench/events.py --only agent-events --events-per-agent 5,15,30 --event-duration 15
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -242,10 +248,63 @@ def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
     return {name: cpu_seconds(pid) for name, pid in processes.items()}
 
 
+class CountingSubscriber(asyncio.Protocol):
+    """A bare NATS client that subscribes to one subject and counts the messages (MSG and HMSG), answers
+    PINGs and decodes nothing: a few microseconds an event, where nats-py's callbacks cost tens."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.count = 0
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.skip = 0  # bytes of a message body (and its CRLF) still to come
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        connect = json.dumps({"verbose": False, "pedantic": False, "headers": True, "protocol": 1})
+        transport.write(f"CONNECT {connect}\r\nSUB {self.subject} 1\r\nPING\r\n".encode())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        at = 0
+        end = len(buffer)
+        while at < end:
+            if self.skip:
+                step = min(self.skip, end - at)
+                self.skip -= step
+                at += step
+                continue
+            line_end = buffer.find(b"\r\n", at)
+            if line_end < 0:
+                break
+            op = bytes(buffer[at:line_end])
+            at = line_end + 2
+            if op.startswith((b"MSG ", b"HMSG ")):
+                self.count += 1
+                self.skip = int(op.rsplit(b" ", 1)[1]) + 2
+            elif op == b"PING" and self.transport is not None:
+                self.transport.write(b"PONG\r\n")
+        del buffer[:at]
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def counting_subscriber(url: str, subject: str) -> CountingSubscriber:
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(lambda: CountingSubscriber(subject), host, int(port))
+    await asyncio.sleep(0.2)  # subscribed (the server has read the SUB before any event is sent)
+    return protocol
+
+
 async def probe_events(
     connections: list[AgentConnection], until: float, latencies: list[float], url: str
 ) -> int:
-    """PROBES agents of this process send stamped events; a subscriber times agent -> subscriber."""
+    """PROBES agents of this process send stamped events; a subscriber to their subjects only times
+    agent -> subscriber."""
     sent_at: dict[str, float] = {}
 
     async def on_event(msg: Msg) -> None:
@@ -255,7 +314,8 @@ async def probe_events(
             latencies.append(time.perf_counter() - start)
 
     nc = await nats.connect(url)
-    await nc.subscribe("agent.events.*.logcollector", cb=on_event)
+    for connection in connections:
+        await nc.subscribe(f"agent.events.{connection.codec.key.number:03d}.logcollector", cb=on_event)
     await nc.flush()
     sent = 0
     try:
@@ -272,6 +332,16 @@ async def probe_events(
             connection.close()
         await nc.close()
     return sent
+
+
+DRAIN_WAIT = 90.0  # seconds, at most, for JetStream to hold every event sent once the simulator stopped
+
+
+async def stream_count(js: Any) -> int:
+    try:
+        return int((await js.stream_info("AGENT_EVENTS")).state.messages)
+    except nats.js.errors.NotFoundError:
+        return 0
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -296,14 +366,8 @@ async def fleet_run(
     manager.add_agents(agents)
     probe_keys = manager.add_agents(PROBES, prefix="probe")
     manager.start()
-    received = [0]
-    sub = await nats.connect(nats_server.url)
-
-    async def count(msg: Msg) -> None:
-        received[0] += 1
-
-    await sub.subscribe("agent.events.>", cb=count)
-    await sub.flush()
+    sub = await nats.connect(nats_server.url)  # for the stream's figures at the end
+    counter = await counting_subscriber(nats_server.url, "agent.events.>")
     probes_connected = await connect(manager, probe_keys)  # before the load: their startups are not timed
     await asyncio.gather(*(request(c, STARTUP) for c in probes_connected))
     ramp = 5.0
@@ -337,21 +401,32 @@ async def fleet_run(
     processes = {"manager": manager.process.pid, "nats-server": nats_server.process.pid}
     for index, pid in enumerate(children(manager.process.pid)):
         processes[f"worker {index + 1}"] = pid
-    before_cpu, before_count, started = cpu_snapshot(processes), received[0], time.monotonic()
+    js = sub.jetstream()
+    stored_before = await stream_count(js)
+    # The ramp's events and CPU are both left out: counted from here, until JetStream holds them all.
+    before_cpu, before_count, started = cpu_snapshot(processes), counter.count, time.monotonic()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self_before = resource.getrusage(resource.RUSAGE_SELF)
     latencies: list[float] = []
     probes = 0
     if events_per_agent:
         probes = await probe_events(probes_connected, started + duration - 2, latencies, nats_server.url)
     stdout, _ = await simulator.communicate()
-    elapsed = time.monotonic() - started
-    after_cpu, after_count = cpu_snapshot(processes), received[0]
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the simulator, whole run with its ramp
     simulator_cpu = (children_after.ru_utime + children_after.ru_stime) - (
         children_before.ru_utime + children_before.ru_stime
     )
     summary = json.loads(stdout)
-    js = sub.jetstream()
+    # The manager's CPU counts until JetStream holds everything sent (a backlog is drained after the
+    # simulator stops), and is divided by the events stored meanwhile: what each event cost.
+    expected = int(summary["events_sent"]) + probes  # a fresh stream each run
+    drain_deadline = time.monotonic() + DRAIN_WAIT
+    while await stream_count(js) < expected and time.monotonic() < drain_deadline:
+        await asyncio.sleep(0.5)
+    stored_after = await stream_count(js)
+    after_cpu, after_count = cpu_snapshot(processes), counter.count
+    elapsed = time.monotonic() - started  # the load, then the drain: what the events/s are over
+    self_after = resource.getrusage(resource.RUSAGE_SELF)
     stored = 0
     store_rate = 0.0
     try:
@@ -364,14 +439,19 @@ async def fleet_run(
     except nats.js.errors.NotFoundError:
         pass
     await sub.close()
+    await counter.close()
     manager.stop()
     nats_server.stop()
-    events = after_count - before_count
+    events = max(1, stored_after - stored_before)
     cpu = {name: after_cpu[name] - before_cpu[name] for name in processes}
     cpu["simulator (incl. ramp)"] = simulator_cpu
+    cpu["bench (subscriber, probes)"] = (self_after.ru_utime + self_after.ru_stime) - (
+        self_before.ru_utime + self_before.ru_stime
+    )
     return {
         "events_sent": summary["events_sent"],
-        "events_per_s_subscriber": events / elapsed,
+        "events_per_s_subscriber": (after_count - before_count) / elapsed,
+        "complete": stored_after >= expected,
         "events_per_s_jetstream": store_rate,
         "stored": stored,
         "probes": probes,
@@ -388,27 +468,38 @@ async def fleet_run(
 
 
 async def agent_events_bench(
-    root: Path, agents: int, events_per_agent: float, duration: float, workers: int
+    root: Path, agents: int, rates: list[float], duration: float, workers: int
 ) -> str:
     base = await fleet_run(root, "ka-only", agents, 0.0, duration, workers)
-    loaded = await fleet_run(root, "events", agents, events_per_agent, duration, workers)
-    events = max(1, int(loaded["events"]))  # type: ignore[call-overload]
-    cpu = loaded["cpu"]
-    assert isinstance(cpu, dict)
-    per_event = ", ".join(f"{name} {seconds / events * 1e6:.0f} us" for name, seconds in cpu.items())
     lines = [
-        f"agent events ({agents} agents x {events_per_agent:g}/s offered = {agents * events_per_agent:,.0f}/s, "
-        f"syslog/fim/inventory mix, {workers} workers, {duration:.0f} s):",
-        f"  sent by the simulator {loaded['events_sent']:,}; to the subscriber "
-        f"{loaded['events_per_s_subscriber']:,.0f} events/s; into JetStream {loaded['events_per_s_jetstream']:,.0f} "
-        f"events/s (store times, middle 80 %); stream holds {loaded['stored']:,}",
-        f"  CPU per event: {per_event}",
-        f"  agent -> subscriber ({loaded['probes']} stamped probe events): p50 {loaded['probe_p50_ms']:.1f} ms, "
-        f"p99 {loaded['probe_p99_ms']:.1f} ms",
-        f"  keep-alive ack p50/p99: keep-alives only {base['ack_p50_ms']}/{base['ack_p99_ms']} ms, "
-        f"with events {loaded['ack_p50_ms']}/{loaded['ack_p99_ms']} ms",
-        f"  simulator errors: keep-alives only {base['errors']}, with events {loaded['errors']}",
+        f"agent events, {agents} agents, syslog/fim/inventory mix, {workers} workers, {duration:.0f} s a run, "
+        f"load average at the start {' '.join(f'{v:.2f}' for v in os.getloadavg())}:",
+        f"  keep-alives only: ack p50/p99 {base['ack_p50_ms']}/{base['ack_p99_ms']} ms, "
+        f"simulator errors {base['errors']}",
     ]
+    for rate in rates:
+        loaded = await fleet_run(root, f"events-{rate:g}", agents, rate, duration, workers)
+        events = max(1, int(loaded["events"]))  # type: ignore[call-overload]
+        cpu = loaded["cpu"]
+        assert isinstance(cpu, dict)
+        per_event = ", ".join(f"{name} {seconds / events * 1e6:.0f} us" for name, seconds in cpu.items())
+        total_us = sum(cpu.values()) / events * 1e6
+        lines += [
+            f"  {rate:g}/s per agent (offered {agents * rate:,.0f}/s), load average now "
+            f"{os.getloadavg()[0]:.2f}:",
+            f"    sent by the simulator {loaded['events_sent']:,}; to the subscriber "
+            f"{loaded['events_per_s_subscriber']:,.0f} events/s (after the ramp, until all were stored); "
+            f"into JetStream "
+            f"{loaded['events_per_s_jetstream']:,.0f} events/s (store times, middle 80 %); stream holds "
+            f"{loaded['stored']:,}{'' if loaded['complete'] else ' (NOT all of them within the drain wait)'}",
+            f"    CPU per event stored (until all were): {per_event}; all processes {total_us:.0f} us, so two idle cores would "
+            f"carry {2e6 / total_us:,.0f} events/s",
+            f"    agent -> subscriber ({loaded['probes']} stamped probe events): p50 "
+            f"{loaded['probe_p50_ms']:.1f} ms, p99 {loaded['probe_p99_ms']:.1f} ms",
+            f"    keep-alive ack p50/p99 {loaded['ack_p50_ms']}/{loaded['ack_p99_ms']} ms "
+            f"(keep-alives only {base['ack_p50_ms']}/{base['ack_p99_ms']} ms); simulator errors "
+            f"{loaded['errors']}",
+        ]
     return "\n".join(lines)
 
 
@@ -421,7 +512,9 @@ async def main() -> None:
     parser.add_argument("--keepalive-rate", type=int, default=5000, help="keep-alives per second, all agents")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of keep-alive load")
     parser.add_argument(
-        "--events-per-agent", type=float, default=30.0, help="agent events per agent per second"
+        "--events-per-agent",
+        default="30",
+        help="agent events per agent per second; a comma list runs each rate (one keep-alives-only run)",
     )
     parser.add_argument("--event-duration", type=float, default=20.0, help="seconds of each agent-events run")
     parser.add_argument("--workers", type=int, default=0, help="remoted workers (0: one per core)")
@@ -439,7 +532,11 @@ async def main() -> None:
         if args.only in (None, "agent-events"):
             print(
                 await agent_events_bench(
-                    root, args.agents, args.events_per_agent, args.event_duration, workers
+                    root,
+                    args.agents,
+                    [float(rate) for rate in args.events_per_agent.split(",")],
+                    args.event_duration,
+                    workers,
                 ),
                 flush=True,
             )

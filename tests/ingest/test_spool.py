@@ -70,3 +70,45 @@ def test_a_record_bigger_than_the_read_chunk(tmp_path: Path) -> None:
     got = [r for _, r in spool.read(10, max_bytes=16 << 20)]
     assert got == [b"small", big, b"after"]
     spool.close()
+
+
+def test_take_hands_out_from_memory_what_the_file_holds_at_the_same_positions(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=1000)
+    spool.open()
+    written = records(40)
+    for i in range(0, 40, 6):  # appends that roll segments, while the reader keeps up
+        spool.append(written[i : i + 6])
+        if i == 12:
+            first, upto = spool.take(10)
+            assert first == written[:10] and upto is not None
+    rest, end = spool.take(1000)
+    assert rest == written[10:] and end is not None
+    assert spool.take(10) == ([], None)
+    from_file = Spool(tmp_path, segment_bytes=1000)  # the same directory read from the file
+    from_file.open()
+    on_disk = from_file.read(1000)
+    assert [record for _, record in on_disk] == written
+    assert on_disk[9][0] == upto and on_disk[-1][0] == end  # memory's positions are the file's
+    from_file.close()
+    spool.ack(end)
+    assert spool.pending_bytes == 0
+    spool.close()
+
+
+def test_after_a_rewind_take_reads_the_file_then_memory_again(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=1 << 20)
+    spool.open()
+    spool.append(records(5))
+    spool.append(records(5, start=5))
+    part, upto = spool.take(3)  # a chunk split: the rest stays in memory
+    assert part == records(3) and upto is not None
+    assert spool.take(4)[0] == records(4, start=3)
+    spool.rewind()  # nothing acknowledged: everything again, from the file
+    again, end = spool.take(100)
+    assert again == records(10) and end is not None
+    spool.append(records(2, start=10))  # caught up again
+    more, after = spool.take(100)
+    assert more == records(2, start=10) and after is not None and after > end
+    spool.ack(after)
+    assert spool.pending_bytes == 0
+    spool.close()

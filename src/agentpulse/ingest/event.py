@@ -39,6 +39,10 @@ class Source:
     node: str
     head: str = field(init=False, compare=False, repr=False)  # the JSON fields that never change
     origin: bytes = field(init=False, compare=False, repr=False)  # `[<id>] (<name>) <ip>`, escaped
+    # The origin as the inside of a JSON string; None when the name is not UTF-8 (the general path).
+    origin_json: str | None = field(init=False, compare=False, repr=False)
+    id_text: str = field(init=False, compare=False, repr=False)  # `%03d`
+    subjects: dict[tuple[str, int], str] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         name = self.name.encode("utf-8", "replace").decode("utf-8", "replace")
@@ -49,6 +53,20 @@ class Source:
         object.__setattr__(self, "head", head)
         origin = f"[{self.agent_id:03d}] ({self.name}) {self.ip}".encode("utf-8", "surrogateescape")
         object.__setattr__(self, "origin", wstr_escape(origin))
+        try:
+            origin_json: str | None = encode_basestring(self.origin.decode("utf-8"))[1:-1]
+        except UnicodeDecodeError:
+            origin_json = None
+        object.__setattr__(self, "origin_json", origin_json)
+        object.__setattr__(self, "id_text", f"{self.agent_id:03d}")
+        object.__setattr__(self, "subjects", {})
+
+    def subject(self, prefix: str, queue: int) -> str:
+        """The subject of this agent's events of one queue character (cached: a handful per agent)."""
+        found = self.subjects.get((prefix, queue))
+        if found is None:
+            found = self.subjects[(prefix, queue)] = subject_of(prefix, self.agent_id, kind_of(queue))
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,19 +80,44 @@ class Published:
 
     def record(self) -> bytes:
         """The spool's bytes for it (`decode_record` reads them back)."""
-        subject, msg_id = self.subject.encode(), self.msg_id.encode()
-        return RECORD_HEAD.pack(len(subject), len(msg_id), len(self.body)) + subject + msg_id + self.body
+        return wire_record(self.subject, self.msg_id, self.body)
+
+
+# A spooled record is the NATS protocol message itself (HPUB without a reply subject), so the publisher
+# sends a batch as one buffer, with no per-event work: see `publisher.py`. Spools written before this
+# format hold `RECORD_HEAD` + subject + msg id + body, and `decode_record` reads both (a length of 20,552
+# bytes, `HP` little-endian, is no subject agentpulse writes).
+WIRE_MARK: Final = b"HPUB "
+_HEADER_LEAD: Final = "NATS/1.0\r\nNats-Msg-Id: "
+_HEADER_EXTRA: Final = len(_HEADER_LEAD) + 4  # the lead and the two CRLFs after the id
+
+
+def wire_record(subject: str, msg_id: str, body: bytes) -> bytes:
+    headers = len(msg_id) + _HEADER_EXTRA
+    return (
+        f"HPUB {subject} {headers} {headers + len(body)}\r\n{_HEADER_LEAD}{msg_id}\r\n\r\n".encode()
+        + body
+        + b"\r\n"
+    )
 
 
 def decode_record(record: bytes | memoryview) -> tuple[str, str, bytes]:
     """(subject, msg id, body) of a spooled record."""
-    subject_len, msg_id_len, body_len = RECORD_HEAD.unpack_from(record)
+    data = bytes(record)
+    if data.startswith(WIRE_MARK):
+        line_end = data.index(b"\r\n")
+        subject, headers_text, total_text = data[5:line_end].decode().split(" ")
+        headers, total = int(headers_text), int(total_text)
+        start = line_end + 2
+        msg_id = data[start + len(_HEADER_LEAD) : start + headers - 4].decode()
+        return subject, msg_id, data[start + headers : start + total]
+    subject_len, msg_id_len, body_len = RECORD_HEAD.unpack_from(data)
     at = RECORD_HEAD.size
-    subject = bytes(record[at : at + subject_len]).decode()
+    subject = data[at : at + subject_len].decode()
     at += subject_len
-    msg_id = bytes(record[at : at + msg_id_len]).decode()
+    msg_id = data[at : at + msg_id_len].decode()
     at += msg_id_len
-    return subject, msg_id, bytes(record[at : at + body_len])
+    return subject, msg_id, data[at : at + body_len]
 
 
 def subject_of(prefix: str, agent_id: int, kind: str) -> str:
@@ -172,3 +215,47 @@ def build(
         (head + tail).encode("utf-8"),
         line,
     )
+
+
+_QUEUE_JSON: Final = tuple(encode_basestring(chr(byte))[1:-1] for byte in range(0x80))
+
+
+def build_record(
+    prefix: str, source: Source, payload: bytes, received: float, counters: tuple[int, int]
+) -> bytes:
+    """`build(...).record()` in one pass: the spool record (the NATS message) of one event.
+
+    The common event (`<q>:<location>:<text>`, all UTF-8, a UTF-8 agent name) is decoded once and escaped
+    once, by the C encoder, as a whole: JSON escapes character by character, so the escaped payload is
+    the queue character's escape, `:`, the escaped location (no `:` in it), `:`, the escaped text. The text then goes into `text` and `wazuh_line` as that
+    one escaped string. Anything else takes `build()`, the general path.
+    """
+    origin = source.origin_json
+    if origin is None or len(payload) < 3 or payload[1] != 0x3A or payload[0] >= 0x80:
+        return build(prefix, source, payload, received, counters).record()
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return build(prefix, source, payload, received, counters).record()
+    escaped = encode_basestring(text)  # with its quotes
+    queue = payload[0]
+    queue_inner = _QUEUE_JSON[queue]
+    queue_end = 1 + len(queue_inner)  # the first separator
+    location_end = escaped.find(":", queue_end + 1)
+    if location_end < 0:  # no second separator: not `<q>:<location>:<text>`
+        return build(prefix, source, payload, received, counters).record()
+    global_counter, local_counter = counters
+    body = (
+        f'{source.head}"received":{received!r},"received_iso":"{iso_utc(received)}",'
+        f'"counter":[{global_counter},{local_counter}],"kind":"{kind_of(queue)}","queue":"{queue_inner}",'
+        f'"location":"{escaped[queue_end + 1 : location_end]}","text":"{escaped[location_end + 1 : -1]}",'
+        f'"wazuh_line":"{queue_inner}:{origin}->{escaped[queue_end + 1 :]}}}'
+    )
+    msg_id = f"{source.id_text}:{global_counter}:{local_counter}"
+    subject = source.subject(prefix, queue)
+    headers = len(msg_id) + _HEADER_EXTRA
+    if body.isascii():  # O(1) in CPython: then characters are bytes, and the message is one string
+        return (
+            f"HPUB {subject} {headers} {headers + len(body)}\r\n{_HEADER_LEAD}{msg_id}\r\n\r\n{body}\r\n"
+        ).encode()
+    return wire_record(subject, msg_id, body.encode("utf-8"))

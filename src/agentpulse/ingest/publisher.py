@@ -6,6 +6,11 @@ its own NATS connection: events never cross the record pipe, and the spool is pe
 iteration the list goes to the spool in one write, and the pump task publishes from the spool with
 pipelined JetStream acks and moves the cursor past every fully acknowledged batch. The danger is a NATS
 that is away or slow: then the spool grows, and `full` tells remoted to stop reading the senders.
+
+A spooled record is already the NATS protocol message (`event.wire_record`), so a batch goes to nats-py's
+pending buffer as one joined buffer (its `_send_command`: nats-py has no public call for bytes already
+framed; without it each event would cost a `publish()` call, about as much as building it), and only the
+batch's last event goes through `publish_async`, for its acknowledgement.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from nats.js.errors import NotFoundError
 
 from agentpulse.backoff import backoff_delay
 from agentpulse.config import NatsConfig
-from agentpulse.ingest.event import EVENTS_TOKEN, MSG_ID_HEADER, decode_record
+from agentpulse.ingest.event import EVENTS_TOKEN, MSG_ID_HEADER, WIRE_MARK, decode_record, wire_record
 from agentpulse.ingest.spool import Position, Spool
 from agentpulse.paths import Home
 
@@ -43,6 +48,7 @@ BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 10.0
 STATE_INTERVAL: Final = 1.0
 FINAL_DRAIN: Final = 3.0
+STOP_TIMEOUT: Final = 5.0  # for the tasks, then the NATS connection, to end at a stop
 RECONNECT_TIME_WAIT: Final = 1
 SEGMENT_MAX: Final = 16 << 20
 SLACK_MIN: Final = 1 << 20
@@ -120,6 +126,9 @@ class EventPublisher:
         self.own = self.spools[-1]
         self.counters = EventCounters(spool_limit=self.limit)
         self.nc = NATS()
+        # One JetStream context for the connection's life: each context subscribes its own reply inbox
+        # at its first publish_async, so a context per drain would leave a subscription behind each time.
+        self.js = self.nc.jetstream()
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,6 +137,7 @@ class EventPublisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
         self._setup_done = False
+        self._stopping = False  # the loops end when set (a cancellation can be missed, see `stop`)
         # Called after an acknowledged batch leaves the spool (remoted resumes paused senders from it).
         self.on_acked: Callable[[], None] | None = None
 
@@ -142,9 +152,24 @@ class EventPublisher:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    def reserve(self, size: int) -> None:
+        """Count `size` bytes of events accepted but not built yet (the intake builds them at the end of
+        the loop iteration) toward the limit, so `full` sees them."""
+        self._buffered += size
+
+    def spool_now(self, records: list[bytes], reserved: int) -> None:
+        """The records built at the end of a loop iteration (their `reserve`d estimate was `reserved`):
+        to the spool in one write with whatever `submit` queued, and wake the pump."""
+        self._buffer += records
+        self._buffered += sum(map(len, records)) + 8 * len(records) - reserved
+        self.counters.received += len(records)
+        self._flush()
+
     @property
     def pending_bytes(self) -> int:
-        return sum(spool.pending_bytes for spool in self.spools) + self._buffered
+        spools = self.spools  # read for every event (`full`): one spool but after a layout change
+        spooled = spools[0].pending_bytes if len(spools) == 1 else sum(s.pending_bytes for s in spools)
+        return spooled + self._buffered
 
     @property
     def full(self) -> bool:
@@ -191,11 +216,27 @@ class EventPublisher:
             while any(spool.pending_bytes for spool in self.spools) and time.monotonic() < deadline:
                 self._wake.set()
                 await asyncio.sleep(0.05)
+        # Not gather() nor wait_for(): a task can miss its cancellation (Python 3.11's wait_for returns
+        # the inner result when it completes as the cancel arrives: the flush above sets `_wake`, which
+        # the pump is waiting for; nats-py's publish and close catch CancelledError), and a stop must
+        # not wait for ever on that. The loops also end on `_stopping`.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.close(), 5.0)
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
+            if late:
+                log.warning(
+                    "Agent events: %s did not end within %.0f s of the stop; going on without them",
+                    ", ".join(task.get_name() for task in late),
+                    STOP_TIMEOUT,
+                )
+        closing = asyncio.ensure_future(self.nc.close())
+        done, _ = await asyncio.wait((closing,), timeout=STOP_TIMEOUT)
+        if not done:
+            closing.cancel()
+        elif not closing.cancelled():
+            closing.exception()  # retrieved: a failed close at a stop changes nothing
         self._write_state()
         for spool in self.spools:
             spool.close()
@@ -216,7 +257,7 @@ class EventPublisher:
         servers = await self._servers()
         options = await asyncio.to_thread(nats_options, self.config)
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 await self.nc.connect(
                     servers,
@@ -288,7 +329,7 @@ class EventPublisher:
 
     async def _pump(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
             self._wake.clear()
@@ -331,28 +372,30 @@ class EventPublisher:
         and `Nats-Msg-Id` drops what was stored already. Acking each event cost five times as much CPU.
         """
         nc = self.nc
-        js = nc.jetstream()
+        js = self.js
+        send = getattr(nc, "_send_command", None)  # see the module note; None: one publish() each
         in_flight: deque[tuple[Spool, Position, int, asyncio.Future[Any]]] = deque()
         while True:
             spool = self._next_spool()
             if spool is not None and len(in_flight) < WINDOW:
-                records = spool.read(BATCH)
-                if not records:  # nothing readable after all (a segment boundary): settle, look again
+                records, upto = spool.take(BATCH)
+                if upto is None:  # nothing readable after all (a segment boundary): settle, look again
                     if not in_flight:
                         return
                     await self._settle(*in_flight.popleft())
                     continue
-                last = len(records) - 1
-                for index, (_, record) in enumerate(records):
-                    subject, msg_id, body = decode_record(record)
-                    headers = {MSG_ID_HEADER: msg_id}
-                    if index < last:
-                        await nc.publish(subject, body, headers=headers)
-                    else:
-                        future = await js.publish_async(subject, body, headers=headers)
+                *bulk, last = records
+                if bulk and send is not None:
+                    await send(b"".join(r if r.startswith(WIRE_MARK) else _rewire(r) for r in bulk))
+                else:
+                    for record in bulk:
+                        subject, msg_id, body = decode_record(record)
+                        await nc.publish(subject, body, headers={MSG_ID_HEADER: msg_id})
+                subject, msg_id, body = decode_record(last)
+                future = await js.publish_async(subject, body, headers={MSG_ID_HEADER: msg_id})
                 # The next batch at once: with a thousand connections one loop iteration reads far more
                 # than one batch, so yielding after each one would publish slower than agents send.
-                in_flight.append((spool, records[-1][0], len(records), future))
+                in_flight.append((spool, upto, len(records), future))
                 continue
             if not in_flight:
                 return
@@ -384,7 +427,7 @@ class EventPublisher:
     # -- state for `agentpulse status` ------------------------------------------------------------------
 
     async def _state_writer(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(STATE_INTERVAL)
             await asyncio.to_thread(self._write_state)
 
@@ -400,6 +443,11 @@ class EventPublisher:
         with contextlib.suppress(OSError):
             tmp.write_text(json.dumps(asdict(counters)))
             os.replace(tmp, self.state_path)
+
+
+def _rewire(record: bytes) -> bytes:
+    """A record of a spool written before records were NATS messages, as one."""
+    return wire_record(*decode_record(record))
 
 
 def read_states(home: Home) -> list[dict[str, Any]]:

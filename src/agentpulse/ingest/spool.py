@@ -6,6 +6,12 @@ drops what was published but not yet marked. Segment files `<seq>.seg` hold `[u3
 [record]`; `cursor` holds the acknowledged position. The danger is size: `pending_bytes` is what the
 caller compares with its limit (the spool itself never refuses an append); a torn or corrupt tail found
 at open is cut off and logged.
+
+Every record is written before it can be read, but while the reader keeps up (NATS takes the events as
+fast as they come) it is not read back from the file: the records of the last appends are also kept in
+memory (`_tail`, at most TAIL_MAX bytes), and `take()` hands them out from there. The file stays the
+truth: the memory copy is dropped whenever the reader falls behind it (a lagging NATS, a rewind), and the
+reader then goes on from the file.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import os
 import struct
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -25,6 +32,7 @@ CURSOR: Final = struct.Struct("<QQ")  # segment, offset of the first unacknowled
 CURSOR_FILE: Final = "cursor"
 SUFFIX: Final = ".seg"
 READ_CHUNK: Final = 1 << 20
+TAIL_MAX: Final = 16 << 20  # bytes of recently appended records also kept in memory for `take()`
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -33,6 +41,16 @@ class Position:
 
     segment: int
     offset: int
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """The records of one append, in memory: they start at (segment, start) of the file."""
+
+    segment: int
+    start: int
+    records: list[bytes]
+    size: int  # their bytes in the file, frames included
 
 
 class Spool:
@@ -47,6 +65,8 @@ class Spool:
         self._read_fds: dict[int, int] = {}
         self._cursor_fd = -1
         self.pending_bytes = 0  # written and not acknowledged (what the limit is about)
+        self._tail: deque[_Chunk] = deque()  # the last appends, contiguous, from the read position on
+        self._tail_bytes = 0
 
     # -- open and close ---------------------------------------------------------------------------------
 
@@ -121,11 +141,31 @@ class Spool:
         while view:
             written = os.write(self._write_fd, view)
             view = view[written:]
-        self._sizes[self._write_segment] += len(data)
+        segment, start = self._write_segment, self._sizes[self._write_segment]
+        if self._tail or self._caught_up():
+            if self._tail_bytes + len(data) <= TAIL_MAX:
+                self._tail.append(_Chunk(segment, start, records, len(data)))
+                self._tail_bytes += len(data)
+            else:
+                self._drop_tail()
+        self._sizes[segment] += len(data)
         self.pending_bytes += len(data)
-        if self._sizes[self._write_segment] >= self.segment_bytes:
+        if self._sizes[segment] >= self.segment_bytes:
             self._roll()
         return len(data)
+
+    def _caught_up(self) -> bool:
+        """True when the reader has read everything written so far (the end of a full segment counts as
+        the start of the next, empty one)."""
+        seq, offset = self._read.segment, self._read.offset
+        write = self._write_segment
+        if seq == write:
+            return offset >= self._sizes.get(write, 0)
+        return seq + 1 == write and not self._sizes.get(write, 0) and offset >= self._sizes.get(seq, 0)
+
+    def _drop_tail(self) -> None:
+        self._tail.clear()
+        self._tail_bytes = 0
 
     def _roll(self) -> None:
         os.close(self._write_fd)
@@ -134,6 +174,49 @@ class Spool:
         self._write_fd = self._open_for_append(self._write_segment)
 
     # -- reading and acknowledging ----------------------------------------------------------------------
+
+    def take(self, max_records: int, max_bytes: int = 4 << 20) -> tuple[list[bytes], Position | None]:
+        """The next records after the last one read, and the position just past the last of them (None
+        when there are none): from memory while the reader keeps up, else from the file."""
+        tail = self._tail
+        if tail and self._at(tail[0]):
+            records: list[bytes] = []
+            taken = 0
+            end: Position | None = None
+            while tail and len(records) < max_records and taken < max_bytes:
+                chunk = tail[0]
+                room = max_records - len(records)
+                if len(chunk.records) <= room:
+                    tail.popleft()
+                    self._tail_bytes -= chunk.size
+                    records += chunk.records
+                    taken += chunk.size
+                    end = Position(chunk.segment, chunk.start + chunk.size)
+                else:  # split it: the rest stays in memory, starting where the part taken ends
+                    part = chunk.records[:room]
+                    size = sum(map(len, part)) + FRAME.size * len(part)
+                    chunk.records = chunk.records[room:]
+                    chunk.start += size
+                    chunk.size -= size
+                    self._tail_bytes -= size
+                    records += part
+                    taken += size
+                    end = Position(chunk.segment, chunk.start)
+            assert end is not None
+            self._read = end
+            return records, end
+        found = self.read(max_records, max_bytes)
+        if not found:
+            return [], None
+        return [record for _, record in found], found[-1][0]
+
+    def _at(self, chunk: _Chunk) -> bool:
+        """True when the reader is where the chunk starts (the end of a full segment is the start of
+        the next one)."""
+        seq, offset = self._read.segment, self._read.offset
+        if seq == chunk.segment:
+            return offset == chunk.start
+        return chunk.start == 0 and seq + 1 == chunk.segment and offset >= self._sizes.get(seq, 0)
 
     def read(self, max_records: int, max_bytes: int = 4 << 20) -> list[tuple[Position, bytes]]:
         """The next records after the last one read, with the position just past each."""
@@ -166,11 +249,17 @@ class Spool:
                 taken += end - at
                 at = end
             self._read = Position(seq, offset + at)
+        if self._tail and not self._at(self._tail[0]) and self._passed(self._tail[0]):
+            self._drop_tail()  # read from the file past what memory holds: memory is stale now
         return out
 
+    def _passed(self, chunk: _Chunk) -> bool:
+        return self._read > Position(chunk.segment, chunk.start)
+
     def rewind(self) -> None:
-        """Publishing failed: read again from the first unacknowledged record."""
+        """Publishing failed: read again from the first unacknowledged record (from the file)."""
         self._read = self._acked
+        self._drop_tail()
 
     def ack(self, upto: Position) -> None:
         """Everything up to `upto` is in JetStream: move the cursor, delete segments left behind."""

@@ -1,7 +1,10 @@
 """`EventIntake`: what remoted does with an agent event, and the back-pressure on the agents that send them.
 
-Each event is built once (`ingest.event`), given to the analysisd sink if any, and to this process's
-`EventPublisher`, whose spool is bounded. The danger is that spool: when it fills (NATS away or slow),
+Each event is accepted (or refused) as it is read, and built (`ingest.event`) at the end of the loop
+iteration that read it, all of that iteration's events together, for the analysisd sink if any and for
+this process's `EventPublisher`, whose spool is bounded. So a keep-alive read in the same iteration as
+many events is acknowledged (the ack is written as the keep-alive is handled) before any of those events
+costs more than its decryption. The danger is that spool: when it fills (NATS away or slow),
 reading stops on the sockets of the agents that send events, the biggest senders first, so their own
 `client_buffer` holds the events; an agent that sends only keep-alives is never paused. A paused agent is
 alive by our own doing: `keepalive_due()` names it every `PAUSED_KEEPALIVE` seconds, and remoted then
@@ -18,7 +21,7 @@ from typing import Final
 
 from agentpulse.config import AgentEventsConfig, Config
 from agentpulse.ingest.analysisd import AnalysisdSink
-from agentpulse.ingest.event import Source, build, is_keepalive_location
+from agentpulse.ingest.event import Source, build_record, is_keepalive_location, split, wazuh_line
 from agentpulse.ingest.publisher import EventCounters, EventPublisher
 from agentpulse.paths import Home
 from agentpulse.ratelimit import RateLimitedLog
@@ -32,6 +35,11 @@ LOW_WATER: Final = 0.5  # below it every agent paused for the spool reads again
 BIGGEST_SHARE: Final = 0.5  # at HIGH_WATER pause the top senders until they make this share of the bytes
 PAUSED_KEEPALIVE: Final = 10.0  # seconds between acks and "alive" on behalf of a paused agent
 ALIVE_INTERVAL: Final = 1.0  # an agent's events tell the store it is alive at most this often
+
+
+def reserved_size(payload: bytes) -> int:
+    """What an event will take in the spool, over-estimated: its text goes in twice, JSON-escaped."""
+    return (len(payload) * 5 >> 1) + 512
 
 
 class Pause(Enum):
@@ -63,6 +71,10 @@ class EventIntake:
         self._alive_at: dict[int, float] = {}
         self._warn = RateLimitedLog(log)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Accepted this loop iteration, built at its end: (source, payload, received, counters, publish).
+        self._pending: list[tuple[Source, bytes, float, tuple[int, int], bool]] = []
+        self._reserved = 0
+        self._flush_scheduled = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -71,6 +83,7 @@ class EventIntake:
             await self.publisher.start()
 
     async def stop(self) -> None:
+        self._flush()
         if self.publisher is not None:
             await self.publisher.stop()
         if self.sink is not None:
@@ -99,19 +112,20 @@ class EventIntake:
         if is_keepalive_location(payload):
             self.counters.ignored_keepalive += 1
             return False
-        event = build(self.prefix, self.source(key), payload, now, counters)
-        if self.sink is not None and event.wazuh_line is not None:
-            self.sink.send(event.wazuh_line)
         publisher = self.publisher
-        if publisher is not None:
+        if publisher is None:
+            self._queue(self.source(key), payload, now, counters, False)
+        else:
             # TCP: at most the one event that finds the spool full per connection, then it is paused.
             # UDP cannot be paused: past the hard limit its events are dropped, counted.
             if publisher.full and (
                 self.config.drop_when_full or (session is None and publisher.over_hard_limit)
             ):
                 self._drop(key)
+                if self.sink is not None:  # the sink is best effort, and not the spool's business
+                    self._queue(self.source(key), payload, now, counters, False)
             else:
-                publisher.submit(event.record())
+                self._queue(self.source(key), payload, now, counters, True)
                 if session is not None:
                     self._recent[session] = self._recent.get(session, 0) + len(payload)
                     if publisher.full and not self.config.drop_when_full:
@@ -123,6 +137,58 @@ class EventIntake:
             self._alive_at[key.number] = monotonic
             return True
         return False
+
+    def _queue(
+        self, source: Source, payload: bytes, now: float, counters: tuple[int, int], publish: bool
+    ) -> None:
+        if publish:
+            size = reserved_size(payload)
+            self._reserved += size
+            assert self.publisher is not None
+            self.publisher.reserve(size)
+        self._pending.append((source, payload, now, counters, publish))
+        if not self._flush_scheduled:
+            if self._loop is None:  # not started (tests that drive the intake by hand): at once
+                self._flush()
+            else:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """The end of the loop iteration: build what it accepted, to the sink and to the spool."""
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        reserved, self._reserved = self._reserved, 0
+        if not pending:
+            return
+        sink = self.sink
+        if sink is not None:
+            for source, payload, _, _, _ in pending:
+                parts = split(payload)
+                if parts is not None:
+                    sink.send(wazuh_line(parts[0], source, parts[1], parts[2]))
+        if self.publisher is not None:
+            prefix = self.prefix
+            try:
+                records = [
+                    build_record(prefix, source, payload, now, counters)
+                    for source, payload, now, counters, publish in pending
+                    if publish
+                ]
+            except Exception:  # a bug, not the agent's doing: lose the one event, not the iteration's
+                records = self._build_each(pending)
+            self.publisher.spool_now(records, reserved)
+
+    def _build_each(self, pending: list[tuple[Source, bytes, float, tuple[int, int], bool]]) -> list[bytes]:
+        records = []
+        for source, payload, now, counters, publish in pending:
+            if publish:
+                try:
+                    records.append(build_record(self.prefix, source, payload, now, counters))
+                except Exception:
+                    self.counters.dropped += 1
+                    log.exception("Agent event of agent %s could not be built; dropped", source.id_text)
+        return records
 
     def _drop(self, key: AgentKey) -> None:
         self.counters.dropped += 1

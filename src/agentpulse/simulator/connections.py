@@ -62,6 +62,11 @@ class SimConnection:
     def write(self, data: bytes) -> bool:
         raise NotImplementedError
 
+    def writable(self) -> bool:
+        """False when a write would be refused (closing, or the manager is not reading): the caller can
+        skip building the message."""
+        return self.transport is not None and not self.transport.is_closing()
+
     def local_ip(self) -> str:
         sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
         return str(sockname[0]) if isinstance(sockname, tuple) and sockname else self.agent.source
@@ -117,6 +122,15 @@ class TcpConnection(SimConnection, asyncio.Protocol):
             self.owner.error("backpressure")
             return False
         transport.write(data)
+        return True
+
+    def writable(self) -> bool:
+        transport = cast(asyncio.Transport, self.transport)
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            self.owner.error("backpressure")
+            return False
         return True
 
     def pause(self) -> None:

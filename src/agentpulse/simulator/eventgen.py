@@ -2,18 +2,25 @@
 
 Sizes as real 4.x agents send them: syslog lines of 100-400 bytes, FIM events of 0.5-1.5 KB, inventory
 rows of 1-8 KB. A pool of payloads is built once per process (from a fixed seed: runs are comparable)
-and reused; each send is still sealed with its own counters. Events are compressed at zlib level 1
-rather than agentd's 9: the stream is equally valid, and the load generator shares the manager's cores.
+and reused; each send is still sealed with its own counters, checksum and encryption. The load generator
+shares the manager's cores, so the payload is compressed once, when the pool is built, not per send: a
+message's zlib stream is a stored block with its checksum and counters (53 bytes), then the payload's
+own deflate blocks, then the Adler-32 of the whole, which is as valid a stream as agentd's level 9 one
+(any inflater, Wazuh's `uncompress()` included, reads it) and costs a checksum instead of a compression.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import struct
 import zlib
 from typing import Final
 
 from agentpulse.agent.connection import AgentCodec
+from agentpulse.wire.frames import encode_frame
+from agentpulse.wire.secure import MAX_MESSAGE, MSG_OVERHEAD
 
 MIXES: Final = ("syslog", "fim", "inventory")
 POOL: Final = 64  # payloads per kind
@@ -32,13 +39,36 @@ _WORDS: Final = (
 )
 
 
-def fast_compress(block: bytes) -> bytes:
-    return zlib.compress(block, 1)
+# zlib header (deflate, 32 KiB window), then a stored, non-final block of MSG_OVERHEAD bytes: the checksum
+# and the clear header (LEN, NLEN little-endian).
+_STREAM_HEAD: Final = b"\x78\x01\x00" + struct.pack("<HH", MSG_OVERHEAD, MSG_OVERHEAD ^ 0xFFFF)
+_ADLER: Final = struct.Struct(">I")
 
 
-def seal_event(codec: AgentCodec, payload: bytes) -> bytes:
-    """The agent's frame for one event: its own counters, zlib level 1 (see the module note)."""
-    return codec.seal(payload, compressor=fast_compress)
+def deflated(payload: bytes) -> bytes:
+    """The payload's raw deflate blocks (the last one final), to splice after a message's head."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+    return compressor.compress(payload) + compressor.flush()
+
+
+def seal_event(codec: AgentCodec, payload: bytes, compressed: bytes | None = None) -> bytes:
+    """The agent's frame for one event: its own counters and checksum, the payload's deflate blocks
+    (`deflated(payload)`, computed here when not given), encrypted as the agent's every message."""
+    if not payload or len(payload) > MAX_MESSAGE:
+        raise ValueError(f"message length {len(payload)} outside 1..{MAX_MESSAGE}")
+    global_counter, local_counter = codec.counter.advance()
+    clear_head = b"%05u%010u:%04u:" % (random.getrandbits(16), global_counter, local_counter)
+    digest = hashlib.md5(clear_head, usedforsecurity=False)
+    digest.update(payload)
+    head = digest.hexdigest().encode("ascii") + clear_head
+    stream = (
+        _STREAM_HEAD
+        + head
+        + (compressed if compressed is not None else deflated(payload))
+        + _ADLER.pack(zlib.adler32(payload, zlib.adler32(head)))
+    )
+    sealed = codec.cipher.seal_compressed(stream, cipher=codec.cipher_kind, agent_id=codec.prefix)
+    return encode_frame(sealed) if codec.tcp else sealed
 
 
 def _syslog(rng: random.Random, host: str) -> bytes:
@@ -129,6 +159,7 @@ class EventSchedule:
     def __init__(self, rate: float, mix: tuple[str, ...]) -> None:
         self.rate = rate  # per agent and second
         self.pool = payload_pool(mix) if rate > 0 else []
+        self.compressed = [deflated(payload) for payload in self.pool]
         self._credit = 0.0
         self._next_payload = 0
         self._last = -1.0
@@ -146,6 +177,10 @@ class EventSchedule:
         return count
 
     def payload(self) -> bytes:
-        payload = self.pool[self._next_payload]
-        self._next_payload = (self._next_payload + 1) % len(self.pool)
-        return payload
+        return self.next()[0]
+
+    def next(self) -> tuple[bytes, bytes]:
+        """The next payload of the pool and its deflate blocks (see `seal_event`)."""
+        at = self._next_payload
+        self._next_payload = (at + 1) % len(self.pool)
+        return self.pool[at], self.compressed[at]

@@ -379,9 +379,9 @@ class FleetProcess:
             self._event_cursor = (self._event_cursor + 1) % len(agents)
             tries -= 1
             connection = agent.connection
-            if agent.state != RUNNING or connection is None:
-                continue
-            if connection.write(seal_event(agent.codec, self.events.payload())):
+            if agent.state != RUNNING or connection is None or not connection.writable():
+                continue  # not sealed: a refused write would waste the generator's share of the cores
+            if connection.write(seal_event(agent.codec, *self.events.next())):
                 agent.messages_sent += 1
                 self.events_sent += 1
                 count -= 1

@@ -168,7 +168,12 @@ class AgentCipher:
         if not payload or len(payload) > MAX_MESSAGE:
             raise ValueError(f"message length {len(payload)} outside 1..{MAX_MESSAGE}")
         clear = clear_text(payload, rand, global_counter, local_counter)
-        buffer = pad(compressor(checksum(clear) + clear))
+        return self.seal_compressed(compressor(checksum(clear) + clear), cipher=cipher, agent_id=agent_id)
+
+    def seal_compressed(self, compressed: bytes, *, cipher: CipherKind, agent_id: str | None = None) -> bytes:
+        """`seal` from the zlib stream of `checksum(clear) + clear` on (for a sender that builds it
+        another way: the simulator splices a payload compressed once into each message's stream)."""
+        buffer = pad(compressed)
         if cipher is CipherKind.AES:
             padding = 16 - len(buffer) % 16  # PKCS#7 adds 1..16 bytes
             buffer += bytes((padding,)) * padding
