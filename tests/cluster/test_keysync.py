@@ -68,3 +68,28 @@ def test_an_agent_gone_from_the_database_is_removed_here_once_but_not_one_never_
     asyncio.run(scenario())
     assert removed == [[2]]
     assert sync.removals == 1
+
+
+def test_the_full_read_runs_only_when_the_keys_in_the_database_changed(dsn: str, tmp_path: Path) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE agent (id INTEGER, name TEXT, register_ip TEXT, internal_key TEXT)")
+        conn.execute("INSERT INTO agent VALUES (1, 'a', 'any', 'k1')")
+    keys = tmp_path / "client.keys"
+    keys.write_text("001 a any k1\n")
+    present = {1}
+    sync = KeysSync(dsn, "node-b", keys, present.__contains__, lambda: None)
+
+    async def scenario() -> list[tuple[int, int]]:
+        seen = []
+        for change in (None, None, "INSERT INTO agent VALUES (2, 'b', 'any', 'k2')", None,
+                       "UPDATE agent SET internal_key = 'k2b' WHERE id = 2"):  # fmt: skip
+            if change is not None:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(change)
+            seen.append((await sync.once(), sync.full_reads))
+        await sync.stop()
+        return seen
+
+    # A sync reads every key only at first and after a change (a new agent, another key): 1, 1, 2, 2, 3.
+    assert asyncio.run(scenario()) == [(0, 1), (0, 1), (1, 2), (0, 2), (0, 3)]
+    assert keys.read_text() == "001 a any k1\n002 b any k2\n"

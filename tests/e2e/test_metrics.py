@@ -153,8 +153,8 @@ def test_metrics_of_one_process_match_the_agents_and_the_cli(manager: ManagerPro
     keys = manager.add_agents(AGENTS + 1)
     manager.start()
     _check_fleet(manager, port, keys)
-    samples = scrape(port)
-    assert value(samples, "agentpulse_sweeper_runs_total") >= 1
+    # The sweeper runs once a second from the start: a fleet checked within the first second saw none yet.
+    samples = eventually(port, "a sweep", lambda s: value(s, "agentpulse_sweeper_runs_total") >= 1)
     assert value(samples, "agentpulse_store_flush_seconds_count") >= 1
     assert value(samples, "agentpulse_nats_connected") == 0  # <nats> is off in these tests
     assert value(samples, "agentpulse_event_spool_depth") == 0

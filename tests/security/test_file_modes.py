@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
 from pathlib import Path
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
@@ -42,6 +43,9 @@ def test_every_file_the_manager_creates_is_0640_or_tighter(manager: ManagerProce
 
     asyncio.run(connect())
     manager.wait_for(keys[0].number, "active")
+    deadline = time.monotonic() + 10  # the agent's own database is made off the writer's path, after
+    while not any(manager.root.rglob("001.db")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     created = {path: _mode(path) for path in manager.root.rglob("*") if path.is_file() and path not in ours}
     names = {path.name for path in created}
     assert {"global.db", "global.db-wal", "ossec.log", "001.db"} <= names, sorted(names)
