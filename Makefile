@@ -24,7 +24,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Four test processes on two cores: the suite mostly waits (timeouts, graces, sleeps), 16 min alone, ~6 min so.
+# Four test processes on two cores: the suite mostly waits (timeouts, graces, sleeps): 16 min serial, 6-9 min so.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -n 4
 
