@@ -472,16 +472,14 @@ class Manager:
 
     # -- several nodes (docs/cluster.md; the rest is cluster/follow.py) ---------------------------------
 
-    async def _removed_elsewhere(self, ids: list[int]) -> None:
-        """Agents another node removed: out of this node's view first (their removal row is written
-        already, and their connection's loss must not add one), then out of client.keys (marked `!`, as
-        manage_agents -r does) and remoted, which closes their connections."""
-        self.store.forget_removed(ids, time.time())
+    async def remove_keys(self, ids: list[int], *, purge: bool) -> list[str]:
+        """The agents' lines out of client.keys (marked `!`, or gone with `purge`) under the keys lock, and
+        the key store, remoted and workers told before the lock is let go; the lines removed."""
         keys = EnrolledKeys(self.keys, self.keys_watcher, self.remoted, self.pool, self.store)
         keys.hold()
         try:
             lines, before, after = await asyncio.to_thread(
-                _remove_key_lines, self.home.client_keys, ids, False
+                _remove_key_lines, self.home.client_keys, ids, purge
             )
         except BaseException:
             keys.release()
@@ -490,6 +488,14 @@ class Manager:
             await keys.take(lines, before, after)
         else:
             keys.release()
+        return lines
+
+    async def _removed_elsewhere(self, ids: list[int]) -> None:
+        """Agents another node removed: out of this node's view first (their removal row is written
+        already, and their connection's loss must not add one), then out of client.keys (marked `!`, as
+        manage_agents -r does) and remoted, which closes their connections."""
+        self.store.forget_removed(ids, time.time())
+        lines = await self.remove_keys(ids, purge=False)
         await asyncio.to_thread(_unlink_all, [self.home.rids_file(f"{agent_id:03d}") for agent_id in ids])
         log.info("Removed %d agents that another node removed", len(lines))
 
@@ -744,19 +750,7 @@ class ManagerApi:
 
     async def remove_agents(self, ids: list[int], purge: bool) -> list[int]:
         manager = self.manager
-        keys = EnrolledKeys(manager.keys, manager.keys_watcher, manager.remoted, manager.pool, manager.store)
-        keys.hold()
-        try:
-            lines, before, after = await asyncio.to_thread(
-                _remove_key_lines, manager.home.client_keys, ids, purge
-            )
-        except BaseException:
-            keys.release()
-            raise
-        if lines:
-            await keys.take(lines, before, after)
-        else:
-            keys.release()
+        await manager.remove_keys(ids, purge=purge)
         removed = manager.store.remove_agents(ids, time.time(), purge_files=purge)
         await asyncio.to_thread(
             _unlink_all, [manager.home.rids_file(f"{row.agent_id:03d}") for row in removed]
