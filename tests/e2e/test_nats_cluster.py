@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import pytest
@@ -106,6 +107,17 @@ async def stream_replicas(url: str, stream: str = "AGENT_STATUS") -> tuple[int, 
         await nc.close()
 
 
+def whole_history(manager: ManagerProcess, expected: int, timeout: float) -> dict[str, list[Any]]:
+    """The history once it holds `expected` rows (acks never wait on the database: the last rows may be in
+    a flush still), and exactly that many."""
+    deadline = time.monotonic() + timeout
+    while sum(map(len, (history := history_by_agent(manager)).values())) < expected:
+        assert time.monotonic() < deadline, f"{sum(map(len, history.values()))} of {expected} transitions"
+        time.sleep(0.1)
+    assert sum(map(len, history.values())) == expected
+    return history
+
+
 async def cycle(manager: ManagerProcess, agents: list[Agent]) -> None:
     for agent in agents:
         agent.shutdown()
@@ -151,11 +163,7 @@ def test_killing_a_nats_server_loses_and_repeats_no_status_event(
     started = time.monotonic()
     asyncio.run(scenario())
     expected = (2 + 3 * ROUNDS + 1) * AGENTS
-    deadline = time.monotonic() + 10  # the last flush
-    while sum(map(len, (history := history_by_agent(manager)).values())) < expected:
-        assert time.monotonic() < deadline, f"{sum(map(len, history.values()))} of {expected} transitions"
-        time.sleep(0.1)
-    assert sum(map(len, history.values())) == expected
+    history = whole_history(manager, expected, timeout=10)  # the last flush
     survivor = next(url for index, url in enumerate(nats_cluster.urls) if index not in killed)
     messages = asyncio.run(read_all(survivor, expected, timeout=60))
     assert len(messages) == expected, "a status event was stored twice"  # dedup by Nats-Msg-Id
@@ -272,13 +280,7 @@ def test_killing_the_leaders_nats_server_under_three_nodes_loses_and_repeats_no_
             node.start()
         asyncio.run(scenario())
         expected = (2 + 3 * ROUNDS + 1) * len(keys)
-        # Acks never wait on the database: the last round's rows may still be in a node's next flush (and
-        # "disconnected" above may have been the previous round's, not yet overwritten).
-        deadline = time.monotonic() + 15
-        while sum(map(len, (history := history_by_agent(nodes[0])).values())) < expected:
-            assert time.monotonic() < deadline, f"{sum(map(len, history.values()))} of {expected} transitions"
-            time.sleep(0.1)
-        assert sum(map(len, history.values())) == expected
+        history = whole_history(nodes[0], expected, timeout=15)
         survivor = next(url for index, url in enumerate(nats_cluster.urls) if index not in killed)
         messages = asyncio.run(read_all(survivor, expected, timeout=60))
         assert len(messages) == expected, "a status event was stored twice"

@@ -63,6 +63,12 @@ class ServerPorts:
     monitor: int
 
 
+def pick_ports(size: int) -> list[ServerPorts]:
+    """Client, route and monitoring ports for `size` servers, all distinct and free now."""
+    ports = free_ports(3 * size)
+    return [ServerPorts(*ports[3 * n : 3 * n + 3]) for n in range(size)]
+
+
 class LocalNatsCluster:
     """`size` routed servers under `root` (root/nN/store, root/nN.conf, root/nN.log)."""
 
@@ -72,8 +78,7 @@ class LocalNatsCluster:
         self.root = root
         self.size = size
         self.name = name
-        ports = free_ports(3 * size)
-        self.ports = [ServerPorts(*ports[3 * n : 3 * n + 3]) for n in range(size)]
+        self.ports = pick_ports(size)
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * size
 
     @property
@@ -128,8 +133,7 @@ class LocalNatsCluster:
                 self.stop()
                 if attempt == PORT_ATTEMPTS or PORT_TAKEN not in self.logs():
                     raise
-                ports = free_ports(3 * self.size)
-                self.ports = [ServerPorts(*ports[3 * n : 3 * n + 3]) for n in range(self.size)]
+                self.ports = pick_ports(self.size)
                 for index in range(self.size):
                     self.log_path(index).unlink(missing_ok=True)
             except BaseException:
