@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from typing import Any
 
 import pytest
 
 from agentpulse.events import payloads
 from agentpulse.events.publisher import KeepalivePublisher, NatsLink
+from agentpulse.events.service import EventsService
 from agentpulse.status import ConnectionStatus
 from agentpulse.wire.control import Keepalive
 
@@ -70,3 +72,26 @@ def test_a_keepalive_publisher_told_to_stop_ends_though_its_cancellation_was_swa
         assert task in done
 
     asyncio.run(scenario())
+
+
+def test_work_left_behind_at_the_stop_that_fails_later_is_not_reported_as_unhandled() -> None:
+    """The 200k preset's stop printed "unhandled exception during asyncio.run() shutdown": the final
+    outbox drain, cancelled after its bound, swallowed the cancellation and then failed on the closed
+    connection, and nobody retrieved that error."""
+    unhandled: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unhandled.append(context))
+
+        async def drain() -> None:
+            with contextlib.suppress(asyncio.CancelledError):  # as nats-py's _flush_pending
+                await asyncio.sleep(0.2)
+            raise ConnectionError("publish failed: the connection closed")
+
+        await EventsService._bounded("final outbox drain", drain(), 0.05)
+        await asyncio.sleep(0.4)  # the drain has failed by now
+        gc.collect()  # a finished task with an unretrieved error reports it when collected
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert unhandled == []

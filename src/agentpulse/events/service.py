@@ -438,6 +438,9 @@ class EventsService:
         done, _ = await asyncio.wait((task,), timeout=timeout)
         if not done:
             task.cancel()
+            # The work may still end with an error (nats-py turns the cancellation into a closed
+            # connection): retrieved here, or asyncio.run's shutdown prints it as unhandled.
+            task.add_done_callback(_left_behind(what))
             log.warning("%s did not finish within %.0f s", what, timeout)
             return
         error = None if task.cancelled() else task.exception()
@@ -445,3 +448,12 @@ class EventsService:
             log.warning("%s failed: %s", what, describe(error))
         elif error is not None:
             raise error
+
+
+def _left_behind(what: str) -> Callable[[asyncio.Future[Any]], None]:
+    def retrieved(task: asyncio.Future[Any]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.debug("%s, left behind at the stop, ended with: %s", what, describe(error))
+
+    return retrieved
