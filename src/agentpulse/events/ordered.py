@@ -170,7 +170,7 @@ async def _read_back(js: JetStreamContext, lanes: list[Lane]) -> str | None:
     for lane in lanes:
         lane.read_backs += 1
         if lane.read_backs > READ_BACKS:
-            return f"{lane.tips.what}: {lane.writes[0].subject} moved under {READ_BACKS} read-backs in a row"
+            return f"{lane.tips.what}: {lane.writes[0].subject} kept moving ({READ_BACKS} read-backs in one batch)"
     found = await asyncio.gather(*(_last(js, lane) for lane in lanes), return_exceptions=True)
     for lane, result in zip(lanes, found, strict=True):
         if isinstance(result, NatsError | OSError | TimeoutError):

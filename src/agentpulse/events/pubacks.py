@@ -51,10 +51,6 @@ class PubAcks:
             raise
         return future
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._waiting)
-
     async def _on_reply(self, msg: Msg) -> None:
         future = self._waiting.get(msg.subject.rpartition(".")[2])
         if future is None or future.done():
