@@ -1,4 +1,5 @@
-"""The outbox publisher's ordering rules, against a scripted JetStream: prefix acks, no stale KV, no re-sends."""
+"""The outbox publisher's ordering rules, against a scripted JetStream: prefix acks, no stale KV, no re-sends,
+one write in flight per agent (tests/events/test_outbox_order_nats.py: the same against a real server)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Any
 import pytest
 
 from agentpulse.events import publisher
-from agentpulse.events.publisher import NatsLink, OutboxEntry, OutboxPublisher, Unavailable
+from agentpulse.events.publisher import NatsLink, OutboxPublisher, Unavailable
+from tests.events.outbox_tools import Outbox, entries
 
 
 @dataclass
 class ScriptedJetStream:
-    """publish_async answers at once: an ack, an error for the msg ids / KV keys in `refuse`, or nothing."""
+    """publish (the relay's `acks`) answers at once: an ack, an error for the msg ids / KV keys in `refuse`, or
+    nothing for those in `silent`."""
 
     refuse: set[str] = field(default_factory=set)
     silent: set[str] = field(default_factory=set)
@@ -31,12 +34,12 @@ class ScriptedJetStream:
     async def key_value(self, bucket: str) -> None:
         return None
 
-    async def publish_async(
-        self, subject: str, payload: bytes, headers: dict[str, str] | None = None, wait_stall: float = 0
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None
     ) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if headers:
-            name = headers["Nats-Msg-Id"]
+        if not subject.startswith("$KV."):
+            name = (headers or {})["Nats-Msg-Id"]
             self.stream.append(name)
         else:
             name = "kv:" + subject.rsplit(".", 1)[1]
@@ -52,30 +55,6 @@ class Connected:
     is_connected = True
 
 
-@dataclass
-class Outbox:
-    rows: list[OutboxEntry]
-    acked: list[int] = field(default_factory=list)
-
-    async def read(self, after: int, limit: int) -> list[OutboxEntry]:
-        return [row for row in self.rows if row.row_id > after][:limit]
-
-    async def count(self, after: int) -> int:
-        return len(await self.read(after, 1_000_000))
-
-    def ack_outbox(self, ids: list[int]) -> None:
-        self.acked.extend(ids)
-
-
-def entries(*agents_and_seqs: tuple[int, int]) -> list[OutboxEntry]:
-    return [
-        OutboxEntry(
-            row_id, f"agent.status.{agent:03d}", f"{agent:03d}:{seq}", json.dumps({"sequence": seq}).encode()
-        )
-        for row_id, (agent, seq) in enumerate(agents_and_seqs, start=1)
-    ]
-
-
 ROWS = entries((1, 1), (2, 1), (1, 2), (2, 2), (1, 3), (3, 1))
 
 
@@ -83,19 +62,23 @@ def publisher_for(js: ScriptedJetStream, outbox: Outbox) -> OutboxPublisher:
     link = NatsLink(Connected())  # type: ignore[arg-type]
     link.js = js  # type: ignore[assignment]
     link.epoch = 1
-    return OutboxPublisher(
+    events = OutboxPublisher(
         link,
-        outbox,
-        outbox,
+        outbox,  # type: ignore[arg-type]
+        outbox,  # type: ignore[arg-type]
         prefix="agent",
         stream="AGENT_STATUS",
-        kv_bucket="agent_status",  # type: ignore[arg-type]
+        kv_bucket="agent_status",
     )
+    events.acks = js
+    return events
 
 
 def test_a_refused_event_stops_the_acks_at_the_row_before_it_and_the_retry_sends_only_what_is_missing() -> (
     None
 ):
+    """Waves: each agent's first row (and the KV writes), then each agent's second... The refused 001:2 ends
+    the batch after its wave: 001:3 is not published before 001:2 is stored (it was, before issue 16)."""
     js, outbox = ScriptedJetStream(refuse={"001:2"}), Outbox(ROWS)
     events = publisher_for(js, outbox)
 
@@ -108,7 +91,7 @@ def test_a_refused_event_stops_the_acks_at_the_row_before_it_and_the_retry_sends
 
     asyncio.run(scenario())
     assert outbox.acked == [1, 2, 3, 4, 5, 6]
-    assert js.stream == ["001:1", "002:1", "001:2", "002:2", "001:3", "003:1", "001:2"]
+    assert js.stream == ["001:1", "002:1", "003:1", "001:2", "002:2", "001:2", "001:3"]
     assert js.kv == [("001", 3), ("002", 2), ("003", 1)]  # the newest per agent, written once
 
 
@@ -125,7 +108,7 @@ def test_a_refused_kv_update_holds_that_agents_rows_and_never_writes_an_older_st
 
     asyncio.run(scenario())
     assert outbox.acked == [1, 2, 3, 4, 5, 6]
-    assert js.stream == ["001:1", "002:1", "001:2", "002:2", "001:3", "003:1"]  # nothing published twice
+    assert js.stream == ["001:1", "002:1", "003:1", "001:2", "002:2", "001:3"]  # nothing published twice
     for agent in ("001", "002", "003"):
         written = [seq for key, seq in js.kv if key == agent]
         assert written == sorted(written), agent

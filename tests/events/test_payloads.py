@@ -38,6 +38,17 @@ def test_subjects_and_ids_are_the_numeric_agent_id_formatted_03d() -> None:
         payloads.status_subject("agent", -1)
 
 
+def test_the_relay_reads_back_the_sequence_of_its_own_msg_ids_and_event_bodies_only() -> None:
+    """What events/ordered.py reads back from the stream (a msg id) and the bucket (a body)."""
+    _, msg_id, body = payloads.outbox_row("agent", ROW, "web-01", ORIGIN)
+    assert payloads.parse_status_msg_id(msg_id) == (7, 3)
+    assert payloads.sequence_of_status_event(body) == 3
+    for other in ("", "007", "007:", ":3", "7:x", "abc:1", "007:3:1"):
+        assert payloads.parse_status_msg_id(other) is None, other
+    for unreadable in (None, b"", b"[]", b"{}", b"not json", b'{"sequence":"3"}', b'{"sequence":true}'):
+        assert payloads.sequence_of_status_event(unreadable) is None, unreadable
+
+
 def test_agent_text_never_reaches_the_subject() -> None:
     subject, msg_id, body = payloads.outbox_row("agent", ROW, HOSTILE, ORIGIN)
     assert subject == "agent.status.007"

@@ -74,6 +74,24 @@ def status_msg_id(agent_id: int, sequence: int) -> str:
     return f"{agent_token(agent_id)}:{sequence}"
 
 
+def parse_status_msg_id(msg_id: str) -> tuple[int, int] | None:
+    """(agent id, sequence) from a `Nats-Msg-Id` of ours, `<%03d id>:<sequence>`; None for any other."""
+    agent, _, seq = msg_id.partition(":")
+    if not (agent.isdigit() and seq.isdigit()):
+        return None
+    return int(agent), int(seq)
+
+
+def sequence_of_status_event(body: bytes | None) -> int | None:
+    """The `sequence` of a status event's body (a KV entry read back); None for anything else (a deleted
+    key's empty marker, a value this version did not write)."""
+    try:
+        seq = json.loads(body or b"").get("sequence")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
 def kv_key(agent_id: int) -> str:
     return agent_token(agent_id)
 

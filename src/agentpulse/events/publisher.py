@@ -1,8 +1,9 @@
 """The two publishers: status events from the outbox (JetStream), keep-alive events from memory (core NATS).
 
 `OutboxPublisher` is at-least-once and deduplicated by `Nats-Msg-Id`; `KeepalivePublisher` is at-most-once
-and batched. The danger is order: the outbox is only ever acknowledged as a prefix, so what is left after
-a failure is a suffix and each KV entry ends on the agent's newest status (see `OutboxPublisher`).
+and batched. The danger is order: one agent's events are written one at a time, each after JetStream
+acknowledged the one before (`ordered`), and the outbox is only ever acknowledged as a prefix, so what is
+left after a failure is a suffix and each KV entry ends on the agent's newest status (see `OutboxPublisher`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
@@ -24,6 +24,16 @@ from nats.js.errors import NotFoundError
 
 from agentpulse.backoff import SATURATED, backoff_delay
 from agentpulse.events import payloads
+from agentpulse.events.ordered import (
+    Lane,
+    Publisher,
+    SubjectTips,
+    Write,
+    kv_entry_sequence,
+    publish_in_order,
+    status_event_sequence,
+)
+from agentpulse.events.pubacks import PubAcks
 from agentpulse.status import ConnectionStatus, Trigger, transition
 from agentpulse.store.facade import Store
 from agentpulse.store.reader import Reader, ReadFailed
@@ -73,10 +83,7 @@ class OutboxEntry:
     @property
     def agent_and_seq(self) -> tuple[int, int] | None:
         """From our own msg id, `<%03d id>:<sequence>`; None for a row this version did not write."""
-        agent, _, seq = self.msg_id.partition(":")
-        if not (agent.isdigit() and seq.isdigit()):
-            return None
-        return int(agent), int(seq)
+        return payloads.parse_status_msg_id(self.msg_id)
 
 
 class Unavailable(Exception):
@@ -117,16 +124,19 @@ class OutboxPublisher:
 
     The store writes each transition's event to `event_outbox` in the transaction that changes the status,
     so the outbox holds exactly the events not yet acknowledged by JetStream. This reads it in id order, in
-    batches, through the `OutboxReader` thread, publishes a whole batch with pipelined acks
-    (`publish_async`), and has the store delete the rows JetStream acknowledged. Retries carry the same
-    `Nats-Msg-Id`, so JetStream drops what it already has within the stream's duplicate window.
+    batches, through the `OutboxReader` thread, publishes a batch with acks pipelined across agents and at
+    most one write in flight per agent (`ordered.publish_in_order`: an agent's next event leaves once its
+    previous one is acknowledged, expecting the stream sequence that one got), and has the store delete
+    the rows JetStream acknowledged. Retries carry the same `Nats-Msg-Id`, so JetStream drops what it
+    already has within the stream's duplicate window; after it, the expectation tells a write that is there.
 
-    The danger is order. Rows are only ever acknowledged as a prefix of the outbox (everything up to the
-    first row that failed), so what is left after a failure, a crash or an outage is always a suffix:
-    re-publishing it re-writes the KV snapshot oldest first and newest last, so each KV entry ends on the
-    agent's newest status. Within a run the sequence each KV entry holds is remembered, so it never goes
-    back. Rows JetStream accepted past the failed one are remembered too, so a retry does not publish them
-    again (a retry may come after the duplicate window).
+    The danger is order. Within a subject nothing newer is stored while something older is missing (a
+    NATS failover loses in-flight writes: only an agent's oldest unacknowledged one can be among them). Rows
+    are only ever acknowledged as a prefix of the outbox (everything up to the first row that failed), so
+    what is left after a failure, a crash or an outage is always a suffix: re-publishing it re-writes the KV
+    snapshot oldest first and newest last, so each KV entry ends on the agent's newest status. Within a run
+    the sequence each KV entry holds is remembered, so it never goes back. Rows JetStream accepted past the
+    failed one are remembered too, so a retry does not publish them again.
     """
 
     def __init__(
@@ -153,9 +163,13 @@ class OutboxPublisher:
         self.backlog_at_start = 0  # outbox rows left by the last run (set once by the service)
         self.committed = 0  # outbox rows committed in this run (writer thread)
         self.on_published: PublishObserver | None = None  # metrics: publish latency
+        self.acks: Publisher = PubAcks(link.nc)  # not nats-py's publish_async: see pubacks.py
         self._acked_upto = 0  # every outbox id up to this one is acknowledged (ids only grow)
         self._in_stream: set[int] = set()  # accepted by JetStream, not yet acknowledged as a prefix
         self._kv_seq: dict[int, int] = {}  # the sequence of each agent's KV entry, as written by this run
+        # Where each agent's subject ends in the stream and in the bucket's stream (ordered.py), as learned
+        self._stream_tips = SubjectTips(stream, f"stream {stream}", status_event_sequence)
+        self._kv_tips = SubjectTips(f"KV_{kv_bucket}", f"KV bucket {kv_bucket}", kv_entry_sequence)
         self._setup_epoch = -1
         self._replicas_noted = ""
         self._wake = asyncio.Event()  # a commit added rows
@@ -241,8 +255,8 @@ class OutboxPublisher:
             if len(rows) < self.batch:
                 self._came_back(sent)
                 return sent
-            if until_stopped and self.stopped:
-                return sent
+            if until_stopped and (self.stopped or not self.active()):
+                return sent  # a leader that stepped down leaves the rest to the next one
 
     @property
     def depth(self) -> int:
@@ -319,19 +333,11 @@ class OutboxPublisher:
         return js
 
     async def _publish(self, rows: list[OutboxEntry]) -> int:
-        """Publish one batch with pipelined acks; acknowledge the longest prefix that fully made it."""
-        stream_acks: dict[int, asyncio.Future[Any]] = {}
-        kv_acks: dict[int, tuple[int, asyncio.Future[Any]]] = {}
-        failure: str | None = None
+        """Publish one batch, in order per agent (`ordered`); acknowledge the longest prefix that fully made it."""
         started = time.monotonic()
-        try:
-            await self._send(rows, stream_acks, kv_acks)
-        except (NatsError, OSError, TimeoutError) as error:
-            failure = f"publish failed: {error!r}"
-        settled = await self._settle(stream_acks, kv_acks)  # also for what was sent before a failure
-        if self.on_published is not None and failure is None and settled is None:
+        failure = await publish_in_order(self._js(), self.acks, self._lanes(rows), ACK_TIMEOUT)
+        if self.on_published is not None and failure is None:
             self.on_published(time.monotonic() - started, len(rows))
-        failure = failure or settled
         done: list[int] = []
         for row in rows:
             ids = row.agent_and_seq
@@ -348,59 +354,37 @@ class OutboxPublisher:
             raise Unavailable(failure or "not every event was acknowledged")
         return len(done)
 
-    async def _send(
-        self,
-        rows: list[OutboxEntry],
-        stream_acks: dict[int, asyncio.Future[Any]],
-        kv_acks: dict[int, tuple[int, asyncio.Future[Any]]],
-    ) -> None:
-        """Each row not yet in the stream, then each agent's newest row to the KV bucket, acks pipelined."""
-        js = self._js()
-        latest: dict[int, tuple[int, OutboxEntry]] = {}  # agent -> its newest row in the batch
+    def _lanes(self, rows: list[OutboxEntry]) -> list[Lane]:
+        """One lane per agent of each row not yet in the stream, in outbox order; one per agent for the KV
+        bucket, its newest row in the batch if the bucket may hold an older one."""
+        stream: dict[int | str, Lane] = {}
+        newest: dict[int, tuple[int, OutboxEntry]] = {}  # agent -> its newest row in the batch
         for row in rows:
-            if row.row_id not in self._in_stream:
-                stream_acks[row.row_id] = await js.publish_async(
-                    row.subject,
-                    row.payload,
-                    headers={payloads.MSG_ID_HEADER: row.msg_id},
-                    wait_stall=ACK_TIMEOUT,
-                )
             ids = row.agent_and_seq
+            if row.row_id not in self._in_stream:
+                key: int | str = ids[0] if ids is not None else row.subject
+                lane = stream.get(key)
+                if lane is None:
+                    lane = stream[key] = Lane(self._stream_tips, key, self._in_stream_now)
+                seq = ids[1] if ids is not None else None
+                lane.writes.append(Write(row.subject, row.payload, seq, row.msg_id, row.row_id))
             if ids is not None:
-                latest[ids[0]] = (ids[1], row)
-        for agent_id, (seq, row) in latest.items():
+                newest[ids[0]] = (ids[1], row)
+        lanes = list(stream.values())
+        for agent_id, (seq, row) in newest.items():
             if self._kv_seq.get(agent_id, 0) < seq:
                 subject = KV_SUBJECT.format(bucket=self.kv_bucket, key=payloads.kv_key(agent_id))
-                kv_acks[agent_id] = (
-                    seq,
-                    await js.publish_async(subject, row.payload, wait_stall=ACK_TIMEOUT),
-                )
+                lane = Lane(self._kv_tips, agent_id, self._in_kv_now)
+                lane.writes.append(Write(subject, row.payload, seq, key=agent_id))
+                lanes.append(lane)
+        return lanes
 
-    async def _settle(
-        self,
-        stream_acks: dict[int, asyncio.Future[Any]],
-        kv_acks: dict[int, tuple[int, asyncio.Future[Any]]],
-    ) -> str | None:
-        """Wait for the acks, record what made it; the first reason something did not, if any."""
-        failure: str | None = None
-        futures = [*stream_acks.values(), *(future for _, future in kv_acks.values())]
-        if futures:
-            _, pending = await asyncio.wait(futures, timeout=ACK_TIMEOUT)
-            for future in pending:
-                future.cancel()
-            if pending:
-                failure = f"no JetStream acknowledgement within {ACK_TIMEOUT:.0f} s"
-        for row_id, future in stream_acks.items():
-            if _succeeded(future):
-                self._in_stream.add(row_id)
-            elif failure is None:
-                failure = f"JetStream refused a status event: {_error_of(future)!r}"
-        for agent_id, (seq, future) in kv_acks.items():
-            if _succeeded(future):
-                self._kv_seq[agent_id] = max(seq, self._kv_seq.get(agent_id, 0))
-            elif failure is None:
-                failure = f"KV bucket {self.kv_bucket} refused an update: {_error_of(future)!r}"
-        return failure
+    def _in_stream_now(self, write: Write) -> None:
+        self._in_stream.add(write.key)
+
+    def _in_kv_now(self, write: Write) -> None:
+        if write.seq is not None:
+            self._kv_seq[write.key] = max(write.seq, self._kv_seq.get(write.key, 0))
 
     # -- one log line per state change ---------------------------------------------------------------
 
@@ -439,16 +423,6 @@ class OutboxPublisher:
             )
         self._state = "up"
         self._away_since = None
-
-
-def _succeeded(future: asyncio.Future[Any]) -> bool:
-    return future.done() and not future.cancelled() and future.exception() is None
-
-
-def _error_of(future: asyncio.Future[Any]) -> BaseException | str:
-    if not future.done() or future.cancelled():
-        return "no acknowledgement"
-    return future.exception() or "unknown"
 
 
 class KeepalivePublisher:

@@ -350,7 +350,6 @@ class EventsService:
             log.warning("NATS: %s", reason)
 
     async def _on_disconnected(self) -> None:
-        self._drop_unsent()
         if self._disconnected_at is None and self.link.epoch > 0 and not self._closing:
             self._disconnected_at = self._unavailable_since = self._reminded_at = time.monotonic()
             log.warning(
@@ -358,17 +357,6 @@ class EventsService:
                 self._recent_error or "closed by the server",
                 RECONNECT_TIME_WAIT,
             )
-
-    def _drop_unsent(self) -> None:
-        """What nats-py buffered but had not written when the connection died: it would send that first on
-        the next connection, while what it had written died with the socket. An agent's later status event
-        would then reach the stream before an earlier one, which the relay publishes again only after it
-        (out of order, the issue-16 test with the leader's NATS server killed). Dropped here instead: the
-        relay publishes again from its first unacknowledged event, keep-alive events are at-most-once."""
-        nc = self.link.nc
-        if getattr(nc, "_pending", None):
-            nc._pending = []
-            nc._pending_data_size = 0
 
     async def _on_reconnected(self) -> None:
         since = self._unavailable_since
