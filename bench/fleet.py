@@ -144,7 +144,15 @@ class Sampler:
         return cpu_percent, max(s[2] for s in inside)
 
 
-def write_home(home: Path, port: int, workers: int, nats: str, interval: float, agents: int) -> KeysFile:
+def write_home(
+    home: Path,
+    port: int,
+    workers: int,
+    nats: str,
+    interval: float,
+    agents: int,
+    worker_nice: int | None = None,
+) -> KeysFile:
     if home.exists():
         shutil.rmtree(home)
     (home / "etc").mkdir(parents=True)
@@ -156,7 +164,7 @@ def write_home(home: Path, port: int, workers: int, nats: str, interval: float, 
         f"""<ossec_config>
   <remote>
     <connection>secure</connection><port>{port}</port><protocol>tcp</protocol><local_ip>{LOOPBACK}</local_ip>
-    <workers>{workers}</workers>
+    <workers>{workers}</workers>{"" if worker_nice is None else f"<worker_nice>{worker_nice}</worker_nice>"}
     <manager_keepalive><enabled>yes</enabled><interval>{max(60, interval * 3)}</interval>
       <timeout>{max(180, interval * 9)}</timeout></manager_keepalive>
   </remote>
@@ -358,7 +366,15 @@ def disconnections(home: Path, start: float, end: float, probe_id: int) -> int:
 def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, object]:
     home = OUT / ("echo-home" if baseline else "manager-home")
     port = free_port()
-    keys = write_home(home, port, args.workers, "none" if baseline else args.nats, args.interval, args.agents)
+    keys = write_home(
+        home,
+        port,
+        args.workers,
+        "none" if baseline else args.nats,
+        args.interval,
+        args.agents,
+        args.worker_nice,
+    )
     if baseline:
         server = subprocess.Popen(
             [
@@ -526,6 +542,11 @@ def main() -> int:
         type=int,
         default=0,
         help="niceness of the simulator: on a shared machine, let the manager's processes come first",
+    )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        help="<remote><worker_nice> of the manager (niceness of its worker processes); default: the manager's",
     )
     parser.add_argument(
         "--sim-batch-reads",
