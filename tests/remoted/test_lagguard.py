@@ -1,9 +1,15 @@
 """Established agents first: the rule that holds the listener shut while the loop is behind on the agents it
-holds, and opens it again once the loop has caught up (remoted/lagguard.py)."""
+holds (or the manager on its admission answers), and opens it again once it has caught up
+(remoted/lagguard.py)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from agentpulse.remoted.lagguard import HANDSHAKE_COST, LagGuard
+from agentpulse.remoted.pipe import PipeEnd, PipeSink
+from agentpulse.remoted.replay import PipeReplayGuard
+from agentpulse.wire.counters import Verdict
 
 
 def test_a_loop_on_time_takes_newcomers() -> None:
@@ -64,3 +70,32 @@ def test_queued_connections_are_refused_only_after_refuse_after_held() -> None:
     guard.update(0.0, 0, 0, 0.0, 200.0)
     guard.update(0.0, 0, 0, 0.0, 200.0 + guard.resume_after)
     assert not guard.refusing(300.0)
+
+
+def test_a_manager_slow_to_answer_admissions_holds_newcomers_too() -> None:
+    guard = LagGuard()
+    assert guard.update(0.0, 50, 0, 100.0, 0.0, answer_wait=1.0)  # answers within the bound
+    # the loop is on time, but the manager has not answered a newcomer's admission for 2.5 s
+    assert not guard.update(0.0, 50, 0, 100.0, 1.0, answer_wait=guard.hold_lag + 0.5)
+    assert not guard.update(0.0, 0, 0, 100.0, 2.0, answer_wait=guard.resume_lag)  # still waiting
+    assert not guard.update(0.0, 0, 0, 100.0, 3.0)  # answered: the calm begins
+    assert guard.update(0.0, 0, 0, 100.0, 3.0 + guard.resume_after)
+
+
+def test_the_oldest_unanswered_admission_question_is_what_waits() -> None:
+    async def scenario() -> list[float]:
+        now = [10.0]
+        guard = PipeReplayGuard(PipeSink(PipeEnd(lambda batch: None, lambda: None)), lambda: now[0])
+        waits = [guard.unanswered_for()]
+        guard.ask(1, 5, True, 0, lambda answer: None)  # request 1
+        now[0] += 1.0
+        guard.ask(2, 5, True, 0, lambda answer: None)  # request 2
+        now[0] += 2.0
+        waits.append(guard.unanswered_for())
+        guard.answered(1, Verdict.ADMIT.value, 5)
+        waits.append(guard.unanswered_for())
+        guard.answered(2, Verdict.ADMIT.value, 5)
+        waits.append(guard.unanswered_for())
+        return waits
+
+    assert asyncio.run(scenario()) == [0.0, 3.0, 2.0, 0.0]

@@ -65,6 +65,7 @@ class Acceptor:
         handshakes: Callable[[], int],
         evictable: Callable[[int], int] = lambda limit: 0,
         lag: LoopLag | None = None,
+        answer_wait: Callable[[], float] = lambda: 0.0,
         budget_max: int = 0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,6 +75,7 @@ class Acceptor:
         self.handshakes = handshakes  # completed so far (Admission.handshakes)
         self.evictable = evictable  # the oldest admission may close for new ones (Admission.evictable)
         self.lag = lag
+        self.answer_wait = answer_wait  # how long the oldest admission question waits for the manager
         self.budget_max = budget_max  # 0: none (else max_unauthenticated: beyond it admission evicts)
         self.monotonic = monotonic
         self.warn = RateLimitedLog(log, monotonic=monotonic)
@@ -159,16 +161,20 @@ class Acceptor:
             return True
         guard = self.guard
         was_held, since = guard.held, guard.held_since
-        is_open = guard.update(self.lag.current, waiting, self.handshakes(), self.best_rate, now)
+        is_open = guard.update(
+            self.lag.current, waiting, self.handshakes(), self.best_rate, now, self.answer_wait()
+        )
         if guard.held and not was_held:
             self._refused_this_hold = 0
             self.warn.warning(
                 "held",
                 "Overloaded: the loop is %.2f s behind on the agents it holds (%.2f s more than the "
-                "handshakes explain): no new connections until it has caught up (%.1f s under %.1f s); "
-                "they wait in the accept queue, and are refused after %.0f s held",
+                "handshakes explain; the manager's oldest admission answer waited %.2f s): no new "
+                "connections until it has caught up (%.1f s under %.1f s); they wait in the accept queue, "
+                "and are refused after %.0f s held",
                 self.lag.current,
                 guard.unexplained,
+                self.answer_wait(),
                 guard.resume_after,
                 guard.resume_lag,
                 guard.refuse_after,

@@ -10,7 +10,9 @@ takes them again:
 - **hold** when the lag exceeds `HOLD_LAG` beyond what handshakes explain: those in flight and those
   completed within the lag's own span (the late iteration may have been theirs), each at most
   `HANDSHAKE_COST` of loop time, or 1 / the measured handshake rate when that is less. A storm's
-  startups lag the loop too, and the budget already paces those;
+  startups lag the loop too, and the budget already paces those. With worker processes a newcomer's
+  first message also waits for the manager's admission answer (replay.py): an answer the oldest question
+  has waited longer than `HOLD_LAG` for holds too (the manager behind on everyone's records);
 - **resume** once the lag has stayed under `RESUME_LAG` for `RESUME_AFTER` seconds (hysteresis: a loop
   that just caught up is not loaded again at once);
 - after `REFUSE_AFTER` seconds held, the connections waiting in the kernel's accept queue are **refused
@@ -56,12 +58,17 @@ class LagGuard:
     def held(self) -> bool:
         return self.held_since is not None
 
-    def update(self, lag: float, in_flight: int, done: int, rate: float, now: float) -> bool:
+    def update(
+        self, lag: float, in_flight: int, done: int, rate: float, now: float, answer_wait: float = 0.0
+    ) -> bool:
         """True: new connections may be taken. `lag`: the loop's current lag (s); `in_flight`: handshakes
         accepted and not yet answered; `done`: handshakes completed so far (a running count); `rate`:
-        handshakes per second this process serves at best."""
+        handshakes per second this process serves at best; `answer_wait`: how long the oldest admission
+        question has waited for the manager (s)."""
         cost = HANDSHAKE_COST if rate <= 0 else min(HANDSHAKE_COST, 1.0 / rate)
-        self.unexplained = lag - (in_flight + self._done_within(lag + SAMPLE_EVERY, done, now)) * cost
+        explained = (in_flight + self._done_within(lag + SAMPLE_EVERY, done, now)) * cost
+        self.unexplained = max(lag - explained, answer_wait)
+        lag = max(lag, answer_wait)
         if self.held_since is None:
             if self.unexplained > self.hold_lag:
                 self.held_since, self.calm_since = now, None
