@@ -85,6 +85,7 @@ class Acceptor:
         self.guard = LagGuard()  # established agents first: none taken while the loop is behind on them
         self.refused_held = 0  # refused at once while the guard held the listener long
         self._refused_this_hold = 0
+        self._caught_up_at = -REPORT_INTERVAL
         self._shed_at = 0.0
         self._busy_windows = 0  # rate windows in a row that ended with connections queued
         self.best_rate = 0.0  # handshakes per second, best sample of the last RATE_HOLD seconds
@@ -179,7 +180,10 @@ class Acceptor:
                 guard.resume_lag,
                 guard.refuse_after,
             )
-        elif was_held and not guard.held and since is not None:
+        elif (
+            was_held and not guard.held and since is not None and now - self._caught_up_at >= REPORT_INTERVAL
+        ):
+            self._caught_up_at = now  # at most every REPORT_INTERVAL, as the "paced" lines
             log.info(
                 "Caught up: taking new connections again after %.1f s held (%d refused meanwhile)",
                 now - since,
