@@ -252,6 +252,8 @@ async def probe_latencies(
 ) -> tuple[list[float], list[float]]:
     """A probe agent sends keep-alives with a fresh label; we time until global.db (and NATS) show it."""
     entry = next(e for e in keys.active() if e.name == "probe-agent")
+    # From now, not from its acknowledgement: a probe that had to retry must not outlast the fleet.
+    probing_ends = time.monotonic() + duration
     connection = await probe_connect(entry, port)
     nats_seen: dict[str, float] = {}
     subscription_close = None
@@ -268,7 +270,6 @@ async def probe_latencies(
     db_latencies, nats_latencies = [], []
     db = sqlite3.connect(f"file:{home / 'queue' / 'db' / 'global.db'}?mode=ro", uri=True, timeout=5)
     gap = duration / PROBES
-    probing_ends = time.monotonic() + duration
     for index in range(PROBES):
         if time.monotonic() > probing_ends:
             break
