@@ -46,13 +46,16 @@ import limit
 import storm
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.wire import control
-from agentpulse.wire.keys import KeysFile
+from agentpulse.wire.keys import AgentKey, KeysFile
 
 OUT = Path(__file__).resolve().parent / "out"
 LOOPBACK = "127.0.0.1"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROBES = 20
+PROBE_ATTEMPTS = 5  # a Wazuh agent's connects before it backs off (reference 4.4)
+PROBE_RETRY_INTERVAL = 10.0  # its retry_interval
+PROBE_TRIES: list[int] = []  # the attempt the probe agent was acknowledged at, per run
 DEFAULT_RAMP = 20.0  # s
 RAMP_RATE = 333.0  # new agents a second the default ramp brings
 AGENTS_PER_WORKER = 18_000  # connections per remoted worker by default, under the 20,000 open files
@@ -144,7 +147,15 @@ class Sampler:
         return cpu_percent, max(s[2] for s in inside)
 
 
-def write_home(home: Path, port: int, workers: int, nats: str, interval: float, agents: int) -> KeysFile:
+def write_home(
+    home: Path,
+    port: int,
+    workers: int,
+    nats: str,
+    interval: float,
+    agents: int,
+    worker_nice: int | None = None,
+) -> KeysFile:
     if home.exists():
         shutil.rmtree(home)
     (home / "etc").mkdir(parents=True)
@@ -156,7 +167,7 @@ def write_home(home: Path, port: int, workers: int, nats: str, interval: float, 
         f"""<ossec_config>
   <remote>
     <connection>secure</connection><port>{port}</port><protocol>tcp</protocol><local_ip>{LOOPBACK}</local_ip>
-    <workers>{workers}</workers>
+    <workers>{workers}</workers>{"" if worker_nice is None else f"<worker_nice>{worker_nice}</worker_nice>"}
     <manager_keepalive><enabled>yes</enabled><interval>{max(60, interval * 3)}</interval>
       <timeout>{max(180, interval * 9)}</timeout></manager_keepalive>
   </remote>
@@ -210,24 +221,40 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 120) -> None
         process.wait()
 
 
+async def probe_connect(entry: AgentKey, port: int) -> AgentConnection:
+    """The probe agent's connection, acknowledged: refused (an overloaded manager closes it cleanly) or
+    unanswered, it tries again after PROBE_RETRY_INTERVAL, as a Wazuh agent does, PROBE_ATTEMPTS times."""
+    failure = ""
+    for attempt in range(1, PROBE_ATTEMPTS + 1):
+        if attempt > 1:
+            await asyncio.sleep(PROBE_RETRY_INTERVAL)
+        try:
+            connection = await asyncio.wait_for(AgentConnection.open(AgentCodec(entry), LOOPBACK, port), 60)
+        except (OSError, TimeoutError) as error:
+            failure = f"cannot connect to the manager: {error!r}"
+            continue
+        connection.send(control.build_startup("v4.14.7"))
+        try:
+            reply = await connection.receive(timeout=60)
+        except (OSError, TimeoutError) as error:
+            failure = f"no answer to its startup: {error!r}"
+            connection.close()
+            continue
+        if reply is not None:
+            PROBE_TRIES.append(attempt)
+            return connection
+        failure = "the manager closed the connection instead of acknowledging the startup"
+    raise storm.StepFailed(f"probe agent: {failure} ({PROBE_ATTEMPTS} attempts)")
+
+
 async def probe_latencies(
     home: Path, port: int, keys: KeysFile, nats_url: str | None, duration: float
 ) -> tuple[list[float], list[float]]:
     """A probe agent sends keep-alives with a fresh label; we time until global.db (and NATS) show it."""
     entry = next(e for e in keys.active() if e.name == "probe-agent")
-    try:
-        connection = await asyncio.wait_for(AgentConnection.open(AgentCodec(entry), LOOPBACK, port), 60)
-    except (OSError, TimeoutError) as error:
-        raise storm.StepFailed(f"probe agent: cannot connect to the manager: {error!r}") from None
-    connection.send(control.build_startup("v4.14.7"))
-    try:
-        reply = await connection.receive(timeout=60)
-    except (OSError, TimeoutError) as error:
-        raise storm.StepFailed(f"probe agent: no answer to its startup: {error!r}") from None
-    if reply is None:
-        raise storm.StepFailed(
-            "probe agent: the manager closed the connection instead of acknowledging the startup"
-        )
+    # From now, not from its acknowledgement: a probe that had to retry must not outlast the fleet.
+    probing_ends = time.monotonic() + duration
+    connection = await probe_connect(entry, port)
     nats_seen: dict[str, float] = {}
     subscription_close = None
     if nats_url:
@@ -243,7 +270,6 @@ async def probe_latencies(
     db_latencies, nats_latencies = [], []
     db = sqlite3.connect(f"file:{home / 'queue' / 'db' / 'global.db'}?mode=ro", uri=True, timeout=5)
     gap = duration / PROBES
-    probing_ends = time.monotonic() + duration
     for index in range(PROBES):
         if time.monotonic() > probing_ends:
             break
@@ -358,7 +384,15 @@ def disconnections(home: Path, start: float, end: float, probe_id: int) -> int:
 def run_fleet(args: argparse.Namespace, baseline: bool = False) -> dict[str, object]:
     home = OUT / ("echo-home" if baseline else "manager-home")
     port = free_port()
-    keys = write_home(home, port, args.workers, "none" if baseline else args.nats, args.interval, args.agents)
+    keys = write_home(
+        home,
+        port,
+        args.workers,
+        "none" if baseline else args.nats,
+        args.interval,
+        args.agents,
+        args.worker_nice,
+    )
     if baseline:
         server = subprocess.Popen(
             [
@@ -493,6 +527,7 @@ def _measure(
         )
         probe = next(e for e in keys.active() if e.name == "probe-agent")
         result["disconnections"] = disconnections(home, steady_start_wall, steady_end_wall, probe.number)
+        result["probe_acked_at_attempt"] = PROBE_TRIES[-1] if PROBE_TRIES else None
     return result
 
 
@@ -526,6 +561,11 @@ def main() -> int:
         type=int,
         default=0,
         help="niceness of the simulator: on a shared machine, let the manager's processes come first",
+    )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        help="<remote><worker_nice> of the manager (niceness of its worker processes); default: the manager's",
     )
     parser.add_argument(
         "--sim-batch-reads",

@@ -163,7 +163,7 @@ def restart_storm(
     home = out / "storm-home"
     port = free_port()
     agents = args.agents
-    write_home(home, port, args.workers, args.nats, args.interval, agents)
+    write_home(home, port, args.workers, args.nats, args.interval, agents, args.worker_nice)
     result: dict[str, object] = {"agents": agents, "workers": args.workers}
     summary_path = home / "simulate.json"
     manager: subprocess.Popen[bytes] | None = None

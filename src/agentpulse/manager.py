@@ -119,8 +119,9 @@ class HomeLock:
 class Manager:
     """One manager home served until `stop()`.
 
-    Start order matters: the store opens global.db and resets every live agent (code 5) before remoted
-    accepts a connection, so no status from the previous run survives into this one. Stop order too:
+    Start order matters: the store opens global.db and resets every live agent (code 5), and commits
+    that, before remoted accepts a connection, so no status from the previous run survives into this one
+    (remoted's worker processes start meanwhile, and listen only after). Stop order too:
     listeners close (remoted, then the query socket and the upkeep task, which write through the store),
     then the store writes everything accepted, then the services that drain what the store committed
     (events), then the lock is released.
@@ -343,14 +344,22 @@ class Manager:
 
     async def _run(self) -> None:
         checked = await self.keys_watcher.load()
-        await asyncio.to_thread(self.store.open, list(checked.usable().active()))
+        # The keys first, and the worker processes started with them: a worker takes seconds to start and
+        # load 50,000 keys, done while the store opens and resets the last run's agents. It listens only
+        # once that reset is committed (`_start_listeners`).
+        self._load_keys(checked.usable())
         started: list[Service] = []
         try:
+            if self.pool is not None:
+                await self.pool.spawn()
+            await asyncio.to_thread(self.store.open, list(checked.usable().active()))
             for service in self.services:
                 await service.start()
                 started.append(service)
             await self._serve(checked)
         finally:
+            if self.pool is not None:  # stopped already, unless the start failed before it listened
+                await self.pool.stop()
             # Events drain the outbox last; the store's final flush then commits what they acknowledged,
             # so a clean restart does not publish those events again.
             for service in reversed(started):
@@ -363,12 +372,13 @@ class Manager:
         acks = await asyncio.to_thread(read_journals, self.home.ack_journal_dir)
         restored = self.store.restore_acks(StatusUpdate(ack.agent_id, ack.trigger, ack.at) for ack in acks)
         reset = self.store.reset_connections()
-        self._load_keys(checked.usable())
         decision = keyguard.decide({}, checked, self.reload_limits, also_known=self._stored_agents())
         if decision.accepted:
             await self._purge([(agent_id, f"{agent_id:03d}") for agent_id in decision.removed])
         else:
             self._refused_at_start(decision)
+        # Committed before any agent is taken (the workers listen after this): no status of the last run
+        # survives into this one, in the database either.
         if await asyncio.to_thread(self.store.flush_wait):
             await asyncio.to_thread(clear_journals, self.home.ack_journal_dir)
         if restored:
@@ -447,7 +457,7 @@ class Manager:
         if self.journal is not None:
             await asyncio.to_thread(self.journal.open)
         starting = asyncio.ensure_future(
-            self.remoted.start() if self.remoted is not None else self._require_pool().start()
+            self.remoted.start() if self.remoted is not None else self._require_pool().listen()
         )
         stopping = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)

@@ -202,6 +202,18 @@ def test_limits_before_authentication_are_parsed() -> None:
     assert config.remote.max_connections == 5000
 
 
+@pytest.mark.parametrize(("value", "nice"), [(None, 5), ("0", 0), ("19", 19)])
+def test_worker_nice_defaults_to_5_and_is_parsed(value: str | None, nice: int) -> None:
+    element = "" if value is None else f"<worker_nice>{value}</worker_nice>"
+    assert parse_config(conf(f"<remote>{SECURE}{element}</remote>")).remote.worker_nice == nice
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "low"])
+def test_worker_nice_out_of_range_is_an_error(value: str) -> None:
+    text = conf(f"<remote>{SECURE}\n<worker_nice>{value}</worker_nice></remote>")
+    assert_error(text, "<worker_nice>", "<remote><worker_nice>", f"'{value}'", "an integer 0-19")
+
+
 def test_max_connections_auto_is_zero() -> None:
     config = parse_config(conf(f"<remote>{SECURE}<max_connections>auto</max_connections></remote>"))
     assert config.remote.max_connections == 0

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from agentpulse.events import payloads
 from agentpulse.records import TransitionRow
-from agentpulse.status import ConnectionStatus, StatusCode
+from agentpulse.status import ConnectionStatus, RowReason, StatusCode
 
 ORIGIN = payloads.Origin(node="node01", manager_host="manager.example")
 ROW = TransitionRow(
@@ -181,6 +181,67 @@ def test_keepalive_event_bytes_equal_the_documented_dict(
     facts = payloads.KeepaliveFacts(agent_id, at, sequence, status, ip, version)
     body = payloads.keepalive_event(facts, name, 1_700_000_000_000, payloads.Origin(node, "host"))
     expected = reference_keepalive_event(facts, name, 1_700_000_000_000, node)
+    if len(expected) <= payloads.MAX_EVENT_BYTES:
+        assert body == expected
+    else:
+        assert len(body) <= payloads.MAX_EVENT_BYTES
+
+
+def reference_status_event(row: TransitionRow, name: str | None, node: str, host: str) -> bytes:
+    """What the hand-written status event must equal: the documented dict, dumped compact."""
+    cap = payloads.TEXT_CAPS[0]
+
+    def cut(text: str | None) -> str | None:
+        return None if text is None else text[:cap]
+
+    body = {
+        "type": "status",
+        "agent_id": f"{row.agent_id:03d}",
+        "name": cut(name),
+        "previous": row.from_status.value,
+        "status": row.to_status.value,
+        "status_code": int(row.code),
+        "reason": row.reason_text,
+        "at": row.at,
+        "at_iso": payloads.iso_utc(row.at),
+        "last_keepalive": row.last_keepalive,
+        "sequence": row.seq,
+        "node": cut(node),
+        "manager_host": cut(host),
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    agent_id=st.integers(0, 10**6),
+    seq=st.integers(1, 2**63),
+    moved=st.sampled_from(list(ConnectionStatus)),
+    code=st.sampled_from(list(StatusCode)),
+    at=st.floats(0, 4e9, allow_nan=False),
+    last=st.none() | st.floats(0, 4e9, allow_nan=False),
+    overload=st.sampled_from([0.0, 3.6]),
+    reason=st.none() | st.sampled_from(list(RowReason)),
+    name=texts,
+    node=st.text(max_size=300),
+    host=st.text(max_size=300),
+)
+def test_status_event_bytes_equal_the_documented_dict(
+    agent_id: int,
+    seq: int,
+    moved: ConnectionStatus,
+    code: StatusCode,
+    at: float,
+    last: float | None,
+    overload: float,
+    reason: RowReason | None,
+    name: str | None,
+    node: str,
+    host: str,
+) -> None:
+    row = TransitionRow(agent_id, seq, ConnectionStatus.ACTIVE, moved, code, at, last, reason, overload)
+    body = payloads.status_event(row, name, payloads.Origin(node, host))
+    expected = reference_status_event(row, name, node, host)
     if len(expected) <= payloads.MAX_EVENT_BYTES:
         assert body == expected
     else:

@@ -1,5 +1,6 @@
-"""The paced listener: a batch per loop iteration, none beyond the handshake budget, and the oldest queued
-connections refused (cleanly) once the queue holds more than SHED_WAIT seconds of work."""
+"""The paced listener: a batch per loop iteration, none beyond the handshake budget, the oldest queued
+connections refused (cleanly) once the queue holds more than SHED_WAIT seconds of work, and none taken
+while the loop is behind on the agents it holds (the lag guard)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import asyncio
 import socket
 import time
 
+from agentpulse.looplag import LoopLag
 from agentpulse.remoted import acceptor
 from agentpulse.remoted.acceptor import ACCEPT_BATCH, SHED_WAIT, Acceptor, listening_socket
+from agentpulse.remoted.lagguard import HOLD_LAG, REFUSE_AFTER, RESUME_AFTER
 
 
 class Sink(asyncio.Protocol):
@@ -113,6 +116,63 @@ def test_at_the_unauthenticated_cap_it_takes_one_new_connection_per_evictable_ol
         server._look()
         server._readable()
         assert server.accepted == 6
+        server.close()
+        for client in clients:
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_loop_behind_on_its_agents_takes_no_newcomer_until_it_has_caught_up() -> None:
+    async def scenario() -> None:
+        now = [1000.0]
+        sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
+        lag = LoopLag(monotonic=lambda: now[0])  # never started: the test sets `current`
+        server = Acceptor(
+            sock, Sink, waiting=lambda: 0, handshakes=lambda: 0, lag=lag, monotonic=lambda: now[0]
+        )
+        clients = _queue(sock.getsockname()[1], 10)
+        _wait_queued(server, 10)
+        lag.current = HOLD_LAG + 1.0  # keep-alives alone: no handshake in flight
+        server._readable()
+        assert server.accepted == 0 and server.guard.held
+        assert server.queued() == 10  # they wait in the kernel's queue
+        lag.current = 0.1
+        now[0] += 1.0
+        server._look()  # caught up, not for long enough yet
+        assert server.accepted == 0
+        now[0] += RESUME_AFTER
+        server._look()  # back under RESUME_LAG for RESUME_AFTER: open again
+        server._readable()
+        assert server.accepted == 10 and not server.guard.held
+        await asyncio.sleep(0.05)  # the accepted connections set up
+        server.close()
+        for client in clients:
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_held_past_refuse_after_the_queued_connections_are_refused_with_a_fin() -> None:
+    async def scenario() -> None:
+        now = [1000.0]
+        sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
+        lag = LoopLag(monotonic=lambda: now[0])  # never started: the test sets `current`
+        server = Acceptor(
+            sock, Sink, waiting=lambda: 0, handshakes=lambda: 0, lag=lag, monotonic=lambda: now[0]
+        )
+        lag.current = HOLD_LAG + 1.0
+        server._readable()  # the hold begins
+        clients = _queue(sock.getsockname()[1], 5)
+        _wait_queued(server, 5)
+        now[0] += REFUSE_AFTER - 1.0
+        server._look()
+        assert server.refused_held == 0 and server.queued() == 5  # held, not long enough to refuse
+        now[0] += 1.0
+        server._look()
+        assert server.refused_held == 5 and server.accepted == 0
+        clients[0].settimeout(2)
+        assert clients[0].recv(10) == b""  # closed cleanly (FIN), not reset
         server.close()
         for client in clients:
             client.close()

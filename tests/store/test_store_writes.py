@@ -226,3 +226,56 @@ def test_sync_status_is_never_downgraded(store: Store) -> None:
 
 def test_manager_row_cannot_be_inserted_over(store: Store) -> None:
     assert not store.insert_agent(InsertedAgent(schema.MANAGER_ID, "x", None, None, None, (), 1))
+
+
+def test_a_reset_of_many_agents_and_single_changes_in_one_batch_are_all_written(
+    tmp_path: Path, database: Database
+) -> None:
+    """Agents sharing a change's values (a start's code-5 reset) are written together (SQLite: one
+    statement per group); the changes around them, one agent's second change of the batch included, too."""
+    clock = Clock()
+    store = Store(
+        tmp_path / "db",
+        manager_host="mgr",
+        node_name="node01",
+        flush_interval=5,
+        clock=clock.wall,
+        backend=database.backend(tmp_path / "db"),
+    )
+    store.open(keys(*range(1, 41)))
+    try:
+        for agent_id in range(1, 41):
+            store.submit(StatusUpdate(agent_id, Trigger.STARTUP, 1.0))
+        assert store.flush_wait()
+        assert store.reset_connections() == 40  # all at clock.now: one group
+        store.submit(StatusUpdate(2, Trigger.STARTUP, clock.now + 1))  # and agent 2 is back
+        assert store.flush_wait()
+        statuses = read(
+            store, "SELECT id, connection_status, status_code, disconnection_time FROM agent WHERE id != 0"
+        )
+        expected = {n: ("disconnected", 5, int(clock.now)) for n in range(1, 41)}
+        expected[2] = ("pending", 0, 0)
+        assert {row[0]: tuple(row[1:]) for row in statuses} == expected
+        history = read(
+            store,
+            "SELECT agent_id, seq, from_status, to_status, status_code, at FROM agent_status_history "
+            "WHERE agent_id IN (1, 2) ORDER BY agent_id, seq",
+        )
+        assert [tuple(row) for row in history] == [
+            (1, 1, "never_connected", "pending", 0, 1.0),
+            (1, 2, "pending", "disconnected", 5, clock.now),
+            (2, 1, "never_connected", "pending", 0, 1.0),
+            (2, 2, "pending", "disconnected", 5, clock.now),
+            (2, 3, "disconnected", "pending", 0, clock.now + 1),
+        ]
+        assert read(store, "SELECT COUNT(*) FROM agent_status_history WHERE status_code = 5")[0][0] == 40
+    finally:
+        store.close()
+    again = Store(
+        tmp_path / "db", manager_host="mgr", node_name="node01", backend=database.backend(tmp_path / "db")
+    )
+    again.open(keys(*range(1, 41)))
+    try:  # each agent's sequence goes on from the last row written
+        assert again.agents[2].seq == 3 and again.agents[40].seq == 2
+    finally:
+        again.close()

@@ -73,6 +73,7 @@ class RemoteConfig:
     keys_reload_max_removed: int = 100
     keys_reload_max_removed_percent: float = 10.0
     workers: int = 0  # remoted processes; 0 ("auto") means one per core, 1 keeps remoted in the manager
+    worker_nice: int = 5  # the worker processes' niceness (0-19), so that the manager process comes first
     manager_keepalive: ManagerKeepalive = ManagerKeepalive()
     # Before authentication (docs/security.md); each limit holds per remoted process.
     frame_timeout: float = 10.0  # to authenticate after connecting, and to finish any frame begun
@@ -205,6 +206,7 @@ _REMOTE_FIELDS: Final[Fields] = {
     "keys_reload_max_removed": ("keys_reload_max_removed", cv.integer(0)),
     "keys_reload_max_removed_percent": ("keys_reload_max_removed_percent", cv.number(0, 100)),
     "workers": ("workers", cv.workers),
+    "worker_nice": ("worker_nice", cv.integer(0, 19)),
     "frame_timeout": ("frame_timeout", cv.time(0.1, 3600)),
     "max_unauthenticated_per_ip": ("max_unauthenticated_per_ip", cv.integer(1)),
     "max_unauthenticated": ("max_unauthenticated", cv.integer(1)),

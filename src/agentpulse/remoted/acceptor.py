@@ -13,7 +13,9 @@ gave up (they wait 60 s): its oldest connections are refused at once instead, wi
 then FIN, no decryption), and retry after their `retry_interval`. The danger is starving the listener:
 it is paused only while connections it accepted wait, so it always comes back; and at the total cap of
 unauthenticated connections (`budget_max`) it still takes one new connection for each of the oldest that
-has waited over a second with nothing unread (admission closes those to make room, issue 17).
+has waited over a second with nothing unread (admission closes those to make room, issue 17). One thing
+does hold it shut: a loop behind on the agents it already holds (`LagGuard`, lagguard.py), until the
+loop has caught up; held long, it refuses what queues instead (clean close), and always comes back.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable
 
 from agentpulse.looplag import LoopLag
 from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.remoted.lagguard import LagGuard
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class Acceptor:
         handshakes: Callable[[], int],
         evictable: Callable[[int], int] = lambda limit: 0,
         lag: LoopLag | None = None,
+        answer_wait: Callable[[], float] = lambda: 0.0,
         budget_max: int = 0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -71,12 +75,17 @@ class Acceptor:
         self.handshakes = handshakes  # completed so far (Admission.handshakes)
         self.evictable = evictable  # the oldest admission may close for new ones (Admission.evictable)
         self.lag = lag
+        self.answer_wait = answer_wait  # how long the oldest admission question waits for the manager
         self.budget_max = budget_max  # 0: none (else max_unauthenticated: beyond it admission evicts)
         self.monotonic = monotonic
         self.warn = RateLimitedLog(log, monotonic=monotonic)
         self.accepted = 0
         self.paused_times = 0  # how often the budget paused the listener
         self.shed = 0  # refused at once from a queue longer than SHED_WAIT of work
+        self.guard = LagGuard()  # established agents first: none taken while the loop is behind on them
+        self.refused_held = 0  # refused at once while the guard held the listener long
+        self._refused_this_hold = 0
+        self._caught_up_at = -REPORT_INTERVAL
         self._shed_at = 0.0
         self._busy_windows = 0  # rate windows in a row that ended with connections queued
         self.best_rate = 0.0  # handshakes per second, best sample of the last RATE_HOLD seconds
@@ -131,30 +140,70 @@ class Acceptor:
         if self.lag is not None and self.lag.current > LAGGING:
             batch = LAGGING_BATCH
         waiting = self.waiting()
-        room = min(batch, self.budget - waiting)
-        if room <= 0 and self.budget_max and waiting >= self.budget_max:
-            # At max_unauthenticated admission closes the oldest unauthenticated for each new one, so the
-            # work in flight does not grow; held back here, idle hostile connections would keep agents in
-            # the kernel's queue until their frame_timeout. Only those the loop owes nothing to make room.
-            room = self.evictable(batch)
+        if not self._guard_open(waiting, now):
+            room = 0
+        else:
+            room = min(batch, self.budget - waiting)
+            if room <= 0 and self.budget_max and waiting >= self.budget_max:
+                # At max_unauthenticated admission closes the oldest unauthenticated for each new one, so
+                # the work in flight does not grow; held back here, idle hostile connections would keep
+                # agents in the kernel's queue until their frame_timeout. Only those the loop owes nothing
+                # make room.
+                room = self.evictable(batch)
         if room < ACCEPT_BATCH:
             self._held_back += 1
             if now - self._reported_at >= REPORT_INTERVAL:
                 self._report(now)
         return room
 
+    def _guard_open(self, waiting: int, now: float) -> bool:
+        """The lag guard's word (always open without a lag to read), with a line when a hold begins or ends."""
+        if self.lag is None:
+            return True
+        guard = self.guard
+        was_held, since = guard.held, guard.held_since
+        is_open = guard.update(
+            self.lag.current, waiting, self.handshakes(), self.best_rate, now, self.answer_wait()
+        )
+        if guard.held and not was_held:
+            self._refused_this_hold = 0
+            self.warn.warning(
+                "held",
+                "Overloaded: the loop is %.2f s behind on the agents it holds (%.2f s more than the "
+                "handshakes explain; the manager's oldest admission answer waited %.2f s): no new "
+                "connections until it has caught up (%.1f s under %.1f s); they wait in the accept queue, "
+                "and are refused after %.0f s held",
+                self.lag.current,
+                guard.unexplained,
+                self.answer_wait(),
+                guard.resume_after,
+                guard.resume_lag,
+                guard.refuse_after,
+            )
+        elif (
+            was_held and not guard.held and since is not None and now - self._caught_up_at >= REPORT_INTERVAL
+        ):
+            self._caught_up_at = now  # at most every REPORT_INTERVAL, as the "paced" lines
+            log.info(
+                "Caught up: taking new connections again after %.1f s held (%d refused meanwhile)",
+                now - since,
+                self._refused_this_hold,
+            )
+        return is_open
+
     def _report(self, now: float) -> None:
         self._reported_at = now
         log.info(
             "Overloaded: new connections paced (loop %.2f s behind, %d waiting for their startup's answer, "
-            "budget %d from %.0f handshakes/s at best; %d accepted and %d refused so far; held back %d times)",
+            "budget %d from %.0f handshakes/s at best; %d accepted and %d refused so far; held back %d times%s)",
             self.lag.current if self.lag is not None else 0.0,
             self.waiting(),
             self.budget,
             self.best_rate,
             self.accepted,
-            self.shed,
+            self.shed + self.refused_held,
             self._held_back,
+            "; none taken while the loop is behind on the agents it holds" if self.guard.held else "",
         )
         self._held_back = 0
 
@@ -167,22 +216,29 @@ class Acceptor:
         return int(struct.unpack_from("I", info, TCPI_UNACKED)[0]) if len(info) >= TCPI_UNACKED + 4 else 0
 
     def _shed(self, now: float) -> None:
-        """Refuse the oldest queued connections beyond SHED_WAIT seconds of work at the measured rate."""
-        if now - self._shed_at < CONTROL_TICK or self.best_rate <= 0 or self._busy_windows < SHED_AFTER:
+        """Refuse the oldest queued connections beyond SHED_WAIT seconds of work at the measured rate, or
+        every queued one while the lag guard has held the listener past its `refuse_after`."""
+        if now - self._shed_at < CONTROL_TICK:
+            return
+        if self.guard.refusing(now):
+            self._shed_at = now
+            count = self._refuse_queued(SHED_BATCH)
+            if count:
+                self.refused_held += count
+                self._refused_this_hold += count
+                self.warn.warning(
+                    "refused-held",
+                    "Overloaded: refused %d new connections at once (the loop is behind on the agents it "
+                    "holds, held %.0f s); they retry after their retry_interval",
+                    count,
+                    now - (self.guard.held_since or now),
+                )
+            return
+        if self.best_rate <= 0 or self._busy_windows < SHED_AFTER:
             return
         self._shed_at = now
         excess = self.queued() - int(self.best_rate * SHED_WAIT)
-        count = 0
-        while count < min(excess, SHED_BATCH):
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                break
-            with contextlib.suppress(OSError):
-                conn.setblocking(False)
-                conn.recv(65536)  # what it sent, so that the close is a FIN, not a reset
-            conn.close()
-            count += 1
+        count = self._refuse_queued(min(excess, SHED_BATCH))
         if count:
             self.shed += count
             self.warn.warning(
@@ -193,6 +249,21 @@ class Acceptor:
                 SHED_WAIT,
                 self.best_rate,
             )
+
+    def _refuse_queued(self, limit: int) -> int:
+        """Accept and close at most `limit` queued connections, cleanly; how many there were."""
+        count = 0
+        while count < limit:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                break
+            with contextlib.suppress(OSError):
+                conn.setblocking(False)
+                conn.recv(65536)  # what it sent, so that the close is a FIN, not a reset
+            conn.close()
+            count += 1
+        return count
 
     def _readable(self) -> None:
         self._shed(self.monotonic())

@@ -73,6 +73,10 @@ class Command(enum.StrEnum):
     # (PAUSE, paused): several nodes, the node lost its lease (True: close every connection and take
     # none) or registered again (False)
     PAUSE = enum.auto()
+    # (LISTEN, generation): bind the port and take agents, once the keys in use are of this KEYS
+    # generation or a later one. A worker is started (and loads its keys) while the manager's store
+    # resets the last run's agents; it listens only once that reset is committed (worker_pool.py).
+    LISTEN = enum.auto()
 
 
 Record = tuple[Any, ...]

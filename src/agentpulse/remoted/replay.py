@@ -46,6 +46,10 @@ class ReplayGuard(Protocol):
     def report(self, counters: dict[int, int]) -> None:
         """The highest counters of agents that talked since the last report (for overtake and crashes)."""
 
+    def unanswered_for(self) -> float:
+        """Seconds the oldest question still waits for its answer (0: none waits): a manager that answers
+        late holds every newcomer that asks, so the listener counts it as lag (acceptor.py)."""
+
 
 class LocalReplayGuard:
     """One remoted process holds every connection: what it knows is the whole truth."""
@@ -73,6 +77,9 @@ class LocalReplayGuard:
     def report(self, counters: dict[int, int]) -> None:
         pass
 
+    def unanswered_for(self) -> float:
+        return 0.0
+
 
 class PipeReplayGuard:
     """A worker's side: questions go to the manager at once (not with the next batch), answers come back
@@ -80,10 +87,12 @@ class PipeReplayGuard:
 
     reports = True
 
-    def __init__(self, sink: PipeSink) -> None:
+    def __init__(self, sink: PipeSink, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.sink = sink
+        self.monotonic = monotonic
         self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[AnswerCallback, asyncio.TimerHandle]] = {}
+        # request -> (callback, its timeout, when asked): in the order asked, so the first is the oldest
+        self._waiting: dict[int, tuple[AnswerCallback, asyncio.TimerHandle, float]] = {}
 
     def decide(self, agent_id: int, seq: int, startup: bool, highest: int) -> Answer | None:
         return None
@@ -91,13 +100,13 @@ class PipeReplayGuard:
     def ask(self, agent_id: int, seq: int, startup: bool, highest: int, callback: AnswerCallback) -> None:
         request = next(self._ids)
         timer = asyncio.get_running_loop().call_later(ADMIT_TIMEOUT, self._timed_out, request)
-        self._waiting[request] = (callback, timer)
+        self._waiting[request] = (callback, timer, self.monotonic())
         self.sink.send_now((Tag.ADMIT, request, agent_id, seq, startup, highest))
 
     def answered(self, request: int, verdict: str, highest: int) -> None:
         waiting = self._waiting.pop(request, None)
         if waiting is not None:
-            callback, timer = waiting
+            callback, timer, _ = waiting
             timer.cancel()
             callback((Verdict(verdict), highest))
 
@@ -115,6 +124,11 @@ class PipeReplayGuard:
     def report(self, counters: dict[int, int]) -> None:
         if counters:
             self.sink.add((Tag.HIGHEST, counters))
+
+    def unanswered_for(self) -> float:
+        for _, _, asked_at in self._waiting.values():
+            return max(0.0, self.monotonic() - asked_at)
+        return 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,6 +144,7 @@ class Remoted:
                 handshakes=lambda: admission.handshakes,
                 evictable=admission.evictable,
                 lag=self.lag,
+                answer_wait=self.replay.unanswered_for,
                 budget_max=admission.unauthenticated_cap,
                 monotonic=self.monotonic,
             )

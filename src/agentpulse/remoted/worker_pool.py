@@ -3,7 +3,10 @@ the grace tracker, restart them. (`worker_process.py` is the other side: the mai
 
 The danger is a dying worker: every agent it held has lost its connection, and the grace tracker must
 learn so before the worker is restarted (see `WorkerPool._supervise`). Workers never read client.keys: the
-manager sends each the accepted lines (`Command.KEYS`). Start is all or nothing (`WorkerStartError`).
+manager sends each the accepted lines (`Command.KEYS`). Start is in two steps: `spawn()` starts the
+processes, which load their keys while the manager's store resets the last run's agents, and `listen()`,
+once that reset is committed, lets them bind the port and take agents (`Command.LISTEN`); no agent is
+served before the reset is in the database. All or nothing (`WorkerStartError`).
 A worker's question about a new connection of an agent is answered from the `ReplayBook` (replay.py).
 """
 
@@ -84,6 +87,8 @@ class WorkerPool:
         self.log_level = log_level
         self.workers = [WorkerHandle(index) for index in range(1, count + 1)]
         self.stopping = False
+        self.listening = False  # told to listen: a worker (re)started from now on listens at once
+        self.stopped = False
         self._supervisors: list[asyncio.Task[None]] = []
         self._tokens = itertools.count(1)
         self.keys_text = ""  # the lines of client.keys the manager accepted last
@@ -93,11 +98,30 @@ class WorkerPool:
         self.on_pushed: Callable[[int, str, bool], None] | None = None  # how each push() ended
 
     async def start(self) -> None:
-        """Start every worker and wait until each listens. Raises WorkerStartError when one cannot;
-        cancelled or failed, it stops every worker it started before it returns."""
+        """`spawn()` then `listen()`: every worker started and listening."""
+        await self.spawn()
+        await self.listen()
+
+    async def spawn(self) -> None:
+        """Start every worker process and send it its keys; none listens until `listen()`. Failed or
+        cancelled, it stops those it started before it returns."""
         try:
             for worker in self.workers:
-                await self._spawn(worker)
+                if worker.process is None:
+                    await self._spawn(worker)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def listen(self) -> None:
+        """Let every worker listen (spawning those not started yet) and wait until each does. Raises
+        WorkerStartError when one cannot; cancelled or failed, it stops every worker before it returns."""
+        try:
+            await self.spawn()
+            self.listening = True
+            for worker in self.workers:
+                assert worker.reader is not None
+                worker.reader.send([(Command.LISTEN, self.keys_generation)])
             deadline = time.monotonic() + READY_TIMEOUT
             for worker in self.workers:
                 await self._wait_ready(worker, deadline)
@@ -165,10 +189,12 @@ class WorkerPool:
         reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), lambda: self._pipe_lost(worker))
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
         worker.reader = reader
-        # Its keys before anything else: it listens only once it has them.
+        # Its keys before anything else: it listens only once it has them, and only once told to.
         reader.send([(Command.KEYS, self.keys_generation, self.keys_text)])
         if self.added_lines:  # token 0: nobody waits for this answer
             reader.send([(Command.ADD_KEYS, 0, self.added_lines, None, None)])
+        if self.listening:  # a restart: the store's reset is long committed
+            reader.send([(Command.LISTEN, self.keys_generation)])
 
     def _pipe_lost(self, worker: WorkerHandle) -> None:
         worker.pipe_closed.set()
@@ -366,6 +392,10 @@ class WorkerPool:
         return not late and all(future.result() for future in waits)
 
     async def stop(self) -> None:
+        """Stop every worker and read its last records; a second call does nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.stopping = True
         for worker in self.workers:
             if worker.reader is not None:

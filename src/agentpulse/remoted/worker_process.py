@@ -3,9 +3,12 @@ and sends what happens to the manager through the record pipe. The manager owns 
 tracker, the sweeper, events and the query socket; a worker owns its own key store, sessions, replies and
 the manager keep-alive of its agents. (`worker_pool.py` is the manager's side.)
 
-Its keys come from the manager only (`Command.KEYS`, and enrolment's `ADD_KEYS`): it never reads client.keys. It
-never outlives its manager: the kernel kills it when the manager dies (PR_SET_PDEATHSIG), and a closed pipe
-stops it too; a worker left behind would hold the port, and the agents, with nobody to tell.
+Its keys come from the manager only (`Command.KEYS`, and enrolment's `ADD_KEYS`): it never reads client.keys.
+It binds the port only when told (`Command.LISTEN`): the manager starts it while the store resets the last
+run's agents (code 5), so that loading the keys costs no time, and lets it take agents once the reset is
+committed. It never outlives its manager: the kernel kills it when the manager dies (PR_SET_PDEATHSIG),
+and a closed pipe stops it too; a worker left behind would hold the port, and the agents, with nobody to
+tell.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from agentpulse.wire.keys import KeysFile
 
 log = logging.getLogger(__name__)
 
-WORKER_NICE = 5  # weight 335 against the manager's 1024
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -67,8 +69,9 @@ class WorkerProcess:
         self.scheduler = KeepaliveScheduler(self.remoted, config.remote.manager_keepalive, lag=self.lag)
         slowdown.apply(self.remoted)  # TEST ONLY, and only when its variable is set
         self.pushes = SharedPushes(self.remoted, self._pushed)
-        self._has_keys = asyncio.Event()
         self._keys_generation = -1  # of the keys in use
+        self._listen_from = -1  # the LISTEN command's keys generation; -1: not told to listen yet
+        self._may_listen = asyncio.Event()  # told to listen, and the keys in use are of that generation
         self._keys_tasks: set[asyncio.Task[None]] = set()
         # Enrolment's lines (ADD_KEYS), with the last KEYS generation received before them: a KEYS
         # command sent before them lacks them, so they are applied again on top of it.
@@ -83,7 +86,7 @@ class WorkerProcess:
         loop.add_signal_handler(signal.SIGINT, lambda: None)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         await loop.connect_accepted_socket(lambda: self.pipe, sock=self.sock)
-        if not await self._first_keys():
+        if not await self._told_to_listen():
             return 0
         try:
             await asyncio.to_thread(self.journal.open)
@@ -124,14 +127,15 @@ class WorkerProcess:
             self.sink.flush()
             await self._close_pipe()
 
-    async def _first_keys(self) -> bool:
-        """Wait for the manager's first KEYS command; False when told to stop (or the pipe closed) first."""
-        keys = asyncio.create_task(self._has_keys.wait())
+    async def _told_to_listen(self) -> bool:
+        """Wait for the manager's LISTEN and the keys it names; False when told to stop (or the pipe
+        closed) first. Keys and commands are handled meanwhile, nothing is bound."""
+        listen = asyncio.create_task(self._may_listen.wait())
         stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait((keys, stop), return_when=asyncio.FIRST_COMPLETED)
-        keys.cancel()
+        await asyncio.wait((listen, stop), return_when=asyncio.FIRST_COMPLETED)
+        listen.cancel()
         stop.cancel()
-        if self._has_keys.is_set():
+        if self._may_listen.is_set() and not self._stop.is_set():
             return True
         if self.pipe.transport is not None:
             self.pipe.transport.close()
@@ -150,7 +154,12 @@ class WorkerProcess:
             self.remoted.keys_changed(self.keys.apply_lines(lines))
         self.sink.flush()  # the disconnections first, then the acknowledgement
         self.pipe.send([(Tag.KEYS_LOADED, self.index, generation)])
-        self._has_keys.set()
+        log.debug("remoted worker %d: %d keys loaded (generation %d)", self.index, len(self.keys), generation)
+        self._check_listen()
+
+    def _check_listen(self) -> None:
+        if 0 <= self._listen_from <= self._keys_generation:
+            self._may_listen.set()
 
     async def _housekeeping(self) -> None:
         while True:
@@ -182,6 +191,9 @@ class WorkerProcess:
                 self.remoted.overtaken(command[1])
             elif command[0] is Command.PAUSE:
                 self.remoted.pause(bool(command[1]))
+            elif command[0] is Command.LISTEN:
+                self._listen_from = max(self._listen_from, int(command[1]))
+                self._check_listen()
             elif command[0] is Command.PUSH:
                 _, agent_id, md5, path, quiet = command
                 self.pushes.push(agent_id, md5, path, quiet=quiet)
@@ -216,8 +228,10 @@ def run_worker(home: Home, config: Config, index: int, fd: int) -> int:
     import uvloop
 
     # The manager process is one and the workers are many: under CFS's equal shares a saturated machine
-    # would give the store, the sweeper and the events a twelfth of what they need. Workers yield to it.
-    os.nice(WORKER_NICE)
+    # would give the store, the sweeper and the events a twelfth of what they need. Workers yield to it
+    # (nice 5: weight 335 against its 1024), and so to every other process at nice 0 (`<worker_nice>`).
+    if config.remote.worker_nice:
+        os.nice(config.remote.worker_nice)
     sock = socket.socket(fileno=fd)
     with contextlib.suppress(KeyboardInterrupt):
         return uvloop.run(WorkerProcess(home, config, index, sock).run())

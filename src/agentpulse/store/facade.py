@@ -172,9 +172,22 @@ class Store:
         """Manager start: every pending or active agent becomes disconnected with code 5 (but those another
         node of the cluster holds: theirs to keep, or the survivors' to close when that node dies)."""
         now = self.clock()
-        live = [agent_id for agent_id, view in self.view.live() if not view.elsewhere]
-        for agent_id in live:
-            self.submit(StatusUpdate(agent_id, Trigger.MANAGER_RESET, now))
+        live = [(agent_id, view) for agent_id, view in self.view.live() if not view.elsewhere]
+        # What `submit` does for each, with one lock for all: 50,000 of them are the whole start's work.
+        rows = [
+            self.view.apply(view, StatusUpdate(agent_id, Trigger.MANAGER_RESET, now))
+            for agent_id, view in live
+        ]
+        changed = [row for row in rows if row is not None]
+        outbox = [self._outbox_row(row) for row in changed]
+        with self._writer.lock:
+            batch = self._writer.batch
+            for row, event in zip(changed, outbox, strict=True):
+                batch.statuses[row.agent_id] = (row.to_status, row.code, now, None)
+                batch.add_event(row, event)
+        for row in changed:
+            for listener in self._transition_listeners:
+                listener(row)
         return len(live)
 
     def submit(self, update: StatusUpdate) -> TransitionRow | None:
