@@ -60,9 +60,11 @@ _UPDATE_STATUSES = (
     "FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[], %s::int[]) AS u(status, code, at, version, id) "
     "WHERE a.id = u.id"
 )
+# `changed`: this transaction's id, so the other nodes' views follow the new status (`cluster/holders.py`)
 _UPSERT_SEQS = (
-    "INSERT INTO agent_runtime (agent_id, status_seq) SELECT * FROM unnest(%s::int[], %s::int[]) "
-    "ON CONFLICT (agent_id) DO UPDATE SET status_seq = excluded.status_seq"
+    "INSERT INTO agent_runtime (agent_id, status_seq, changed) "
+    "SELECT a, s, pg_current_xact_id() FROM unnest(%s::int[], %s::int[]) AS u(a, s) "
+    "ON CONFLICT (agent_id) DO UPDATE SET status_seq = excluded.status_seq, changed = excluded.changed"
 )
 _SYNC_STATUS = (
     "UPDATE agent SET sync_status = CASE "
@@ -259,12 +261,19 @@ class PostgresWrites:
             if row.to_status is ConnectionStatus.PENDING and row.agent_id in connections:
                 connections[row.agent_id] += 1
         cur.execute(
-            "INSERT INTO agent_runtime (agent_id, node_name, node_epoch, connection_epoch) "
-            "SELECT a, %s, %s, c FROM unnest(%s::int[], %s::bigint[]) AS u(a, c) "
-            "ON CONFLICT (agent_id) DO UPDATE SET node_name = excluded.node_name, "
+            "INSERT INTO agent_runtime (agent_id, node_name, node_epoch, connection_epoch, bound_kept, changed) "
+            "SELECT a, %s, %s, c, k, pg_current_xact_id() FROM unnest(%s::int[], %s::bigint[], %s::bool[]) "
+            "AS u(a, c, k) ON CONFLICT (agent_id) DO UPDATE SET node_name = excluded.node_name, "
             "node_epoch = excluded.node_epoch, "
-            "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch",
-            (self.node_name, self.node_epoch, list(connections), list(connections.values())),
+            "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch, "
+            "bound_kept = excluded.bound_kept, changed = excluded.changed",
+            (
+                self.node_name,
+                self.node_epoch,
+                list(connections),
+                list(connections.values()),
+                [held.bound[agent_id] for agent_id in connections],
+            ),
         )
         notify_moved(cur, batch, held, self.node_name, self.node_epoch)
 
