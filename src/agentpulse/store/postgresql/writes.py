@@ -47,11 +47,19 @@ from agentpulse.wire.keys import AgentKey
 
 Conn = psycopg.Connection[Any]
 
+# A keep-alive whose data changed (every agent's first one after a start): one statement for the whole
+# flush, not one per agent (a restart storm brings every agent's at once).
 _UPDATE_KEEPALIVE = (
-    "UPDATE agent SET version = %s, config_sum = %s, merged_sum = %s, manager_host = %s, "
-    "node_name = %s, ip = COALESCE(%s, ip), os_uname = %s, os_name = %s, os_platform = %s, "
-    "os_version = %s, os_codename = %s, os_major = %s, os_minor = %s, os_arch = %s, "
-    "last_keepalive = %s, sync_status = 'synced' WHERE id = %s"
+    "UPDATE agent AS a SET version = u.version, config_sum = u.config_sum, merged_sum = u.merged_sum, "
+    "manager_host = u.manager_host, node_name = u.node_name, ip = COALESCE(u.ip, a.ip), "
+    "os_uname = u.os_uname, os_name = u.os_name, os_platform = u.os_platform, os_version = u.os_version, "
+    "os_codename = u.os_codename, os_major = u.os_major, os_minor = u.os_minor, os_arch = u.os_arch, "
+    "last_keepalive = u.last_keepalive, sync_status = 'synced' "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
+    "%s::int[]) AS u(version, config_sum, merged_sum, manager_host, node_name, ip, os_uname, os_name, "
+    "os_platform, os_version, os_codename, os_major, os_minor, os_arch, last_keepalive, id) "
+    "WHERE a.id = u.id"
 )
 _UPDATE_STATUSES = (
     "UPDATE agent AS a SET connection_status = u.status, status_code = u.code, "
@@ -290,11 +298,11 @@ class PostgresWrites:
                 self._labels_written[agent_id] = keepalive.labels
                 label_agents.append((agent_id, keepalive))
         if data_rows:
-            cur.executemany(_UPDATE_KEEPALIVE, data_rows)
+            cur.execute(_UPDATE_KEEPALIVE, _columns(data_rows))
         for second, agent_ids in touched.items():
             cur.execute("UPDATE agent SET last_keepalive = %s WHERE id = ANY(%s)", (second, agent_ids))
-        for agent_id, keepalive in label_agents:
-            self._write_labels(cur, agent_id, keepalive)
+        if label_agents:
+            self._write_labels(cur, label_agents)
 
     def _keepalive_row(self, agent_id: int, at: float, k: Keepalive) -> tuple[object, ...]:
         return (
@@ -336,18 +344,23 @@ class PostgresWrites:
             )
             self._labels_written.pop(update.agent_id, None)
 
-    def _write_labels(self, cur: psycopg.Cursor[Any], agent_id: int, keepalive: Keepalive) -> None:
-        labels = dict(keepalive.labels)
-        labels['#"_manager_hostname"'] = self.manager_host
-        labels['#"_node_name"'] = self.node_name
-        if keepalive.agent_ip:
-            labels['#"_agent_ip"'] = keepalive.agent_ip
-        if keepalive.version:
-            labels['#"_wazuh_version"'] = keepalive.version
-        cur.execute("DELETE FROM labels WHERE id = %s", (agent_id,))
-        cur.executemany(
-            "INSERT INTO labels (id, key, value) VALUES (%s, %s, %s)",
-            [(agent_id, key, value) for key, value in labels.items()],
+    def _write_labels(self, cur: psycopg.Cursor[Any], agents: list[tuple[int, Keepalive]]) -> None:
+        """The labels of agents whose keep-alive brought other ones: two statements for all of them (two
+        per agent cost a restart storm thousands of round trips per flush)."""
+        rows: list[tuple[int, str, str]] = []
+        for agent_id, keepalive in agents:
+            labels = dict(keepalive.labels)
+            labels['#"_manager_hostname"'] = self.manager_host
+            labels['#"_node_name"'] = self.node_name
+            if keepalive.agent_ip:
+                labels['#"_agent_ip"'] = keepalive.agent_ip
+            if keepalive.version:
+                labels['#"_wazuh_version"'] = keepalive.version
+            rows.extend((agent_id, key, value) for key, value in labels.items())
+        cur.execute("DELETE FROM labels WHERE id = ANY(%s)", ([agent_id for agent_id, _ in agents],))
+        cur.execute(
+            "INSERT INTO labels (id, key, value) SELECT * FROM unnest(%s::int[], %s::text[], %s::text[])",
+            _columns(rows),
         )
 
 
