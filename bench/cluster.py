@@ -83,7 +83,16 @@ class Node:
             (self.home / "var" / "run" / "agentpulse-remoted.state").unlink()
         log = open(self.home / "manager.out", "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agentpulse", "start", "--home", str(self.home), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "agentpulse",
+                "start",
+                "--home",
+                str(self.home),
+                "--log-level",
+                os.environ.get("BENCH_LOG_LEVEL", "warning"),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
