@@ -83,7 +83,16 @@ class Node:
             (self.home / "var" / "run" / "agentpulse-remoted.state").unlink()
         log = open(self.home / "manager.out", "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agentpulse", "start", "--home", str(self.home), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "agentpulse",
+                "start",
+                "--home",
+                str(self.home),
+                "--log-level",
+                os.environ.get("BENCH_LOG_LEVEL", "warning"),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -322,8 +331,17 @@ def storm_phase(nodes: list[Node], counts: Counts, args: argparse.Namespace, out
         result["start_s"] = round(start_all(nodes), 1)
         cpu = storm.ProcessCpu(lambda: node_pids(nodes) + process_tree(sim.pid))
         cpu.begin()
-        recovered = counts.wait("active", args.agents, 600, "storm: recovery after the restart")
+        per_node = [storm.ProcessCpu(lambda node=node: node_pids([node])) for node in nodes]  # type: ignore[misc]
+        for meter in per_node:
+            meter.begin()
+        before = [labelled(node) for node in nodes]
+        recovered, milestones = recovery(counts, args.agents)
         result["cpu_percent_during_recovery"] = cpu.end()
+        result["node_cpu_percent_during_recovery"] = [sum(meter.end().values()) for meter in per_node]
+        result["active_milestones_s"] = milestones
+        result["nodes_during_recovery"] = [
+            recovery_figures(old, labelled(node)) for old, node in zip(before, nodes, strict=True)
+        ]
         result["active_again_after_sigterm_s"] = round(time.monotonic() - stopping, 1)
         result["active_again_after_start_s"] = round(recovered, 1)
     finally:
@@ -332,6 +350,56 @@ def storm_phase(nodes: list[Node], counts: Counts, args: argparse.Namespace, out
         summary = json.loads(out.read_text())
         result["simulator_retries"] = summary.get("retry_kinds")
     return result
+
+
+def labelled(node: Node) -> dict[str, float]:
+    """Every sample of the node's metrics, by its full name with labels."""
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{node.metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                samples[name] = float(value)
+    return samples
+
+
+def recovery_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """What one node did during the recovery: refusals by reason, flushes and their mean commit time."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    refusals = {
+        name.split('reason="', 1)[1].split('"', 1)[0]: int(delta(name))
+        for name in after
+        if name.startswith("agentpulse_refusals_total{") and 'reason="' in name and delta(name)
+    }
+    flushes = max(1.0, delta("agentpulse_store_flush_seconds_count"))
+    return {
+        "refusals": refusals,
+        "flushes": int(flushes),
+        "flush_ms_mean": round(delta("agentpulse_store_flush_seconds_sum") / flushes * 1000, 1),
+        "rows": int(delta("agentpulse_store_flush_batch_size_sum")),
+    }
+
+
+def recovery(counts: Counts, agents: int, timeout: float = 600) -> tuple[float, dict[str, float]]:
+    """Seconds until every agent is active again, and when 50/90/99 % were."""
+    started = time.monotonic()
+    milestones: dict[str, float] = {}
+    while time.monotonic() - started < timeout:
+        seen = counts.count("active")
+        for share in (50, 90, 99):
+            if seen * 100 >= share * agents and f"{share}%" not in milestones:
+                milestones[f"{share}%"] = round(time.monotonic() - started, 1)
+        if seen >= agents:
+            return time.monotonic() - started, milestones
+        time.sleep(POLL)
+    raise storm.StepFailed(
+        f"storm: recovery after the restart: not all {agents} active after {timeout:.0f} s"
+    )
 
 
 def run_config(
@@ -350,7 +418,8 @@ def run_config(
     result: dict[str, Any] = {"config": label, "nodes": count, "agents": args.agents}
     try:
         result["first_start_s"] = round(start_all(nodes), 1)
-        result |= keepalive_phase(nodes, counts, server_pids, args, folder / "keepalives.json")
+        if not args.storm_only:
+            result |= keepalive_phase(nodes, counts, server_pids, args, folder / "keepalives.json")
         result |= storm_phase(nodes, counts, args, folder / "storm.json")
     except storm.StepFailed as failure:
         result["failed_step"] = str(failure)
@@ -372,6 +441,9 @@ def main() -> int:
     parser.add_argument("--nodes", default="1,2,3", help="node counts to run on PostgreSQL")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--storm-only", action="store_true", help="only the restart storm (no keep-alive phase)"
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = []

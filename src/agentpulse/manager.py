@@ -241,6 +241,7 @@ class Manager:
             # served, stopped (the lease released) after everything else.
             from agentpulse.cluster.bindings import BindingsWatch
             from agentpulse.cluster.follow import NodeFollow
+            from agentpulse.cluster.holders import HoldersFeed
             from agentpulse.cluster.keysync import KeysSync
             from agentpulse.cluster.losses import LossGate
             from agentpulse.cluster.service import ClusterService
@@ -271,7 +272,12 @@ class Manager:
                 still_lost=follow.still_lost,
                 tick=self.store.apply_adopted,
             )
-            self.front_services.extend([BindingsWatch(dsn, node, follow.bound_elsewhere), self.losses])
+            # The view follows the agents other nodes hold, from the database; it also finds there the
+            # bindings whose notification was missed (read at once when LISTEN is back).
+            holders = HoldersFeed(dsn, node, follow.followed, lambda: self.store.settled)
+            self.front_services.extend(
+                [holders, BindingsWatch(dsn, node, follow.bound_elsewhere, holders.catch_up), self.losses]
+            )
 
             # Keys enrolled on another node, from the database into this node's client.keys; and
             # agents removed on another node removed here.

@@ -187,3 +187,45 @@ def test_after_a_database_outage_the_leader_claims_only_the_node_that_died_meanw
         asyncio.run(scenario(server.create_database("outage_claims")))
     finally:
         server.stop()
+
+
+def test_a_leader_that_loses_its_lease_steps_down_and_rejoins_the_election_once_registered_again(
+    dsn: str,
+) -> None:
+    """A second process with the leader's node name takes its lease: the leader, now without a lease (the
+    others may take it for dead), must not keep the leader lock; another node leads within a couple of
+    seconds. Once the twin stops, the node registers again and takes part in the election again: with
+    the other node stopped it leads again. (Without the step-down node-a keeps the lock: it fails here.)"""
+
+    async def scenario() -> None:
+        leadership: list[bool] = []
+        a = ClusterService(dsn, "node-a", grace=GRACE, on_leadership=leadership.append, **FAST)
+        await a.start()
+        deadline = time.monotonic() + 3
+        while not a.leader:
+            assert time.monotonic() < deadline, "node-a was not elected"
+            await asyncio.sleep(0.02)
+        b = ClusterService(dsn, "node-b", grace=GRACE, **FAST)
+        twin = ClusterService(dsn, "node-a", grace=GRACE, **FAST)
+        try:
+            await b.start()
+            await twin.start()  # the same node name: a newer epoch, node-a's next renewal fails
+            taken = time.monotonic()
+            await asyncio.wait_for(a.lease.lost.wait(), 3)
+            while a.leader or not (b.leader or twin.leader):
+                assert time.monotonic() - taken < 3.0, f"node-a still leads without a lease: {leadership}"
+                await asyncio.sleep(0.02)
+            assert leadership == [True, False]
+            await twin.stop()  # the name is free: node-a registers again
+            await b.stop()
+            freed = time.monotonic()
+            while not a.leader:
+                assert time.monotonic() - freed < 5.0, "node-a did not rejoin the election"
+                await asyncio.sleep(0.05)
+            assert a.lease.held and leadership == [True, False, True]
+        finally:
+            for service in (twin, b, a):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(service.stop(), 10)
+
+    asyncio.run(scenario())

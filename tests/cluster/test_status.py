@@ -73,7 +73,7 @@ def test_nodes_leases_and_the_leader_from_postgresql(dsn: str, tmp_path: Path) -
         await conn.close()
         code, output = await status(tmp_path, "--dsn", dsn)
         assert code == 0, output
-        assert "Leader (sweeper, alerts, upkeep): node-a" in output
+        assert "Leader (take-overs, upkeep, outbox relay): node-a" in output
         assert "EXPIRED, agents taken over" in output
         await leader.stop()
         await live.stop()

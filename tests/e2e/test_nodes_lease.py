@@ -1,11 +1,14 @@
 """A node that lost its cluster lease stops claiming agents: a second process started with the same
 `<node_name>` (a duplicate) takes the name's lease; the first one then closes its agents' connections,
-takes no new one, and serves again (a new epoch) once the duplicate has stopped."""
+takes no new one (also from a remoted worker restarted meanwhile), and serves again (a new epoch) once
+the duplicate has stopped."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -77,3 +80,51 @@ def test_a_node_that_lost_its_lease_lets_its_agents_go_and_serves_again_with_a_n
         twin.stop()
         assert a.stop() == 0
     assert "Cluster lease lost" in a.output()
+
+
+def children_of(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_a_remoted_worker_restarted_while_the_node_has_no_lease_takes_no_agent(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """Two remoted workers; the twin takes node-a's lease, then both workers are killed and restarted by
+    the pool: they must start paused, as the node is. (Without it a restarted worker serves: it fails.)"""
+    dsn = postgres.create_database("e2e_nodes_lease_workers")
+    settings = ManagerSettings(node_name="node-a", connection_grace=2.0, workers=2)
+    a = ManagerProcess(tmp_path / "a", settings)
+    twin = ManagerProcess(tmp_path / "twin", ManagerSettings(node_name="node-a", connection_grace=2.0))
+    a.use_postgresql(dsn)
+    twin.use_postgresql(dsn)
+    keys = write_keys(a, 3)
+    twin.home.create_layout()
+    shutil.copy(a.home.client_keys, twin.home.client_keys)
+    a.start()
+    try:
+
+        async def scenario() -> None:
+            agent = await connect(a, keys[0])
+            await asyncio.to_thread(twin.start)
+            assert await agent.receive(timeout=5) is None  # lease lost: node-a let it go
+            agent.close()
+            assert a.process is not None
+            workers = children_of(a.process.pid)
+            assert len(workers) == 2, workers
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            while True:  # both restarted and listening again
+                restarted = children_of(a.process.pid) - workers
+                output = a.output()
+                if len(restarted) == 2 and all(f"ready (pid {pid})" in output for pid in restarted):
+                    break
+                assert time.monotonic() - killed < 15.0, output[-3000:]
+                await asyncio.sleep(0.1)
+            for attempt in range(6):  # each lands on either worker (SO_REUSEPORT)
+                assert await refused(a, keys[attempt % len(keys)]), f"attempt {attempt} was served"
+
+        asyncio.run(scenario())
+    finally:
+        twin.stop()
+        assert a.stop() == 0

@@ -50,7 +50,7 @@ def test_a_manager_on_postgresql_serves_agents_and_every_tool(
         cluster = await cli("agentpulse", "cluster", "status")
         assert "Nodes:\n  node01 " in cluster and "epoch 1    lease live" in cluster, cluster
         assert f"  node01           {FLEET - 2} active" in cluster, cluster
-        assert "Leader (sweeper, alerts, upkeep): node01" in cluster, cluster
+        assert "Leader (take-overs, upkeep, outbox relay): node01" in cluster, cluster
         status = await cli("agentpulse", "status", "--color", "never")
         assert f"Agents: {FLEET}" in status and "web: Active 10" in status, status
 

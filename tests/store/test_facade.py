@@ -13,6 +13,7 @@ from agentpulse.records import StatusUpdate
 from agentpulse.status import ConnectionStatus, StatusCode, Trigger
 from agentpulse.store.facade import Store
 from agentpulse.store.subscriber import Subscriber
+from agentpulse.store.view import Adopted
 from agentpulse.wire import control
 from agentpulse.wire.keys import KeysFile
 from tests.store.databases import Database, read
@@ -171,6 +172,21 @@ def test_manager_reset_disconnects_only_live_agents_with_code_5(store: Store) ->
     assert statuses[1] == statuses[2] == ("disconnected", 5)
     assert statuses[3] == ("disconnected", 3)
     assert statuses[4] == ("never_connected", 0)
+
+
+def test_a_connection_lost_for_an_agent_another_node_holds_is_not_this_node_s(store: Store) -> None:
+    """Several nodes: the view has agent 2 as another node's (adopted from the database); a key removal
+    here submits a loss for it before its removal: it has no connection here, so nothing changes, and
+    the removal row goes from the status the view had (not a code-6 row the writer would drop)."""
+    store.adopt([Adopted(2, "node-b", ConnectionStatus.ACTIVE, StatusCode.NONE, 2)])
+    assert store.submit(StatusUpdate(2, Trigger.CONNECTION_LOST, 20)) is None
+    assert store.status_of(2) is ConnectionStatus.ACTIVE
+    [row] = store.remove_agents([2], 21)
+    assert (row.from_status, row.to_status, row.code) == (
+        ConnectionStatus.ACTIVE,
+        ConnectionStatus.DISCONNECTED,
+        StatusCode.NONE,
+    )
 
 
 def test_version_refusal_keeps_the_status_and_sets_the_code(store: Store) -> None:

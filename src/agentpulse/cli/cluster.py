@@ -115,7 +115,7 @@ def render(report: ClusterReport) -> str:
         lines.append(f"Database: PostgreSQL at {for_terminal(db.where)}: {state}")
         leader = report.leader
         lines.append(
-            f"Leader (sweeper, alerts, upkeep): {for_terminal(leader) if leader else 'none right now'}"
+            f"Leader (take-overs, upkeep, outbox relay): {for_terminal(leader) if leader else 'none right now'}"
         )
         lines.append("Nodes:" if report.nodes else f"Nodes: {report.leases}")
         for node in report.nodes:

@@ -7,8 +7,10 @@ connection of the agent lost or quiet for longer than the overtake time goes, an
 other node's; a live one is kept and the other node's newer connection is refused (`kind` "kept").
 
 The danger is a notification missed while this connection is down (NOTIFY is not queued for a listener
-that is not connected): the losses' gate (`cluster/losses.py`) and the writer's row-lock check still keep
-the database right; only the overtake of a live session waits for the next binding.
+that is not connected): each time LISTEN is in place again (`on_listening`), the holders' feed
+(`cluster/holders.py`) reads the database at once and finds the bindings made meanwhile; it reads every
+half second anyway. The losses' gate (`cluster/losses.py`) and the writer's row-lock check keep the
+database right in any case.
 """
 
 from __future__ import annotations
@@ -57,10 +59,18 @@ def parse(payload: str, node: str) -> Taken | None:
 
 
 class BindingsWatch:
-    def __init__(self, dsn: str, node: str, on_taken: Callable[[Taken], None]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        node: str,
+        on_taken: Callable[[Taken], None],
+        on_listening: Callable[[], None] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.node = node
         self.on_taken = on_taken
+        self.on_listening = on_listening  # LISTEN is in place (again): catch up from the database
+        self.listens = 0  # LISTENs in place, the first included
         self.heard = 0  # notifications about this node's agents
         self.listening = asyncio.Event()  # LISTEN is in place (tests wait for it)
         self._task: asyncio.Task[None] | None = None
@@ -82,6 +92,9 @@ class BindingsWatch:
                 conn = await connect(self.dsn, f"agentpulse:{self.node}:bindings")
                 await conn.execute(f"LISTEN {CHANNEL}")
                 self.listening.set()
+                self.listens += 1
+                if self.on_listening is not None:
+                    self.on_listening()
                 if failing:
                     log.info("Node %s hears other nodes' bindings again", self.node)
                 failing = False

@@ -10,6 +10,9 @@ hands it to the cluster's parts as callbacks:
   otherwise it is refused. Here the newer connection was already accepted by the other node (nodes learn
   of each other through the database), so "refused" means: this node keeps the agent (a "kept" binding),
   and the other node closes its newer connection when it hears it;
+- what the database has of the agents the other nodes hold (`holders.py`, `followed`): the view takes
+  their status as it changes there; and a binding of one of this node's agents whose notification was
+  missed (the listening connection was down) is applied as if heard;
 - the lease was lost (`lease_lost`): this node takes no agent connection and lets those it has go, as
   lost, so each agent's grace runs and the other nodes' bindings decide; `lease_regained` serves again.
 
@@ -25,6 +28,7 @@ import logging
 from typing import Final
 
 from agentpulse.cluster.bindings import Taken
+from agentpulse.cluster.holders import Followed
 from agentpulse.cluster.losses import LossGate
 from agentpulse.remoted.grace import GraceTracker
 from agentpulse.remoted.server import Remoted
@@ -58,6 +62,9 @@ class NodeFollow:
         self.overtaken = 0  # connections here quiet for over the overtake time, closed for another node's
         self.refused = 0  # newer connections here closed because another node kept its older live one
         self.kept = 0  # live connections here kept against a newer one on another node
+        self.followed_changes = 0  # agents held elsewhere whose status the view took from the database
+        self.caught_up = 0  # bindings of agents held here found in the database, not heard
+        self._rechecking: set[int] = set()  # live connections here looked at again soon (`keep_or_let_go`)
 
     def still_lost(self, agent_id: int) -> bool:
         """No connection of the agent here since its grace ran out, and the view still has it live."""
@@ -109,6 +116,7 @@ class NodeFollow:
         self.overtaken += overtaken
         self.refused += refused
         if live:
+            self._rechecking.update(agent_id for agent_id, _ in live)
             asyncio.get_running_loop().call_later(KEEP_RECHECK, self.keep_or_let_go, taken.to, live)
         if overtaken or refused:
             log.info(
@@ -123,11 +131,44 @@ class NodeFollow:
         elif adopted:
             log.info("Node %s holds %d agents that were held here: no loss here", taken.to, len(adopted))
 
+    def followed(self, read: Followed) -> None:
+        """What the database has of agents other nodes hold (`HoldersFeed`). An agent this node's view has
+        as its own (live, not another node's) that the database has another node holding: that node took
+        it after this node's binding, and its notification was missed; applied as `bound_elsewhere` would
+        (the overtake rule, `kept` as that node wrote it). Unless this node's own binding of it is not
+        committed yet, or was not when the read began: then the read says nothing of what came after it
+        (this node's commit tells the other node, which decides). Any other agent: the view takes the
+        database's status, code and holder (no row, no event, no alert: the holder wrote those)."""
+        adopted: list[Adopted] = []
+        taken: dict[tuple[str, int, bool], list[tuple[int, ConnectionStatus]]] = {}
+        agents = self.store.agents
+        for row in read.rows:
+            view = agents.get(row.agent_id)
+            if view is None or row.agent_id in self._rechecking:
+                continue
+            if self.store.binding_unsettled(row.agent_id, read.settled):
+                continue
+            if view.status in LIVE and not view.elsewhere:
+                taken.setdefault((row.node, row.epoch, row.kept), []).append((row.agent_id, row.status))
+            elif (view.status, view.code) != (row.status, row.code) or view.elsewhere != (row.status in LIVE):
+                adopted.append(Adopted(row.agent_id, row.node, row.status, row.code, row.seq))
+        self.followed_changes += len(self.store.adopt(adopted))
+        for (to, epoch, kept), moved in taken.items():
+            self.caught_up += len(moved)
+            log.info(
+                "Node %s took %d agents held here (%s): found in the database, the notification was missed",
+                to,
+                len(moved),
+                "kept its older connection" if kept else "a newer connection there",
+            )
+            self.bound_elsewhere(Taken(to, epoch, kept, tuple(moved)))
+
     def keep_or_let_go(self, to: str, agents: list[tuple[int, ConnectionStatus]]) -> None:
         """Connections that looked live here when `to` bound their agents: still live, this node keeps
         them (a "kept" binding at the next flush tells `to` to close its newer one); else `to` has them."""
         adopted: list[Adopted] = []
         kept = 0
+        self._rechecking.difference_update(agent_id for agent_id, _ in agents)
         for agent_id, status in agents:
             silent = self.silent_for(agent_id)
             if silent is None or silent > self.overtake_time:

@@ -1,5 +1,6 @@
-"""`LeaderElection`: which node runs the cluster-wide duties (sweeper, alerts, upkeep), decided by a
-PostgreSQL session advisory lock (`pg_try_advisory_lock`) held on a connection of its own.
+"""`LeaderElection`: which node runs the cluster-wide duties (the take-over of dead nodes' agents, upkeep,
+the relay of the shared outbox; each node sweeps its own agents), decided by a PostgreSQL session advisory
+lock (`pg_try_advisory_lock`) held on a connection of its own.
 
 PostgreSQL frees the lock when that session ends, so a leader killed with SIGKILL (the kernel closes its
 socket) is replaced at the followers' next try, within `interval`; one lost without a FIN (power loss)
@@ -105,7 +106,7 @@ class LeaderElection:
         self.leader = True
         self.terms += 1
         self.changed.set()
-        log.info("Node %s is the cluster leader (sweeper, alerts, upkeep)", self.node)
+        log.info("Node %s is the cluster leader (take-overs, upkeep, outbox relay)", self.node)
         if self.on_elected is not None:
             self.on_elected()
 
@@ -127,8 +128,9 @@ class LeaderElection:
         if self.on_lost is not None:
             self.on_lost(why)
 
-    async def stop(self) -> None:
-        """Stop trying; a leader unlocks and closes its session, so a follower takes over at its next try."""
+    async def stop(self, why: str = STOPPING) -> None:
+        """Stop trying; a leader unlocks and closes its session, so a follower takes over at its next try.
+        `why`: the step-down's reason (a node that lost its lease leaves the election until it has one)."""
         task, self._task = self._task, None
         await self._ticker.end(task)
         conn, self._conn = self._conn, None
@@ -138,7 +140,7 @@ class LeaderElection:
                     await asyncio.wait_for(conn.execute(sql.UNLOCK, (self.key,)), STATEMENT_TIMEOUT)
             await close_quietly(conn)
         if self.leader:
-            self._step_down(STOPPING)
+            self._step_down(why)
 
 
 async def lock_holder(conn: Connection, key: int = sql.SWEEPER_LOCK) -> LockHolder | None:

@@ -1,8 +1,8 @@
 """`ClusterService`: what a node runs to be part of a cluster, as one manager service (`start`/`stop`):
 its lease, the leader election, and, on the leader only, the claim of dead nodes' leases.
 
-The manager gives it two callbacks: `on_leadership(bool)` (start or stop the sweeper, alerts and upkeep
-here) and `on_node_expired(conn, lease)`, run inside the transaction that claims the lease, so the code-6
+The manager gives it two callbacks: `on_leadership(bool)` (this node leads: upkeep and the outbox relay
+run here) and `on_node_expired(conn, lease)`, run inside the transaction that claims the lease, so the code-6
 rows written on `conn` and the claim commit together or not at all: a crash between them, or a callback
 that raises, leaves the lease unclaimed and the next leader does it. That is the danger: writes made
 elsewhere (another connection, the store's writer thread) are not covered by that transaction.
@@ -104,14 +104,16 @@ class ClusterService:
 
     def _lost(self, why: str) -> None:
         """The lease is gone (a survivor claimed it, or a newer start of this name took it): the manager
-        stops serving agents, and this node registers again (a new epoch) once no other live process
-        holds its name."""
+        stops serving agents, this node leaves the leader election (a node the others may take for dead
+        must not run the cluster's duties), and it registers again (a new epoch) once no other live
+        process holds its name, then takes part in the election again."""
         if self.on_lease_lost is not None:
             self.on_lease_lost(why)
         if self._regain is None or self._regain.done():
-            self._regain = asyncio.create_task(self._register_again(), name=f"regain-{self.node}")
+            self._regain = asyncio.create_task(self._register_again(why), name=f"regain-{self.node}")
 
-    async def _register_again(self) -> None:
+    async def _register_again(self, why: str) -> None:
+        await self.election.stop(f"its cluster lease was lost ({why})")
         told = -DUPLICATE_LOG_INTERVAL
         loop = asyncio.get_running_loop()
         while not await self._ticker.sleep(self.regain_interval):
@@ -150,6 +152,7 @@ class ClusterService:
                 self.on_epoch(epoch)
             if self.on_lease_regained is not None:
                 self.on_lease_regained(epoch)
+            self.election.start()
             return
 
     def _elected(self) -> None:

@@ -96,6 +96,7 @@ class WorkerPool:
         self.keys_generation = 0
         self._keys_acked = asyncio.Event()  # set on every KEYS_LOADED (and lost worker): waiters look again
         self.on_pushed: Callable[[int, str, bool], None] | None = None  # how each push() ended
+        self.paused = False  # several nodes: the node has no lease; a worker started now starts paused
 
     async def start(self) -> None:
         """`spawn()` then `listen()`: every worker started and listening."""
@@ -189,6 +190,9 @@ class WorkerPool:
         reader = pipe.PipeEnd(lambda batch: self._on_batch(worker, batch), lambda: self._pipe_lost(worker))
         await loop.connect_accepted_socket(lambda: reader, sock=ours)
         worker.reader = reader
+        if self.paused:
+            # Before its keys: it listens once it has them and is told to, and must then take no agent.
+            reader.send([(Command.PAUSE, True)])
         # Its keys before anything else: it listens only once it has them, and only once told to.
         reader.send([(Command.KEYS, self.keys_generation, self.keys_text)])
         if self.added_lines:  # token 0: nobody waits for this answer
@@ -308,7 +312,9 @@ class WorkerPool:
                 worker.reader.send([(Command.DROP, agent_id)])
 
     def pause(self, paused: bool) -> None:
-        """Several nodes: every worker closes its connections and takes none (True), or takes them again."""
+        """Several nodes: every worker closes its connections and takes none (True), or takes them again;
+        a worker restarted meanwhile starts so too."""
+        self.paused = paused
         for worker in self.workers:
             if worker.reader is not None:
                 worker.reader.send([(Command.PAUSE, paused)])

@@ -83,6 +83,9 @@ class Store:
         self._outbox_encoder: OutboxEncoder | None = None
         self._config_listeners: tuple[ConfigListener, ...] = ()
         self._groups_listeners: tuple[Callable[[], None], ...] = ()
+        # Several nodes: the number of the batch that binds each agent to this node last (a live status or
+        # a claim), so a read of the other nodes' bindings can tell whether it saw this node's (`settled`).
+        self._bound_in: dict[int, int] = {}
 
     # -- start and stop (called from a thread, never from the event loop) -------------------------------
 
@@ -196,6 +199,10 @@ class Store:
         if view is None:
             return None
         trigger, keepalive = update.trigger, update.keepalive
+        if trigger is Trigger.CONNECTION_LOST and view.elsewhere:
+            # Another node holds it and this node has not heard from it since: no connection of it here
+            # to lose (a key removed here closes only this node's connections; its removal row follows).
+            return None
         if keepalive is not None:
             for keepalive_listener in self._keepalive_listeners:
                 keepalive_listener(update.agent_id, update.at, keepalive)
@@ -213,6 +220,8 @@ class Store:
         if writes_keepalive or new_db or row is not None or claimed:
             with self._writer.lock:
                 batch = self._writer.batch
+                if claimed or (row is not None and row.to_status in LIVE):
+                    self._bound_in[update.agent_id] = self._writer.filling
                 if claimed:
                     batch.claims.setdefault(update.agent_id, False)
                 if writes_keepalive:
@@ -261,6 +270,7 @@ class Store:
                 pending[agent_id] = (at, keepalive)
             for agent_id in claimed:
                 self._writer.batch.claims.setdefault(agent_id, False)
+                self._bound_in[agent_id] = self._writer.filling
         for listener in self._keepalive_listeners:
             for agent_id, at, keepalive in accepted:
                 listener(agent_id, at, keepalive)
@@ -314,6 +324,7 @@ class Store:
         with self._writer.lock:
             if claimed:
                 self._writer.batch.claims.setdefault(agent_id, False)
+                self._bound_in[agent_id] = self._writer.filling
             pending = self._writer.batch.keepalives
             current = pending.get(agent_id)
             if current is None or current[1] is None:
@@ -505,7 +516,19 @@ class Store:
         with self._writer.lock:
             claims = self._writer.batch.claims
             claims[agent_id] = kept or claims.get(agent_id, False)
+            self._bound_in[agent_id] = self._writer.filling
         self._writer.wake()
+
+    @property
+    def settled(self) -> int:
+        """The number of the last batch committed, with all before it (`binding_unsettled`)."""
+        return self._writer.settled
+
+    def binding_unsettled(self, agent_id: int, settled: int) -> bool:
+        """This node asked to bind the agent in a batch after `settled` (the writer's `settled` read before
+        a read of the database): that read may not show this node's binding, so it says nothing of who
+        took the agent after it. Loop thread."""
+        return self._bound_in.get(agent_id, 0) > settled
 
     def set_node_epoch(self, epoch: int) -> None:
         """The lease epoch this node holds (agentpulse.cluster), written beside each agent from the next flush."""

@@ -73,6 +73,10 @@ class BatchWriter:
         self._closed = False
         self.flushes = 0
         self.write_errors = 0
+        # Batches are numbered as they are swapped out; `settled` is the number of the last one committed
+        # (with everything before it): what a database read started after looking at it sees.
+        self.swapped = 0
+        self.settled = 0
         self.on_flush: FlushObserver | None = None  # metrics: flush duration, batch size, lag
         self.max_pending = max_pending
         self.dropped = 0  # history/outbox rows dropped past max_pending during an outage
@@ -129,6 +133,11 @@ class BatchWriter:
             if future.set_running_or_notify_cancel():
                 future.set_exception(StoreClosed())
 
+    @property
+    def filling(self) -> int:
+        """The number the batch being filled now will have (read under `lock`)."""
+        return self.swapped + 1
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -182,14 +191,18 @@ class BatchWriter:
             batch, self.batch = self.batch, Batch()
             waiters, self._waiters = self._waiters, []
             jobs, self._jobs = self._jobs, []
+            self.swapped += 1
+            number = self.swapped
         try:
             self._write(batch)
         except BaseException:
             with self.lock:
+                # Its contents commit with the batch being filled now (a higher number), never alone.
                 self.batch = batch.requeue_under(self.batch)
                 self._waiters[:0] = waiters
                 self._jobs[:0] = jobs
             raise
+        self.settled = number
         if batch.agent_dbs and self._agent_db_thread is not None:
             # Those waiting for this commit also wait for the databases it asked for: the creation
             # thread calls them after it has made them.

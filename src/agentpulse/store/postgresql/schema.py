@@ -180,7 +180,18 @@ CREATE TABLE IF NOT EXISTS node_flush (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, V1), (2, V2), (3, V3), (4, V4))
+# Several nodes: a node's view follows the agents other nodes hold (`cluster/holders.py`). Each write of an
+# agent's status or binding stamps its row with the writing transaction's id (`changed`); a reader that
+# remembers the oldest transaction still running at its last read (`pg_snapshot_xmin`) reads again only
+# the rows stamped since, and misses none, whatever order the nodes' transactions commit in. `bound_kept`:
+# the holder kept its older live connection against a newer one (what a "kept" notification says).
+V5 = """
+ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS changed xid8;
+ALTER TABLE agent_runtime ADD COLUMN IF NOT EXISTS bound_kept BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS agent_runtime_changed ON agent_runtime (changed);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, V1), (2, V2), (3, V3), (4, V4), (5, V5))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

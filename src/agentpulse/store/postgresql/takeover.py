@@ -55,7 +55,8 @@ async def disconnect_node(
         (int(StatusCode.CONNECTION_LOST), int(now), ids),
     )
     await conn.execute(
-        "UPDATE agent_runtime AS r SET status_seq = u.s FROM unnest(%s::int[], %s::int[]) AS u(a, s) "
+        "UPDATE agent_runtime AS r SET status_seq = u.s, changed = pg_current_xact_id() "
+        "FROM unnest(%s::int[], %s::int[]) AS u(a, s) "
         "WHERE r.agent_id = u.a",
         (ids, [row.seq for row in rows]),
     )

@@ -47,11 +47,19 @@ from agentpulse.wire.keys import AgentKey
 
 Conn = psycopg.Connection[Any]
 
+# A keep-alive whose data changed (every agent's first one after a start): one statement for the whole
+# flush, not one per agent (a restart storm brings every agent's at once).
 _UPDATE_KEEPALIVE = (
-    "UPDATE agent SET version = %s, config_sum = %s, merged_sum = %s, manager_host = %s, "
-    "node_name = %s, ip = COALESCE(%s, ip), os_uname = %s, os_name = %s, os_platform = %s, "
-    "os_version = %s, os_codename = %s, os_major = %s, os_minor = %s, os_arch = %s, "
-    "last_keepalive = %s, sync_status = 'synced' WHERE id = %s"
+    "UPDATE agent AS a SET version = u.version, config_sum = u.config_sum, merged_sum = u.merged_sum, "
+    "manager_host = u.manager_host, node_name = u.node_name, ip = COALESCE(u.ip, a.ip), "
+    "os_uname = u.os_uname, os_name = u.os_name, os_platform = u.os_platform, os_version = u.os_version, "
+    "os_codename = u.os_codename, os_major = u.os_major, os_minor = u.os_minor, os_arch = u.os_arch, "
+    "last_keepalive = u.last_keepalive, sync_status = 'synced' "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
+    "%s::int[]) AS u(version, config_sum, merged_sum, manager_host, node_name, ip, os_uname, os_name, "
+    "os_platform, os_version, os_codename, os_major, os_minor, os_arch, last_keepalive, id) "
+    "WHERE a.id = u.id"
 )
 _UPDATE_STATUSES = (
     "UPDATE agent AS a SET connection_status = u.status, status_code = u.code, "
@@ -60,9 +68,11 @@ _UPDATE_STATUSES = (
     "FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[], %s::int[]) AS u(status, code, at, version, id) "
     "WHERE a.id = u.id"
 )
+# `changed`: this transaction's id, so the other nodes' views follow the new status (`cluster/holders.py`)
 _UPSERT_SEQS = (
-    "INSERT INTO agent_runtime (agent_id, status_seq) SELECT * FROM unnest(%s::int[], %s::int[]) "
-    "ON CONFLICT (agent_id) DO UPDATE SET status_seq = excluded.status_seq"
+    "INSERT INTO agent_runtime (agent_id, status_seq, changed) "
+    "SELECT a, s, pg_current_xact_id() FROM unnest(%s::int[], %s::int[]) AS u(a, s) "
+    "ON CONFLICT (agent_id) DO UPDATE SET status_seq = excluded.status_seq, changed = excluded.changed"
 )
 _SYNC_STATUS = (
     "UPDATE agent SET sync_status = CASE "
@@ -259,12 +269,19 @@ class PostgresWrites:
             if row.to_status is ConnectionStatus.PENDING and row.agent_id in connections:
                 connections[row.agent_id] += 1
         cur.execute(
-            "INSERT INTO agent_runtime (agent_id, node_name, node_epoch, connection_epoch) "
-            "SELECT a, %s, %s, c FROM unnest(%s::int[], %s::bigint[]) AS u(a, c) "
-            "ON CONFLICT (agent_id) DO UPDATE SET node_name = excluded.node_name, "
+            "INSERT INTO agent_runtime (agent_id, node_name, node_epoch, connection_epoch, bound_kept, changed) "
+            "SELECT a, %s, %s, c, k, pg_current_xact_id() FROM unnest(%s::int[], %s::bigint[], %s::bool[]) "
+            "AS u(a, c, k) ON CONFLICT (agent_id) DO UPDATE SET node_name = excluded.node_name, "
             "node_epoch = excluded.node_epoch, "
-            "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch",
-            (self.node_name, self.node_epoch, list(connections), list(connections.values())),
+            "connection_epoch = agent_runtime.connection_epoch + excluded.connection_epoch, "
+            "bound_kept = excluded.bound_kept, changed = excluded.changed",
+            (
+                self.node_name,
+                self.node_epoch,
+                list(connections),
+                list(connections.values()),
+                [held.bound[agent_id] for agent_id in connections],
+            ),
         )
         notify_moved(cur, batch, held, self.node_name, self.node_epoch)
 
@@ -281,11 +298,11 @@ class PostgresWrites:
                 self._labels_written[agent_id] = keepalive.labels
                 label_agents.append((agent_id, keepalive))
         if data_rows:
-            cur.executemany(_UPDATE_KEEPALIVE, data_rows)
+            cur.execute(_UPDATE_KEEPALIVE, _columns(data_rows))
         for second, agent_ids in touched.items():
             cur.execute("UPDATE agent SET last_keepalive = %s WHERE id = ANY(%s)", (second, agent_ids))
-        for agent_id, keepalive in label_agents:
-            self._write_labels(cur, agent_id, keepalive)
+        if label_agents:
+            self._write_labels(cur, label_agents)
 
     def _keepalive_row(self, agent_id: int, at: float, k: Keepalive) -> tuple[object, ...]:
         return (
@@ -327,18 +344,23 @@ class PostgresWrites:
             )
             self._labels_written.pop(update.agent_id, None)
 
-    def _write_labels(self, cur: psycopg.Cursor[Any], agent_id: int, keepalive: Keepalive) -> None:
-        labels = dict(keepalive.labels)
-        labels['#"_manager_hostname"'] = self.manager_host
-        labels['#"_node_name"'] = self.node_name
-        if keepalive.agent_ip:
-            labels['#"_agent_ip"'] = keepalive.agent_ip
-        if keepalive.version:
-            labels['#"_wazuh_version"'] = keepalive.version
-        cur.execute("DELETE FROM labels WHERE id = %s", (agent_id,))
-        cur.executemany(
-            "INSERT INTO labels (id, key, value) VALUES (%s, %s, %s)",
-            [(agent_id, key, value) for key, value in labels.items()],
+    def _write_labels(self, cur: psycopg.Cursor[Any], agents: list[tuple[int, Keepalive]]) -> None:
+        """The labels of agents whose keep-alive brought other ones: two statements for all of them (two
+        per agent cost a restart storm thousands of round trips per flush)."""
+        rows: list[tuple[int, str, str]] = []
+        for agent_id, keepalive in agents:
+            labels = dict(keepalive.labels)
+            labels['#"_manager_hostname"'] = self.manager_host
+            labels['#"_node_name"'] = self.node_name
+            if keepalive.agent_ip:
+                labels['#"_agent_ip"'] = keepalive.agent_ip
+            if keepalive.version:
+                labels['#"_wazuh_version"'] = keepalive.version
+            rows.extend((agent_id, key, value) for key, value in labels.items())
+        cur.execute("DELETE FROM labels WHERE id = ANY(%s)", ([agent_id for agent_id, _ in agents],))
+        cur.execute(
+            "INSERT INTO labels (id, key, value) SELECT * FROM unnest(%s::int[], %s::text[], %s::text[])",
+            _columns(rows),
         )
 
 
