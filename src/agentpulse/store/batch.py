@@ -169,3 +169,15 @@ class Batch:
         for agent_id, kept in newer.claims.items():
             self.claims[agent_id] = kept or self.claims.get(agent_id, False)
         return self
+
+
+def stored_labels(keepalive: Keepalive, manager_host: str, node_name: str) -> dict[str, str]:
+    """The `labels` rows of an agent: its own labels plus the system labels Wazuh adds."""
+    labels = dict(keepalive.labels)
+    labels['#"_manager_hostname"'] = manager_host
+    labels['#"_node_name"'] = node_name
+    if keepalive.agent_ip:
+        labels['#"_agent_ip"'] = keepalive.agent_ip
+    if keepalive.version:
+        labels['#"_wazuh_version"'] = keepalive.version
+    return labels

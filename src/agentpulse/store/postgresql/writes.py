@@ -25,6 +25,7 @@ from agentpulse.store.batch import (
     GroupChangeKind,
     InsertedAgent,
     OutboxRow,
+    stored_labels,
 )
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
 from agentpulse.store.postgresql.binding import (
@@ -349,13 +350,7 @@ class PostgresWrites:
         per agent cost a restart storm thousands of round trips per flush)."""
         rows: list[tuple[int, str, str]] = []
         for agent_id, keepalive in agents:
-            labels = dict(keepalive.labels)
-            labels['#"_manager_hostname"'] = self.manager_host
-            labels['#"_node_name"'] = self.node_name
-            if keepalive.agent_ip:
-                labels['#"_agent_ip"'] = keepalive.agent_ip
-            if keepalive.version:
-                labels['#"_wazuh_version"'] = keepalive.version
+            labels = stored_labels(keepalive, self.manager_host, self.node_name)
             rows.extend((agent_id, key, value) for key, value in labels.items())
         cur.execute("DELETE FROM labels WHERE id = ANY(%s)", ([agent_id for agent_id, _ in agents],))
         cur.execute(

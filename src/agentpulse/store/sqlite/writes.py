@@ -18,6 +18,7 @@ from agentpulse.store.batch import (
     GroupChangeKind,
     InsertedAgent,
     StatusColumns,
+    stored_labels,
 )
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
 from agentpulse.store.sqlite import schema
@@ -273,13 +274,7 @@ class SqliteWrites:
 
     def _write_labels(self, db: sqlite3.Connection, agent_id: int, keepalive: Keepalive) -> None:
         """Rewrite the labels table for one agent: its own labels plus the system labels Wazuh adds."""
-        labels = dict(keepalive.labels)
-        labels['#"_manager_hostname"'] = self.manager_host
-        labels['#"_node_name"'] = self.node_name
-        if keepalive.agent_ip:
-            labels['#"_agent_ip"'] = keepalive.agent_ip
-        if keepalive.version:
-            labels['#"_wazuh_version"'] = keepalive.version
+        labels = stored_labels(keepalive, self.manager_host, self.node_name)
         db.execute("DELETE FROM labels WHERE id = ?", (agent_id,))
         db.executemany(
             "INSERT INTO labels (id, key, value) VALUES (?, ?, ?)",
