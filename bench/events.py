@@ -334,6 +334,26 @@ async def probe_events(
     return sent
 
 
+KEEPALIVE_PROBES = 20  # agents of this process that send only keep-alives, one a second, timing each ack
+
+
+async def keepalive_probes(connections: list[AgentConnection], until: float, latencies: list[float]) -> None:
+    """Agents that send nothing but keep-alives: their ack latency is what event load must not hurt."""
+
+    async def one(connection: AgentConnection) -> None:
+        while time.monotonic() < until:
+            start = time.perf_counter()
+            try:
+                await asyncio.wait_for(request(connection, KEEPALIVE), 30.0)
+            except (TimeoutError, RuntimeError, ConnectionError):
+                latencies.append(30.0)
+                return
+            latencies.append(time.perf_counter() - start)
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - start)))
+
+    await asyncio.gather(*(one(c) for c in connections))
+
+
 DRAIN_WAIT = 90.0  # seconds, at most, for JetStream to hold every event sent once the simulator stopped
 
 
@@ -365,11 +385,14 @@ async def fleet_run(
     )
     manager.add_agents(agents)
     probe_keys = manager.add_agents(PROBES, prefix="probe")
+    quiet_keys = manager.add_agents(KEEPALIVE_PROBES, prefix="quiet")
     manager.start()
     sub = await nats.connect(nats_server.url)  # for the stream's figures at the end
     counter = await counting_subscriber(nats_server.url, "agent.events.>")
     probes_connected = await connect(manager, probe_keys)  # before the load: their startups are not timed
     await asyncio.gather(*(request(c, STARTUP) for c in probes_connected))
+    quiet_connected = await connect(manager, quiet_keys)
+    await asyncio.gather(*(request(c, STARTUP) for c in quiet_connected))
     ramp = 5.0
     command = [
         str(Path(sys.executable).parent / "agentpulse"),
@@ -409,8 +432,13 @@ async def fleet_run(
     self_before = resource.getrusage(resource.RUSAGE_SELF)
     latencies: list[float] = []
     probes = 0
+    quiet_latencies: list[float] = []
+    quiet = asyncio.ensure_future(keepalive_probes(quiet_connected, started + duration - 2, quiet_latencies))
     if events_per_agent:
         probes = await probe_events(probes_connected, started + duration - 2, latencies, nats_server.url)
+    await quiet
+    for connection in quiet_connected:
+        connection.close()
     stdout, _ = await simulator.communicate()
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the simulator, whole run with its ramp
     simulator_cpu = (children_after.ru_utime + children_after.ru_stime) - (
@@ -458,6 +486,8 @@ async def fleet_run(
         "probe_p50_ms": percentile(latencies, 0.5) * 1000,
         "probe_p99_ms": percentile(latencies, 0.99) * 1000,
         "ack_p99_ms": summary["steady_ack_latency_ms"].get("p99"),
+        "quiet_ack_p50_ms": round(percentile(quiet_latencies, 0.5) * 1000, 1),
+        "quiet_ack_p99_ms": round(percentile(quiet_latencies, 0.99) * 1000, 1),
         "ack_p50_ms": summary["steady_ack_latency_ms"].get("p50"),
         "keepalives_acked": summary["keepalives_acked"],
         "errors": summary["error_kinds"],
@@ -475,6 +505,7 @@ async def agent_events_bench(
         f"agent events, {agents} agents, syslog/fim/inventory mix, {workers} workers, {duration:.0f} s a run, "
         f"load average at the start {' '.join(f'{v:.2f}' for v in os.getloadavg())}:",
         f"  keep-alives only: ack p50/p99 {base['ack_p50_ms']}/{base['ack_p99_ms']} ms, "
+        f"{KEEPALIVE_PROBES} keep-alive-only probes {base['quiet_ack_p50_ms']}/{base['quiet_ack_p99_ms']} ms, "
         f"simulator errors {base['errors']}",
     ]
     for rate in rates:
@@ -499,6 +530,9 @@ async def agent_events_bench(
             f"    keep-alive ack p50/p99 {loaded['ack_p50_ms']}/{loaded['ack_p99_ms']} ms "
             f"(keep-alives only {base['ack_p50_ms']}/{base['ack_p99_ms']} ms); simulator errors "
             f"{loaded['errors']}",
+            f"    agents sending only keep-alives ({KEEPALIVE_PROBES}, one a second): ack p50/p99 "
+            f"{loaded['quiet_ack_p50_ms']}/{loaded['quiet_ack_p99_ms']} ms (keep-alives-only run "
+            f"{base['quiet_ack_p50_ms']}/{base['quiet_ack_p99_ms']} ms)",
         ]
     return "\n".join(lines)
 

@@ -79,3 +79,82 @@ def test_biggest_senders_first_quiet_agents_never(tmp_path: Path) -> None:
     intake.tick(1002.0)
     assert not (big_t.paused or small_t.paused)
     asyncio.run(asyncio.sleep(0))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_events_past_the_loop_budget_pause_their_connection_until_a_later_iteration(
+    tmp_path: Path,
+) -> None:
+    """One iteration: the first events take 12 ms, so the connection whose event comes after waits, the
+    frames it had read held; a later iteration resumes it and handles them in order."""
+    events = AgentEventsConfig()
+    publisher = EventPublisher(NatsConfig(enabled=True, agent_events=events), Home(tmp_path), 0, 1)
+    intake = EventIntake(events, "agent", "node01", publisher, None)
+    clock = Clock()
+    intake.monotonic = clock
+    assert KEY is not None
+    (first, first_t), (late, late_t) = session(), session()
+
+    async def iteration() -> None:
+        intake._loop = asyncio.get_running_loop()
+        intake.accept(KEY, b"1:/var/log/a:one", (1, 1), 0.0, clock.now, first)
+        clock.now += 0.012  # the events so far took 12 ms of the iteration
+        intake.accept(KEY, b"1:/var/log/a:two", (1, 2), 0.0, clock.now, first)
+        assert first_t.paused and not late_t.paused
+        late.pause_reading()  # a paused connection's frames read meanwhile are held, in order
+        assert late.held == []
+        late.resume_reading()
+        assert first.held == [] and intake.budget.waiting == 1
+        first.held.extend([b"frame-3", b"frame-4"])
+        await asyncio.sleep(0)  # the iteration ends (its flush), a later one resumes the waiting
+        await asyncio.sleep(0)
+        assert not first_t.paused and intake.budget.waiting == 0
+        dispatcher = first.dispatcher
+        assert dispatcher.handled == [b"frame-3", b"frame-4"]  # type: ignore[attr-defined]
+        assert intake.counters.load_pauses == 1 and intake.counters.pauses == 0
+
+    asyncio.run(iteration())
+
+
+def test_a_connection_that_sends_only_keepalives_is_never_paused_by_the_budget() -> None:
+    """Only an accepted event can pause: the dispatcher handles keep-alives without the intake."""
+    events = AgentEventsConfig()
+    intake = EventIntake(events, "agent", "node01", None, None)
+    busy, busy_t = session()
+    _quiet, quiet_t = session()
+    assert KEY is not None
+
+    async def iteration() -> None:
+        intake._loop = asyncio.get_running_loop()
+        intake.accept(KEY, b"1:/var/log/a:x", (1, 1), 0.0, 50.0, busy)
+        intake.accept(KEY, b"1:/var/log/a:y", (1, 2), 0.0, 51.0, busy)
+        assert busy_t.paused  # the events took a second of the iteration
+        assert not quiet_t.paused and intake.budget.waiting == 1
+
+    asyncio.run(iteration())
+
+
+def test_frames_held_by_a_pause_are_handled_when_the_connection_closes() -> None:
+    """What a paused connection had read is the agent's, sent and gone from its buffer: neither a close
+    of ours nor the peer's loses it."""
+    from agentpulse.remoted.session import CloseReason
+
+    for close in ("ours", "peer's"):
+        made, transport = session()
+        transport.close = lambda: None  # type: ignore[attr-defined]
+        made.pause_reading()
+        made.held.extend([b"event-1", b"event-2"])  # type: ignore[union-attr]
+        if close == "ours":
+            made.close(CloseReason.MANAGER_STOPPING)
+        else:
+            made.dispatcher.session_closed = lambda s: None  # type: ignore[method-assign]
+            made.connection_lost(None)
+        assert made.dispatcher.handled == [b"event-1", b"event-2"], close  # type: ignore[attr-defined]
+        assert made.held is None and made.closed

@@ -71,6 +71,7 @@ class EventCounters:
     paused_now: int = 0
     pauses: int = 0
     rate_limited: int = 0
+    load_pauses: int = 0  # connections paused for the loop budget (remoted/congestion.py), over the run
     analysisd_lost: int = 0
     nats: str = "connecting"
     updated: float = 0.0

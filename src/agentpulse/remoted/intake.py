@@ -9,13 +9,18 @@ reading stops on the sockets of the agents that send events, the biggest senders
 `client_buffer` holds the events; an agent that sends only keep-alives is never paused. A paused agent is
 alive by our own doing: `keepalive_due()` names it every `PAUSED_KEEPALIVE` seconds, and remoted then
 acks it and tells the store it is alive, so nothing probes it, sweeps it or changes its status. The
-per-agent rate limit (`max_eps_per_agent`) pauses reading the same way, for as long as the excess takes.
+per-agent rate limit (`max_eps_per_agent`) pauses reading the same way, for as long as the excess takes,
+and so does the loop budget (`congestion.py`): events take at most 10 ms of a loop iteration, the
+connection whose event crosses that waits for a later one, so keep-alives are read and acked on time
+even when more events are offered than the core can handle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from enum import Enum
 from typing import Final
 
@@ -25,6 +30,7 @@ from agentpulse.ingest.event import Source, build_record, is_keepalive_location,
 from agentpulse.ingest.publisher import EventCounters, EventPublisher
 from agentpulse.paths import Home
 from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.remoted.congestion import LoopBudget
 from agentpulse.remoted.session import Session
 from agentpulse.wire.keys import AgentKey
 
@@ -45,6 +51,7 @@ def reserved_size(payload: bytes) -> int:
 class Pause(Enum):
     SPOOL = "spool full"
     RATE = "max_eps_per_agent"
+    LOAD = "loop budget"
 
 
 class EventIntake:
@@ -75,6 +82,10 @@ class EventIntake:
         self._pending: list[tuple[Source, bytes, float, tuple[int, int], bool]] = []
         self._reserved = 0
         self._flush_scheduled = False
+        self.budget: LoopBudget[Session] = LoopBudget()
+        self._round_scheduled = False
+        self._now = 0.0  # monotonic, of the last event accepted
+        self.monotonic: Callable[[], float] = time.monotonic
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -109,6 +120,13 @@ class EventIntake:
         session: Session | None,
     ) -> bool:
         """One event read from an agent. True when the store should hear the agent is alive now."""
+        self._now = monotonic
+        if session is not None:
+            budget = self.budget
+            if budget.started < 0:
+                budget.start(monotonic)
+            elif budget.over(monotonic) and budget.wait(session):
+                self.pause(session, Pause.LOAD)
         if is_keepalive_location(payload):
             self.counters.ignored_keepalive += 1
             return False
@@ -157,6 +175,10 @@ class EventIntake:
     def _flush(self) -> None:
         """The end of the loop iteration: build what it accepted, to the sink and to the spool."""
         self._flush_scheduled = False
+        self.budget.end()
+        if self.budget.waiting and not self._round_scheduled and self._loop is not None:
+            self._round_scheduled = True
+            self._loop.call_soon(self._resume_round)
         pending, self._pending = self._pending, []
         reserved, self._reserved = self._reserved, 0
         if not pending:
@@ -225,9 +247,15 @@ class EventIntake:
         if reasons is None:
             reasons = self._paused[session] = set()
             session.pause_reading()
-            self.counters.pauses += 1
+        if reason is Pause.LOAD:
+            self.counters.load_pauses += 1
+            # Paused for milliseconds, as a rule: acked on its behalf only if it lasts PAUSED_KEEPALIVE.
+            self._kept_alive.setdefault(session, self._now)
+        else:
+            if not reasons or reasons == {Pause.LOAD}:
+                self.counters.pauses += 1
+            self._kept_alive.setdefault(session, -1.0)
         reasons.add(reason)
-        self._kept_alive.setdefault(session, -1.0)
 
     def resume(self, session: Session, reason: Pause) -> None:
         reasons = self._paused.get(session)
@@ -239,6 +267,26 @@ class EventIntake:
             self._kept_alive.pop(session, None)
             session.resume_reading()
 
+    def _resume_round(self) -> None:
+        """A later iteration: resume the connections paused for the loop budget, longest waiting first,
+        until their held events have taken the budget (the one that crosses it waits again, last)."""
+        self._round_scheduled = False
+        budget = self.budget
+        clock = self.monotonic
+        budget.start(clock())
+        for _ in range(budget.waiting):
+            if budget.over(clock()):
+                break
+            session = budget.next_due()
+            if session is None:
+                break
+            self.resume(session, Pause.LOAD)
+        if not self._flush_scheduled:  # no held event was handled: nothing else ends the round
+            self.budget.end()
+            if budget.waiting and self._loop is not None:
+                self._round_scheduled = True
+                self._loop.call_soon(self._resume_round)
+
     def _acked(self) -> None:
         """The spool shrank: below LOW_WATER every agent paused for it reads again, at once."""
         if self._kept_alive and self.publisher is not None and self.publisher.level() < LOW_WATER:
@@ -246,6 +294,7 @@ class EventIntake:
                 self.resume(session, Pause.SPOOL)
 
     def closed(self, session: Session) -> None:
+        self.budget.forget(session)
         self._paused.pop(session, None)
         self._kept_alive.pop(session, None)
         self._recent.pop(session, None)

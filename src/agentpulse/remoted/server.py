@@ -89,6 +89,8 @@ class Remoted:
         self.config = config
         self.lag = lag  # this loop's lag: the acceptor takes fewer connections while it lags
         self.intake = intake  # agent events out (remoted/intake.py); None: they are only counted
+        if intake is not None:
+            intake.monotonic = monotonic  # its loop budget is measured on the sessions' clock
         self.journal = journal  # written before an ack the store has not committed yet
         self.remote = config.remote
         self.store = store

@@ -114,6 +114,7 @@ class Session(asyncio.Protocol):
         "close_reason",
         "decoder",
         "dispatcher",
+        "draining",
         "frame_started",
         "held",
         "ip_counted",
@@ -145,6 +146,7 @@ class Session(asyncio.Protocol):
         # Paused (a replay verdict pending, `hold()`, or agent events back-pressure): frames read, not handled.
         self.held: list[bytes] | None = None
         self.waiting = False  # a replay verdict is pending: only `resume()` goes on
+        self.draining = False  # closing: what is held is being handled, and nothing pauses it again
 
     @property
     def closed(self) -> bool:
@@ -214,7 +216,12 @@ class Session(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         """Stop reading (agent events back-pressure); frames already read wait in `held`, in memory."""
-        if self.held is None and self.transport is not None and self.close_reason is None:
+        if (
+            self.held is None
+            and not self.draining
+            and self.transport is not None
+            and self.close_reason is None
+        ):
             self.held = []
             self.transport.pause_reading()
 
@@ -250,6 +257,8 @@ class Session(asyncio.Protocol):
 
     def close(self, reason: CloseReason) -> None:
         """Close the connection; the first reason given is the one that counts."""
+        if self.close_reason is None and not reason.aborts:
+            self._handle_held()
         if self.close_reason is None:
             self.close_reason = reason
             # Timer heaps keep a closed session until its entry comes up: not the bytes it buffered.
@@ -261,7 +270,19 @@ class Session(asyncio.Protocol):
                 else:
                     self.transport.close()
 
+    def _handle_held(self) -> None:
+        """Frames read but held by a pause are the agent's, sent and gone from its buffer: handled before
+        the connection goes (at most what one pause held), unless a replay verdict is pending for them."""
+        if not self.held or self.waiting:
+            return
+        self.draining = True
+        held, self.held = self.held, None
+        self._dispatch(held)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.close_reason is None and self.held:
+            self.transport = None  # gone: replies to what was held are not written
+            self._handle_held()
         if self.close_reason is None:
             self.close_reason = CloseReason.PEER_CLOSED
             self.decoder.clear()
