@@ -8,8 +8,11 @@ the port at connect time and can reuse TIME_WAIT ports from an earlier run.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import socket
+import termios
 from typing import Final, Protocol, cast
 
 from agentpulse.simulator.agents import SILENT, SimAgent
@@ -74,6 +77,10 @@ class SimConnection:
     def pause(self) -> None:
         """Stop reading, like a stopped process: the kernel buffers, then the manager's writes back up."""
 
+    def unsent(self) -> int:
+        """Bytes written that the manager's kernel has not acknowledged yet (0 for a datagram or when gone)."""
+        return 0
+
     def close(self) -> None:
         self.closing = True
         if self.transport is not None:
@@ -123,6 +130,21 @@ class TcpConnection(SimConnection, asyncio.Protocol):
             return False
         transport.write(data)
         return True
+
+    def unsent(self) -> int:
+        transport = cast(asyncio.Transport, self.transport)
+        if transport is None or self.lost:
+            return 0
+        sock = transport.get_extra_info("socket")
+        queued = 0
+        if sock is not None:
+            count = array.array("i", [0])
+            try:  # TIOCOUTQ: what the kernel still holds for the peer (sent or not, unacknowledged)
+                fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, count)
+                queued = count[0]
+            except (OSError, ValueError):
+                pass
+        return transport.get_write_buffer_size() + queued
 
     def writable(self) -> bool:
         transport = cast(asyncio.Transport, self.transport)

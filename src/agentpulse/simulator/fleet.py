@@ -62,6 +62,10 @@ RECONNECT_JITTER: Final = 0.2
 ACK_TIMEOUT_MIN: Final = 10.0  # a keep-alive unacked for max(this, 2 x interval) is an error
 MAX_PENDING: Final = 8  # keep-alives awaiting their ack, per agent
 CLOSE_GRACE: Final = 2.0  # at the end, how long closed sockets may take to flush
+# With events, how long the end waits for the manager to take (its kernel to acknowledge) what was
+# written: a manager that paused reading holds them in our buffers, and a close would lose them there,
+# so `events_sent` would count events the manager never received.
+DELIVERY_GRACE: Final = 60.0
 RECONNECT: Final = "reconnect"  # the retry kind of a dropped acked connection: its server is tried again
 
 
@@ -132,6 +136,7 @@ class FleetProcess:
         self.keepalives_sent = self.keepalives_acked = 0
         self.events = EventSchedule(config.events_per_agent, config.event_mix)
         self.events_sent = 0
+        self.undelivered_bytes = 0  # written, not acknowledged by the manager's kernel when the run ended
         self._running = (-math.inf, 0)  # (when, agents running) for the event rate
         self._event_cursor = 0
         self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
@@ -197,11 +202,25 @@ class FleetProcess:
                     await asyncio.sleep(TICK)
             if config.batch_reads:
                 await asyncio.sleep(TICK)  # the replies to the last tick's keep-alives, read as they come
+            if self.events.rate:
+                await self.delivered()
         finally:
             self.ended_at = time.monotonic()
             final = self.snapshot(self.ended_at, final=True)
             await self.close_all()
         return final
+
+    async def delivered(self) -> None:
+        """Until the manager has what every connection wrote (bounded by DELIVERY_GRACE); what is still
+        unsent then is counted (`undelivered_bytes`), so `events_sent` is known to overstate."""
+        connections = [agent.connection for agent in self.agents if agent.connection is not None]
+        deadline = time.monotonic() + DELIVERY_GRACE
+        while time.monotonic() < deadline:
+            unsent = sum(connection.unsent() for connection in connections)
+            if not unsent:
+                break
+            await asyncio.sleep(0.1)
+        self.undelivered_bytes = sum(connection.unsent() for connection in connections)
 
     async def close_all(self) -> None:
         """Cancel connection attempts and close every socket; wait (bounded) for them to go."""
@@ -539,6 +558,7 @@ class FleetProcess:
             keepalives_sent=self.keepalives_sent,
             keepalives_acked=self.keepalives_acked,
             events_sent=self.events_sent,
+            undelivered_bytes=self.undelivered_bytes,
             steady_acked=steady_acked,
             steady_s=steady_s,
             requests_answered=self.requests_answered,
