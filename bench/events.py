@@ -478,7 +478,7 @@ async def fleet_run(
     )
     return {
         "events_sent": summary["events_sent"],
-        "undelivered_bytes": summary.get("undelivered_bytes", 0),
+        "undelivered_agents": summary.get("undelivered_agents", 0),
         "events_per_s_subscriber": (after_count - before_count) / elapsed,
         "complete": stored_after >= expected,
         "events_per_s_jetstream": store_rate,
@@ -519,8 +519,8 @@ async def agent_events_bench(
         lines += [
             f"  {rate:g}/s per agent (offered {agents * rate:,.0f}/s), load average now "
             f"{os.getloadavg()[0]:.2f}:",
-            f"    sent by the simulator {loaded['events_sent']:,} (bytes it could not deliver by its end: "
-            f"{loaded['undelivered_bytes']:,}); to the subscriber "
+            f"    sent by the simulator {loaded['events_sent']:,} (agents whose last keep-alive was not acked at its end: "
+            f"{loaded['undelivered_agents']:,}); to the subscriber "
             f"{loaded['events_per_s_subscriber']:,.0f} events/s (after the ramp, until all were stored); "
             f"into JetStream "
             f"{loaded['events_per_s_jetstream']:,.0f} events/s (store times, middle 80 %); stream holds "

@@ -29,7 +29,13 @@ from agentpulse.simulator.agents import (
     SimAgent,
     keepalive_payload,
 )
-from agentpulse.simulator.connections import SimConnection, TcpConnection, UdpConnection, connect_error
+from agentpulse.simulator.connections import (
+    WRITE_BUFFER_LIMIT,
+    SimConnection,
+    TcpConnection,
+    UdpConnection,
+    connect_error,
+)
 from agentpulse.simulator.eventgen import EventSchedule, seal_event
 from agentpulse.simulator.histogram import LatencyHistogram
 from agentpulse.simulator.plan import (
@@ -62,9 +68,9 @@ RECONNECT_JITTER: Final = 0.2
 ACK_TIMEOUT_MIN: Final = 10.0  # a keep-alive unacked for max(this, 2 x interval) is an error
 MAX_PENDING: Final = 8  # keep-alives awaiting their ack, per agent
 CLOSE_GRACE: Final = 2.0  # at the end, how long closed sockets may take to flush
-# With events, how long the end waits for the manager to take (its kernel to acknowledge) what was
-# written: a manager that paused reading holds them in our buffers, and a close would lose them there,
-# so `events_sent` would count events the manager never received.
+# With events, how long the end waits for the manager to have read what was written: a manager that
+# paused reading leaves them in our buffers and its kernel's, and a close would lose them there (a close
+# with unread replies is a reset), so `events_sent` would count events the manager never received.
 DELIVERY_GRACE: Final = 60.0
 RECONNECT: Final = "reconnect"  # the retry kind of a dropped acked connection: its server is tried again
 
@@ -136,7 +142,9 @@ class FleetProcess:
         self.keepalives_sent = self.keepalives_acked = 0
         self.events = EventSchedule(config.events_per_agent, config.event_mix)
         self.events_sent = 0
-        self.undelivered_bytes = 0  # written, not acknowledged by the manager's kernel when the run ended
+        self.undelivered_agents = (
+            0  # at the end: agents whose last keep-alive (after their events) got no ack
+        )
         self._running = (-math.inf, 0)  # (when, agents running) for the event rate
         self._event_cursor = 0
         self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
@@ -211,16 +219,21 @@ class FleetProcess:
         return final
 
     async def delivered(self) -> None:
-        """Until the manager has what every connection wrote (bounded by DELIVERY_GRACE); what is still
-        unsent then is counted (`undelivered_bytes`), so `events_sent` is known to overstate."""
-        connections = [agent.connection for agent in self.agents if agent.connection is not None]
+        """Until the manager has read what every connection wrote, bounded by DELIVERY_GRACE: the writes
+        drain, then each running agent sends one more keep-alive, and its ack says the manager has handled
+        everything before it (a connection's messages are handled in order). An agent whose ack did not
+        come is counted (`undelivered_agents`): its events may not all be in."""
         deadline = time.monotonic() + DELIVERY_GRACE
-        while time.monotonic() < deadline:
-            unsent = sum(connection.unsent() for connection in connections)
-            if not unsent:
-                break
+        connections = [agent.connection for agent in self.agents if agent.connection is not None]
+        while time.monotonic() < deadline and any(c.unsent() > WRITE_BUFFER_LIMIT for c in connections):
             await asyncio.sleep(0.1)
-        self.undelivered_bytes = sum(connection.unsent() for connection in connections)
+        running = [agent for agent in self.agents if agent.state == RUNNING and agent.connection is not None]
+        for agent in running:
+            agent.pending.clear()
+            self.send_keepalive(agent)
+        while time.monotonic() < deadline and any(agent.pending for agent in running):
+            await asyncio.sleep(0.1)
+        self.undelivered_agents = sum(1 for agent in running if agent.pending)
 
     async def close_all(self) -> None:
         """Cancel connection attempts and close every socket; wait (bounded) for them to go."""
@@ -558,7 +571,7 @@ class FleetProcess:
             keepalives_sent=self.keepalives_sent,
             keepalives_acked=self.keepalives_acked,
             events_sent=self.events_sent,
-            undelivered_bytes=self.undelivered_bytes,
+            undelivered_agents=self.undelivered_agents,
             steady_acked=steady_acked,
             steady_s=steady_s,
             requests_answered=self.requests_answered,

@@ -33,7 +33,7 @@ def summarize(config: SimulatorConfig, snapshot: Snapshot) -> dict[str, object]:
         "keepalives_sent": snapshot.keepalives_sent,
         "keepalives_acked": snapshot.keepalives_acked,
         "events_sent": snapshot.events_sent,
-        "undelivered_bytes": snapshot.undelivered_bytes,
+        "undelivered_agents": snapshot.undelivered_agents,
         "events_per_agent": config.events_per_agent,
         "event_mix": ",".join(config.event_mix),
         "ack_latency_ms": snapshot.latency.summary_ms(),

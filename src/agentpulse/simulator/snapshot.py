@@ -34,7 +34,7 @@ class Snapshot:
     keepalives_sent: int = 0
     keepalives_acked: int = 0
     events_sent: int = 0
-    undelivered_bytes: int = 0  # at the end: written, never acknowledged by the manager's kernel
+    undelivered_agents: int = 0  # at the end: agents whose last keep-alive got no ack
     steady_acked: int = 0  # keep-alives acked after the ramp
     steady_s: float = 0.0
     requests_answered: int = 0
@@ -68,7 +68,7 @@ class Snapshot:
                 "keepalives_sent",
                 "keepalives_acked",
                 "events_sent",
-                "undelivered_bytes",
+                "undelivered_agents",
                 "steady_acked",
                 "requests_answered",
                 "forced_reconnects",
