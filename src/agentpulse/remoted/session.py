@@ -257,7 +257,9 @@ class Session(asyncio.Protocol):
 
     def close(self, reason: CloseReason) -> None:
         """Close the connection; the first reason given is the one that counts."""
-        if self.close_reason is None and not reason.aborts:
+        if self.close_reason is None and reason is CloseReason.MANAGER_STOPPING:
+            # Not for the other reasons: an overtaken connection's frames would rebind the agent to it, a
+            # removed key's or a refused connection's are not to be trusted, a lost lease hands them over.
             self._handle_held()
         if self.close_reason is None:
             self.close_reason = reason
