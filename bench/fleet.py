@@ -122,10 +122,18 @@ class Sampler:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
+        # Per process, its last CPU reading: a process that exits keeps counting what it used (a sum over
+        # the live tree alone falls when the simulator's processes end, and a window's CPU went negative).
+        seen: dict[int, float] = {}
         while not self._stop.wait(1.0):
-            cpu, rss = cpu_seconds_and_rss(process_tree(self.root_pid))
+            rss = 0
+            for pid in process_tree(self.root_pid):
+                cpu, pid_rss = cpu_seconds_and_rss([pid])
+                if pid_rss:
+                    seen[pid] = max(cpu, seen.get(pid, 0.0))
+                    rss += pid_rss
             self.root_cpu.append(cpu_seconds_and_rss([self.root_pid])[0])
-            self.samples.append((time.monotonic(), cpu, rss))
+            self.samples.append((time.monotonic(), sum(seen.values()), rss))
 
     def stop(self) -> None:
         self._stop.set()

@@ -74,6 +74,8 @@ class ProcessCpu:
         for pid in self.tree():
             label = label_of(pid)
             spent = cpu_seconds(pid) - self.start.get(pid, 0.0)
+            if spent < 0:  # it ended meanwhile (its CPU reads as 0): what it used is not known here
+                continue
             usage[label] = usage.get(label, 0.0) + spent / elapsed * 100
         return {label: round(value, 1) for label, value in sorted(usage.items())}
 
