@@ -20,7 +20,15 @@ def render_agent_events(home: Home, now: float | None = None) -> str:
     now = time.time() if now is None else now
     total: dict[str, int] = {}
     for state in states:
-        for name in ("received", "published", "spooled_bytes", "spool_limit", "dropped", "paused_now"):
+        for name in (
+            "received",
+            "published",
+            "spooled_bytes",
+            "spool_limit",
+            "dropped",
+            "paused_now",
+            "load_pauses",
+        ):
             total[name] = total.get(name, 0) + int(state.get(name, 0))
     lines = [
         "",
@@ -29,6 +37,11 @@ def render_agent_events(home: Home, now: float | None = None) -> str:
         f"  spool: {_mib(total['spooled_bytes'])} of {_mib(total['spool_limit'])}; "
         f"agents paused now: {total['paused_now']}",
     ]
+    if total["load_pauses"]:
+        lines.append(
+            f"  paused {total['load_pauses']} times to keep keep-alives on time (more events offered than "
+            "the loop handles: remoted/congestion.py)"
+        )
     if total["dropped"]:
         lines.append("  DROPPED events: the spool was full with <drop_when_full>yes (or over UDP)")
     for index, state in enumerate(states):
