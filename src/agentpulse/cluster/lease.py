@@ -1,6 +1,11 @@
 """`NodeLease`: this node's heartbeat row in `cluster_node`, renewed every second on a connection of its own;
 `claim_expired`, which hands each expired lease to exactly one survivor.
 
+The renewals run in a thread, on a blocking connection, not on the node's event loop: a loop that lags
+past the ttl (a restart storm on a starved machine) is a busy node, not a dead one, and taking its agents
+over while it is alive made the storm feed itself (bench/RESULTS.md, the 50,000-agent storm over 3 nodes).
+A process that is gone, or hung as a whole, still stops renewing.
+
 Times are the database's clock (`clock_timestamp()`), so the nodes' clocks may disagree. Each start of a
 node takes a new `epoch`; a renewal only succeeds for the epoch it registered, so a second process with
 the same node name, or a survivor that already claimed the lease, makes the old holder lose it (`lost`).
@@ -14,6 +19,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,6 +79,20 @@ async def connect(dsn: str, application: str) -> Connection:
         await conn.execute(sql.SESSION_SETTINGS)
     except BaseException:
         await close_quietly(conn)
+        raise
+    return conn
+
+
+def connect_blocking(dsn: str, application: str) -> psycopg.Connection[TupleRow]:
+    """`connect`'s session, blocking: for the renewal thread."""
+    conninfo = make_conninfo(
+        dsn, connect_timeout=int(STATEMENT_TIMEOUT) + 1, application_name=application, **sql.CLIENT_KEEPALIVES
+    )
+    conn = psycopg.connect(conninfo, autocommit=True)
+    try:
+        conn.execute(sql.SESSION_SETTINGS)
+    except BaseException:
+        conn.close()
         raise
     return conn
 
@@ -150,10 +171,10 @@ class NodeLease:
         self.epoch = 0
         self.lost = asyncio.Event()
         self._conn: Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ticker = Ticker()
-        self._renewed_at = 0.0  # loop time of the last successful renewal
-        # Loop time since which every renewal succeeded within the ttl of the one before: a survivor only
+        self._thread: threading.Thread | None = None
+        self._stop_renewing = threading.Event()
+        self._renewed_at = 0.0  # monotonic time of the last successful renewal
+        # Monotonic time since which every renewal succeeded within the ttl of the one before: a survivor only
         # takes others' expired leases over once its own has been unbroken for long enough (see
         # `unbroken_for`), because a lease that expired while the database was away is not a dead node.
         self._unbroken_since = 0.0
@@ -162,8 +183,7 @@ class NodeLease:
 
     @property
     def held(self) -> bool:
-        loop = asyncio.get_running_loop()
-        return not self.lost.is_set() and self.epoch > 0 and loop.time() - self._renewed_at < self.ttl
+        return not self.lost.is_set() and self.epoch > 0 and time.monotonic() - self._renewed_at < self.ttl
 
     async def start(self) -> int:
         """Register (the row's epoch goes up by one) and start renewing; the new epoch."""
@@ -174,9 +194,8 @@ class NodeLease:
         assert row is not None
         self.epoch = int(row[0])
         self.lost.clear()
-        self._ticker.reset()
-        self._renewed_at = self._unbroken_since = asyncio.get_running_loop().time()
-        self._task = asyncio.create_task(self._run(), name=f"lease-{self.name}")
+        self._renewed_at = self._unbroken_since = time.monotonic()
+        self.start_renewing()
         log.info("Cluster lease of node %s held (epoch %d, ttl %.1f s)", self.name, self.epoch, self.ttl)
         return self.epoch
 
@@ -185,30 +204,62 @@ class NodeLease:
             self._conn = await connect(self.dsn, f"agentpulse:{self.name}:lease")
         return self._conn
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self.lost.is_set():
-            if await self._ticker.sleep(self.interval):
-                return
-            try:
-                renewed = await asyncio.wait_for(self.renew(), OPERATION_TIMEOUT)
-            except (psycopg.Error, OSError, TimeoutError) as error:
-                await self._drop_connection()
-                if not self._failing:
-                    self._failing = True
-                    log.warning("Cluster lease of node %s not renewed: %s; retrying", self.name, error)
-                continue
-            if not renewed:
-                self._lose("a newer start of this node name, or a survivor, took the lease")
-                return
-            now = loop.time()
-            if self._failing or now - self._renewed_at >= self.ttl:
-                self._unbroken_since = now  # a break: this lease (and maybe every other) ran out meanwhile
-                self.breaks += 1
-            self._renewed_at = now
-            if self._failing:
-                self._failing = False
-                log.info("Cluster lease of node %s renewed again", self.name)
+    def start_renewing(self) -> None:
+        """The renewal thread, every `interval` until `stop()` (or `stop_renewing()`, as a test pauses it)."""
+        self._stop_renewing = threading.Event()
+        self._thread = threading.Thread(
+            target=self._renew_forever,
+            args=(asyncio.get_running_loop(), self._stop_renewing),
+            name=f"lease-{self.name}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    async def stop_renewing(self) -> None:
+        thread, self._thread = self._thread, None
+        self._stop_renewing.set()
+        if thread is not None:
+            await asyncio.to_thread(thread.join, OPERATION_TIMEOUT + 1)
+
+    def _renew_forever(self, loop: asyncio.AbstractEventLoop, stopping: threading.Event) -> None:
+        conn: psycopg.Connection[TupleRow] | None = None
+        try:
+            while not stopping.wait(self.interval):
+                try:
+                    if conn is None or conn.closed:
+                        conn = connect_blocking(self.dsn, f"agentpulse:{self.name}:lease")
+                    renewed = conn.execute(sql.RENEW_NODE, (self.ttl, self.name, self.epoch)).fetchone()
+                except (psycopg.Error, OSError) as error:
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                    conn = None
+                    if not self._failing:
+                        self._failing = True
+                        log.warning("Cluster lease of node %s not renewed: %s; retrying", self.name, error)
+                    continue
+                if stopping.is_set():
+                    return
+                if renewed is None:
+                    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                        loop.call_soon_threadsafe(
+                            self._lose, "a newer start of this node name, or a survivor, took the lease"
+                        )
+                    return
+                self._renewed(time.monotonic())
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _renewed(self, now: float) -> None:
+        if self._failing or now - self._renewed_at >= self.ttl:
+            self._unbroken_since = now  # a break: this lease (and maybe every other) ran out meanwhile
+            self.breaks += 1
+        self._renewed_at = now
+        if self._failing:
+            self._failing = False
+            log.info("Cluster lease of node %s renewed again", self.name)
 
     def unbroken_for(self) -> float:
         """Seconds this lease has been renewed without a break (0 when it is not held).
@@ -221,7 +272,7 @@ class NodeLease:
         """
         if not self.held:
             return 0.0
-        return asyncio.get_running_loop().time() - self._unbroken_since
+        return time.monotonic() - self._unbroken_since
 
     async def renew(self) -> bool:
         """One renewal; False when this epoch no longer holds the row."""
@@ -230,6 +281,8 @@ class NodeLease:
         return await cursor.fetchone() is not None
 
     def _lose(self, why: str) -> None:
+        if self.lost.is_set():
+            return
         log.error("Cluster lease of node %s (epoch %d) lost: %s", self.name, self.epoch, why)
         self.lost.set()
         if self.on_lost is not None:
@@ -243,8 +296,7 @@ class NodeLease:
     async def stop(self, *, release: bool = True) -> None:
         """Stop renewing; `release` marks the lease expired now (a clean stop: survivors need not wait for
         the ttl before closing, after the grace, what stays bound to this node)."""
-        task, self._task = self._task, None
-        await self._ticker.end(task)
+        await self.stop_renewing()
         if release and self.epoch and not self.lost.is_set():
             with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
                 conn = await self._connection()
