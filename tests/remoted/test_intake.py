@@ -158,3 +158,23 @@ def test_frames_held_by_a_pause_are_handled_when_the_connection_closes() -> None
             made.connection_lost(None)
         assert made.dispatcher.handled == [b"event-1", b"event-2"], close  # type: ignore[attr-defined]
         assert made.held is None and made.closed
+
+
+def test_an_iteration_of_events_that_are_not_queued_still_ends_the_budget() -> None:
+    """Events that are accepted but never queued (a `keepalive` location, or dropped) must still end the
+    iteration's budget: else the next iteration's first event is "over" and its connection waits for a
+    resume round nobody schedules."""
+    events = AgentEventsConfig()
+    intake = EventIntake(events, "agent", "node01", None, None)
+    (first, _), (later, later_t) = session(), session()
+    assert KEY is not None
+
+    async def iterations() -> None:
+        intake._loop = asyncio.get_running_loop()
+        intake.accept(KEY, b"1:keepalive:ignored", (1, 1), 0.0, 50.0, first)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        intake.accept(KEY, b"1:/var/log/a:x", (1, 2), 0.0, 51.0, later)  # a second later: a new iteration
+        assert not later_t.paused and intake.budget.waiting == 0
+
+    asyncio.run(iterations())

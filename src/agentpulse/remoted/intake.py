@@ -121,10 +121,15 @@ class EventIntake:
     ) -> bool:
         """One event read from an agent. True when the store should hear the agent is alive now."""
         self._now = monotonic
-        if session is not None:
+        if session is not None and self._loop is not None:
             budget = self.budget
             if budget.started < 0:
                 budget.start(monotonic)
+                # The iteration's end (`_flush`) ends the budget too, whether or not this event is queued
+                # (a dropped one, a `keepalive` location): else the next iteration would start "over".
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._loop.call_soon(self._flush)
             elif budget.over(monotonic) and budget.wait(session):
                 self.pause(session, Pause.LOAD)
         if is_keepalive_location(payload):
