@@ -253,7 +253,7 @@ class EventIntake:
             reasons = self._paused[session] = set()
             session.pause_reading()
         if reason is Pause.LOAD:
-            self.counters.load_pauses += 1
+            self.counters.load_pauses = self.budget.pauses  # the budget counts them; the state file shows it
             # Paused for milliseconds, as a rule: acked on its behalf only if it lasts PAUSED_KEEPALIVE.
             self._kept_alive.setdefault(session, self._now)
         else:

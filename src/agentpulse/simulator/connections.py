@@ -8,11 +8,8 @@ the port at connect time and can reuse TIME_WAIT ports from an earlier run.
 
 from __future__ import annotations
 
-import array
 import asyncio
-import fcntl
 import socket
-import termios
 from typing import Final, Protocol, cast
 
 from agentpulse.simulator.agents import SILENT, SimAgent
@@ -78,7 +75,8 @@ class SimConnection:
         """Stop reading, like a stopped process: the kernel buffers, then the manager's writes back up."""
 
     def unsent(self) -> int:
-        """Bytes written that the manager's kernel has not acknowledged yet (0 for a datagram or when gone)."""
+        """Bytes written and still buffered by us, not yet handed to the kernel (0 for a datagram or when
+        gone): past WRITE_BUFFER_LIMIT a write is refused."""
         return 0
 
     def close(self) -> None:
@@ -135,16 +133,7 @@ class TcpConnection(SimConnection, asyncio.Protocol):
         transport = cast(asyncio.Transport, self.transport)
         if transport is None or self.lost:
             return 0
-        sock = transport.get_extra_info("socket")
-        queued = 0
-        if sock is not None:
-            count = array.array("i", [0])
-            try:  # TIOCOUTQ: what the kernel still holds for the peer (sent or not, unacknowledged)
-                fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, count)
-                queued = count[0]
-            except (OSError, ValueError):
-                pass
-        return transport.get_write_buffer_size() + queued
+        return transport.get_write_buffer_size()
 
     def writable(self) -> bool:
         transport = cast(asyncio.Transport, self.transport)

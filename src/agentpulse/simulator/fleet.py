@@ -142,9 +142,8 @@ class FleetProcess:
         self.keepalives_sent = self.keepalives_acked = 0
         self.events = EventSchedule(config.events_per_agent, config.event_mix)
         self.events_sent = 0
-        self.undelivered_agents = (
-            0  # at the end: agents whose last keep-alive (after their events) got no ack
-        )
+        # At the end: agents whose last keep-alive (sent after their events) got no ack.
+        self.undelivered_agents = 0
         self._running = (-math.inf, 0)  # (when, agents running) for the event rate
         self._event_cursor = 0
         self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
