@@ -243,6 +243,7 @@ class Manager:
             from agentpulse.cluster.follow import NodeFollow
             from agentpulse.cluster.holders import HoldersFeed
             from agentpulse.cluster.keysync import KeysSync
+            from agentpulse.cluster.lease import renew_interval_for
             from agentpulse.cluster.losses import LossGate
             from agentpulse.cluster.service import ClusterService
             from agentpulse.store.postgresql.connect import conninfo
@@ -258,6 +259,8 @@ class Manager:
                 dsn,
                 node,
                 grace=config.remote.connection_grace,
+                ttl=config.global_.lease_ttl,
+                renew_interval=renew_interval_for(config.global_.lease_ttl),
                 on_epoch=self.store.set_node_epoch,
                 on_node_expired=self._take_over,
                 on_lease_lost=follow.lease_lost,

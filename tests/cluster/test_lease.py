@@ -7,10 +7,23 @@ import time
 
 import psycopg
 
-from agentpulse.cluster.lease import NodeLease, claim_expired, connect, ensure_schema, read_nodes
+from agentpulse.cluster.lease import (
+    NodeLease,
+    claim_expired,
+    connect,
+    ensure_schema,
+    read_nodes,
+    renew_interval_for,
+)
 
 INTERVAL = 0.2
 TTL = 1.0
+
+
+def test_a_lease_is_renewed_every_second_or_every_third_of_a_shorter_ttl() -> None:
+    assert renew_interval_for(3.0) == 1.0
+    assert renew_interval_for(30.0) == 1.0
+    assert renew_interval_for(2.0) == 2.0 / 3
 
 
 async def nodes_by_name(dsn: str) -> dict[str, object]:

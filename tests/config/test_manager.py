@@ -327,6 +327,15 @@ def test_global_node_name_wins_over_cluster_node_name() -> None:
     assert parse_config(text).global_.node_name == "mine"
 
 
+def test_cluster_lease_ttl_is_read_and_checked() -> None:
+    assert parse_config(conf("")).global_.lease_ttl == 3.0
+    text = conf("<cluster><node_name>a</node_name><lease_ttl>10s</lease_ttl></cluster>")
+    assert parse_config(text).global_.lease_ttl == 10.0
+    for bad in ("1", "2m", "soon"):
+        with pytest.raises(ConfigError, match=r"<cluster><lease_ttl>.*expected a time from 2 to 60 seconds"):
+            parse_config(conf(f"<cluster><lease_ttl>{bad}</lease_ttl></cluster>"))
+
+
 def test_nats_section_is_parsed() -> None:
     config = parse_config(
         conf(

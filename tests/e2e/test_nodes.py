@@ -31,7 +31,12 @@ def test_a_second_node_keeps_the_first_ones_agents_and_takes_the_lead_within_2_s
 ) -> None:
     dsn = postgres.create_database("e2e_nodes")
     a = ManagerProcess(tmp_path / "a", ManagerSettings(node_name="node-a", connection_grace=2.0))
-    b = ManagerProcess(tmp_path / "b", ManagerSettings(node_name="node-b", connection_grace=2.0))
+    b = ManagerProcess(
+        tmp_path / "b",
+        ManagerSettings(
+            node_name="node-b", connection_grace=2.0, sections="<cluster><lease_ttl>7</lease_ttl></cluster>"
+        ),
+    )
     a.use_postgresql(dsn)
     b.use_postgresql(dsn)
     keys = write_keys(a, FLEET)
@@ -60,6 +65,9 @@ def test_a_second_node_keeps_the_first_ones_agents_and_takes_the_lead_within_2_s
             }
             assert report["leader"] == "node-a"  # the first to start
             assert report["agents_by_node"]["node-a"] == {"active": FLEET}
+            # Each node's lease lasts its own <cluster><lease_ttl> past its renewal (default 3 s).
+            ttls = a.query("SELECT name, EXTRACT(EPOCH FROM expires - renewed) FROM cluster_node ORDER BY 1")
+            assert [(name, round(float(ttl), 1)) for name, ttl in ttls] == [("node-a", 3.0), ("node-b", 7.0)]
 
             a.kill()
             killed = time.monotonic()

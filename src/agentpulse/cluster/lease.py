@@ -37,12 +37,18 @@ Connection = psycopg.AsyncConnection[TupleRow]
 log = logging.getLogger(__name__)
 
 RENEW_INTERVAL: Final = 1.0  # seconds between renewals
-LEASE_TTL: Final = 3.0  # a lease not renewed for this long has expired (three missed renewals)
+LEASE_TTL: Final = 3.0  # a lease not renewed for this long has expired (<cluster><lease_ttl>)
 STATEMENT_TIMEOUT: Final = 2.0  # one renewal: a database that hangs counts as one that fails
 # An outer bound on one database round (connect and a statement); libpq's own timeouts (connect_timeout,
 # tcp_user_timeout, statement_timeout) come first, this only catches what they do not.
 OPERATION_TIMEOUT: Final = 6.0
 CLOSE_TIMEOUT: Final = 1.0
+
+
+def renew_interval_for(ttl: float) -> float:
+    """How often a lease of `ttl` seconds is renewed: every second, or every third of a shorter ttl, so
+    two renewals may be missed before it expires."""
+    return min(RENEW_INTERVAL, ttl / 3)
 
 
 @dataclass(frozen=True, slots=True)

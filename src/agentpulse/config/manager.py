@@ -98,6 +98,9 @@ class GlobalConfig:
     agents_disconnection_alert_time: float = 0.0
     node_name: str = "node01"
     manager_host: str | None = None
+    # <cluster><lease_ttl>: with several nodes, how long a node's lease outlives its last renewal before the
+    # others may take its agents over (renewed every third of it, at most every second; cluster/lease.py)
+    lease_ttl: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,10 @@ _KEEPALIVE_FIELDS: Final[Fields] = {
     "interval": ("interval", cv.time(0, above=True)),
     "timeout": ("timeout", cv.time(0, above=True)),
 }
+
+# A lease renewed every second must survive a missed renewal or two; past a minute a dead node's agents
+# would wait too long for a survivor.
+_LEASE_TTL: Final = cv.time(2, 60)
 
 _GLOBAL_FIELDS: Final[Fields] = {
     "agents_disconnection_time": ("agents_disconnection_time", cv.time(1)),
@@ -390,6 +397,8 @@ class _ManagerReader(SectionReader):
             for child in cluster.children:
                 if child.tag == "node_name":
                     values.kwargs["node_name"] = self.value(child, "<cluster><node_name>", cv.node_name)
+                elif child.tag == "lease_ttl":
+                    values.kwargs["lease_ttl"] = self.value(child, "<cluster><lease_ttl>", _LEASE_TTL)
         for node in nodes:
             self.read(node, "<global>", _GLOBAL_FIELDS, values, ignored=_WAZUH_GLOBAL_OPTIONS)
         return GlobalConfig(**values.kwargs)
