@@ -142,7 +142,9 @@ class Manager:
                 config.database, db_dir, manager_host=manager_host, node_name=config.global_.node_name
             ),
         )
-        self.grace = GraceTracker(self._connection_lost, config.remote.connection_grace)
+        self.grace = GraceTracker(
+            self._connection_lost, config.remote.connection_grace, allowance=self._behind
+        )
         # client.keys in memory: remoted authenticates against it, events read names from it. With
         # several workers each holds its own copy, and this one serves the lookups by id.
         self.keys = KeyStore()
@@ -308,6 +310,7 @@ class Manager:
         self.metrics = Metrics(
             self.store,
             sweeper=self.sweeper,
+            grace=self.grace,
             remoted=self.remoted,
             pool=self.pool,
             events=self.events,

@@ -102,6 +102,14 @@ def test_keys_reloads_are_counted_by_result(store: Store) -> None:
     }
 
 
+def test_stretched_connection_graces_are_counted(store: Store) -> None:
+    grace = GraceTracker(store.submit, 1.0)
+    assert not any(f.name == "agentpulse_connection_grace_stretched_total" for f in Metrics(store).families())
+    grace.stretches = 4
+    families = Metrics(store, grace=grace).families()
+    assert samples(families, "agentpulse_connection_grace_stretched_total") == {(): 4}
+
+
 def test_an_in_process_remoted_is_worker_0(store: Store) -> None:
     grace = GraceTracker(store.submit, 1.0)
     remoted = Remoted(Config(), KeyStore(), store, grace)

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from agentpulse.records import StatusUpdate
-from agentpulse.remoted.grace import GraceTracker
+from agentpulse.remoted.grace import MAX_STRETCH, GraceTracker
 from agentpulse.status import Trigger
 
 GRACE = 10.0
@@ -148,3 +148,71 @@ def test_cancel_all_stops_every_grace(
     tracker.cancel_all()
     loop.advance(GRACE)
     assert submitted == [] and loop.pending == []
+
+
+class Behind:
+    """The manager's lag as the tracker reads it (`allowance`), set by the test."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+@pytest.fixture
+def behind() -> Behind:
+    return Behind()
+
+
+@pytest.fixture
+def stretching(loop: FakeLoop, submitted: list[StatusUpdate], behind: Behind) -> GraceTracker:
+    return GraceTracker(
+        submitted.append, GRACE, lambda: NOW, cast(asyncio.AbstractEventLoop, loop), allowance=behind
+    )
+
+
+def test_an_overloaded_manager_stretches_the_grace_by_its_lag_and_binding_then_keeps_the_agent(
+    stretching: GraceTracker, loop: FakeLoop, submitted: list[StatusUpdate], behind: Behind
+) -> None:
+    stretching.bound(1)
+    stretching.closed(1)
+    behind.seconds = 5.0  # the agent may be waiting in our accept queue to come back
+    loop.advance(GRACE)
+    assert submitted == [] and stretching.stretches == 1
+    loop.advance(4.9)
+    stretching.bound(1)  # it got in
+    loop.advance(60.0)
+    assert submitted == [] and loop.pending == []
+
+
+def test_a_lag_under_the_overload_mark_does_not_stretch(
+    stretching: GraceTracker, loop: FakeLoop, submitted: list[StatusUpdate], behind: Behind
+) -> None:
+    behind.seconds = 0.5  # OVERLOADED is 1 s: an ordinary busy loop
+    stretching.bound(1)
+    stretching.closed(1)
+    loop.advance(GRACE)
+    assert submitted == [StatusUpdate(1, Trigger.CONNECTION_LOST, NOW)] and stretching.stretches == 0
+
+
+def test_a_lasting_overload_stretches_at_most_max_stretch_in_all(
+    stretching: GraceTracker, loop: FakeLoop, submitted: list[StatusUpdate], behind: Behind
+) -> None:
+    behind.seconds = 25.0
+    stretching.bound(1)
+    stretching.closed(1)
+    loop.advance(GRACE)
+    for _ in range(2):  # 25 + 25 s
+        loop.advance(25.0)
+        assert submitted == []
+    loop.advance(MAX_STRETCH - 50.0 - 0.1)  # the last stretch is only what is left of MAX_STRETCH
+    assert submitted == []
+    loop.advance(0.1)
+    assert submitted == [StatusUpdate(1, Trigger.CONNECTION_LOST, NOW)]
+    assert stretching.stretches == 3
+    # A later loss of the same agent starts from a whole grace and a whole MAX_STRETCH again.
+    stretching.bound(1)
+    stretching.closed(1)
+    loop.advance(GRACE + MAX_STRETCH - 0.1)
+    assert len(submitted) == 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from agentpulse.metrics.exposition import CONTENT_TYPE, Family, MetricType, label_text, render
 from agentpulse.metrics.histogram import DURATION_BUCKETS, SIZE_BUCKETS, Histogram
 from agentpulse.metrics.sources import EnrolmentFigures, EventsFigures
-from agentpulse.remoted.grace import LOCAL
+from agentpulse.remoted.grace import LOCAL, GraceTracker
 from agentpulse.remoted.keyguard import ReloadCounters
 from agentpulse.remoted.server import Remoted
 from agentpulse.remoted.stats import WorkerStats
@@ -47,6 +47,7 @@ class Metrics:
         store: Store,
         *,
         sweeper: Sweeper | None = None,
+        grace: GraceTracker | None = None,
         remoted: Remoted | None = None,
         pool: WorkerPool | None = None,
         events: EventsFigures | None = None,
@@ -56,6 +57,7 @@ class Metrics:
     ) -> None:
         self.store = store
         self.sweeper = sweeper
+        self.grace = grace
         self.remoted = remoted
         self.pool = pool
         self.events = events
@@ -114,6 +116,7 @@ class Metrics:
             *self._events(),
             *self._enrolment(),
             *self._sweeper(),
+            *self._grace(),
             *self._reloads(),
         ]
         spool = Family("agentpulse_event_spool_depth", GAUGE, "Agent events waiting in the spool")
@@ -265,6 +268,17 @@ class Metrics:
         )
         swept.add(self.sweeper.disconnected)
         return [runs, swept]
+
+    def _grace(self) -> list[Family]:
+        if self.grace is None:
+            return []
+        stretched = Family(
+            "agentpulse_connection_grace_stretched_total",
+            COUNTER,
+            "Connection graces run on because the manager was behind when they ended (overload)",
+        )
+        stretched.add(self.grace.stretches)
+        return [stretched]
 
     def _reloads(self) -> list[Family]:
         if self.reloads is None:

@@ -1,6 +1,13 @@
 """Connection grace (docs/operations.md): an agent whose connection closed is disconnected (code 6) only
 if no connection of it is bound again within `connection_grace` seconds.
 
+While the manager is overloaded (`allowance`: its loops or the record pipe behind, `looplag.py`) an agent
+whose connection closed may be waiting in our accept queue, or held out by admission, to bind again: the
+grace then runs on by the lag at its end, again and again while the overload lasts, for at most
+`MAX_STRETCH` seconds in all (an agent's own handshake wait), so the manager's slowness does not make its
+agents disconnected. A loss that happens all the same says so in its history row (the manager's
+`_connection_lost`).
+
 Holders are counted per remoted process, so with several workers an agent that reconnected to another
 worker is not disconnected when its old connection on the first one finally closes. `GraceEvents` is what
 the bindings report to: this tracker in-process, or the record pipe to it from a worker.
@@ -13,10 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from agentpulse.looplag import overload_of
 from agentpulse.records import StatusUpdate
 from agentpulse.status import Trigger
 
 LOCAL = 0  # the holder id of an in-process remoted
+# Seconds a grace may be stretched in all under overload: a Wazuh agent waits 60 s (recv_timeout) for its
+# startup's answer, so one that reconnected at once is bound, or has given up, by then.
+MAX_STRETCH = 60.0
 
 
 class GraceEvents(Protocol):
@@ -36,11 +47,15 @@ class GraceTracker:
         grace: float,
         clock: Callable[[], float] = time.time,
         loop: asyncio.AbstractEventLoop | None = None,  # None: the running loop (tests pass their own)
+        allowance: Callable[[], float] | None = None,  # seconds the manager is behind reading its agents
     ) -> None:
         self.submit = submit
         self.grace = grace
         self.clock = clock
         self.loop = loop
+        self.allowance = allowance
+        self.stretches = 0  # graces run on because the manager was behind at their end, since start
+        self._stretched: dict[int, float] = {}  # agent -> seconds its running grace was stretched so far
         # agent -> bit mask of the processes holding a connection of it: small ints, no set per agent
         self._holders: dict[int, int] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -48,9 +63,7 @@ class GraceTracker:
     def bound(self, agent_id: int, holder: int = LOCAL) -> None:
         """A connection of the agent is bound in `holder`: any grace running for it stops."""
         self._holders[agent_id] = self._holders.get(agent_id, 0) | (1 << holder)
-        timer = self._timers.pop(agent_id, None)
-        if timer is not None:
-            timer.cancel()
+        self.forget(agent_id)
 
     def holder_mask(self, agent_id: int) -> int:
         """The bit mask of the processes holding a connection of the agent (bit i: holder i)."""
@@ -64,8 +77,7 @@ class GraceTracker:
         if self._drop(agent_id, holder):
             return
         if agent_id not in self._timers:
-            loop = self.loop or asyncio.get_running_loop()
-            self._timers[agent_id] = loop.call_later(self.grace, self._expired, agent_id)
+            self._start(agent_id, self.grace)
 
     def released(self, agent_id: int, holder: int = LOCAL) -> None:
         """The holder let the agent go without a connection loss (overtake, timeout, key removal)."""
@@ -86,6 +98,7 @@ class GraceTracker:
         timer = self._timers.pop(agent_id, None)
         if timer is not None:
             timer.cancel()
+            self._stretched.pop(agent_id, None)
 
     def holders(self, agent_id: int) -> list[int]:
         """The processes holding a connection of the agent now (LOCAL, or worker indexes)."""
@@ -100,12 +113,28 @@ class GraceTracker:
             self.closed(agent_id, holder)
         return lost
 
+    def _start(self, agent_id: int, seconds: float) -> None:
+        loop = self.loop or asyncio.get_running_loop()
+        self._timers[agent_id] = loop.call_later(seconds, self._expired, agent_id)
+
     def _expired(self, agent_id: int) -> None:
         self._timers.pop(agent_id, None)
-        if agent_id not in self._holders:
-            self.submit(StatusUpdate(agent_id, Trigger.CONNECTION_LOST, self.clock()))
+        if agent_id in self._holders:
+            self._stretched.pop(agent_id, None)
+            return
+        stretched = self._stretched.get(agent_id, 0.0)
+        behind = overload_of(self.allowance()) if self.allowance is not None else 0.0
+        if behind and stretched < MAX_STRETCH:
+            more = min(behind, MAX_STRETCH - stretched)
+            self._stretched[agent_id] = stretched + more
+            self.stretches += 1
+            self._start(agent_id, more)
+            return
+        self._stretched.pop(agent_id, None)
+        self.submit(StatusUpdate(agent_id, Trigger.CONNECTION_LOST, self.clock()))
 
     def cancel_all(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._stretched.clear()
