@@ -14,6 +14,7 @@ import pytest
 from agentpulse.agent.daemon import init_agent_home
 from agentpulse.wire.keys import KeysFile
 from tests.e2e.harness import LOOPBACK, AgentProcess, ManagerProcess, ManagerSettings
+from tests.timing import within_aim
 
 
 @pytest.fixture
@@ -55,9 +56,8 @@ def test_an_agent_with_an_empty_client_keys_enrols_connects_and_is_active_within
     manager.start()
     started = time.monotonic()
     agent.start()
-    took = manager.wait_for(1, "active", 0, timeout=10)
-    assert time.monotonic() - started < 2.0, f"active after {time.monotonic() - started:.2f} s"
-    assert took < 2.0
+    manager.wait_for(1, "active", 0, timeout=10)
+    within_aim("enrolled, connected and active", time.monotonic() - started, 2.0)
     (key,) = KeysFile.parse(the_agent_key(agent)).active()
     assert (key.id, key.name, key.ip.text) == ("001", "py-agent-01", "any")
     assert the_agent_key(agent) == manager.home.client_keys.read_text()

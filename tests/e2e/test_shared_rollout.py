@@ -17,19 +17,18 @@ import os
 import signal
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 from agentpulse.shared.merge import md5_hex
 from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings, agentpulse_bin
 from tests.e2e.wdb_tools import ask
+from tests.timing import within_aim
 
 FLEET = int(os.environ.get("ROLLOUT_FLEET", "2000"))
 FLEET_UP_TIMEOUT = 60.0  # a few seconds on a quiet machine; 20-40 s on a shared, saturated one
 DURATION = 300.0  # ended by SIGINT
 ROLLOUT_LIMIT = 10.0
 SYNC_TIMEOUT = 60.0  # the functional bound, asserted however loaded the machine is
-LOAD_LIMIT = 2.0 * (os.cpu_count() or 1)
 ACK_P99_LIMIT_MS = 100.0
 
 
@@ -107,13 +106,5 @@ def test_a_group_change_reaches_2000_agents_in_under_10_s_with_fast_acks(tmp_pat
     assert status is not None
     counts = json.loads(status[3:])
     assert (counts["members"], counts["synced"], counts["pending"]) == (FLEET, FLEET, 0)
-    if os.environ.get("AGENTPULSE_TIMING_AIMS") != "1" or load > LOAD_LIMIT:
-        warnings.warn(
-            f"timing aims not asserted (AGENTPULSE_TIMING_AIMS unset or 1-minute load {load:.1f} > "
-            f"{LOAD_LIMIT:g}): rollout {rollout:.1f} s, "
-            f"ack p99 {latency['p99']} ms)",
-            stacklevel=1,
-        )
-        return
-    assert rollout < ROLLOUT_LIMIT
-    assert latency["p99"] <= ACK_P99_LIMIT_MS, latency
+    within_aim(f"rollout to {FLEET} agents", rollout, ROLLOUT_LIMIT)
+    within_aim("keep-alive ack p99 over the rollout", float(latency["p99"]), ACK_P99_LIMIT_MS, "ms")
