@@ -3,7 +3,7 @@
 Runs on the writer thread only. The shapes were chosen by bench/pg_driver.py: the per-agent updates of a
 flush are one `UPDATE ... FROM unnest(arrays)` each, the history and outbox rows one COPY each, and the
 keep-alives that only move `last_keepalive` one `= ANY(array)` statement per second of arrival; like the
-SQLite writer it remembers which keep-alive columns the table already holds (`_data_written`).
+SQLite writer it remembers which keep-alive columns the table already holds (`store/written.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from agentpulse.store.postgresql.schema import (
     remove_agent_data,
 )
 from agentpulse.store.view import Adopted
+from agentpulse.store.written import WrittenKeepalives
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
@@ -91,8 +92,7 @@ class PostgresWrites:
     def __init__(self, manager_host: str, node_name: str) -> None:
         self.manager_host = manager_host
         self.node_name = node_name
-        self._data_written: dict[int, Keepalive] = {}
-        self._labels_written: dict[int, tuple[tuple[str, str], ...]] = {}
+        self.written = WrittenKeepalives(manager_host, node_name)
         self.node_epoch = (
             0  # this node's lease epoch (agentpulse.cluster), written beside each agent it holds
         )
@@ -104,11 +104,7 @@ class PostgresWrites:
     def rolled_back(self, batch: Batch) -> None:
         self.adopted = []
         self._next_mark = None
-        for agent_id in batch.keepalives:
-            self._data_written.pop(agent_id, None)
-            self._labels_written.pop(agent_id, None)
-        for update in batch.column_updates:
-            self._data_written.pop(update.agent_id, None)
+        self.written.rolled_back(batch)
 
     def write(self, db: Conn, batch: Batch, now: float) -> None:
         reinserted = {a.number for a in batch.new_agents} | set(batch.inserted)
@@ -124,8 +120,7 @@ class PostgresWrites:
                 if purged:
                     remove_agent_data(cur, purged)
                 for agent_id in gone:
-                    self._data_written.pop(agent_id, None)
-                    self._labels_written.pop(agent_id, None)
+                    self.written.forget(agent_id)
             if batch.new_agents:
                 insert_agents(cur, batch.new_agents, int(now))
             if batch.inserted:
@@ -287,47 +282,17 @@ class PostgresWrites:
         notify_moved(cur, batch, held, self.node_name, self.node_epoch)
 
     def _write_keepalives(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
-        data_rows, label_agents = [], []
-        touched: dict[int, list[int]] = {}  # last_keepalive (whole seconds) -> agents
-        for agent_id, (at, keepalive) in batch.keepalives.items():
-            if keepalive is None or keepalive == self._data_written.get(agent_id):
-                touched.setdefault(int(at), []).append(agent_id)
-                continue
-            self._data_written[agent_id] = keepalive
-            data_rows.append(self._keepalive_row(agent_id, at, keepalive))
-            if self._labels_written.get(agent_id) != keepalive.labels:
-                self._labels_written[agent_id] = keepalive.labels
-                label_agents.append((agent_id, keepalive))
-        if data_rows:
-            cur.execute(_UPDATE_KEEPALIVE, _columns(data_rows))
-        for second, agent_ids in touched.items():
+        writes = self.written.sort(batch)
+        if writes.data_rows:
+            cur.execute(_UPDATE_KEEPALIVE, _columns(writes.data_rows))
+        for second, agent_ids in writes.touched.items():
             cur.execute("UPDATE agent SET last_keepalive = %s WHERE id = ANY(%s)", (second, agent_ids))
-        if label_agents:
-            self._write_labels(cur, label_agents)
-
-    def _keepalive_row(self, agent_id: int, at: float, k: Keepalive) -> tuple[object, ...]:
-        return (
-            k.version,
-            k.config_sum,
-            k.merged_sum,
-            self.manager_host,
-            self.node_name,
-            k.agent_ip,
-            k.uname,
-            k.os_name,
-            k.os_platform,
-            k.os_version,
-            k.os_codename,
-            k.os_major,
-            k.os_minor,
-            k.os_arch,
-            int(at),
-            agent_id,
-        )
+        if writes.label_agents:
+            self._write_labels(cur, writes.label_agents)
 
     def _update_columns(self, cur: psycopg.Cursor[Any], update: ColumnUpdate) -> None:
         names = [name for name in update.columns if name in AGENT_COLUMNS]  # identifiers: known only
-        self._data_written.pop(update.agent_id, None)
+        self.written.forget_columns(update.agent_id)
         if names:
             assignments = sql.SQL(", ").join(
                 sql.SQL("{} = %s").format(sql.Identifier(name)) for name in names
@@ -343,7 +308,7 @@ class PostgresWrites:
                 "ON CONFLICT (id, key) DO UPDATE SET value = excluded.value",
                 [(update.agent_id, key, value) for key, value in update.labels],
             )
-            self._labels_written.pop(update.agent_id, None)
+            self.written.forget_labels(update.agent_id)
 
     def _write_labels(self, cur: psycopg.Cursor[Any], agents: list[tuple[int, Keepalive]]) -> None:
         """The labels of agents whose keep-alive brought other ones: two statements for all of them (two

@@ -1,9 +1,9 @@
 """Every write to global.db: one accepted `Batch` becomes the statements of one transaction.
 
 Runs on the writer thread only. It keeps what global.db already holds of each agent's keep-alive and labels
-(`_data_written`, `_labels_written`), since most keep-alives repeat the last one: then only `last_keepalive`
-moves, and it moves with one statement per second of arrival instead of one per agent (sqlite3 lets go of the
-GIL once per statement, and the event loop may then keep it for a whole switch interval).
+(`store/written.py`), since most keep-alives repeat the last one: then only `last_keepalive` moves, and it
+moves with one statement per second of arrival instead of one per agent (sqlite3 lets go of the GIL once per
+statement, and the event loop may then keep it for a whole switch interval).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from agentpulse.store.batch import (
 )
 from agentpulse.store.groups import DEFAULT_GROUP, group_hash, regrouped
 from agentpulse.store.sqlite import schema
+from agentpulse.store.written import WrittenKeepalives
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import AgentKey
 
@@ -55,14 +56,11 @@ class SqliteWrites:
     def __init__(self, manager_host: str, node_name: str) -> None:
         self.manager_host = manager_host
         self.node_name = node_name
-        self._data_written: dict[int, Keepalive] = {}  # the keep-alive whose columns global.db holds
-        self._labels_written: dict[int, tuple[tuple[str, str], ...]] = {}
+        self.written = WrittenKeepalives(manager_host, node_name)
 
     def rolled_back(self, batch: Batch) -> None:
         """What `write` thought it wrote for these agents was rolled back."""
-        for agent_id in batch.keepalives:
-            self._data_written.pop(agent_id, None)
-            self._labels_written.pop(agent_id, None)
+        self.written.rolled_back(batch)
 
     def write(self, db: sqlite3.Connection, batch: Batch, now: float) -> None:
         # Deletions first, then insertions: an id removed and added again within one batch ends up added.
@@ -72,8 +70,7 @@ class SqliteWrites:
             db.executemany("DELETE FROM agent WHERE id = ?", gone)  # labels and belongs cascade
             db.executemany("DELETE FROM agent_runtime WHERE agent_id = ?", gone)
             for agent_id in batch.deleted:
-                self._data_written.pop(agent_id, None)
-                self._labels_written.pop(agent_id, None)
+                self.written.forget(agent_id)
         if batch.new_agents:
             insert_agents(db, batch.new_agents, int(now))
         if batch.inserted:
@@ -102,46 +99,16 @@ class SqliteWrites:
             )
 
     def _write_keepalives(self, db: sqlite3.Connection, batch: Batch) -> None:
-        data_rows, label_agents = [], []
-        touched: dict[int, list[int]] = {}  # last_keepalive (whole seconds) -> agents
-        for agent_id, (at, keepalive) in batch.keepalives.items():
-            if keepalive is None or keepalive == self._data_written.get(agent_id):
-                touched.setdefault(int(at), []).append(agent_id)
-                continue
-            self._data_written[agent_id] = keepalive
-            data_rows.append(self._keepalive_row(agent_id, at, keepalive))
-            if self._labels_written.get(agent_id) != keepalive.labels:
-                self._labels_written[agent_id] = keepalive.labels
-                label_agents.append((agent_id, keepalive))
-        if data_rows:
-            db.executemany(_UPDATE_KEEPALIVE, data_rows)
-        for second, agent_ids in touched.items():
+        writes = self.written.sort(batch)
+        if writes.data_rows:
+            db.executemany(_UPDATE_KEEPALIVE, writes.data_rows)
+        for second, agent_ids in writes.touched.items():
             db.execute(
                 "UPDATE agent SET last_keepalive = ? WHERE id IN (SELECT value FROM json_each(?))",
                 (second, json.dumps(agent_ids)),
             )
-        for agent_id, keepalive in label_agents:
+        for agent_id, keepalive in writes.label_agents:
             self._write_labels(db, agent_id, keepalive)
-
-    def _keepalive_row(self, agent_id: int, at: float, k: Keepalive) -> tuple[object, ...]:
-        return (
-            k.version,
-            k.config_sum,
-            k.merged_sum,
-            self.manager_host,
-            self.node_name,
-            k.agent_ip,
-            k.uname,
-            k.os_name,
-            k.os_platform,
-            k.os_version,
-            k.os_codename,
-            k.os_major,
-            k.os_minor,
-            k.os_arch,
-            int(at),
-            agent_id,
-        )
 
     @staticmethod
     def _write_statuses(db: sqlite3.Connection, batch: Batch, removed: set[int]) -> None:
@@ -257,7 +224,7 @@ class SqliteWrites:
 
     def _update_columns(self, db: sqlite3.Connection, update: ColumnUpdate) -> None:
         names = [name for name in update.columns if name in schema.AGENT_COLUMNS]  # identifiers: known only
-        self._data_written.pop(update.agent_id, None)  # the next keep-alive writes its columns again
+        self.written.forget_columns(update.agent_id)
         if names:
             assignments = ", ".join(f"`{name}` = ?" for name in names)
             db.execute(
@@ -270,7 +237,7 @@ class SqliteWrites:
                 "INSERT OR REPLACE INTO labels (id, key, value) VALUES (?, ?, ?)",
                 [(update.agent_id, key, value) for key, value in update.labels],
             )
-            self._labels_written.pop(update.agent_id, None)  # the next keep-alive writes its own again
+            self.written.forget_labels(update.agent_id)
 
     def _write_labels(self, db: sqlite3.Connection, agent_id: int, keepalive: Keepalive) -> None:
         """Rewrite the labels table for one agent: its own labels plus the system labels Wazuh adds."""

@@ -1,0 +1,89 @@
+"""What the agent table already holds of each agent's keep-alive, for both backends' writers.
+
+Most keep-alives repeat the agent's last one: then only `last_keepalive` moves, and it moves with one
+statement per second of arrival for all such agents instead of one per agent. So each writer remembers
+the keep-alive whose columns (and the labels whose rows) it last wrote, and forgets an agent whenever
+what it wrote may not be there any more (a rollback, a removal, a column update from the query socket).
+Runs on the writer thread only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agentpulse.store.batch import Batch
+from agentpulse.wire.control import Keepalive
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class KeepaliveWrites:
+    """One batch's keep-alives, sorted by what must be written of them."""
+
+    # version, config_sum, merged_sum, manager_host, node_name, ip, os_uname, os_name, os_platform,
+    # os_version, os_codename, os_major, os_minor, os_arch, last_keepalive, id: each backend's UPDATE order
+    data_rows: list[tuple[object, ...]] = field(default_factory=list)
+    touched: dict[int, list[int]] = field(default_factory=dict)  # last_keepalive (whole s) -> agents
+    label_agents: list[tuple[int, Keepalive]] = field(default_factory=list)  # whose labels changed
+
+
+class WrittenKeepalives:
+    def __init__(self, manager_host: str, node_name: str) -> None:
+        self.manager_host = manager_host
+        self.node_name = node_name
+        self._data: dict[int, Keepalive] = {}  # the keep-alive whose columns the table holds
+        self._labels: dict[int, Labels] = {}  # the labels the table holds
+
+    def sort(self, batch: Batch) -> KeepaliveWrites:
+        """What to write of the batch's keep-alives, taken as written (`rolled_back` undoes that)."""
+        writes = KeepaliveWrites()
+        for agent_id, (at, keepalive) in batch.keepalives.items():
+            if keepalive is None or keepalive == self._data.get(agent_id):
+                writes.touched.setdefault(int(at), []).append(agent_id)
+                continue
+            self._data[agent_id] = keepalive
+            writes.data_rows.append(self._row(agent_id, at, keepalive))
+            if self._labels.get(agent_id) != keepalive.labels:
+                self._labels[agent_id] = keepalive.labels
+                writes.label_agents.append((agent_id, keepalive))
+        return writes
+
+    def _row(self, agent_id: int, at: float, k: Keepalive) -> tuple[object, ...]:
+        return (
+            k.version,
+            k.config_sum,
+            k.merged_sum,
+            self.manager_host,
+            self.node_name,
+            k.agent_ip,
+            k.uname,
+            k.os_name,
+            k.os_platform,
+            k.os_version,
+            k.os_codename,
+            k.os_major,
+            k.os_minor,
+            k.os_arch,
+            int(at),
+            agent_id,
+        )
+
+    def forget(self, agent_id: int) -> None:
+        """The agent's row is gone or unknown: its next keep-alive writes columns and labels again."""
+        self._data.pop(agent_id, None)
+        self._labels.pop(agent_id, None)
+
+    def forget_columns(self, agent_id: int) -> None:
+        """Its columns were set otherwise (`global update-agent-data`): the next keep-alive writes them."""
+        self._data.pop(agent_id, None)
+
+    def forget_labels(self, agent_id: int) -> None:
+        self._labels.pop(agent_id, None)
+
+    def rolled_back(self, batch: Batch) -> None:
+        """What was taken as written for the batch's agents was rolled back."""
+        for agent_id in batch.keepalives:
+            self.forget(agent_id)
+        for update in batch.column_updates:
+            self.forget_columns(update.agent_id)
