@@ -143,7 +143,10 @@ class Manager:
             ),
         )
         self.grace = GraceTracker(
-            self._connection_lost, config.remote.connection_grace, allowance=self._behind
+            self._connection_lost,
+            config.remote.connection_grace,
+            allowance=self._behind,
+            max_stretch=config.global_.agents_disconnection_time,
         )
         # client.keys in memory: remoted authenticates against it, events read names from it. With
         # several workers each holds its own copy, and this one serves the lookups by id.

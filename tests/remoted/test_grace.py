@@ -10,10 +10,11 @@ from typing import Any, cast
 import pytest
 
 from agentpulse.records import StatusUpdate
-from agentpulse.remoted.grace import MAX_STRETCH, GraceTracker
+from agentpulse.remoted.grace import GraceTracker
 from agentpulse.status import Trigger
 
 GRACE = 10.0
+MAX_STRETCH = 60.0  # the tracker's bound in these tests (the manager gives agents_disconnection_time)
 NOW = 1_700_000_000.0
 
 
@@ -168,7 +169,12 @@ def behind() -> Behind:
 @pytest.fixture
 def stretching(loop: FakeLoop, submitted: list[StatusUpdate], behind: Behind) -> GraceTracker:
     return GraceTracker(
-        submitted.append, GRACE, lambda: NOW, cast(asyncio.AbstractEventLoop, loop), allowance=behind
+        submitted.append,
+        GRACE,
+        lambda: NOW,
+        cast(asyncio.AbstractEventLoop, loop),
+        allowance=behind,
+        max_stretch=MAX_STRETCH,
     )
 
 

@@ -4,8 +4,11 @@ if no connection of it is bound again within `connection_grace` seconds.
 While the manager is overloaded (`allowance`: its loops or the record pipe behind, `looplag.py`) an agent
 whose connection closed may be waiting in our accept queue, or held out by admission, to bind again: the
 grace then runs on by the lag at its end, again and again while the overload lasts, for at most
-`MAX_STRETCH` seconds in all (an agent's own handshake wait), so the manager's slowness does not make its
-agents disconnected. A loss that happens all the same says so in its history row (the manager's
+`max_stretch` seconds in all (the manager gives `agents_disconnection_time`: an agent whose connection
+closed is not lost sooner than a silent one would be swept, and the sweeper stretches by the same lag),
+so the manager's slowness does not make its agents disconnected. The 200,000-agent preset at 4x overload
+(bench/RESULTS.md) had agents lost at 90-106 s of lag that came back 140 s after on average: a bound of
+an agent's own handshake wait (60 s) was too short. A loss that happens all the same says so in its history row (the manager's
 `_connection_lost`).
 
 Holders are counted per remoted process, so with several workers an agent that reconnected to another
@@ -25,9 +28,7 @@ from agentpulse.records import StatusUpdate
 from agentpulse.status import Trigger
 
 LOCAL = 0  # the holder id of an in-process remoted
-# Seconds a grace may be stretched in all under overload: a Wazuh agent waits 60 s (recv_timeout) for its
-# startup's answer, so one that reconnected at once is bound, or has given up, by then.
-MAX_STRETCH = 60.0
+MAX_STRETCH = 900.0  # seconds a grace may be stretched in all, by default (agents_disconnection_time's)
 
 
 class GraceEvents(Protocol):
@@ -48,12 +49,14 @@ class GraceTracker:
         clock: Callable[[], float] = time.time,
         loop: asyncio.AbstractEventLoop | None = None,  # None: the running loop (tests pass their own)
         allowance: Callable[[], float] | None = None,  # seconds the manager is behind reading its agents
+        max_stretch: float = MAX_STRETCH,
     ) -> None:
         self.submit = submit
         self.grace = grace
         self.clock = clock
         self.loop = loop
         self.allowance = allowance
+        self.max_stretch = max_stretch
         self.stretches = 0  # graces run on because the manager was behind at their end, since start
         self._stretched: dict[int, float] = {}  # agent -> seconds its running grace was stretched so far
         # agent -> bit mask of the processes holding a connection of it: small ints, no set per agent
@@ -124,8 +127,8 @@ class GraceTracker:
             return
         stretched = self._stretched.get(agent_id, 0.0)
         behind = overload_of(self.allowance()) if self.allowance is not None else 0.0
-        if behind and stretched < MAX_STRETCH:
-            more = min(behind, MAX_STRETCH - stretched)
+        if behind and stretched < self.max_stretch:
+            more = min(behind, self.max_stretch - stretched)
             self._stretched[agent_id] = stretched + more
             self.stretches += 1
             self._start(agent_id, more)
