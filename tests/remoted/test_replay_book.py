@@ -6,7 +6,7 @@ from __future__ import annotations
 from agentpulse.agent.connection import AgentCodec
 from agentpulse.config import Config, RemoteConfig
 from agentpulse.remoted.keystore import KeyStore
-from agentpulse.remoted.replay import PROVISIONAL_TIMEOUT, Answer, AnswerCallback, ReplayBook
+from agentpulse.remoted.replay import ADMIT_TIMEOUT, PROVISIONAL_TIMEOUT, Answer, AnswerCallback, ReplayBook
 from agentpulse.remoted.server import Remoted
 from agentpulse.remoted.session import CloseReason, Session
 from agentpulse.status import Trigger
@@ -208,3 +208,31 @@ def test_the_last_counter_is_told_before_the_connection_closes() -> None:
     assert guard.reported == [{1: 2}, {}]
     session.connection_lost(None)
     assert guard.closing_counters == [(1, 2)]
+
+
+def test_a_connection_waiting_for_the_managers_answer_gets_the_questions_time_past_its_frame_timeout() -> (
+    None
+):
+    remoted, guard, store = _worker()
+    session, transport = _connect(remoted)
+    codec = _codec()
+    session.data_received(codec.seal(STARTUP))
+    assert session.waiting and not session.authenticated
+    frame_timeout = remoted.admission.frame_timeout
+    remoted.admission.sweep(session.opened_at + frame_timeout + 1.0)  # the manager is slow, not the agent
+    assert not session.closed
+    guard.callbacks[0]((Verdict.ADMIT, 0))  # answered: bound, authenticated, its deadline gone
+    assert session.authenticated and [codec.open(frame) for frame in transport.frames()] == [control.Ack()]
+    remoted.admission.sweep(session.opened_at + frame_timeout + ADMIT_TIMEOUT + 1.0)
+    assert not session.closed and [u.trigger for u in store.updates] == [Trigger.STARTUP]
+
+
+def test_a_connection_whose_answer_never_comes_is_closed_after_the_questions_time() -> None:
+    remoted, _, _ = _worker()
+    session, _ = _connect(remoted)
+    session.data_received(_codec().seal(STARTUP))
+    deadline = session.opened_at + remoted.admission.frame_timeout + ADMIT_TIMEOUT
+    remoted.admission.sweep(deadline - 0.5)
+    assert not session.closed
+    remoted.admission.sweep(deadline + 0.5)
+    assert session.close_reason is CloseReason.FRAME_TIMEOUT

@@ -6,7 +6,10 @@ unauthenticated connections are capped in total and, once they have waited `COUN
 sends its startup at once, so a burst behind one NAT never counts), per source address, whose excess
 is refused at once; all connections are capped under the open-file limit (the oldest unauthenticated
 go first), and each must authenticate within `frame_timeout`; after that, any frame begun must end
-within the same time. Checks on connect are O(1); the deadlines live in one heap, one sweep visits it.
+within the same time. A connection whose first message proved its key and waits for the manager's replay
+verdict (`Session.waiting`, worker processes) is the manager's delay, not the peer's: it gets the
+question's own time (`ADMIT_TIMEOUT`) on top (a restart storm over 3 nodes of 2 workers closed ~12,900
+such connections per node as frame timeouts, bench/RESULTS.md). Checks on connect are O(1); the deadlines live in one heap, one sweep visits it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable
 
 from agentpulse.config import RemoteConfig
 from agentpulse.ratelimit import RateLimitedLog
+from agentpulse.remoted.replay import ADMIT_TIMEOUT
 from agentpulse.remoted.session import CloseReason, Session, unread_bytes
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.secure import OS_MAXSTR
@@ -225,7 +229,7 @@ class Admission:
     def deadline(self, session: Session) -> float | None:
         """When this session must have authenticated, or finished the frame it began; None: no deadline."""
         if not session.authenticated:
-            return session.opened_at + self.frame_timeout
+            return session.opened_at + self.frame_timeout + (ADMIT_TIMEOUT if session.waiting else 0.0)
         if session.frame_started >= 0:
             return session.frame_started + self.frame_timeout
         return None

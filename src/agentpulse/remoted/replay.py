@@ -20,7 +20,9 @@ from typing import Protocol
 from agentpulse.remoted.pipe import PipeSink, Tag
 from agentpulse.wire.counters import Holder, Verdict, first_message_verdict
 
-ADMIT_TIMEOUT = 10.0  # a worker waits this long for the manager's answer, then refuses the connection
+# A worker waits this long for the manager's answer, then refuses the connection: under the agent's own 60 s
+# wait for its startup's answer (recv_timeout), and long enough for a manager busy restarting.
+ADMIT_TIMEOUT = 30.0
 PROVISIONAL_TIMEOUT = 30.0  # an admission the worker never confirmed stops holding the agent
 
 Answer = tuple[Verdict, int]  # the verdict and the highest counter the agent ever had accepted
