@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 import pytest
 
@@ -341,3 +342,29 @@ def test_a_peer_that_never_reads_gets_no_more_pongs_once_a_kilobyte_is_queued() 
     transport.buffered = UNAUTHENTICATED_SEND_BUFFER + 1
     session.data_received(PING * 5)
     assert len(transport.written) == 1
+
+
+class SocketTransport(FakeTransport):
+    """A fake transport over a real socket, so the kernel's count of unread bytes (FIONREAD) is true."""
+
+    def __init__(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        super().__init__(peer)
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.sock if name == "socket" else super().get_extra_info(name, default)
+
+
+def test_a_startup_unread_in_the_kernel_at_the_deadline_is_the_loops_delay_not_the_peers() -> None:
+    stack = Stack(frame_timeout=10.0)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        session = Session(stack.remoted, stack.admission.first_frame_max)
+        transport = SocketTransport(ours, ("10.0.0.7", 40000))
+        session.connection_made(transport)
+        theirs.sendall(b"\x00" * 16)  # sent at once, not read yet: the loop is behind
+        stack.advance(10.5)
+        assert not session.closed and stack.admission.timed_out == 0
+        ours.recv(16)  # read at last (here: consumed, as if it held nothing of a frame)
+        stack.advance(stack.admission.tick)
+        assert session.close_reason is CloseReason.FRAME_TIMEOUT

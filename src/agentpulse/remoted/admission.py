@@ -9,7 +9,8 @@ go first), and each must authenticate within `frame_timeout`; after that, any fr
 within the same time. A connection whose first message proved its key and waits for the manager's replay
 verdict (`Session.waiting`, worker processes) is the manager's delay, not the peer's: it gets the
 question's own time (`ADMIT_TIMEOUT`) on top (a restart storm over 3 nodes of 2 workers closed ~12,900
-such connections per node as frame timeouts, bench/RESULTS.md). Checks on connect are O(1); the deadlines live in one heap, one sweep visits it.
+such connections per node as frame timeouts, bench/RESULTS.md); so does one whose first bytes wait
+unread in the kernel at its deadline (this loop is behind). Checks on connect are O(1); the deadlines live in one heap, one sweep visits it.
 """
 
 from __future__ import annotations
@@ -246,6 +247,10 @@ class Admission:
                 session.watched = False
             elif deadline > now:
                 heapq.heappush(heap, (deadline, order, session))
+            elif not session.authenticated and not session.waiting and unread_bytes(session):
+                # What it sent waits unread in the kernel: this loop is behind, not the peer. Looked at
+                # again at the next sweep (once read, the frame's own rules apply).
+                heapq.heappush(heap, (now + self.tick, order, session))
             else:
                 session.watched = False
                 self._expire(session, now)
