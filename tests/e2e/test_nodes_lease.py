@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agentpulse.agent.connection import AgentCodec, AgentConnection
 from agentpulse.wire import control
+from agentpulse.wire.keys import AgentKey
 from tests.e2e.harness import LOOPBACK, ManagerProcess, ManagerSettings
 from tests.e2e.test_nodes_follow import connect
 from tests.e2e.wdb_tools import write_keys
@@ -36,11 +37,14 @@ async def refused(node: ManagerProcess, key: object) -> bool:
         connection.close()
 
 
-def test_a_node_that_lost_its_lease_lets_its_agents_go_and_serves_again_with_a_new_epoch(
-    tmp_path: Path, postgres: PostgresServer
-) -> None:
-    dsn = postgres.create_database("e2e_nodes_lease")
-    a = ManagerProcess(tmp_path / "a", ManagerSettings(node_name="node-a", connection_grace=2.0))
+def node_and_twin(
+    tmp_path: Path, dsn: str, workers: int
+) -> tuple[ManagerProcess, ManagerProcess, list[AgentKey]]:
+    """node-a started on `dsn` with three agents, and a second process of the same name, the same keys and
+    one worker, not started yet (the twin)."""
+    a = ManagerProcess(
+        tmp_path / "a", ManagerSettings(node_name="node-a", connection_grace=2.0, workers=workers)
+    )
     twin = ManagerProcess(tmp_path / "twin", ManagerSettings(node_name="node-a", connection_grace=2.0))
     a.use_postgresql(dsn)
     twin.use_postgresql(dsn)
@@ -48,6 +52,13 @@ def test_a_node_that_lost_its_lease_lets_its_agents_go_and_serves_again_with_a_n
     twin.home.create_layout()
     shutil.copy(a.home.client_keys, twin.home.client_keys)
     a.start()
+    return a, twin, keys
+
+
+def test_a_node_that_lost_its_lease_lets_its_agents_go_and_serves_again_with_a_new_epoch(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    a, twin, keys = node_and_twin(tmp_path, postgres.create_database("e2e_nodes_lease"), workers=1)
     try:
 
         async def scenario() -> None:
@@ -91,16 +102,7 @@ def test_a_remoted_worker_restarted_while_the_node_has_no_lease_takes_no_agent(
 ) -> None:
     """Two remoted workers; the twin takes node-a's lease, then both workers are killed and restarted by
     the pool: they must start paused, as the node is. (Without it a restarted worker serves: it fails.)"""
-    dsn = postgres.create_database("e2e_nodes_lease_workers")
-    settings = ManagerSettings(node_name="node-a", connection_grace=2.0, workers=2)
-    a = ManagerProcess(tmp_path / "a", settings)
-    twin = ManagerProcess(tmp_path / "twin", ManagerSettings(node_name="node-a", connection_grace=2.0))
-    a.use_postgresql(dsn)
-    twin.use_postgresql(dsn)
-    keys = write_keys(a, 3)
-    twin.home.create_layout()
-    shutil.copy(a.home.client_keys, twin.home.client_keys)
-    a.start()
+    a, twin, keys = node_and_twin(tmp_path, postgres.create_database("e2e_nodes_lease_workers"), workers=2)
     try:
 
         async def scenario() -> None:

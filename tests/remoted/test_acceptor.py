@@ -123,14 +123,19 @@ def test_at_the_unauthenticated_cap_it_takes_one_new_connection_per_evictable_ol
     asyncio.run(scenario())
 
 
+def _lagging_acceptor(now: list[float]) -> tuple[socket.socket, LoopLag, Acceptor]:
+    """An acceptor on a clock the test moves (`now[0]`) and a loop lag it sets (`lag.current`: the lag is
+    never started)."""
+    sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
+    lag = LoopLag(monotonic=lambda: now[0])
+    server = Acceptor(sock, Sink, waiting=lambda: 0, handshakes=lambda: 0, lag=lag, monotonic=lambda: now[0])
+    return sock, lag, server
+
+
 def test_a_loop_behind_on_its_agents_takes_no_newcomer_until_it_has_caught_up() -> None:
     async def scenario() -> None:
         now = [1000.0]
-        sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
-        lag = LoopLag(monotonic=lambda: now[0])  # never started: the test sets `current`
-        server = Acceptor(
-            sock, Sink, waiting=lambda: 0, handshakes=lambda: 0, lag=lag, monotonic=lambda: now[0]
-        )
+        sock, lag, server = _lagging_acceptor(now)
         clients = _queue(sock.getsockname()[1], 10)
         _wait_queued(server, 10)
         lag.current = HOLD_LAG + 1.0  # keep-alives alone: no handshake in flight
@@ -156,11 +161,7 @@ def test_a_loop_behind_on_its_agents_takes_no_newcomer_until_it_has_caught_up() 
 def test_held_past_refuse_after_the_queued_connections_are_refused_with_a_fin() -> None:
     async def scenario() -> None:
         now = [1000.0]
-        sock = listening_socket("127.0.0.1", 0, 1024, reuse_port=False)
-        lag = LoopLag(monotonic=lambda: now[0])  # never started: the test sets `current`
-        server = Acceptor(
-            sock, Sink, waiting=lambda: 0, handshakes=lambda: 0, lag=lag, monotonic=lambda: now[0]
-        )
+        sock, lag, server = _lagging_acceptor(now)
         lag.current = HOLD_LAG + 1.0
         server._readable()  # the hold begins
         clients = _queue(sock.getsockname()[1], 5)

@@ -10,7 +10,8 @@ within the same time. A connection whose first message proved its key and waits 
 verdict (`Session.waiting`, worker processes) is the manager's delay, not the peer's: it gets the
 question's own time (`ADMIT_TIMEOUT`) on top (a restart storm over 3 nodes of 2 workers closed ~12,900
 such connections per node as frame timeouts, bench/RESULTS.md); so does one whose first bytes wait
-unread in the kernel at its deadline (this loop is behind). Checks on connect are O(1); the deadlines live in one heap, one sweep visits it.
+unread in the kernel at its deadline (this loop is behind). Checks on connect are O(1); the deadlines
+live in one heap, one sweep visits it.
 """
 
 from __future__ import annotations

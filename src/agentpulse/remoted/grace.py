@@ -8,8 +8,8 @@ grace then runs on by the lag at its end, again and again while the overload las
 closed is not lost sooner than a silent one would be swept, and the sweeper stretches by the same lag),
 so the manager's slowness does not make its agents disconnected. The 200,000-agent preset at 4x overload
 (bench/RESULTS.md) had agents lost at 90-106 s of lag that came back 140 s after on average: a bound of
-an agent's own handshake wait (60 s) was too short. A loss that happens all the same says so in its history row (the manager's
-`_connection_lost`).
+an agent's own handshake wait (60 s) was too short. A loss that happens all the same says so in its
+history row (the manager's `_connection_lost`).
 
 Holders are counted per remoted process, so with several workers an agent that reconnected to another
 worker is not disconnected when its old connection on the first one finally closes. `GraceEvents` is what
