@@ -42,8 +42,8 @@ def label_of(pid: int) -> str:
         return "nats-server"
     if "worker" in words and "--index" in words:
         return f"remoted worker {words[words.index('--index') + 1]}"
-    if "simulate" in words:
-        return "simulator"
+    if "simulate" in words or any("multiprocessing" in word for word in words):
+        return "simulator"  # its fleet processes are multiprocessing's spawned children
     if "start" in words:
         return "manager"
     return os.path.basename(words[0]) if words else f"pid {pid}"

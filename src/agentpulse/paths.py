@@ -15,6 +15,11 @@ DEV_HOME = Path("var/ossec")  # what `make run` uses
 INSTALLED_HOME = Path("/var/ossec")
 
 
+def agent_db_name(agent_id: int) -> str:
+    """The file name of an agent's own database, as Wazuh names it (`001.db`, `1234.db`)."""
+    return f"{agent_id:03d}.db"
+
+
 @dataclass(frozen=True, slots=True)
 class Home:
     root: Path
@@ -40,7 +45,7 @@ class Home:
         return self.db_dir / "global.db"
 
     def agent_db(self, agent_id: int) -> Path:
-        return self.db_dir / f"{agent_id:03d}.db"
+        return self.db_dir / agent_db_name(agent_id)
 
     @property
     def wdb_socket(self) -> Path:

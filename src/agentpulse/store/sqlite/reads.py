@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from agentpulse.paths import agent_db_name
 from agentpulse.store.agentsql import AgentQueryReads, Run
 from agentpulse.store.backend import Fragmentation
 from agentpulse.store.reader import (
@@ -70,7 +71,7 @@ class SqliteReader(AgentQueryReads):
         return self.global_db.exists()
 
     def agent_db(self, agent_id: int) -> Path:
-        return self.global_db.parent / f"{agent_id:03d}.db"
+        return self.global_db.parent / agent_db_name(agent_id)
 
     def close(self) -> None:
         """Close the connection this thread kept (`keep_open`); sqlite3 objects close on their own thread."""
