@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from agentpulse.remoted.keystore import KeyStore
+from agentpulse.remoted.keystore import AcceptedLines, Departures, KeyStore
 from agentpulse.wire.errors import Reason, WireError
 from agentpulse.wire.keys import KeysFile
 
@@ -145,3 +145,37 @@ def test_a_changed_line_replaces_the_entry(keys: KeyStore) -> None:
     assert [key.key for key in change.added] == ["new-key"]
     assert change.dropped == [old] and change.gone == []
     assert keys.find("001", "1.2.3.4").key.key == "new-key"
+
+
+def _accepted(store: KeyStore) -> AcceptedLines:
+    """The text the manager sends a worker: its store's lines."""
+    return AcceptedLines.index("".join(line + "\n" for line in store.lines.values()))
+
+
+def test_a_worker_takes_the_managers_lines_as_a_reload_would() -> None:
+    """A worker indexes the lines the manager accepted instead of parsing them: the same lines, the same
+    address index, and the same entries dropped and agents gone as a reload of the file."""
+    manager, reloading, taking = KeyStore(), KeyStore(), KeyStore()
+    manager.load(KEYS)
+    reloading.load(KEYS)
+    assert taking.take_accepted(_accepted(manager)) == Departures([], [])
+    assert (taking.lines, taking.by_ip) == (reloading.lines, reloading.by_ip)
+    kept = taking.find("001", "10.9.9.9")
+    changed = taking.find("002", "10.0.0.2")
+    gone = taking.find("005", "10.9.9.9")
+    reloaded = KeysFile.parse(
+        "001 anywhere any k1\n"
+        "002 one-host 10.0.0.22/32 new-key\n"
+        "003 a-network 10.1.0.0/16 k3\n"
+        "004 not-there !10.2.0.0/16 k4\n"
+        "006 newcomer 10.0.0.6 k6\n"
+    )
+    manager.load(reloaded)
+    expected = reloading.load(reloaded)
+    departures = taking.take_accepted(_accepted(manager))
+    assert (taking.lines, taking.by_ip) == (reloading.lines, reloading.by_ip)
+    assert taking.by_ip == {"10.0.0.22": 2, "10.0.0.6": 6}
+    assert departures.dropped == [changed, gone]
+    assert [key.number for key in departures.gone] == [key.number for key in expected.gone] == [5]
+    assert taking.find("001", "10.9.9.9") is kept
+    assert taking.find(None, "10.0.0.6").number == 6

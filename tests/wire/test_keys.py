@@ -110,3 +110,25 @@ def test_extracted_key_is_base64_of_the_line() -> None:
 def test_arbitrary_text_never_raises(text: str) -> None:
     parsed = keys.KeysFile.parse(text)
     assert len(parsed.entries) + len(parsed.problems) <= len(text.splitlines())
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "any",
+        "ANY",
+        "10.0.1.7",
+        "10.0.1.7/32",
+        "10.0.1.7/255.255.255.255",
+        "10.0.0.0/24",
+        "192.168.1.0/255.255.255.0",
+        "!10.0.1.7",
+        "!10.0.0.0/8",
+        "2001:db8::1",
+        "2001:db8::/64",
+        "::ffff:1.2.3.4",
+    ],
+)
+def test_the_single_host_shortcut_answers_as_the_parsed_range(ip: str) -> None:
+    parsed = keys.parse_ip(ip)
+    assert keys.single_host_address(ip) == (parsed.lookup_text if parsed.single_host else None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.counters import ReceiverCounter
 from agentpulse.wire.errors import Reason, WireError
-from agentpulse.wire.keys import AgentKey, KeysFile, parse_line
+from agentpulse.wire.keys import AgentKey, KeysFile, parse_line, single_host_address
 from agentpulse.wire.secure import AgentCipher, CipherKind
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,41 @@ class AgentEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class KeysChange:
-    added: list[AgentKey]  # new ids, or lines that changed (new key or name)
-    removed: list[AgentKey]  # ids gone, or lines that changed
+class Departures:
+    """What a change of keys ends: all the connections side needs of it."""
+
     dropped: list[AgentEntry]  # the live entries of removed or changed lines
     gone: list[AgentKey]  # removed ids that are not in the file any more (not just changed)
+
+
+@dataclass(frozen=True, slots=True)
+class KeysChange(Departures):
+    added: list[AgentKey]  # new ids, or lines that changed (new key or name)
+    removed: list[AgentKey]  # ids gone, or lines that changed
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedLines:
+    """client.keys lines another key store accepted (`KeyStore.lines`), indexed without parsing one."""
+
+    lines: dict[int, str]
+    by_ip: dict[str, int]
+
+    @classmethod
+    def index(cls, text: str) -> AcceptedLines:
+        """Lines of the form `KeyStore.lines` holds (canonical, active, validated), one per line."""
+        lines: dict[int, str] = {}
+        by_ip: dict[str, int] = {}
+        for line in text.splitlines():
+            if not line:
+                continue
+            head, _, rest = line.partition(" ")
+            number = int(head)
+            lines[number] = line
+            address = single_host_address(rest.split(" ", 2)[1])
+            if address is not None:
+                by_ip[address] = number
+        return cls(lines, by_ip)
 
 
 class KeyStore:
@@ -88,7 +118,23 @@ class KeyStore:
         self.lines = fresh
         self.by_ip = {key.ip.lookup_text: key.number for key in active if key.ip.single_host}
         gone = [key for key in removed if key.number not in fresh]
-        return KeysChange(added, removed, dropped, gone)
+        return KeysChange(dropped=dropped, gone=gone, added=added, removed=removed)
+
+    def take_accepted(self, accepted: AcceptedLines) -> Departures:
+        """Take the lines the manager's key store accepted (a worker's keys): no line is parsed but
+        those of agents whose line changed or went, so a worker's start with 200,000 keys costs a
+        dictionary, not 200,000 validations (0.7 s of CPU in each of 12 workers)."""
+        old = self.lines
+        fresh = accepted.lines
+        removed = [
+            key
+            for number, line in old.items()
+            if fresh.get(number) != line and (key := parse_line(line)) is not None
+        ]
+        dropped = [entry for key in removed if (entry := self.entries.pop(key.number, None)) is not None]
+        self.lines = fresh
+        self.by_ip = accepted.by_ip
+        return Departures(dropped, [key for key in removed if key.number not in fresh])
 
     def apply_lines(self, lines: list[str]) -> KeysChange:
         """Take some client.keys lines without re-reading the file (enrolment's new and replaced agents):
@@ -121,7 +167,7 @@ class KeyStore:
         for key in added:
             if key.ip.single_host:
                 self.by_ip[key.ip.lookup_text] = key.number
-        return KeysChange(added, removed, dropped, gone)
+        return KeysChange(dropped=dropped, gone=gone, added=added, removed=removed)
 
     def find(self, agent_id: str | None, source_ip: str) -> AgentEntry:
         """By `!<id>!` prefix (the source must be inside the entry's range) or by exact source IP."""

@@ -30,7 +30,7 @@ from agentpulse.remoted.faults import FaultLog
 from agentpulse.remoted.grace import GraceEvents
 from agentpulse.remoted.intake import EventIntake
 from agentpulse.remoted.journal import AckJournal
-from agentpulse.remoted.keystore import AgentEntry, KeysChange, KeyStore
+from agentpulse.remoted.keystore import AgentEntry, Departures, KeyStore
 from agentpulse.remoted.replay import LocalReplayGuard, ReplayGuard
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.remoted.stats import PING_KIND, RemotedStats, WorkerStats, snapshot
@@ -64,7 +64,7 @@ def _naming(host: str, port: int, protocol: str) -> Iterator[None]:
         raise OSError(errno, f"cannot listen on {host}:{port}/{protocol}: {reason}") from error
 
 
-def disconnect_gone(change: KeysChange, store: RecordSink, now: float) -> None:
+def disconnect_gone(change: Departures, store: RecordSink, now: float) -> None:
     """Agents gone from client.keys are disconnected (their connections, if any, were let go)."""
     for key in change.gone:
         store.submit(StatusUpdate(key.number, Trigger.CONNECTION_LOST, now))
@@ -215,7 +215,7 @@ class Remoted:
 
     # -- keys ---------------------------------------------------------------------------------------------
 
-    def keys_changed(self, change: KeysChange) -> None:
+    def keys_changed(self, change: Departures) -> None:
         """The key store took a new client.keys: connections on old credentials go, agents gone from
         the file are disconnected. New agents are accepted from now on."""
         for entry in change.dropped:

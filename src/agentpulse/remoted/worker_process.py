@@ -29,13 +29,12 @@ from agentpulse.paths import Home
 from agentpulse.remoted import pipe, slowdown
 from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, keep_for
-from agentpulse.remoted.keystore import KeyStore
+from agentpulse.remoted.keystore import AcceptedLines, KeyStore
 from agentpulse.remoted.pipe import Command, Tag
 from agentpulse.remoted.pushes import SharedPushes
 from agentpulse.remoted.replay import PipeReplayGuard
 from agentpulse.remoted.scheduler import KeepaliveScheduler
 from agentpulse.remoted.server import Remoted
-from agentpulse.wire.keys import KeysFile
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +142,13 @@ class WorkerProcess:
 
     async def _load_keys(self, generation: int, text: str) -> None:
         """The keys the manager accepted: connections on removed or changed keys go at once. Parsed off
-        the loop (200,000 lines take a second); of two reloads parsed at once, the newer one wins."""
-        keys = await asyncio.to_thread(KeysFile.parse, text)
+        the loop (they are the manager's validated lines: indexed, not parsed again); of two reloads
+        indexed at once, the newer one wins."""
+        accepted = await asyncio.to_thread(AcceptedLines.index, text)
         if generation < self._keys_generation:
             return
         self._keys_generation = generation
-        self.remoted.keys_changed(self.keys.load(keys))
+        self.remoted.keys_changed(self.keys.take_accepted(accepted))
         self._added = [(after, lines) for after, lines in self._added if after >= generation]
         for _, lines in self._added:  # sent after these keys: not in them
             self.remoted.keys_changed(self.keys.apply_lines(lines))
