@@ -25,6 +25,7 @@ from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POLL = 0.5  # seconds between two counts of active agents
+CURVE_EVERY = 15.0  # seconds between two points of the recovery curve
 
 
 class StepFailed(Exception):
@@ -139,14 +140,22 @@ def active_count(home: Path) -> int:
         db.close()
 
 
-def wait_active(home: Path, count: int, timeout: float, what: str) -> float:
-    """Seconds until `count` agents are active; StepFailed after `timeout`."""
+def wait_active(
+    home: Path, count: int, timeout: float, what: str, curve: dict[str, int] | None = None
+) -> float:
+    """Seconds until `count` agents are active; StepFailed after `timeout`. `curve`, when given, gets the
+    count every CURVE_EVERY seconds (where a recovery slows down is what says why)."""
     started = time.monotonic()
     seen = 0
+    next_mark = CURVE_EVERY
     while time.monotonic() - started < timeout:
         seen = active_count(home)
+        elapsed = time.monotonic() - started
+        if curve is not None and elapsed >= next_mark:
+            curve[f"{next_mark:.0f}"] = seen
+            next_mark += CURVE_EVERY
         if seen >= count:
-            return time.monotonic() - started
+            return elapsed
         time.sleep(POLL)
     raise StepFailed(f"{what}: {seen} of {count} agents active after {timeout:.0f} s")
 
@@ -199,9 +208,13 @@ def restart_storm(
         cpu = ProcessCpu(lambda: process_tree(manager.pid) + process_tree(simulator.pid))  # type: ignore[union-attr]
         cpu.begin()
         with QueueWatch(port) as queue:
-            recovered = wait_active(home, agents, 600, "recovery after the restart")
-        result["cpu_percent_per_process_during_recovery"] = cpu.end()
-        result["accept_queue_peak"] = queue.peak
+            try:
+                curve: dict[str, int] = {}
+                result["active_after_start_s"] = curve
+                recovered = wait_active(home, agents, 600, "recovery after the restart", curve)
+            finally:  # a failed recovery is where these figures matter most
+                result["cpu_percent_per_process_during_recovery"] = cpu.end()
+                result["accept_queue_peak"] = queue.peak
         result["active_again_after_sigterm_s"] = round(time.monotonic() - stopping, 1)
         result["active_again_after_start_s"] = round(recovered, 1)
     except StepFailed as failure:
