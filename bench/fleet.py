@@ -366,7 +366,7 @@ def run_simulator(
     on_start: Callable[[int], None] | None = None,
 ) -> dict[str, object]:
     command = simulator_command(args, port, keys_path, out, agents, args.ramp + args.duration + 5)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    process = storm.launch_simulator(command, args.sim_nice, stdout=subprocess.DEVNULL)
     if on_start is not None:
         on_start(process.pid)
     try:
@@ -582,7 +582,8 @@ def main() -> int:
         "--sim-nice",
         type=int,
         default=0,
-        help="niceness of the simulator: on a shared machine, let the manager's processes come first",
+        help="niceness of the simulator (of its session's scheduling group: autogroup shares the CPU between "
+        "sessions first): on a shared machine, let the manager's processes come first",
     )
     parser.add_argument(
         "--worker-nice",
