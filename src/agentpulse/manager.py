@@ -186,6 +186,7 @@ class Manager:
             shared_reload=config.remote.shared_reload,
             max_pushes=config.remote.max_concurrent_pushes,
             push=config.remote.shared_push,
+            shared_database=config.database.backend == "postgresql",
         )
         self.pushes = SharedPushes(self.remoted, self.rollout.pushed) if self.remoted is not None else None
         if self.pool is not None:

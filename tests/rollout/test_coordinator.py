@@ -4,15 +4,17 @@ agent counts as synced. The push sender is the recording function the manager wo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agentpulse.records import StatusUpdate
-from agentpulse.rollout.coordinator import FREE_RETRIES, Rollout
+from agentpulse.rollout.coordinator import FREE_RETRIES, TICK, Rollout
 from agentpulse.shared.tree import SharedTree
 from agentpulse.status import Trigger
+from agentpulse.store.batch import GroupChange, GroupChangeKind, GroupMode
 from agentpulse.store.facade import Store
 from agentpulse.wire.control import Keepalive
 from agentpulse.wire.keys import KeysFile
@@ -131,3 +133,46 @@ def test_a_changed_group_is_pushed_at_once_to_connected_members_that_lack_it(
     assert sorted(call[0] for call in sender.calls) == [1, 2, 3, 4, 5]
     assert {call[1] for call in sender.calls} == {sums["default"]}
     assert shared.group_status("default")["synced"] == 0
+
+
+def _write_behind_the_stores_back(store: Store, agent_id: int, csv: str) -> None:
+    with sqlite3.connect(store.global_db) as db:
+        db.execute("UPDATE agent SET `group` = ? WHERE id = ?", (csv, agent_id))
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):  # bounded: a refresh waits REFRESH_DELAY and the commit
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("shared_database", [False, True])
+def test_the_agents_groups_are_read_every_scan_only_where_other_nodes_write_the_database(
+    tmp_path: Path, store: Store, shared_database: bool
+) -> None:
+    """A single node's memberships all go through its store, which says when they change; a 200,000-row
+    read every `shared_reload` is for the writes of other nodes only."""
+
+    async def scenario() -> tuple[str | None, str | None, bool]:
+        tree = SharedTree(tmp_path / "shared", tmp_path / "multigroups")
+        shared = Rollout(tree, store, Sender(), shared_reload=0.01, shared_database=shared_database)
+        await shared.start()
+        try:
+            assert store.flush_wait()
+            _write_behind_the_stores_back(store, 2, "other-node")
+            await asyncio.sleep(TICK * 1.5)  # one scan
+            by_scan = shared.members.get(2)
+            store.change_groups([GroupChange(GroupChangeKind.CREATE, ("web",))])
+            store.change_groups([GroupChange(GroupChangeKind.SET, ("web",), 3, GroupMode.OVERRIDE)])
+            await _until(lambda: shared.members.get(3) == "web")
+            store.remove_agents([4], 5.0)
+            await _until(lambda: 4 not in shared.members)
+            return by_scan, shared.members.get(3), 4 in shared.members
+        finally:
+            await shared.stop()
+
+    by_scan, through_store, removed_kept = asyncio.run(scenario())
+    assert by_scan == ("other-node" if shared_database else "default")
+    assert through_store == "web"
+    assert not removed_kept

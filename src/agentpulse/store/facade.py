@@ -401,12 +401,16 @@ class Store:
                 listener(row)
         if rows:
             self._writer.wake()
+            self._groups_changed()  # their memberships went with them
         return rows
 
     def forget_removed(self, agent_ids: Iterable[int], at: float) -> list[int]:
         """Agents another node removed (their rows are gone from the shared database, with their removal
         row and event): out of this node's view, with nothing written. The agents forgotten."""
-        return [agent_id for agent_id in agent_ids if self.view.remove(agent_id, at) is not None]
+        forgotten = [agent_id for agent_id in agent_ids if self.view.remove(agent_id, at) is not None]
+        if forgotten:
+            self._groups_changed()
+        return forgotten
 
     def change_groups(self, changes: Iterable[GroupChange]) -> None:
         with self._writer.lock:
