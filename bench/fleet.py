@@ -163,6 +163,8 @@ def write_home(
     interval: float,
     agents: int,
     worker_nice: int | None = None,
+    *,
+    metrics_port: int = 0,
 ) -> KeysFile:
     if home.exists():
         shutil.rmtree(home)
@@ -171,6 +173,11 @@ def write_home(
         "none": "<nats><enabled>no</enabled></nats>",
         "embedded": "<nats><enabled>yes</enabled></nats>",
     }.get(nats, f"<nats><enabled>yes</enabled><url>{nats}</url></nats>")
+    metrics_xml = (
+        f"\n  <metrics><enabled>yes</enabled><host>{LOOPBACK}</host><port>{metrics_port}</port></metrics>"
+        if metrics_port
+        else ""
+    )
     (home / "etc" / "ossec.conf").write_text(
         f"""<ossec_config>
   <remote>
@@ -180,7 +187,7 @@ def write_home(
       <timeout>{max(180, interval * 9)}</timeout></manager_keepalive>
   </remote>
   <global><agents_disconnection_time>{max(900, int(interval * 10))}</agents_disconnection_time></global>
-  {nats_xml}
+  {nats_xml}{metrics_xml}
 </ossec_config>
 """
     )

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,39 @@ def listen_queue(port: int) -> int:
                 if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
                     total += int(parts[4].split(":")[1], 16)  # rx_queue: the accept queue's length
     return total
+
+
+KERNEL_COUNTERS = (  # /proc/net/netstat TcpExt: where the kernel turned connections away or held them
+    "ListenOverflows",  # a handshake's last ACK (or a SYN) dropped: the accept queue was full
+    "ListenDrops",
+    "TCPReqQFullDoCookies",  # SYN queue full: SYN cookies sent
+    "TCPDeferAcceptDrop",  # a bare ACK ignored while the connection waits for its first bytes
+)
+
+
+def kernel_counters() -> dict[str, int]:
+    """The TcpExt counters of KERNEL_COUNTERS (the whole host's: only the bench runs here)."""
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+        for names, numbers in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                values = dict(zip(names.split()[1:], map(int, numbers.split()[1:]), strict=False))
+    return {name: values.get(name, 0) for name in KERNEL_COUNTERS}
+
+
+def refusals_by_reason(metrics_port: int) -> dict[str, int]:
+    """`agentpulse_refusals_total` summed over the workers, by reason (the manager's /metrics)."""
+    totals: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        for line in text.splitlines():
+            if line.startswith("agentpulse_refusals_total{"):
+                labels, value = line.rsplit(" ", 1)
+                reason = labels.split('reason="', 1)[1].split('"', 1)[0]
+                totals[reason] = totals.get(reason, 0) + int(float(value))
+    return totals
 
 
 class QueueWatch:
@@ -190,9 +224,18 @@ def restart_storm(
 ) -> dict[str, object]:
     """Connect N agents, restart the manager under them, measure until all are active again."""
     home = out / "storm-home"
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     agents = args.agents
-    write_home(home, port, args.workers, args.nats, args.interval, agents, args.worker_nice)
+    write_home(
+        home,
+        port,
+        args.workers,
+        args.nats,
+        args.interval,
+        agents,
+        args.worker_nice,
+        metrics_port=metrics_port,
+    )
     result: dict[str, object] = {"agents": agents, "workers": args.workers}
     summary_path = home / "simulate.json"
     manager: subprocess.Popen[bytes] | None = None
@@ -226,6 +269,7 @@ def restart_storm(
         step = "recovery"
         cpu = ProcessCpu(lambda: process_tree(manager.pid) + process_tree(simulator.pid))  # type: ignore[union-attr]
         cpu.begin()
+        kernel_before = kernel_counters()
         with QueueWatch(port) as queue:
             try:
                 curve: dict[str, int] = {}
@@ -234,6 +278,9 @@ def restart_storm(
             finally:  # a failed recovery is where these figures matter most
                 result["cpu_percent_per_process_during_recovery"] = cpu.end()
                 result["accept_queue_peak"] = queue.peak
+                after = kernel_counters()
+                result["kernel_during_recovery"] = {k: after[k] - kernel_before[k] for k in KERNEL_COUNTERS}
+                result["refused_by_the_manager_since_the_start"] = refusals_by_reason(metrics_port)
         result["active_again_after_sigterm_s"] = round(time.monotonic() - stopping, 1)
         result["active_again_after_start_s"] = round(recovered, 1)
     except StepFailed as failure:

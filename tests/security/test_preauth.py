@@ -1,9 +1,10 @@
 """Issue 17, item 2: connections that never authenticate cannot exhaust a remoted process.
 
-A few hundred hostile connections from 127.0.0.2-9 (idle, a partial header, a slowloris frame) with the
-caps set low: once they have waited a second, more from the same address are refused at once; they are
-closed at the frame deadline; and 100 real agents, half of them connecting during the flood, stay
-connected and acknowledged throughout.
+A few hundred hostile connections from 127.0.0.2-9 (a byte, a partial header, a slowloris frame) with
+the caps set low: once they have waited a second, more from the same address are refused at once; they
+are closed at the frame deadline; and 100 real agents, half of them connecting during the flood, stay
+connected and acknowledged throughout. A connection that sends nothing is the kernel's to hold
+(TCP_DEFER_ACCEPT) until it speaks or the deferral ends, then it has its frame_timeout like any other.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.e2e.test_statuses import KEEPALIVE
 HOSTILE_SOURCES = [f"127.0.0.{n}" for n in range(2, 10)]
 FRAME_TIMEOUT = 4.0
 PER_IP = 30
-KINDS = ("idle", "partial", "slowloris")  # 10 of each per address: PER_IP in all
+KINDS = ("byte", "partial", "slowloris")  # 10 of each per address: PER_IP in all
 EXCESS = 5  # more per address, refused at once
 
 
@@ -42,7 +43,9 @@ class Hostile:
 async def open_hostile(port: int, source: str, kind: str) -> Hostile:
     reader, writer = await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
     hostile = Hostile(kind, reader, writer, time.monotonic())
-    if kind == "partial":
+    if kind == "byte":
+        writer.write(b"\x10")  # one byte of a four-byte length, then nothing
+    elif kind == "partial":
         writer.write(b"\x10\x00")  # two bytes of a four-byte length
     elif kind == "slowloris":
         writer.write(LENGTH.pack(16000) + b"x" * 15000)  # then one byte every half second
@@ -109,7 +112,7 @@ def test_hostile_connections_are_capped_and_timed_out_while_agents_stay_acked(
         flood_open = time.monotonic()
         await asyncio.sleep(COUNTED_AFTER + 1.0)  # the held ones count toward their address's cap now
         for source in HOSTILE_SOURCES:
-            excess += [await open_hostile(manager.port, source, "idle") for _ in range(EXCESS)]
+            excess += [await open_hostile(manager.port, source, "byte") for _ in range(EXCESS)]
 
         # The excess is refused at once; the others stay until their deadline.
         await asyncio.gather(*(watch_close(hostile, 2.0) for hostile in excess))
@@ -160,8 +163,8 @@ def test_at_the_total_cap_the_oldest_unauthenticated_make_room_for_new_connectio
 
     async def scenario() -> None:
         sources = HOSTILE_SOURCES
-        idle = [await open_hostile(manager.port, sources[n % len(sources)], "idle") for n in range(40)]
-        idle += [await open_hostile(manager.port, sources[n % len(sources)], "idle") for n in range(5)]
+        idle = [await open_hostile(manager.port, sources[n % len(sources)], "byte") for n in range(40)]
+        idle += [await open_hostile(manager.port, sources[n % len(sources)], "byte") for n in range(5)]
         agents = [await agent_online(manager, key) for key in keys]  # the first closes one more
         await keepalive_round(agents)
         await asyncio.gather(*(watch_close(hostile, 1.0) for hostile in idle))
@@ -187,7 +190,7 @@ def test_a_few_hundred_idle_connections_do_not_hold_the_listener_shut(manager: M
 
     async def scenario() -> None:
         sources = HOSTILE_SOURCES
-        idle = [await open_hostile(manager.port, sources[n % len(sources)], "idle") for n in range(300)]
+        idle = [await open_hostile(manager.port, sources[n % len(sources)], "byte") for n in range(300)]
         await asyncio.sleep(HANDSHAKE_TARGET + 1.0)
         started = time.monotonic()
         agents = [await agent_online(manager, key) for key in keys]
@@ -200,3 +203,30 @@ def test_a_few_hundred_idle_connections_do_not_hold_the_listener_shut(manager: M
 
     asyncio.run(scenario())
     assert "Traceback" not in manager.output()
+
+
+def test_a_startup_sent_after_frame_timeout_of_the_tcp_connect_is_served_and_silence_is_closed_later(
+    manager: ManagerProcess,
+) -> None:
+    """An agent whose startup reaches the manager late (a restart storm: the accept queue overflowed and the
+    startup's retransmission backed off) is served: the deadline starts when the kernel hands the connection
+    over, which with TCP_DEFER_ACCEPT is when its first bytes came. A connection that never speaks is closed
+    all the same, after the deferral and its frame_timeout."""
+    manager.settings.extra_remote = "<frame_timeout>2</frame_timeout>"
+    (key,) = manager.add_agents(1)
+    manager.start()
+
+    async def scenario() -> tuple[float | None, float]:
+        silent = await open_hostile(manager.port, HOSTILE_SOURCES[0], "idle")
+        connection = await AgentConnection.open(AgentCodec(key), LOOPBACK, manager.port)
+        await asyncio.sleep(3.0)  # over frame_timeout since the connect
+        connection.send(control.build_startup("v4.14.7"))
+        assert await connection.receive(timeout=5) == control.Ack()
+        connection.close()
+        await watch_close(silent, 20.0)  # the kernel defers 2 s (SYN-ACKs at 1 and 3 s), then 2 s here
+        silent.writer.close()
+        return silent.closed, silent.opened
+
+    closed, opened = asyncio.run(scenario())
+    assert closed is not None and closed - opened >= 2.0
+    assert "no authenticated message" in manager.output()

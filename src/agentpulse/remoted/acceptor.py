@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import struct
 import time
@@ -48,6 +49,7 @@ SHED_WAIT = 20.0  # seconds of queued work past which the oldest are refused (ag
 SHED_BATCH = 256  # refused per look at most
 SHED_AFTER = 5  # rate windows in a row with a queue before shedding: the rate of a storm's first
 # seconds (connections still coming, handshakes not yet at full speed) is no measure of the capacity
+DEFER_ACCEPT_MAX = 30.0  # seconds: within the kernel's SYN-ACK retries (5 by default, ~31 s)
 TCP_INFO_SIZE = 104
 TCPI_UNACKED = 24  # offset of tcpi_unacked: on a listening socket, the accept queue's length
 
@@ -324,8 +326,18 @@ class Acceptor:
             asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
 
-def listening_socket(host: str, port: int, backlog: int, *, reuse_port: bool) -> socket.socket:
-    """A non-blocking TCP listening socket (dual-stack on '::'), as `loop.create_server` would bind it."""
+def listening_socket(
+    host: str, port: int, backlog: int, *, reuse_port: bool, defer_accept: float = 0.0
+) -> socket.socket:
+    """A non-blocking TCP listening socket (dual-stack on '::'), as `loop.create_server` would bind it.
+
+    With `defer_accept` (seconds, Linux) the kernel queues a connection for accept only once its first
+    bytes arrive, or after that wait: an agent always speaks first. Under a storm the accept queue
+    overflows and the kernel drops the handshake's last ACK and the agent's startup; the connection is
+    then often completed by a bare ACK (answering a repeated SYN-ACK) while the startup's retransmission
+    has backed off to seconds, so it was accepted with nothing to read and timed out before its startup
+    came (a 200,000-agent restart storm closed ~333,000 such connections, bench/RESULTS.md). Deferred,
+    it reaches the process with its startup, and one that sends nothing waits in the kernel, not here."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -335,6 +347,9 @@ def listening_socket(host: str, port: int, backlog: int, *, reuse_port: bool) ->
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if defer_accept > 0 and hasattr(socket, "TCP_DEFER_ACCEPT"):
+            seconds = math.ceil(min(defer_accept, DEFER_ACCEPT_MAX))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, seconds)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)

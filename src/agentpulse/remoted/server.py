@@ -137,7 +137,13 @@ class Remoted:
         if "tcp" in self.remote.protocols:
             first_frame_max = self.admission.first_frame_max
             with _naming(host, self.remote.port, "tcp"):
-                sock = listening_socket(host, self.remote.port, LISTEN_BACKLOG, reuse_port=shared)
+                sock = listening_socket(
+                    host,
+                    self.remote.port,
+                    LISTEN_BACKLOG,
+                    reuse_port=shared,
+                    defer_accept=self.remote.frame_timeout,  # a connection is the peer's once it speaks
+                )
             admission = self.admission
             server = Acceptor(
                 sock,
