@@ -314,6 +314,9 @@ def restart_storm(
         result["timed_out"] = sum(v for k, v in retries.items() if "timeout" in k or k == "time_reconnect")
         result["simulator_errors"] = summary.get("error_kinds")
         result["startup_latency_ms"] = summary.get("startup_latency_ms")
+        # The generator's own lateness (a real agent writes its startup as soon as it is connected).
+        result["simulator_connected_to_startup_ms"] = summary.get("connected_to_startup_ms")
+        result["simulator_tick_ms"] = summary.get("tick_ms")
     log = home / "logs" / "ossec.log"
     if log.exists():
         text = log.read_text(errors="replace")

@@ -94,6 +94,13 @@ def test_small_fleet_with_created_keys_is_all_connected_acked_and_kept_alive(
     latency = summary["ack_latency_ms"]
     assert isinstance(latency, dict) and 0 < latency["p50"] <= latency["p99"] <= latency["max"]
     assert summary["processes"] == 1
+    # The generator's own lateness: a startup per connect that completed (one for each startup acked, and
+    # those refused before the reload), and one loop turn per 10 ms tick, give or take.
+    to_startup, tick = summary["connected_to_startup_ms"], summary["tick_ms"]
+    assert (
+        isinstance(to_startup, dict) and to_startup["count"] >= summary["startup_latency_ms"]["count"] == 50
+    )
+    assert isinstance(tick, dict) and 3.0 / 0.010 * 1.1 > tick["count"] > 3.0 / 0.050  # a 3 s run
     assert json.loads((tmp_path / "s.json").read_text()) == summary
     assert Counter(status for status, _ in manager.statuses().values()) == {"active": 50}
 

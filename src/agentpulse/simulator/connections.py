@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from typing import Final, Protocol, cast
 
 from agentpulse.simulator.agents import SILENT, SimAgent
@@ -35,11 +36,12 @@ class ConnectionOwner(Protocol):
 class SimConnection:
     """One connection of one agent. Callbacks from a connection the agent has moved on from are ignored."""
 
-    __slots__ = ("agent", "closing", "lost", "owner", "transport")
+    __slots__ = ("agent", "closing", "connected_at", "lost", "owner", "transport")
 
     def __init__(self, owner: ConnectionOwner, agent: SimAgent) -> None:
         self.owner = owner
         self.agent = agent
+        self.connected_at = 0.0  # monotonic, when this loop saw the connect complete (TCP)
         self.transport: asyncio.BaseTransport | None = None
         self.closing = False  # closed by us: its connection_lost is not news
         self.lost = False
@@ -100,6 +102,7 @@ class TcpConnection(SimConnection, asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((self.agent.source, 0))
             await loop.sock_connect(sock, address)
+            self.connected_at = time.monotonic()
             await loop.create_connection(lambda: self, sock=sock)
         except BaseException:
             if sock.fileno() != -1:  # uvloop detaches a socket it has already closed

@@ -153,6 +153,8 @@ class FleetProcess:
         self.silent = self.shutdown = 0
         self.latency = LatencyHistogram()
         self.startup_latency = LatencyHistogram()
+        self.connected_to_startup = LatencyHistogram()
+        self.tick = LatencyHistogram()
         self.ended_at: float | None = None
         self._counted = (-math.inf, 0, 0)  # (when, connected_now, acked_now) of the last walk
 
@@ -178,9 +180,12 @@ class FleetProcess:
         fail_time = now + config.fail_at if config.fail_at is not None else None
         ramp_end = now + (config.steady_from if config.steady_from is not None else config.ramp)
         next_report = now + REPORT_INTERVAL
+        previous = time.monotonic()
         try:
             while not self.stopping:
                 now = time.monotonic()
+                self.tick.record(now - previous)
+                previous = now
                 if now >= deadline:
                     break
                 if self.steady_base is None and now >= ramp_end:
@@ -331,6 +336,8 @@ class FleetProcess:
             return
         self.send(agent, self.startup)
         agent.startup_at = time.monotonic()
+        if connection.connected_at:
+            self.connected_to_startup.record(agent.startup_at - connection.connected_at)
         agent.state = HANDSHAKE
         self.wheel.schedule(agent, agent.startup_at + self.handshake_timeout)
 
@@ -589,6 +596,8 @@ class FleetProcess:
                 else LatencyHistogram()
             ),
             startup_latency=self.startup_latency.copy(),
+            connected_to_startup=self.connected_to_startup.copy(),
+            tick=self.tick.copy(),
             elapsed=now - self.t0 if self.t0 else 0.0,
             processes=1,
         )

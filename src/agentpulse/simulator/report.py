@@ -39,6 +39,8 @@ def summarize(config: SimulatorConfig, snapshot: Snapshot) -> dict[str, object]:
         "ack_latency_ms": snapshot.latency.summary_ms(),
         "steady_ack_latency_ms": snapshot.steady_latency.summary_ms(),
         "startup_latency_ms": snapshot.startup_latency.summary_ms(),
+        "connected_to_startup_ms": snapshot.connected_to_startup.summary_ms(),
+        "tick_ms": snapshot.tick.summary_ms(),
         "duration_s": round(snapshot.elapsed, 3),
         "steady_s": round(snapshot.steady_s, 3),
         "keepalives_per_s": round(rate, 1),

@@ -49,6 +49,10 @@ class Snapshot:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     steady_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # after the ramp
     startup_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # The generator's own lateness, which a real agent does not have: the time from a connect's
+    # completion (as this loop saw it) to the startup's write, and each loop turn's length (10 ms aimed).
+    connected_to_startup: LatencyHistogram = field(default_factory=LatencyHistogram)
+    tick: LatencyHistogram = field(default_factory=LatencyHistogram)
     elapsed: float = 0.0
     processes: int = 1
 
@@ -91,6 +95,8 @@ class Snapshot:
             total.latency.merge(part.latency)
             total.steady_latency.merge(part.steady_latency)
             total.startup_latency.merge(part.startup_latency)
+            total.connected_to_startup.merge(part.connected_to_startup)
+            total.tick.merge(part.tick)
             total.elapsed = max(total.elapsed, part.elapsed)
             total.steady_s = max(total.steady_s, part.steady_s)
         return total
