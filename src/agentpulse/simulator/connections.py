@@ -24,6 +24,10 @@ WRITE_BUFFER_LIMIT: Final = 64 * 1024  # per socket: beyond it the manager is no
 class ConnectionOwner(Protocol):
     """What a connection reports to: the fleet of its process."""
 
+    def first_frame(self, connection: SimConnection) -> bytes:
+        """What to write the moment the connect completes (the startup, as agentd does), or b''."""
+        ...
+
     def on_message(self, connection: SimConnection, data: bytes) -> None: ...
 
     def on_connection_lost(self, connection: SimConnection) -> None: ...
@@ -88,11 +92,12 @@ class SimConnection:
 
 
 class TcpConnection(SimConnection, asyncio.Protocol):
-    __slots__ = ("decoder",)
+    __slots__ = ("decoder", "unsent_first")
 
     def __init__(self, owner: ConnectionOwner, agent: SimAgent) -> None:
         super().__init__(owner, agent)
         self.decoder = FrameDecoder()
+        self.unsent_first = b""
 
     async def open(self, address: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()
@@ -103,11 +108,26 @@ class TcpConnection(SimConnection, asyncio.Protocol):
             sock.bind((self.agent.source, 0))
             await loop.sock_connect(sock, address)
             self.connected_at = time.monotonic()
+            # The startup goes now, not after the transport is made: that takes two more turns of the
+            # loop, each a whole tick of a loaded generator, which a real agent does not have.
+            first = self.owner.first_frame(self)
+            if first:
+                try:
+                    sent = sock.send(first)
+                except BlockingIOError:
+                    sent = 0
+                self.unsent_first = first[sent:]
             await loop.create_connection(lambda: self, sock=sock)
         except BaseException:
             if sock.fileno() != -1:  # uvloop detaches a socket it has already closed
                 sock.close()
             raise
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.unsent_first:  # a fresh socket takes a startup whole; this is the exception
+            self.write(self.unsent_first)
+            self.unsent_first = b""
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.agent.connection is not self:

@@ -334,7 +334,21 @@ class FleetProcess:
         if agent.state == SILENT:  # stopped while connecting: the kernel finished the connect anyway
             connection.pause()
             return
+        if agent.state != CONNECTING:  # the startup went with the connect (first_frame), maybe acked by now
+            return
         self.send(agent, self.startup)
+        self._handshake_begun(agent, connection)
+
+    def first_frame(self, connection: SimConnection) -> bytes:
+        agent = connection.agent
+        if agent.connection is not connection or self.stopping or agent.state != CONNECTING:
+            return b""
+        frame = agent.codec.seal(self.startup)
+        agent.messages_sent += 1
+        self._handshake_begun(agent, connection)
+        return frame
+
+    def _handshake_begun(self, agent: SimAgent, connection: SimConnection) -> None:
         agent.startup_at = time.monotonic()
         if connection.connected_at:
             self.connected_to_startup.record(agent.startup_at - connection.connected_at)
