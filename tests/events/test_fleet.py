@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from nats.js import api as js_api
+from nats.js.errors import NoKeysError
 
 from tests.e2e.harness import ManagerProcess
 from tests.events.fleet import (
@@ -63,10 +65,18 @@ def test_every_keepalive_and_exactly_the_recorded_transitions_arrive_in_order(
     assert first["at_iso"].endswith("Z")
 
     async def snapshot() -> dict[str, dict[str, object]]:
+        """The bucket once it holds every agent's last status: its puts follow the events (bounded wait)."""
         nc = await nats_client(nats_server.url)
         try:
             kv = await nc.jetstream().key_value("agent_status")
-            return {key: json.loads((await kv.get(key)).value or b"{}") for key in await kv.keys()}
+            values: dict[str, dict[str, object]] = {}
+            for _ in range(100):
+                with contextlib.suppress(NoKeysError):
+                    values = {key: json.loads((await kv.get(key)).value or b"{}") for key in await kv.keys()}
+                if len(values) == AGENTS and all(value.get("sequence") == 3 for value in values.values()):
+                    break
+                await asyncio.sleep(0.1)
+            return values
         finally:
             await nc.close()
 

@@ -75,7 +75,9 @@ def test_postgresql_stopped_under_load_loses_nothing(
         assert store.flush_wait(30)
     finally:
         store.close()
-    assert slowest < 0.05  # submit never waited on the database
+    # submit never waited on the database (that would be the outage's seconds); a loaded 2-core machine
+    # running the whole suite has shown 60 ms from the GIL and the writer's lock alone
+    assert slowest < 0.25
     expected = AGENTS * (1 + rounds)  # the startup row, then one transition per round
     assert read(store, "SELECT COUNT(*) FROM agent_status_history")[0][0] == expected
     assert read(store, "SELECT COUNT(*) FROM event_outbox")[0][0] == expected
