@@ -332,12 +332,12 @@ def listening_socket(
     """A non-blocking TCP listening socket (dual-stack on '::'), as `loop.create_server` would bind it.
 
     With `defer_accept` (seconds, Linux) the kernel queues a connection for accept only once its first
-    bytes arrive, or after that wait: an agent always speaks first. Under a storm the accept queue
-    overflows and the kernel drops the handshake's last ACK and the agent's startup; the connection is
-    then often completed by a bare ACK (answering a repeated SYN-ACK) while the startup's retransmission
-    has backed off to seconds, so it was accepted with nothing to read and timed out before its startup
-    came (a 200,000-agent restart storm closed ~333,000 such connections, bench/RESULTS.md). Deferred,
-    it reaches the process with its startup, and one that sends nothing waits in the kernel, not here."""
+    bytes arrive, or after that wait: an agent always speaks first, so `frame_timeout` runs from the
+    moment it spoke. A startup can come seconds after the TCP connect: a loaded agent host (a 200,000-agent
+    restart storm's simulator: 225,621 connections accepted empty and closed by frame_timeout, none once
+    deferred and the simulator prompt, bench/RESULTS.md), or a full accept queue that dropped the
+    handshake's last ACK and the startup, the connection then completed by a bare ACK while the startup's
+    retransmission has backed off. One that sends nothing waits in the kernel, not here."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
