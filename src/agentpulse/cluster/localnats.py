@@ -2,7 +2,9 @@
 each with its own store directory, for the tests and `make cluster-demo` (production runs its own NATS).
 
 Each server gets a client port, a route port and a monitoring port; it is ready when its `/healthz` says
-JetStream is (a meta leader was elected). The danger is a half-started cluster: `start()` stops every
+JetStream is (a meta leader was elected) and, in a cluster, the meta leader counts it current: `/healthz`
+alone can pass while the leader has not heard from a peer yet, and an R3 stream created then waits for
+that peer (a JetStream API timeout on a loaded machine). The danger is a half-started cluster: `start()` stops every
 server it started when any of them fails, and `kill(i)` / `restart(i)` keep the ports and the store, as
 an operator's restart does.
 """
@@ -10,6 +12,7 @@ an operator's restart does.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -20,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 LOOPBACK: Final = "127.0.0.1"
 CLUSTER_NAME: Final = "agentpulse"
@@ -156,7 +159,7 @@ class LocalNatsCluster:
     def wait_ready(self, indices: range | list[int], timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         for index in indices:
-            while not self.healthy(index):
+            while not (self.healthy(index) and self.meta_current(index)):
                 process = self.processes[index]
                 if process is None or process.poll() is not None:
                     raise LocalNatsError(
@@ -177,6 +180,36 @@ class LocalNatsCluster:
                 return int(response.status) == 200
         except (OSError, urllib.error.URLError):
             return False
+
+    def meta_current(self, index: int) -> bool:
+        """In a cluster, whether the JetStream meta group's leader counts this server current (or it is
+        the leader); always true for one server."""
+        if self.size == 1:
+            return True
+        meta = self._meta_cluster(index)
+        leader = meta.get("leader") if meta else None
+        if not leader:
+            return False
+        name = self.server_name(index)
+        if leader == name:
+            return True
+        leader_index = next((n for n in range(self.size) if self.server_name(n) == leader), None)
+        if leader_index is None:
+            return False
+        leader_meta = self._meta_cluster(leader_index)
+        if not leader_meta or leader_meta.get("leader") != leader:
+            return False
+        replicas = leader_meta.get("replicas") or []
+        return any(replica.get("name") == name and replica.get("current") for replica in replicas)
+
+    def _meta_cluster(self, index: int) -> dict[str, Any] | None:
+        url = f"http://{LOOPBACK}:{self.ports[index].monitor}/jsz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                meta = json.load(response).get("meta_cluster")
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) else None
 
     def kill(self, index: int) -> None:
         """SIGKILL one server (a crash or a power loss): no goodbye to its routes or clients."""
