@@ -30,6 +30,10 @@ from tests.events.outbox_tools import Outbox, entries
 
 STREAM = "AGENT_STATUS"
 BUCKET = "agent_status"
+# A JetStream API call's wait: nats-py's 5 s default, tripled. An R3 stream's creation is a meta-group
+# proposal and three stores' fsyncs, which on two cores shared with the rest of the suite took over 5 s
+# once (CI); what the tests assert is the relay's order, not the server's speed.
+JS_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def jetstream(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JetStr
 
 def relay(nc: NATS, outbox: Outbox, replicas: int) -> OutboxPublisher:
     link = NatsLink(nc)
-    link.js = nc.jetstream()
+    link.js = nc.jetstream(timeout=JS_TIMEOUT)
     link.epoch = 1
     return OutboxPublisher(
         link,
@@ -127,7 +131,7 @@ def test_an_agents_next_event_waits_until_its_previous_one_is_stored(jetstream: 
     outbox = Outbox([])
 
     async def scenario(nc: NATS) -> None:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=JS_TIMEOUT)
         events = relay(nc, outbox, jetstream.replicas)
         await events.drain()  # creates the stream and the bucket
         outbox.rows = rows
@@ -157,7 +161,7 @@ def test_a_relay_that_lost_the_leadership_stores_nothing_twice_after_the_duplica
     fix A stored both again (five messages, 001:2 after 001:3). The KV entry is not written back either."""
 
     async def scenario(nc: NATS) -> None:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=JS_TIMEOUT)
         stale = Outbox(entries((1, 1)))
         a = relay(nc, stale, jetstream.replicas)
         assert await a.drain() == 1
@@ -181,7 +185,7 @@ def test_a_write_refused_for_its_expectation_is_stored_with_the_same_msg_id_once
     published again with the same id and stored. The same after the subject was purged (it expects 0)."""
 
     async def scenario(nc: NATS) -> None:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=JS_TIMEOUT)
         outbox = Outbox(entries((1, 1)))
         events = relay(nc, outbox, jetstream.replicas)
         assert await events.drain() == 1
