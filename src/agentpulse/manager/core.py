@@ -12,20 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import logging
-import os
 import signal
 import socket
-import ssl
 import time
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agentpulse import filemodes
 from agentpulse.config import Config
-from agentpulse.keysfile import KeysLock, KeysRead, read_keys_file, write_keys_lines
 from agentpulse.looplag import LoopLag, overload_of
+from agentpulse.manager.api_link import ManagerApi
+from agentpulse.manager.homefiles import warn_exposed_files, write_state_file
+from agentpulse.manager.homelock import HomeLock
+from agentpulse.manager.keyedits import EnrolledKeys, remove_key_lines, unlink_all
 from agentpulse.metrics.listener import MetricsListener
 from agentpulse.metrics.registry import Metrics
 from agentpulse.paths import Home
@@ -37,7 +36,7 @@ from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
 from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
 from agentpulse.remoted.keystore import KeysChange, KeyStore
-from agentpulse.remoted.keywatch import KeysWatcher, Signature, signature
+from agentpulse.remoted.keywatch import KeysWatcher
 from agentpulse.remoted.pushes import SharedPushes
 from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.scheduler import KeepaliveScheduler
@@ -56,7 +55,6 @@ from agentpulse.wire.keys import CheckedKeys, KeysFile
 if TYPE_CHECKING:
     from agentpulse.api.service import ApiService
     from agentpulse.authd.service import EnrolmentService
-    from agentpulse.cluster.lease import Connection, ExpiredLease
     from agentpulse.cluster.losses import LossGate
     from agentpulse.cluster.service import ClusterService
     from agentpulse.events.service import EventsService
@@ -65,10 +63,6 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 1.0
 KEYS_APPLY_TIMEOUT = 10.0  # seconds an accepted reload waits for every worker to use the new keys
-
-
-class AlreadyRunning(RuntimeError):
-    pass
 
 
 class Service(Protocol):
@@ -81,39 +75,6 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-class HomeLock:
-    """An exclusive lock on the pid file: a second manager on the same home refuses to start."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the process
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip() or "?"
-            handle.close()
-            raise AlreadyRunning(
-                f"another agentpulse manager (pid {pid}) is running on this home ({self.path.parent.parent.parent})"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._file = handle
-
-    def release(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            self._file.close()
-            self._file = None
 
 
 class Manager:
@@ -204,7 +165,7 @@ class Manager:
         self.reloads = ReloadCounters()
         self._reloading = asyncio.Lock()  # one reload at a time: the watcher's, SIGHUP's and the CLI's
         self.refusals = RateLimitedLog(log)
-        self._started = 0
+        self.started_at = 0
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
         self.stop_guard = StopGuard()  # the stop ends within its deadline; a second signal forces it
@@ -242,66 +203,9 @@ class Manager:
             )
             self.front_services.append(self.authd)
         if config.database.backend == "postgresql":
-            # Several nodes share the database: this node's lease (its epoch goes beside each agent it
-            # holds) and its part in the leader election. First service: started before any agent is
-            # served, stopped (the lease released) after everything else.
-            from agentpulse.cluster.bindings import BindingsWatch
-            from agentpulse.cluster.follow import NodeFollow
-            from agentpulse.cluster.holders import HoldersFeed
-            from agentpulse.cluster.keysync import KeysSync
-            from agentpulse.cluster.lease import renew_interval_for
-            from agentpulse.cluster.losses import LossGate
-            from agentpulse.cluster.service import ClusterService
-            from agentpulse.store.postgresql.connect import conninfo
+            from agentpulse.manager.cluster_wiring import join_cluster
 
-            dsn, node = conninfo(config.database), config.global_.node_name
-            # How this node follows the others' writes: a loss here is decided against their bindings
-            # (the late-grace race), it hears at once when another one takes its agents (the cross-node
-            # overtake rule), and it lets its agents go while it has no lease.
-            follow = NodeFollow(
-                self.store, self.grace, self.remoted, self.pool, config.remote.connection_overtake_time
-            )
-            self.cluster = ClusterService(
-                dsn,
-                node,
-                grace=config.remote.connection_grace,
-                ttl=config.global_.lease_ttl,
-                renew_interval=renew_interval_for(config.global_.lease_ttl),
-                on_epoch=self.store.set_node_epoch,
-                on_node_expired=self._take_over,
-                on_lease_lost=follow.lease_lost,
-                on_lease_regained=follow.lease_regained,
-            )
-            self.services.append(self.cluster)
-            self.losses = follow.losses = LossGate(
-                dsn,
-                node,
-                submit=self.store.submit,
-                adopt=self.store.adopt,
-                still_lost=follow.still_lost,
-                tick=self.store.apply_adopted,
-            )
-            # The view follows the agents other nodes hold, from the database; it also finds there the
-            # bindings whose notification was missed (read at once when LISTEN is back).
-            holders = HoldersFeed(dsn, node, follow.followed, lambda: self.store.settled)
-            self.front_services.extend(
-                [holders, BindingsWatch(dsn, node, follow.bound_elsewhere, holders.catch_up), self.losses]
-            )
-
-            # Keys enrolled on another node, from the database into this node's client.keys; and
-            # agents removed on another node removed here.
-            self.front_services.append(
-                KeysSync(
-                    dsn,
-                    node,
-                    home.client_keys,
-                    self.keys.__contains__,
-                    self.keys_watcher.trigger,
-                    removed=self._removed_elsewhere,
-                    in_db=lambda: self.store.loaded,
-                )
-            )
-            self.upkeep.active = lambda: self.cluster is not None and self.cluster.leader
+            join_cluster(self)
         self.events: EventsService | None = None
         if config.nats.enabled:
             from agentpulse.events.service import EventsService
@@ -329,9 +233,9 @@ class Manager:
             self.front_services.append(self.api)
 
     async def run(self) -> None:
-        self._started = int(time.time())
+        self.started_at = int(time.time())
         filemodes.set_manager_umask()
-        self._warn_exposed_files()
+        warn_exposed_files(self.home, self.config)
         self.home.create_layout()
         self.lock.acquire()
         # From the first moment, not once listening: a SIGTERM during the start (a long store open, a
@@ -345,18 +249,6 @@ class Manager:
         finally:
             self.stop_guard.phase = "releasing the home lock and closing the event loop"
             self.lock.release()
-
-    def _warn_exposed_files(self) -> None:
-        """One warning line per existing file that holds keys (or passwords) and every user may read."""
-        db_dir = Path(self.config.database.path) if self.config.database.path else self.home.db_dir
-        db = db_dir / "global.db"
-        paths = [self.home.client_keys, db, db.with_name("global.db-wal"), db.with_name("global.db-shm")]
-        nats = self.config.nats
-        if nats.password or nats.token or self.config.database.password:
-            paths.append(self.home.ossec_conf)
-        paths.extend(Path(name) for name in (nats.creds_file, nats.tls_key) if name)
-        for exposed in filemodes.world_readable(paths):
-            log.warning("%s", exposed.warning())
 
     async def _run(self) -> None:
         checked = await self.keys_watcher.load()
@@ -424,7 +316,7 @@ class Manager:
         try:
             if not await self._start_listeners():
                 return
-            await asyncio.to_thread(self._write_state)
+            await asyncio.to_thread(self._write_state_file)
             tasks = [
                 asyncio.create_task(self._housekeeping(), name="housekeeping"),
                 asyncio.create_task(self.keys_watcher.run(), name="keys-watcher"),
@@ -505,7 +397,7 @@ class Manager:
         keys.hold()
         try:
             lines, before, after = await asyncio.to_thread(
-                _remove_key_lines, self.home.client_keys, ids, purge
+                remove_key_lines, self.home.client_keys, ids, purge
             )
         except BaseException:
             keys.release()
@@ -515,15 +407,6 @@ class Manager:
         else:
             keys.release()
         return lines
-
-    async def _removed_elsewhere(self, ids: list[int]) -> None:
-        """Agents another node removed: out of this node's view first (their removal row is written
-        already, and their connection's loss must not add one), then out of client.keys (marked `!`, as
-        manage_agents -r does) and remoted, which closes their connections."""
-        self.store.forget_removed(ids, time.time())
-        lines = await self.remove_keys(ids, purge=False)
-        await asyncio.to_thread(_unlink_all, [self.home.rids_file(f"{agent_id:03d}") for agent_id in ids])
-        log.info("Removed %d agents that another node removed", len(lines))
 
     def _behind(self) -> float:
         """Seconds the manager is behind reading its agents: this loop's, and the slowest worker's."""
@@ -576,21 +459,6 @@ class Manager:
             self.store.apply_adopted()
             self.sweeper.sweep()
 
-    async def _take_over(self, conn: Connection, lease: ExpiredLease) -> None:
-        """The leader, in the transaction that claims a dead node's lease: its agents that did not come
-        back elsewhere within the grace become disconnected, code 6 (docs/cluster.md)."""
-        from agentpulse.store.postgresql.takeover import disconnect_node
-
-        rows = await disconnect_node(conn, lease.name, lease.epoch, time.time(), self.store.outbox_encoder)
-        log.warning(
-            "Node %s (epoch %d) is gone: %d of its agents did not reconnect elsewhere within %.0f s and "
-            "are disconnected (code 6)",
-            lease.name,
-            lease.epoch,
-            len(rows),
-            self.config.remote.connection_grace,
-        )
-
     # -- client.keys ----------------------------------------------------------------------------------
 
     def _stored_agents(self) -> set[int]:
@@ -642,7 +510,7 @@ class Manager:
             else:
                 self.refusals.error("keys-refused", "client.keys reload %s", decision.message())
             if self.ready.is_set():
-                await asyncio.to_thread(self._write_state)
+                await asyncio.to_thread(self._write_state_file)
             return decision
 
     async def _apply_keys(self, keys: KeysFile, decision: ReloadDecision) -> None:
@@ -684,168 +552,16 @@ class Manager:
             [agent_id for agent_id, _ in agents], time.time(), purge_files=True
         )
         rids = [self.home.rids_file(text) for _, text in agents]
-        await asyncio.to_thread(_unlink_all, rids)
+        await asyncio.to_thread(unlink_all, rids)
         log.info("Purged %d agents removed from client.keys", len(removed))
 
-    def _write_state(self) -> None:
+    def listeners(self) -> list[str]:
+        """Where agents connect: `host:port/protocol`, here or in the worker processes."""
         if self.remoted is None:
             assert self.pool is not None
             host = self.config.remote.local_ip or "0.0.0.0"
-            addresses = " ".join(f"{host}:{self.pool.port}/{p}" for p in self.config.remote.protocols)
-        else:
-            addresses = " ".join(f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses)
-        reloads = self.reloads
-        text = (
-            f"# State file for agentpulse-remoted\npid='{os.getpid()}'\nstarted='{self._started}'\n"
-            f"listen='{addresses}'\n"
-            f"keys_reloads_accepted='{reloads.accepted}'\nkeys_reloads_refused='{reloads.refused}'\n"
-            f"keys_last_refused='{int(reloads.last_refused_at)}'\n"
-            f"keys_last_refusal='{reloads.last_refusal.replace(chr(39), chr(34))}'\n"
-        )
-        path = self.home.remoted_state
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+            return [f"{host}:{self.pool.port}/{p}" for p in self.config.remote.protocols]
+        return [f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses]
 
-
-class EnrolledKeys:
-    """Enrolment's new keys (new agents, replaced ones as removed lines), on their way to remoted: this
-    process's key store and remoted take them at once, and every worker process before `take()` returns
-    (bounded), so an agent that has its key is accepted wherever it connects. The key reload holds off
-    meanwhile (`KeysWatcher.hold()`): it must not register the new agents before enrolment does."""
-
-    def __init__(
-        self,
-        keys: KeyStore,
-        watcher: KeysWatcher,
-        remoted: Remoted | None,
-        pool: WorkerPool | None,
-        store: Store,
-    ) -> None:
-        self.keys = keys
-        self.watcher = watcher
-        self.remoted = remoted
-        self.pool = pool
-        self.store = store
-
-    def hold(self) -> None:
-        self.watcher.hold()
-
-    def release(self) -> None:
-        self.watcher.release()
-
-    async def take(self, lines: list[str], before: Signature, after: Signature) -> None:
-        change = self.keys.apply_lines(lines)
-        self.watcher.applied(before, after)
-        if self.remoted is not None:
-            self.remoted.keys_changed(change)
-            return
-        disconnect_gone(change, self.store, time.time())
-        assert self.pool is not None
-        await self.pool.add_keys(lines, before, after)
-
-
-class ManagerApi:
-    """What the HTTP API may ask of the manager (`api.context.ManagerLink`): remove agents the way
-    enrolment replaces them (client.keys under the keys lock, remoted, then the store), reconnect them,
-    and the manager's status."""
-
-    def __init__(self, manager: Manager) -> None:
-        self.manager = manager
-
-    def service(self) -> ApiService:
-        from agentpulse.api.context import ManagerLink
-        from agentpulse.api.service import ApiService
-        from agentpulse.authd.tls import ensure_certificate, resolve
-
-        manager, api = self.manager, self.manager.config.api
-        assert api is not None
-        context = None
-        if api.https:
-            cert, key = resolve(manager.home.root, api.cert), resolve(manager.home.root, api.key)
-            made = ensure_certificate(cert, key, names=(api.host,))
-            if made is not None:
-                log.info("API: made a self-signed certificate %s (SHA-256 %s)", cert, made)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(cert, key)
-        link = ManagerLink(self.remove_agents, manager.send_to_agents, self.status, manager.metrics.render)
-        return ApiService(
-            api, manager.home.root, manager.store, link, ssl_context=context, name_of=manager.store.name_of
-        )
-
-    async def remove_agents(self, ids: list[int], purge: bool) -> list[int]:
-        manager = self.manager
-        await manager.remove_keys(ids, purge=purge)
-        removed = manager.store.remove_agents(ids, time.time(), purge_files=purge)
-        await asyncio.to_thread(
-            _unlink_all, [manager.home.rids_file(f"{row.agent_id:03d}") for row in removed]
-        )
-        log.info("API: removed %d agents", len(removed))
-        return [row.agent_id for row in removed]
-
-    async def status(self) -> dict[str, object]:
-        manager = self.manager
-        started = time.monotonic()
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(manager.store.committed()), 5.0)
-            lag: float | None = time.monotonic() - started
-        except Exception:  # timed out, or the store is closing
-            lag = None
-        reader = manager.store.reader()
-        outbox = await asyncio.to_thread(reader.outbox_count, 0)
-        if manager.remoted is not None:
-            listeners = [f"{h}:{p}/{proto}" for h, p, proto in manager.remoted.addresses]
-        else:
-            assert manager.pool is not None
-            host = manager.config.remote.local_ip or "0.0.0.0"
-            listeners = [f"{host}:{manager.pool.port}/{proto}" for proto in manager.config.remote.protocols]
-        events = manager.events
-        return {
-            "pid": os.getpid(),
-            "started": manager._started,
-            "listeners": listeners,
-            "workers": manager.config.remote.worker_processes,
-            "agents": len(manager.store.agents),
-            "enrolment": manager.authd is not None,
-            "nats": {
-                "enabled": events is not None,
-                "connected": bool(events is not None and events.nc.is_connected),
-            },
-            "outbox_depth": outbox,
-            "store": {
-                "commit_lag_seconds": lag,
-                "flushes": manager.store.flushes,
-                "write_errors": manager.store.write_errors,
-            },
-        }
-
-
-def _remove_key_lines(path: Path, ids: list[int], purge: bool) -> tuple[list[str], Signature, Signature]:
-    """Mark these agents removed in client.keys (`!name`, as manage_agents does; with purge their lines
-    go), under the keys lock. The removed lines and the file's signature before and after."""
-    with KeysLock(path):
-        before = signature(path)
-        keys = read_keys_file(path, mode=KeysRead.EDIT, missing_ok=True)
-        removed = []
-        for agent_id in ids:
-            with contextlib.suppress(KeyError):
-                removed.append(keys.remove(agent_id).line())
-        if not removed:
-            return [], before, before
-        lines = keys.render().splitlines()
-        if purge:
-            gone = set(removed)
-            lines = [line for line in lines if line not in gone]
-        write_keys_lines(path, lines)
-        return removed, before, signature(path)
-
-
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            log.warning("cannot remove %s: %s", path, error)
+    def _write_state_file(self) -> None:
+        write_state_file(self.home.remoted_state, self.started_at, self.listeners(), self.reloads)
