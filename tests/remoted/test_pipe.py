@@ -82,3 +82,39 @@ def test_a_repeated_keepalive_with_a_version_is_a_record_by_reference_not_a_repe
     [records] = sent
     assert [record[0] for record in records] == [pipe.Tag.UPDATE, pipe.Tag.UPDATE, pipe.Tag.REPEATS]
     assert records[1][4] == pipe.SAME_KEEPALIVE and records[2] == (pipe.Tag.REPEATS, [3], [3.0])
+
+
+def test_the_questions_of_one_loop_turn_go_in_one_batch_at_its_end_not_after_the_flush_interval() -> None:
+    """send_now: what a worker waits for (admission questions) leaves at the end of the turn that asked,
+    in one write for the turn (a storm asks hundreds per turn), long before the batch timer."""
+
+    async def scenario() -> tuple[list[list[pipe.Record]], float]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        batches: list[list[pipe.Record]] = []
+        arrived = asyncio.Event()
+
+        def on_batch(batch: list[pipe.Record]) -> None:
+            batches.append(batch)
+            arrived.set()
+
+        reader = pipe.PipeEnd(on_batch, lambda: None)
+        await loop.connect_accepted_socket(lambda: reader, sock=ours)
+        writer = pipe.PipeEnd(lambda batch: None, lambda: None)
+        await loop.connect_accepted_socket(lambda: writer, sock=theirs)
+        sink = pipe.PipeSink(writer, flush_interval=30.0)
+        started = loop.time()
+        sink.bound(1)
+        for request in range(1, 4):
+            sink.send_now((pipe.Tag.ADMIT, request, request, 0, True, 0))
+        assert batches == []  # nothing written within the turn
+        await asyncio.wait_for(arrived.wait(), 5)
+        waited = loop.time() - started
+        await asyncio.sleep(0.05)  # no second batch follows
+        assert writer.transport is not None
+        writer.transport.close()
+        return batches, waited
+
+    batches, waited = asyncio.run(scenario())
+    assert batches == [[(pipe.Tag.BOUND, 1)] + [(pipe.Tag.ADMIT, n, n, 0, True, 0) for n in range(1, 4)]]
+    assert waited < 1.0  # the turn's end, not the 30 s flush interval

@@ -171,9 +171,11 @@ class PipeSink:
         self._added()
 
     def send_now(self, record: Record) -> None:
-        """A record someone waits for: it goes with what is batched, now."""
+        """A record someone waits for: it goes with what is batched at the end of this turn of the loop,
+        not after `flush_interval`. Not at once: in a storm one turn asks about hundreds of new
+        connections, and one write (one wake-up of the manager) carries them all."""
         self.add(record)
-        self.flush()
+        self._flush_soon()
 
     def _flush_soon(self) -> None:
         """Before the batch timer: at the end of this turn of the loop, so a burst still makes one batch."""

@@ -241,6 +241,7 @@ class WorkerPool:
         """Apply what a worker sent exactly as an in-process remoted's calls would be: status updates to
         the store, connection bindings to the grace tracker (with the worker as holder)."""
         store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
+        answers: dict[int, list[pipe.Record]] = {}  # worker index -> its verdicts and drops, sent once
         for record in records:
             tag = record[0]
             if tag is Tag.REPEATS:
@@ -257,7 +258,7 @@ class WorkerPool:
             elif tag is Tag.HIGHEST:
                 self.book.report(record[1])
             elif tag is Tag.ADMIT:
-                self._admit(worker, record)
+                self._admit(worker, record, answers)
             elif tag is Tag.UNADMITTED:
                 self.book.unadmitted(record[1], holder)
             elif tag is Tag.STATE:
@@ -266,6 +267,10 @@ class WorkerPool:
                 store.count_events(record[1])
             else:
                 self._on_worker_message(worker, record)
+        for index, commands in answers.items():
+            reader = self.workers[index - 1].reader
+            if reader is not None:
+                reader.send(commands)
 
     def _on_worker_message(self, worker: WorkerHandle, record: pipe.Record) -> None:
         """The rarer records: answers to commands, and the worker's own life cycle."""
@@ -292,17 +297,20 @@ class WorkerPool:
             worker.ready.set()
             log.info("remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid)
 
-    def _admit(self, worker: WorkerHandle, record: pipe.Record) -> None:
+    def _admit(
+        self, worker: WorkerHandle, record: pipe.Record, answers: dict[int, list[pipe.Record]]
+    ) -> None:
         """A worker asks whether a new connection may carry an agent (replay.py); a stale connection
-        of it on another worker is closed when the new one is admitted."""
+        of it on another worker is closed when the new one is admitted. The commands go to `answers`,
+        by worker: one write each for the whole batch, in order."""
         _, request, agent_id, seq, startup, highest = record
         decision = self.book.decide(worker.index, agent_id, seq, startup, highest)
-        if worker.reader is not None:
-            worker.reader.send([(Command.VERDICT, request, decision.verdict.value, decision.highest)])
+        answers.setdefault(worker.index, []).append(
+            (Command.VERDICT, request, decision.verdict.value, decision.highest)
+        )
         for index in decision.overtaken:
-            other = self.workers[index - 1] if 0 < index <= len(self.workers) else None
-            if other is not None and other.reader is not None:
-                other.reader.send([(Command.DROP, agent_id)])
+            if 0 < index <= len(self.workers):
+                answers.setdefault(index, []).append((Command.DROP, agent_id))
 
     def drop(self, agent_id: int, holders: list[int]) -> None:
         """Close the agent's connection on these workers (let go: no grace), as an overtake does."""
