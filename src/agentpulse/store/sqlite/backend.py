@@ -30,6 +30,15 @@ AGENT_DB_TEMPLATE = ".agent-template.db"  # an empty per-agent database, copied 
 AGENT_DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
+# What a keep-alive writes (store/written.py `_row` order), for the agents whose columns a keep-alive set
+# last: `sync_status` is what it leaves ('synced'); another value means something wrote since.
+SEED_COLUMNS = (
+    "SELECT id, version, config_sum, merged_sum, manager_host, node_name, ip, os_uname, os_name, os_platform, "
+    "os_version, os_codename, os_major, os_minor, os_arch FROM agent "
+    "WHERE id != ? AND version IS NOT NULL AND sync_status = 'synced'"
+)
+
+
 class SqliteBackend:
     def __init__(self, db_dir: Path, *, manager_host: str, node_name: str) -> None:
         self.db_dir = db_dir
@@ -93,6 +102,10 @@ class SqliteBackend:
                 (schema.MANAGER_ID,),
             )
         ]
+        self._writes.written.seed(
+            db.execute(SEED_COLUMNS, (schema.MANAGER_ID,)),
+            db.execute("SELECT id, key, value FROM labels ORDER BY id"),
+        )
         return agents, seqs
 
     def write(self, batch: Batch, now: float) -> None:
