@@ -242,35 +242,37 @@ class WorkerPool:
         the store, connection bindings to the grace tracker (with the worker as holder)."""
         store, grace, holder, decode = self.store, self.grace, worker.index, worker.decoder
         answers: dict[int, list[pipe.Record]] = {}  # worker index -> its verdicts and drops, sent once
-        for record in records:
-            tag = record[0]
-            if tag is Tag.REPEATS:
-                store.submit_repeats(record[1], record[2], decode.last)
-            elif tag is Tag.UPDATE:
-                store.submit(decode(record))
-            elif tag is Tag.BOUND:
-                grace.bound(record[1], holder)
-                self.book.bound(record[1], holder)
-            elif tag is Tag.CLOSED:
-                grace.closed(record[1], holder)
-            elif tag is Tag.RELEASED:
-                grace.released(record[1], holder)
-            elif tag is Tag.HIGHEST:
-                self.book.report(record[1])
-            elif tag is Tag.ADMIT:
-                self._admit(worker, record, answers)
-            elif tag is Tag.UNADMITTED:
-                self.book.unadmitted(record[1], holder)
-            elif tag is Tag.STATE:
-                store.record_state(record[1], record[2])
-            elif tag is Tag.COUNTS:
-                store.count_events(record[1])
-            else:
-                self._on_worker_message(worker, record)
-        for index, commands in answers.items():
-            reader = self.workers[index - 1].reader
-            if reader is not None:
-                reader.send(commands)
+        try:
+            for record in records:
+                tag = record[0]
+                if tag is Tag.REPEATS:
+                    store.submit_repeats(record[1], record[2], decode.last)
+                elif tag is Tag.UPDATE:
+                    store.submit(decode(record))
+                elif tag is Tag.BOUND:
+                    grace.bound(record[1], holder)
+                    self.book.bound(record[1], holder)
+                elif tag is Tag.CLOSED:
+                    grace.closed(record[1], holder)
+                elif tag is Tag.RELEASED:
+                    grace.released(record[1], holder)
+                elif tag is Tag.HIGHEST:
+                    self.book.report(record[1])
+                elif tag is Tag.ADMIT:
+                    self._admit(worker, record, answers)
+                elif tag is Tag.UNADMITTED:
+                    self.book.unadmitted(record[1], holder)
+                elif tag is Tag.STATE:
+                    store.record_state(record[1], record[2])
+                elif tag is Tag.COUNTS:
+                    store.count_events(record[1])
+                else:
+                    self._on_worker_message(worker, record)
+        finally:  # what was decided is told, even if a later record fails
+            for index, commands in answers.items():
+                reader = self.workers[index - 1].reader
+                if reader is not None:
+                    reader.send(commands)
 
     def _on_worker_message(self, worker: WorkerHandle, record: pipe.Record) -> None:
         """The rarer records: answers to commands, and the worker's own life cycle."""
