@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agentpulse.store.batch import Batch, stored_labels
 from agentpulse.wire.control import Keepalive
@@ -48,10 +49,10 @@ class WrittenKeepalives:
         self._table_columns: dict[int, int] = {}
         self._table_labels: dict[int, int] = {}
 
-    def seed(self, columns: Iterable[tuple[object, ...]], labels: Iterable[tuple[int, str, str]]) -> None:
+    def seed(self, columns: Iterable[tuple[Any, ...]], labels: Iterable[tuple[int, str, str]]) -> None:
         """What the table holds: rows of (id, then the columns in `_row` order without last_keepalive),
         and label rows (id, key, value) sorted by id."""
-        self._table_columns = {int(str(row[0])): hash(row[1:]) for row in columns}
+        self._table_columns = {int(row[0]): hash(row[1:]) for row in columns}
         table_labels: dict[int, int] = {}
         current: int | None = None
         rows: list[tuple[str, str]] = []
