@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from agentpulse.store.batch import Batch, stored_labels
@@ -53,18 +55,10 @@ class WrittenKeepalives:
         """What the table holds: rows of (id, then the columns in `_row` order without last_keepalive),
         and label rows (id, key, value) sorted by id."""
         self._table_columns = {int(row[0]): hash(row[1:]) for row in columns}
-        table_labels: dict[int, int] = {}
-        current: int | None = None
-        rows: list[tuple[str, str]] = []
-        for agent_id, key, value in labels:
-            if agent_id != current:
-                if current is not None:
-                    table_labels[current] = hash(tuple(sorted(rows)))
-                current, rows = agent_id, []
-            rows.append((key, value))
-        if current is not None:
-            table_labels[current] = hash(tuple(sorted(rows)))
-        self._table_labels = table_labels
+        self._table_labels = {
+            agent_id: hash(tuple(sorted((key, value) for _, key, value in rows)))
+            for agent_id, rows in groupby(labels, key=itemgetter(0))
+        }
 
     def sort(self, batch: Batch) -> KeepaliveWrites:
         """What to write of the batch's keep-alives, taken as written (`rolled_back` undoes that)."""
@@ -75,14 +69,14 @@ class WrittenKeepalives:
                 continue
             self._data[agent_id] = keepalive
             row = self._row(agent_id, at, keepalive)
-            table = self._table_columns.pop(agent_id, None) if self._table_columns else None
+            table = self._table_columns.pop(agent_id, None)
             if table is not None and table == hash(row[:-2]):
                 writes.touched.setdefault(int(at), []).append(agent_id)  # as the table holds it
             else:
                 writes.data_rows.append(row)
             if self._labels.get(agent_id) != keepalive.labels:
                 self._labels[agent_id] = keepalive.labels
-                table = self._table_labels.pop(agent_id, None) if self._table_labels else None
+                table = self._table_labels.pop(agent_id, None)
                 if table is None or table != self._labels_hash(keepalive):
                     writes.label_agents.append((agent_id, keepalive))
         return writes
