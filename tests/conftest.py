@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests import pgserver
-from tests.e2e.harness import ManagerProcess
+from tests.e2e.harness import ManagerProcess, stop_leftovers
 from tests.pgserver import PostgresServer
 
 VECTORS = Path(__file__).resolve().parent / "data" / "reference" / "vectors.json"
@@ -20,6 +20,12 @@ VECTORS = Path(__file__).resolve().parent / "data" / "reference" / "vectors.json
 def vectors() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(VECTORS.read_text())
     return data
+
+
+@pytest.fixture(autouse=True)
+def _no_manager_outlives_its_test() -> Iterator[None]:
+    yield
+    stop_leftovers()
 
 
 @pytest.fixture

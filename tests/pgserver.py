@@ -16,14 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.ports import free_port as free_port
+
 PG_USER = "postgres"
 START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def available() -> str | None:

@@ -9,11 +9,13 @@ import logging
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
 from agentpulse.cluster.leader import LeaderElection, lock_holder
 from agentpulse.cluster.lease import connect
+from tests.pgserver import PostgresServer
 
 TAKEOVER = 2.0  # the issue's bound: a new leader within 2 s
 
@@ -74,6 +76,31 @@ def test_one_leader_and_a_takeover_within_two_seconds_when_its_session_dies(dsn:
         assert first.terms == 2
         await first.stop()
         assert await lock_holder(admin) is None
+        await admin.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_in_another_database_of_the_same_server_is_not_ours(
+    dsn: str, postgres: PostgresServer
+) -> None:
+    """Advisory locks are per database but pg_locks lists every database's: two clusters sharing one
+    server (or a node left over from an earlier test) must not see each other's leader."""
+    other = postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+    async def scenario() -> None:
+        elsewhere = LeaderElection(other, "node-elsewhere")
+        elsewhere.start()
+        await wait_leader(elsewhere, 5.0)
+        admin = await connect(dsn, "admin")
+        assert await lock_holder(admin) is None
+        ours = LeaderElection(dsn, "node-ours")
+        ours.start()
+        await wait_leader(ours, 5.0)  # the same key, another database: not taken
+        holder = await lock_holder(admin)
+        assert holder is not None and holder.node == "node-ours"
+        await ours.stop()
+        await elsewhere.stop()
         await admin.close()
 
     asyncio.run(scenario())

