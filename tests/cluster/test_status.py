@@ -90,7 +90,12 @@ def test_a_killed_nats_server_shows_down_and_the_stream_keeps_its_replicas(tmp_p
         )
         manager = ManagerProcess(tmp_path / "ossec", settings)
         manager.start()  # creates the R3 stream
-        wait_until(lambda: "Status events: publishing" in manager.output(), "the stream", timeout=20)
+        wait_until(
+            lambda: "Status events: publishing" in manager.output(),
+            "the stream",
+            timeout=20,
+            detail=lambda: manager.output()[-4000:] + "\n" + cluster.logs()[-4000:],
+        )
         manager.stop()
         home = manager.root
         code, output = asyncio.run(status(home))

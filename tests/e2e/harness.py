@@ -328,10 +328,13 @@ class AgentProcess:
 AgentFactory = Callable[..., AgentProcess]
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float = 10.0, *, detail: Callable[[], str] | None = None
+) -> None:
+    """Poll `check` until true; at the timeout fail, with `detail()` (e.g. a process's log) if given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{detail()}" if detail is not None else ""))

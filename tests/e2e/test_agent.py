@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from agentpulse.agent.daemon import init_agent_home
+from agentpulse.agent.home import init_agent_home
 from agentpulse.agent.sysinfo import this_machine
 from agentpulse.wire import control
 from agentpulse.wire.counters import SenderCounter

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.agent.daemon import init_agent_home
+from agentpulse.agent.home import init_agent_home
 from agentpulse.wire.keys import KeysFile
 from tests.e2e.harness import LOOPBACK, AgentProcess, ManagerProcess, ManagerSettings
 from tests.timing import within_aim

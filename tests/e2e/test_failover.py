@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.agent.daemon import init_agent_home
+from agentpulse.agent.home import init_agent_home
 from tests.e2e.harness import (
     LOOPBACK,
     AgentProcess,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agentpulse.agent.daemon import init_agent_home
+from agentpulse.agent.home import init_agent_home
 from tests.e2e.harness import LOOPBACK, AgentProcess, ManagerProcess
 from tests.events.agent_events import body, field_bytes, read_events
 from tests.events.fleet import nats_settings

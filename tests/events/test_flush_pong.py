@@ -18,7 +18,8 @@ import pytest
 
 from agentpulse.events import payloads
 from agentpulse.events.config import ConfigPublisher
-from agentpulse.events.publisher import FLUSH_TIMEOUT, KeepalivePublisher, NatsLink
+from agentpulse.events.keepalives import FLUSH_TIMEOUT, KeepalivePublisher
+from agentpulse.events.publisher import NatsLink
 from agentpulse.status import ConnectionStatus
 from agentpulse.wire.control import Keepalive
 from tests.events.natsserver import NatsServer

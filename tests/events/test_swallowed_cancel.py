@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from agentpulse.events import payloads
-from agentpulse.events.publisher import KeepalivePublisher, NatsLink
+from agentpulse.events.keepalives import KeepalivePublisher
+from agentpulse.events.publisher import NatsLink
 from agentpulse.events.service import EventsService
 from agentpulse.status import ConnectionStatus
 from agentpulse.wire.control import Keepalive

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    from agentpulse.agent.daemon import AgentDaemon, AgentSetupError, load_agent_setup
+    from agentpulse.agent.daemon import AgentDaemon
+    from agentpulse.agent.home import AgentSetupError, load_agent_setup
 
     home = resolve_home(args)
     logs.setup(args.log_level, home.log_file, process_name=PROCESS_NAME)

@@ -27,7 +27,8 @@ from agentpulse.config import NatsConfig
 from agentpulse.events import payloads
 from agentpulse.events.config import ConfigPublisher
 from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
-from agentpulse.events.publisher import KeepalivePublisher, NatsLink, OutboxPublisher, OutboxReader
+from agentpulse.events.keepalives import KeepalivePublisher
+from agentpulse.events.publisher import NatsLink, OutboxPublisher, OutboxReader
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
 from agentpulse.store.subscriber import Subscriber

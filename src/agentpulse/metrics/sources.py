@@ -24,7 +24,7 @@ class OutboxFigures(Protocol):
 
 
 class KeepaliveEventFigures(Protocol):
-    """`events.publisher.KeepalivePublisher`."""
+    """`events.keepalives.KeepalivePublisher`."""
 
     published: int
     dropped: int

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentpulse.agent.daemon import AgentSetupError, load_agent_key
+from agentpulse.agent.home import AgentSetupError, load_agent_key
 
 
 def test_the_one_active_key_is_read_and_bytes_that_are_not_utf8_are_replaced(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_no_active_key_or_several_are_setup_errors(tmp_path: Path) -> None:
 
 def test_an_agent_home_lists_its_servers_in_order(tmp_path: Path) -> None:
     from agentpulse.agent.config import ServerAddress, load_agent_config
-    from agentpulse.agent.daemon import init_agent_home
+    from agentpulse.agent.home import init_agent_home
 
     home = init_agent_home(
         tmp_path, "127.0.0.1", 1514, None, max_retries=2, more_servers=[("10.0.0.2", 1600), ("node-c", 1514)]
