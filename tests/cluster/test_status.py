@@ -93,7 +93,7 @@ def test_a_killed_nats_server_shows_down_and_the_stream_keeps_its_replicas(tmp_p
         wait_until(
             lambda: "Status events: publishing" in manager.output(),
             "the stream",
-            timeout=20,
+            timeout=60,  # an R3 creation retried (5 s JetStream API timeout, back-off) under a loaded suite
             detail=lambda: manager.output()[-4000:] + "\n" + cluster.logs()[-4000:],
         )
         manager.stop()
