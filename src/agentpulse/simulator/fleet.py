@@ -3,7 +3,8 @@
 A tick loop (10 ms) advances a `TimingWheel` and acts for the agents whose deadline came: connect (spread
 over `ramp`, CONNECTS_IN_FLIGHT at most), give up on a handshake, send a keep-alive (each agent at its own
 phase). Replies are handled as they arrive: acks are timed, `getstate` answered, `#!-force_reconnect`
-obeyed. The danger is measuring the simulator, not the manager: no task, timer or log line per agent.
+obeyed; what happens is counted in a `tally.Tally`. The danger is measuring the simulator, not the
+manager: no task, timer or log line per agent.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from agentpulse.simulator.connections import (
     connect_error,
 )
 from agentpulse.simulator.eventgen import EventSchedule, seal_event
-from agentpulse.simulator.histogram import LatencyHistogram
 from agentpulse.simulator.plan import (
     FD_HEADROOM,
     AgentTiming,
@@ -51,6 +51,7 @@ from agentpulse.simulator.plan import (
     source_for,
 )
 from agentpulse.simulator.snapshot import REPORT_INTERVAL, Snapshot, add_count
+from agentpulse.simulator.tally import Tally, count_live
 from agentpulse.simulator.wheel import TimingWheel
 from agentpulse.wire import control
 from agentpulse.wire.counters import U32_MAX, SenderCounter
@@ -59,7 +60,6 @@ from agentpulse.wire.keys import AgentKey
 
 TICK: Final = 0.01  # the scheduling loop's period (s)
 WHEEL_SLOTS: Final = 4096  # 41 s per revolution at 10 ms: most deadlines land in the current one
-COUNT_INTERVAL: Final = 5.0  # how often a report walks every agent for the live counts (s)
 # Per process: connects waiting in the manager's accept queue count too (real agents each have their own).
 CONNECTS_IN_FLIGHT: Final = 4096
 UDP_HANDSHAKE: Final = 3.0  # a UDP startup without an ack is sent again after this at most (lost datagram)
@@ -124,39 +124,20 @@ class FleetProcess:
         if config.spread:
             for agent in self.agents:
                 agent.server = agent.index % len(self.servers)
-        self.failovers = 0  # moves to the next server after a failed connect or handshake
         self.server_names = [f"{host}:{port}" for host, port in self.servers]
-        self.handshakes_by_server: dict[str, int] = {}
-        self.ciphers: dict[str, int] = {}
+        self.tally = Tally()
         for agent in self.agents:
-            add_count(self.ciphers, agent.codec.cipher_kind.value)
+            add_count(self.tally.ciphers, agent.codec.cipher_kind.value)
         self.wheel: TimingWheel[SimAgent] = TimingWheel(TICK, WHEEL_SLOTS, time.monotonic())
         self.queue: list[SimAgent] = []  # QUEUED agents, oldest first (consumed from `queue_head`)
         self.queue_head = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.t0 = 0.0
-        self.errors: dict[str, int] = {}
-        self.retries: dict[str, int] = {}
-        self.connected = self.acked = 0
-        self.keepalives_sent = self.keepalives_acked = 0
         self.events = EventSchedule(config.events_per_agent, config.event_mix)
-        self.events_sent = 0
-        # At the end: agents whose last keep-alive (sent after their events) got no ack.
-        self.undelivered_agents = 0
         self._running = (-math.inf, 0)  # (when, agents running) for the event rate
         self._event_cursor = 0
-        self.steady_base: tuple[int, float] | None = None  # (acked, time) when the ramp ended
-        self.steady_latency_base: LatencyHistogram | None = None
-        self.requests_answered = self.forced_reconnects = 0
-        self.shared_received = self.shared_failed = 0  # pushed merged.mg files whose md5 matched, or not
-        self.silent = self.shutdown = 0
-        self.latency = LatencyHistogram()
-        self.startup_latency = LatencyHistogram()
-        self.connected_to_startup = LatencyHistogram()
-        self.tick = LatencyHistogram()
         self.ended_at: float | None = None
-        self._counted = (-math.inf, 0, 0)  # (when, connected_now, acked_now) of the last walk
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -165,8 +146,7 @@ class FleetProcess:
 
     def mark_steady(self) -> None:
         """SIGUSR1: the steady figures (ack latency, rate) count from now (e.g. a change a test measures)."""
-        self.steady_base = (self.keepalives_acked, time.monotonic())
-        self.steady_latency_base = self.latency.copy()
+        self.tally.mark_steady(time.monotonic())
 
     async def run(self) -> Snapshot:
         config = self.config
@@ -181,16 +161,16 @@ class FleetProcess:
         ramp_end = now + (config.steady_from if config.steady_from is not None else config.ramp)
         next_report = now + REPORT_INTERVAL
         previous = time.monotonic()
+        tally = self.tally
         try:
             while not self.stopping:
                 now = time.monotonic()
-                self.tick.record(now - previous)
+                tally.tick.record(now - previous)
                 previous = now
                 if now >= deadline:
                     break
-                if self.steady_base is None and now >= ramp_end:
-                    self.steady_base = (self.keepalives_acked, now)
-                    self.steady_latency_base = self.latency.copy()
+                if tally.steady_base is None and now >= ramp_end:
+                    tally.mark_steady(now)
                 if fail_time is not None and now >= fail_time:
                     fail_time = None
                     self.inject_failures(now)
@@ -200,7 +180,7 @@ class FleetProcess:
                     self.send_events(self.events.due(now, self._running[1]))
                 self.start_connects()
                 if self.events.rate and now - self._running[0] >= 1.0:
-                    self._running = (now, self._count_live()[1])  # events go to the running agents only
+                    self._running = (now, count_live(self.agents)[1])  # events go to the running agents only
                 if self.report is not None and now >= next_report:
                     next_report = now + REPORT_INTERVAL
                     self.report(self.snapshot(now))
@@ -237,7 +217,7 @@ class FleetProcess:
             self.send_keepalive(agent)
         while time.monotonic() < deadline and any(agent.pending for agent in running):
             await asyncio.sleep(0.1)
-        self.undelivered_agents = sum(1 for agent in running if agent.pending)
+        self.tally.undelivered_agents = sum(1 for agent in running if agent.pending)
 
     async def close_all(self) -> None:
         """Cancel connection attempts and close every socket; wait (bounded) for them to go."""
@@ -330,7 +310,7 @@ class FleetProcess:
             return
         if not agent.connected_once:
             agent.connected_once = True
-            self.connected += 1
+            self.tally.connected += 1
         if agent.state == SILENT:  # stopped while connecting: the kernel finished the connect anyway
             connection.pause()
             return
@@ -351,7 +331,7 @@ class FleetProcess:
     def _handshake_begun(self, agent: SimAgent, connection: SimConnection) -> None:
         agent.startup_at = time.monotonic()
         if connection.connected_at:
-            self.connected_to_startup.record(agent.startup_at - connection.connected_at)
+            self.tally.connected_to_startup.record(agent.startup_at - connection.connected_at)
         agent.state = HANDSHAKE
         self.wheel.schedule(agent, agent.startup_at + self.handshake_timeout)
 
@@ -371,12 +351,12 @@ class FleetProcess:
         self.drop_connection(agent)
         if agent.state in (SILENT, STOPPED):
             return
-        add_count(self.retries, kind)
+        add_count(self.tally.retries, kind)
         if kind != RECONNECT and len(self.servers) > 1:
             # This server did not take the agent: the next one in the list, as agentd does once a server
             # has used its attempts (one here). A dropped connection tries its server again first.
             agent.server = (agent.server + 1) % len(self.servers)
-            self.failovers += 1
+            self.tally.failovers += 1
         agent.failures += 1
         agent.state = WAITING
         if delay is None:
@@ -420,7 +400,7 @@ class FleetProcess:
         if connection.write(data):
             pending.append(now)
             agent.messages_sent += 1
-            self.keepalives_sent += 1
+            self.tally.keepalives_sent += 1
 
     def send_events(self, count: int) -> None:
         """`count` events, one per running agent in turn (an agent whose socket is full is skipped)."""
@@ -435,7 +415,7 @@ class FleetProcess:
                 continue  # not sealed: a refused write would waste the generator's share of the cores
             if connection.write(seal_event(agent.codec, *self.events.next())):
                 agent.messages_sent += 1
-                self.events_sent += 1
+                self.tally.events_sent += 1
                 count -= 1
                 tries = len(agents)
 
@@ -452,8 +432,8 @@ class FleetProcess:
         if isinstance(message, control.Ack):
             if agent.state == RUNNING:
                 if agent.pending:
-                    self.latency.record(now - agent.pending.pop(0))
-                    self.keepalives_acked += 1
+                    self.tally.latency.record(now - agent.pending.pop(0))
+                    self.tally.keepalives_acked += 1
                     if self.config.peak and not self.stopping:
                         self.send_keepalive(agent)
             elif agent.state == HANDSHAKE:
@@ -466,7 +446,7 @@ class FleetProcess:
             self.answer(agent, message)
         elif isinstance(message, control.ForceReconnect):
             if agent.state in (HANDSHAKE, RUNNING):
-                self.forced_reconnects += 1
+                self.tally.forced_reconnects += 1
                 self.drop_connection(agent)
                 agent.state = WAITING
                 self.wheel.schedule(agent, now)
@@ -487,9 +467,9 @@ class FleetProcess:
         if receiving is None:
             return
         if receiving[1].hexdigest() != receiving[0]:
-            self.shared_failed += 1
+            self.tally.shared_failed += 1
             return
-        self.shared_received += 1
+        self.tally.shared_received += 1
         agent.merged_sum = receiving[0]
         agent.keepalive = keepalive_payload(
             agent.index, agent.key.name, connection.local_ip(), agent.merged_sum
@@ -498,13 +478,13 @@ class FleetProcess:
             agent.keepalive_frame = agent.codec.seal(agent.keepalive)
 
     def handshake_done(self, agent: SimAgent, connection: SimConnection, now: float) -> None:
-        self.startup_latency.record(now - agent.startup_at)
-        add_count(self.handshakes_by_server, self.server_names[agent.server])
+        self.tally.startup_latency.record(now - agent.startup_at)
+        add_count(self.tally.handshakes_by_server, self.server_names[agent.server])
         agent.state = RUNNING
         agent.failures = 0
         if not agent.acked_once:
             agent.acked_once = True
-            self.acked += 1
+            self.tally.acked += 1
         agent.keepalive = keepalive_payload(
             agent.index, agent.key.name, connection.local_ip(), agent.merged_sum
         )
@@ -525,17 +505,17 @@ class FleetProcess:
         else:
             response = control.ERR_UNRECOGNIZED
         if self.send(agent, control.build_request_reply(request.counter, response)):
-            self.requests_answered += 1
+            self.tally.requests_answered += 1
 
     def error(self, kind: str) -> None:
-        add_count(self.errors, kind)
+        self.tally.error(kind)
 
     # -- failure injection --------------------------------------------------------------------------------
 
     def inject_failures(self, now: float) -> None:
         for agent in self.agents:
             if agent.role == Role.GO_SILENT:
-                self.silent += 1
+                self.tally.silent += 1
                 self.wheel.cancel(agent)
                 if agent.state == QUEUED:
                     agent.state = STOPPED
@@ -545,73 +525,12 @@ class FleetProcess:
                 if agent.connection is not None:
                     agent.connection.pause()  # a connect in progress finishes and pauses too
             elif agent.role == Role.GO_SHUTDOWN:
-                self.shutdown += 1
+                self.tally.shutdown += 1
                 self.wheel.cancel(agent)
                 if agent.state in (HANDSHAKE, RUNNING):
                     self.send(agent, control.SHUTDOWN)
                 agent.state = STOPPED
                 self.drop_connection(agent)
 
-    # -- reporting ----------------------------------------------------------------------------------------
-
-    def _count_live(self) -> tuple[int, int]:
-        """Agents connected and acked right now: a walk over every agent, so not at every report."""
-        connected_now = acked_now = 0
-        for agent in self.agents:
-            if agent.connection is not None and agent.connection.up:
-                connected_now += 1
-                if agent.state == RUNNING:
-                    acked_now += 1
-        return connected_now, acked_now
-
     def snapshot(self, now: float, final: bool = False) -> Snapshot:
-        if final or now - self._counted[0] >= COUNT_INTERVAL:
-            self._counted = (now, *self._count_live())
-        _, connected_now, acked_now = self._counted
-        errors = dict(self.errors)
-        if final:
-            never_connected = sum(1 for agent in self.agents if not agent.connected_once)
-            never_acked = sum(1 for agent in self.agents if agent.connected_once and not agent.acked_once)
-            if never_connected:
-                add_count(errors, "never_connected", never_connected)
-            if never_acked:
-                add_count(errors, "never_acked", never_acked)
-        steady_acked, steady_s = 0, 0.0
-        if self.steady_base is not None:
-            steady_acked = self.keepalives_acked - self.steady_base[0]
-            steady_s = now - self.steady_base[1]
-        return Snapshot(
-            agents=len(self.agents),
-            connected=self.connected,
-            acked=self.acked,
-            connected_now=connected_now,
-            acked_now=acked_now,
-            errors=errors,
-            retries=dict(self.retries),
-            keepalives_sent=self.keepalives_sent,
-            keepalives_acked=self.keepalives_acked,
-            events_sent=self.events_sent,
-            undelivered_agents=self.undelivered_agents,
-            steady_acked=steady_acked,
-            steady_s=steady_s,
-            requests_answered=self.requests_answered,
-            forced_reconnects=self.forced_reconnects,
-            failovers=self.failovers,
-            handshakes_by_server=dict(self.handshakes_by_server),
-            shared_received=self.shared_received,
-            shared_failed=self.shared_failed,
-            silent=self.silent,
-            shutdown=self.shutdown,
-            ciphers=dict(self.ciphers),
-            latency=self.latency.copy(),
-            steady_latency=(
-                self.latency.since(self.steady_latency_base)
-                if self.steady_latency_base is not None
-                else LatencyHistogram()
-            ),
-            startup_latency=self.startup_latency.copy(),
-            connected_to_startup=self.connected_to_startup.copy(),
-            tick=self.tick.copy(),
-            elapsed=now - self.t0 if self.t0 else 0.0,
-            processes=1,
-        )
+        return self.tally.snapshot(self.agents, self.t0, now, final)
