@@ -215,7 +215,7 @@ def test_an_overtaken_connection_closes_without_a_grace() -> None:
     assert old.close_reason is CloseReason.OVERTAKEN and not new.closed
     old.connection_lost(None)
     assert stack.grace.events == [("bound", 1), ("bound", 1)]
-    assert stack.remoted.send_to_agent(1, control.build_request("1", "agent", "getstate"))
+    assert stack.remoted.outbound.send_to_agent(1, control.build_request("1", "agent", "getstate"))
     assert len(transport.written) == 2  # the startup's ack, then this
 
 
@@ -239,7 +239,7 @@ def test_a_removed_key_closes_its_connection_releases_it_and_disconnects_the_age
     assert stack.store.updates[-1] == StatusUpdate(1, Trigger.CONNECTION_LOST, NOW)
     session.connection_lost(None)
     assert stack.grace.events == [("bound", 1), ("bound", 2), ("released", 1)]
-    assert not stack.remoted.send_to_agent(1, control.ACK)
+    assert not stack.remoted.outbound.send_to_agent(1, control.ACK)
 
 
 def test_a_changed_key_closes_its_connection_but_the_agent_stays() -> None:
@@ -272,13 +272,13 @@ def test_udp_replies_go_to_the_last_peer_of_the_agent() -> None:
     udp = UdpEndpoint(stack.remoted)
     udp_transport = FakeDatagramTransport()
     udp.connection_made(udp_transport)
-    stack.remoted.udp = udp
+    stack.remoted.outbound.udp = udp
     codec = _codec(3, tcp=False)
     udp.datagram_received(codec.seal(STARTUP), ("10.0.0.3", 5000))
     udp.datagram_received(codec.seal(KEEPALIVE), ("10.0.0.3", 5001))
     assert [addr for _, addr in udp_transport.sent] == [("10.0.0.3", 5000), ("10.0.0.3", 5001)]
     assert all(codec.open(data) == control.Ack() for data, _ in udp_transport.sent)
-    assert stack.remoted.send_to_agent(3, control.ACK)
+    assert stack.remoted.outbound.send_to_agent(3, control.ACK)
     assert udp_transport.sent[-1][1] == ("10.0.0.3", 5001)
     assert stack.grace.events == []
 
@@ -287,14 +287,14 @@ def test_a_reply_beyond_the_send_buffer_is_dropped() -> None:
     stack = _stack()
     session, transport, _ = _started(stack, 1)
     transport.buffered = 10**9
-    assert not stack.remoted.send_on(session, stack.keys.entries[1], control.ACK)
+    assert not stack.remoted.outbound.send_on(session, stack.keys.entries[1], control.ACK)
     assert len(transport.written) == 1
 
 
 def test_nothing_is_sent_to_an_agent_without_a_connection() -> None:
     stack = _stack()
-    assert not stack.remoted.send_to_agent(1, control.ACK)
-    assert not stack.remoted.send_to_agent(99, control.ACK)
+    assert not stack.remoted.outbound.send_to_agent(1, control.ACK)
+    assert not stack.remoted.outbound.send_to_agent(99, control.ACK)
 
 
 # -- replays on a new connection, and counters that went back (admission, challenge) ----------------
@@ -402,7 +402,7 @@ def test_a_udp_datagram_replayed_from_another_address_is_refused() -> None:
     udp = UdpEndpoint(stack.remoted)
     udp_transport = FakeDatagramTransport()
     udp.connection_made(udp_transport)
-    stack.remoted.udp = udp
+    stack.remoted.outbound.udp = udp
     codec = _codec(3, tcp=False)
     udp.datagram_received(codec.seal(STARTUP), ("10.0.0.3", 5000))
     captured = codec.seal(control.SHUTDOWN)
@@ -415,7 +415,7 @@ def test_a_udp_datagram_replayed_from_the_agents_own_address_is_refused() -> Non
     stack = _stack(protocols=("udp",))
     udp = UdpEndpoint(stack.remoted)
     udp.connection_made(FakeDatagramTransport())
-    stack.remoted.udp = udp
+    stack.remoted.outbound.udp = udp
     codec = _codec(3, tcp=False)
     udp.datagram_received(codec.seal(STARTUP), ("10.0.0.3", 5000))
     keepalive = codec.seal(KEEPALIVE)
@@ -476,7 +476,7 @@ def test_a_refused_startup_is_not_journaled_and_a_udp_keepalive_alone_is_once(tm
     stack.remoted.journal = journal
     udp = UdpEndpoint(stack.remoted)
     udp.connection_made(FakeDatagramTransport())
-    stack.remoted.udp = udp
+    stack.remoted.outbound.udp = udp
     refused, alive = _codec(2, tcp=False), _codec(3, tcp=False)
     udp.datagram_received(refused.seal(control.build_startup("v9.0.0")), ("10.0.0.3", 5000))
     for _ in range(3):

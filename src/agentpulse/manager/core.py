@@ -436,7 +436,7 @@ class Manager:
             assert self.pool is not None
             self.pool.send_to_agents(agent_ids, payload)
             return len(agent_ids)
-        return sum(self.remoted.send_to_agent(agent_id, payload) for agent_id in agent_ids)
+        return sum(self.remoted.outbound.send_to_agent(agent_id, payload) for agent_id in agent_ids)
 
     def _push(self, agent_id: int, md5: str, path: str) -> bool:
         """The rollout's pushes go to the remoted process holding the agent; False when none does."""

@@ -136,7 +136,9 @@ class Arrivals:
             )
 
     def _send(self, arrival: Arrival, payload: bytes) -> None:
-        self.remoted.send_direct(arrival.entry, payload, arrival.session, arrival.udp_peer, arrival.cipher)
+        self.remoted.outbound.send_direct(
+            arrival.entry, payload, arrival.session, arrival.udp_peer, arrival.cipher
+        )
 
     def _challenge(self, arrival: Arrival, startup: control.Startup) -> None:
         """Ack the startup, then ask the agent something only a live agent can answer (challenge.py)."""

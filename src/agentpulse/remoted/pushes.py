@@ -121,7 +121,7 @@ class SharedPushes:
             if bindings.session_of(agent_id) is not session:
                 return False
             step = messages[start : start + MESSAGES_PER_STEP]
-            if not session.send_frames([self.remoted.seal_for(entry, payload) for payload in step]):
+            if not session.send_frames([self.remoted.outbound.seal(entry, payload) for payload in step]):
                 return False
         return True
 
@@ -141,7 +141,7 @@ class SharedPushes:
         """Wazuh's "no flood" pacing: a pause after the 32nd data chunk, then after every 31 more."""
         sent_chunks = 0
         for index, payload in enumerate(messages):
-            if not self.remoted.send_to_agent(agent_id, payload):
+            if not self.remoted.outbound.send_to_agent(agent_id, payload):
                 return False
             if 0 < index < len(messages) - 1:
                 sent_chunks += 1

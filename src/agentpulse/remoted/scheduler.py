@@ -93,7 +93,7 @@ class KeepaliveScheduler:
         if entry is None:
             return
         counter = f"{random.getrandbits(32):x}"
-        if self.remoted.send_on(
+        if self.remoted.outbound.send_on(
             session, entry, control.build_request(counter, control.AGENT_TARGET, control.GETSTATE)
         ):
             self.probes_sent += 1

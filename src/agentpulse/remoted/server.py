@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 
@@ -31,14 +30,15 @@ from agentpulse.remoted.grace import GraceEvents
 from agentpulse.remoted.intake import EventIntake
 from agentpulse.remoted.journal import AckJournal
 from agentpulse.remoted.keystore import AgentEntry, Departures, KeyStore
+from agentpulse.remoted.outbound import Outbound
 from agentpulse.remoted.replay import LocalReplayGuard, ReplayGuard
 from agentpulse.remoted.session import CloseReason, Session, UdpEndpoint, UdpPeer
 from agentpulse.remoted.stats import PING_KIND, RemotedStats, WorkerStats, snapshot
 from agentpulse.status import StatusCode, Trigger
 from agentpulse.wire import boundedjson, control
-from agentpulse.wire.counters import SEQUENCE_LOCAL, SenderCounter
+from agentpulse.wire.counters import SEQUENCE_LOCAL
 from agentpulse.wire.errors import Reason, WireError
-from agentpulse.wire.secure import CipherKind, compress_stored, split_header
+from agentpulse.wire.secure import split_header
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,8 @@ class Remoted:
         self.bindings = Bindings(grace, config.remote.connection_overtake_time, monotonic)
         self.replay = replay or LocalReplayGuard(config.remote.verify_msg_id)
         self.arrivals = Arrivals(self, self.replay)
-        self.sender = SenderCounter()
         self.sessions: set[Session] = set()
         self.servers: list[Acceptor] = []
-        self.udp: UdpEndpoint | None = None
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.addresses: list[tuple[str, int, str]] = []  # (host, port, protocol) actually bound
         self.warn = RateLimitedLog(log)
@@ -113,6 +111,7 @@ class Remoted:
             self.admission.allowance = lag.allowance
         self.faults = FaultLog(log, monotonic)
         self.stats = RemotedStats()  # messages, refusals, dropped replies: read by `stats_snapshot()`
+        self.outbound = Outbound(keys, self.bindings, self.stats)
         self._admission_sweep: asyncio.Task[None] | None = None
         self._events_tick: asyncio.Task[None] | None = None
         self._event_counts: dict[int, int] = {}
@@ -167,7 +166,7 @@ class Remoted:
                 transport, endpoint = await loop.create_datagram_endpoint(
                     lambda: UdpEndpoint(self), local_addr=(host, udp_port), reuse_port=shared
                 )
-            self.udp, self.udp_transport = endpoint, transport
+            self.outbound.udp, self.udp_transport = endpoint, transport
             name = transport.get_extra_info("sockname")
             self.addresses.append((name[0], name[1], "udp"))
         for host_, port, protocol in self.addresses:
@@ -242,7 +241,7 @@ class Remoted:
             self.stats.messages[PING_KIND] += 1
             if session is not None and not session.authenticated:
                 self.admission.ping(session)
-            self._send_plain(PONG, session, udp_peer)
+            self.outbound.send_plain(PONG, session, udp_peer)
             return
         envelope = split_header(data)
         entry = self.keys.find(envelope.agent_id, peer_ip)
@@ -297,7 +296,7 @@ class Remoted:
                 # A UDP agent goes on with keep-alives across a manager restart, without a startup.
                 self.journal.record(number, Trigger.ALIVE, now)
                 entry.journaled = True
-            self._reply(entry, control.ACK)
+            self.outbound.reply(entry, control.ACK)
             self.store.submit(StatusUpdate(number, Trigger.ALIVE, now, keepalive=parsed))
         elif isinstance(parsed, control.AgentEvent):
             self._event_counts[number] = self._event_counts.get(number, 0) + 1
@@ -374,7 +373,7 @@ class Remoted:
                 message,
                 startup.version,
             )
-            self._reply(entry, control.build_error(message))
+            self.outbound.reply(entry, control.build_error(message))
             version = f"Wazuh {startup.version}" if code is StatusCode.INVALID_VERSION else None
             self.store.submit(
                 StatusUpdate(entry.number, Trigger.VERSION_REFUSED, now, code=code, version=version)
@@ -383,7 +382,7 @@ class Remoted:
         if self.journal is not None:
             self.journal.record(entry.number, Trigger.STARTUP, now)
             entry.journaled = True
-        self._reply(entry, control.ACK)
+        self.outbound.reply(entry, control.ACK)
         self.store.submit(StatusUpdate(entry.number, Trigger.STARTUP, now))
 
     def version_refusal(self, startup: control.Startup) -> tuple[StatusCode, str] | None:
@@ -422,72 +421,10 @@ class Remoted:
             if not session.authenticated:  # proven the agent's (replay rule passed): the pre-auth limits end
                 self.admission.authenticated(session)
 
-    def _seal(self, entry: AgentEntry, payload: bytes, cipher: CipherKind | None = None) -> bytes:
-        global_counter, local_counter = self.sender.advance()
-        return entry.cipher.seal(
-            payload,
-            cipher=cipher or entry.reply_cipher,
-            rand=random.getrandbits(16),
-            global_counter=global_counter,
-            local_counter=local_counter,
-            compressor=compress_stored,
-        )
-
-    def send_direct(
-        self,
-        entry: AgentEntry,
-        payload: bytes,
-        session: Session | None,
-        udp_peer: UdpPeer | None,
-        cipher: CipherKind,
-    ) -> None:
-        """To this connection, bound or not, in the cipher it spoke."""
-        if session is not None:
-            session.send(self._seal(entry, payload, cipher))
-        elif udp_peer is not None and self.udp is not None:
-            self.udp.send(self._seal(entry, payload, cipher), udp_peer)
-
-    def _reply(self, entry: AgentEntry, payload: bytes) -> None:
-        session = self.bindings.session_of(entry.number)
-        if session is not None:
-            if not session.send(self._seal(entry, payload)):
-                self.stats.replies_dropped += 1
-            return
-        udp_peer = self.bindings.udp_peer_of(entry.number)
-        if udp_peer is not None and self.udp is not None:
-            self.udp.send(self._seal(entry, payload), udp_peer)
-
     def agent_on(self, session: Session) -> AgentEntry | None:
         """The entry of the agent bound to this session, if any."""
         agent_id = self.bindings.agent_of(session)
         return self.keys.entries.get(agent_id) if agent_id is not None else None
-
-    def seal_for(self, entry: AgentEntry, payload: bytes) -> bytes:
-        """A message for the agent, encrypted as its replies are (for senders that batch, pushes.py)."""
-        return self._seal(entry, payload)
-
-    def send_on(self, session: Session, entry: AgentEntry, payload: bytes) -> bool:
-        """Encrypt a message for the agent bound to this session and queue it; False when dropped."""
-        if session.send(self._seal(entry, payload)):
-            return True
-        self.stats.replies_dropped += 1
-        return False
-
-    def send_to_agent(self, agent_id: int, payload: bytes) -> bool:
-        """Send a control message (probe, force_reconnect) to a connected agent."""
-        entry = self.keys.entries.get(agent_id)
-        if entry is None:
-            return False
-        if self.bindings.session_of(agent_id) is None and self.bindings.udp_peer_of(agent_id) is None:
-            return False
-        self._reply(entry, payload)
-        return True
-
-    def _send_plain(self, payload: bytes, session: Session | None, udp_peer: UdpPeer | None) -> None:
-        if session is not None:
-            session.send(payload)
-        elif udp_peer is not None and self.udp is not None:
-            self.udp.send(payload, udp_peer)
 
     def refused(self, error: WireError, peer_ip: str, session: Session | None) -> None:
         who = self.describe(session) if session is not None else f"'{peer_ip}'"
@@ -567,7 +504,7 @@ class Remoted:
             for session in due:
                 entry = self.agent_on(session)
                 if entry is not None:
-                    self.send_on(session, entry, control.ACK)
+                    self.outbound.send_on(session, entry, control.ACK)
                     self.store.submit(StatusUpdate(entry.number, Trigger.ALIVE, now))
 
     def flush_event_counts(self) -> None:

@@ -183,7 +183,7 @@ class WorkerProcess:
             elif command[0] is Command.SEND:
                 _, agent_ids, payload = command
                 for agent_id in agent_ids:
-                    self.remoted.send_to_agent(agent_id, payload)
+                    self.remoted.outbound.send_to_agent(agent_id, payload)
             elif command[0] is Command.VERDICT:
                 _, request, verdict, highest = command
                 self.replay.answered(request, verdict, highest)
