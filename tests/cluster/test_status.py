@@ -12,6 +12,7 @@ from agentpulse.cluster.leader import LeaderElection
 from agentpulse.cluster.lease import NodeLease, claim_expired, connect
 from agentpulse.cluster.localnats import LocalNatsCluster
 from tests.e2e.harness import ManagerProcess, ManagerSettings, run_cli, wait_until
+from tests.events.natsserver import wait_for_replicated_streams
 
 
 async def status(home: Path, *args: str) -> tuple[int, str]:
@@ -85,6 +86,7 @@ def test_a_killed_nats_server_shows_down_and_the_stream_keeps_its_replicas(tmp_p
     cluster = LocalNatsCluster(tmp_path / "nats", 3)
     cluster.start()
     try:
+        wait_for_replicated_streams(cluster.urls, 3)
         settings = ManagerSettings(
             nats=f"<nats><enabled>yes</enabled><url>{cluster.url}</url><replicas>3</replicas></nats>"
         )

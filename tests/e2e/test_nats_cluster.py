@@ -33,6 +33,7 @@ from tests.events.fleet import (
     per_agent,
     read_stream,
 )
+from tests.events.natsserver import wait_for_replicated_streams
 from tests.pgserver import PostgresServer
 
 AGENTS = 200
@@ -45,6 +46,7 @@ def nats_cluster(tmp_path: Path) -> Iterator[LocalNatsCluster]:
     cluster = LocalNatsCluster(tmp_path / "nats-cluster", 3)
     cluster.start()
     try:
+        wait_for_replicated_streams(cluster.urls, 3)
         yield cluster
     finally:
         cluster.stop()

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from agentpulse.cluster.localnats import LocalNatsCluster
 from agentpulse.events import publisher
 from agentpulse.events.publisher import NatsLink, OutboxEntry, OutboxPublisher, Unavailable
-from tests.events.natsserver import NatsServer
+from tests.events.natsserver import NatsServer, wait_for_replicated_streams
 from tests.events.outbox_tools import Outbox, entries
 
 STREAM = "AGENT_STATUS"
@@ -55,6 +55,7 @@ def jetstream(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JetStr
         cluster = LocalNatsCluster(tmp_path / "nats-cluster", 3)
         cluster.start()
         try:
+            wait_for_replicated_streams(cluster.urls, 3)
             yield JetStream(cluster.urls, 3)
         finally:
             cluster.stop()
