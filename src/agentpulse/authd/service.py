@@ -1,5 +1,6 @@
-"""Enrolment on port 1515 (reference section 14): the listener, one protocol object per connection, and the
-writer that turns accepted requests into client.keys lines, keys remoted knows, and rows in global.db.
+"""Enrolment on port 1515 (reference section 14): the listener, one protocol object per connection
+(`connection.py`), and the writer that turns accepted requests into client.keys lines, keys remoted knows,
+and rows in global.db.
 
 The plan. Connections are accepted by hand so the limits (`limits.py`) are checked before any TLS work;
 then the handshake (TLS 1.2+, `tls.py`), one request line (at most `MAX_REQUEST` bytes, within
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from agentpulse.authd import tls
+from agentpulse.authd.connection import EnrolConnection
 from agentpulse.authd.limits import SourceLimits
 from agentpulse.authd.registry import AgentFacts, Enrolled, Policy, Registry, source_address
 from agentpulse.config import AuthConfig
@@ -42,12 +44,11 @@ from agentpulse.store.batch import InsertedAgent
 from agentpulse.store.facade import Store
 from agentpulse.store.groups import DEFAULT_GROUP
 from agentpulse.wire import enrolment
-from agentpulse.wire.enrolment import MAX_REQUEST, EnrolmentError, EnrolRequest
+from agentpulse.wire.enrolment import EnrolmentError, EnrolRequest
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT: Final = 10.0
-REQUEST_TIMEOUT: Final = 10.0  # after the handshake, for the whole request line
 ACCEPTS_PER_WAKEUP: Final = 128
 BATCH_MAX: Final = 1000
 LISTEN_BACKLOG: Final = 1024
@@ -69,82 +70,6 @@ class KeysTarget(Protocol):
 def _shown(text: str) -> str:
     """Text from a peer, safe for one log line."""
     return repr(text[:128])
-
-
-class EnrolConnection(asyncio.Protocol):
-    """One TLS connection: read one line, hand it to the service, write the one reply, close."""
-
-    def __init__(self, service: EnrolmentService, source: str) -> None:
-        self.service = service
-        self.source = source
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._timer: asyncio.TimerHandle | None = None
-        self._done = False  # a whole line came (or the connection was refused): read no more
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports duck-type Transport
-        if not self.service.peer_allowed(self):
-            self.close()
-            return
-        self._timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._timed_out)
-
-    def data_received(self, data: bytes) -> None:
-        if self._done:
-            return
-        end = data.find(b"\n")
-        if end < 0:
-            self._buffer += data
-            if len(self._buffer) >= MAX_REQUEST:
-                self.service.refuse_quietly(self, f"a request longer than {MAX_REQUEST} bytes")
-            return
-        self._buffer += data[: end + 1]
-        if len(self._buffer) > MAX_REQUEST:
-            self.service.refuse_quietly(self, f"a request longer than {MAX_REQUEST} bytes")
-            return
-        self._done = True
-        self._cancel_timer()
-        if self.transport is not None:
-            self.transport.pause_reading()
-        line, self._buffer = bytes(self._buffer), bytearray()
-        self.service.received(self, line)
-
-    def eof_received(self) -> bool | None:
-        if not self._done:
-            self.service.refuse_quietly(self, "a connection closed before its request")
-        return None
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        if not self._done:
-            self.service.refuse_quietly(self, f"no request within {REQUEST_TIMEOUT:g} s")
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    @property
-    def open(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
-
-    def reply(self, data: bytes) -> None:
-        """One write, then the manager closes (reference 14.3)."""
-        if self.open:
-            assert self.transport is not None
-            self.transport.write(data)
-        self.close()
-
-    def close(self) -> None:
-        self._done = True
-        self._cancel_timer()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._done = True
-        self._cancel_timer()
-        self.service.connection_closed(self)
 
 
 @dataclass(frozen=True, slots=True)
