@@ -123,6 +123,21 @@ def short_duplicate_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(publisher, "DUPLICATE_WINDOW", 0.5)
 
 
+def test_the_setup_ends_once_the_stream_and_the_bucket_have_a_leader(jetstream: JetStream) -> None:
+    """A replicated stream just created elects its leader a moment later; a publish before that gets no
+    responder (seen in a full run: the first KV write failed with NoStreamResponseError). The setup waits."""
+
+    async def scenario(nc: NATS) -> None:
+        js = nc.jetstream(timeout=JS_TIMEOUT)
+        assert await relay(nc, Outbox([]), jetstream.replicas).drain() == 0  # creates both
+        for name in (STREAM, f"KV_{BUCKET}"):
+            info = await js.stream_info(name)
+            assert info.cluster is None or info.cluster.leader, name
+            assert info.config.num_replicas == jetstream.replicas
+
+    run(jetstream, scenario)
+
+
 def test_an_agents_next_event_waits_until_its_previous_one_is_stored(jetstream: JetStream) -> None:
     """The first of an agent's two events fails (the stream refuses its size: a write lost on its way, as
     in a NATS failover); the second must not be stored before it. Before issue 16's fix the batch was

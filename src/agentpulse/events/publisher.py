@@ -46,6 +46,7 @@ ACK_TIMEOUT = 5.0  # for a whole batch's JetStream acks
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 10.0
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream drops a repeated Nats-Msg-Id within this window
+LEADER_WAIT = 10.0  # seconds the setup waits for a replicated stream's (or bucket's) leader
 KV_SUBJECT = "$KV.{bucket}.{key}"
 # Told of each batch published: (seconds from the first publish to the last ack or flush, events sent)
 PublishObserver = Callable[[float, int], None]
@@ -79,6 +80,20 @@ class OutboxEntry:
 
 class Unavailable(Exception):
     """NATS cannot take the events now; the reason is for the one log line per state change."""
+
+
+async def has_leader(js: JetStreamContext, stream: str, timeout: float) -> bool:
+    """Until the stream has a leader (or is not clustered); False after `timeout`. A replicated stream just
+    created, or one whose servers restarted, elects it a moment later, and until then every publish to it
+    gets no responder: the first batch would fail and wait out a back-off for nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await js.stream_info(stream)
+        if info.cluster is None or info.cluster.leader:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
 
 
 class OutboxReader:
@@ -300,6 +315,10 @@ class OutboxPublisher:
                     bucket=self.kv_bucket, history=1, storage=js_api.StorageType.FILE, replicas=self.replicas
                 )
                 log.info("Created KV bucket %s (%d replicas)", self.kv_bucket, self.replicas)
+            if self.replicas > 1:
+                for name in (self.stream, f"KV_{self.kv_bucket}"):
+                    if not await has_leader(js, name, LEADER_WAIT):
+                        log.info("JetStream stream %s has no leader yet; publishing will retry", name)
         except (NatsError, OSError, TimeoutError) as error:
             raise Unavailable(
                 f"cannot set up stream {self.stream} and KV bucket {self.kv_bucket}: {error!r}"
