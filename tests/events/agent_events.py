@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
@@ -64,18 +65,18 @@ async def read_events(url: str, at_least: int, timeout: float = 30.0, settle: fl
     try:
         js = nc.jetstream()
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await js.stream_info("AGENT_EVENTS")
-                break
-            except nats.js.errors.NotFoundError:
-                assert time.monotonic() < deadline, "no AGENT_EVENTS stream"
-                await asyncio.sleep(0.2)
 
         async def keep(message: Msg) -> None:
             messages.append(message)
 
-        sub = await js.subscribe("agent.events.>", cb=keep, ordered_consumer=True)
+        sub = None
+        while sub is None:
+            try:
+                await js.stream_info("AGENT_EVENTS")
+                sub = await js.subscribe("agent.events.>", cb=keep, ordered_consumer=True)
+            except (nats.js.errors.NotFoundError, nats.errors.TimeoutError):  # not yet, or a leader election
+                assert time.monotonic() < deadline, "no AGENT_EVENTS stream, or no consumer on it"
+                await asyncio.sleep(0.2)
         while len(messages) < at_least:
             assert time.monotonic() < deadline, f"AGENT_EVENTS: {len(messages)} of {at_least} events read"
             await asyncio.sleep(0.1)

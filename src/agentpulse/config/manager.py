@@ -121,7 +121,7 @@ class NatsConfig:
     tls_key: str | None = None
     keepalive_events: bool = True
     start_without_nats: bool = True
-    replicas: int = 1  # of the stream and KV bucket agentpulse creates: 3 on a 3-server NATS cluster
+    replicas: int = 1  # of the streams and KV bucket agentpulse creates: 3 on a 3-server NATS cluster
     agent_events: AgentEventsConfig = field(
         default_factory=AgentEventsConfig
     )  # <agent_events> (config/agent_events.py)

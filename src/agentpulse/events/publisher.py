@@ -35,6 +35,7 @@ from agentpulse.events.ordered import (
     status_event_sequence,
 )
 from agentpulse.events.pubacks import PubAcks
+from agentpulse.jetstream import has_leader
 from agentpulse.store.facade import Store
 from agentpulse.store.reader import Reader, ReadFailed
 
@@ -80,20 +81,6 @@ class OutboxEntry:
 
 class Unavailable(Exception):
     """NATS cannot take the events now; the reason is for the one log line per state change."""
-
-
-async def has_leader(js: JetStreamContext, stream: str, timeout: float) -> bool:
-    """Until the stream has a leader (or is not clustered); False after `timeout`. A replicated stream just
-    created, or one whose servers restarted, elects it a moment later, and until then every publish to it
-    gets no responder: the first batch would fail and wait out a back-off for nothing."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = await js.stream_info(stream)
-        if info.cluster is None or info.cluster.leader:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.1)
 
 
 class OutboxReader:

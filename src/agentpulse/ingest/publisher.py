@@ -37,6 +37,7 @@ from agentpulse.backoff import backoff_delay
 from agentpulse.config import NatsConfig
 from agentpulse.ingest.event import EVENTS_TOKEN, MSG_ID_HEADER, WIRE_MARK, decode_record, wire_record
 from agentpulse.ingest.spool import Position, Spool
+from agentpulse.jetstream import has_leader
 from agentpulse.paths import Home
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ STOP_TIMEOUT: Final = 5.0  # for the tasks, then the NATS connection, to end at 
 RECONNECT_TIME_WAIT: Final = 1
 SEGMENT_MAX: Final = 16 << 20
 SLACK_MIN: Final = 1 << 20
+LEADER_WAIT: Final = 10.0  # seconds the setup waits for a replicated stream's leader
 
 
 class Unavailable(Exception):
@@ -292,7 +294,13 @@ class EventPublisher:
         self._wake.set()
 
     async def _setup(self) -> None:
-        """Create the stream, or bring an existing one to our subject and limits."""
+        """Create the stream (`<nats><replicas>` of them), or bring an existing one to our subject and
+        limits (its replicas stay the NATS operator's call); then, when replicated, wait for its leader."""
+        await self._ensure_stream()
+        if self.config.replicas > 1 and not await has_leader(self.js, self.events.stream, LEADER_WAIT):
+            log.info("JetStream stream %s has no leader yet; publishing will retry", self.events.stream)
+
+    async def _ensure_stream(self) -> None:
         js = self.nc.jetstream()
         events = self.events
         subject = f"{self.prefix}.{EVENTS_TOKEN}.>"
@@ -310,13 +318,29 @@ class EventPublisher:
                     name=events.stream,
                     subjects=[subject],
                     storage=js_api.StorageType.FILE,
+                    num_replicas=self.config.replicas,
                     description="agentpulse agent events (log lines, FIM, inventory, SCA, ...)",
                     **wanted,
                 )
             )
-            log.info("Created JetStream stream %s (subjects %s)", events.stream, subject)
+            log.info(
+                "Created JetStream stream %s (subjects %s, %d replicas)",
+                events.stream,
+                subject,
+                self.config.replicas,
+            )
             return
         config = info.config
+        if (
+            config.num_replicas or 1
+        ) != self.config.replicas and self.index <= 1:  # once: process 0 or worker 1
+            log.warning(
+                "JetStream stream %s has %d replicas, <nats><replicas> asks for %d: kept as it is "
+                "(change it with `nats stream edit --replicas`)",
+                events.stream,
+                config.num_replicas or 1,
+                self.config.replicas,
+            )
         subjects = list(config.subjects or [])
         current = {name: getattr(config, name) for name in wanted}
         if subject not in subjects or current != wanted:

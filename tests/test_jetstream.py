@@ -8,7 +8,7 @@ from typing import Any, cast
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from agentpulse.events.publisher import has_leader
+from agentpulse.jetstream import has_leader
 
 
 class Infos:
