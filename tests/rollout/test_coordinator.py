@@ -140,10 +140,12 @@ def _write_behind_the_stores_back(store: Store, agent_id: int, csv: str) -> None
         db.execute("UPDATE agent SET `group` = ? WHERE id = ?", (csv, agent_id))
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(100):  # bounded: a refresh waits REFRESH_DELAY and the commit
-        if condition():
-            return
+async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Bounded: a refresh waits REFRESH_DELAY and the store's commit, which under the whole suite on two
+    cores once took over the 5 s this waited before."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "not within the timeout"
         await asyncio.sleep(0.05)
 
 
@@ -176,3 +178,36 @@ def test_the_agents_groups_are_read_every_scan_only_where_other_nodes_write_the_
     assert by_scan == ("other-node" if shared_database else "default")
     assert through_store == "web"
     assert not removed_kept
+
+
+def test_a_change_that_comes_while_the_memberships_are_read_is_read_too(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agent 4 is removed just after a refresh read the table, while that refresh still runs: the change
+    must cause one more read. (It was dropped: `groups_changed` saw a refresh under way and did nothing.)"""
+
+    async def scenario() -> tuple[int, bool]:
+        tree = SharedTree(tmp_path / "shared", tmp_path / "multigroups")
+        shared = Rollout(tree, store, Sender(), shared_reload=60.0)
+        await shared.start()
+        reads = 0
+        original = shared._load_members
+
+        async def load_then_remove() -> None:
+            nonlocal reads
+            reads += 1
+            await original()
+            if reads == 1:  # the first refresh's read is done and its task still runs
+                store.remove_agents([4], 5.0)  # tells groups_changed, on the loop
+
+        monkeypatch.setattr(shared, "_load_members", load_then_remove)
+        try:
+            assert store.flush_wait()
+            shared.groups_changed()
+            await _until(lambda: 4 not in shared.members)
+            return reads, 4 in shared.members
+        finally:
+            await shared.stop()
+
+    reads, kept = asyncio.run(scenario())
+    assert not kept and reads == 2

@@ -89,6 +89,7 @@ class Rollout:
         self._dispatching = False
         self._scan_lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None
+        self._stale = False  # a change came that no read of the memberships has covered yet
         self._task: asyncio.Task[None] | None = None
         self._subscriber = Subscriber(on_keepalive=self.on_keepalive, on_groups_changed=self.groups_changed)
 
@@ -171,6 +172,7 @@ class Rollout:
 
     def groups_changed(self) -> None:
         """Store listener: groups or memberships changed. Read them again once committed (coalesced)."""
+        self._stale = True
         if self._refresh is None or self._refresh.done():
             try:
                 loop = asyncio.get_running_loop()
@@ -179,9 +181,13 @@ class Rollout:
             self._refresh = loop.create_task(self._refreshed(), name="shared-members")
 
     async def _refreshed(self) -> None:
-        await asyncio.sleep(REFRESH_DELAY)
-        await asyncio.wrap_future(self.store.committed())
-        await self._load_members()
+        # A change that comes while a read is under way may be committed after that read saw the table:
+        # it marks the memberships stale again, and they are read once more (it was lost before).
+        while self._stale:
+            self._stale = False
+            await asyncio.sleep(REFRESH_DELAY)
+            await asyncio.wrap_future(self.store.committed())
+            await self._load_members()
 
     # -- keep-alives (the store calls this on the loop for every one: keep it cheap) ------------------------
 
