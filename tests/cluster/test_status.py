@@ -104,6 +104,7 @@ def test_a_killed_nats_server_shows_down_and_the_stream_keeps_its_replicas(tmp_p
         assert code == 0, output
         assert output.count(" up: server n") == 3
         assert "Stream AGENT_STATUS: 3 replica(s)" in output
+        assert "Stream AGENT_EVENTS: 3 replica(s)" in output  # agent events' stream (on by default)
 
         cluster.kill(1)
         code, output = asyncio.run(status(home))
@@ -112,5 +113,6 @@ def test_a_killed_nats_server_shows_down_and_the_stream_keeps_its_replicas(tmp_p
         assert "Traceback" not in output  # nats-py prints one per error unless given an error callback
         assert output.count(" up: server n") == 2
         assert "Stream AGENT_STATUS: 3 replica(s)" in output
+        assert "Stream AGENT_EVENTS: 3 replica(s)" in output
     finally:
         cluster.stop()

@@ -20,7 +20,7 @@ from agentpulse.escape import for_terminal
 
 if TYPE_CHECKING:
     from agentpulse.cluster.lease import NodeRow
-    from agentpulse.cluster.report import ClusterReport
+    from agentpulse.cluster.report import ClusterReport, StreamHealth
     from agentpulse.config import Config
 
 PROGRAM = "agentpulse cluster"
@@ -73,7 +73,14 @@ def run_status(args: argparse.Namespace) -> int:
                 report.stream_note = str(error)
             else:
                 options.pop("name", None)
-                await nats_report(report, urls, {**options, "name": "agentpulse-status"}, config.nats.stream)
+                events = config.nats.agent_events
+                await nats_report(
+                    report,
+                    urls,
+                    {**options, "name": "agentpulse-status"},
+                    config.nats.stream,
+                    events.stream if events.enabled else None,
+                )
         else:
             report.stream_note = "NATS is disabled (<nats><enabled>no)"
         return report
@@ -155,15 +162,20 @@ def _nats_lines(report: ClusterReport) -> list[str]:
         lines.append("NATS:")
         for server in report.nats:
             lines.append(f"  {server.url:<28} {'up' if server.up else 'DOWN'}: {for_terminal(server.detail)}")
-    stream = report.stream
-    if stream is not None:
-        peers = ", ".join(
-            f"{name} {'current' if ok else 'BEHIND/OFFLINE'}" for name, ok in stream.peers.items()
-        )
-        lines.append(
-            f"Stream {stream.name}: {stream.replicas} replica(s), leader {stream.leader or '-'}, "
-            f"{stream.messages} messages" + (f" ({peers})" if peers else "")
-        )
-    if report.stream_note:
-        lines.append(f"Stream: {for_terminal(report.stream_note)}")
+    for stream, note in (
+        (report.stream, report.stream_note),
+        (report.events_stream, report.events_stream_note),
+    ):
+        if stream is not None:
+            lines.append(_stream_line(stream))
+        if note:
+            lines.append(f"Stream: {for_terminal(note)}")
     return lines
+
+
+def _stream_line(stream: StreamHealth) -> str:
+    peers = ", ".join(f"{name} {'current' if ok else 'BEHIND/OFFLINE'}" for name, ok in stream.peers.items())
+    return (
+        f"Stream {for_terminal(stream.name)}: {stream.replicas} replica(s), leader "
+        f"{for_terminal(stream.leader or '-')}, {stream.messages} messages" + (f" ({peers})" if peers else "")
+    )

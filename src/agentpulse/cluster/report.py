@@ -1,5 +1,5 @@
 """What `agentpulse cluster status` shows, gathered: the nodes and their leases, the leader, agents per node,
-and the health of the database and of each NATS server (with the status stream's replicas).
+and the health of the database and of each NATS server (with the status and agent events streams' replicas).
 
 Read-only and bounded: every connection has a short timeout, and a part that cannot be read says why
 instead of failing the rest. The danger is reading the wrong thing as truth: lease times are compared on
@@ -69,6 +69,8 @@ class ClusterReport:
     nats: list[NatsServerHealth] = field(default_factory=list)
     stream: StreamHealth | None = None
     stream_note: str = ""
+    events_stream: StreamHealth | None = None  # AGENT_EVENTS, when agent events are on
+    events_stream_note: str = ""
 
     @property
     def single_node(self) -> bool:
@@ -180,20 +182,35 @@ def _first_line(error: BaseException) -> str:
 # -- NATS -----------------------------------------------------------------------------------------------
 
 
-async def nats_report(report: ClusterReport, urls: list[str], options: dict[str, Any], stream: str) -> None:
-    """Each server on its own connection (no discovery, no reconnect), then the stream from any that is up."""
+async def nats_report(
+    report: ClusterReport,
+    urls: list[str],
+    options: dict[str, Any],
+    stream: str,
+    events_stream: str | None = None,
+) -> None:
+    """Each server on its own connection (no discovery, no reconnect), then the status stream (and the
+    agent events' stream, if named) from any that is up."""
     report.nats = list(await asyncio.gather(*(_nats_server(url, options) for url in urls)))
     up = [health.url for health, url in zip(report.nats, urls, strict=True) if health.up]
     if not up:
         report.stream_note = "no NATS server answers" if urls else "no NATS server is configured"
         return
-    # Right after a server is lost the stream may be electing a new leader and stream_info times out:
-    # ask the servers that are up in turn, a bounded number of times, before calling it unreadable.
+    report.stream, report.stream_note = await _stream_of(up, options, stream)
+    if events_stream is not None:
+        report.events_stream, report.events_stream_note = await _stream_of(up, options, events_stream)
+
+
+async def _stream_of(up: list[str], options: dict[str, Any], name: str) -> tuple[StreamHealth | None, str]:
+    """Right after a server is lost the stream may be electing a new leader and stream_info times out:
+    ask the servers that are up in turn, a bounded number of times, before calling it unreadable."""
+    health, note = None, ""
     for attempt in range(STREAM_ATTEMPTS):
-        report.stream, report.stream_note = await _stream(up[attempt % len(up)], options, stream)
-        if report.stream is not None or "does not exist" in report.stream_note:
-            return
+        health, note = await _stream(up[attempt % len(up)], options, name)
+        if health is not None or "does not exist" in note:
+            break
         await asyncio.sleep(STREAM_RETRY_DELAY)
+    return health, note
 
 
 async def _quiet(_error: Exception) -> None:
