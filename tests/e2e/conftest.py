@@ -9,8 +9,22 @@ from pathlib import Path
 import pytest
 
 from agentpulse.agent.home import init_agent_home
+from agentpulse.cluster.localnats import LocalNatsCluster
 from agentpulse.wire.keys import AgentKey
 from tests.e2e.harness import LOOPBACK, AgentFactory, AgentProcess, ManagerProcess
+from tests.events.natsserver import wait_for_replicated_streams
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[LocalNatsCluster]:
+    """Three nats-servers clustered on loopback, ready for R3 streams; stopped after."""
+    cluster = LocalNatsCluster(tmp_path / "nats-cluster", 3)
+    cluster.start()
+    try:
+        wait_for_replicated_streams(cluster.urls, 3)
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nats.errors
-import pytest
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 
@@ -33,23 +32,11 @@ from tests.events.fleet import (
     per_agent,
     read_stream,
 )
-from tests.events.natsserver import wait_for_replicated_streams
 from tests.pgserver import PostgresServer
 
 AGENTS = 200
 ROUNDS = 4  # each: every agent shuts down, starts again and sends a keep-alive (three transitions each)
 KILL_IN_ROUND = 1
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[LocalNatsCluster]:
-    cluster = LocalNatsCluster(tmp_path / "nats-cluster", 3)
-    cluster.start()
-    try:
-        wait_for_replicated_streams(cluster.urls, 3)
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def publishing_server(cluster: LocalNatsCluster) -> int:

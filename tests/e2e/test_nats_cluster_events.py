@@ -5,31 +5,14 @@ elected; Nats-Msg-Id drops a republished one)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from agentpulse.cluster.localnats import LocalNatsCluster
 from tests.e2e.harness import ManagerProcess
+from tests.e2e.test_nats_cluster import stream_replicas
 from tests.events.agent_events import body, read_events
 from tests.events.fleet import Agent, nats_settings
-from tests.events.natsserver import wait_for_replicated_streams
-
-from .test_nats_cluster import stream_replicas
 
 EACH_SIDE = 40  # events before the kill, and as many after it
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[LocalNatsCluster]:
-    cluster = LocalNatsCluster(tmp_path / "nats-cluster", 3)
-    cluster.start()
-    try:
-        wait_for_replicated_streams(cluster.urls, 3)
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_agent_events_are_replicated_and_survive_the_loss_of_their_streams_leader(
