@@ -164,7 +164,7 @@ class OutboxPublisher:
         self._stream_tips = SubjectTips(stream, f"stream {stream}", status_event_sequence)
         self._kv_tips = SubjectTips(f"KV_{kv_bucket}", f"KV bucket {kv_bucket}", kv_entry_sequence)
         self._setup_epoch = -1
-        self._replicas_noted = ""
+        self._replicas_noted: set[str] = set()  # what was said to differ from <replicas> (once each)
         self._wake = asyncio.Event()  # a commit added rows
         self._kick = asyncio.Event()  # the connection came (back)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -297,6 +297,8 @@ class OutboxPublisher:
                     log.info("Updated JetStream stream %s (subjects %s)", self.stream, ", ".join(subjects))
             try:
                 await js.key_value(self.kv_bucket)
+                bucket = await js.stream_info(f"KV_{self.kv_bucket}")
+                self._note_replicas(f"KV bucket {self.kv_bucket}", bucket.config.num_replicas)
             except NotFoundError:
                 await js.create_key_value(
                     bucket=self.kv_bucket, history=1, storage=js_api.StorageType.FILE, replicas=self.replicas
@@ -313,8 +315,8 @@ class OutboxPublisher:
 
     def _note_replicas(self, what: str, existing: int | None) -> None:
         """An existing stream keeps its replicas (changing them is the NATS operator's call): say so once."""
-        if (existing or 1) != self.replicas and self._replicas_noted != what:
-            self._replicas_noted = what
+        if (existing or 1) != self.replicas and what not in self._replicas_noted:
+            self._replicas_noted.add(what)
             log.warning(
                 "JetStream %s has %d replicas, <nats><replicas> asks for %d: kept as it is "
                 "(change it with `nats stream edit --replicas`)",

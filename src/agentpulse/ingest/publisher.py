@@ -331,14 +331,13 @@ class EventPublisher:
             )
             return
         config = info.config
-        if (
-            config.num_replicas or 1
-        ) != self.config.replicas and self.index <= 1:  # once: process 0 or worker 1
+        replicas = config.num_replicas or 1
+        if replicas != self.config.replicas and self.index <= 1:  # said once: by process 0, or worker 1
             log.warning(
                 "JetStream stream %s has %d replicas, <nats><replicas> asks for %d: kept as it is "
                 "(change it with `nats stream edit --replicas`)",
                 events.stream,
-                config.num_replicas or 1,
+                replicas,
                 self.config.replicas,
             )
         subjects = list(config.subjects or [])
