@@ -45,7 +45,8 @@ def _bindable(port: int) -> bool:
     """Free for TCP and UDP both (a manager may listen on both at one port)."""
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as our servers bind
+            if kind == socket.SOCK_STREAM:  # as our servers bind: a closed connection's TIME_WAIT is no owner
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((LOOPBACK, port))
             except OSError:
