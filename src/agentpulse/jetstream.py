@@ -1,11 +1,19 @@
-"""JetStream facts both publishers rely on (status events in `events`, agent events in `ingest`)."""
+"""JetStream facts both publishers rely on (status events in `events`, agent events in `ingest`): a
+replicated stream's leader, and streams an operator made with other replicas than ours."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Iterable
+from typing import Final
 
 from nats.js import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+LEADER_WAIT: Final = 10.0  # seconds a setup waits for a replicated stream's (or bucket's) leader
 
 
 async def has_leader(js: JetStreamContext, stream: str, timeout: float) -> bool:
@@ -20,3 +28,24 @@ async def has_leader(js: JetStreamContext, stream: str, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(0.1)
+
+
+async def await_leaders(js: JetStreamContext, streams: Iterable[str], timeout: float = LEADER_WAIT) -> None:
+    """`has_leader` for each; one that has none in time is said, and its publishes retry as after any outage."""
+    for name in streams:
+        if not await has_leader(js, name, timeout):
+            log.info("JetStream stream %s has no leader yet; publishing will retry", name)
+
+
+def note_replicas(noted: set[str], what: str, existing: int | None, wanted: int) -> None:
+    """An existing stream or bucket keeps its replicas (changing them is the NATS operator's call): say so,
+    once per `what` (`noted` remembers)."""
+    if (existing or 1) != wanted and what not in noted:
+        noted.add(what)
+        log.warning(
+            "JetStream %s has %d replicas, <nats><replicas> asks for %d: kept as it is "
+            "(change it with `nats stream edit --replicas`)",
+            what,
+            existing or 1,
+            wanted,
+        )

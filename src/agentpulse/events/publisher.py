@@ -35,7 +35,7 @@ from agentpulse.events.ordered import (
     status_event_sequence,
 )
 from agentpulse.events.pubacks import PubAcks
-from agentpulse.jetstream import has_leader
+from agentpulse.jetstream import await_leaders, note_replicas
 from agentpulse.store.facade import Store
 from agentpulse.store.reader import Reader, ReadFailed
 
@@ -47,7 +47,6 @@ ACK_TIMEOUT = 5.0  # for a whole batch's JetStream acks
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 10.0
 DUPLICATE_WINDOW = 120.0  # seconds: JetStream drops a repeated Nats-Msg-Id within this window
-LEADER_WAIT = 10.0  # seconds the setup waits for a replicated stream's (or bucket's) leader
 KV_SUBJECT = "$KV.{bucket}.{key}"
 # Told of each batch published: (seconds from the first publish to the last ack or flush, events sent)
 PublishObserver = Callable[[float, int], None]
@@ -287,7 +286,9 @@ class OutboxPublisher:
                 )
             else:
                 config = info.config
-                self._note_replicas(f"stream {self.stream}", config.num_replicas)
+                note_replicas(
+                    self._replicas_noted, f"stream {self.stream}", config.num_replicas, self.replicas
+                )
                 subjects = list(config.subjects or [])
                 window = max(config.duplicate_window or 0.0, DUPLICATE_WINDOW)  # a longer one only helps
                 if subject not in subjects or config.duplicate_window != window:
@@ -298,32 +299,23 @@ class OutboxPublisher:
             try:
                 await js.key_value(self.kv_bucket)
                 bucket = await js.stream_info(f"KV_{self.kv_bucket}")
-                self._note_replicas(f"KV bucket {self.kv_bucket}", bucket.config.num_replicas)
+                note_replicas(
+                    self._replicas_noted,
+                    f"KV bucket {self.kv_bucket}",
+                    bucket.config.num_replicas,
+                    self.replicas,
+                )
             except NotFoundError:
                 await js.create_key_value(
                     bucket=self.kv_bucket, history=1, storage=js_api.StorageType.FILE, replicas=self.replicas
                 )
                 log.info("Created KV bucket %s (%d replicas)", self.kv_bucket, self.replicas)
             if self.replicas > 1:
-                for name in (self.stream, f"KV_{self.kv_bucket}"):
-                    if not await has_leader(js, name, LEADER_WAIT):
-                        log.info("JetStream stream %s has no leader yet; publishing will retry", name)
+                await await_leaders(js, (self.stream, f"KV_{self.kv_bucket}"))
         except (NatsError, OSError, TimeoutError) as error:
             raise Unavailable(
                 f"cannot set up stream {self.stream} and KV bucket {self.kv_bucket}: {error!r}"
             ) from None
-
-    def _note_replicas(self, what: str, existing: int | None) -> None:
-        """An existing stream keeps its replicas (changing them is the NATS operator's call): say so once."""
-        if (existing or 1) != self.replicas and what not in self._replicas_noted:
-            self._replicas_noted.add(what)
-            log.warning(
-                "JetStream %s has %d replicas, <nats><replicas> asks for %d: kept as it is "
-                "(change it with `nats stream edit --replicas`)",
-                what,
-                existing or 1,
-                self.replicas,
-            )
 
     def _js(self) -> JetStreamContext:
         js = self.link.js

@@ -37,7 +37,7 @@ from agentpulse.backoff import backoff_delay
 from agentpulse.config import NatsConfig
 from agentpulse.ingest.event import EVENTS_TOKEN, MSG_ID_HEADER, WIRE_MARK, decode_record, wire_record
 from agentpulse.ingest.spool import Position, Spool
-from agentpulse.jetstream import has_leader
+from agentpulse.jetstream import await_leaders, note_replicas
 from agentpulse.paths import Home
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ STOP_TIMEOUT: Final = 5.0  # for the tasks, then the NATS connection, to end at 
 RECONNECT_TIME_WAIT: Final = 1
 SEGMENT_MAX: Final = 16 << 20
 SLACK_MIN: Final = 1 << 20
-LEADER_WAIT: Final = 10.0  # seconds the setup waits for a replicated stream's leader
 
 
 class Unavailable(Exception):
@@ -140,6 +139,7 @@ class EventPublisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
         self._setup_done = False
+        self._replicas_noted: set[str] = set()  # said to differ from <replicas>, once each (jetstream.py)
         self._stopping = False  # the loops end when set (a cancellation can be missed, see `stop`)
         # Called after an acknowledged batch leaves the spool (remoted resumes paused senders from it).
         self.on_acked: Callable[[], None] | None = None
@@ -297,8 +297,8 @@ class EventPublisher:
         """Create the stream (`<nats><replicas>` of them), or bring an existing one to our subject and
         limits (its replicas stay the NATS operator's call); then, when replicated, wait for its leader."""
         await self._ensure_stream()
-        if self.config.replicas > 1 and not await has_leader(self.js, self.events.stream, LEADER_WAIT):
-            log.info("JetStream stream %s has no leader yet; publishing will retry", self.events.stream)
+        if self.config.replicas > 1:
+            await await_leaders(self.js, (self.events.stream,))
 
     async def _ensure_stream(self) -> None:
         js = self.nc.jetstream()
@@ -331,14 +331,9 @@ class EventPublisher:
             )
             return
         config = info.config
-        replicas = config.num_replicas or 1
-        if replicas != self.config.replicas and self.index <= 1:  # said once: by process 0, or worker 1
-            log.warning(
-                "JetStream stream %s has %d replicas, <nats><replicas> asks for %d: kept as it is "
-                "(change it with `nats stream edit --replicas`)",
-                events.stream,
-                replicas,
-                self.config.replicas,
+        if self.index <= 1:  # said by one process: process 0, or worker 1
+            note_replicas(
+                self._replicas_noted, f"stream {events.stream}", config.num_replicas, self.config.replicas
             )
         subjects = list(config.subjects or [])
         current = {name: getattr(config, name) for name in wanted}
