@@ -49,7 +49,7 @@ class ManagerApi:
 
     async def remove_agents(self, ids: list[int], purge: bool) -> list[int]:
         manager = self.manager
-        await manager.remove_keys(ids, purge=purge)
+        await manager.key_reloads.remove(ids, purge=purge)
         removed = manager.store.remove_agents(ids, time.time(), purge_files=purge)
         await asyncio.to_thread(
             unlink_all, [manager.home.rids_file(f"{row.agent_id:03d}") for row in removed]

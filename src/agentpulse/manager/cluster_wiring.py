@@ -99,6 +99,6 @@ async def removed_elsewhere(manager: Manager, ids: list[int]) -> None:
     already, and their connection's loss must not add one), then out of client.keys (marked `!`, as
     manage_agents -r does) and remoted, which closes their connections."""
     manager.store.forget_removed(ids, time.time())
-    lines = await manager.remove_keys(ids, purge=False)
+    lines = await manager.key_reloads.remove(ids, purge=False)
     await asyncio.to_thread(unlink_all, [manager.home.rids_file(f"{agent_id:03d}") for agent_id in ids])
     log.info("Removed %d agents that another node removed", len(lines))

@@ -2,9 +2,8 @@
 
 The danger is order (see `Manager`): the store replays what remoted acknowledged and never committed (the
 acknowledgement journal) and resets every live agent (code 5) before remoted accepts a connection, and on
-the way out everything that writes through the store stops before its last flush. And reloads: a broken
-client.keys must not purge the fleet, so every reload is judged once (`keyguard.py`) and applied whole;
-enrolment (`authd`) hands its new lines here (`EnrolledKeys`), and no reload read meanwhile is applied.
+the way out everything that writes through the store stops before its last flush. client.keys reloads,
+and the guard that keeps a broken file from purging the fleet, are `keyreload.py`'s.
 """
 
 from __future__ import annotations
@@ -24,23 +23,20 @@ from agentpulse.looplag import LoopLag, overload_of
 from agentpulse.manager.api_link import ManagerApi
 from agentpulse.manager.homefiles import warn_exposed_files, write_state_file
 from agentpulse.manager.homelock import HomeLock
-from agentpulse.manager.keyedits import EnrolledKeys, remove_key_lines, unlink_all
+from agentpulse.manager.keyreload import KeyReloads
 from agentpulse.metrics.listener import MetricsListener
 from agentpulse.metrics.registry import Metrics
 from agentpulse.paths import Home
-from agentpulse.ratelimit import RateLimitedLog
-from agentpulse.records import MANAGER_ID, StatusUpdate
-from agentpulse.remoted import keyguard, slowdown
+from agentpulse.records import StatusUpdate
+from agentpulse.remoted import slowdown
 from agentpulse.remoted.grace import LOCAL, GraceTracker
 from agentpulse.remoted.intake import build_intake
 from agentpulse.remoted.journal import AckJournal, clear_journals, keep_for, read_journals
-from agentpulse.remoted.keyguard import ReloadCounters, ReloadDecision, ReloadLimits
-from agentpulse.remoted.keystore import KeysChange, KeyStore
-from agentpulse.remoted.keywatch import KeysWatcher
+from agentpulse.remoted.keystore import KeyStore
 from agentpulse.remoted.pushes import SharedPushes
 from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.scheduler import KeepaliveScheduler
-from agentpulse.remoted.server import MANAGER_VERSION, Remoted, disconnect_gone
+from agentpulse.remoted.server import MANAGER_VERSION, Remoted
 from agentpulse.remoted.worker_pool import WorkerPool
 from agentpulse.rollout.coordinator import Rollout
 from agentpulse.shared.tree import SharedTree
@@ -50,7 +46,7 @@ from agentpulse.store.facade import Store
 from agentpulse.store.sweeper import Sweeper
 from agentpulse.store.upkeep import Upkeep
 from agentpulse.wdb.server import WdbServer
-from agentpulse.wire.keys import CheckedKeys, KeysFile
+from agentpulse.wire.keys import CheckedKeys
 
 if TYPE_CHECKING:
     from agentpulse.api.service import ApiService
@@ -62,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 1.0
-KEYS_APPLY_TIMEOUT = 10.0  # seconds an accepted reload waits for every worker to use the new keys
 
 
 class Service(Protocol):
@@ -158,18 +153,14 @@ class Manager:
             config.global_.agents_disconnection_alert_time,
             allowance=self._behind,
         )
-        self.keys_watcher = KeysWatcher(home.client_keys, config.remote.keyupdate_interval, self.reload_keys)
-        self.reload_limits = ReloadLimits(
-            config.remote.keys_reload_max_removed, config.remote.keys_reload_max_removed_percent
+        self.key_reloads = KeyReloads(
+            config, home, self.keys, self.store, self.remoted, self.pool, self._reloaded
         )
-        self.reloads = ReloadCounters()
-        self._reloading = asyncio.Lock()  # one reload at a time: the watcher's, SIGHUP's and the CLI's
-        self.refusals = RateLimitedLog(log)
+        self.keys_watcher = self.key_reloads.watcher
         self.started_at = 0
         self.lock = HomeLock(home.pid_file)
         self._stop = asyncio.Event()
         self.stop_guard = StopGuard()  # the stop ends within its deadline; a second signal forces it
-        self._purges: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.services: list[Service] = []
         self.cluster: ClusterService | None = None
@@ -181,7 +172,7 @@ class Manager:
             send_to_agents=self.send_to_agents,
             max_clients=config.database.wdb_max_clients,
             idle_timeout=config.database.wdb_idle_timeout,
-            reload_keys=self.reload_keys,
+            reload_keys=self.key_reloads.reload,
             shared=self.rollout,
         )
         self.upkeep = Upkeep(
@@ -197,7 +188,7 @@ class Manager:
                 config.auth,
                 home,
                 self.store,
-                EnrolledKeys(self.keys, self.keys_watcher, self.remoted, self.pool, self.store),
+                self.key_reloads.enrolled(),
                 manager_version=MANAGER_VERSION,
                 hostname=socket.gethostname(),
             )
@@ -223,7 +214,7 @@ class Manager:
             pool=self.pool,
             events=self.events,
             enrolment=self.authd,
-            reloads=self.reloads,
+            reloads=self.key_reloads.counters,
         )
         if config.metrics.enabled:
             self.front_services.append(MetricsListener(config.metrics, self.metrics.render))
@@ -255,7 +246,7 @@ class Manager:
         # The keys first, and the worker processes started with them: a worker takes seconds to start and
         # load 50,000 keys, done while the store opens and resets the last run's agents. It listens only
         # once that reset is committed (`_start_listeners`).
-        self._load_keys(checked.usable())
+        self.key_reloads.load(checked.usable())
         started: list[Service] = []
         try:
             if self.pool is not None:
@@ -280,11 +271,7 @@ class Manager:
         acks = await asyncio.to_thread(read_journals, self.home.ack_journal_dir)
         restored = self.store.restore_acks(StatusUpdate(ack.agent_id, ack.trigger, ack.at) for ack in acks)
         reset = self.store.reset_connections()
-        decision = keyguard.decide({}, checked, self.reload_limits, also_known=self._stored_agents())
-        if decision.accepted:
-            await self._purge([(agent_id, f"{agent_id:03d}") for agent_id in decision.removed])
-        else:
-            self._refused_at_start(decision)
+        await self.key_reloads.at_start(checked)
         # Committed before any agent is taken (the workers listen after this): no status of the last run
         # survives into this one, in the database either.
         if await asyncio.to_thread(self.store.flush_wait):
@@ -346,8 +333,7 @@ class Manager:
             self.grace.cancel_all()
             self.stop_guard.phase = "stopping the query socket, upkeep and enrolment"
             await self._stop_front()
-            for task in list(self._purges):
-                await task
+            await self.key_reloads.settle()
             if self.journal is not None:
                 self.journal.close()
             self.stop_guard.phase = "committing the last changes"
@@ -389,24 +375,6 @@ class Manager:
             self.store.submit(update)
 
     # -- several nodes (docs/cluster.md; the rest is cluster/follow.py) ---------------------------------
-
-    async def remove_keys(self, ids: list[int], *, purge: bool) -> list[str]:
-        """The agents' lines out of client.keys (marked `!`, or gone with `purge`) under the keys lock, and
-        the key store, remoted and workers told before the lock is let go; the lines removed."""
-        keys = EnrolledKeys(self.keys, self.keys_watcher, self.remoted, self.pool, self.store)
-        keys.hold()
-        try:
-            lines, before, after = await asyncio.to_thread(
-                remove_key_lines, self.home.client_keys, ids, purge
-            )
-        except BaseException:
-            keys.release()
-            raise
-        if lines:
-            await keys.take(lines, before, after)
-        else:
-            keys.release()
-        return lines
 
     def _behind(self) -> float:
         """Seconds the manager is behind reading its agents: this loop's, and the slowest worker's."""
@@ -459,102 +427,6 @@ class Manager:
             self.store.apply_adopted()
             self.sweeper.sweep()
 
-    # -- client.keys ----------------------------------------------------------------------------------
-
-    def _stored_agents(self) -> set[int]:
-        """The agents a reload removes besides those of the keys in use: with purge_removed, every agent
-        global.db holds (a start that refused to purge leaves some there), else none."""
-        if not self.config.database.purge_removed:
-            return set()
-        return {agent_id for agent_id in self.store.agents if agent_id != MANAGER_ID}
-
-    def _refused_at_start(self, decision: ReloadDecision) -> None:
-        if decision.problems:
-            what = (
-                f"client.keys has {decision.problems_text()}; started with its {len(self.keys)} valid "
-                "entries and purged nothing; fix the file (it is reloaded when it changes)"
-            )
-        else:
-            what = (
-                f"client.keys lacks {len(decision.removed)} of the {decision.known} agents global.db has, "
-                f"more than the {decision.allowed} a reload may remove at once: started with the "
-                f"{len(self.keys)} agents of the file; the others stay in global.db, disconnected, NOT "
-                "purged; `agentpulse keys reload --force` purges them, or restore client.keys"
-            )
-        self.reloads.count(decision, time.time(), what)
-        log.error("%s", what)
-
-    async def reload_keys(self, force: bool = False) -> ReloadDecision:
-        """Read client.keys and apply it if the guard accepts it: the keyupdate_interval check, SIGHUP,
-        and `agentpulse keys reload [--force]` (through the query socket) all come here."""
-        async with self._reloading:
-            while True:
-                # Not while enrolment writes the file and applies its lines (`EnrolledKeys`): a read
-                # taken then lacks them, and the guard would count the new agents as removed.
-                checked, generation = await self.keys_watcher.load_settled()
-                # Off the loop: 200,000 keys take a second. Enrolment changes the key store's lines in
-                # place, so the guard judges a copy; if it enrolled meanwhile, the file is read again.
-                decision = await asyncio.to_thread(
-                    keyguard.decide,
-                    dict(self.keys.lines),
-                    checked,
-                    self.reload_limits,
-                    also_known=self._stored_agents(),
-                    force=force,
-                )
-                if not self.keys_watcher.stale(generation):
-                    break
-            self.reloads.count(decision, time.time())
-            if decision.accepted:
-                await self._apply_keys(checked.keys, decision)
-            else:
-                self.refusals.error("keys-refused", "client.keys reload %s", decision.message())
-            if self.ready.is_set():
-                await asyncio.to_thread(self._write_state_file)
-            return decision
-
-    async def _apply_keys(self, keys: KeysFile, decision: ReloadDecision) -> None:
-        change = self._load_keys(keys)
-        self.store.add_agents(change.added)
-        if self.pool is not None and not await self.pool.keys_applied(KEYS_APPLY_TIMEOUT):
-            log.warning("client.keys reload: not every remoted worker confirmed the new keys in time")
-        log.info("client.keys reload %s", decision.message())
-        if self.config.database.purge_removed and decision.removed:
-            ids = {key.number: key.id for key in change.gone}
-            gone = [(number, ids.get(number, f"{number:03d}")) for number in decision.removed]
-            task = asyncio.create_task(self._purge(gone), name="purge-removed")
-            self._purges.add(task)
-            task.add_done_callback(self._purges.discard)
-
-    def _load_keys(self, keys: KeysFile) -> KeysChange:
-        """Accepted keys into the key store; remoted here (or every worker, sent the same lines) lets the
-        connections of removed or changed keys go, and agents gone from the file are disconnected."""
-        change = self.keys.load(keys)
-        if self.remoted is not None:
-            self.remoted.keys_changed(change)
-        else:
-            assert self.pool is not None
-            self.pool.book.forget([key.number for key in change.removed])
-            self.pool.load_keys("".join(line + "\n" for line in self.keys.lines.values()))
-            disconnect_gone(change, self.store, time.time())
-        return change
-
-    async def _purge(self, agents: list[tuple[int, str]]) -> None:
-        """Agents no longer in client.keys: out of global.db (with their `<id>.db`), rids files deleted.
-
-        Run at start and on a reload when `<database><purge_removed>` is on. Their rows leave global.db with
-        a last status event (see `Store.remove_agents`), and their `<id>.db` and `queue/rids/<id>` files
-        are deleted.
-        """
-        if not agents:
-            return
-        removed = self.store.remove_agents(
-            [agent_id for agent_id, _ in agents], time.time(), purge_files=True
-        )
-        rids = [self.home.rids_file(text) for _, text in agents]
-        await asyncio.to_thread(unlink_all, rids)
-        log.info("Purged %d agents removed from client.keys", len(removed))
-
     def listeners(self) -> list[str]:
         """Where agents connect: `host:port/protocol`, here or in the worker processes."""
         if self.remoted is None:
@@ -563,5 +435,11 @@ class Manager:
             return [f"{host}:{self.pool.port}/{p}" for p in self.config.remote.protocols]
         return [f"{host}:{port}/{proto}" for host, port, proto in self.remoted.addresses]
 
+    async def _reloaded(self) -> None:
+        if self.ready.is_set():
+            await asyncio.to_thread(self._write_state_file)
+
     def _write_state_file(self) -> None:
-        write_state_file(self.home.remoted_state, self.started_at, self.listeners(), self.reloads)
+        write_state_file(
+            self.home.remoted_state, self.started_at, self.listeners(), self.key_reloads.counters
+        )
