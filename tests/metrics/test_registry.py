@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agentpulse.config import Config
+from agentpulse.jetstream import StreamHealth
 from agentpulse.metrics.exposition import Family
 from agentpulse.metrics.registry import Metrics
 from agentpulse.records import StatusUpdate
@@ -148,3 +149,22 @@ def test_names_are_unique_and_the_render_is_one_text(store: Store) -> None:
     assert content_type.startswith("text/plain; version=0.0.4")
     assert body.endswith(b"\n")
     assert body.count(b"# TYPE ") == len(names)
+
+
+def test_streams_are_shown_as_last_read_back_and_absent_before() -> None:
+    assert Metrics._streams([]) == []  # no stream read yet (or NATS away since the start): no family
+    families = Metrics._streams(
+        [
+            StreamHealth("AGENT_STATUS", 3, "n1", {"n1": True, "n2": True, "n3": False}, 12),
+            StreamHealth("AGENT_EVENTS", 1, None, {}, 40),
+        ]
+    )
+    assert samples(families, "agentpulse_nats_stream_replicas") == {
+        (("stream", "AGENT_EVENTS"),): 1,
+        (("stream", "AGENT_STATUS"),): 3,
+    }
+    assert samples(families, "agentpulse_nats_stream_replicas_current") == {
+        (("stream", "AGENT_EVENTS"),): 1,
+        (("stream", "AGENT_STATUS"),): 2,
+    }
+    assert samples(families, "agentpulse_nats_stream_messages")[(("stream", "AGENT_STATUS"),)] == 12

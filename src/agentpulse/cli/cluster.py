@@ -20,8 +20,9 @@ from agentpulse.escape import for_terminal
 
 if TYPE_CHECKING:
     from agentpulse.cluster.lease import NodeRow
-    from agentpulse.cluster.report import ClusterReport, StreamHealth
+    from agentpulse.cluster.report import ClusterReport
     from agentpulse.config import Config
+    from agentpulse.jetstream import StreamHealth
 
 PROGRAM = "agentpulse cluster"
 

@@ -21,6 +21,7 @@ import psycopg
 
 from agentpulse.cluster.leader import lock_holder
 from agentpulse.cluster.lease import NodeRow, connect, read_nodes
+from agentpulse.jetstream import StreamHealth, stream_health
 from agentpulse.store.sqlite import schema
 
 NATS_TIMEOUT: Final = 2.0
@@ -46,15 +47,6 @@ class NatsServerHealth:
     url: str
     up: bool
     detail: str  # the server's name and version, or why not
-
-
-@dataclass(frozen=True, slots=True)
-class StreamHealth:
-    name: str
-    replicas: int
-    leader: str | None
-    peers: dict[str, bool]  # replica -> current
-    messages: int
 
 
 @dataclass
@@ -266,17 +258,7 @@ async def _stream(url: str, options: dict[str, Any], name: str) -> tuple[StreamH
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), NATS_TIMEOUT)
-    cluster = info.cluster
-    peers: dict[str, bool] = {}
-    leader = None
-    if cluster is not None:
-        leader = cluster.leader
-        if leader:
-            peers[leader] = True
-        for peer in cluster.replicas or []:
-            if peer.name:
-                peers[peer.name] = bool(peer.current) and not peer.offline
-    return StreamHealth(name, info.config.num_replicas or 1, leader, peers, info.state.messages), ""
+    return stream_health(info), ""
 
 
 def _redact(url: str) -> str:

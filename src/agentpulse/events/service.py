@@ -29,6 +29,7 @@ from agentpulse.events.config import ConfigPublisher
 from agentpulse.events.embedded import EmbeddedNats, EmbeddedNatsError
 from agentpulse.events.keepalives import KeepalivePublisher
 from agentpulse.events.publisher import NatsLink, OutboxPublisher, OutboxReader
+from agentpulse.events.streamwatch import StreamWatch
 from agentpulse.records import TransitionRow
 from agentpulse.status import ConnectionStatus
 from agentpulse.store.subscriber import Subscriber
@@ -147,6 +148,10 @@ class EventsService:
                 status_of=self.status_of,
             )
         self.configs: ConfigPublisher | None = None
+        # The streams we write, read back for their replicas' health: status events, the KV bucket's
+        # stream, and agent events (published by the remoted processes, read back here).
+        events_stream = [config.agent_events.stream] if config.agent_events.enabled else []
+        self.streams = StreamWatch(self.link, [config.stream, f"KV_{config.kv_bucket}", *events_stream])
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error: str | None = None
         self._disconnected_at: float | None = None
@@ -231,6 +236,7 @@ class EventsService:
         if self.keepalives is not None:
             self._tasks.append(asyncio.create_task(self.keepalives.run(), name="events-keepalive"))
         self._tasks.append(asyncio.create_task(self.configs.run(), name="events-config"))
+        self._tasks.append(asyncio.create_task(self.streams.run(), name="events-streams"))
         if not self.config.start_without_nats:
             try:
                 await asyncio.wait_for(connected.wait(), PROBE_TIMEOUT)
@@ -380,6 +386,7 @@ class EventsService:
             self._subscriber = None
         tasks, self._tasks = self._tasks, []
         self.outbox.stopped = True
+        self.streams.stopped = True
         if self.keepalives is not None:
             self.keepalives.stopped = True
         for task in tasks:

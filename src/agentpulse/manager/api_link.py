@@ -79,6 +79,7 @@ class ManagerApi:
             "nats": {
                 "enabled": events is not None,
                 "connected": bool(events is not None and events.nc.is_connected),
+                "streams": events.streams.report() if events is not None else {},
             },
             "outbox_depth": outbox,
             "store": {

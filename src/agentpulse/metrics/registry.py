@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from agentpulse.jetstream import StreamHealth
 from agentpulse.metrics.exposition import CONTENT_TYPE, Family, MetricType, label_text, render
 from agentpulse.metrics.histogram import DURATION_BUCKETS, SIZE_BUCKETS, Histogram
 from agentpulse.metrics.sources import EnrolmentFigures, EventsFigures
@@ -238,7 +239,25 @@ class Metrics:
             )
             dropped.add(keepalive_events.dropped)
             families.append(dropped)
+        families += self._streams(events.streams.health.values())
         return families
+
+    @staticmethod
+    def _streams(streams: Iterable[StreamHealth]) -> list[Family]:
+        """The JetStream streams agentpulse writes, as last read back (events/streamwatch.py)."""
+        replicas = Family("agentpulse_nats_stream_replicas", GAUGE, "Replicas the stream is configured with")
+        current = Family(
+            "agentpulse_nats_stream_replicas_current",
+            GAUGE,
+            "Replicas holding every message (the leader and the current followers); below replicas: degraded",
+        )
+        messages = Family("agentpulse_nats_stream_messages", GAUGE, "Messages the stream holds")
+        for health in sorted(streams, key=lambda h: h.name):
+            labels = (("stream", health.name),)
+            replicas.add(health.replicas, labels)
+            current.add(health.current, labels)
+            messages.add(health.messages, labels)
+        return [replicas, current, messages] if replicas.samples else []
 
     def _enrolment(self) -> list[Family]:
         if self.enrolment is None:

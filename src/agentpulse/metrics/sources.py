@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from agentpulse.jetstream import StreamHealth
+
 PublishObserver = Callable[[float, int], None]  # (seconds, events): as events/publisher.py calls it
 
 
@@ -38,6 +40,13 @@ class LinkFigures(Protocol):
     def up(self) -> bool: ...
 
 
+class StreamFigures(Protocol):
+    """`events.streamwatch.StreamWatch`."""
+
+    @property
+    def health(self) -> Mapping[str, StreamHealth]: ...
+
+
 class EventsFigures(Protocol):
     """`events.service.EventsService`."""
 
@@ -49,6 +58,9 @@ class EventsFigures(Protocol):
 
     @property
     def keepalives(self) -> KeepaliveEventFigures | None: ...
+
+    @property
+    def streams(self) -> StreamFigures: ...
 
 
 class EnrolmentFigures(Protocol):

@@ -1,0 +1,108 @@
+"""`StreamWatch`: the JetStream streams agentpulse writes, read back every `INTERVAL` on the manager's NATS
+connection, so that a replication that is degraded shows before the next failure loses what it holds.
+
+The danger is a replicated stream that lost a copy (a server down, a replica behind): writes still succeed,
+nothing looks wrong, and the next loss stops them or takes messages with it. Each stream's health (the
+replicas asked for, how many are current, its leader) goes to the metrics and to `GET /manager/status`,
+and a change between healthy and degraded is one log line, not one per check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Final
+
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
+
+from agentpulse.events.publisher import NatsLink
+from agentpulse.jetstream import StreamHealth, stream_health
+
+log = logging.getLogger(__name__)
+
+INTERVAL: Final = 10.0  # seconds between two reads of every stream
+TIMEOUT: Final = 5.0  # one stream_info; a stream electing a leader may not answer
+
+
+class StreamWatch:
+    def __init__(self, link: NatsLink, streams: Sequence[str], interval: float = INTERVAL) -> None:
+        self.link = link
+        self.streams = tuple(dict.fromkeys(streams))  # once each, in order
+        self.interval = interval
+        self.health: dict[str, StreamHealth] = {}  # the last read of each stream that could be read
+        self.notes: dict[str, str] = {}  # why a stream has no health now
+        self._degraded: dict[str, bool] = {}  # what was said last, per stream
+        self.stopped = False
+
+    async def run(self) -> None:
+        while not self.stopped:
+            if self.link.up:
+                await self.check()
+            await asyncio.sleep(self.interval)
+
+    async def check(self) -> None:
+        """Read every stream once (bounded); say what changed."""
+        for name in self.streams:
+            js = self.link.js
+            if js is None or not self.link.up:
+                return
+            try:
+                info = await asyncio.wait_for(js.stream_info(name), TIMEOUT)
+            except NotFoundError:
+                self._unknown(name, "does not exist yet (it is created at the first publish)")
+                continue
+            except (NatsError, OSError, TimeoutError) as error:
+                self._unknown(name, f"cannot be read: {str(error) or type(error).__name__}")
+                continue
+            self._known(stream_health(info))
+
+    def _unknown(self, name: str, why: str) -> None:
+        self.health.pop(name, None)
+        self.notes[name] = why
+
+    def _known(self, health: StreamHealth) -> None:
+        name = health.name
+        self.health[name] = health
+        self.notes.pop(name, None)
+        degraded = health.degraded
+        if degraded == self._degraded.get(name, False):
+            return
+        self._degraded[name] = degraded
+        if degraded:
+            lagging = ", ".join(health.lagging()) or "none named"
+            log.warning(
+                "JetStream stream %s is degraded: %d of %d replicas current, leader %s, behind or offline: "
+                "%s; writes go on, but another server lost may stop them",
+                name,
+                health.current,
+                health.replicas,
+                health.leader or "none (electing)",
+                lagging,
+            )
+        else:
+            log.info(
+                "JetStream stream %s: all %d replicas current again (leader %s)",
+                name,
+                health.replicas,
+                health.leader or "-",
+            )
+
+    def report(self) -> dict[str, object]:
+        """Every watched stream, for `GET /manager/status`: its health, or why it has none."""
+        shown: dict[str, object] = {}
+        for name in self.streams:
+            health = self.health.get(name)
+            if health is None:
+                shown[name] = {"error": self.notes.get(name, "not read yet")}
+                continue
+            shown[name] = {
+                "replicas": health.replicas,
+                "current": health.current,
+                "degraded": health.degraded,
+                "leader": health.leader,
+                "peers": dict(sorted(health.peers.items())),
+                "messages": health.messages,
+            }
+        return shown

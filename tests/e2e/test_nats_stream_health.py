@@ -1,0 +1,82 @@
+"""The replicas of the streams agentpulse writes, on a 3-server NATS cluster with `<replicas>3`: the metrics
+show them all current, then one fewer once a server is killed (with one "degraded" warning naming it), and
+all current again (with one line saying so) once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agentpulse.cluster.localnats import LocalNatsCluster
+from tests.e2e.harness import LOOPBACK, ManagerProcess, free_port, wait_until
+from tests.e2e.test_metrics import Scrape, eventually, value
+from tests.events.fleet import Agent, nats_settings
+
+STREAMS = ("AGENT_STATUS", "KV_agent_status", "AGENT_EVENTS")  # the KV bucket is a stream too
+DETECTED = 60.0  # the watch reads every 10 s; a killed server is seen as offline some seconds later
+
+
+def current(samples: Scrape, stream: str) -> float:
+    return value(samples, "agentpulse_nats_stream_replicas_current", stream=stream)
+
+
+def test_a_lost_server_shows_as_a_degraded_stream_until_it_is_back(
+    nats_cluster: LocalNatsCluster, manager: ManagerProcess
+) -> None:
+    port = free_port()
+    manager.settings = nats_settings(
+        nats_cluster.url,
+        "<replicas>3</replicas>",
+        sections=f"<metrics><enabled>yes</enabled><host>{LOOPBACK}</host><port>{port}</port></metrics>",
+    )
+    (key,) = manager.add_agents(1)
+    manager.start()
+
+    async def talk() -> None:
+        agent = await Agent.connect(manager, key)
+        await agent.startup()
+        agent.connection.send(b"1:/var/log/app.log:a line")  # AGENT_EVENTS is made at the first publish
+        await agent.keepalive()
+        agent.close()
+
+    asyncio.run(talk())
+
+    def all_current(samples: Scrape) -> bool:
+        return all(
+            ("agentpulse_nats_stream_replicas_current", frozenset({("stream", s)})) in samples
+            and current(samples, s) == 3
+            for s in STREAMS
+        )
+
+    healthy = eventually(port, "both streams with 3 current replicas", all_current, timeout=DETECTED)
+    for stream in STREAMS:
+        assert value(healthy, "agentpulse_nats_stream_replicas", stream=stream) == 3
+    assert value(healthy, "agentpulse_nats_stream_messages", stream="AGENT_STATUS") >= 2  # pending, active
+    assert "is degraded" not in manager.output()
+
+    lost = nats_cluster.server_name(2)
+    nats_cluster.kill(2)
+    degraded = eventually(
+        port, "a replica fewer", lambda s: current(s, "AGENT_STATUS") == 2, timeout=DETECTED
+    )
+    assert value(degraded, "agentpulse_nats_stream_replicas", stream="AGENT_STATUS") == 3
+    wait_until(
+        lambda: "JetStream stream AGENT_STATUS is degraded: 2 of 3" in manager.output(),
+        "the degraded warning",
+        timeout=15,
+        detail=manager.output,
+    )
+    warning = next(line for line in manager.output().splitlines() if "AGENT_STATUS is degraded" in line)
+    assert lost in warning  # the server behind or offline is named
+
+    nats_cluster.restart(2)
+    eventually(port, "all current again", all_current, timeout=DETECTED)
+    wait_until(
+        lambda: "JetStream stream AGENT_STATUS: all 3 replicas current again" in manager.output(),
+        "the recovery line",
+        timeout=15,
+        detail=manager.output,
+    )
+    assert (
+        manager.output().count("JetStream stream AGENT_STATUS is degraded") == 1
+    )  # said once, not per check
+    assert manager.stop() == 0
