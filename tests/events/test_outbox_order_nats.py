@@ -106,6 +106,23 @@ def with_body(row: OutboxEntry, size: int) -> OutboxEntry:
     return dataclasses.replace(row, payload=json.dumps(body).encode())
 
 
+NO_RESPONDER_TRIES = 5
+
+
+async def drained(events: OutboxPublisher) -> int:
+    """`drain()`, again a moment later when the replicated stream had no responder for an instant (its leader
+    busy, e.g. with a purge, under the suite's load: seen once in a full run). The relay's loop retries that
+    in production; what these tests assert is what ends up stored, and a retry republishes the same ids."""
+    for attempt in range(NO_RESPONDER_TRIES):
+        try:
+            return await events.drain()
+        except Unavailable as why:
+            if "NoStreamResponseError" not in str(why) or attempt == NO_RESPONDER_TRIES - 1:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("not reached")
+
+
 def run(jetstream: JetStream, scenario: Callable[[NATS], Coroutine[Any, Any, None]]) -> None:
     async def main() -> None:
         nc = await nats.connect(jetstream.urls)
@@ -204,14 +221,14 @@ def test_a_write_refused_for_its_expectation_is_stored_with_the_same_msg_id_once
         js = nc.jetstream(timeout=JS_TIMEOUT)
         outbox = Outbox(entries((1, 1)))
         events = relay(nc, outbox, jetstream.replicas)
-        assert await events.drain() == 1
+        assert await drained(events) == 1
         await js.publish("agent.status.001", b"{}")  # another writer, no msg id
         outbox.rows = entries((1, 2), first_id=2)
-        assert await events.drain() == 1
+        assert await drained(events) == 1
         assert await stored(js) == ["001:1", "-", "001:2"]
         await js.purge_stream(STREAM, subject="agent.status.001")
         outbox.rows = entries((1, 3), first_id=3)
-        assert await events.drain() == 1
+        assert await drained(events) == 1
         last = await js.get_last_msg(STREAM, "agent.status.001")
         assert (last.headers or {}).get("Nats-Msg-Id") == "001:3" and last.seq == 4
 
