@@ -40,6 +40,8 @@ class StreamWatch:
         while not self.stopped:
             if self.link.up:
                 await self.check()
+            if self.stopped:  # a cancellation nats-py swallowed during the read: the stop said so anyway
+                return
             await asyncio.sleep(self.interval)
 
     async def check(self) -> None:
