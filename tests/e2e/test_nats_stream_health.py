@@ -1,5 +1,5 @@
 """The replicas of the streams agentpulse writes, on a 3-server NATS cluster with `<replicas>3`: the metrics
-show them all current, then one fewer once a server is killed (with one "degraded" warning naming it), and
+(and `GET /manager/status`) show them all current, then one fewer once a server is killed (with one "degraded" warning naming it), and
 all current again (with one line saying so) once it is back."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from agentpulse.cluster.localnats import LocalNatsCluster
+from tests.e2e.api_tools import ADMIN, Api, add_user
 from tests.e2e.harness import LOOPBACK, ManagerProcess, free_port, wait_until
 from tests.e2e.test_metrics import Scrape, eventually, value
 from tests.events.fleet import Agent, nats_settings
@@ -27,9 +28,14 @@ def test_a_lost_server_shows_as_a_degraded_stream_until_it_is_back(
         nats_cluster.url,
         "<replicas>3</replicas>",
         sections=f"<metrics><enabled>yes</enabled><host>{LOOPBACK}</host><port>{port}</port></metrics>",
+        api="<https><enabled>no</enabled></https>",
     )
     (key,) = manager.add_agents(1)
+    manager.write_config()
+    add_user(manager, *ADMIN, "admin")
     manager.start()
+    api = Api(manager)
+    api.token = api.login(ADMIN)
 
     async def talk() -> None:
         agent = await Agent.connect(manager, key)
@@ -59,6 +65,11 @@ def test_a_lost_server_shows_as_a_degraded_stream_until_it_is_back(
         port, "a replica fewer", lambda s: current(s, "AGENT_STATUS") == 2, timeout=DETECTED
     )
     assert value(degraded, "agentpulse_nats_stream_replicas", stream="AGENT_STATUS") == 3
+    streams = api.get("/manager/status")["data"]["nats"]["streams"]
+    assert set(streams) == set(STREAMS)
+    status = streams["AGENT_STATUS"]
+    assert (status["replicas"], status["current"], status["degraded"]) == (3, 2, True)
+    assert status["peers"][lost] is False and status["leader"] in status["peers"]
     wait_until(
         lambda: "JetStream stream AGENT_STATUS is degraded: 2 of 3" in manager.output(),
         "the degraded warning",
