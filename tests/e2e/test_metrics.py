@@ -29,11 +29,14 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 Scrape = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+def metrics_section(port: int) -> str:
+    """The `<metrics>` block of a listener on loopback at `port`."""
+    return f"<metrics><enabled>yes</enabled><host>{LOOPBACK}</host><port>{port}</port></metrics>"
+
+
 def with_metrics(manager: ManagerProcess) -> int:
     port = free_port()
-    manager.settings.sections = (
-        f"<metrics><enabled>yes</enabled><host>{LOOPBACK}</host><port>{port}</port></metrics>"
-    )
+    manager.settings.sections = metrics_section(port)
     return port
 
 

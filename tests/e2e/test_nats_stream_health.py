@@ -8,8 +8,8 @@ import asyncio
 
 from agentpulse.cluster.localnats import LocalNatsCluster
 from tests.e2e.api_tools import ADMIN, Api, add_user
-from tests.e2e.harness import LOOPBACK, ManagerProcess, free_port, wait_until
-from tests.e2e.test_metrics import Scrape, eventually, value
+from tests.e2e.harness import ManagerProcess, free_port, wait_until
+from tests.e2e.test_metrics import Scrape, eventually, metrics_section, value
 from tests.events.fleet import Agent, nats_settings
 
 STREAMS = ("AGENT_STATUS", "KV_agent_status", "AGENT_EVENTS")  # the KV bucket is a stream too
@@ -27,7 +27,7 @@ def test_a_lost_server_shows_as_a_degraded_stream_until_it_is_back(
     manager.settings = nats_settings(
         nats_cluster.url,
         "<replicas>3</replicas>",
-        sections=f"<metrics><enabled>yes</enabled><host>{LOOPBACK}</host><port>{port}</port></metrics>",
+        sections=metrics_section(port),
         api="<https><enabled>no</enabled></https>",
     )
     (key,) = manager.add_agents(1)

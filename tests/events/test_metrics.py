@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.e2e.harness import LOOPBACK, ManagerProcess, free_port
-from tests.e2e.test_metrics import eventually, value
+from tests.e2e.harness import ManagerProcess, free_port
+from tests.e2e.test_metrics import eventually, metrics_section, value
 from tests.events.fleet import Collector, connect_all, nats_settings
 from tests.events.natsserver import NatsServer
 
@@ -17,10 +17,7 @@ def test_published_events_and_the_outbox_depth_through_an_outage(
     nats_server: NatsServer, manager: ManagerProcess
 ) -> None:
     port = free_port()
-    manager.settings = nats_settings(
-        nats_server.url,
-        sections=f"<metrics><enabled>yes</enabled><host>{LOOPBACK}</host><port>{port}</port></metrics>",
-    )
+    manager.settings = nats_settings(nats_server.url, sections=metrics_section(port))
     keys = manager.add_agents(AGENTS)
     manager.start()
 
