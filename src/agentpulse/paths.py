@@ -79,6 +79,11 @@ class Home:
         return self.run_dir / "wazuh-agentd.state"
 
     @property
+    def nats_streams_state(self) -> Path:
+        """The streams' health as the manager last read it back (`agentpulse status` shows it)."""
+        return self.run_dir / "agentpulse-streams.json"
+
+    @property
     def nats_url_file(self) -> Path:
         return self.run_dir / "nats.url"
 

@@ -1,6 +1,6 @@
 """The replicas of the streams agentpulse writes, on a 3-server NATS cluster with `<replicas>3`: the metrics
-(and `GET /manager/status`) show them all current, then one fewer once a server is killed (with one "degraded" warning naming it), and
-all current again (with one line saying so) once it is back."""
+show them all current, then one fewer once a server is killed (so do `GET /manager/status` and `agentpulse
+status`, and one "degraded" warning names it), and all current again (one line says so) once it is back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 
 from agentpulse.cluster.localnats import LocalNatsCluster
 from tests.e2e.api_tools import ADMIN, Api, add_user
-from tests.e2e.harness import ManagerProcess, free_port, wait_until
+from tests.e2e.harness import ManagerProcess, free_port, run_cli, wait_until
 from tests.e2e.test_metrics import Scrape, eventually, metrics_section, value
 from tests.events.fleet import Agent, nats_settings
 
@@ -70,6 +70,10 @@ def test_a_lost_server_shows_as_a_degraded_stream_until_it_is_back(
     status = streams["AGENT_STATUS"]
     assert (status["replicas"], status["current"], status["degraded"]) == (3, 2, True)
     assert status["peers"][lost] is False and status["leader"] in status["peers"]
+    shown = run_cli("agentpulse", "status", home=manager.root)
+    assert shown.returncode == 0, shown.stderr
+    assert "  AGENT_STATUS: DEGRADED: 2 of 3 replicas current" in shown.stdout
+    assert f"behind or offline: {lost}" in shown.stdout
     wait_until(
         lambda: "JetStream stream AGENT_STATUS is degraded: 2 of 3" in manager.output(),
         "the degraded warning",

@@ -1,11 +1,14 @@
 """`StreamWatch` on a real nats-server: a stream that exists is read back with its replicas and messages,
-one that does not is said so, nothing is read while the connection is down, and a change between healthy
+one that does not is said so (and both written for `agentpulse status`), nothing is read while the connection is down, and a change between healthy
 and degraded is one log line each way."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -16,13 +19,17 @@ from agentpulse.jetstream import StreamHealth
 from tests.events.natsserver import NatsServer
 
 
-def test_streams_are_read_back_or_said_missing(nats_server: NatsServer) -> None:
+def test_streams_are_read_back_or_said_missing(nats_server: NatsServer, tmp_path: Path) -> None:
+    state = tmp_path / "agentpulse-streams.json"
+
     async def scenario() -> None:
         nc = NATS()
         await nc.connect([nats_server.url], connect_timeout=5)
         try:
             link = NatsLink(nc)
-            watch = StreamWatch(link, ["AGENT_STATUS", "AGENT_EVENTS", "AGENT_STATUS"], interval=0.1)
+            watch = StreamWatch(
+                link, ["AGENT_STATUS", "AGENT_EVENTS", "AGENT_STATUS"], interval=0.1, state_path=state
+            )
             assert watch.streams == ("AGENT_STATUS", "AGENT_EVENTS")  # each once
             await watch.check()  # no JetStream context yet: the link is not up, nothing is read
             assert watch.report() == {
@@ -47,6 +54,8 @@ def test_streams_are_read_back_or_said_missing(nats_server: NatsServer) -> None:
                 "error": "does not exist yet (it is created at the first publish)"
             }
             assert watch.health["AGENT_STATUS"].replicas == 1
+            written = json.loads(state.read_text())  # for `agentpulse status`: the same report
+            assert written["streams"] == report and abs(written["updated"] - time.time()) < 30
             # The run loop reads again on its own, and ends when told to.
             await link.js.publish("agent.status.009", b"{}")
             task = asyncio.create_task(watch.run())

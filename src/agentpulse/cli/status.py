@@ -2,7 +2,8 @@
 
 Counts per status, per group, and the latest changes, from the home's database (global.db opened read-only,
 or PostgreSQL), and the running
-manager's counters from its state file (client.keys reloads). Names print via `for_terminal`.
+manager's counters from its state files (client.keys reloads, agent events, the NATS streams' replicas).
+Names print via `for_terminal`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from agentpulse.cli.database import open_database
 from agentpulse.cli.events_status import render_agent_events
 from agentpulse.cli.home import add_home_option, resolve_home
+from agentpulse.cli.streams_status import render_streams
 from agentpulse.config.xmltree import ConfigError
 from agentpulse.escape import for_terminal
 from agentpulse.status import ConnectionStatus, StatusCode
@@ -184,4 +186,5 @@ def run(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(render(summary, colour))
     sys.stdout.write(render_agent_events(home))
+    sys.stdout.write(render_streams(home))
     return 0

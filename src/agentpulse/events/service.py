@@ -151,7 +151,11 @@ class EventsService:
         # The streams we write, read back for their replicas' health: status events, the KV bucket's
         # stream, and agent events (published by the remoted processes, read back here).
         events_stream = [config.agent_events.stream] if config.agent_events.enabled else []
-        self.streams = StreamWatch(self.link, [config.stream, f"KV_{config.kv_bucket}", *events_stream])
+        self.streams = StreamWatch(
+            self.link,
+            [config.stream, f"KV_{config.kv_bucket}", *events_stream],
+            state_path=home.nats_streams_state,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error: str | None = None
         self._disconnected_at: float | None = None

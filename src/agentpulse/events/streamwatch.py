@@ -4,14 +4,20 @@ connection, so that a replication that is degraded shows before the next failure
 The danger is a replicated stream that lost a copy (a server down, a replica behind): writes still succeed,
 nothing looks wrong, and the next loss stops them or takes messages with it. Each stream's health (the
 replicas asked for, how many are current, its leader) goes to the metrics and to `GET /manager/status`,
-and a change between healthy and degraded is one log line, not one per check.
+and a change between healthy and degraded is one log line, not one per check. After each read the same
+report goes to `var/run/agentpulse-streams.json` for `agentpulse status` (cli/streams_status.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
 from nats.errors import Error as NatsError
@@ -27,8 +33,15 @@ TIMEOUT: Final = 5.0  # one stream_info; a stream electing a leader may not answ
 
 
 class StreamWatch:
-    def __init__(self, link: NatsLink, streams: Sequence[str], interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        link: NatsLink,
+        streams: Sequence[str],
+        interval: float = INTERVAL,
+        state_path: Path | None = None,
+    ) -> None:
         self.link = link
+        self.state_path = state_path
         self.streams = tuple(dict.fromkeys(streams))  # once each, in order
         self.interval = interval
         self.health: dict[str, StreamHealth] = {}  # the last read of each stream that could be read
@@ -59,6 +72,15 @@ class StreamWatch:
                 self._unknown(name, f"cannot be read: {str(error) or type(error).__name__}")
                 continue
             self._known(stream_health(info))
+        if self.state_path is not None:
+            await asyncio.to_thread(self._write_state, self.state_path, self.report())
+
+    @staticmethod
+    def _write_state(path: Path, report: dict[str, object]) -> None:
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):  # status is best effort; the metrics and the log have it too
+            tmp.write_text(json.dumps({"updated": time.time(), "streams": report}))
+            os.replace(tmp, path)
 
     def _unknown(self, name: str, why: str) -> None:
         self.health.pop(name, None)
