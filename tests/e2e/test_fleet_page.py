@@ -20,6 +20,7 @@ from agentpulse.keysfile import read_keys_file
 from tests.e2e.api_tools import ADMIN, Api
 from tests.e2e.harness import AgentFactory, ManagerProcess
 from tests.e2e.test_api import WireFleet, start
+from tests.events.natsserver import NatsServer
 
 CHROMIUM = os.environ.get("AGENTPULSE_CHROMIUM", "/usr/bin/chromium")
 GRACE = 1.0  # the harness's connection_grace
@@ -78,6 +79,7 @@ def test_the_page_follows_the_fleet_live(
     page.wait_for_selector("#app:not(.hidden)")
     page.wait_for_function("document.getElementById('live').textContent === 'live'")
     assert count(page, "never_connected") == "12" and count(page, "active") == "0"
+    assert page.is_hidden("#nats")  # no NATS configured: no NATS pill
 
     with WireFleet(manager):
         page.wait_for_function("document.getElementById('count-active').textContent === '6'", timeout=20000)
@@ -126,3 +128,29 @@ def test_the_page_follows_the_fleet_live(
         for shot in shots.iterdir():
             shutil.copy(shot, Path(target) / shot.name)
     assert Api(manager).call("GET", "/agents", token="").status == 401
+
+
+def test_the_page_shows_that_nats_and_its_streams_are_healthy(
+    manager: ManagerProcess, browser: Any, tmp_path: Path
+) -> None:
+    server = NatsServer(tmp_path / "nats" / "store")
+    server.start()
+    try:
+        start(manager, nats=f"<nats><enabled>yes</enabled><url>{server.url}</url></nats>")
+        page = browser.new_page(viewport={"width": 1200, "height": 800}, bypass_csp=True)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"http://127.0.0.1:{manager.api_port}/")
+        page.fill("#user", ADMIN[0])
+        page.fill("#password", ADMIN[1])
+        page.click("button[type=submit]")
+        # The manager reads its streams back once connected, the page asks every 10 s.
+        page.wait_for_function("document.getElementById('nats').textContent === 'NATS ok'", timeout=30000)
+        assert "on" in str(page.get_attribute("#nats", "class")).split()
+        assert "AGENT_STATUS: 1 of 1 replicas current" in str(page.get_attribute("#nats", "title"))
+        server.stop()  # NATS away: the pill says so at its next look
+        page.wait_for_function("document.getElementById('nats').textContent === 'NATS away'", timeout=30000)
+        assert "warn" in str(page.get_attribute("#nats", "class")).split()
+        assert errors == []
+    finally:
+        server.stop()

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 INTERVAL: Final = 10.0  # seconds between two reads of every stream
 TIMEOUT: Final = 5.0  # one stream_info; a stream electing a leader may not answer
+WAIT_FOR_LINK: Final = 1.0  # seconds between looks at a connection that is not up
 
 
 class StreamWatch:
@@ -51,8 +52,10 @@ class StreamWatch:
 
     async def run(self) -> None:
         while not self.stopped:
-            if self.link.up:
-                await self.check()
+            if not self.link.up:  # not connected yet, or reconnecting: read soon after it is
+                await asyncio.sleep(min(self.interval, WAIT_FOR_LINK))
+                continue
+            await self.check()
             if self.stopped:  # a cancellation nats-py swallowed during the read: the stop said so anyway
                 return
             await asyncio.sleep(self.interval)

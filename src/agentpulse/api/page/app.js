@@ -17,7 +17,7 @@ const state = {
   counts: null,
   series: [],
   offset: 0, total: 0, sort: "id", search: "", status: "",
-  streamAbort: null, reloadTimer: null, chartMinute: 0,
+  streamAbort: null, reloadTimer: null, chartMinute: 0, healthTimer: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -66,6 +66,7 @@ function logout() {
   $("app").classList.add("hidden");
   $("logout").classList.add("hidden");
   $("detail").classList.add("hidden");
+  $("nats").classList.add("hidden");
   $("login-view").classList.remove("hidden");
   setLive(false);
 }
@@ -208,6 +209,36 @@ async function loadGroups() {
   }
 }
 
+// -- NATS health (GET /manager/status, every 10 s: the manager reads its streams back as often) ----------
+function natsHealth(nats) {
+  if (!nats || !nats.enabled) return null;  // no NATS configured: nothing to show
+  if (!nats.connected) return { ok: false, text: "NATS away", title: "NATS connection down: status events wait in the outbox" };
+  const streams = Object.entries(nats.streams || {});
+  const degraded = streams.filter(([, s]) => s && s.degraded);
+  if (degraded.length) {
+    const [name, first] = degraded[0];
+    return {
+      ok: false,
+      text: "NATS " + name + " " + first.current + "/" + first.replicas,
+      title: degraded.map(([n, s]) => n + ": " + s.current + " of " + s.replicas + " replicas current").join("; "),
+    };
+  }
+  const known = streams.filter(([, s]) => s && s.replicas);
+  return { ok: true, text: "NATS ok", title: known.map(([n, s]) => n + ": " + s.current + " of " + s.replicas + " replicas current").join("; ") || "NATS connected" };
+}
+
+async function loadHealth() {
+  let health = null;
+  try { health = natsHealth((await api("/manager/status")).data.nats); } catch (error) { return; }
+  const pill = $("nats");
+  pill.classList.toggle("hidden", !health);
+  if (!health) return;
+  pill.classList.toggle("on", health.ok);
+  pill.classList.toggle("warn", !health.ok);
+  pill.textContent = health.text;
+  pill.title = health.title;
+}
+
 // -- the live stream ------------------------------------------------------------------------------------
 function setLive(on) {
   const live = $("live");
@@ -338,6 +369,8 @@ async function start() {
   try {
     await Promise.all([loadChart(), loadPage(), loadGroups()]);
   } catch (error) { return; }
+  loadHealth();
+  if (state.healthTimer === null) state.healthTimer = setInterval(() => { if (state.token) loadHealth(); }, 10000);
   stream();
 }
 
