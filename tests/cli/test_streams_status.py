@@ -47,7 +47,7 @@ def test_each_stream_its_replicas_and_a_degraded_one_said_so(tmp_path: Path) -> 
     streams = {
         "AGENT_STATUS": healthy(1234),
         "AGENT_EVENTS": degraded,
-        "KV_agent_status": {"error": "does not exist yet (it is created at the first publish)"},
+        "KV_agent_status": {"error": "does not exist (it is created at the first publish)"},
     }
     text = render_streams(home_with(tmp_path, {"updated": NOW - 5, "streams": streams}), NOW)
     assert text.splitlines() == [
@@ -55,7 +55,7 @@ def test_each_stream_its_replicas_and_a_degraded_one_said_so(tmp_path: Path) -> 
         "NATS streams:",
         "  AGENT_STATUS: 3 of 3 replicas current, leader n1, 1,234 messages",
         "  AGENT_EVENTS: DEGRADED: 2 of 3 replicas current, leader n1, 12 messages; behind or offline: n3",
-        "  KV_agent_status: does not exist yet (it is created at the first publish)",
+        "  KV_agent_status: does not exist (it is created at the first publish)",
     ]
 
 

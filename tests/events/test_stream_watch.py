@@ -50,10 +50,9 @@ def test_streams_are_read_back_or_said_missing(nats_server: NatsServer, tmp_path
                 False,
                 3,
             )
-            assert report["AGENT_EVENTS"] == {
-                "error": "does not exist yet (it is created at the first publish)"
-            }
+            assert report["AGENT_EVENTS"] == {"error": "does not exist (it is created at the first publish)"}
             assert watch.health["AGENT_STATUS"].replicas == 1
+            assert watch.readable() == {"AGENT_STATUS": True, "AGENT_EVENTS": False}
             written = json.loads(state.read_text())  # for `agentpulse status`: the same report
             assert written["streams"] == report and abs(written["updated"] - time.time()) < 30
             # The run loop reads again on its own, and ends when told to.
@@ -85,9 +84,16 @@ def test_a_change_between_healthy_and_degraded_is_said_once_each_way(
             watch._known(degraded)
         watch._known(healthy)
         watch._known(healthy)
+        watch._unknown("AGENT_STATUS", "cannot be read: nats: timeout")  # no leader answered
+        watch._unknown("AGENT_STATUS", "cannot be read: nats: timeout")
+        assert watch.readable() == {"AGENT_STATUS": False}
+        watch._known(healthy)
     assert caplog.messages == [
         "JetStream stream AGENT_STATUS is degraded: 2 of 3 replicas current, leader n1, behind or offline: n3; "
         "writes go on, but another server lost may stop them",
+        "JetStream stream AGENT_STATUS: all 3 replicas current again (leader n1)",
+        "JetStream stream AGENT_STATUS cannot be read: nats: timeout; it was read before (no leader answering, or "
+        "removed)",
         "JetStream stream AGENT_STATUS: all 3 replicas current again (leader n1)",
     ]
     assert watch.report()["AGENT_STATUS"] == {

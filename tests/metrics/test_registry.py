@@ -152,13 +152,19 @@ def test_names_are_unique_and_the_render_is_one_text(store: Store) -> None:
 
 
 def test_streams_are_shown_as_last_read_back_and_absent_before() -> None:
-    assert Metrics._streams([]) == []  # no stream read yet (or NATS away since the start): no family
+    assert Metrics._streams([], {}) == []  # no stream read yet (or NATS away since the start): no family
     families = Metrics._streams(
         [
             StreamHealth("AGENT_STATUS", 3, "n1", {"n1": True, "n2": True, "n3": False}, 12),
             StreamHealth("AGENT_EVENTS", 1, None, {}, 40),
-        ]
+        ],
+        {"AGENT_STATUS": True, "AGENT_EVENTS": True, "KV_agent_status": False},
     )
+    assert samples(families, "agentpulse_nats_stream_readable") == {
+        (("stream", "AGENT_EVENTS"),): 1,
+        (("stream", "AGENT_STATUS"),): 1,
+        (("stream", "KV_agent_status"),): 0,  # unreadable: no replicas sample, and this says why
+    }
     assert samples(families, "agentpulse_nats_stream_replicas") == {
         (("stream", "AGENT_EVENTS"),): 1,
         (("stream", "AGENT_STATUS"),): 3,
@@ -168,3 +174,6 @@ def test_streams_are_shown_as_last_read_back_and_absent_before() -> None:
         (("stream", "AGENT_STATUS"),): 2,
     }
     assert samples(families, "agentpulse_nats_stream_messages")[(("stream", "AGENT_STATUS"),)] == 12
+    assert "KV_agent_status" not in str(samples(families, "agentpulse_nats_stream_replicas"))
+    only_unreadable = Metrics._streams([], {"AGENT_STATUS": False})
+    assert [f.name for f in only_unreadable] == ["agentpulse_nats_stream_readable"]

@@ -69,7 +69,7 @@ class StreamWatch:
             try:
                 info = await asyncio.wait_for(js.stream_info(name), TIMEOUT)
             except NotFoundError:
-                self._unknown(name, "does not exist yet (it is created at the first publish)")
+                self._unknown(name, "does not exist (it is created at the first publish)")
                 continue
             except (NatsError, OSError, TimeoutError) as error:
                 self._unknown(name, f"cannot be read: {str(error) or type(error).__name__}")
@@ -86,8 +86,18 @@ class StreamWatch:
             os.replace(tmp, path)
 
     def _unknown(self, name: str, why: str) -> None:
-        self.health.pop(name, None)
+        if self.health.pop(name, None) is not None:  # it was read before: a stream without a leader, say
+            self._degraded[name] = True  # so that its recovery is said too
+            log.warning(
+                "JetStream stream %s %s; it was read before (no leader answering, or removed)", name, why
+            )
         self.notes[name] = why
+
+    def readable(self) -> dict[str, bool]:
+        """Each stream read at least once so far: whether the last read worked (the metrics' 0/1)."""
+        return {
+            name: name in self.health for name in self.streams if name in self.health or name in self.notes
+        }
 
     def _known(self, health: StreamHealth) -> None:
         name = health.name

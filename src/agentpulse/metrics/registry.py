@@ -10,7 +10,7 @@ change), so a scrape at 200,000 agents costs what it costs at ten (bench/metrics
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from agentpulse.jetstream import StreamHealth
@@ -239,12 +239,19 @@ class Metrics:
             )
             dropped.add(keepalive_events.dropped)
             families.append(dropped)
-        families += self._streams(events.streams.health.values())
+        families += self._streams(events.streams.health.values(), events.streams.readable())
         return families
 
     @staticmethod
-    def _streams(streams: Iterable[StreamHealth]) -> list[Family]:
+    def _streams(streams: Iterable[StreamHealth], readable: Mapping[str, bool]) -> list[Family]:
         """The JetStream streams agentpulse writes, as last read back (events/streamwatch.py)."""
+        read = Family(
+            "agentpulse_nats_stream_readable",
+            GAUGE,
+            "1 when the stream's last read back worked; 0: missing, or no leader answered (alert on it)",
+        )
+        for name, ok in sorted(readable.items()):
+            read.add(1.0 if ok else 0.0, (("stream", name),))
         replicas = Family("agentpulse_nats_stream_replicas", GAUGE, "Replicas the stream is configured with")
         current = Family(
             "agentpulse_nats_stream_replicas_current",
@@ -257,7 +264,7 @@ class Metrics:
             replicas.add(health.replicas, labels)
             current.add(health.current, labels)
             messages.add(health.messages, labels)
-        return [replicas, current, messages] if replicas.samples else []
+        return [read, *([replicas, current, messages] if replicas.samples else [])] if read.samples else []
 
     def _enrolment(self) -> list[Family]:
         if self.enrolment is None:

@@ -46,6 +46,8 @@ class StreamFigures(Protocol):
     @property
     def health(self) -> Mapping[str, StreamHealth]: ...
 
+    def readable(self) -> Mapping[str, bool]: ...
+
 
 class EventsFigures(Protocol):
     """`events.service.EventsService`."""
