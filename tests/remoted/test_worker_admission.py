@@ -1,12 +1,15 @@
-"""The manager's answers to a worker's admission questions: one write per batch, in the order asked."""
+"""The manager's answers to a worker's admission questions: one write per batch, in the order asked; "key in
+use" only after the book was looked at again (another worker's close may not have been read yet)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from agentpulse.remoted.pipe import Command, Record, Tag
 from agentpulse.remoted.replay import ReplayBook
-from agentpulse.remoted.worker_pool import WorkerPool
+from agentpulse.remoted.worker_pool import KEY_IN_USE_RECHECK, KEY_IN_USE_RECHECKS, WorkerPool
+from agentpulse.wire.counters import Verdict
 
 
 class Written:
@@ -37,3 +40,62 @@ def test_a_batch_of_admission_questions_is_answered_in_one_write_in_order() -> N
     assert second_end.writes == []
     pool._on_batch(first, [(Tag.LAG, 1, 0.0, 0.0, 0)])  # a batch without questions writes nothing
     assert len(first_end.writes) == 1
+
+
+def pool_holding(agent_holders: dict[int, int]) -> tuple[WorkerPool, Written, Written]:
+    """Two workers; `agent_holders` is the grace tracker's view (agent -> holders' bit mask), changed by tests."""
+    store: Any = None
+    grace: Any = None
+    book = ReplayBook(lambda agent: agent_holders.get(agent, 0), 60.0, False)
+    pool = WorkerPool("/nonexistent", 2, store, grace, book)
+    first_end, second_end = Written(), Written()
+    pool.workers[0].reader, pool.workers[1].reader = first_end, second_end  # type: ignore[assignment]
+    return pool, first_end, second_end
+
+
+def verdicts(end: Written) -> list[tuple[int, str]]:
+    return [(c[1], c[2]) for write in end.writes for c in write if c[0] is Command.VERDICT]
+
+
+def test_key_in_use_is_judged_again_and_admitted_once_the_other_workers_close_is_read() -> None:
+    """Agent 5's old connection on worker 1 closed, but the manager has not read that yet when worker 2
+    asks about its new one: the question waits a recheck instead of being refused at once."""
+    holders = {5: 1 << 1}  # worker 1 holds agent 5
+
+    async def scenario() -> None:
+        pool, _, second_end = pool_holding(holders)
+        pool.book.report({5: 10})  # the old connection talked just now: a live holder
+        pool._on_batch(pool.workers[1], [(Tag.ADMIT, 3, 5, 11, True, 0)])
+        assert second_end.writes == []  # not refused yet
+        holders[5] = 0  # worker 1's "closed" is read
+        await asyncio.sleep(KEY_IN_USE_RECHECK * 1.5)
+        assert verdicts(second_end) == [(3, Verdict.ADMIT.value)]
+
+    asyncio.run(scenario())
+
+
+def test_a_holder_that_stays_live_gets_key_in_use_after_the_rechecks() -> None:
+    async def scenario() -> None:
+        pool, first_end, second_end = pool_holding({5: 1 << 1})
+        pool.book.report({5: 10})
+        pool._on_batch(pool.workers[1], [(Tag.ADMIT, 3, 5, 11, True, 0)])
+        await asyncio.sleep(KEY_IN_USE_RECHECK * (KEY_IN_USE_RECHECKS - 0.5))
+        assert second_end.writes == []
+        await asyncio.sleep(KEY_IN_USE_RECHECK * 1.5)
+        assert verdicts(second_end) == [(3, Verdict.KEY_IN_USE.value)]  # once, after the last look
+        assert first_end.writes == []  # the live holder is not dropped
+
+    asyncio.run(scenario())
+
+
+def test_a_recheck_for_a_worker_that_was_replaced_is_not_answered() -> None:
+    async def scenario() -> None:
+        pool, _, second_end = pool_holding({5: 1 << 1})
+        pool.book.report({5: 10})
+        pool._on_batch(pool.workers[1], [(Tag.ADMIT, 3, 5, 11, True, 0)])
+        replaced = Written()
+        pool.workers[1].reader = replaced  # type: ignore[assignment]  # the worker died and was restarted
+        await asyncio.sleep(KEY_IN_USE_RECHECK * (KEY_IN_USE_RECHECKS + 1))
+        assert second_end.writes == [] and replaced.writes == []  # its request ids mean nothing now
+
+    asyncio.run(scenario())

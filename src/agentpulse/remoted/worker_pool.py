@@ -30,6 +30,7 @@ from agentpulse.remoted.keywatch import Signature
 from agentpulse.remoted.pipe import Command, Tag
 from agentpulse.remoted.replay import ReplayBook
 from agentpulse.remoted.stats import WorkerTotals
+from agentpulse.wire.counters import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ READY_TIMEOUT = 30.0
 ADD_KEYS_TIMEOUT = 5.0  # an enrolment waits this long at most for every worker to take its key
 FAILURE_READ_TIMEOUT = 1.0  # after a worker exited at start: time to read the reason it sent
 LAG_INTERVAL = 1.0  # a worker reports its lag this often (worker_process._housekeeping)
+# A new connection of an agent that another worker holds is judged again this often, so many times, before
+# its "key in use": an agent that restarts at once (its shutdown, its close, its new connection within
+# milliseconds) may reach another worker before the manager has read from the first that it closed (two
+# pipes, no order between them). The rule is the same each time (replay.py); only the book is fresher.
+KEY_IN_USE_RECHECK = 0.2
+KEY_IN_USE_RECHECKS = 3
 
 
 class WorkerStartError(RuntimeError):
@@ -269,10 +276,13 @@ class WorkerPool:
                 else:
                     self._on_worker_message(worker, record)
         finally:  # what was decided is told, even if a later record fails
-            for index, commands in answers.items():
-                reader = self.workers[index - 1].reader
-                if reader is not None:
-                    reader.send(commands)
+            self._send_answers(answers)
+
+    def _send_answers(self, answers: dict[int, list[pipe.Record]]) -> None:
+        for index, commands in answers.items():
+            reader = self.workers[index - 1].reader if 0 < index <= len(self.workers) else None
+            if reader is not None:
+                reader.send(commands)
 
     def _on_worker_message(self, worker: WorkerHandle, record: pipe.Record) -> None:
         """The rarer records: answers to commands, and the worker's own life cycle."""
@@ -300,19 +310,38 @@ class WorkerPool:
             log.info("remoted worker %d ready (pid %s)", worker.index, worker.process and worker.process.pid)
 
     def _admit(
-        self, worker: WorkerHandle, record: pipe.Record, answers: dict[int, list[pipe.Record]]
+        self,
+        worker: WorkerHandle,
+        record: pipe.Record,
+        answers: dict[int, list[pipe.Record]],
+        tries: int = 0,
     ) -> None:
         """A worker asks whether a new connection may carry an agent (replay.py); a stale connection
         of it on another worker is closed when the new one is admitted. The commands go to `answers`,
-        by worker: one write each for the whole batch, in order."""
+        by worker: one write each for the whole batch, in order. "Key in use" is answered only after
+        `KEY_IN_USE_RECHECKS` looks, `KEY_IN_USE_RECHECK` apart (see there)."""
         _, request, agent_id, seq, startup, highest = record
         decision = self.book.decide(worker.index, agent_id, seq, startup, highest)
+        if decision.verdict is Verdict.KEY_IN_USE and tries < KEY_IN_USE_RECHECKS:
+            asyncio.get_running_loop().call_later(
+                KEY_IN_USE_RECHECK, self._admit_again, worker, worker.reader, record, tries + 1
+            )
+            return
         answers.setdefault(worker.index, []).append(
             (Command.VERDICT, request, decision.verdict.value, decision.highest)
         )
         for index in decision.overtaken:
             if 0 < index <= len(self.workers):
                 answers.setdefault(index, []).append((Command.DROP, agent_id))
+
+    def _admit_again(
+        self, worker: WorkerHandle, reader: pipe.PipeEnd | None, record: pipe.Record, tries: int
+    ) -> None:
+        if reader is None or worker.reader is not reader:  # that worker process is gone: so is its question
+            return
+        answers: dict[int, list[pipe.Record]] = {}
+        self._admit(worker, record, answers, tries)
+        self._send_answers(answers)
 
     def drop(self, agent_id: int, holders: list[int]) -> None:
         """Close the agent's connection on these workers (let go: no grace), as an overtake does."""
