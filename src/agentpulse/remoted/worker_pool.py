@@ -46,8 +46,9 @@ LAG_INTERVAL = 1.0  # a worker reports its lag this often (worker_process._house
 # its "key in use": an agent that restarts at once (its shutdown, its close, its new connection within
 # milliseconds) may reach another worker before the manager has read from the first that it closed (two
 # pipes, no order between them). The rule is the same each time (replay.py); only the book is fresher.
+# In all under the lag guard's RESUME_LAG (0.5 s), which the oldest unanswered question counts toward.
 KEY_IN_USE_RECHECK = 0.2
-KEY_IN_USE_RECHECKS = 3
+KEY_IN_USE_RECHECKS = 2
 
 
 class WorkerStartError(RuntimeError):
