@@ -18,16 +18,21 @@ def home_with(tmp_path: Path, state: object) -> Home:
     return home
 
 
-def healthy(messages: int) -> dict[str, object]:
-    peers = {"n1": True, "n2": True, "n3": True}
+def stream(leader: str | None, peers: dict[str, bool], messages: int = 0) -> dict[str, object]:
+    """One stream of 3 replicas as the watch writes it."""
+    current = sum(peers.values())
     return {
         "replicas": 3,
-        "current": 3,
-        "degraded": False,
-        "leader": "n1",
+        "current": current,
+        "degraded": current < 3 or leader is None,
+        "leader": leader,
         "peers": peers,
         "messages": messages,
     }
+
+
+def healthy(messages: int) -> dict[str, object]:
+    return stream("n1", {"n1": True, "n2": True, "n3": True}, messages)
 
 
 def test_no_file_no_section(tmp_path: Path) -> None:
@@ -36,14 +41,7 @@ def test_no_file_no_section(tmp_path: Path) -> None:
 
 
 def test_each_stream_its_replicas_and_a_degraded_one_said_so(tmp_path: Path) -> None:
-    degraded = {
-        "replicas": 3,
-        "current": 2,
-        "degraded": True,
-        "leader": "n1",
-        "peers": {"n1": True, "n2": True, "n3": False},
-        "messages": 12,
-    }
+    degraded = stream("n1", {"n1": True, "n2": True, "n3": False}, 12)
     streams = {
         "AGENT_STATUS": healthy(1234),
         "AGENT_EVENTS": degraded,
@@ -60,13 +58,7 @@ def test_each_stream_its_replicas_and_a_degraded_one_said_so(tmp_path: Path) -> 
 
 
 def test_a_stream_electing_its_leader(tmp_path: Path) -> None:
-    electing = {
-        "replicas": 3,
-        "current": 2,
-        "degraded": True,
-        "leader": None,
-        "peers": {"n2": True, "n3": True},
-    }
+    electing = stream(None, {"n2": True, "n3": True})
     text = render_streams(home_with(tmp_path, {"updated": NOW, "streams": {"AGENT_STATUS": electing}}), NOW)
     assert (
         "AGENT_STATUS: DEGRADED: 2 of 3 replicas current, 0 messages; behind or offline: none named; no "
@@ -81,14 +73,7 @@ def test_an_old_file_says_it_is_old(tmp_path: Path) -> None:
 
 
 def test_names_from_the_servers_are_escaped_for_the_terminal(tmp_path: Path) -> None:
-    hostile = {
-        "replicas": 3,
-        "current": 2,
-        "degraded": True,
-        "leader": "n1\x1b[2J",
-        "peers": {"n1\x1b[2J": True, "evil\n": False},
-        "messages": 0,
-    }
+    hostile = stream("n1\x1b[2J", {"n1\x1b[2J": True, "evil\n": False, "n3": True})
     text = render_streams(home_with(tmp_path, {"updated": NOW, "streams": {"S\x1b]0;x": hostile}}), NOW)
     assert "\x1b" not in text and "evil\n" not in text
     assert "S\\x1b]0;x: DEGRADED" in text and "leader n1\\x1b[2J" in text and "offline: evil\\n" in text

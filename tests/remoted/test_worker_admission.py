@@ -42,14 +42,18 @@ def test_a_batch_of_admission_questions_is_answered_in_one_write_in_order() -> N
     assert len(first_end.writes) == 1
 
 
-def pool_holding(agent_holders: dict[int, int]) -> tuple[WorkerPool, Written, Written]:
-    """Two workers; `agent_holders` is the grace tracker's view (agent -> holders' bit mask), changed by tests."""
+def asked_while_held(agent_holders: dict[int, int]) -> tuple[WorkerPool, Written, Written]:
+    """Two workers; worker 2 asks about a new connection of agent 5 (request 3) while the grace tracker's
+    view, `agent_holders` (agent -> holders' bit mask, changed by the tests), has worker 1 holding it and
+    its old connection talked just now (a live holder)."""
     store: Any = None
     grace: Any = None
     book = ReplayBook(lambda agent: agent_holders.get(agent, 0), 60.0, False)
     pool = WorkerPool("/nonexistent", 2, store, grace, book)
     first_end, second_end = Written(), Written()
     pool.workers[0].reader, pool.workers[1].reader = first_end, second_end  # type: ignore[assignment]
+    pool.book.report({5: 10})
+    pool._on_batch(pool.workers[1], [(Tag.ADMIT, 3, 5, 11, True, 0)])
     return pool, first_end, second_end
 
 
@@ -63,9 +67,7 @@ def test_key_in_use_is_judged_again_and_admitted_once_the_other_workers_close_is
     holders = {5: 1 << 1}  # worker 1 holds agent 5
 
     async def scenario() -> None:
-        pool, _, second_end = pool_holding(holders)
-        pool.book.report({5: 10})  # the old connection talked just now: a live holder
-        pool._on_batch(pool.workers[1], [(Tag.ADMIT, 3, 5, 11, True, 0)])
+        _, _, second_end = asked_while_held(holders)
         assert second_end.writes == []  # not refused yet
         holders[5] = 0  # worker 1's "closed" is read
         await asyncio.sleep(KEY_IN_USE_RECHECK * 1.5)
@@ -76,9 +78,7 @@ def test_key_in_use_is_judged_again_and_admitted_once_the_other_workers_close_is
 
 def test_a_holder_that_stays_live_gets_key_in_use_after_the_rechecks() -> None:
     async def scenario() -> None:
-        pool, first_end, second_end = pool_holding({5: 1 << 1})
-        pool.book.report({5: 10})
-        pool._on_batch(pool.workers[1], [(Tag.ADMIT, 3, 5, 11, True, 0)])
+        _, first_end, second_end = asked_while_held({5: 1 << 1})
         await asyncio.sleep(KEY_IN_USE_RECHECK * (KEY_IN_USE_RECHECKS - 0.5))
         assert second_end.writes == []
         await asyncio.sleep(KEY_IN_USE_RECHECK * 1.5)
@@ -90,9 +90,7 @@ def test_a_holder_that_stays_live_gets_key_in_use_after_the_rechecks() -> None:
 
 def test_a_recheck_for_a_worker_that_was_replaced_is_not_answered() -> None:
     async def scenario() -> None:
-        pool, _, second_end = pool_holding({5: 1 << 1})
-        pool.book.report({5: 10})
-        pool._on_batch(pool.workers[1], [(Tag.ADMIT, 3, 5, 11, True, 0)])
+        pool, _, second_end = asked_while_held({5: 1 << 1})
         replaced = Written()
         pool.workers[1].reader = replaced  # type: ignore[assignment]  # the worker died and was restarted
         await asyncio.sleep(KEY_IN_USE_RECHECK * (KEY_IN_USE_RECHECKS + 1))
