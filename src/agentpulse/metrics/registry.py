@@ -264,7 +264,9 @@ class Metrics:
             replicas.add(health.replicas, labels)
             current.add(health.current, labels)
             messages.add(health.messages, labels)
-        return [read, *([replicas, current, messages] if replicas.samples else [])] if read.samples else []
+        if not read.samples:  # no stream read yet
+            return []
+        return [read, replicas, current, messages] if replicas.samples else [read]
 
     def _enrolment(self) -> list[Family]:
         if self.enrolment is None:

@@ -214,17 +214,14 @@ function natsHealth(nats) {
   if (!nats || !nats.enabled) return null;  // no NATS configured: nothing to show
   if (!nats.connected) return { ok: false, text: "NATS away", title: "NATS connection down: status events wait in the outbox" };
   const streams = Object.entries(nats.streams || {});
+  const replicas = (list) => list.map(([n, s]) => n + ": " + s.current + " of " + s.replicas + " replicas current").join("; ");
   const degraded = streams.filter(([, s]) => s && s.degraded);
   if (degraded.length) {
     const [name, first] = degraded[0];
-    return {
-      ok: false,
-      text: "NATS " + name + " " + first.current + "/" + first.replicas,
-      title: degraded.map(([n, s]) => n + ": " + s.current + " of " + s.replicas + " replicas current").join("; "),
-    };
+    return { ok: false, text: "NATS " + name + " " + first.current + "/" + first.replicas, title: replicas(degraded) };
   }
   const known = streams.filter(([, s]) => s && s.replicas);
-  return { ok: true, text: "NATS ok", title: known.map(([n, s]) => n + ": " + s.current + " of " + s.replicas + " replicas current").join("; ") || "NATS connected" };
+  return { ok: true, text: "NATS ok", title: replicas(known) || "NATS connected" };
 }
 
 async function loadHealth() {
